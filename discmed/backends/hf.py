@@ -1,0 +1,314 @@
+"""The transformers backend: any causal LM in Hugging Face format, a local folder or a hub id.
+
+bf16 on a GPU, fp32 on the CPU. Prompts come from `discmed.formats` (the format is read from
+the model: `user_token_id` in its generation config means DISC's format, otherwise its
+tokenizer's chat template), so what the model is served is what it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from discmed.backend import BackendError, GenParams, apply_stop
+from discmed.chat import Message
+from discmed.formats import DiscFormat, get_format
+
+
+def pick_format(model: Any, tokenizer: Any, name: str | None = None):
+    """The chat format for this model: `name` if given, else what the model's files say."""
+    gc = getattr(model, "generation_config", None)
+    user_id = getattr(gc, "user_token_id", None)
+    if name == "disc" or (name is None and user_id is not None):
+        return DiscFormat(user_id=user_id or 195, assistant_id=getattr(gc, "assistant_token_id", None) or 196)
+    if name is not None:
+        return get_format(name)
+    if getattr(tokenizer, "chat_template", None):
+        return get_format("auto")
+    raise BackendError(
+        "the model has neither a chat template nor DISC's user_token_id in its generation config; "
+        "pass a format (disc, chatml, llama3)"
+    )
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFBackend:
+    """transformers `AutoModelForCausalLM` behind discmed's Backend contract."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        format: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        quantize: str | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = path
+        self.name = name or (Path(path).name if Path(path).exists() else path)
+        self.device = device or default_device()
+        self.batch_size = batch_size
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if dtype:
+            kwargs["dtype"] = getattr(torch, dtype)
+        else:
+            kwargs["dtype"] = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        if quantize:
+            kwargs["quantization_config"] = quantization_config(quantize, self.device)
+            kwargs["device_map"] = self.device if self.device != "cpu" else {"": "cpu"}
+        elif self.device == "cuda" and torch.cuda.device_count() > 1:
+            kwargs["device_map"] = "auto"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except OSError as e:
+            raise BackendError(
+                f"cannot load model {path!r}: {e}. Offline (HF_HUB_OFFLINE=1)? Pass a local folder."
+            ) from e
+        if "device_map" not in kwargs:
+            self.model.to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.format = pick_format(self.model, self.tokenizer, format)
+        self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
+        self._lock = threading.Lock()  # one generate at a time on this model
+
+    # -- parameters ---------------------------------------------------------------------
+    def default_params(self) -> GenParams:
+        """The model's own sampling defaults (its generation_config.json), as GenParams."""
+        gc = self.model.generation_config
+        sample = bool(getattr(gc, "do_sample", False))
+        return GenParams(
+            max_new_tokens=min(int(getattr(gc, "max_new_tokens", None) or 512), 2048),
+            temperature=float(gc.temperature or 1.0) if sample else 0.0,
+            top_p=float(gc.top_p or 1.0) if sample else 1.0,
+            top_k=int(gc.top_k or 0) if sample else 0,
+            repetition_penalty=float(getattr(gc, "repetition_penalty", None) or 1.0),
+        )
+
+    def _generation_config(self, params: GenParams):
+        from transformers import GenerationConfig
+
+        sample = params.temperature > 0
+        stop_ids = self.format.stop_token_ids(self.tokenizer)
+        return GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
+            temperature=params.temperature if sample else None,
+            top_p=params.top_p if sample else None,
+            top_k=(params.top_k or None) if sample else None,
+            repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
+            eos_token_id=stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    def prompt_ids(self, messages: list[Message], params: GenParams) -> list[int]:
+        return self.format.prompt(messages, self.tokenizer, max_length=self.max_length, reserve=params.max_new_tokens)
+
+    # -- the contract -------------------------------------------------------------------
+    def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
+        """Batched generation: prompts sorted by length, left-padded, `batch_size` at a time."""
+        import torch
+
+        prompts = [self.prompt_ids(m, params) for m in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[str] = [""] * len(prompts)
+        config = self._generation_config(params)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            input_ids, attention = self._left_pad([prompts[i] for i in idx])
+            with self._lock, torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=config,
+                    stop_strings=params.stop or None,
+                    tokenizer=self.tokenizer if params.stop else None,
+                )
+            for row, i in enumerate(idx):
+                text = self.tokenizer.decode(out[row, input_ids.shape[1] :], skip_special_tokens=True)
+                results[i] = apply_stop(text, params.stop)[0]
+        return results
+
+    def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
+        """Token-by-token text deltas; closing the iterator stops the generation."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        input_ids, attention = self._left_pad([self.prompt_ids(messages, params)])
+        tokens: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, ids, scores, **kw):
+                return torch.full((ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=ids.device)
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention,
+                        generation_config=self._generation_config(params),
+                        streamer=_TokenStreamer(tokens),
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    )
+            except BaseException as e:  # surfaced to the consumer below
+                failure.append(e)
+            finally:
+                tokens.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ids: list[int] = []
+        sent = 0
+        holdback = max((len(s) for s in params.stop), default=0)
+        try:
+            while (item := tokens.get()) is not None:
+                ids.extend(item)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # a character split across tokens: wait for the rest of it
+                text, stopped = apply_stop(text, params.stop)
+                ready = len(text) if stopped else max(sent, len(text) - holdback)
+                if ready > sent:
+                    yield text[sent:ready]
+                    sent = ready
+                if stopped:
+                    return
+            if failure:
+                raise BackendError(f"generation failed: {failure[0]}") from failure[0]
+            text = apply_stop(self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)[0]
+            if len(text) > sent:
+                yield text[sent:]
+        finally:
+            cancel.set()
+            thread.join()
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+        """log P(choice | prompt) for every choice, as lm-evaluation-harness computes it.
+
+        The continuation's tokens are `encode(prompt + choice)[len(encode(prompt)):]`. When every
+        choice is one token after the prompt (the usual "答案：A"), one forward pass per prompt
+        scores them all; otherwise each (prompt, choice) pair gets its own pass.
+        """
+        import torch
+
+        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        results: list[list[float] | None] = [None] * len(prompts)
+        single: list[tuple[int, list[int], list[int]]] = []  # (index, context ids, choice ids)
+        multi: list[tuple[int, list[int], list[list[int]]]] = []
+        for i, prompt in enumerate(prompts):
+            ctx = encode(prompt)
+            conts = []
+            for choice in choices:
+                whole = encode(prompt + choice)
+                conts.append(whole[len(ctx) :] if whole[: len(ctx)] == ctx else encode(choice))
+            if all(len(c) == 1 for c in conts):
+                single.append((i, ctx, [c[0] for c in conts]))
+            else:
+                multi.append((i, ctx, conts))
+        single.sort(key=lambda x: len(x[1]))
+        for start in range(0, len(single), self.batch_size):
+            chunk = single[start : start + self.batch_size]
+            logp = self._last_logprobs([ctx for _, ctx, _ in chunk])
+            for row, (i, _, ids) in enumerate(chunk):
+                results[i] = [logp[row, t].item() for t in ids]
+        for i, ctx, conts in multi:
+            scores = []
+            for cont in conts:
+                seq = torch.tensor([(ctx + cont)[:-1]], device=self.model.device)
+                with torch.inference_mode():
+                    logits = self.model(input_ids=seq).logits[0, len(ctx) - 1 :].float()
+                lp = torch.log_softmax(logits, dim=-1)
+                scores.append(sum(lp[j, t].item() for j, t in enumerate(cont)))
+            results[i] = scores
+        return results  # type: ignore[return-value]
+
+    # -- helpers ------------------------------------------------------------------------
+    def _left_pad(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
+        return ids, mask
+
+    def _last_logprobs(self, rows: list[list[int]]):
+        """log-softmax of the next-token logits after each row (right-padded batch)."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+        last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+        return torch.log_softmax(logits[torch.arange(len(rows)), last].float(), dim=-1)
+
+
+class _TokenStreamer:
+    """transformers streamer that hands generated ids (not the prompt) to a queue."""
+
+    def __init__(self, q: queue.Queue):
+        self.q = q
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.q.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
+
+
+def quantization_config(kind: str, device: str):
+    """bitsandbytes config for `--quantize int8|int4`; int4 (NF4) needs a CUDA GPU."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if kind == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if kind == "int4":
+        if not device.startswith("cuda"):
+            raise BackendError("int4 (bitsandbytes NF4) needs a CUDA GPU; on CPU use --quantize int8 or none")
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    raise BackendError(f"unknown quantization {kind!r} (expected int8 or int4)")
+
+
+def _context_length(config: Any, tokenizer: Any) -> int:
+    for key in ("max_position_embeddings", "model_max_length", "max_sequence_length", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and 0 < value < 10**7:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and value < 10**7 else int(os.environ.get("DISCMED_MAX_LENGTH", 4096))

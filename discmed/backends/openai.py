@@ -1,0 +1,134 @@
+"""The OpenAI-compatible backend: vLLM, SGLang, hosted APIs, and discmed's own server.
+
+Spec: `openai:BASE_URL@MODEL` (the model part may be left out when the server serves one
+model). Built on the official `openai` client, whose retries (exponential backoff with jitter
+on connection errors, timeouts, 408/409/429 and 5xx) are configured here rather than written
+again. An endpoint that cannot be reached gives one clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from discmed.backend import BackendError, GenParams
+from discmed.chat import Message
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """`http://host:port/v1@model` → (base URL, model or None)."""
+    base, sep, model = target.rpartition("@")
+    if not sep or "/" in model:  # no '@', or the '@' belonged to the URL
+        return target, None
+    return base, model or None
+
+
+class OpenAIBackend:
+    """Chat completions against any OpenAI-compatible base URL."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        max_retries: int = 5,
+        concurrency: int = 8,
+        name: str | None = None,
+    ):
+        import openai
+
+        self.base_url, model = split_target(target)
+        if not self.base_url.startswith(("http://", "https://")):
+            raise BackendError(f"openai backend needs an http(s) base URL, got {self.base_url!r}")
+        key = api_key or os.environ.get("DISCMED_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.concurrency = concurrency
+        self._model = model
+        self.name = name or model or self.base_url
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self._usage_lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            models = self._call(lambda: self.client.models.list().data)
+            if not models:
+                raise BackendError(f"{self.base_url} serves no models")
+            self._model = models[0].id
+        return self._model
+
+    def default_params(self) -> GenParams:
+        return GenParams()
+
+    def _call(self, fn):
+        import openai
+
+        try:
+            return fn()
+        except openai.APIConnectionError as e:
+            cause = e.__cause__ or e
+            raise BackendError(
+                f"cannot reach the OpenAI-compatible endpoint at {self.base_url} ({cause}); "
+                "is the server running? (discmed serve --model SPEC starts one)"
+            ) from e
+        except openai.APIStatusError as e:
+            raise BackendError(f"{self.base_url} answered {e.status_code}: {e.message}") from e
+
+    def _request(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
+        req: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": params.max_new_tokens}
+        req["temperature"] = params.temperature
+        if params.temperature > 0 and params.top_p < 1.0:
+            req["top_p"] = params.top_p
+        if params.stop:
+            req["stop"] = params.stop
+        if params.seed is not None:
+            req["seed"] = params.seed
+        extra = {}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty
+        if extra:
+            req["extra_body"] = extra  # vLLM and discmed's server read these
+        return req
+
+    def _tally(self, usage: Any) -> None:
+        with self._usage_lock:
+            self.usage["requests"] += 1
+            if usage is not None:
+                self.usage["prompt_tokens"] += usage.prompt_tokens or 0
+                self.usage["completion_tokens"] += usage.completion_tokens or 0
+
+    def _one(self, messages: list[Message], params: GenParams) -> str:
+        resp = self._call(lambda: self.client.chat.completions.create(**self._request(messages, params)))
+        self._tally(resp.usage)
+        return resp.choices[0].message.content or ""
+
+    def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
+        if len(conversations) == 1:
+            return [self._one(conversations[0], params)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda m: self._one(m, params), conversations))
+
+    def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
+        resp = self._call(
+            lambda: self.client.chat.completions.create(**self._request(messages, params), stream=True)
+        )
+        try:
+            for chunk in resp:
+                if chunk.usage is not None:
+                    self._tally(chunk.usage)
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        finally:
+            resp.close()  # a closed iterator closes the connection, which stops the server's work
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+        raise NotImplementedError(
+            "chat completions do not return prompt logprobs: use --mode generate with an API backend, "
+            "or a local (hf, vllm) backend for --mode logprob"
+        )

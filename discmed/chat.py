@@ -1,0 +1,217 @@
+"""Messages and conversations, and the two on-disk shapes they travel in.
+
+A message is an OpenAI-style dict, `{"role": "user"|"assistant"|"system", "content": str}`.
+On disk discmed reads and writes DISC-Med-SFT JSONL,
+
+    {"_id": "...", "source": "...", "conversation": [{"role": "user", "content": "..."}, ...]}
+
+and also accepts OpenAI-style lines (`{"messages": [...]}`). The reader streams: a 470k-line
+file is read line by line, never held whole. Every validation error names the file, the line
+and the field, so a user can open the file at the right place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+ROLES = ("system", "user", "assistant")
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+class DataError(ValueError):
+    """A bad record: `path:line: field: message`."""
+
+    def __init__(self, path: str | os.PathLike | None, line: int | None, field: str, message: str):
+        self.path = str(path) if path is not None else "<input>"
+        self.line = line
+        self.field = field
+        self.message = message
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {field}: {message}")
+
+
+@dataclass
+class Conversation:
+    """One consultation: an id, where it came from, its messages, and anything else on the line."""
+
+    id: str
+    source: str
+    messages: list[Message]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The DISC-Med-SFT record for this conversation (extra keys kept after the standard ones)."""
+        record: dict[str, Any] = {"_id": self.id, "source": self.source, "conversation": list(self.messages)}
+        record.update(self.extra)
+        return record
+
+
+def validate_messages(
+    messages: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    line: int | None = None,
+    field_name: str = "conversation",
+    require_assistant: bool = True,
+) -> list[Message]:
+    """Check a message list and return it as clean `Message` dicts, or raise `DataError`.
+
+    Rules: a non-empty list; each item a dict with a known `role` and non-empty string
+    `content`; system messages only at the start; after them, user and assistant alternate
+    starting with the user. With `require_assistant`, at least one assistant turn (a training
+    record with none teaches nothing).
+    """
+
+    def fail(where: str, message: str) -> DataError:
+        return DataError(path, line, where, message)
+
+    if not isinstance(messages, list):
+        raise fail(field_name, f"expected a list of messages, got {type(messages).__name__}")
+    if not messages:
+        raise fail(field_name, "no messages")
+    clean: list[Message] = []
+    previous = None
+    for i, msg in enumerate(messages):
+        where = f"{field_name}[{i}]"
+        if not isinstance(msg, dict):
+            raise fail(where, f"expected an object with role and content, got {type(msg).__name__}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise fail(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        content = msg.get("content")
+        if not isinstance(content, str):
+            raise fail(f"{where}.content", f"expected a string, got {type(content).__name__}")
+        if not content.strip():
+            raise fail(f"{where}.content", "empty content")
+        if role == "system":
+            if previous not in (None, "system"):
+                raise fail(f"{where}.role", "a system message may only come before the first user turn")
+        elif role == "user":
+            if previous == "user":
+                raise fail(f"{where}.role", "two user turns in a row")
+        elif previous in (None, "system"):
+            raise fail(f"{where}.role", "the conversation must start with a user turn, not an assistant turn")
+        elif previous == "assistant":
+            raise fail(f"{where}.role", "two assistant turns in a row")
+        clean.append({"role": role, "content": content})
+        previous = role
+    if previous == "system":
+        raise fail(field_name, "only system messages, no user turn")
+    if require_assistant and not any(m["role"] == "assistant" for m in clean):
+        raise fail(field_name, "no assistant turn (a training record needs at least one)")
+    return clean
+
+
+def parse_record(
+    obj: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    line: int | None = None,
+    require_assistant: bool = True,
+) -> Conversation:
+    """One decoded JSON line (DISC-Med-SFT or OpenAI `messages`) → `Conversation`."""
+    if not isinstance(obj, dict):
+        raise DataError(path, line, "record", f"expected a JSON object, got {type(obj).__name__}")
+    if "conversation" in obj:
+        key = "conversation"
+    elif "messages" in obj:
+        key = "messages"
+    else:
+        raise DataError(path, line, "conversation", "missing (expected 'conversation' or 'messages')")
+    messages = validate_messages(
+        obj[key], path=path, line=line, field_name=key, require_assistant=require_assistant
+    )
+    raw_id = obj.get("_id", obj.get("id"))
+    conv_id = str(raw_id) if raw_id is not None else f"{Path(str(path or 'input')).stem}-{line}"
+    source = obj.get("source", "")
+    if not isinstance(source, str):
+        raise DataError(path, line, "source", f"expected a string, got {type(source).__name__}")
+    extra = {k: v for k, v in obj.items() if k not in ("_id", "id", "source", key)}
+    return Conversation(conv_id, source, messages, extra)
+
+
+def iter_conversations(
+    path: str | os.PathLike,
+    errors: list[DataError] | None = None,
+    *,
+    require_assistant: bool = True,
+) -> Iterator[Conversation]:
+    """Stream conversations from a JSONL file.
+
+    With `errors=None` the first bad record raises `DataError`; with a list, bad records are
+    skipped and appended to it, so the caller can report them all at the end. Blank lines are
+    ignored.
+    """
+    with open(path, encoding="utf-8") as f:
+        for lineno, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
+                yield parse_record(obj, path=path, line=lineno, require_assistant=require_assistant)
+            except DataError as e:
+                if errors is None:
+                    raise
+                errors.append(e)
+
+
+def read_conversations(path: str | os.PathLike, **kw: Any) -> list[Conversation]:
+    """All conversations of a (small) file; raises on the first bad record."""
+    return list(iter_conversations(path, **kw))
+
+
+def atomic_writer(path: str | os.PathLike, mode: str = "w"):
+    """Open a temp file beside `path`; `os.replace` it into place on a clean close."""
+    return _AtomicFile(Path(path), mode)
+
+
+class _AtomicFile:
+    def __init__(self, path: Path, mode: str):
+        self.path, self.mode = path, mode
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self.f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8"}))
+        return self.f
+
+    def __exit__(self, exc_type, exc, tb):
+        self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+        return False
+
+
+def write_conversations(conversations: Iterable[Conversation], path: str | os.PathLike) -> int:
+    """Write DISC-Med-SFT JSONL atomically; returns the number of records."""
+    n = 0
+    with atomic_writer(path) as f:
+        for conv in conversations:
+            f.write(json.dumps(conv.to_record(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_messages_jsonl(conversations: Iterable[Conversation], path: str | os.PathLike) -> int:
+    """Write OpenAI-style `{"messages": [...]}` JSONL atomically; returns the number of records."""
+    n = 0
+    with atomic_writer(path) as f:
+        for conv in conversations:
+            f.write(json.dumps({"id": conv.id, "messages": conv.messages}, ensure_ascii=False) + "\n")
+            n += 1
+    return n

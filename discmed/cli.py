@@ -1,0 +1,175 @@
+"""discmed's command line: one Typer app.
+
+    discmed demo | tiny build | inspect | chat | serve | quantize | data … | train … | eval …
+
+Each area adds its own commands (`discmed/<area>/cli.py: register(app)`); heavy libraries are
+imported inside commands so that `discmed --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="discmed: DISC-MedLLM rebuilt — data, training, chat, serving and evaluation of medical-consultation LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tiny_app = typer.Typer(help="The embedded tiny model (proves the machinery, not medicine).", no_args_is_help=True)
+data_app = typer.Typer(help="DISC-Med-SFT construction: sources, scrub, rewrite, kgqa, dedup, decontam, mix, curation.", no_args_is_help=True)
+train_app = typer.Typer(help="Training: SFT (full, LoRA, QLoRA), DPO, merge, export.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluation: exam multiple choice, simulated consultations, judging, scoring.", no_args_is_help=True)
+app.add_typer(tiny_app, name="tiny")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: tiny | hf:PATH_OR_HUB_ID | openai:URL@MODEL | vllm:PATH")]
+
+
+def emit_json(summary: dict) -> None:
+    """The machine-readable summary, always the last line."""
+    print(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+@tiny_app.command("build")
+def tiny_build(
+    out: Annotated[Path | None, typer.Argument(help="Folder to write (default: the shared cache)")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last")] = False,
+) -> None:
+    """Build the embedded tiny tokenizer and model (about a minute on 2 CPU cores)."""
+    from discmed import tiny
+
+    target = out or tiny.default_path()
+    if force or not (target / "discmed-tiny.json").exists():
+        summary = tiny.build_tiny(target, quiet=False)
+    else:
+        summary = json.loads((target / "discmed-tiny.json").read_text())
+        summary["reused"] = True
+    print(f"tiny model: {target} ({summary['parameters']:,} parameters, loss {summary['loss_first']} → {summary['loss_last']})")
+    if as_json:
+        emit_json(summary)
+
+
+@tiny_app.command("path")
+def tiny_path() -> None:
+    """Print the tiny model's folder, building it if needed."""
+    from discmed.tiny import ensure_tiny
+
+    print(ensure_tiny(quiet=False))
+
+
+@app.command()
+def inspect(
+    data: Annotated[Path, typer.Argument(help="DISC-Med-SFT or messages JSONL")],
+    model: ModelOpt = "tiny",
+    format: Annotated[str | None, typer.Option(help="disc | chatml | llama3 | auto (default: the model's)")] = None,
+    max_length: Annotated[int, typer.Option(help="Training max length")] = 1200,
+    n: Annotated[int, typer.Option("-n", help="How many records to show")] = 1,
+    color: Annotated[bool, typer.Option(help="Colour the trained-on tokens")] = True,
+) -> None:
+    """Show how records are tokenized for training: the trained-on part marked «…» (or green)."""
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from discmed.backend import parse_spec
+    from discmed.backends.hf import pick_format
+    from discmed.chat import iter_conversations
+    from discmed.tiny import ensure_tiny
+
+    kind, target = parse_spec(model)
+    path = str(ensure_tiny()) if kind == "tiny" else target
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if format is None:
+        from transformers import GenerationConfig
+
+        try:
+            gc = GenerationConfig.from_pretrained(path)
+        except OSError:
+            gc = None
+        fmt = pick_format(type("M", (), {"generation_config": gc})(), tokenizer)
+    else:
+        from discmed.formats import get_format
+
+        fmt = get_format(format)
+    console = Console(highlight=False)
+    from discmed.formats import render_masked
+
+    for i, conv in enumerate(iter_conversations(data)):
+        if i >= n:
+            break
+        enc = fmt.encode(conv.messages, tokenizer, max_length=max_length)
+        console.rule(f"{conv.id} ({conv.source})")
+        if enc is None:
+            console.print("dropped: no assistant token left within max_length")
+            continue
+        ids, mask = enc
+        console.print(f"{len(ids)} tokens, {sum(mask)} trained on")
+        text = render_masked(ids, mask, tokenizer, color=color)
+        console.print(text) if color else print(text)
+
+
+@app.command()
+def chat(
+    model: ModelOpt = "tiny",
+    stream: Annotated[bool, typer.Option(help="Stream the reply as it is generated")] = True,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy; default: the model's own")] = None,
+    system: Annotated[str | None, typer.Option(help="A system message")] = None,
+    safety: Annotated[bool, typer.Option(help="Red-flag triage and the standing notice")] = True,
+    quantize: Annotated[str | None, typer.Option(help="int8 | int4 (local models)")] = None,
+) -> None:
+    """Chat in the terminal (DISC's cli_demo): clear, stream, exit; Ctrl+C stops a reply."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.serve.terminal import chat_loop
+
+    options = {"quantize": quantize} if quantize else {}
+    backend = load_backend(model, **options)
+    params = backend.default_params() if hasattr(backend, "default_params") else GenParams()
+    if max_new_tokens is not None:
+        params.max_new_tokens = max_new_tokens
+    if temperature is not None:
+        params.temperature = temperature
+    chat_loop(backend, params, streaming=stream, safety=safety, system=system)
+
+
+def _register_areas() -> None:
+    from discmed.data import cli as data_cli
+    from discmed.data.curate import cli as curate_cli
+    from discmed.eval import cli as eval_cli
+    from discmed.serve import cli as serve_cli
+    from discmed.train import cli as train_cli
+
+    data_cli.register(data_app)
+    curate_cli.register(data_app)
+    train_cli.register(train_app)
+    eval_cli.register(eval_app)
+    serve_cli.register(app)
+    try:
+        from discmed import demo
+    except ImportError:  # the demo lands with the whole recipe
+        return
+    demo.register(app)
+
+
+_register_areas()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Backends: the hf backend on the tiny model; the openai backend against real loopback servers."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from discmed.backend import BackendError, GenParams, load_backend, parse_spec
+from discmed.backends.openai import split_target
+
+CONSULT = [{"role": "user", "content": "医生您好，我咳嗽三天了，有点发烧，怎么办？"}]
+OTHER = [
+    {"role": "user", "content": "我血压有点高"},
+    {"role": "assistant", "content": "您好，请问具体是多少？"},
+    {"role": "user", "content": "150/95mmHg，头有点晕。"},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    return load_backend(f"hf:{tiny_model}", name="tiny")
+
+
+def test_spec_parsing():
+    assert parse_spec("tiny") == ("tiny", "")
+    assert parse_spec("hf:Qwen/Qwen2.5-7B-Instruct") == ("hf", "Qwen/Qwen2.5-7B-Instruct")
+    assert parse_spec("/models/disc") == ("hf", "/models/disc")
+    assert parse_spec("openai:http://127.0.0.1:8000/v1@tiny") == ("openai", "http://127.0.0.1:8000/v1@tiny")
+    assert split_target("http://127.0.0.1:8000/v1@tiny") == ("http://127.0.0.1:8000/v1", "tiny")
+    assert split_target("http://127.0.0.1:8000/v1") == ("http://127.0.0.1:8000/v1", None)
+
+
+def test_tiny_uses_disc_format(tiny):
+    assert tiny.format.name == "disc"
+    ids = tiny.prompt_ids(CONSULT, GenParams(max_new_tokens=32))
+    assert ids[0] == tiny.tokenizer.bos_token_id and ids[1] == 195 and ids[-1] == 196
+
+
+def test_stream_equals_chat_under_greedy(tiny):
+    params = GenParams(max_new_tokens=48)
+    for messages in (CONSULT, OTHER):
+        whole = tiny.chat([messages], params)[0]
+        streamed = list(tiny.stream(messages, params))
+        assert "".join(streamed) == whole
+        assert whole.strip(), "the tiny model answered nothing"
+        assert len(streamed) > 1  # it really streamed
+
+
+def test_batched_equals_single(tiny):
+    params = GenParams(max_new_tokens=24)
+    batch = tiny.chat([CONSULT, OTHER], params)
+    assert batch == [tiny.chat([CONSULT], params)[0], tiny.chat([OTHER], params)[0]]
+
+
+def test_stop_strings_and_seeded_sampling(tiny):
+    whole = tiny.chat([CONSULT], GenParams(max_new_tokens=48))[0]
+    stop = whole[4:6]
+    cut = tiny.chat([CONSULT], GenParams(max_new_tokens=48, stop=[stop]))[0]
+    assert cut == whole[: whole.find(stop)]
+    assert "".join(tiny.stream(CONSULT, GenParams(max_new_tokens=48, stop=[stop]))) == cut
+    sampled = GenParams(max_new_tokens=24, temperature=1.0, top_p=0.9, seed=7)
+    assert tiny.chat([CONSULT], sampled) == tiny.chat([CONSULT], sampled)
+
+
+def test_closing_stream_stops_generation(tiny):
+    it = tiny.stream(CONSULT, GenParams(max_new_tokens=400))
+    next(it)
+    it.close()  # must return promptly and release the model for the next request
+    assert tiny.chat([CONSULT], GenParams(max_new_tokens=4))[0] is not None
+
+
+def test_choice_logprobs_equal_direct_forward(tiny):
+    prompts = ["高血压患者应限制摄入的是\nA. 钠盐\nB. 维生素C\n答案：", "问：感冒发烧吗？\n答案："]
+    choices = ["A", "B", "C", "D"]
+    got = tiny.choice_logprobs(prompts, choices)
+    tok, model = tiny.tokenizer, tiny.model
+    for prompt, row in zip(prompts, got, strict=True):
+        ctx = tok(prompt, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ctx])).logits[0, -1]
+        lp = torch.log_softmax(logits.float(), -1)
+        for choice, value in zip(choices, row, strict=True):
+            cont = tok(prompt + choice, add_special_tokens=False)["input_ids"][len(ctx) :]
+            assert len(cont) == 1
+            assert value == pytest.approx(lp[cont[0]].item(), abs=1e-4)
+    # Multi-token continuations are scored as sums over their tokens.
+    multi = tiny.choice_logprobs(["问：发烧怎么办？答："], ["多喝水", "立即去医院急诊"])
+    assert all(v < 0 for v in multi[0])
+
+
+def test_default_params_from_generation_config(tiny):
+    p = tiny.default_params()
+    assert p.max_new_tokens == 128 and p.repetition_penalty == pytest.approx(1.1) and p.temperature == 0.0
+
+
+# -- openai backend ------------------------------------------------------------------------
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """An OpenAI-shaped endpoint that answers 429 and 503 before it answers."""
+
+    failures: list[int] = []
+    seen: list[dict] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        if type(self).failures:
+            code = type(self).failures.pop(0)
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            self.wfile.write(json.dumps({"error": {"message": "busy", "type": "rate_limit"}}).encode())
+            return
+        reply = {
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "回声：" + body["messages"][-1]["content"]}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }  # fmt: skip
+        data = json.dumps(reply, ensure_ascii=False).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_openai_retries_429_and_5xx():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        Flaky.failures[:] = [429, 503]
+        Flaky.seen.clear()
+        b = load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m1", max_retries=3)
+        out = b.chat([CONSULT], GenParams(max_new_tokens=8, top_k=5, repetition_penalty=1.1))
+        assert out == ["回声：" + CONSULT[0]["content"]]
+        assert len(Flaky.seen) == 3  # two refusals, then the answer
+        assert Flaky.seen[-1]["max_tokens"] == 8 and Flaky.seen[-1]["top_k"] == 5
+        assert b.usage == {"prompt_tokens": 3, "completion_tokens": 4, "requests": 1}
+        Flaky.failures[:] = [500, 500, 500]
+        with pytest.raises(BackendError, match="answered 500"):
+            load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m1", max_retries=2).chat([CONSULT], GenParams())
+    finally:
+        server.shutdown()
+
+
+def test_openai_unreachable_is_clear(free_port):
+    b = load_backend(f"openai:http://127.0.0.1:{free_port}/v1@tiny", max_retries=0, timeout=5)
+    with pytest.raises(BackendError, match=rf"cannot reach .*127.0.0.1:{free_port}.*is the server running"):
+        b.chat([CONSULT], GenParams())
+    with pytest.raises(NotImplementedError, match="prompt logprobs"):
+        b.choice_logprobs(["q"], ["A"])
