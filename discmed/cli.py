@@ -50,11 +50,10 @@ def tiny_build(
     from discmed import tiny
 
     target = out or tiny.default_path()
-    if force or not (target / "discmed-tiny.json").exists():
-        summary = tiny.build_tiny(target, quiet=False)
-    else:
-        summary = json.loads((target / "discmed-tiny.json").read_text())
-        summary["reused"] = True
+    reused = (target / "discmed-tiny.json").exists() and not force
+    tiny.ensure_tiny(target, quiet=False, force=force)
+    summary = json.loads((target / "discmed-tiny.json").read_text())
+    summary["reused"] = reused
     print(f"tiny model: {target} ({summary['parameters']:,} parameters, loss {summary['loss_first']} → {summary['loss_last']})")
     if as_json:
         emit_json(summary)

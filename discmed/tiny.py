@@ -93,15 +93,15 @@ def default_path() -> Path:
     return cache_dir() / f"tiny-{fingerprint()}"
 
 
-def ensure_tiny(path: str | os.PathLike | None = None, *, quiet: bool = True) -> Path:
-    """The built tiny model's folder, building it first if it is not there yet."""
+def ensure_tiny(path: str | os.PathLike | None = None, *, quiet: bool = True, force: bool = False) -> Path:
+    """The built tiny model's folder, building it first if it is not there yet (or if `force`)."""
     target = Path(path) if path is not None else default_path()
-    if (target / "discmed-tiny.json").exists():
+    if (target / "discmed-tiny.json").exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
-        if not (target / "discmed-tiny.json").exists():
+        if force or not (target / "discmed-tiny.json").exists():
             build_tiny(target, quiet=quiet)
     return target
 

@@ -21,7 +21,7 @@ from discmed.formats import DiscFormat, get_format
 
 def pick_format(model: Any, tokenizer: Any, name: str | None = None):
     """The chat format for this model: `name` if given, else what the model's files say."""
-    gc = getattr(model, "generation_config", None)
+    gc = getattr(model, "model_defaults", None) or getattr(model, "generation_config", None)
     user_id = getattr(gc, "user_token_id", None)
     if name == "disc" or (name is None and user_id is not None):
         return DiscFormat(user_id=user_id or 195, assistant_id=getattr(gc, "assistant_token_id", None) or 196)
@@ -87,13 +87,24 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.format = pick_format(self.model, self.tokenizer, format)
+        # generate() fills fields left at library defaults from the model's generation config, so
+        # a request's top_p=1.0 would silently become DISC's 0.85. Keep the model's defaults for
+        # default_params() and give generate() a neutral config to merge with.
+        from transformers import GenerationConfig
+
+        self.model_defaults = self.model.generation_config
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
         self._lock = threading.Lock()  # one generate at a time on this model
 
     # -- parameters ---------------------------------------------------------------------
     def default_params(self) -> GenParams:
         """The model's own sampling defaults (its generation_config.json), as GenParams."""
-        gc = self.model.generation_config
+        gc = self.model_defaults
         sample = bool(getattr(gc, "do_sample", False))
         return GenParams(
             max_new_tokens=min(int(getattr(gc, "max_new_tokens", None) or 512), 2048),
@@ -113,7 +124,7 @@ class HFBackend:
             do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
-            top_k=(params.top_k or None) if sample else None,
+            top_k=params.top_k if sample else None,  # 0 = off
             repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
             eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
