@@ -89,10 +89,15 @@ def test_disc_on_real_records(shared_data, tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     fmt = get_format("disc")
     convs = read_conversations(shared_data / "disc-medllm/train/test_examples.jsonl")
+    ending_with_user = 0
     for conv in convs:
         ids, mask = fmt.encode(conv.messages, tok, max_length=None)
         expected_ids, expected_mask = [tok.bos_token_id], [0]
-        for m in conv.messages:
+        turns = conv.messages
+        while turns[-1]["role"] != "assistant":  # a trailing question has no answer to train on
+            turns = turns[:-1]
+            ending_with_user += 1
+        for m in turns:
             content = tok(m["content"], add_special_tokens=False)["input_ids"]
             if m["role"] == "user":
                 expected_ids += [195] + content
@@ -104,6 +109,7 @@ def test_disc_on_real_records(shared_data, tiny_model):
         assert mask == expected_mask, conv.id
         target_text = tok.decode([t for t, m in zip(ids, mask, strict=True) if m], skip_special_tokens=True)
         assert target_text == "".join(m["content"] for m in conv.messages if m["role"] == "assistant")
+    assert ending_with_user == 3  # three of DISC's records end on an unanswered user turn
     # At DISC's max length 1200 some long records lose turns but none loses everything.
     encoded, stats = encode_many([(c.id, c.messages) for c in convs], fmt, tok, max_length=1200)
     assert stats.kept + stats.dropped_no_target == len(convs)
