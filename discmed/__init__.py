@@ -10,4 +10,42 @@ SAFETY_NOTICE_EN = (
     "a doctor's diagnosis or treatment; seek medical care if you feel unwell."
 )
 
-from discmed import baichuan as _baichuan  # registers model_type "baichuan" with transformers
+
+
+# The native Baichuan-13B (DISC-MedLLM's base) is registered with transformers' Auto classes
+# as soon as transformers is imported — at once if it already is — so `import discmed` then
+# `AutoModelForCausalLM.from_pretrained(folder)` works, while `import discmed` alone (and
+# `discmed --help`) does not pay for torch and transformers.
+import importlib.abc as _abc  # noqa: E402
+import importlib.util as _util  # noqa: E402
+import sys as _sys  # noqa: E402
+
+
+def _register_baichuan() -> None:
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan")
+
+
+class _AfterTransformersImport(_abc.MetaPathFinder):
+    """Runs `_register_baichuan` right after the module `transformers` has executed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers":
+            return None
+        _sys.meta_path.remove(self)
+        spec = _util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register_baichuan()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "transformers" in _sys.modules:
+    _register_baichuan()
+else:
+    _sys.meta_path.insert(0, _AfterTransformersImport())

@@ -41,6 +41,7 @@ def test_terminal_chat_commands_and_interrupt(tiny_model):
     child.expect("医生：")
     child.sendintr()  # Ctrl+C while the reply streams: the reply stops, the session stays
     index = child.expect(["已停止本次回答", "用户："])
+    print("interrupt landed mid-reply" if index == 0 else "reply had ended")
     if index == 0:
         child.expect("用户：")
     child.sendline("clear")
@@ -48,8 +49,8 @@ def test_terminal_chat_commands_and_interrupt(tiny_model):
     child.expect("用户：")
     child.sendline("exit")
     child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    child.wait()  # not close(): that signals a child still tearing down
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus, child.before)
 
 
 def test_terminal_chat_over_openai_endpoint(tiny_server):
@@ -61,3 +62,5 @@ def test_terminal_chat_over_openai_endpoint(tiny_server):
     assert child.before.strip()
     child.sendeof()
     child.expect(pexpect.EOF)
+    child.wait()
+    assert child.exitstatus == 0

@@ -58,11 +58,15 @@ def chat_loop(
             print(f"（流式输出：{'开' if streaming else '关'}）", file=out)
             continue
         history.append({"role": "user", "content": text})
-        prefix = _urgent_notice(text) if safety else ""
-        print("\n医生：", end="", file=out, flush=True)
-        if prefix:
-            print(prefix + "\n", end="", file=out, flush=True)
-        reply = _answer(backend, history, params, streaming, out)
+        try:
+            prefix = _urgent_notice(text) if safety else ""
+            print("\n医生：", end="", file=out, flush=True)
+            if prefix:
+                print(prefix + "\n", end="", file=out, flush=True)
+            reply = _answer(backend, history, params, streaming, out)
+        except KeyboardInterrupt:  # Ctrl+C anywhere in the turn stops the reply, not the session
+            print("\n" + STOPPED, file=out, flush=True)
+            reply = None
         if reply is None:  # interrupted: the user turn stays unanswered, so drop it
             history.pop()
             continue
@@ -70,27 +74,24 @@ def chat_loop(
     return history
 
 
-def _answer(backend: Backend, history: list[Message], params: GenParams, streaming: bool, out: TextIO) -> str | None:
+def _answer(backend: Backend, history: list[Message], params: GenParams, streaming: bool, out: TextIO) -> str:
+    """The reply, printed as it comes; a KeyboardInterrupt closes the stream and propagates."""
     parts: list[str] = []
-    try:
-        if streaming:
-            it = backend.stream(history, params)
-            try:
-                for delta in it:
-                    parts.append(delta)
-                    print(delta, end="", file=out, flush=True)
-            finally:
-                close = getattr(it, "close", None)
-                if close:
-                    close()
-        else:
-            parts.append(backend.chat([history], params)[0])
-            print(parts[-1], end="", file=out, flush=True)
-        print(file=out, flush=True)
-        return "".join(parts)
-    except KeyboardInterrupt:
-        print("\n" + STOPPED, file=out, flush=True)
-        return None
+    if streaming:
+        it = backend.stream(history, params)
+        try:
+            for delta in it:
+                parts.append(delta)
+                print(delta, end="", file=out, flush=True)
+        finally:
+            close = getattr(it, "close", None)
+            if close:
+                close()  # stops the generation (local) or the connection (API)
+    else:
+        parts.append(backend.chat([history], params)[0])
+        print(parts[-1], end="", file=out, flush=True)
+    print(file=out, flush=True)
+    return "".join(parts)
 
 
 def _urgent_notice(text: str) -> str:
@@ -100,7 +101,7 @@ def _urgent_notice(text: str) -> str:
     except ImportError:
         return ""
     t = triage(text)
-    return t.notice if t.urgent else ""
+    return t.instruction if t.urgent else ""  # t.notice is the standing notice, printed above
 
 
 def _read_line(stdin: TextIO, out: TextIO, prompt: str) -> str:

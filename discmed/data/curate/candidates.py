@@ -1,0 +1,168 @@
+"""Candidate replies for curation: generate several per consultation from several models or
+temperatures, or load ones made elsewhere, into a curation `Store` with their provenance.
+
+Generation resumes: a candidate is keyed by (item, model spec, sample number), so a rerun after
+an interruption generates only what is missing. Sample i of every model uses the i-th temperature
+of the list (cycling) and seed `seed + i`, so `--n 3 --temperatures 0.3,0.7,1.0` gives each
+consultation three replies at three temperatures from each model. A sample whose text equals an
+earlier candidate of the same item is kept for the record but not shown twice.
+
+Input: DISC-Med-SFT or OpenAI `messages` JSONL. A consultation that ends with an assistant turn
+has that turn taken off (the candidates replace it); with `with_reference` it becomes a candidate
+of its own, model "reference" — the real doctor's reply next to the models'. A file for `load`
+may carry its candidates on each line:
+
+    {"_id": "q1", "conversation": [{"role": "user", "content": "..."}],
+     "candidates": ["reply", {"text": "reply", "model": "gpt-4o", "params": {"temperature": 0.7}}]}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from discmed.chat import DataError, parse_record
+from discmed.data.curate.store import Store
+
+
+def read_prompts(path: str | Path, with_reference: bool = False) -> list[dict]:
+    """Consultations of a JSONL file as store records ({"id", "source", "messages",
+    "candidates"}). Raises `DataError` (file:line: field: message) on the first bad line."""
+    records = []
+    seen: dict[str, int] = {}
+    # Read line by line here rather than through iter_conversations: errors in the extra
+    # "candidates" field and duplicate ids must name their line too.
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(path, line, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
+            conv = parse_record(obj, path=path, line=line, require_assistant=False)
+            if conv.id in seen:
+                raise DataError(
+                    path, line, "_id", f"duplicate id {conv.id!r} (first on line {seen[conv.id]})"
+                )
+            seen[conv.id] = line
+            messages = list(conv.messages)
+            reference = None
+            if messages[-1]["role"] == "assistant":
+                reference = messages.pop()["content"]
+            record = {
+                "id": conv.id,
+                "source": conv.source or "curate",
+                "messages": messages,
+                "candidates": [],
+            }
+            if with_reference and reference is not None:
+                record["candidates"].append(
+                    {"text": reference, "model": "reference", "params": {}, "sample": 0}
+                )
+            raw = conv.extra.get("candidates")
+            if raw is not None:
+                record["candidates"] += _parse_candidates(raw, path, line)
+            records.append(record)
+    return records
+
+
+def _parse_candidates(raw: Any, path: str | Path, line: int) -> list[dict]:
+    def fail(field: str, message: str) -> DataError:
+        return DataError(path, line, field, message)
+
+    if not isinstance(raw, list):
+        raise fail("candidates", f"expected a list, got {type(raw).__name__}")
+    out = []
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"text": c}
+        if not isinstance(c, dict):
+            raise fail(f"candidates[{i}]", f"expected a string or an object, got {type(c).__name__}")
+        text = c.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise fail(f"candidates[{i}].text", "missing or empty")
+        params = c.get("params", {})
+        if not isinstance(params, dict):
+            raise fail(f"candidates[{i}].params", f"expected an object, got {type(params).__name__}")
+        model = c.get("model", "imported")
+        if not isinstance(model, str) or not model:
+            raise fail(f"candidates[{i}].model", "expected a non-empty string")
+        created = c.get("created")
+        if created is not None and not isinstance(created, int | float):
+            raise fail(f"candidates[{i}].created", "expected a unix time (number)")
+        out.append({"text": text, "model": model, "params": params, "created": created})
+    return out
+
+
+def load_file(store: Store, path: str | Path, with_reference: bool = False) -> dict:
+    """Load consultations (and any candidates on their lines) into the store."""
+    records = read_prompts(path, with_reference=with_reference)
+    items, cands = store.add_many(records)
+    return {"records": len(records), "items_added": items, "candidates_added": cands}
+
+
+def generate_candidates(
+    store: Store,
+    prompts: list[dict],
+    models: list[str],
+    n: int = 3,
+    temperatures: list[float] | None = None,
+    max_new_tokens: int = 256,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 8,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Add `prompts` to the store and generate `n` candidates per prompt from each model spec.
+    Skips what is already stored. `on_progress(k)` is called after each batch of k replies."""
+    from discmed.backend import GenParams, load_backend
+
+    temperatures = temperatures or [0.7]
+    store.add_many(prompts)
+    summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0}
+    for spec in models:
+        todo = {i: [p for p in prompts if not store.has_candidate(p["id"], spec, i)] for i in range(n)}
+        summary["skipped"] += n * len(prompts) - sum(len(v) for v in todo.values())
+        if not any(todo.values()):
+            continue
+        backend = load_backend(spec)
+        for i, pending in todo.items():
+            params = GenParams(
+                max_new_tokens=max_new_tokens,
+                temperature=temperatures[i % len(temperatures)],
+                top_p=top_p,
+                seed=seed + i,
+            )
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                replies = backend.chat([p["messages"] for p in chunk], params)
+                now = time.time()
+                rows = []
+                for p, text in zip(chunk, replies, strict=True):
+                    if not text.strip():
+                        summary["empty"] += 1  # not stored, so a rerun tries this sample again
+                        continue
+                    rows.append(
+                        {
+                            "id": p["id"],
+                            "candidates": [
+                                {
+                                    "text": text.strip(),
+                                    "model": spec,
+                                    "params": params.as_dict(),
+                                    "sample": i,
+                                    "created": now,
+                                }
+                            ],
+                        }
+                    )
+                store.add_many(rows)
+                summary["generated"] += len(rows)
+                if on_progress:
+                    on_progress(len(chunk))
+    summary["duplicates"] = store.progress()["duplicates"]
+    return summary
