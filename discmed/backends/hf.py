@@ -192,12 +192,14 @@ class HFBackend:
             finally:
                 tokens.put(None)
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        # Not a daemon, and started inside the try: a Ctrl+C that lands in start() must still
+        # cancel and join it, or a generation left running aborts the interpreter at exit.
+        thread = threading.Thread(target=run, name="discmed-generate")
         ids: list[int] = []
         sent = 0
         holdback = max((len(s) for s in params.stop), default=0)
         try:
+            thread.start()
             while (item := tokens.get()) is not None:
                 ids.extend(item)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -217,7 +219,8 @@ class HFBackend:
                 yield text[sent:]
         finally:
             cancel.set()
-            thread.join()
+            if thread.ident is not None:
+                thread.join()
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """log P(choice | prompt) for every choice, as lm-evaluation-harness computes it.
