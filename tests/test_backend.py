@@ -157,3 +157,16 @@ def test_openai_unreachable_is_clear(free_port):
         b.chat([CONSULT], GenParams())
     with pytest.raises(NotImplementedError, match="prompt logprobs"):
         b.choice_logprobs(["q"], ["A"])
+
+
+def test_openai_backend_against_discmed_server(tiny_server, tiny):
+    """The end-to-end check of both: the openai backend talking to `discmed serve` on the tiny model."""
+    api = load_backend(f"openai:{tiny_server}")  # no model named: the server's only model is used
+    assert api.model == "tiny"
+    # Parameters a request leaves out are the model's own defaults on the server (repetition
+    # penalty 1.1 for the tiny model), as on vLLM: name them to compare with the local backend.
+    params = GenParams(max_new_tokens=24, repetition_penalty=1.1)
+    replies = api.chat([CONSULT, OTHER], params)
+    assert replies == [tiny.chat([m], params)[0] for m in (CONSULT, OTHER)]  # same model, format, greedy reply
+    assert "".join(api.stream(CONSULT, params)) == replies[0]
+    assert api.usage["requests"] >= 2 and api.usage["completion_tokens"] > 0

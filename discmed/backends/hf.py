@@ -129,6 +129,7 @@ class HFBackend:
             eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
+            stop_strings=params.stop or None,
         )
 
     def prompt_ids(self, messages: list[Message], params: GenParams) -> list[int]:
@@ -153,7 +154,6 @@ class HFBackend:
                     input_ids=input_ids,
                     attention_mask=attention,
                     generation_config=config,
-                    stop_strings=params.stop or None,
                     tokenizer=self.tokenizer if params.stop else None,
                 )
             for row, i in enumerate(idx):
@@ -185,6 +185,7 @@ class HFBackend:
                         attention_mask=attention,
                         generation_config=self._generation_config(params),
                         streamer=_TokenStreamer(tokens),
+                        tokenizer=self.tokenizer if params.stop else None,
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
                     )
             except BaseException as e:  # surfaced to the consumer below
