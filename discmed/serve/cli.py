@@ -1,0 +1,166 @@
+"""`discmed serve` (the API server and web page) and `discmed quantize` (a quantized copy)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def served_name(spec: str, backend_name: str | None) -> str:
+    """The model id clients use: "tiny" for the tiny model, a folder's name, or a hub id."""
+    from discmed.backend import parse_spec
+
+    kind, target = parse_spec(spec)
+    if kind == "tiny":
+        return "tiny"
+    path = Path(target)
+    return path.name if path.exists() else (backend_name or target)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `quantize` to the root app."""
+
+    @app.command()
+    def serve(
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Model spec: tiny | hf:PATH_OR_HUB_ID | PATH")
+        ] = "tiny",
+        host: Annotated[
+            str, typer.Option(help="Address to bind; anything but loopback needs --api-key")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port")] = 8000,
+        api_key: Annotated[
+            str | None,
+            typer.Option(
+                envvar="DISCMED_API_KEY", help="Required Bearer key for /v1/* (env DISCMED_API_KEY)"
+            ),
+        ] = None,
+        served_model_name: Annotated[str | None, typer.Option(help="Model id reported to clients")] = None,
+        engine: Annotated[
+            str, typer.Option(help="hf (dynamic batching, CPU or GPU) | vllm (GPU, optional extra)")
+        ] = "hf",
+        quantize: Annotated[
+            str | None, typer.Option(help="int8 | int4 (bitsandbytes; int4 needs a GPU)")
+        ] = None,
+        format: Annotated[
+            str | None, typer.Option(help="Chat format: disc | chatml | llama3 | auto (default: the model's)")
+        ] = None,
+        max_batch: Annotated[int, typer.Option(help="Most requests generated together")] = 32,
+        max_queue: Annotated[int, typer.Option(help="Requests waiting or running before 429")] = 256,
+        max_model_len: Annotated[
+            int | None, typer.Option(help="Context limit (default: the model's)")
+        ] = None,
+        max_body: Annotated[int, typer.Option(help="Largest request body in bytes")] = 1 << 20,
+        safety: Annotated[
+            bool, typer.Option(help="Red-flag triage and the standing notice (off for evaluation runs)")
+        ] = True,
+        safety_rules: Annotated[
+            Path | None, typer.Option(help="Own red-flag rules YAML (default: the shipped rules)")
+        ] = None,
+        tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs to shard the model over")] = 1,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    ) -> None:
+        """Serve a model over an OpenAI-compatible API, with the chat page at /."""
+        if not is_loopback(host) and not api_key:
+            raise typer.BadParameter(
+                f"binding to {host} exposes the server beyond this machine: pass --api-key (or set DISCMED_API_KEY)",
+                param_hint="--host",
+            )
+        if engine not in ("hf", "vllm"):
+            raise typer.BadParameter(
+                f"unknown engine {engine!r} (expected hf or vllm)", param_hint="--engine"
+            )
+        import uvicorn
+
+        from discmed.backend import BackendError
+        from discmed.serve.app import ServedModel, create_app
+        from discmed.serve.safety import Rules
+
+        rules = None
+        if safety:
+            try:
+                rules = Rules(safety_rules) if safety_rules else None
+            except ValueError as e:
+                raise typer.BadParameter(str(e), param_hint="--safety-rules") from None
+        try:
+            if engine == "vllm":
+                from discmed.backends.vllm import served_model as vllm_served
+
+                served = vllm_served(
+                    model,
+                    name=served_model_name,
+                    quantize=quantize,
+                    max_model_len=max_model_len,
+                    tensor_parallel_size=tensor_parallel_size,
+                    format=format,
+                    max_queue=max_queue,
+                )
+            else:
+                from discmed.backend import load_backend
+
+                options: dict = {}
+                if quantize:
+                    options["quantize"] = quantize
+                if format:
+                    options["format"] = format
+                if max_model_len:
+                    options["max_length"] = max_model_len
+                backend = load_backend(model, **options)
+                name = served_model_name or served_name(model, getattr(backend, "name", None))
+                served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue)
+        except (BackendError, ValueError, ImportError) as e:
+            typer.echo(f"discmed serve: {e}", err=True)
+            raise typer.Exit(2) from None
+        app_ = create_app(served, api_key=api_key, safety=safety, rules=rules, max_body_bytes=max_body)
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"discmed serve: {served.name} on http://{shown}:{port}/v1 (chat page at http://{shown}:{port}/)",
+            err=True,
+        )
+        uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+
+    @app.command()
+    def quantize(
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Model spec of a local model: tiny | hf:PATH | PATH")
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the quantized copy to")],
+        bits: Annotated[
+            str, typer.Option("--quantize", "-q", help="int8 | int4 (int4 needs a GPU)")
+        ] = "int8",
+        as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last")] = False,
+    ) -> None:
+        """Write a bitsandbytes-quantized copy of a model that loads without the flag."""
+        from discmed.serve.quantize import QuantizeError, write_quantized
+
+        try:
+            summary = write_quantized(model, out, bits)
+        except QuantizeError as e:
+            typer.echo(f"discmed quantize: {e}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"wrote {summary['out']}: {summary['bits']} weights {summary['weight_mb_quantized']:.2f} MB "
+            f"(unquantized {summary['weight_mb_original']:.2f} MB)"
+        )
+        if as_json:
+            import json
+
+            print(json.dumps(summary, ensure_ascii=False))
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
