@@ -96,10 +96,8 @@ def _answer(backend: Backend, history: list[Message], params: GenParams, streami
 
 def _urgent_notice(text: str) -> str:
     """The safety layer's urgent-care instruction for this message, if any (empty when none)."""
-    try:
-        from discmed.serve.safety import triage
-    except ImportError:
-        return ""
+    from discmed.serve.safety import triage
+
     t = triage(text)
     return t.instruction if t.urgent else ""  # t.notice is the standing notice, printed above
 
