@@ -1,0 +1,110 @@
+"""Simulated-consultation throughput through discmed's own OpenAI-compatible server.
+
+Goal (issue 6): with the tiny model on CPU, consultations per minute at concurrency 8 are at
+least 4x those at concurrency 1. Both runs use the same cases, the same server and no call
+cache, so the only difference is how many consultations the engine keeps in flight (and how
+well the server batches them). Doctor and patient are the same served tiny model.
+
+    .venv/bin/python benchmarks/consult_throughput.py [--cases 16] [--set cmid] [--turns 3] [--model tiny]
+
+The last printed line is the JSON result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(os.environ.get("DISCMED_SHARED_DATA", ROOT.parent / "shared" / "data")) / "disc-medllm" / "eval" / "samples"
+
+
+def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "discmed.cli", "serve", "--model", model, "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit(f"discmed serve did not start; log: {log.read_text()[-2000:]}")
+
+
+def health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny", help="what the server serves (default: the embedded tiny model)")
+    ap.add_argument("--cases", type=int, default=16)
+    ap.add_argument("--set", default="cmid")
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--doctor-tokens", type=int, default=64)
+    ap.add_argument("--patient-tokens", type=int, default=32)
+    args = ap.parse_args()
+
+    from discmed.backend import GenParams, load_backend
+    from discmed.eval.consult import load_cases, run_consult
+
+    cases = load_cases(args.set, SAMPLES)[: args.cases]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = Path(tempfile.mkdtemp(prefix="discmed-consult-bench-"))
+    server = start_server(args.model, port, work / "server.log")
+    spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
+    try:
+        figures = {}
+        for concurrency in (1, 8):
+            backend = load_backend(spec)
+            before = health(port).get("batches") or 0
+            summary = run_consult(
+                cases, backend, backend, work / f"c{concurrency}.json", doctor_spec=spec, patient_spec=spec,
+                model="tiny", turns=args.turns, concurrency=concurrency,
+                doctor_params=GenParams(max_new_tokens=args.doctor_tokens),
+                patient_params=GenParams(max_new_tokens=args.patient_tokens),  # greedy: both runs do the same work
+                cache=False, progress=False)
+            assert summary["dialogues"] == len(cases), summary
+            figures[concurrency] = summary
+            # The server's own count: how many generate batches served this run's calls.
+            summary["server_batches"] = (health(port).get("batches") or 0) - before
+            summary["max_batch_seen"] = health(port).get("max_batch_seen")
+            print(f"concurrency {concurrency}: {summary['dialogues']} consultations, {summary['calls']} calls "
+                  f"in {summary['server_batches']} server batches (largest so far {summary['max_batch_seen']}), "
+                  f"{summary['wall_s']:.1f} s "
+                  f"= {summary['cases_per_min']:.1f} cases/min")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    c8, c1 = figures[8]["cases_per_min"], figures[1]["cases_per_min"]
+    ratio = round(c8 / c1, 2)
+    print(json.dumps({"benchmark": "consult_throughput", "discmed": c8, "peer": c1, "unit": "cases/min",
+                      "ratio": ratio, "goal": 4.0, "met": ratio >= 4.0, "peer_is": "the same run at concurrency 1",
+                      "model": args.model, "cases": len(cases), "set": args.set, "turns": args.turns,
+                      "calls": [figures[1]["calls"], figures[8]["calls"]],
+                      "server_batches": [figures[1]["server_batches"], figures[8]["server_batches"]],
+                      "max_batch_seen": [figures[1]["max_batch_seen"], figures[8]["max_batch_seen"]],
+                      "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
+
+
+if __name__ == "__main__":
+    main()
