@@ -72,9 +72,19 @@ def test_closing_stream_stops_generation(tiny):
 
 
 def test_choice_logprobs_equal_direct_forward(tiny):
-    prompts = ["高血压患者应限制摄入的是\nA. 钠盐\nB. 维生素C\n答案：", "问：感冒发烧吗？\n答案："]
+    header = "以下是关于临床知识的单项选择题，请直接给出正确答案的选项。\n\n题目：发热最常见的原因是\nA. 感染\nB. 肿瘤\n答案：A\n\n"
+    prompts = [
+        "高血压患者应限制摄入的是\nA. 钠盐\nB. 维生素C\n答案：",
+        "问：感冒发烧吗？\n答案：",
+        header + "题目：糖尿病患者应监测\nA. 血糖\nB. 视力\n答案：",  # these two share a long prefix,
+        header + "题目：哮喘急性发作首选\nA. 吸入短效β2受体激动剂\nB. 口服抗生素\n答案：",  # run once
+    ]
     choices = ["A", "B", "C", "D"]
     got = tiny.choice_logprobs(prompts, choices)
+    # A batch whose rows share a long prefix runs it once through a shared KV cache: same numbers.
+    shared = tiny.choice_logprobs(prompts[2:], choices)
+    for row, expected in zip(shared, got[2:], strict=True):
+        assert row == pytest.approx(expected, abs=1e-4)
     tok, model = tiny.tokenizer, tiny.model
     for prompt, row in zip(prompts, got, strict=True):
         ctx = tok(prompt, add_special_tokens=False)["input_ids"]

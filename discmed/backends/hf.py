@@ -224,26 +224,32 @@ class HFBackend:
                 thread.join()
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
-        """log P(choice | prompt) for every choice, as lm-evaluation-harness computes it.
+        """log P(choice | prompt) for every choice, exactly as lm-evaluation-harness computes it.
 
-        The continuation's tokens are `encode(prompt + choice)[len(encode(prompt)):]`. When every
-        choice is one token after the prompt (the usual "答案：A"), one forward pass per prompt
-        scores them all; otherwise each (prompt, choice) pair gets its own pass.
+        lm_eval's split: trailing whitespace of the prompt moves onto the choice, the tokenizer's
+        default special tokens are used (bos where it adds one), and the continuation is
+        `encode(prompt + choice)[len(encode(prompt)):]`. When every choice is one token after
+        the prompt (the usual "答案：A"), one forward pass per prompt scores them all, batched
+        by length; otherwise each (prompt, choice) pair gets its own pass.
         """
         import torch
 
-        encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        tok = self.tokenizer
+        ctx_texts, cont_texts = [], []
+        for p in prompts:
+            n = len(p) - len(p.rstrip())
+            ctx_texts.append(p[: len(p) - n])
+            cont_texts.append([p[len(p) - n :] + c for c in choices])
+        ctx_ids = tok(ctx_texts)["input_ids"]
+        whole_ids = tok([cx + ct for cx, cts in zip(ctx_texts, cont_texts, strict=True) for ct in cts])["input_ids"]
+        k = len(choices)
         results: list[list[float] | None] = [None] * len(prompts)
         single: list[tuple[int, list[int], list[int]]] = []  # (index, context ids, choice ids)
         multi: list[tuple[int, list[int], list[list[int]]]] = []
-        for i, prompt in enumerate(prompts):
-            ctx = encode(prompt)
-            conts = []
-            for choice in choices:
-                whole = encode(prompt + choice)
-                conts.append(whole[len(ctx) :] if whole[: len(ctx)] == ctx else encode(choice))
+        for i, ctx in enumerate(ctx_ids):
+            conts = [w[len(ctx) :] for w in whole_ids[i * k : (i + 1) * k]]
             if all(len(c) == 1 for c in conts):
-                single.append((i, ctx, [c[0] for c in conts]))
+                single.append((i, ctx[-self.max_length :], [c[0] for c in conts]))
             else:
                 multi.append((i, ctx, conts))
         single.sort(key=lambda x: len(x[1]))
@@ -251,14 +257,14 @@ class HFBackend:
             chunk = single[start : start + self.batch_size]
             logp = self._last_logprobs([ctx for _, ctx, _ in chunk])
             for row, (i, _, ids) in enumerate(chunk):
-                results[i] = [logp[row, t].item() for t in ids]
+                results[i] = logp[row, ids].tolist()
         for i, ctx, conts in multi:
             scores = []
             for cont in conts:
-                seq = torch.tensor([(ctx + cont)[:-1]], device=self.model.device)
+                seq = (ctx + cont)[-(self.max_length + 1) :][:-1]
                 with torch.inference_mode():
-                    logits = self.model(input_ids=seq).logits[0, len(ctx) - 1 :].float()
-                lp = torch.log_softmax(logits, dim=-1)
+                    logits = self.model(input_ids=torch.tensor([seq], device=self.model.device)).logits
+                lp = torch.log_softmax(logits[0, -len(cont) :].float(), dim=-1)
                 scores.append(sum(lp[j, t].item() for j, t in enumerate(cont)))
             results[i] = scores
         return results  # type: ignore[return-value]
@@ -274,17 +280,42 @@ class HFBackend:
         return ids, mask
 
     def _last_logprobs(self, rows: list[list[int]]):
-        """log-softmax of the next-token logits after each row (right-padded batch)."""
+        """log-softmax of the next-token logits after each row.
+
+        The batch's common prefix (a task description, few-shot examples) runs once and its KV
+        cache is shared across the rows; the suffixes are left-padded (pads masked, positions
+        from the mask) so every row ends in the last column, the only one projected onto the
+        vocabulary (`logits_to_keep=1`).
+        """
         import torch
 
-        width = max(len(r) for r in rows)
+        dev = self.model.device
+        n = min(map(len, rows)) - 1  # every row keeps at least one token after the prefix
+        k = 0
+        while k < n and all(r[k] == rows[0][k] for r in rows):
+            k += 1
+        if len(rows) == 1 or k < 8:  # not worth a second call
+            k = 0
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.model.device)
+        suffixes = [r[k:] for r in rows]
+        width = max(map(len, suffixes))
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in suffixes], device=dev)
+        mask = torch.tensor([[1] * k + [0] * (width - len(r)) + [1] * len(r) for r in suffixes], device=dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-        last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-        return torch.log_softmax(logits[torch.arange(len(rows)), last].float(), dim=-1)
+            cache = None
+            if k:
+                cache = self.model(input_ids=torch.tensor([rows[0][:k]], device=dev), use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(rows))
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=bool(k),
+                logits_to_keep=1,
+            )
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
 class _TokenStreamer:

@@ -1,0 +1,320 @@
+"""Command-line commands of this area, added by `register` (see discmed/cli.py for which group it receives)."""
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to `app`: the `eval` group discmed/cli.py creates and passes in."""
+    _register_mcq(app)
+    _register_consult(app)
+
+
+def _register_mcq(eval_app: typer.Typer) -> None:
+    """`discmed eval mcq` (score a model on an exam task) and `discmed eval mcq-table` (combine runs)."""
+    import json
+    import re
+    import sys
+    from pathlib import Path
+
+    def fail(message: str, as_json: bool) -> None:
+        typer.echo(f"error: {message}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+        raise typer.Exit(2)
+
+    Opt = typer.Option  # short, for the option table below
+
+    @eval_app.command("mcq")
+    def mcq(
+        task: Annotated[str, Opt("--task", help="built-in task (cmmlu, mlec-qa, cmb-exam, cmexam, "
+                                "medqa-mainland, medmcqa) or a task YAML path")],
+        model: Annotated[str, Opt("--model", "-m", help="model spec: tiny | hf:PATH | openai:URL@NAME | vllm:PATH")] = "tiny",
+        data_dir: Annotated[str | None, Opt("--data-dir", help="folder holding the task's files "
+                                          "(else $DISCMED_DATA_<TASK> or the YAML's data_dir)")] = None,
+        shots: Annotated[int, Opt("--shots", help="k answered examples from the dev split")] = 0,
+        mode: Annotated[str, Opt("--mode", help="logprob (local models) or generate (any backend)")] = "logprob",
+        subsets: Annotated[str | None, Opt("--subsets", help="comma-separated subset names (default: all)")] = None,
+        limit: Annotated[int | None, Opt("--limit", help="only the first N questions of each subset")] = None,
+        out: Annotated[Path | None, Opt("--out", help="run folder (default runs/mcq/<task>-<model>-<mode>-<k>shot)")] = None,
+        batch_size: Annotated[int, Opt("--batch-size", help="questions per forward pass or generate call")] = 16,
+        max_new_tokens: Annotated[int, Opt("--max-new-tokens", help="generate mode: reply length")] = 64,
+        as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
+    ) -> None:
+        """Score a model on an exam task; an interrupted run resumes from its folder."""
+        from discmed.backend import BackendError, load_backend, parse_spec
+        from discmed.eval.loaders import load_questions, load_task
+        from discmed.eval.mcq import run_mcq
+        from discmed.eval.mcq_report import render_table
+
+        try:
+            t = load_task(task)
+            wanted = [s.strip() for s in subsets.split(",") if s.strip()] if subsets else None
+            questions = load_questions(t, "test", data_dir, wanted)
+            if limit:
+                firsts: dict[str, list] = {}
+                for q in questions:
+                    firsts.setdefault(q.subset, []).append(q)
+                questions = [q for qs in firsts.values() for q in qs[:limit]]
+            dev = load_questions(t, "dev", data_dir, wanted) if shots else []
+            settings = {"task": t.name, "model": model, "mode": mode, "shots": shots,
+                        "subsets": wanted, "limit": limit, "data_dir": str(t.resolve_data_dir(data_dir))}
+            if mode == "generate":
+                settings["max_new_tokens"] = max_new_tokens
+            slug = re.sub(r"[^\w.-]+", "_", model).strip("_")[-60:]
+            folder = out or Path("runs") / "mcq" / f"{t.name}-{slug}-{mode}-{shots}shot"
+            kind = parse_spec(model)[0]
+            backend = load_backend(model, **({"batch_size": batch_size} if kind in ("hf", "tiny") else {}))
+            summary = run_mcq(backend, t, questions, folder, settings=settings, dev=dev, shots=shots,
+                              mode=mode, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              progress=sys.stderr.isatty() or not as_json)
+        except (ValueError, BackendError, OSError) as e:
+            fail(str(e), as_json)
+        typer.echo(render_table([summary]))
+        bad = summary["unparseable"]
+        if bad:
+            typer.echo(f"{len(bad)} unparseable replies (counted wrong): {', '.join(bad[:10])}"
+                       + (" …" if len(bad) > 10 else ""))
+        typer.echo(f"results: {summary['out']}/results.json")
+        if as_json:
+            typer.echo(json.dumps({**summary, "unparseable": len(bad)}, ensure_ascii=False))
+
+    @eval_app.command("mcq-table")
+    def mcq_table(
+        runs: Annotated[list[str], typer.Argument(help="run folders or results.json files")],
+        out: Annotated[Path | None, Opt("--out", help="also write the Markdown table here")] = None,
+        as_json: Annotated[bool, Opt("--json", help="print the table as JSON on the last line")] = False,
+    ) -> None:
+        """Combine runs into DISC's table: subsets as columns, average last, one row per model setting."""
+        from discmed.eval.mcq_report import load_summaries, merge_rows, render_table
+
+        try:
+            summaries = load_summaries(runs)
+        except (ValueError, OSError) as e:
+            fail(str(e), as_json)
+        table = render_table(summaries)
+        typer.echo(table)
+        if out:
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(table, encoding="utf-8")
+            tmp.replace(out)
+        if as_json:
+            columns, rows = merge_rows(summaries)
+            accs = {label: {c: row[c]["accuracy"] for c in row} for label, row in rows.items()}
+            typer.echo(json.dumps({"columns": columns, "rows": accs}, ensure_ascii=False))
+
+
+def _register_consult(eval_app: typer.Typer) -> None:
+    """`discmed eval consult | judge | score | agree`: DISC's multi-turn consultation protocol."""
+    import json
+    import sys
+    from pathlib import Path
+
+    def fail(message: str, as_json: bool) -> None:
+        typer.echo(f"error: {message}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+        raise typer.Exit(2)
+
+    def progress(as_json: bool) -> bool:
+        return sys.stderr.isatty() or not as_json
+
+    def backend(spec: str, timeout: float):
+        """A model spec's backend; API calls get a per-request timeout and few client-side
+        retries, as the engine already retries with backoff (5 x 3 attempts of 300 s each
+        would hang a run on a broken server for over an hour)."""
+        from discmed.backend import load_backend, parse_spec
+
+        if parse_spec(spec)[0] == "openai":
+            return load_backend(spec, timeout=timeout, max_retries=1)
+        return load_backend(spec)
+
+    timeout_help = "seconds before an API request is abandoned (then retried by the engine)"
+
+    @eval_app.command("consult")
+    def consult(
+        doctor: Annotated[str, typer.Option("--doctor", help="doctor model spec: tiny, hf:PATH, openai:URL@NAME, vllm:PATH")],
+        patient: Annotated[str, typer.Option("--patient", help="patient model spec (DISC used gpt-3.5-turbo)")],
+        set_: Annotated[str, typer.Option("--set", help="cmb-clin, cmd, cmid, or a samples JSON file")],
+        turns: Annotated[int, typer.Option("--turns", help="doctor turns per consultation (DISC's have 3)")] = 3,
+        out: Annotated[Path | None, typer.Option("--out", help="dialogue file (default runs/consult/<model>_<set>.json)")] = None,
+        name: Annotated[str | None, typer.Option("--name", help="model name written in the dialogues (default: the doctor's)")] = None,
+        samples: Annotated[Path | None, typer.Option("--samples", help="DISC's eval/samples folder (else $DISCMED_EVAL_SAMPLES)")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", help="only the first N cases")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="consultations in flight at once")] = 8,
+        doctor_tokens: Annotated[int, typer.Option("--doctor-max-tokens")] = 512,
+        patient_tokens: Annotated[int, typer.Option("--patient-max-tokens")] = 128,
+        patient_temperature: Annotated[float, typer.Option("--patient-temperature")] = 0.7,
+        doctor_system: Annotated[str | None, typer.Option("--doctor-system", help="a system prompt for the doctor")] = None,
+        timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the call cache")] = False,
+        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default ~/.cache/discmed/llm_cache.sqlite)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
+    ) -> None:
+        """Simulated consultations: a patient model role-plays each case, the doctor consults."""
+        from discmed.backend import BackendError, GenParams
+        from discmed.chat import DataError
+        from discmed.eval.consult import load_cases, run_consult
+
+        try:
+            cases = load_cases(set_, samples)[:limit] if limit else load_cases(set_, samples)
+            doc = backend(doctor, timeout)
+            pat = doc if patient == doctor else backend(patient, timeout)
+            model = name or doc.name
+            slug = Path(set_).stem if Path(set_).suffix else set_.lower()
+            target = out or Path("runs") / "consult" / f"{model}_{slug}.json"
+            summary = run_consult(
+                cases, doc, pat, target, doctor_spec=doctor, patient_spec=patient, model=model, turns=turns,
+                concurrency=concurrency, doctor_params=GenParams(max_new_tokens=doctor_tokens),
+                patient_params=GenParams(max_new_tokens=patient_tokens, temperature=patient_temperature, top_p=0.9),
+                doctor_system=doctor_system, cache=False if no_cache else (cache or True), progress=progress(as_json))
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail(str(e), as_json)
+        typer.echo(f"{summary['dialogues']}/{summary['cases']} consultations → {summary['out']} "
+                   f"({summary['resumed']} resumed, {summary['failed']} failed, "
+                   f"{summary['ended_by_patient']} ended by the patient, "
+                   f"{summary['patient_silent']} / {summary['doctor_silent']} cut short by an empty "
+                   "patient / doctor reply)")
+        if summary["failed"]:
+            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed cases)")
+        if summary["leaks"]:
+            typer.echo(f"{summary['leaks']} dialogues where the patient leaked the case or a diagnosis: "
+                       f"{', '.join(summary['leak_ids'][:10])} (details: {summary['leak_file']})")
+        typer.echo(f"calls {summary['calls']}, cache hits {summary['cache_hits']}, tokens "
+                   f"{summary['prompt_tokens']} in / {summary['completion_tokens']} out")
+        if as_json:
+            typer.echo(json.dumps(summary, ensure_ascii=False))
+
+    @eval_app.command("judge")
+    def judge(
+        files: Annotated[list[Path], typer.Argument(help="dialogue files in DISC's format")],
+        judge_spec: Annotated[str, typer.Option("--judge", help="judge model spec (DISC used gpt-4)")],
+        out: Annotated[Path | None, typer.Option("--out", help="judgement JSONL (default runs/judge/result_<model>_<set>"
+                                                  ".jsonl; with --pairwise runs/judge/pairwise_<x>_vs_<y>.jsonl)")] = None,
+        rubric: Annotated[str, typer.Option("--rubric", help="disc (DISC's exact English prompt) or zh (Chinese)")] = "disc",
+        pairwise: Annotated[bool, typer.Option("--pairwise", help="compare the two doctors of two files, "
+                                               "each case judged in both orders")] = False,
+        concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="judge reply length (default 128; 256 pairwise)")] = None,
+        timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the call cache")] = False,
+        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default ~/.cache/discmed/llm_cache.sqlite)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
+    ) -> None:
+        """Score dialogues with DISC's rubric (or compare two doctors with --pairwise)."""
+        from discmed.backend import BackendError, GenParams
+        from discmed.chat import DataError
+        from discmed.eval.consult import read_dialogues
+        from discmed.eval.judge import run_judge, run_pairwise
+
+        try:
+            dialogues = [read_dialogues(f) for f in files]
+            model = backend(judge_spec, timeout)
+            if pairwise:
+                if len(files) != 2:
+                    raise ValueError("--pairwise takes exactly two dialogue files")
+                x, y = dialogues
+                target = out or Path("runs") / "judge" / f"pairwise_{x[0]['model']}_vs_{y[0]['model']}.jsonl"
+                summary = run_pairwise(x, y, model, target, judge_spec=judge_spec,
+                                       params=GenParams(max_new_tokens=max_tokens or 256),
+                                       concurrency=concurrency, cache=False if no_cache else (cache or True), progress=progress(as_json))
+                typer.echo(f"{summary['x']} vs {summary['y']} on {summary['cases']} cases: "
+                           f"{summary['x_wins']} / {summary['y_wins']} wins, {summary['ties']} ties, "
+                           f"{summary['undecided']} undecided; verdict kept after swapping: {summary['consistent']}; "
+                           f"first position chosen: {summary['first_position_rate']}")
+            else:
+                flat = [d for ds in dialogues for d in ds]
+                if not flat:
+                    raise ValueError("no dialogues to judge")
+                first = flat[0]
+                target = out or Path("runs") / "judge" / f"result_{first['model']}_{first['source'].lower()}.jsonl"
+                summary = run_judge(flat, model, target, judge_spec=judge_spec, rubric=rubric,
+                                    params=GenParams(max_new_tokens=max_tokens or 128), concurrency=concurrency,
+                                    cache=False if no_cache else (cache or True), progress=progress(as_json))
+                typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
+                           f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
+                           f"({summary['asked_again']} asked twice), {summary['failed']} failed")
+                if summary["failed"]:
+                    typer.echo(f"first failure: {summary['failures'][0]['error'][:300]}")
+                if summary["unparsed"]:
+                    typer.echo("unparsed (kept in the file, left out of scores): "
+                               + ", ".join(summary["unparsed_ids"][:10]) + (" …" if summary["unparsed"] > 10 else ""))
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail(str(e), as_json)
+        if as_json:
+            typer.echo(json.dumps(summary, ensure_ascii=False))
+
+    @eval_app.command("score")
+    def score(
+        files: Annotated[list[Path], typer.Argument(help="judgement JSONL files or folders of result_*.jsonl "
+                                                    "(DISC's released ones or eval judge's)")],
+        samples: Annotated[Path | None, typer.Option("--samples", help="DISC's eval/samples folder, for the CMD / "
+                                                     "CMID categories (else $DISCMED_EVAL_SAMPLES)")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="folder for report.md, scores.json and the PNG charts")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print {model: {set: {criterion…, mean, by}}} last")] = False,
+    ) -> None:
+        """Tables in DISC's layout, per-category means, a radar chart and grouped bar charts."""
+        from discmed.chat import DataError
+        from discmed.eval.consult import default_samples_dir
+        from discmed.eval.score import (
+            draw_charts,
+            json_summary,
+            markdown,
+            read_categories,
+            read_judgements,
+            summarize,
+        )
+
+        try:
+            # A folder contributes its judgement files, named as DISC and `eval judge` name them.
+            paths = [p for f in files for p in (sorted(f.glob("**/result_*.jsonl")) if f.is_dir() else [f])]
+            summary = summarize(read_judgements(paths), read_categories(samples or default_samples_dir()))
+        except (ValueError, DataError, OSError) as e:
+            fail(str(e), as_json)
+        if not summary:
+            fail("no judgements found", as_json)
+        table = markdown(summary)
+        typer.echo(table)
+        result = json_summary(summary)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, text in (("report.md", table), ("scores.json", json.dumps(result, ensure_ascii=False, indent=2))):
+                tmp = out / (name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(out / name)
+            charts = draw_charts(summary, out)
+            typer.echo("charts: " + ", ".join(str(c) for c in charts))
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False))
+
+    @eval_app.command("agree")
+    def agree(
+        first: Annotated[Path, typer.Argument(help="judgements by one judge")],
+        second: Annotated[Path, typer.Argument(help="judgements of the same dialogues by another judge")],
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Agreement between two judges on the same dialogues, per criterion."""
+        from discmed.chat import DataError
+        from discmed.eval.judge import agreement
+        from discmed.eval.score import read_judgements
+
+        try:
+            a = {(j.model, j.set, j.id): j.scores for j in read_judgements([first])}
+            b = {(j.model, j.set, j.id): j.scores for j in read_judgements([second])}
+        except (ValueError, DataError, OSError) as e:
+            fail(str(e), as_json)
+        shared = [k for k in a if k in b]
+        pairs = [(a[k], b[k]) for k in shared if a[k] is not None and b[k] is not None]
+        if not pairs:
+            fail(f"no dialogue scored by both judges ({len(shared)} shared, none parsed by both)", as_json)
+        rows = agreement(pairs)
+        typer.echo(f"{len(pairs)} dialogues scored by both ({len(shared) - len(pairs)} shared but unparsed by one)")
+        typer.echo("| criterion | n | exact | within 1 | weighted kappa | Spearman |\n|---|---|---|---|---|---|")
+        for r in rows:
+            typer.echo(f"| {r.criterion} | {r.n} | {r.exact:.2f} | {r.within_one:.2f} | {r.kappa:.2f} | {r.spearman:.2f} |")
+        if as_json:
+            typer.echo(json.dumps({"dialogues": len(pairs), "shared": len(shared),
+                                   "criteria": {r.criterion: {"exact": r.exact, "within_one": r.within_one,
+                                                              "kappa": r.kappa, "spearman": r.spearman}
+                                                for r in rows}}, ensure_ascii=False))
