@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -275,6 +275,8 @@ def create_app(
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         text, last = await _collect(req, request)
+        if last.finish_reason == "cancelled":  # the client went away: nobody is left to answer
+            return Response(status_code=499)  # nginx's "client closed request", for the access log
         if last.finish_reason == "error":
             raise APIError(500, last.error or "generation failed", type="server_error")
         usage = UsageInfo(
