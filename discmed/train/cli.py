@@ -1,0 +1,142 @@
+"""`discmed train sft | dpo | merge | export`, added to the root app by `register`.
+
+Heavy imports (torch, transformers, TRL) happen inside the commands so `discmed --help` stays
+fast. Every command prints a JSON summary as its last line with `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="recipe YAML (e.g. recipes/tiny.yaml)")
+]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="key=value overrides, e.g. learning_rate=2e-5 lora.r=8")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("discmed").setLevel(logging.INFO)
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _finish(summary: dict, as_json: bool) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate launch, one summary (from rank 0) is enough
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        keys = ("output_dir", "steps", "train_loss", "final_loss", "samples", "dropped_no_target", "files")
+        for k in keys:
+            if k in summary:
+                typer.echo(f"{k}: {summary[k]}")
+
+
+def sft_cmd(
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Supervised fine-tuning (full, LoRA or QLoRA), packed, resumable."""
+    from discmed.chat import DataError
+    from discmed.train.config import ConfigError
+    from discmed.train.runtime import TrainingGuardError
+
+    _setup_logging()
+    try:
+        from discmed.train.sft import run_sft
+
+        summary = run_sft(str(config) if config else {}, list(overrides or []))
+    except (ConfigError, DataError, TrainingGuardError) as e:
+        _fail(e)
+    _finish(summary, as_json)
+
+
+def dpo_cmd(
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Direct preference optimisation from {"prompt", "chosen", "rejected"} JSONL pairs."""
+    from discmed.chat import DataError
+    from discmed.train.config import ConfigError
+    from discmed.train.runtime import TrainingGuardError
+
+    _setup_logging()
+    try:
+        from discmed.train.dpo import run_dpo
+
+        summary = run_dpo(str(config) if config else {}, list(overrides or []))
+    except (ConfigError, DataError, TrainingGuardError) as e:
+        _fail(e)
+    _finish(summary, as_json)
+
+
+def merge_cmd(
+    adapter: Annotated[Path, typer.Argument(help="LoRA adapter folder (output of a lora/qlora run)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the merged full model")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="base model (default: the adapter's own)")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge a LoRA adapter into its base model's weights."""
+    from discmed.train.config import ConfigError
+
+    try:
+        from discmed.train.merge import merge
+
+        summary = merge(adapter, out, base=base, dtype=dtype)
+    except ConfigError as e:
+        _fail(e)
+    _finish(summary, as_json)
+
+
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="trained model or adapter folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="export folder")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="chat format (default: the trained one)")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="bf16 | fp16 | fp32 | auto")] = "bf16",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a servable folder: safetensors, tokenizer, generation config (DISC ids 195/196)."""
+    from discmed.train.config import ConfigError
+
+    try:
+        from discmed.train.merge import export
+
+        summary = export(model, out, fmt=fmt, dtype=dtype)
+    except ConfigError as e:
+        _fail(e)
+    _finish(summary, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `sft`, `dpo`, `merge` and `export` to `app` (the root cli's `train` group)."""
+    app.command("sft")(sft_cmd)
+    app.command("dpo")(dpo_cmd)
+    app.command("merge")(merge_cmd)
+    app.command("export")(export_cmd)
+
+
+def main() -> None:
+    """`python -m discmed.train …`: the entry point for accelerate launch and torchrun."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    register(app)
+    app()

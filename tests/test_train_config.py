@@ -1,0 +1,147 @@
+"""Recipes and their guards: bad keys, values and data files fail clearly before any model loads."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from discmed.train.config import (
+    ConfigError,
+    SFTRecipe,
+    check_dpo_data,
+    check_sft_data,
+    load_recipe,
+    recipe_from_dict,
+)
+from discmed.train.pack import pad_fraction, position_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny.yaml", "tiny-stage2.yaml", "tiny-dpo.yaml", "disc.yaml", "qwen2.5-7b.yaml"]
+)
+def test_shipped_recipes_parse_and_open_with_their_command(name):
+    text = (RECIPES / name).read_text(encoding="utf-8")
+    first = text.splitlines()[0]
+    assert first.startswith("# ") and ("discmed train " in first or "-m discmed.train " in first)
+    kind = "dpo" if "dpo" in name else "sft"
+    recipe = load_recipe(RECIPES / name, kind=kind)
+    assert recipe.data
+
+
+def test_disc_recipe_is_discs():
+    r = load_recipe(RECIPES / "disc.yaml")
+    assert (r.learning_rate, r.epochs, r.batch_size, r.grad_accum, r.max_length) == (1e-5, 1.0, 4, 3, 1200)
+    assert (r.warmup_steps, r.scheduler, r.deepspeed, r.bf16, r.method) == (
+        800,
+        "cosine",
+        "zero3",
+        True,
+        "full",
+    )
+    ds = json.loads((ROOT / "discmed/train/deepspeed/zero3.json").read_text())
+    assert ds["bf16"] == {"enabled": "auto"} and ds["zero_optimization"]["stage"] == 3
+    assert (
+        json.loads((ROOT / "discmed/train/deepspeed/zero2.json").read_text())["zero_optimization"]["stage"]
+        == 2
+    )
+
+
+def test_unknown_key_names_file_and_suggests(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model: tiny\nlearnig_rate: 1e-5\ndata: [x.jsonl]\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p)
+    assert str(p) in str(e.value) and "learnig_rate" in str(e.value) and "learning_rate" in str(e.value)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ConfigError, match="method"):
+        recipe_from_dict({"data": ["a.jsonl"], "method": "prefix"})
+    with pytest.raises(ConfigError, match="batch_size: expected an integer"):
+        recipe_from_dict({"data": ["a.jsonl"], "batch_size": "four"})
+    with pytest.raises(ConfigError, match="unknown key 'lora.rank'"):
+        recipe_from_dict({"data": ["a.jsonl"], "lora": {"rank": 8}})
+    with pytest.raises(ConfigError, match="no training files"):
+        recipe_from_dict({})
+    with pytest.raises(ConfigError, match="deepspeed"):
+        recipe_from_dict({"data": ["a.jsonl"], "deepspeed": "zero9"})
+
+
+def test_overrides_reach_nested_keys_and_parse_numbers():
+    r = load_recipe(RECIPES / "tiny.yaml", ["learning_rate=2e-5", "lora.r=8", "packing=false", "method=lora"])
+    assert isinstance(r, SFTRecipe)
+    assert r.learning_rate == 2e-5 and r.lora.r == 8 and r.packing is False and r.method == "lora"
+    with pytest.raises(ConfigError, match="key=value"):
+        load_recipe(RECIPES / "tiny.yaml", ["learning_rate"])
+
+
+def test_bad_data_file_lists_file_line_and_field(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    good = {
+        "_id": "1",
+        "source": "t",
+        "conversation": [{"role": "user", "content": "头痛"}, {"role": "assistant", "content": "您好"}],
+    }
+    data.write_text(
+        json.dumps(good, ensure_ascii=False)
+        + "\n"
+        + '{"_id": "2", "conversation": [{"role": "doctor", "content": "x"}]}\n'
+        + "{not json\n",
+        encoding="utf-8",
+    )
+    recipe = recipe_from_dict({"data": [str(data)]})
+    with pytest.raises(ConfigError) as e:
+        check_sft_data(recipe)
+    msg = str(e.value)
+    assert "2 bad record(s)" in msg
+    assert f"{data}:2: conversation[0].role" in msg
+    assert f"{data}:3: json" in msg
+    with pytest.raises(ConfigError, match="not found"):
+        check_sft_data(recipe_from_dict({"data": [str(tmp_path / "missing.jsonl")]}))
+
+
+def test_bad_preference_pairs_are_named(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        json.dumps(
+            {"prompt": [{"role": "user", "content": "咳嗽"}], "chosen": "请问多久了？", "rejected": "吃药"},
+            ensure_ascii=False,
+        )
+        + "\n"
+        + json.dumps({"prompt": [{"role": "user", "content": "咳嗽"}], "chosen": "", "rejected": "x"})
+        + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=rf"{data}:2: chosen"):
+        check_dpo_data(recipe_from_dict({"data": [str(data)]}, "dpo"))
+
+
+def test_shipped_behaviour_data_is_valid():
+    r = load_recipe(RECIPES / "tiny-stage2.yaml")
+    assert check_sft_data(r)
+    assert check_dpo_data(load_recipe(RECIPES / "tiny-dpo.yaml", kind="dpo"))
+
+
+def test_position_ids_restart_per_sequence_and_pad_fraction():
+    assert position_ids([3, 2]) == [0, 1, 2, 0, 1]
+    assert pad_fraction([4, 2, 3, 3], batch_size=2) == pytest.approx(1 - 12 / 14)
+
+
+def test_cli_reports_a_bad_recipe_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "r.yaml"
+    p.write_text("model: tiny\ndata: [discmed/assets/behaviour/sft.jsonl]\nepoch: 2\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "discmed.train", "sft", "--config", str(p), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert f"{p}: unknown key 'epoch' (did you mean 'epochs'?)" in proc.stderr
