@@ -46,7 +46,7 @@ def tiny_build(
     force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last")] = False,
 ) -> None:
-    """Build the embedded tiny tokenizer and model (about a minute on 2 CPU cores)."""
+    """Build the embedded tiny tokenizer and model (about two minutes on 2 CPU cores)."""
     from discmed import tiny
 
     target = out or tiny.default_path()
