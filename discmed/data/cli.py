@@ -1,0 +1,250 @@
+"""`discmed data …`: the DISC-Med-SFT construction steps, one command each.
+
+    discmed data load meddialog-json train.json -o meddialog.jsonl
+    discmed data scrub meddialog.jsonl scrubbed.jsonl
+    discmed data rewrite scrubbed.jsonl rewritten.jsonl --teacher openai:http://127.0.0.1:8000/v1@tiny
+    discmed data kgqa ../shared/data/cmekg/train_example.json -o kgqa.jsonl --teacher tiny
+    discmed data dedup rewritten.jsonl deduped.jsonl
+    discmed data decontam deduped.jsonl clean.jsonl --eval ../shared/data/cmb --eval ../shared/data/cmmlu
+    discmed data mix clean.jsonl kgqa.jsonl -o disc-med-sft.jsonl --seed 42
+    discmed data card disc-med-sft.jsonl -o card/
+
+Every step writes its summary beside its output (`OUT.summary.json`, which `card` collects)
+and, with `--json`, prints it as the last line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help="skip: report bad records and go on | stop: fail at the first")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar")]
+WorkersOpt = Annotated[int, typer.Option(help="Processes sharing the per-record work (output order is kept)")]
+
+
+def _finish(summary: dict, out: Path, as_json: bool, line: str) -> None:
+    """Save the summary beside the output, print a human line, and the JSON last if asked."""
+    from discmed.chat import atomic_writer
+
+    with atomic_writer(out.with_name(out.name + ".summary.json")) as f:
+        json.dump(summary, f, ensure_ascii=False, indent=2)
+    for err in summary.get("errors", [])[:5]:
+        typer.echo(f"skipped: {err}", err=True)
+    typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+def _guard(fn):
+    """Bad input ends the command with its file:line message, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from discmed.chat import DataError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, FileNotFoundError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _parse_mapping(text: str | None, cast) -> dict | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"expected SOURCE=NUMBER pairs separated by commas, got {part!r}")
+        out[key.strip()] = cast(value)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add the data construction commands to the `data` group."""
+
+    @app.command("load")
+    @_guard
+    def load(
+        kind: Annotated[str, typer.Argument(help="meddialog-txt | meddialog-json | cmedqa2 | medmcqa | moss | alpaca | disc")],
+        paths: Annotated[list[Path], typer.Argument(help="Input files (cmedqa2: the folder with question.csv and answer.csv)")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="DISC-Med-SFT JSONL to write")],
+        on_error: OnErrorOpt = "skip",
+        limit: Annotated[int | None, typer.Option(help="Stop after N records")] = None,
+        cop_base: Annotated[int, typer.Option(help="medmcqa: 1 for the original release, 0 for the HF copy")] = 1,
+        all_answers: Annotated[bool, typer.Option(help="cmedqa2: one record per answer, not per question")] = False,
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Read a public source into DISC-Med-SFT JSONL."""
+        from discmed.data.sources import load_to_jsonl
+
+        options = {"medmcqa": {"cop_base": cop_base}, "cmedqa2": {"all_answers": all_answers}}.get(kind, {})
+        s = load_to_jsonl(kind, paths, out, on_error=on_error, limit=limit, progress=progress, **options)
+        _finish(s, out, as_json, f"loaded {s['records']:,} records from {kind} → {out} ({s['bad_records']} bad skipped)")
+
+    @app.command("scrub")
+    @_guard
+    def scrub(
+        src: Annotated[Path, typer.Argument(help="DISC-Med-SFT JSONL")],
+        out: Annotated[Path, typer.Argument(help="Scrubbed JSONL to write")],
+        on_error: OnErrorOpt = "skip",
+        workers: WorkersOpt = 1,
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """De-identify: phones, IDs, emails, URLs, WeChat/QQ, bank cards, names, hospitals, addresses."""
+        from discmed.data.scrub import scrub_file
+
+        s = scrub_file(src, out, on_error=on_error, progress=progress, workers=workers)
+        per = ", ".join(f"{k} {v}" for k, v in s["replaced"].items()) or "nothing"
+        _finish(s, out, as_json, f"scrubbed {s['records']:,} records ({s['records_changed']:,} changed): {per}")
+
+    @app.command("rewrite")
+    @_guard
+    def rewrite(
+        src: Annotated[Path, typer.Argument(help="Scrubbed DISC-Med-SFT JSONL")],
+        out: Annotated[Path, typer.Argument(help="Rewritten JSONL (rejects go to OUT.rejects.jsonl)")],
+        teacher: Annotated[str, typer.Option(help="Teacher model spec: tiny | hf:… | openai:URL@MODEL | vllm:…")],
+        concurrency: Annotated[int, typer.Option(help="Conversations in flight")] = 16,
+        rate: Annotated[float | None, typer.Option(help="At most this many teacher calls per second")] = None,
+        max_new_tokens: Annotated[int, typer.Option()] = 768,
+        temperature: Annotated[float, typer.Option()] = 0.7,
+        limit: Annotated[int | None, typer.Option(help="Only the first N conversations")] = None,
+        journal: Annotated[Path | None, typer.Option(help="Journal (default OUT.journal.sqlite); rerun to resume")] = None,
+        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the cache")] = True,
+        on_error: OnErrorOpt = "skip",
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Rewrite doctor turns with a teacher LLM; check fidelity; retry once; reject with reasons."""
+        from discmed.data.rewrite import rewrite_file
+
+        s = rewrite_file(src, out, teacher, journal=journal, concurrency=concurrency, rate=rate,
+                         max_new_tokens=max_new_tokens, temperature=temperature, limit=limit, on_error=on_error,
+                         cache=cache, progress=progress)
+        _finish(s, out, as_json, f"rewrite: {s['accepted']:,} accepted ({s['accepted_after_retry']:,} after a retry), "
+                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed")
+
+    @app.command("kgqa")
+    @_guard
+    def kgqa(
+        paths: Annotated[list[Path], typer.Argument(help="CMeKG JSON files with spo_list triples")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="QA JSONL (rejects go to OUT.rejects.jsonl)")],
+        teacher: Annotated[str, typer.Option(help="Teacher model spec")],
+        k: Annotated[int, typer.Option("-k", help="Triples sampled per entity")] = 4,
+        min_facts: Annotated[int, typer.Option(help="Skip entities with fewer triples")] = 1,
+        seed: Annotated[int, typer.Option()] = 0,
+        limit: Annotated[int | None, typer.Option(help="Only the first N entities")] = None,
+        concurrency: Annotated[int, typer.Option()] = 16,
+        rate: Annotated[float | None, typer.Option()] = None,
+        max_new_tokens: Annotated[int, typer.Option()] = 512,
+        cache: Annotated[bool, typer.Option()] = True,
+        on_error: OnErrorOpt = "skip",
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Knowledge-graph triples → patient question + doctor answer, checked against the triples."""
+        from discmed.data.kgqa import kgqa_file
+
+        s = kgqa_file(list(paths), out, teacher, k=k, min_facts=min_facts, seed=seed, limit=limit,
+                      concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
+                      on_error=on_error, progress=progress)
+        _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
+                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}")
+
+    @app.command("dedup")
+    @_guard
+    def dedup(
+        src: Annotated[Path, typer.Argument()],
+        out: Annotated[Path, typer.Argument()],
+        threshold: Annotated[float, typer.Option(help="MinHash Jaccard at or above which records are near-duplicates")] = 0.8,
+        field: Annotated[str, typer.Option(help="Text compared: all | user | assistant")] = "all",
+        report: Annotated[Path | None, typer.Option(help="JSONL of removed records (default OUT.removed.jsonl)")] = None,
+        on_error: OnErrorOpt = "skip",
+        workers: WorkersOpt = 1,
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Remove exact and near-duplicate conversations (first occurrence kept)."""
+        from discmed.data.dedup import dedup_file
+
+        s = dedup_file(src, out, threshold=threshold, field=field, report=report or out.with_name(out.name + ".removed.jsonl"),
+                       on_error=on_error, progress=progress, workers=workers)
+        _finish(s, out, as_json, f"dedup: kept {s['kept']:,}, removed {s['removed_exact']:,} exact and "
+                                 f"{s['removed_near']:,} near duplicates")
+
+    @app.command("decontam")
+    @_guard
+    def decontam(
+        src: Annotated[Path, typer.Argument()],
+        out: Annotated[Path, typer.Argument()],
+        eval_paths: Annotated[list[Path] | None, typer.Option("--eval", help="Eval set file or folder (repeatable)")] = None,
+        shared_data: Annotated[Path | None, typer.Option(help="A folder laid out like ../shared/data: use its eval sets")] = None,
+        threshold: Annotated[float, typer.Option(help="Share of an eval item's n-grams that marks a record contaminated")] = 0.5,
+        ngram: Annotated[int, typer.Option(help="Character n-gram length")] = 10,
+        report: Annotated[Path | None, typer.Option(help="JSONL of removed records (default OUT.removed.jsonl)")] = None,
+        on_error: OnErrorOpt = "skip",
+        workers: WorkersOpt = 1,
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Remove records that contain evaluation items (CMB-Clin, CMD, CMID, MCQ files …)."""
+        from discmed.data.decontam import EvalIndex, decontam_file, default_eval_paths
+
+        paths = list(eval_paths or []) + (default_eval_paths(shared_data) if shared_data else [])
+        if not paths:
+            raise ValueError("no evaluation sets given: pass --eval PATH (repeatable) or --shared-data DIR")
+        index = EvalIndex.from_paths(paths, n=ngram)
+        s = decontam_file(src, out, index, threshold=threshold, report=report or out.with_name(out.name + ".removed.jsonl"),
+                          on_error=on_error, progress=progress, workers=workers)
+        _finish(s, out, as_json, f"decontam: kept {s['kept']:,}, removed {s['removed']:,} "
+                                 f"({s['eval_items']:,} eval items from {s['eval_files']} files)")
+
+    @app.command("mix")
+    @_guard
+    def mix(
+        inputs: Annotated[list[Path], typer.Argument(help="DISC-Med-SFT JSONL files (grouped by their records' source)")],
+        out: Annotated[Path, typer.Option("--out", "-o")],
+        seed: Annotated[int, typer.Option()] = 42,
+        total: Annotated[int | None, typer.Option(help="Records wanted (default: as many as DISC's proportions allow)")] = None,
+        counts: Annotated[str | None, typer.Option(help="Exact counts, e.g. MedDialog=1000,CMeKG=200")] = None,
+        weights: Annotated[str | None, typer.Option(help="Proportions instead of DISC's, e.g. MedDialog=4,CMeKG=1")] = None,
+        on_error: OnErrorOpt = "skip",
+        progress: ProgressOpt = True,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Mix sources by a recipe (DISC's proportions by default), deterministic for a seed."""
+        from discmed.data.mix import mix_files
+
+        s = mix_files(inputs, out, seed=seed, total=total, counts=_parse_mapping(counts, int),
+                      weights=_parse_mapping(weights, float), on_error=on_error, progress=progress)
+        _finish(s, out, as_json, f"mix: {s['records']:,} records by the {s['recipe']} recipe: {s['taken']}")
+
+    @app.command("card")
+    @_guard
+    def card(
+        data: Annotated[Path, typer.Argument(help="The final DISC-Med-SFT JSONL")],
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for DATA_CARD.md and data_card.png")],
+        summaries: Annotated[list[Path] | None, typer.Option("--summary", help="Step summary JSON or a folder of *.summary.json (repeatable)")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Write the data card: counts per source, lengths, scrub counts, rejects by reason (Markdown + PNG)."""
+        from discmed.data.card import write_card
+
+        found: list[Path] = []
+        for p in summaries or [data.parent]:
+            found += sorted(p.glob("*.summary.json")) if p.is_dir() else [p]
+        steps = [json.loads(p.read_text(encoding="utf-8")) for p in found]
+        s = write_card(data, out_dir, steps)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _finish(s, out_dir / "DATA_CARD.md", as_json, f"data card: {s['markdown']} and {s['png']} ({len(steps)} step summaries)")
