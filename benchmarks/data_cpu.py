@@ -127,7 +127,7 @@ def main() -> None:
     print(f"n={args.n} avg_chars={gen['avg_chars']}: scrub {t1 - t0:.1f}s ({s1['replaced_total']} replaced), "
           f"dedup {t2 - t1:.1f}s (exact {s2['removed_exact']}, near {s2['removed_near']} of {gen['near_duplicates_planted']} planted), "
           f"decontam {t3 - t2:.1f}s (removed {s3['removed']} of {gen['eval_copies_planted']} planted)")
-    print(f"wall {wall:.1f}s ({args.n / wall:.0f} dialogues/s), CPU {cpu:.1f}s (the gap is other load on the machine), "
+    print(f"wall {wall:.1f}s ({args.n / wall:.0f} dialogues/s), CPU {cpu:.1f}s (all processes), "
           f"peak RSS {peak_gb:.2f} GB")
     print(json.dumps({"benchmark": "data_cpu", "discmed": round(wall, 1), "peer": 600.0, "unit": "s (wall, lower is better)",
                       "ratio": round(wall / 600.0, 4), "goal": 1.0, "peak_rss_gb": round(peak_gb, 3), "peak_goal_gb": 4.0,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 ROLES = ("system", "user", "assistant")
+T = TypeVar("T")
 
 
 class Message(TypedDict):
@@ -140,17 +141,16 @@ def parse_record(
     return Conversation(conv_id, source, messages, extra)
 
 
-def iter_conversations(
+def iter_jsonl(
     path: str | os.PathLike,
+    parse: Callable[[Any, int], T],
     errors: list[DataError] | None = None,
-    *,
-    require_assistant: bool = True,
-) -> Iterator[Conversation]:
-    """Stream conversations from a JSONL file.
+) -> Iterator[T]:
+    """Stream `parse(obj, line)` over the JSON lines of a file, blank lines skipped.
 
-    With `errors=None` the first bad record raises `DataError`; with a list, bad records are
-    skipped and appended to it, so the caller can report them all at the end. Blank lines are
-    ignored.
+    Invalid JSON and any `DataError` that `parse` raises name the file and line. With
+    `errors=None` the first one is raised; with a list, bad lines are skipped and collected so
+    the caller can report them all at the end.
     """
     with open(path, encoding="utf-8") as f:
         for lineno, text in enumerate(f, start=1):
@@ -161,11 +161,27 @@ def iter_conversations(
                     obj = json.loads(text)
                 except json.JSONDecodeError as e:
                     raise DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
-                yield parse_record(obj, path=path, line=lineno, require_assistant=require_assistant)
+                yield parse(obj, lineno)
             except DataError as e:
                 if errors is None:
                     raise
                 errors.append(e)
+
+
+def iter_conversations(
+    path: str | os.PathLike,
+    errors: list[DataError] | None = None,
+    *,
+    require_assistant: bool = True,
+) -> Iterator[Conversation]:
+    """Stream conversations from a JSONL file (DISC-Med-SFT or OpenAI `messages` lines).
+
+    With `errors=None` the first bad record raises `DataError`; with a list, bad records are
+    skipped and appended to it, so the caller can report them all at the end.
+    """
+    return iter_jsonl(
+        path, lambda obj, line: parse_record(obj, path=path, line=line, require_assistant=require_assistant), errors
+    )
 
 
 def read_conversations(path: str | os.PathLike, **kw: Any) -> list[Conversation]:

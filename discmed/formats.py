@@ -73,6 +73,21 @@ def _rounds(messages: list[Message]) -> tuple[list[Message], list[list[Message]]
     return system, rounds
 
 
+def _join_turns(prefix: list[int], turns: list[tuple[str, list[int], list[int]]], max_length: int | None) -> Encoded | None:
+    """Prefix + whole turns while they fit, ending at the last assistant turn; None if no target is left."""
+    ids, mask = list(prefix), [0] * len(prefix)
+    end_of_last_target = 0  # length of ids after the last assistant turn that fit
+    for role, p_ids, p_mask in turns:
+        if max_length is not None and len(ids) + len(p_ids) > max_length:
+            break  # whole turns only: this turn and everything after it are dropped
+        ids += p_ids
+        mask += p_mask
+        if role == "assistant":
+            end_of_last_target = len(ids)
+    ids, mask = ids[:end_of_last_target], mask[:end_of_last_target]
+    return (ids, mask) if any(mask) else None
+
+
 @dataclass
 class _PieceFormat:
     """A format whose ids are a fixed prefix followed by one independent piece per message."""
@@ -95,21 +110,8 @@ class _PieceFormat:
     # -- shared logic -------------------------------------------------------------------
     def encode(self, messages: Sequence[Message], tokenizer: Any, max_length: int | None = 1200) -> Encoded | None:
         messages = validate_messages(list(messages), field_name="messages", require_assistant=False)
-        ids = self.prefix(tokenizer)
-        mask = [0] * len(ids)
-        end_of_last_target = 0  # length of ids after the last assistant turn that fit
-        for message in messages:
-            p_ids, p_mask = self.piece(message, tokenizer)
-            if max_length is not None and len(ids) + len(p_ids) > max_length:
-                break  # whole turns only: this turn and everything after it are dropped
-            ids += p_ids
-            mask += p_mask
-            if message["role"] == "assistant":
-                end_of_last_target = len(ids)
-        ids, mask = ids[:end_of_last_target], mask[:end_of_last_target]
-        if not any(mask):
-            return None
-        return ids, mask
+        turns = [(m["role"], *self.piece(m, tokenizer)) for m in messages]
+        return _join_turns(self.prefix(tokenizer), turns, max_length)
 
     def prompt(
         self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512
@@ -240,10 +242,8 @@ class TemplateFormat:
 
     def encode(self, messages: Sequence[Message], tokenizer: Any, max_length: int | None = 1200) -> Encoded | None:
         messages = validate_messages(list(messages), field_name="messages", require_assistant=False)
-        ids: list[int] = []
-        mask: list[int] = []
-        end_of_last_target = 0
         segments = self._segments(messages, tokenizer)
+        turns = []
         for k, message in enumerate(messages):
             p_ids: list[int] = []
             p_mask: list[int] = []
@@ -252,14 +252,8 @@ class TemplateFormat:
                     t = _markup(tokenizer, text)
                     p_ids += t
                     p_mask += [target] * len(t)
-            if max_length is not None and len(ids) + len(p_ids) > max_length:
-                break
-            ids += p_ids
-            mask += p_mask
-            if message["role"] == "assistant":
-                end_of_last_target = len(ids)
-        ids, mask = ids[:end_of_last_target], mask[:end_of_last_target]
-        return (ids, mask) if any(mask) else None
+            turns.append((message["role"], p_ids, p_mask))
+        return _join_turns([], turns, max_length)
 
     def prompt(
         self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512

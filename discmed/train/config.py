@@ -10,7 +10,6 @@ in a 470k-line file fails in seconds, not after the model has spent minutes load
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -335,26 +334,9 @@ def parse_pair(obj: Any, path: Path, line: int) -> dict[str, Any]:
 
 def read_pairs(path: Path, errors: list | None = None) -> list[dict[str, Any]]:
     """All preference pairs of a JSONL file (errors collected when a list is given)."""
-    from discmed.chat import DataError
+    from discmed.chat import iter_jsonl
 
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise DataError(
-                        path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})"
-                    ) from None
-                pairs.append(parse_pair(obj, path, lineno))
-            except DataError as e:
-                if errors is None:
-                    raise
-                errors.append(e)
-    return pairs
+    return list(iter_jsonl(path, lambda obj, line: parse_pair(obj, path, line), errors))
 
 
 def check_dpo_data(recipe: DPORecipe, max_errors: int = 5) -> list[tuple[Path, float]]:

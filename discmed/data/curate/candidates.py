@@ -18,13 +18,12 @@ may carry its candidates on each line:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, parse_record
+from discmed.chat import DataError, iter_jsonl, parse_record
 from discmed.data.curate.store import Store
 
 
@@ -33,40 +32,35 @@ def read_prompts(path: str | Path, with_reference: bool = False) -> list[dict]:
     "candidates"}). Raises `DataError` (file:line: field: message) on the first bad line."""
     records = []
     seen: dict[str, int] = {}
-    # Read line by line here rather than through iter_conversations: errors in the extra
-    # "candidates" field and duplicate ids must name their line too.
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
-            conv = parse_record(obj, path=path, line=line, require_assistant=False)
-            if conv.id in seen:
-                raise DataError(
-                    path, line, "_id", f"duplicate id {conv.id!r} (first on line {seen[conv.id]})"
-                )
-            seen[conv.id] = line
-            messages = list(conv.messages)
-            reference = None
-            if messages[-1]["role"] == "assistant":
-                reference = messages.pop()["content"]
-            record = {
-                "id": conv.id,
-                "source": conv.source or "curate",
-                "messages": messages,
-                "candidates": [],
-            }
-            if with_reference and reference is not None:
-                record["candidates"].append(
-                    {"text": reference, "model": "reference", "params": {}, "sample": 0}
-                )
-            raw = conv.extra.get("candidates")
-            if raw is not None:
-                record["candidates"] += _parse_candidates(raw, path, line)
-            records.append(record)
+    # Lines rather than iter_conversations: errors in the extra "candidates" field and
+    # duplicate ids must name their line too.
+    def parse(obj: Any, line: int) -> tuple[int, Any]:
+        return line, parse_record(obj, path=path, line=line, require_assistant=False)
+
+    for line, conv in iter_jsonl(path, parse):
+        if conv.id in seen:
+            raise DataError(
+                path, line, "_id", f"duplicate id {conv.id!r} (first on line {seen[conv.id]})"
+            )
+        seen[conv.id] = line
+        messages = list(conv.messages)
+        reference = None
+        if messages[-1]["role"] == "assistant":
+            reference = messages.pop()["content"]
+        record = {
+            "id": conv.id,
+            "source": conv.source or "curate",
+            "messages": messages,
+            "candidates": [],
+        }
+        if with_reference and reference is not None:
+            record["candidates"].append(
+                {"text": reference, "model": "reference", "params": {}, "sample": 0}
+            )
+        raw = conv.extra.get("candidates")
+        if raw is not None:
+            record["candidates"] += _parse_candidates(raw, path, line)
+        records.append(record)
     return records
 
 
