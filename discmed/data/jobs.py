@@ -21,6 +21,7 @@ Example::
     from discmed.data.jobs import JobRunner
 
     runner = JobRunner("out/rewrite.journal.sqlite", concurrency=64, rate=None, retries=3)
+    # (cache=PATH|None, progress=False, max_batch=8: calls per batch for a local backend)
     teacher = runner.client(load_backend("openai:http://127.0.0.1:8000/v1@tiny"), name="teacher")
 
     async def work(key: str, payload: dict) -> dict:
@@ -28,7 +29,8 @@ Example::
         return {"id": key, "reply": reply}
 
     summary = runner.run(((s["id"], s) for s in samples), work, desc="rewrite")
-    # summary: {"done": 10, "failed": 0, "skipped": 0, "cache_hits": 0, "calls": 10, "tokens": {...}, ...}
+    # summary: {"done": 10, "failed": 0, "skipped": 0, "calls": 10, "cache_hits": 0,
+    #           "prompt_tokens": …, "completion_tokens": …, "clients": {"teacher": {…}}, "wall_s": …}
     for key, result in runner.results():          # in input order; only finished items
         ...
 
