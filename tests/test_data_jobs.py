@@ -204,3 +204,43 @@ def test_local_backend_calls_are_batched(tmp_path, tiny_model):
     assert s["done"] == 8 and sum(batches) == 8 and max(batches) > 1
     expected = chat([[{"role": "user", "content": "头疼3天怎么办"}]], params)[0]
     assert dict(runner.results())["b3"]["reply"] == expected  # batching does not change greedy output
+
+
+def test_rejected_requests_are_not_retried(tmp_path):
+    """A 4xx such as a prompt over the context length fails the item at once; a 503 is retried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from discmed.backend import GenParams, load_backend
+
+    seen: list[int] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            code = 400 if len(seen) < 1 else 503
+            seen.append(code)
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"message": "prompt too long", "type": "invalid_request_error"}}')
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        runner = _runner(tmp_path, concurrency=1, retries=2, backoff=0.01)
+        api = runner.client(load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m"), name="api", model="m")
+
+        async def work(key, text):
+            return {"reply": await api.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
+
+        s = runner.run([("too-long", "长")], work)
+        assert s["failed"] == 1 and seen == [400]  # asked once, not three times
+        assert "answered 400" in dict(runner.failures())["too-long"]
+        s = runner.run([("busy", "忙")], work)
+        assert s["failed"] == 1 and seen == [400, 503, 503, 503]  # a server error is retried
+    finally:
+        server.shutdown()

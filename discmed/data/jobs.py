@@ -58,8 +58,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-# Errors that retrying cannot fix: a programming error or a backend refusing a feature.
-NO_RETRY = (NotImplementedError, TypeError, KeyError, AttributeError)
+
+class RequestRejected(RuntimeError):
+    """The endpoint refused the request itself (a 4xx other than 408/409/429): asking again won't help."""
+
+
+# Errors that retrying cannot fix: a programming error, a backend refusing a feature, or an
+# endpoint rejecting the request (a prompt over its context length, say).
+NO_RETRY = (NotImplementedError, TypeError, KeyError, AttributeError, RequestRejected)
 
 RE_CJK = re.compile("[\u4e00-\u9fff]")
 
@@ -262,7 +268,10 @@ class Client:
         url = b.base_url.rstrip("/") + "/chat/completions"
         async with self.aclient.post(url, json=req) as resp:
             if resp.status >= 400:
-                raise BackendError(f"{b.base_url} answered {resp.status}: {(await resp.text())[:300]}")
+                message = f"{b.base_url} answered {resp.status}: {(await resp.text())[:300]}"
+                if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
+                    raise RequestRejected(message)
+                raise BackendError(message)
             body = await resp.json(content_type=None)
         usage = body.get("usage") or {}
         b._tally(type("Usage", (), {"prompt_tokens": usage.get("prompt_tokens"),
