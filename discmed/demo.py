@@ -30,18 +30,15 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from discmed.chat import atomic_writer
+from discmed.serve.process import served
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
 CHANCE = 0.2  # the demo's exam questions have five options
@@ -66,49 +63,6 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 PATIENT_QUESTION = "医生您好，我这两天咳嗽，有点低烧，37.8℃，需要吃药吗？"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def served(model: str, log: Path, *, safety: bool, name: str = SERVED_NAME, port: int | None = None,
-           timeout: float = 180.0):
-    """`discmed serve --model MODEL` in a subprocess on loopback, serving it as `name`; yields its base URL (…/v1)."""
-    port = port or free_port()
-    cmd = [sys.executable, "-m", "discmed", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", name]
-    if not safety:
-        cmd.append("--no-safety")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as logf:
-        # One thread: the demo's own process computes at the same time on a small machine.
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"`{' '.join(cmd)}` did not come up (exit {proc.poll()}); its log {log}:\n{tail}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def loss_logger() -> Any:
@@ -444,7 +398,7 @@ class Demo:
         import openai
 
         model = self.results["dpo"]["model"]
-        with served(model, self.out / "logs" / "serve-check.log", safety=True) as url:
+        with served(model, self.out / "logs" / "serve-check.log", safety=True, name=SERVED_NAME) as url:
             client = openai.OpenAI(base_url=url, api_key="EMPTY")
             t0 = time.perf_counter()
             reply = client.chat.completions.create(model=SERVED_NAME, max_tokens=64,
@@ -502,7 +456,7 @@ def register(app: typer.Typer) -> None:
             if not trained:
                 console.print("--serve: no trained model (the dpo stage did not run)")
                 raise typer.Exit(1)
-            with served(trained, out / "logs" / "serve.log", safety=True, port=port) as url:
+            with served(trained, out / "logs" / "serve.log", safety=True, name=SERVED_NAME, port=port) as url:
                 console.print(f"API:      {url}   (model id {SERVED_NAME!r}, OpenAI-compatible)")
                 console.print(f"web page: {url.removesuffix('/v1')}/")
                 console.print("Ctrl+C stops the server.")

@@ -36,42 +36,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tiny_model):
+def tiny_server(tiny_model, tmp_path_factory):
     """A real `discmed serve --model tiny` on a free loopback port; yields its base URL
     (`http://127.0.0.1:PORT/v1`, model id "tiny"). One server for the whole session."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from discmed.serve.process import served
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    import tempfile
-
-    log_path = Path(tempfile.gettempdir()) / f"discmed-tiny-server-{port}.log"
-    log = open(log_path, "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "discmed.cli", "serve", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail(f"discmed serve did not start: {log_path.read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with served("tiny", tmp_path_factory.mktemp("tiny-server") / "serve.log", safety=True, timeout=120) as url:
+        yield url
