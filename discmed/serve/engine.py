@@ -298,7 +298,11 @@ class BatchEngine:
         vocab = self.model.get_output_embeddings().weight.shape[0]
         seen = torch.zeros((len(reqs), vocab), dtype=torch.bool, device=self.device)
         seen.scatter_(1, input_ids.clamp(max=vocab - 1), mask.bool())
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        # Only the last position's logits are needed: projecting every prompt position onto the
+        # vocabulary was a fifth of the prefill's cost on the tiny model.
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
         cache = out.past_key_values
         first = self._sample(out.logits[:, -1, :].float(), rows, seen)
         seen[torch.arange(len(rows)), torch.tensor(first)] = True
