@@ -171,3 +171,16 @@ def test_load_to_jsonl_real_disc_and_stop(tmp_path, shared_data):
     assert not (tmp_path / "o2.jsonl").exists()
     with pytest.raises(ValueError, match="kgqa"):
         load_to_jsonl("cmekg", [bad], tmp_path / "o3.jsonl")
+
+
+def test_truncated_json_array_is_an_error_not_a_short_read(tmp_path):
+    from discmed.chat import DataError
+    from discmed.data.sources import iter_json_records
+
+    path = tmp_path / "cut.json"
+    path.write_text('[\n  {"a": 1},\n  {"a": 2},\n', encoding="utf-8")
+    it = iter_json_records(path)
+    assert [line for line, _ in (next(it), next(it))] == [2, 3]
+    with pytest.raises(DataError, match="not closed") as err:
+        next(it)
+    assert err.value.path == str(path) and err.value.line == 4

@@ -57,7 +57,9 @@ def iter_json_records(path: str | Path, errors: list[DataError] | None = None) -
         m = ws.match(text, pos)
         line += text.count("\n", pos, m.end())
         pos = m.end()
-        if pos >= len(text) or text[pos] == "]":
+        if pos >= len(text):
+            raise DataError(path, line, "json", "the JSON array is not closed (truncated file?)")
+        if text[pos] == "]":
             return
         try:
             obj, end = dec.raw_decode(text, pos)

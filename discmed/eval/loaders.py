@@ -10,7 +10,6 @@ of a published accuracy.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -140,40 +139,14 @@ def load_questions(
 
 def read_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line, record) from a JSON array or a JSON-lines file, told apart by the first character."""
+    from discmed.data.sources import iter_json_records
+
     if not path.exists():
         raise DataError(str(path), 0, "file", "does not exist")
-    text = path.read_text(encoding="utf-8-sig")
-    start = len(text) - len(text.lstrip())
-    if text[start : start + 1] == "[":
-        # Walk the array with raw_decode so each record keeps the line it starts on.
-        dec = json.JSONDecoder()
-        i = start + 1
-        while True:
-            while i < len(text) and text[i] in " \t\r\n,":
-                i += 1
-            if i >= len(text):
-                raise DataError(str(path), text.count("\n", 0, i) + 1, "json", "array is not closed")
-            if text[i] == "]":
-                return
-            line = text.count("\n", 0, i) + 1
-            try:
-                rec, i = dec.raw_decode(text, i)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), text.count("\n", 0, e.pos) + 1, "json", e.msg) from None
-            if not isinstance(rec, dict):
-                raise DataError(str(path), line, "record", "not a JSON object")
-            yield line, rec
-    else:
-        for n, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), n, "json", e.msg) from None
-            if not isinstance(rec, dict):
-                raise DataError(str(path), n, "record", "not a JSON object")
-            yield n, rec
+    for line, rec in iter_json_records(path):
+        if not isinstance(rec, dict):
+            raise DataError(str(path), line, "record", "not a JSON object")
+        yield line, rec
 
 
 def read_csv(path: Path) -> Iterator[tuple[int, dict]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError
+from discmed.chat import DataError, iter_jsonl
 from discmed.eval.judge import CRITERIA, parse_scores
 
 # Which samples file and which field give each set's categories.
@@ -49,19 +49,17 @@ def read_judgements(paths: list[str | Path]) -> list[Judgement]:
     """Read judgement JSONL files; a malformed line raises `DataError` naming file:line:field."""
     out = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for n, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, n, "<line>", f"not JSON: {e.msg}") from None
-                for key in ("id", "model", "source", "scores"):
-                    if not isinstance(record.get(key), str | int):
-                        raise DataError(path, n, key, "missing or not a string")
-                out.append(Judgement(str(record["id"]), str(record["model"]), str(record["source"]).lower(),
-                                     parse_scores(str(record["scores"])), str(path), n))
+
+        def parse(record: Any, n: int, path: str | Path = path) -> Judgement:
+            if not isinstance(record, dict):
+                raise DataError(path, n, "record", "expected a JSON object")
+            for key in ("id", "model", "source", "scores"):
+                if not isinstance(record.get(key), str | int):
+                    raise DataError(path, n, key, "missing or not a string")
+            return Judgement(str(record["id"]), str(record["model"]), str(record["source"]).lower(),
+                             parse_scores(str(record["scores"])), str(path), n)
+
+        out += iter_jsonl(path, parse)
     return out
 
 
