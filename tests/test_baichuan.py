@@ -580,6 +580,103 @@ def test_hf_backend_chats_with_published_and_converted_folders(sp_model, tmp_pat
     assert answers[0] == answers[1] and all(answers[0])
 
 
+def _reference_decode(model, prompts, steps, eos, sample=None, seed=None):
+    """Decode `prompts` (left-padded into one batch) with plain full forwards, no KV cache:
+    every step re-runs the whole sequence. Greedy, or, with `sample` (temperature, top_k,
+    top_p), the same warpers and one `torch.multinomial` over the batch that `generate()` uses,
+    from the same seed. Returns each row's new tokens, cut after its first eos."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    width = max(len(p) for p in prompts)
+    seq = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    warpers = LogitsProcessorList()
+    if sample:
+        temperature, top_k, top_p = sample
+        warpers += [TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)]
+    if seed is not None:
+        torch.manual_seed(seed)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(seq, attention_mask=mask, use_cache=False).logits[:, -1].float()
+        if sample:
+            probs = warpers(seq, logits).softmax(-1)
+            nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.zeros_like(nxt), nxt)  # generate() pads finished rows
+        done |= nxt == eos
+        seq, mask = torch.cat([seq, nxt[:, None]], 1), torch.cat([mask, torch.ones_like(nxt)[:, None]], 1)
+        if done.all():
+            break
+    rows = []
+    for row in seq[:, width:].tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+@pytest.mark.parametrize("heads", [8, 12])
+def test_hf_backend_generate_equals_full_forwards_greedy_and_sampled(sp_model, tmp_path, heads):
+    """The hf backend's own path (`chat`, batched and left-padded; `stream`) on a native Baichuan
+    folder decodes exactly what full forwards without a cache decode, greedy and seeded sampling.
+    transformers 5.24 renamed the model's cache input (`past_key_values` → `cache`); a model
+    reading only the old name decoded without context from the second new token on."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from discmed.backend import GenParams, load_backend
+    from discmed.baichuan.tokenization import write_tokenizer
+
+    vocab = spm.SentencePieceProcessor(model_file=str(sp_model)).get_piece_size()
+    torch.manual_seed(heads)
+    model = BaichuanForCausalLM(
+        BaichuanConfig(vocab_size=vocab, hidden_size=8 * heads, intermediate_size=12 * heads,
+                       num_hidden_layers=2, num_attention_heads=heads, model_max_length=512)
+    )  # fmt: skip
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.15)  # attention patterns (and ALiBi) matter
+    folder = tmp_path / "native"
+    model.save_pretrained(folder)
+    write_tokenizer(sp_model, folder)
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+
+    backend = load_backend(f"hf:{folder}")
+    chats = [
+        [{"role": "user", "content": "我头痛三天了"}],
+        [{"role": "user", "content": "孩子发烧38.5度两天，精神还可以，需要马上去医院吗？还是先在家观察？"}],
+        [{"role": "user", "content": "咳嗽"}, {"role": "assistant", "content": "咳了多久？"}, {"role": "user", "content": "一周"}],
+    ]
+    steps = 10
+    greedy = GenParams(max_new_tokens=steps, temperature=0.0)
+    prompts = [backend.prompt_ids(c, greedy) for c in chats]
+    assert len({len(p) for p in prompts}) == 3  # the batch is left-padded
+
+    def texts(rows):
+        return [tok.decode(r, skip_special_tokens=True) for r in rows]
+
+    expected = texts(_reference_decode(model, prompts, steps, tok.eos_token_id))
+    assert backend.chat(chats, greedy) == expected  # one left-padded batch
+    assert [backend.chat([c], greedy)[0] for c in chats] == expected  # one at a time
+    assert "".join(backend.stream(chats[1], greedy)) == expected[1]
+
+    sampled = GenParams(max_new_tokens=steps, temperature=0.8, top_k=20, top_p=0.9, seed=1234)
+    # chat() sorts a batch by prompt length; the reference gets the same order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    ref = _reference_decode(model, [prompts[i] for i in order], steps, tok.eos_token_id, (0.8, 20, 0.9), 1234)
+    expected_sampled = [""] * 3
+    for row, i in enumerate(order):
+        expected_sampled[i] = texts([ref[row]])[0]
+    got = backend.chat(chats, sampled)
+    assert got == expected_sampled
+    assert got != expected  # sampling did sample
+    alone = texts(_reference_decode(model, [prompts[2]], steps, tok.eos_token_id, (0.8, 20, 0.9), 1234))[0]
+    assert "".join(backend.stream(chats[2], sampled)) == alone
+
+
 def test_save_pretrained_round_trip_carries_disc_generation_defaults(tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -39,7 +39,7 @@ class BaichuanConfig(PreTrainedConfig):
     """Configuration of a Baichuan-13B-style model: ALiBi attention, fused `W_pack`, SiLU MLP."""
 
     model_type = "baichuan"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
     # Code written for Llama-style configs (vLLM, discmed's length checks) asks for this name.
     attribute_map = {"max_position_embeddings": "model_max_length"}
     base_model_tp_plan = {

@@ -106,6 +106,20 @@ def attention_bias(
     return bias
 
 
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache under either of its names.
+
+    transformers 5.24 renamed the model input `past_key_values` to `cache`: `generate()` passes
+    `cache=`, older releases and discmed's own callers `past_key_values=`. A model that read only
+    the old name was handed no cache by `generate()` on 5.24 and decoded each new token without
+    its context (greedy tokens went wrong from the second one on). The output classes accept the
+    old field name on every release, so outputs are built with `past_key_values=` unchanged.
+    """
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("give the KV cache once, as `cache` or as `past_key_values`")
+    return cache if cache is not None else past_key_values
+
+
 class BaichuanRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -231,8 +245,10 @@ class BaichuanModel(BaichuanPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        past_key_values = _one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -318,8 +334,10 @@ class BaichuanForCausalLM(BaichuanPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
+        past_key_values = _one_cache(cache, past_key_values)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
