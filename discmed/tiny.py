@@ -23,11 +23,14 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from discmed.cpu import free_cores
 
 RECIPE_VERSION = "1"
 
@@ -99,8 +102,22 @@ def ensure_tiny(path: str | os.PathLike | None = None, *, quiet: bool = True, fo
     if (target / "discmed-tiny.json").exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is building it right now: say so, then wait
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            print(f"discmed: waiting for {holder} building the tiny model into {target} (lock {lock_path})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            t0 = time.time()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            print(f"discmed: the tiny model is ready after {time.time() - t0:.0f} s of waiting", file=sys.stderr)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
         if force or not (target / "discmed-tiny.json").exists():
             build_tiny(target, quiet=quiet)
     return target
@@ -178,7 +195,12 @@ def build_tiny(out: str | os.PathLike, *, steps: int | None = None, quiet: bool 
     steps = steps or TRAIN["steps"]
     torch.manual_seed(TRAIN["seed"])
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # The cores idle right now, at most 2: a busy machine gets one thread instead of two threads
+    # spinning against the other work (several times slower). Float reductions depend on the
+    # thread count, so builds with 1 and 2 threads can differ in the last bits; the summary says
+    # which ran.
+    build_threads = min(2, free_cores())
+    torch.set_num_threads(build_threads)
     try:
         dialogues, sentences = load_corpus()
         tokenizer = train_tokenizer(dialogues, sentences, CONFIG["vocab_size"])
@@ -215,6 +237,7 @@ def build_tiny(out: str | os.PathLike, *, steps: int | None = None, quiet: bool 
             "loss_first": round(losses[0], 4),
             "loss_last": round(sum(losses[-20:]) / len(losses[-20:]), 4),
             "seconds": round(time.time() - t0, 1),
+            "threads": build_threads,
             "fingerprint": fingerprint(),
             "note": "discmed's embedded tiny model: proves the machinery, not medicine",
         }

@@ -12,6 +12,16 @@ SHARED_DATA = Path(os.environ.get("DISCMED_SHARED_DATA", ROOT.parent / "shared" 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for the test process and every child it starts: tests, servers and a second
+# suite share two cores, and OpenMP threads spinning against each other run several times slower
+# than one thread each (see discmed/cpu.py). `make test` measures the whole suite this way.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
@@ -41,5 +51,5 @@ def tiny_server(tiny_model, tmp_path_factory):
     (`http://127.0.0.1:PORT/v1`, model id "tiny"). One server for the whole session."""
     from discmed.serve.process import served
 
-    with served("tiny", tmp_path_factory.mktemp("tiny-server") / "serve.log", safety=True, timeout=120) as url:
+    with served("tiny", tmp_path_factory.mktemp("tiny-server") / "serve.log", safety=True) as url:
         yield url

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -69,17 +68,17 @@ class Server:
             str(self.port),
             *self.extra,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 90  # importing discmed imports torch: slow on a busy machine
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if httpx.get(self.url + "/api/info", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start in 90 s")
+        from discmed.serve.process import ServerStartError, wait_ready
+
+        self.log = self.db.parent / f"curate-{self.port}.log"
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(self.proc, self.url + "/api/info", self.log, what="curate serve")
+        except ServerStartError:
+            self.stop()
+            raise
+        return self
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

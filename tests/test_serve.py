@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,40 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def serve(*args: str, env: dict | None = None):
-    """`discmed serve --model tiny ARGS` on a free port; yields its root URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    """`discmed serve --model tiny ARGS` on a free port; yields its root URL. The start-up wait
+    follows the server's progress, and a failed start shows the server's log tail."""
+    from discmed.serve.process import free_port, running
+
+    port = free_port()
     cmd = [sys.executable, "-m", "discmed.cli", "serve", "--model", "tiny", "--port", str(port), *args]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("server did not start: " + Path(log.name).read_text()[-2000:])
-            time.sleep(0.3)
+    with tempfile.TemporaryDirectory() as tmp, running(cmd, url + "/health", Path(tmp) / "serve.log", env=env, cwd=ROOT):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        os.unlink(log.name)
 
 
 def root(base_url: str) -> str:

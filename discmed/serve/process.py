@@ -1,6 +1,12 @@
-"""`discmed serve` as a child process: started on a loopback port, waited for, stopped.
+"""`discmed serve` (or any discmed server) as a child process: started on a loopback port,
+waited for, stopped.
 
-The demo runs its teacher, patient and judge this way, and the tests their shared server.
+The demo runs its teacher, patient and judge this way, and the tests their servers.
+
+How long to wait is not a fixed guess: a server that loads a model on a busy machine may take
+minutes, one that crashed takes none. `wait_ready` keeps waiting while the child makes progress
+(it uses CPU or writes to its log), fails once it has made none for `stall` seconds or has run
+past `limit`, and fails at once when the child exits; every failure carries the child's log tail.
 """
 
 from __future__ import annotations
@@ -11,9 +17,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from discmed.cpu import process_cpu_seconds
+
+
+class ServerStartError(RuntimeError):
+    """A child server that exited, stalled or ran out of time before it answered."""
 
 
 def free_port() -> int:
@@ -22,9 +34,83 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def log_tail(log: Path, chars: int = 3000) -> str:
+    try:
+        return log.read_text(encoding="utf-8", errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, *, stall: float = 120.0, limit: float = 1200.0,
+               what: str = "server") -> float:
+    """Poll `url` until it answers 200; returns the seconds waited.
+
+    Raises ServerStartError with the log tail when the child exits, when it has neither used CPU
+    nor written to `log` for `stall` seconds, or after `limit` seconds in all.
+    """
+    t0 = last_progress = time.time()
+    cpu, size = process_cpu_seconds(proc.pid), _size(log)
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.time() - t0
+        except OSError:
+            pass
+        now = time.time()
+        if proc.poll() is not None:
+            reason = f"exited with status {proc.returncode}"
+        elif now - last_progress > stall:
+            reason = f"made no progress (no CPU used, nothing logged) for {stall:.0f} s"
+        elif now - t0 > limit:
+            reason = f"was not ready after {limit:.0f} s"
+        else:
+            new_cpu, new_size = process_cpu_seconds(proc.pid), _size(log)
+            if (new_cpu is not None and cpu is not None and new_cpu > cpu + 0.05) or new_size != size:
+                last_progress = now
+            cpu, size = new_cpu, new_size
+            time.sleep(0.3)
+            continue
+        raise ServerStartError(f"{what} {reason} (pid {proc.pid}, {now - t0:.0f} s); its log {log}:\n{log_tail(log)}")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | None = None, cwd: str | None = None,
+            stall: float = 120.0, limit: float = 1200.0) -> Iterator[subprocess.Popen]:
+    """Run `cmd` with its output in `log`, wait until `url` answers, yield the process, stop it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # One thread unless told otherwise: the parent computes at the same time on a small machine.
+    child_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, env=child_env, cwd=cwd)
+    try:
+        wait_ready(proc, url, log, stall=stall, limit=limit, what=f"`{' '.join(cmd)}`")
+        yield proc
+    finally:
+        stop(proc)
+
+
 @contextmanager
 def served(model: str, log: Path, *, safety: bool, name: str | None = None, port: int | None = None,
-           timeout: float = 180.0) -> Iterator[str]:
+           args: Sequence[str] = (), env: dict[str, str] | None = None, stall: float = 120.0,
+           limit: float = 1200.0) -> Iterator[str]:
     """`discmed serve --model MODEL` in a subprocess on loopback, serving it as `name`; yields its base URL (…/v1)."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "discmed", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
@@ -32,29 +118,6 @@ def served(model: str, log: Path, *, safety: bool, name: str | None = None, port
         cmd += ["--served-model-name", name]
     if not safety:
         cmd.append("--no-safety")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as logf:
-        # One thread: the parent process computes at the same time on a small machine.
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"`{' '.join(cmd)}` did not come up (exit {proc.poll()}); its log {log}:\n{tail}")
-            time.sleep(0.5)
+    cmd += list(args)
+    with running(cmd, f"http://127.0.0.1:{port}/health", log, env=env, stall=stall, limit=limit):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -1,0 +1,100 @@
+"""Child servers and CPU sharing: the start-up wait follows the child's progress, a failed start
+shows the child's log, the tiny build's lock says who holds it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from discmed.cpu import free_cores, process_cpu_seconds, usable_cores
+from discmed.serve.process import ServerStartError, free_port, running, wait_ready
+
+
+def _child(code: str, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as f:
+        return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=f, stderr=subprocess.STDOUT)
+
+
+def test_cpu_figures_are_sane():
+    assert 1 <= free_cores(window=0.1) <= usable_cores()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        first = process_cpu_seconds(busy.pid)
+        time.sleep(1.0)
+        assert process_cpu_seconds(busy.pid) > first
+    finally:
+        busy.kill()
+        busy.wait()
+    assert process_cpu_seconds(busy.pid) is None  # gone
+
+
+def test_a_child_that_exits_fails_at_once_with_its_log(tmp_path):
+    log = tmp_path / "child.log"
+    proc = _child("import sys\nprint('loading model… no such folder: /models/x', flush=True)\nsys.exit(3)", log)
+    t0 = time.time()
+    with pytest.raises(ServerStartError, match=r"(?s)exited with status 3.*no such folder: /models/x"):
+        wait_ready(proc, f"http://127.0.0.1:{free_port()}/health", log, stall=60, limit=60)
+    assert time.time() - t0 < 20
+
+
+def test_a_silent_idle_child_fails_after_the_stall_not_the_limit(tmp_path):
+    log = tmp_path / "child.log"
+    proc = _child("import time\ntime.sleep(60)", log)
+    try:
+        t0 = time.time()
+        with pytest.raises(ServerStartError, match="made no progress .* for 2 s"):
+            wait_ready(proc, f"http://127.0.0.1:{free_port()}/health", log, stall=2, limit=600)
+        assert time.time() - t0 < 30
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_slow_child_that_keeps_working_is_waited_for(tmp_path):
+    """Ready only after 4 s of work (past the 2 s stall): the wait goes on while it computes."""
+    port = free_port()
+    code = f"""
+        import http.server, time
+        t = time.time()
+        while time.time() - t < 4:
+            pass  # "loading the model": CPU in use, nothing logged
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a):
+                pass
+        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+    """
+    cmd = [sys.executable, "-c", textwrap.dedent(code)]
+    with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "slow.log", stall=2, limit=120) as proc:
+        assert proc.poll() is None
+    assert proc.poll() is not None  # stopped on leaving
+
+
+def test_tiny_build_lock_says_who_holds_it(tmp_path, capfd):
+    """A second caller of ensure_tiny says it is waiting and for whom, then uses the finished build."""
+    from discmed.tiny import ensure_tiny
+
+    target = tmp_path / "tiny-x"
+    lock = tmp_path / ".tiny-x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, pathlib, time
+        with open({str(lock)!r}, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.truncate(0); f.write(f"pid {{os.getpid()}}"); f.flush()
+            print("locked", flush=True)
+            time.sleep(1.5)
+            t = pathlib.Path({str(target)!r}); t.mkdir()
+            (t / "discmed-tiny.json").write_text("{{}}")
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert ensure_tiny(target) == target
+    holder.wait(timeout=30)
+    err = capfd.readouterr().err
+    assert f"waiting for pid {holder.pid} building the tiny model into {target}" in err
+    assert "ready after" in err
