@@ -47,12 +47,44 @@ def free_cores(window: float = 0.3) -> int:
     return max(1, min(usable, round(idle_share * (os.cpu_count() or usable))))
 
 
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        # The command name (field 2) may contain spaces: split after its closing parenthesis.
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds used so far by process `pid`, or None where it cannot be read."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            # The command name (field 2) may contain spaces: split after its closing parenthesis.
-            fields = f.read().rsplit(")", 1)[1].split()
+        fields = _stat(pid)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of `pid` and every live descendant (a launcher's workers compute, not the
+    launcher), plus what its waited-for children used; None where /proc cannot be read."""
+    try:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    parents[int(entry)] = int(_stat(int(entry))[1])
+                except (OSError, ValueError, IndexError):
+                    continue  # exited while we looked
+    except OSError:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier and p not in tree]
+        tree.update(kids)
+        frontier = kids
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for p in tree:
+        try:
+            f = _stat(p)
+            total += (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick  # own + reaped children
+        except (OSError, ValueError, IndexError):
+            continue
+    return total if pid in parents else None

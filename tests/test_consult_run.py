@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from discmed.eval.cli import register
 from discmed.eval.consult import load_cases, read_dialogues, run_consult
 from discmed.eval.judge import parse_scores, render_prompt
+from discmed.serve.process import run_watched
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,7 +143,7 @@ def test_killed_run_resumes(tiny_model, samples, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # nothing half-written
-    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    rerun = run_watched(cmd, cwd=ROOT, env=env)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["resumed"] >= 2 and summary["resumed"] + summary["generated"] == 6

@@ -4,7 +4,6 @@
 import json
 import multiprocessing as mp
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from discmed.data.curate.export import agreement, build_dpo, build_sft, export
 from discmed.data.curate.store import CurationError, Store
+from discmed.serve.process import run_watched
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,7 +372,7 @@ def test_candidates_from_the_tiny_model_carry_provenance_and_resume(tmp_path, ti
         "--json",
     ]
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = run_watched(cmd, cwd=tmp_path)
     t1 = time.time()
     assert r.returncode == 0, r.stderr
     first = json.loads(r.stdout.splitlines()[-1])
@@ -397,6 +397,6 @@ def test_candidates_from_the_tiny_model_carry_provenance_and_resume(tmp_path, ti
             )
             assert t0 <= created <= t1
     # A rerun generates nothing new: every stored sample is skipped.
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = run_watched(cmd, cwd=tmp_path)
     again = json.loads(r.stdout.splitlines()[-1])
     assert again["skipped"] == first["generated"] and again["generated"] <= first["empty"]

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from discmed.demo import STAGES
+from discmed.serve.process import run_watched
 
 
 def run_demo(out: Path, timeout: float) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "discmed", "demo", "--out", str(out), "--json"],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    proc = run_watched([sys.executable, "-m", "discmed", "demo", "--out", str(out), "--json"], env=env,
+                       limit=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -120,7 +120,7 @@ def test_server_answered_a_chat_request(demo):
 @pytest.mark.timeout(1800)
 def test_second_run_reuses_every_stage(demo):
     out, first = demo
-    again = run_demo(out, timeout=300)
+    again = run_demo(out, timeout=900)
     assert again["stages"] == first["stages"]  # same recorded times and counts: nothing ran again
     text = Path(again["report"]).read_text(encoding="utf-8")
     assert all(f"| {name} | done (reused) |" in text for name in STAGES)

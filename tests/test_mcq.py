@@ -10,6 +10,7 @@ import pytest
 
 from discmed.eval.loaders import load_questions, load_task
 from discmed.eval.mcq import build_prompt, choice_strings, run_mcq
+from discmed.serve.process import run_watched
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def test_cli_json_last_line_and_table(tiny_model, shared_data, tmp_path):
         str(tmp_path / "run"),
         "--json",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out = run_watched(cmd, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert (

@@ -98,3 +98,19 @@ def test_tiny_build_lock_says_who_holds_it(tmp_path, capfd):
     err = capfd.readouterr().err
     assert f"waiting for pid {holder.pid} building the tiny model into {target}" in err
     assert "ready after" in err
+
+
+def test_run_watched_waits_for_work_and_kills_a_hang(tmp_path):
+    from discmed.serve.process import StalledError, run_watched
+
+    # Busy for 3 s (past the 1.5 s stall) in a grandchild: the work of the whole tree counts.
+    busy = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import time\\nt=time.time()\\nwhile time.time()-t<3: pass'])\nprint('done')"
+    r = run_watched([sys.executable, "-c", busy], stall=1.5, limit=60)
+    assert (r.returncode, r.stdout.strip()) == (0, "done")
+    t0 = time.time()
+    with pytest.raises(StalledError, match=r"(?s)no progress for 2 s.*about to hang"):
+        run_watched([sys.executable, "-c", "import sys, time\nprint('about to hang', file=sys.stderr, flush=True)\ntime.sleep(120)"],
+                    stall=2, limit=60)  # fmt: skip
+    assert time.time() - t0 < 30
+    r = run_watched([sys.executable, "-c", "import sys\nsys.exit(4)"], stall=5)
+    assert r.returncode == 4

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from discmed.serve.process import run_watched
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BEHAVIOUR = "discmed/assets/behaviour/sft.jsonl"
 
-pytestmark = pytest.mark.slow
+# The launches are timed by their progress (run_watched); this is only the backstop against a hang.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _env() -> dict:
@@ -48,8 +51,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def _run(cmd: list[str], timeout: int = 240) -> str:
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+def _run(cmd: list[str]) -> str:
+    # Timed by progress, not a guess: two launches of 2 workers each take minutes on a busy machine.
+    proc = run_watched(cmd, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 

@@ -21,11 +21,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from discmed.cpu import process_cpu_seconds
+from discmed.cpu import tree_cpu_seconds
 
 
 class ServerStartError(RuntimeError):
     """A child server that exited, stalled or ran out of time before it answered."""
+
+
+class StalledError(RuntimeError):
+    """A child command that made no progress for too long, or ran past its limit."""
 
 
 def free_port() -> int:
@@ -49,7 +53,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, *, stall: float = 12
     nor written to `log` for `stall` seconds, or after `limit` seconds in all.
     """
     t0 = last_progress = time.time()
-    cpu, size = process_cpu_seconds(proc.pid), _size(log)
+    cpu, size = tree_cpu_seconds(proc.pid), _size(log)
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
@@ -65,7 +69,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, *, stall: float = 12
         elif now - t0 > limit:
             reason = f"was not ready after {limit:.0f} s"
         else:
-            new_cpu, new_size = process_cpu_seconds(proc.pid), _size(log)
+            new_cpu, new_size = tree_cpu_seconds(proc.pid), _size(log)
             if (new_cpu is not None and cpu is not None and new_cpu > cpu + 0.05) or new_size != size:
                 last_progress = now
             cpu, size = new_cpu, new_size
@@ -121,3 +125,51 @@ def served(model: str, log: Path, *, safety: bool, name: str | None = None, port
     cmd += list(args)
     with running(cmd, f"http://127.0.0.1:{port}/health", log, env=env, stall=stall, limit=limit):
         yield f"http://127.0.0.1:{port}/v1"
+
+
+def run_watched(cmd: Sequence[str], *, stall: float = 180.0, limit: float = 3600.0, env: dict[str, str] | None = None,
+                cwd: str | os.PathLike | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)`, but timed by progress instead of a
+    fixed guess: the command may run while it (or any process it started) uses CPU or writes
+    output, and is killed with StalledError (carrying its output tail) after `stall` seconds
+    without either, or after `limit` seconds in all. On a busy machine a slow run is waited for;
+    a hung one still fails in minutes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="discmed-run-") as tmp:
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd,
+                                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                    start_new_session=True)  # fmt: skip
+            if input is not None:
+                proc.stdin.write(input.encode())
+                proc.stdin.close()
+            t0 = last = time.time()
+            cpu, size = tree_cpu_seconds(proc.pid), -1
+            while proc.poll() is None:
+                time.sleep(0.5)
+                now = time.time()
+                new_cpu, new_size = tree_cpu_seconds(proc.pid), _size(out_path) + _size(err_path)
+                if (new_cpu is not None and cpu is not None and new_cpu > cpu + 0.05) or new_size != size:
+                    last = now
+                cpu, size = new_cpu, new_size
+                if now - last > stall or now - t0 > limit:
+                    _kill_tree(proc)
+                    why = f"no progress for {stall:.0f} s" if now - last > stall else f"still running after {limit:.0f} s"
+                    tail = log_tail(err_path, 3000) + "\n" + log_tail(out_path, 2000)
+                    raise StalledError(f"`{' '.join(cmd)}`: {why}; killed. Output tail:\n{tail}")
+        return subprocess.CompletedProcess(list(cmd), proc.returncode, out_path.read_text(errors="replace"),
+                                           err_path.read_text(errors="replace"))  # fmt: skip
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill `proc`'s whole process group (it was started in a session of its own), so a
+    launcher's workers do not live on."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.wait()
