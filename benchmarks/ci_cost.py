@@ -48,7 +48,7 @@ def main() -> None:
         procs.append((clone, log, subprocess.Popen(["bash", ".ci/run"], cwd=clone, env=env, stdout=log,
                                                    stderr=subprocess.STDOUT)))  # fmt: skip
     results = []
-    for i, (clone, log, proc) in enumerate(procs):
+    for i, (_clone, log, proc) in enumerate(procs):
         status = proc.wait()
         log.close()
         text = (base / f"run{i}.log").read_text(errors="replace")
