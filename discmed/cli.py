@@ -126,6 +126,10 @@ def chat(
     system: Annotated[str | None, typer.Option(help="A system message")] = None,
     safety: Annotated[bool, typer.Option(help="Red-flag triage and the standing notice")] = True,
     quantize: Annotated[str | None, typer.Option(help="int8 | int4 (local models)")] = None,
+    triage_model: Annotated[
+        str | None, typer.Option(help="A second opinion on red flags from this model spec (rules stay the floor)")
+    ] = None,
+    triage_timeout: Annotated[float, typer.Option(help="Seconds to wait for --triage-model, then rules alone")] = 3.0,
 ) -> None:
     """Chat in the terminal (DISC's cli_demo): clear, stream, exit; Ctrl+C stops a reply."""
     from discmed.backend import GenParams, load_backend
@@ -138,7 +142,12 @@ def chat(
         params.max_new_tokens = max_new_tokens
     if temperature is not None:
         params.temperature = temperature
-    chat_loop(backend, params, streaming=stream, safety=safety, system=system)
+    second = None
+    if safety and triage_model:
+        from discmed.serve.triage_model import TriageModel
+
+        second = TriageModel(triage_model, timeout=triage_timeout)
+    chat_loop(backend, params, streaming=stream, safety=safety, system=system, triage_model=second)
 
 
 def _register_areas() -> None:

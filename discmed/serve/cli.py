@@ -72,6 +72,10 @@ def register(app: typer.Typer) -> None:
         safety_rules: Annotated[
             Path | None, typer.Option(help="Own red-flag rules YAML (default: the shipped rules)")
         ] = None,
+        triage_model: Annotated[
+            str | None, typer.Option(help="A second opinion on red flags from this model spec (rules stay the floor)")
+        ] = None,
+        triage_timeout: Annotated[float, typer.Option(help="Seconds to wait for --triage-model, then rules alone")] = 3.0,
         tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs to shard the model over")] = 1,
         log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
     ) -> None:
@@ -126,7 +130,16 @@ def register(app: typer.Typer) -> None:
         except (BackendError, ValueError, ImportError) as e:
             typer.echo(f"discmed serve: {e}", err=True)
             raise typer.Exit(2) from None
-        app_ = create_app(served, api_key=api_key, safety=safety, rules=rules, max_body_bytes=max_body)
+        second = None
+        if safety and triage_model:
+            from discmed.serve.triage_model import TriageModel
+
+            try:
+                second = TriageModel(triage_model, timeout=triage_timeout)
+            except (BackendError, ValueError, ImportError, OSError) as e:
+                raise typer.BadParameter(f"cannot load {triage_model!r}: {e}", param_hint="--triage-model") from None
+        app_ = create_app(served, api_key=api_key, safety=safety, rules=rules, max_body_bytes=max_body,
+                          triage_model=second)
         shown = f"[{host}]" if ":" in host else host
         typer.echo(
             f"discmed serve: {served.name} on http://{shown}:{port}/v1 (chat page at http://{shown}:{port}/)",

@@ -94,6 +94,8 @@ class SafetyInfo(BaseModel):
     urgent: bool
     reasons: list[str]
     notice: str
+    source: str = "rules"  # "rules+model" when a --triage-model verdict was used
+    model: dict | None = None  # that model's answer: urgent, reason, status, seconds
 
 
 class ResponseMessage(BaseModel):

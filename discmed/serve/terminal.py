@@ -25,6 +25,7 @@ def chat_loop(
     streaming: bool = True,
     safety: bool = True,
     system: str | None = None,
+    triage_model=None,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
 ) -> list[Message]:
@@ -59,7 +60,7 @@ def chat_loop(
             continue
         history.append({"role": "user", "content": text})
         try:
-            prefix = _urgent_notice(text) if safety else ""
+            prefix = _urgent_notice(text, triage_model) if safety else ""
             print("\n医生：", end="", file=out, flush=True)
             if prefix:
                 print(prefix + "\n", end="", file=out, flush=True)
@@ -94,11 +95,14 @@ def _answer(backend: Backend, history: list[Message], params: GenParams, streami
     return "".join(parts)
 
 
-def _urgent_notice(text: str) -> str:
-    """The safety layer's urgent-care instruction for this message, if any (empty when none)."""
+def _urgent_notice(text: str, triage_model=None) -> str:
+    """The safety layer's urgent-care instruction for this message, if any (empty when none):
+    the same verdict the API and the chat page give (rules, and the --triage-model opinion)."""
     from discmed.serve.safety import triage
 
     t = triage(text)
+    if triage_model is not None:
+        t = triage_model.review(t, text)
     return t.instruction if t.urgent else ""  # t.notice is the standing notice, printed above
 
 
