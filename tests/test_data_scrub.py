@@ -84,3 +84,66 @@ def test_scrub_file_counts_and_bad_lines(tmp_path):
     with pytest.raises(DataError, match=r"in.jsonl:2: json"):
         scrub_file(src, tmp_path / "out2.jsonl", on_error="stop", progress=False)
     assert not (tmp_path / "out2.jsonl").exists()
+
+
+# -- the sets written for issue 14: identifiers of every type, medicine that must survive ----
+
+DATA = Path(__file__).parent / "data"
+
+
+def _score(name: str) -> tuple[dict, float, int, int, list]:
+    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+    hit, total, lost = Counter(), Counter(), []
+    meds = 0
+    for r in rows:
+        out, _ = scrub_text(r["text"])
+        for ident in r["identifiers"]:
+            total[ident["type"]] += 1
+            hit[ident["type"]] += ident["text"] not in out
+        for m in r["medical"]:
+            meds += 1
+            if m not in out:
+                lost.append((m, out))
+    removed = sum(hit.values()) / sum(total.values())
+    print(f"\n{name}: identifiers fully removed {removed:.3f} of {sum(total.values())} "
+          f"({ {k: f'{hit[k]}/{total[k]}' for k in sorted(total)} }); medical values intact "
+          f"{1 - len(lost) / meds:.4f} of {meds}")
+    return {k: hit[k] / total[k] for k in total}, removed, sum(total.values()), meds, lost
+
+
+def test_dev_set_per_type_and_medicine_intact():
+    per_type, removed, n_ids, n_meds, lost = _score("scrub_dev.jsonl")
+    assert n_ids >= 300 and n_meds >= 300 and len(per_type) == len(PLACEHOLDER) - 2  # all but long_number, org
+    assert all(v >= 0.95 for v in per_type.values()), per_type
+    assert removed >= 0.97
+    assert 1 - len(lost) / n_meds >= 0.99, lost
+
+
+def test_held_out_fifth():
+    per_type, removed, _, n_meds, lost = _score("scrub_heldout.jsonl")
+    assert removed >= 0.95 and 1 - len(lost) / n_meds >= 0.99, (per_type, lost)
+
+
+def test_new_identifier_kinds():
+    cases = {
+        "我婆婆王秀英今年68岁，左下腹疼": "我婆婆[姓名]今年68岁，左下腹疼",  # after a family word, by NER
+        "欧阳娜娜说孩子发烧39度": "[姓名]说孩子发烧39度",  # a compound surname at the start
+        "住院号：ZY20230456，床号12": "住院号：[病历号]，床号12",
+        "医保卡号 1234567890 能报销胰岛素吗": "医保卡号 [病历号] 能报销胰岛素吗",
+        "车牌京A·12345停在急诊门口": "车牌[车牌号]停在急诊门口",
+        "身份证 1101 0519 4912 3100 2X": "身份证 [身份证号]",  # 4-4-4-4-2 grouping
+        "住在望京西园三区312号楼2单元1103，老人脑梗": "住在[地址]，老人脑梗",
+        "在北医三院和省人医都看过": "在[医院]和[医院]都看过",
+        "我在华西看过消化内科": "我在[医院]看过消化内科",
+    }
+    for text, want in cases.items():
+        assert scrub_text(text)[0] == want, text
+    # The medicine stays: eponymous and place-named diseases, drugs, brands, anatomy, specialties.
+    for text in ["桥本甲状腺炎，TSH 8.6", "帕金森病吃多巴丝肼", "香港脚涂特比萘芬", "华法林和阿司匹林", "右肺上叶磨玻璃结节8mm",
+                 "云南白药能止血吗", "同仁堂的六味地黄丸", "左下腹隐痛，去消化内科", "德国麻疹就是风疹吗"]:
+        assert scrub_text(text)[0] == text, text
+
+
+def test_rules_alone_when_ner_is_off():
+    text = "我婆婆王秀英今年68岁，电话13812345678"
+    assert scrub_text(text, ner=False)[0] == "我婆婆王秀英今年68岁，电话[电话]"  # no cue word: only NER finds her

@@ -353,9 +353,13 @@ def _replace_spans(text: str, spans: list[tuple[int, int, str]], counts: Counter
     return text
 
 
+# "和" and "与" join two hospitals ("北医三院和省人医") but sit inside some names (武汉协和).
+ABBR_BREAK = re.compile(HOSPITAL_BREAK.pattern + r"|.*(?:和|与)(?=[省市县区]|[^协]{1,4}?(?:人医|妇幼|[一二三四五六七八九]院|附))")
+
+
 def _hospital_abbr(text: str, counts: Counter) -> str:
     def repl(m: re.Match) -> str:
-        cut = HOSPITAL_BREAK.match(m.group(0))
+        cut = ABBR_BREAK.match(m.group(0))
         head = m.group(0)[:cut.end()] if cut else ""
         if len(m.group(0)) - len(head) < 2:
             return m.group(0)

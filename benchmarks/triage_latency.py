@@ -1,0 +1,59 @@
+"""Red-flag triage latency per message on one core (it runs on every chat request).
+
+    .venv/bin/python benchmarks/triage_latency.py            # the dev + held-out sets, 5 passes
+
+Each message of tests/data/triage_*.jsonl (online-consultation messages, 10–330
+characters) is triaged through `discmed.serve.safety.triage` with the shipped catalogue,
+after one warm-up pass; wall and CPU time per call are recorded (the wall figure includes
+whatever else the machine is doing; the CPU figure is this process alone). The "peer" is
+the 2 ms budget: ratio = p95 wall / 2 ms, met when ≤ 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--passes", type=int, default=5)
+    args = ap.parse_args()
+    from discmed.serve.safety import load_rules
+
+    rules = load_rules()
+    texts = [json.loads(line)["text"] for name in ("triage_dev.jsonl", "triage_heldout.jsonl")
+             for line in (ROOT / "tests" / "data" / name).read_text(encoding="utf-8").splitlines()]
+    for t in texts:  # warm-up: compiled patterns, caches
+        rules.triage(t)
+    gc.collect()
+    wall, cpu = [], []
+    for _ in range(args.passes):
+        for t in texts:
+            w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            rules.triage(t)
+            cpu.append(time.thread_time_ns() - c0)
+            wall.append(time.perf_counter_ns() - w0)
+
+    def q(xs: list[int], p: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] / 1e6
+
+    load = os.getloadavg()[0]
+    print(f"{len(texts)} messages x {args.passes} passes, avg {sum(map(len, texts)) / len(texts):.0f} chars, "
+          f"load average {load:.2f}")
+    print(f"wall ms: p50 {q(wall, .5):.3f}  p95 {q(wall, .95):.3f}  p99 {q(wall, .99):.3f}  max {max(wall) / 1e6:.3f}")
+    print(f"CPU  ms: p50 {q(cpu, .5):.3f}  p95 {q(cpu, .95):.3f}  p99 {q(cpu, .99):.3f}  max {max(cpu) / 1e6:.3f}")
+    p95 = q(wall, .95)
+    print(json.dumps({"benchmark": "triage_latency", "discmed": round(p95, 3), "peer": 2.0,
+                      "unit": "ms p95 wall per message, one core", "ratio": round(p95 / 2.0, 4), "goal": 1.0,
+                      "cpu_p95_ms": round(q(cpu, .95), 3), "load_average": round(load, 2), "met": p95 <= 2.0}))
+
+
+if __name__ == "__main__":
+    main()
