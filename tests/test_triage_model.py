@@ -64,3 +64,18 @@ def test_verdict_source_on_the_api(tiny_model, tmp_path):
         assert safety["urgent"] is True and r.choices[0].message.content.startswith("【紧急】")
         assert safety["model"]["spec"] == "tiny" and safety["model"]["status"] in ("ok", "unparsed")
         assert safety["source"] == ("rules+model" if safety["model"]["status"] == "ok" else "rules")
+
+
+def test_api_terminal_and_page_give_one_verdict(tiny_server):
+    """The page shows the API's `safety` field; the terminal prints `_urgent_notice`: both
+    come from the same triage, so one message gets one verdict everywhere."""
+    from discmed.serve.terminal import _urgent_notice
+
+    client = openai.OpenAI(base_url=tiny_server, api_key="unused")
+    for text in ["我爸胸口疼，出了一身冷汗", "我爸以前中风过，现在恢复得挺好", "血压78/45，人很虚", "哪些药对孩子特别危险"]:
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}], max_tokens=1)
+        api = r.model_extra["safety"]
+        local = triage(text)
+        assert api["urgent"] == local.urgent == bool(_urgent_notice(text)), text
+        assert api["reasons"] == local.reasons and api["source"] == "rules"
+        assert r.choices[0].message.content.startswith("【紧急】") == local.urgent
