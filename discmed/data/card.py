@@ -38,11 +38,12 @@ def _collect(path: str | Path) -> dict[str, Any]:
 
 
 def _merge_steps(summaries: list[dict]) -> dict[str, Counter]:
-    scrub, rejects, removed = Counter(), Counter(), Counter()
+    scrub, rejects, removed, methods = Counter(), Counter(), Counter(), Counter()
     for s in summaries:
         step = s.get("step")
         if step == "scrub":
             scrub.update(s.get("replaced", {}))
+            methods[s.get("method", "rules")] += s.get("records", 0)
         elif step in ("rewrite", "kgqa"):
             for reason, n in s.get("rejected_by_reason", {}).items():
                 rejects[f"{step}: {reason}"] += n
@@ -51,7 +52,7 @@ def _merge_steps(summaries: list[dict]) -> dict[str, Counter]:
             removed["dedup near"] += s.get("removed_near", 0)
         elif step == "decontam":
             removed["decontam"] += s.get("removed", 0)
-    return {"scrub": scrub, "rejects": rejects, "removed": removed}
+    return {"scrub": scrub, "rejects": rejects, "removed": removed, "scrub_methods": methods}
 
 
 def _pct(values: list[int], q: float) -> int:
@@ -124,11 +125,16 @@ def write_card(data: str | Path, out_dir: str | Path, summaries: list[dict] | No
               f"Conversation characters: median {_pct(c['conv_len'], 0.5):,}, 90th percentile {_pct(c['conv_len'], 0.9):,}, "
               f"max {max(c['conv_len'], default=0):,}. Assistant replies: median {_pct(c['reply_len'], 0.5):,}, "
               f"90th percentile {_pct(c['reply_len'], 0.9):,}.", ""]
-    lines += ["## De-identification (scrub)", ""] + table(steps["scrub"], "Identifier type")
+    from discmed.data.scrub import PLACEHOLDER
+
+    scrubbed = Counter({f"{k} {PLACEHOLDER.get(k, '')}".strip(): v for k, v in steps["scrub"].items()})
+    lines += ["## De-identification (scrub)", ""] + table(scrubbed, "Identifier type (placeholder)")
+    if steps["scrub_methods"]:
+        lines += ["Method: " + "; ".join(f"{m} ({n:,} records)" for m, n in steps["scrub_methods"].most_common()) + ".", ""]
     lines += ["## Rejected and removed", ""] + table(steps["rejects"] + steps["removed"], "Reason")
     lines += ["## Teachers and prompt versions", ""] + table(c["teachers"], "Teacher")
     lines += ["## Caveats", "",
-              "- Consultations come from public medical Q&A sites; scrubbing is rule-based and measured, not perfect.",
+              "- Consultations come from public medical Q&A sites; scrubbing (rules plus a learned NER) is measured, not perfect.",
               "- Rewritten replies are checked for fidelity by rules (drugs, doses, tests, diagnoses, numbers kept),",
               "  not by a physician. A model trained on this data is not a medical authority.", ""]
     md = out_dir / "DATA_CARD.md"
