@@ -206,7 +206,9 @@ class _Message:
         before = text[clause_start:start]
         cut = list(r.scope_end.finditer(before))
         near = before[cut[-1].end():] if cut else before
-        if r.neg_pre.search(near[-r.window:]):
+        # A finding that is itself an absence ("没放屁", "没尿") is not negated by the
+        # "没" of a neighbour ("两天没拉也没放屁").
+        if text[start] not in "没不无未" and r.neg_pre.search(near[-r.window:]):
             return "negated"
         after = text[end:self._end_of(self.clauses, end)]
         res = r.resolved_post.search(after)
@@ -243,9 +245,10 @@ _RR = re.compile(r"(呼吸|喘气|breathing rate|(?<![a-z])rr(?![a-z]))[^。]{0,
 _TEMP = re.compile(r"(?<![0-9.])(\d{2}(?:\.\d{1,2})?)\s*(度|℃|°c?|摄氏度)(?!高温|的天|天气)"
                    r"|(体温|发烧|发热|烧到|高烧|温度|temperature( of)?|fever)[^0-9。，]{0,6}(\d{2}(?:\.\d{1,2})?)(?![0-9])")
 _GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪)[^0-9。]{0,12}?(\d{1,3}(?:\.\d{1,2})?)(?![0-9.%])\s*(mg)?")
-_GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^a-z。]{0,12}(?<![a-z])(hi|lo|high|low)(?![a-z])")
+_GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^a-z。]{0,12}(?:(?<![a-z])(hi|lo|high|low)(?![a-z])|(显示高|测不出来?|爆表|超出范围|超过量程))")
 _AGE_DAYS = re.compile(r"(?:出生|生下来|生了)才?(第)?" + _NUM + r"多?天|" + _NUM + r"多?天(大)?的?(宝宝|新生儿|婴儿|娃|孩子|闺女|儿子)"
-                       r"|(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿)(?:才|刚|刚刚|出生)" + _NUM + r"多?天|新生儿|满月")
+                       r"|(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿)(?:才|刚|刚刚|出生)" + _NUM + r"多?天|新生儿|满月"
+                       r"|出生半个月|半个月(大)?的(宝宝|婴儿|孩子)|(?:宝宝|孩子)(?:才|刚)半个月")
 _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|才|baby)[^，。0-9]{0,4}?" + _NUM + r"个(半)?月|"
                          + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)|(\d+) (week|month)s? old|出生" + _NUM + r"周")
 _AGE_YEARS = re.compile(r"(?<![0-9])(\d{2})\s*(多)?岁|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公")
@@ -362,7 +365,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
         if v >= t.get("glucose_extreme", 30.0):
             add("vital_glucose_extreme", m)
     for m in _GLUCOSE_WORD.finditer(text):
-        if m.group(2) in ("hi", "high"):
+        if m.group(2) in ("hi", "high") or m.group(3):
             add("vital_glucose_extreme", m)
             add("vital_glucose_high", m)
         else:
@@ -371,7 +374,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
     for m in _AGE_DAYS.finditer(text):
         g = m.group(0)
         num = m.group(2) or m.group(3) or m.group(6)
-        days = 14 if g == "新生儿" else 30 if g == "满月" else _cn_number(num)
+        days = 14 if g == "新生儿" or "半个月" in g else 30 if g == "满月" else _cn_number(num)
         if days < young:
             add("vital_infant_young", m)
     for m in _AGE_MONTHS.finditer(text):
