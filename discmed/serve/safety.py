@@ -226,7 +226,8 @@ class _Message:
         last_hypo = None
         for last_hypo in r.hypo_pre.finditer(sent_before):
             pass
-        if last_hypo is not None and not r.hypo_end.search(sent_before[last_hypo.end():]) or \
+        consequent = "就" in text[max(clause_start, start - 3):start]  # "如果你走我就去死": intent
+        if last_hypo is not None and not consequent and not r.hypo_end.search(sent_before[last_hypo.end():]) or \
                 r.hypo_post.search(text[end:self._end_of(self.sentences, end)]):
             return "hypothetical"
         return "current"
@@ -240,17 +241,24 @@ _BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]
                        r"|(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})")
 _BP_SINGLE = re.compile(r"血压[^0-9，。/]{0,6}(\d{3})(?![0-9/.])")
 _SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|血氧仪)[^0-9。]{0,10}?(\d{2,3})(?![0-9.])")
-_HR = re.compile(r"(心率|心跳|脉搏|脉率|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。]{0,10}?(\d{2,3})(?![0-9.])")
+_HR = re.compile(r"(心率|心跳|脉搏|脉率|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。，]{0,10}?"
+                 r"(\d{2,3}(?![0-9.])|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
 _RR = re.compile(r"(呼吸|喘气|breathing rate|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?" + _NUM + r"多?(次|下|/min)")
 _TEMP = re.compile(r"(?<![0-9.])(\d{2}(?:\.\d{1,2})?)\s*(度|℃|°c?|摄氏度)(?!高温|的天|天气)"
                    r"|(体温|发烧|发热|烧到|高烧|温度|temperature( of)?|fever)[^0-9。，]{0,6}(\d{2}(?:\.\d{1,2})?)(?![0-9])")
 _GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪)[^0-9。]{0,12}?(\d{1,3}(?:\.\d{1,2})?)(?![0-9.%])\s*(mg)?")
 _GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^a-z。]{0,12}(?:(?<![a-z])(hi|lo|high|low)(?![a-z])|(显示高|测不出来?|爆表|超出范围|超过量程))")
-_AGE_DAYS = re.compile(r"(?:出生|生下来|生了)才?(第)?" + _NUM + r"多?天|" + _NUM + r"多?天(大)?的?(宝宝|新生儿|婴儿|娃|孩子|闺女|儿子)"
-                       r"|(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿)(?:才|刚|刚刚|出生)" + _NUM + r"多?天|新生儿|满月"
-                       r"|出生半个月|半个月(大)?的(宝宝|婴儿|孩子)|(?:宝宝|孩子)(?:才|刚)半个月")
+_N = r"(?P<n>\d+|[零一二两三四五六七八九十百]+)"
+# An infant's age in days: each form has one number, `n` (none for 新生儿, 满月, 半个月).
+_AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
+    r"(?:出生|生下来|生了)才?第?" + _N + r"多?天",
+    _N.replace("<n>", "<n2>") + r"多?天大?的?(?:宝宝|新生儿|婴儿|娃|孩子|闺女|儿子)",
+    r"(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿)(?:才|刚|刚刚|出生)" + _N.replace("<n>", "<n3>") + r"多?天",
+    # "宝宝七十天" (adjacent, 10 days or more: "孩子两天没拉" is a duration)
+    r"(?:宝宝|婴儿|娃娃)(?P<n4>[1-9]\d|[一二三四五六七八]十[一二三四五六七八九]?)多?天(?![没不])",
+    r"新生儿|满月|出生半个月|半个月大?的(?:宝宝|婴儿|孩子)|(?:宝宝|孩子)(?:才|刚)半个月")))
 _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|才|baby)[^，。0-9]{0,4}?" + _NUM + r"个(半)?月|"
-                         + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)|(\d+) (week|month)s? old|出生" + _NUM + r"周")
+                         + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)|(\d+) (week|month)s? old|出生才?" + _NUM + r"周")
 _AGE_YEARS = re.compile(r"(?<![0-9])(\d{2})\s*(多)?岁|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公")
 _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature")
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9.%]|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
@@ -322,7 +330,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
         if 50 <= v <= t.get("spo2_low", 90):
             add("vital_spo2_low", m)
     for m in _HR.finditer(text):
-        v = float(m.group(2))
+        v = _cn_number(m.group(2))
         clause = text[max(0, m.start() - 12):m.end()]
         if v >= 120 and v <= 300:
             add("vital_hr_high", m)
@@ -372,9 +380,9 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
             add("vital_glucose_low", m)
     young = t.get("infant_days", 90)
     for m in _AGE_DAYS.finditer(text):
-        g = m.group(0)
-        num = m.group(2) or m.group(3) or m.group(6)
-        days = 14 if g == "新生儿" or "半个月" in g else 30 if g == "满月" else _cn_number(num)
+        g, d = m.group(0), m.groupdict()
+        num = d["n"] or d["n2"] or d["n3"] or d["n4"]
+        days = _cn_number(num) if num else 30 if g == "满月" else 14
         if days < young:
             add("vital_infant_young", m)
     for m in _AGE_MONTHS.finditer(text):
