@@ -235,18 +235,19 @@ class _Message:
 
 # -- vital signs --------------------------------------------------------------------------
 
-_BP = re.compile(r"(?<![0-9.])(\d{2,3})\s*[/／]\s*(\d{2,3})(?![0-9])(\s*mmhg)?")
+_CN2 = r"[一二两三四五六七八九十百]{2,4}"  # a spoken number: 八十, 一百二
+_BP = re.compile(r"(?<![0-9.])(\d{2,3}|" + _CN2 + r")[多几]?\s*[/／]\s*(\d{2,3}|" + _CN2 + r")(?![0-9])(\s*mmhg)?")
 _BP_CUE = re.compile(r"血压|bp|高压|低压|mmhg|量了")
 _BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})"
                        r"|(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})")
 _BP_SINGLE = re.compile(r"血压[^0-9，。/]{0,6}(\d{3})(?![0-9/.])")
-_SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|血氧仪)[^0-9。]{0,10}?(\d{2,3})(?![0-9.])")
+_SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|血氧仪)[^0-9。，]{0,10}?(\d{2,3}(?![0-9.])|" + _CN2 + r")")
 _HR = re.compile(r"(心率|心跳|脉搏|脉率|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。，]{0,10}?"
                  r"(\d{2,3}(?![0-9.])|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
 _RR = re.compile(r"(呼吸|喘气|breathing rate|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?" + _NUM + r"多?(次|下|/min)")
 _TEMP = re.compile(r"(?<![0-9.])(\d{2}(?:\.\d{1,2})?)\s*(度|℃|°c?|摄氏度)(?!高温|的天|天气)"
                    r"|(体温|发烧|发热|烧到|高烧|温度|temperature( of)?|fever)[^0-9。，]{0,6}(\d{2}(?:\.\d{1,2})?)(?![0-9])")
-_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪)[^0-9。]{0,12}?(\d{1,3}(?:\.\d{1,2})?)(?![0-9.%])\s*(mg)?")
+_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪)[^0-9。]{0,12}?(\d{1,3}(?:\.\d{1,2}|点\d|点几)?)(?![0-9.%])\s*(mg)?")
 _GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^a-z。]{0,12}(?:(?<![a-z])(hi|lo|high|low)(?![a-z])|(显示高|测不出来?|爆表|超出范围|超过量程))")
 _N = r"(?P<n>\d+|[零一二两三四五六七八九十百]+)"
 # An infant's age in days: each form has one number, `n` (none for 新生儿, 满月, 半个月).
@@ -312,7 +313,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
             # A slash pair is a blood pressure when a cue names it ("血压", "BP", mmHg)
             # or it sits in a blood-pressure range; "1/2" or "3/4" never qualify.
             if m.group(3) or _BP_CUE.search(text[max(0, m.start() - 14):m.start()]):
-                bp(m, float(m.group(1)), float(m.group(2)))
+                bp(m, _cn_number(m.group(1)), _cn_number(m.group(2)))
     if "压" in text:
         for m in _BP_WORDS.finditer(text):
             if m.group(1):
@@ -326,7 +327,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
                 if s >= t.get("bp_extreme_systolic", 220):
                     add("vital_bp_extreme", m)
     for m in _SPO2.finditer(text):
-        v = float(m.group(3))
+        v = _cn_number(m.group(3))
         if 50 <= v <= t.get("spo2_low", 90):
             add("vital_spo2_low", m)
     for m in _HR.finditer(text):
@@ -363,7 +364,7 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
         m = re.search(r"36以下|体温不升", text)
         add("vital_temp_low", m)
     for m in _GLUCOSE.finditer(text):
-        v = float(m.group(2))
+        v = float(m.group(2).replace("点几", ".5").replace("点", "."))
         if m.group(3) or v > 60:
             v = v / 18  # mg/dL
         if 0.5 <= v <= t.get("glucose_low", 3.0):
