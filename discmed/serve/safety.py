@@ -218,19 +218,23 @@ class _Message:
         sent_before = text[sent_start:start]
         if r.history_post.search(text[end:end + 2]):
             return "history"
-        last_hist = None
-        for last_hist in r.history_pre.finditer(sent_before):
-            pass
+        last_hist = _last(r.history_pre, sent_before)
         if last_hist is not None and not r.present.search(sent_before[last_hist.end():]):
             return "history"
-        last_hypo = None
-        for last_hypo in r.hypo_pre.finditer(sent_before):
-            pass
+        last_hypo = _last(r.hypo_pre, sent_before)
         consequent = "就" in text[max(clause_start, start - 3):start]  # "如果你走我就去死": intent
         if last_hypo is not None and not consequent and not r.hypo_end.search(sent_before[last_hypo.end():]) or \
                 r.hypo_post.search(text[end:self._end_of(self.sentences, end)]):
             return "hypothetical"
         return "current"
+
+
+def _last(pattern: re.Pattern, text: str) -> re.Match | None:
+    """The last match of `pattern` in `text`: the cue nearest the mention."""
+    found = None
+    for found in pattern.finditer(text):  # noqa: B007 - the loop keeps the last one
+        pass
+    return found
 
 
 # -- vital signs --------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def id_numbers(rng):
     for _ in range(200):
         body = rng.choice(["110105", "310104", "440106", "510107", "330106", "420102", "370102"]) + \
             f"{rng.randint(1940, 2015)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-        n = body + "10X98765432"[sum(int(a) * b for a, b in zip(body, w)) % 11]
+        n = body + "10X98765432"[sum(int(a) * b for a, b in zip(body, w, strict=True)) % 11]
         out.append(rng.choice([n, n, f"{n[:6]} {n[6:14]} {n[14:]}", f"{n[:4]} {n[4:8]} {n[8:12]} {n[12:16]} {n[16:]}",
                                f"{n[:6]}-{n[6:14]}-{n[14:]}"]))
     return out
@@ -141,7 +141,7 @@ def main() -> None:
         for _ in range(3):  # each carrier three times, with different identifiers
             idents, medical = [], []
 
-            def fill(m: re.Match) -> str:
+            def fill(m: re.Match, part: str = part, idents: list = idents) -> str:
                 kind = m.group(1)
                 pool = [v for j, v in enumerate(pools[kind]) if (j % 5 == 4) == (part == "heldout")]
                 value = rng.choice(pool)
