@@ -27,6 +27,7 @@ identifiers fully removed and medical values intact, per type (tests/test_data_s
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import Counter
@@ -281,14 +282,27 @@ def ner_windows(text: str, everywhere: bool = True, max_len: int = 40) -> list[t
 
 
 def _tag(windows: list[str]) -> list[list]:
+    """Entities per window. The new windows of a message are tagged in one call, joined by
+    "。" (a sentence end the model knows): one pass instead of one per window, which is
+    where the time went on short clauses. Entities never cross a window's edge."""
     from discmed.data.ner import default_tagger
 
     todo = [w for w in dict.fromkeys(windows) if w not in _NER_CACHE]
     if todo:
-        for w, spans in zip(todo, default_tagger().entities(todo), strict=True):
-            if len(_NER_CACHE) > 200_000:
-                _NER_CACHE.clear()
-            _NER_CACHE[w] = spans
+        joined = "。".join(todo)
+        starts, pos = [], 0
+        for w in todo:
+            starts.append(pos)
+            pos += len(w) + 1
+        per: list[list] = [[] for _ in todo]
+        for a, b, label in default_tagger().entities([joined])[0]:
+            i = bisect.bisect_right(starts, a) - 1
+            end = starts[i] + len(todo[i])
+            if a < end:
+                per[i].append((a - starts[i], min(b, end) - starts[i], label))
+        if len(_NER_CACHE) > 200_000:
+            _NER_CACHE.clear()
+        _NER_CACHE.update(zip(todo, per, strict=True))
         _NER_STATS["windows_tagged"] += len(todo)
         _NER_STATS["chars_tagged"] += sum(map(len, todo))
     _NER_STATS["windows"] += len(windows)
