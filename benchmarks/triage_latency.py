@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/triage_latency.py            # the dev + held-out sets, 5 passes
 
-Each message of tests/data/triage_*.jsonl (online-consultation messages, 10–330
-characters) is triaged through `discmed.serve.safety.triage` with the shipped catalogue,
+Each message of tests/data/triage_*.jsonl (online-consultation messages written for
+discmed) and each patient message of the real DISC-Med-SFT sample in shared/data is triaged through `discmed.serve.safety.triage` with the shipped catalogue,
 after one warm-up pass; CPU time (this thread's, i.e. the work on one core) and wall time
 per call are recorded. The goal is on one core, so the headline is the CPU p95; the wall
 p95 is printed beside it and equals it on an idle core, but on a shared machine (load
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "disc-medllm" / "train" / "test_examples.jsonl"
 
 
 def main() -> None:
@@ -32,6 +33,9 @@ def main() -> None:
     rules = load_rules()
     texts = [json.loads(line)["text"] for name in ("triage_dev.jsonl", "triage_heldout.jsonl")
              for line in (ROOT / "tests" / "data" / name).read_text(encoding="utf-8").splitlines()]
+    if SAMPLE.exists():  # real patients' messages too (DISC-Med-SFT sample, up to ~900 characters)
+        texts += [m["content"] for line in SAMPLE.read_text(encoding="utf-8").splitlines()
+                  for m in json.loads(line)["conversation"] if m["role"] == "user"]
     for t in texts:  # warm-up: compiled patterns, caches
         rules.triage(t)
     gc.collect()
@@ -47,7 +51,8 @@ def main() -> None:
         return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] / 1e6
 
     load = os.getloadavg()[0]
-    print(f"{len(texts)} messages x {args.passes} passes, avg {sum(map(len, texts)) / len(texts):.0f} chars, "
+    print(f"{len(texts)} messages x {args.passes} passes, avg {sum(map(len, texts)) / len(texts):.0f} chars "
+          f"(max {max(map(len, texts))}), "
           f"load average {load:.2f}")
     print(f"wall ms: p50 {q(wall, .5):.3f}  p95 {q(wall, .95):.3f}  p99 {q(wall, .99):.3f}  max {max(wall) / 1e6:.3f}")
     print(f"CPU  ms: p50 {q(cpu, .5):.3f}  p95 {q(cpu, .95):.3f}  p99 {q(cpu, .99):.3f}  max {max(cpu) / 1e6:.3f}")
