@@ -135,12 +135,16 @@ def test_new_identifier_kinds():
         "住在望京西园三区312号楼2单元1103，老人脑梗": "住在[地址]，老人脑梗",
         "在北医三院和省人医都看过": "在[医院]和[医院]都看过",
         "我在华西看过消化内科": "我在[医院]看过消化内科",
+        "我婆婆刘桂芬最近老是头晕": "我婆婆[姓名]最近老是头晕",  # 桂芬 is a name, 他莫昔芬 a drug
+        "妞妞发烧39度": "[姓名]发烧39度",  # a doubled-character nickname opening the message
+        "身份证号 4401 0619 9001 0112 3X": "身份证号 [身份证号]",  # after its cue, even with a bad checksum
     }
     for text, want in cases.items():
         assert scrub_text(text)[0] == want, text
     # The medicine stays: eponymous and place-named diseases, drugs, brands, anatomy, specialties.
     for text in ["桥本甲状腺炎，TSH 8.6", "帕金森病吃多巴丝肼", "香港脚涂特比萘芬", "华法林和阿司匹林", "右肺上叶磨玻璃结节8mm",
-                 "云南白药能止血吗", "同仁堂的六味地黄丸", "左下腹隐痛，去消化内科", "德国麻疹就是风疹吗"]:
+                 "云南白药能止血吗", "同仁堂的六味地黄丸", "左下腹隐痛，去消化内科", "德国麻疹就是风疹吗",
+                 "他莫昔芬10mg每日两次", "季德胜蛇药片被蛇咬能用吗", "田七粉能降血脂吗"]:
         assert scrub_text(text)[0] == text, text
 
 

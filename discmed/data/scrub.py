@@ -68,7 +68,8 @@ RE_MOBILE = re.compile(r"(?<![0-9A-Za-z.])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?
 RE_LANDLINE = re.compile(_DIGITS_EDGE_L + r"(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}[ -]?)\d{7,8}(?:-\d{1,4})?"
                          + _DIGITS_EDGE_R + r"|" + _DIGITS_EDGE_L + r"(?:400|0\d{2,3})[ -]\d{3,4}[ -]\d{3,4}" + _DIGITS_EDGE_R)
 # After a cue word, take the number even when a validator would not (a mistyped ID is still an ID).
-RE_ID_CUE = re.compile(r"(身份证(?:号码|号)?\s*(?:是|为|：|:)?\s*)(\d{15}|\d{17}[\dXx])" + _DIGITS_EDGE_R)
+RE_ID_CUE = re.compile(r"(身份证(?:号码|号)?\s*(?:是|为|：|:)?\s*)(\d{15}|\d{17}[\dXx]|\d{3,6}(?:[ -]\d{1,8}){2,5}[Xx]?)"
+                       + _DIGITS_EDGE_R)
 RE_PHONE_CUE = re.compile(r"((?:座机|电话|手机|联系方式|号码|打)\s*(?:号码|号)?\s*(?:是|为|：|:)?\s*)(\d{7,8})" + _DIGITS_EDGE_R)
 RE_LONG = re.compile(_DIGITS_EDGE_L + r"\d{15,}" + _DIGITS_EDGE_R)
 RE_WECHAT = re.compile(r"(微信号?|vx|VX|Vx|v信|V信|wx|WX|weixin|wechat)(\s*(?:号|号码|id|ID)?\s*(?:是|为|：|:)?\s*)"
@@ -136,7 +137,7 @@ RE_ADDR_RIGHT = re.compile(r"^(?:(?:\d+|[A-Za-z]\d*)(?:号楼|栋|幢|座|单元
 RE_HOSPITAL_ABBR = re.compile(
     f"(?:[{HAN}]{{1,4}}?|[省市县区])(?:人医|妇幼|[一二三四五六七八九]院|附[一二三]院?|[一二三]附院|附院)(?![{HAN}]{{0,1}}(?:士|长|子))"
     r"|(?:北京|上海|武汉|华科|川大)?(?:协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|安贞|积水潭|阜外|鼓楼|"
-    r"邵逸夫|浙一|浙二|儿研所|东方肝胆|新桥|大坪|中南医院|西南医院|爱尔眼科|美年大健康|和睦家|301医院|301|北医)(?:医院)?")
+    r"邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁(?!堂)|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年大健康|和睦家|301医院|301|北医)(?:医院)?")
 
 
 URL_CUES = ("http", "www", ".com", ".cn", ".net", ".org")
@@ -243,7 +244,8 @@ RE_MEDICAL_NAMES = re.compile(
     "病|症|炎|癌|瘤|综合征|片|胶囊|颗粒|注射液|口服液|丸|散|膏|贴|滴|喷雾|疫苗|试纸|"
     # drug names by their endings (华法林, 氨氯地平, 奥美拉唑 …)
     f"[{HAN}]{{1,4}}(?:西林|法林|沙星|霉素|洛尔|普利|沙坦|地平|他汀|替尼|单抗|格雷|双胍|拉唑|替丁|昔布|洛芬|沙班|培南|米松|尼松|西汀|必得|"
-    "胰岛素|维素|芬|唑|嗪|酯|肽|铵|钠|钾|钙|锌|铁)|"
+    # 芬 ends drugs (布洛芬, 他莫昔芬) and given names (桂芬, 淑芬): the names' first characters are kept out
+    "胰岛素|维素|(?<![桂淑秀丽美惠凤彩金兰翠玉素月春爱梅琼艳])芬|唑|嗪|酯|肽|铵|钠|钾|钙|锌|铁)|"
     # brands and herbal medicines with a name or a place inside
     "王老吉|云南白药|季德胜|同仁堂|九芝堂|王氏|康王|施慧达|欧姆龙|强生|伍德灯|马应龙|片仔癀|白加黑|金嗓子|汤臣倍健|江中|葵花|三九|"
     "修正|仁和|哈药|白云山|东阿|鱼跃|三诺|雅培|美赞臣|惠氏|飞鹤|达克宁|皮炎平|扶他林|泰诺|百服宁|新康泰克|感康|快克|张仲景|仲景|"
