@@ -1,9 +1,9 @@
 """The red-flag safety layer: the shipped catalogue against the sets written for discmed.
 
 tests/data/triage_dev.jsonl is the development set (the rules were tuned on it: its first
-499 lines were written before any rule changed, the `batch: 2` lines afterwards, against
-the rules). tests/data/triage_heldout.jsonl is a fifth of the first batch, set aside before
-any rule changed and scored once at the end (figures in benchmarks/RESULTS.md): it is the
+499 lines were written before any rule changed, the lines with a `batch` number afterwards,
+against the rules). tests/data/triage_heldout.jsonl is a fifth of the first batch, set aside
+before any rule changed and scored at the end (figures in benchmarks/RESULTS.md): it is the
 honest figure, the dev figure is not. Both are online-consultation language: long messages
 with the flag buried, third person, typos, dialect, mixed Chinese and English, numbers,
 and at least 40% hard negatives (negated, past, hypothetical, professional, news)."""
