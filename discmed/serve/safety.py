@@ -121,6 +121,7 @@ class Rules:
         self.hypo_pre, self.hypo_post = cue("hypothetical_pre"), cue("hypothetical_post")
         self.educational, self.professional = cue("message_educational"), cue("message_professional")
         self.dose, self.hypo_end = cue("message_dose"), cue("hypothetical_end")
+        self.hypo_clause = cue("hypothetical_clause")
         self.vitals = {k: float(v) for k, v in (raw.get("vitals") or {}).items()}
         self.urgent_zh = raw.get("urgent_zh", "【紧急】请立即拨打 120 或到最近医院的急诊科就诊。（{reasons}）")
         self.urgent_en = raw.get("urgent_en", "[URGENT] Call 120 or go to the emergency department now. ({reasons})")
@@ -210,13 +211,15 @@ class _Message:
         # "没" of a neighbour ("两天没拉也没放屁").
         if text[start] not in "没不无未" and r.neg_pre.search(near[-r.window:]):
             return "negated"
+        if r.hypo_clause.search(near):
+            return "hypothetical"
         after = text[end:self._end_of(self.clauses, end)]
         res = r.resolved_post.search(after)
         if res and not re.search(r"(没|不|未)[^，。]{0,2}$", after[: res.start()]):
             return "negated"
         sent_start = self._start_of(self.sentences, start)
         sent_before = text[sent_start:start]
-        if r.history_post.search(text[end:end + 2]):
+        if r.history_post.search(text[end:end + 12]):
             return "history"
         last_hist = _last(r.history_pre, sent_before)
         if last_hist is not None and not r.present.search(sent_before[last_hist.end():]):
@@ -267,6 +270,7 @@ _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|�
 _AGE_YEARS = re.compile(r"(?<![0-9])(\d{2})\s*(多)?岁|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公")
 _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature")
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9.%]|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
+_ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout")
 _CHILD = re.compile(r"宝宝|婴儿|新生儿|孩子|小孩|娃|儿子|女儿|baby|infant|child")
 _LATE_PREG = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期")
@@ -330,8 +334,11 @@ def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, in
                 add("vital_bp_high", m)
                 if s >= t.get("bp_extreme_systolic", 220):
                     add("vital_bp_extreme", m)
+    altitude = _ALTITUDE.search(text)
     for m in _SPO2.finditer(text):
         v = _cn_number(m.group(3))
+        if altitude and v >= t.get("spo2_low_altitude", 85):
+            continue  # 85-90 is common at altitude (a low figure there is still caught below 85)
         if 50 <= v <= t.get("spo2_low", 90):
             add("vital_spo2_low", m)
     for m in _HR.finditer(text):
