@@ -9,6 +9,7 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`: the `eval` group discmed/cli.py creates and passes in."""
     _register_mcq(app)
     _register_consult(app)
+    _register_rubric(app)
 
 
 def _register_mcq(eval_app: typer.Typer) -> None:
@@ -318,3 +319,117 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                    "criteria": {r.criterion: {"exact": r.exact, "within_one": r.within_one,
                                                               "kappa": r.kappa, "spearman": r.spearman}
                                                 for r in rows}}, ensure_ascii=False))
+
+
+def _register_rubric(eval_app: typer.Typer) -> None:
+    """`discmed eval rubrics` (write case-specific rubrics) and `discmed eval rubric` (grade
+    dialogues against them, HealthBench's way)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    def fail(message: str, as_json: bool) -> None:
+        typer.echo(f"error: {message}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+        raise typer.Exit(2)
+
+    def backend(spec: str, timeout: float):
+        from discmed.backend import load_backend, parse_spec
+
+        if parse_spec(spec)[0] == "openai":
+            return load_backend(spec, timeout=timeout, max_retries=1)
+        return load_backend(spec)
+
+    Opt = typer.Option
+
+    @eval_app.command("rubrics")
+    def rubrics(
+        cases: Annotated[str, Opt("--cases", help="cmb-clin, cmd, cmid, a DISC samples file, or HealthBench-shaped JSONL")],
+        writer: Annotated[str, Opt("--writer", help="the model that writes the criteria (a model spec)")],
+        out: Annotated[Path, Opt("--out", help="rubric JSONL in HealthBench's shape")] = Path("runs/rubrics/rubrics.jsonl"),
+        samples: Annotated[Path | None, Opt("--samples", help="DISC's eval/samples folder (else $DISCMED_EVAL_SAMPLES)")] = None,
+        reference: Annotated[Path | None, Opt("--reference", help="CMB-Clin's own release (CMB-Clin-v0.json): "
+                                                  "its answers shown to the writer")] = None,
+        limit: Annotated[int | None, Opt("--limit", help="only the first N cases")] = None,
+        concurrency: Annotated[int, Opt("--concurrency")] = 8,
+        max_tokens: Annotated[int, Opt("--max-tokens", help="writer reply length")] = 1024,
+        timeout: Annotated[float, Opt("--timeout")] = 300.0,
+        no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
+        as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
+    ) -> None:
+        """Write weighted criteria per case (checked; rejects kept with reasons); resumable."""
+        from discmed.backend import BackendError, GenParams
+        from discmed.chat import DataError
+        from discmed.eval.rubric_write import load_rubric_cases, run_write
+
+        try:
+            items = load_rubric_cases(cases, samples, reference)[:limit] if limit else load_rubric_cases(cases, samples, reference)
+            summary = run_write(items, backend(writer, timeout), out, writer_spec=writer,
+                                params=GenParams(max_new_tokens=max_tokens), concurrency=concurrency,
+                                cache=not no_cache, progress=sys.stderr.isatty() or not as_json)
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail(str(e), as_json)
+        typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
+                   f"{summary['urgent']} urgent cases; {summary['rejected']} rejected → {summary['rejects']}; "
+                   f"{summary['failed']} failed; {summary['resumed']} resumed)")
+        if summary["reject_reasons"]:
+            typer.echo("reject reasons: " + "; ".join(f"{k} ×{v}" for k, v in summary["reject_reasons"].items()))
+        if as_json:
+            typer.echo(json.dumps(summary, ensure_ascii=False))
+
+    @eval_app.command("rubric")
+    def rubric(
+        dialogues: Annotated[list[Path] | None, typer.Argument(help="dialogue files in DISC's format (ids matching "
+                                                                "the rubric file's prompt_id)")] = None,
+        rubrics_file: Annotated[Path, Opt("--rubrics", help="rubric JSONL: HealthBench's own file or eval rubrics'")] = ...,
+        grader: Annotated[str, Opt("--grader", help="the model that grades each criterion (a model spec)")] = ...,
+        model: Annotated[str | None, Opt("--model", help="instead of dialogue files: this model answers each "
+                                         "rubric line's prompt first (HealthBench's protocol)")] = None,
+        name: Annotated[str | None, Opt("--name", help="with --model: the name written in the dialogues")] = None,
+        out: Annotated[Path, Opt("--out", help="folder for grades.jsonl, report.md, scores.json, charts")] = Path("runs/rubric"),
+        limit: Annotated[int | None, Opt("--limit", help="only the first N rubric lines")] = None,
+        concurrency: Annotated[int, Opt("--concurrency")] = 8,
+        max_tokens: Annotated[int, Opt("--max-tokens", help="grader reply length")] = 128,
+        timeout: Annotated[float, Opt("--timeout")] = 300.0,
+        no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
+        as_json: Annotated[bool, Opt("--json", help="print {model: {score, ci, n, ungraded, tags}} last")] = False,
+    ) -> None:
+        """Grade each criterion met / not met; HealthBench's scores, per-tag and per-criterion tables, charts."""
+        from discmed.backend import BackendError, GenParams
+        from discmed.chat import DataError
+        from discmed.eval import rubric as rb
+        from discmed.eval.consult import read_dialogues
+
+        progress = sys.stderr.isatty() or not as_json
+        try:
+            examples = rb.read_rubrics(rubrics_file)[:limit] if limit else rb.read_rubrics(rubrics_file)
+            if model:
+                doc = backend(model, timeout)
+                records = rb.run_respond(examples, doc, out / "dialogues.json", model_spec=model, name=name or doc.name,
+                                         concurrency=concurrency, cache=not no_cache, progress=progress)
+            elif dialogues:
+                records = [d for f in dialogues for d in read_dialogues(f)]
+            else:
+                raise ValueError("give dialogue files, or --model to answer the rubric file's prompts")
+            summary = rb.run_grading(records, examples, backend(grader, timeout), out / "grades.jsonl",
+                                     grader_spec=grader, params=GenParams(max_new_tokens=max_tokens),
+                                     concurrency=concurrency, cache=not no_cache, progress=progress)
+            table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail(str(e), as_json)
+        report = rb.markdown(table)
+        typer.echo(report)
+        typer.echo(f"{summary['graded']}/{summary['matched']} dialogues graded ({summary['unmatched']} without a rubric); "
+                   f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
+                   f"(their dialogues left out of the scores), {summary['failed']} failed")
+        for fname, text in (("report.md", report), ("scores.json", json.dumps(table, ensure_ascii=False, indent=2))):
+            tmp = out / (fname + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(out / fname)
+        charts = rb.draw_charts(table, out)
+        if charts:
+            typer.echo("charts: " + ", ".join(str(c) for c in charts))
+        if as_json:
+            typer.echo(json.dumps({"grading": {k: v for k, v in summary.items() if k != "failures"},
+                                   "scores": rb.json_summary(table)}, ensure_ascii=False))
