@@ -1,4 +1,4 @@
-"""`discmed train sft | dpo | merge | export`, added to the root app by `register`.
+"""`discmed train sft | dpo | grpo | merge | export`, added to the root app by `register`.
 
 Heavy imports (torch, transformers, TRL) happen inside the commands so `discmed --help` stays
 fast. Every command prints a JSON summary as its last line with `--json`.
@@ -39,7 +39,8 @@ def _finish(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
-        keys = ("output_dir", "steps", "train_loss", "final_loss", "samples", "dropped_no_target", "files")
+        keys = ("output_dir", "steps", "train_loss", "final_loss", "samples", "dropped_no_target", "files",
+                "reward_first_quarter", "reward_last_quarter", "before", "after")
         for k in keys:
             if k in summary:
                 typer.echo(f"{k}: {summary[k]}")
@@ -81,6 +82,26 @@ def dpo_cmd(
 
         summary = run_dpo(str(config) if config else {}, list(overrides or []))
     except (ConfigError, DataError, TrainingGuardError) as e:
+        _fail(e)
+    _finish(summary, as_json)
+
+
+def grpo_cmd(
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """GRPO on simulated consultations: the doctor against the patient model and the rewards."""
+    from discmed.chat import DataError
+    from discmed.train.config import ConfigError
+    from discmed.train.runtime import TrainingGuardError
+
+    _setup_logging()
+    try:
+        from discmed.train.grpo import run_grpo
+
+        summary = run_grpo(str(config) if config else {}, list(overrides or []))
+    except (ConfigError, DataError, TrainingGuardError, FileNotFoundError) as e:
         _fail(e)
     _finish(summary, as_json)
 
@@ -128,9 +149,10 @@ def export_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `sft`, `dpo`, `merge` and `export` to `app` (the root cli's `train` group)."""
+    """Add `sft`, `dpo`, `grpo`, `merge` and `export` to `app` (the root cli's `train` group)."""
     app.command("sft")(sft_cmd)
     app.command("dpo")(dpo_cmd)
+    app.command("grpo")(grpo_cmd)
     app.command("merge")(merge_cmd)
     app.command("export")(export_cmd)
 

@@ -1,0 +1,1 @@
+"""Reinforcement learning on consultations: the environment (episodes with the simulated patient) and its rewards."""

@@ -1,0 +1,389 @@
+"""GRPO on simulated consultations, on TRL's GRPOTrainer: `discmed train grpo --config recipes/X.yaml`.
+
+The rollout is a consultation (`discmed.rl.env`): TRL's `rollout_func` hook hands each batch of
+prompts (every case repeated `num_generations` times, TRL's sampler) to the environment, which
+samples the doctor's turns from the policy and asks the patient model for the others, and
+returns `prompt_ids`, `completion_ids` and `env_mask` — TRL multiplies its loss mask by
+`env_mask`, so the patient's tokens are context and only the doctor's own are trained on. The
+rewards (`discmed.rl.rewards`) are TRL reward functions weighted by the recipe; advantages are
+group-relative over the episodes of one case; `beta` is the KL to the reference model (the
+starting weights, or for LoRA the base with the adapter off).
+
+Recipes share `train sft`'s machinery: YAML plus `key=value` overrides, unknown keys refused
+with a suggestion, full or LoRA, resume from the newest complete checkpoint, the same final
+folder. Part of the cases (`holdout`) is set aside before training; the summary reports the
+mean reward on them before and after, with the reward curve of training (`rewards.jsonl`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from discmed.train.config import (
+    FORMATS,
+    METHODS,
+    ConfigError,
+    LoraSettings,
+    _coerce,
+    _suggest,
+    apply_overrides,
+)
+
+log = logging.getLogger("discmed.train")
+
+
+@dataclass
+class GRPORecipe:
+    model: str = "tiny"
+    format: str = "disc"
+    method: str = "full"  # full | lora
+    output_dir: str = "runs/grpo"
+    # The cases: a DISC set (cmb-clin, cmd, cmid) or samples file; `holdout` of them (a share, seeded) set aside.
+    cases: str = "cmb-clin"
+    samples: str | None = None
+    limit: int | None = None
+    holdout: float = 0.2
+    # The environment.
+    patient: str | None = None  # model spec; needed when turns > 1
+    turns: int = 1  # doctor turns per episode
+    max_new_tokens: int = 64  # per doctor turn
+    max_completion_length: int = 256  # the whole episode after the opening
+    temperature: float = 1.0
+    top_p: float = 1.0
+    doctor_system: str | None = None
+    # Rewards: weights by name (discmed.rl.rewards); model-judged ones need their models.
+    rewards: dict[str, float] = field(default_factory=lambda: {"asks": 1.0, "safety": 1.0})
+    judge: str | None = None
+    grader: str | None = None
+    rubrics: str | None = None
+    length_budget: int = 300
+    # GRPO.
+    num_generations: int = 4  # episodes per case: the group advantages are relative to
+    beta: float = 0.04  # KL to the reference model (0 = none, no reference kept)
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"  # group | batch | none
+    epsilon: float = 0.2
+    eval_samples: int = 4  # episodes per held-out case for the before/after figures
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"  # colocate | server
+    # Optimisation (as in train sft).
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4  # episodes per device per micro-step
+    grad_accum: int = 1
+    learning_rate: float = 1e-6
+    scheduler: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: Any = "auto"
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "auto"
+    deepspeed: str | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    seed: int = 42
+    resume: Any = "auto"
+    report_to: str = "none"
+    dataloader_workers: int = 0
+
+
+def recipe_from_dict(raw: dict[str, Any], where: str = "<config>") -> GRPORecipe:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of recipe keys")
+    known = [f.name for f in fields(GRPORecipe)]
+    defaults, values = GRPORecipe(), {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(key), known)}")
+        if key == "lora":
+            lora_known = [f.name for f in fields(LoraSettings)]
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: lora: expected a mapping (r, alpha, dropout, target_modules)")
+            for k in value:
+                if k not in lora_known:
+                    raise ConfigError(f"{where}: unknown key 'lora.{k}'{_suggest(str(k), lora_known)}")
+            values[key] = LoraSettings(**{k: _coerce(where, f"lora.{k}", v, getattr(LoraSettings(), k)) for k, v in value.items()})
+        elif key == "rewards":
+            if not isinstance(value, dict) or not value:
+                raise ConfigError(f"{where}: rewards: expected a mapping of reward name to weight")
+            values[key] = {str(k): _coerce(where, f"rewards.{k}", v, 1.0) for k, v in value.items()}
+        elif key in ("samples", "patient", "judge", "grader", "rubrics", "doctor_system", "limit"):
+            values[key] = value
+        else:
+            values[key] = _coerce(where, key, value, getattr(defaults, key))
+    r = GRPORecipe(**values)
+    from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
+
+    for name in r.rewards:
+        if name not in PROGRAMMATIC + MODEL_JUDGED:
+            raise ConfigError(f"{where}: rewards.{name}: unknown reward{_suggest(name, list(PROGRAMMATIC + MODEL_JUDGED))} "
+                              f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED)})")
+    checks = [
+        (r.method in METHODS and r.method != "qlora", f"method: expected full or lora, got {r.method!r}"),
+        (r.format in FORMATS and r.format != "auto", f"format: expected disc, chatml or llama3, got {r.format!r}"),
+        (r.num_generations >= 2, "num_generations: at least 2 (advantages are relative within a group)"),
+        ((r.batch_size * r.grad_accum) % r.num_generations == 0,
+         f"batch_size × grad_accum ({r.batch_size} × {r.grad_accum}) must be a multiple of num_generations ({r.num_generations})"),
+        (r.turns >= 1, "turns: at least 1"),
+        (r.turns == 1 or r.patient, "patient: a model spec is needed when turns > 1"),
+        (not r.rewards.get("judge") or r.judge, "judge: a model spec is needed for rewards.judge"),
+        (not r.rewards.get("rubric") or (r.grader and r.rubrics), "grader and rubrics are needed for rewards.rubric"),
+        (0 <= r.holdout < 1, "holdout: a share in [0, 1)"),
+        (r.vllm_mode in ("colocate", "server"), "vllm_mode: colocate or server"),
+        (r.bf16 in (True, False, "auto"), "bf16: true, false or auto"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+    return r
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> GRPORecipe:
+    where = str(path) if path else "<command line>"
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{where}: recipe file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: invalid YAML: {e}") from None
+    return recipe_from_dict(apply_overrides(raw, overrides), where)
+
+
+def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
+    """(training cases, held-out cases): a seeded share set aside before any training."""
+    from discmed.eval.consult import SETS, load_cases
+    from discmed.train.config import resolve_path
+
+    name = recipe.cases if recipe.cases.lower() in SETS else str(resolve_path(recipe.cases))
+    cases = load_cases(name, recipe.samples)
+    cases = cases[: recipe.limit] if recipe.limit else cases
+    order = list(range(len(cases)))
+    random.Random(recipe.seed).shuffle(order)
+    n_hold = int(round(recipe.holdout * len(cases)))
+    if n_hold and len(cases) - n_hold < 1:
+        raise ConfigError(f"cases: {len(cases)} cases leave none to train on after holdout={recipe.holdout}")
+    held = sorted(order[:n_hold])
+    return [c for i, c in enumerate(cases) if i not in set(held)], [cases[i] for i in held]
+
+
+def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
+    from discmed.backend import load_backend
+    from discmed.eval.rubric import read_rubrics
+    from discmed.rl.rewards import Rewards
+
+    rubrics = {e.prompt_id: e for e in read_rubrics(recipe.rubrics)} if recipe.rubrics else None
+    return Rewards(recipe.rewards, cases={c.id: c for c in cases}, length_budget=recipe.length_budget,
+                   judge=load_backend(recipe.judge) if recipe.rewards.get("judge") else None, judge_spec=recipe.judge or "",
+                   grader=load_backend(recipe.grader) if recipe.rewards.get("rubric") else None,
+                   grader_spec=recipe.grader or "", rubrics=rubrics)
+
+
+def policy_rewards(model: Any, env: Any, rewards: Any, cases: list, samples: int, recipe: GRPORecipe) -> dict[str, Any]:
+    """Mean of each reward (and of the weighted total) over `samples` sampled episodes per case."""
+    from discmed.rl.env import hf_generator
+
+    gen = hf_generator(model, env.tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p)
+    episodes = env.run([c for c in cases for _ in range(samples)], gen)
+    records = [e.record() for e in episodes]
+    values = rewards.score(records)
+    totals = rewards.total(values)
+
+    def mean(xs: list) -> float | None:
+        xs = [x for x in xs if x is not None]
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    return {"episodes": len(records), "reward": mean(totals), **{k: mean(v) for k, v in values.items()},
+            "samples": [{"id": r["id"], "conversation": r["conversation"]} for r in records[:: max(1, samples)][:4]]}
+
+
+def _nan_guard(trainer_cls: type) -> type:
+    """A NaN or infinite loss stops the run (a GRPO loss of 0 is normal: a group of equal rewards)."""
+    from discmed.train.runtime import TrainingGuardError
+
+    class Guarded(trainer_cls):  # type: ignore[misc, valid-type]
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self.state.global_step < 5 and not math.isfinite(float(loss.detach().float().item())):
+                raise TrainingGuardError("loss is not finite at an early step: lower learning_rate, or use bf16 not fp16")
+            return loss
+
+    return Guarded
+
+
+def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None = None) -> tuple[Any, Any, Any]:
+    """(trainer, environment, rewards) for the recipe, the model loaded."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from discmed.backend import GenParams, load_backend
+    from discmed.formats import get_format
+    from discmed.rl.env import Consultations, hf_generator
+    from discmed.train.runtime import (
+        common_args,
+        load_model,
+        load_tokenizer,
+        lora_config,
+        marker_callback,
+        precision,
+        resolve_model,
+    )
+
+    model_path = resolve_model(recipe.model)
+    bf16, fp16 = precision(recipe, model_path)
+    tokenizer = load_tokenizer(model_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    fmt = get_format(recipe.format)
+    patient = load_backend(recipe.patient) if recipe.patient and recipe.turns > 1 else None
+    env = Consultations(tokenizer, fmt, patient=patient, patient_spec=recipe.patient or "", turns=recipe.turns,
+                        max_new_tokens=recipe.max_new_tokens, max_completion_length=recipe.max_completion_length,
+                        patient_params=GenParams(max_new_tokens=96, temperature=0.7, top_p=0.9),
+                        doctor_system=recipe.doctor_system)
+    rewards = build_rewards(recipe, train_cases)
+    funcs, weights = rewards.trl_functions()
+    by_opening = {}
+    for c in train_cases:
+        by_opening.setdefault(c.opening, c)
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": c.opening}], "case_id": c.id} for c in train_cases])
+
+    def rollout(prompts: list, trainer: Any) -> dict[str, Any]:
+        cases = [by_opening[p[-1]["content"]] for p in prompts]
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if trainer.use_vllm:
+            generate = vllm_generator(trainer)
+        else:
+            generate = hf_generator(model, tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p)
+        episodes = env.run(cases, generate)
+        return {"prompt_ids": [e.prompt_ids for e in episodes], "completion_ids": [e.completion_ids for e in episodes],
+                "logprobs": None, "env_mask": [e.env_mask for e in episodes],
+                "episode": [e.record() for e in episodes]}
+
+    args = GRPOConfig(
+        **common_args(recipe, bf16, fp16),
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature,
+        top_p=recipe.top_p,
+        beta=recipe.beta,
+        loss_type=recipe.loss_type,
+        scale_rewards=recipe.scale_rewards,
+        epsilon=recipe.epsilon,
+        reward_weights=weights,
+        use_vllm=recipe.use_vllm,
+        vllm_mode=recipe.vllm_mode,
+        mask_truncated_completions=True,
+    )
+    model = load_model(recipe, model_path, bf16)
+    trainer = _nan_guard(GRPOTrainer)(
+        model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=lora_config(recipe), rollout_func=rollout, callbacks=[marker_callback(), *(callbacks or [])])
+    return trainer, env, rewards
+
+
+def vllm_generator(trainer: Any) -> Any:
+    """Doctor turns from TRL's vLLM engine (colocated or a server), weights synced by TRL each step."""
+
+    def generate(contexts: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], bool]]:
+        _, completion_ids, _, _ = trainer.vllm_generation.generate(prompts=contexts, images=None, num_generations=1)
+        stops = set(trainer.eos_token_ids)
+        out = []
+        for ids in completion_ids:
+            ids = list(ids)[:max_new_tokens]
+            cut = next((i for i, t in enumerate(ids) if t in stops), None)
+            out.append((ids[: cut + 1], True) if cut is not None else (ids, False))
+        return out
+
+    return generate
+
+
+def reward_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per logged step: the mean reward and each reward function's mean, as TRL logged them."""
+    keep = ("step", "reward", "reward_std", "kl", "loss")
+    return [{k: v for k, v in h.items() if k in keep or k.startswith("rewards/")} for h in log_history if "reward" in h]
+
+
+def draw_curve(curve: list[dict[str, Any]], path: Path, baseline: list[dict[str, Any]] | None = None) -> Path | None:
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from discmed.eval.score import _save
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot([c["step"] for c in curve], [c["reward"] for c in curve], label="GRPO", linewidth=1.6)
+    if baseline:
+        ax.plot([c["step"] for c in baseline], [c["reward"] for c in baseline], label="learning rate 0", linestyle="--")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward of the step's episodes")
+    ax.set_title("GRPO reward during training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[str] | None = None,
+             callbacks: list[Any] | None = None, evaluate: bool = True) -> dict[str, Any]:
+    """GRPO as the recipe says; returns the summary (also saved as discmed_train.json)."""
+    from discmed.train.runtime import atomic_write_text, resume_checkpoint, save_final
+
+    if isinstance(config, str | Path):
+        recipe = load_recipe(config, overrides)
+    elif isinstance(config, dict):
+        recipe = recipe_from_dict(apply_overrides(config, overrides))
+    else:
+        recipe = config
+    train_cases, held_out = split_cases(recipe)
+    started = time.perf_counter()
+    trainer, env, rewards = build_trainer(recipe, train_cases, callbacks)
+    eval_rewards = build_rewards(recipe, held_out) if held_out and evaluate else None
+    before = (policy_rewards(trainer.model, env, eval_rewards, held_out, recipe.eval_samples, recipe)
+              if eval_rewards else None)
+    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    after = (policy_rewards(trainer.model, env, eval_rewards, held_out, recipe.eval_samples, recipe)
+             if eval_rewards else None)
+    curve = reward_curve(trainer.state.log_history)
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "rewards.jsonl", "".join(json.dumps(c) + "\n" for c in curve))
+    chart = draw_curve(curve, out / "reward_curve.png")
+    rewards_seen = [c["reward"] for c in curve]
+    k = max(1, len(rewards_seen) // 4)
+    summary = {
+        "command": "grpo", "output_dir": str(out.resolve()), "model": recipe.model, "format": recipe.format,
+        "method": recipe.method, "steps": trainer.state.global_step, "resumed_from": checkpoint,
+        "train_loss": float(result.training_loss), "rewards": recipe.rewards,
+        "train_cases": len(train_cases), "held_out_cases": len(held_out),
+        "reward_first_quarter": round(sum(rewards_seen[:k]) / k, 4) if rewards_seen else None,
+        "reward_last_quarter": round(sum(rewards_seen[-k:]) / k, 4) if rewards_seen else None,
+        "before": before, "after": after, "reward_stats": dict(rewards.stats),
+        "curve": str(out / "rewards.jsonl"), "chart": str(chart) if chart else None,
+        "train_runtime_s": round(time.perf_counter() - started, 1),
+    }
+    save_final(trainer, recipe, env.tokenizer, recipe.format, summary)
+    return summary
+
+
+def recipe_dict(recipe: GRPORecipe) -> dict[str, Any]:
+    return asdict(recipe)

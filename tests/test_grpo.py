@@ -1,0 +1,146 @@
+"""GRPO on consultations: the episode layout, the masks, the rewards, and a measured rise."""
+
+import json
+
+import pytest
+
+from discmed.eval.consult import Case
+from discmed.rl.rewards import Rewards
+from discmed.train.config import ConfigError
+from discmed.train.grpo import load_recipe, recipe_from_dict
+
+URGENT = Case("u", "CMB-clin", "我爸爸一个小时前突然胸口疼，像压了块石头，一直出汗。", "胸痛1小时，大汗。", "case")
+ROUTINE = Case("r", "CMB-clin", "我这两天小便有点频繁。", "尿频2天。", "case")
+
+
+def record(case, *doctor):
+    conv = [{"role": "patient", "content": case.opening}]
+    for d in doctor:
+        conv += [{"role": "doctor", "content": d}, {"role": "patient", "content": "嗯。"}]
+    return {"id": case.id, "model": "m", "source": case.source, "conversation": conv[:-1] if doctor else conv}
+
+
+def test_programmatic_rewards():
+    r = Rewards({"asks": 1.0, "safety": 2.0, "model_leak": 1.0, "length": 1.0},
+                cases={"u": URGENT, "r": ROUTINE}, length_budget=10)
+    recs = [record(URGENT, "请立即拨打120！"), record(URGENT, "疼了多久了？"), record(ROUTINE, "作为AI，我建议多喝水。")]
+    assert [r.safety(x) for x in recs] == [1.0, 0.0, None]  # a routine case: not applicable, left out
+    assert [r.asks(x) for x in recs] == [0.0, 1.0, 0.0]
+    assert [r.model_leak(x) for x in recs] == [0.0, 0.0, -1.0]
+    assert r.length(record(ROUTINE, "短")) == 0.0 and r.length(record(ROUTINE, "长" * 15)) == -0.5
+    values = r.score(recs)
+    # TRL's weighted sum leaves None terms out: 1·0 + 2·1 + 0 + 0; 1 + 0; 0 + (−1) + (−0.2: 12 chars, budget 10).
+    assert r.total(values) == pytest.approx([2.0, 1.0, -1.2])
+    with pytest.raises(ValueError, match="unknown reward 'ask'"):
+        Rewards({"ask": 1.0}, cases={})
+    with pytest.raises(ValueError, match="judge model"):
+        Rewards({"judge": 1.0}, cases={})
+
+
+def test_recipe_checks(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'num_generation' \\(did you mean 'num_generations'"):
+        recipe_from_dict({"num_generation": 4})
+    with pytest.raises(ConfigError, match="must be a multiple of num_generations"):
+        recipe_from_dict({"batch_size": 6, "num_generations": 4})
+    with pytest.raises(ConfigError, match="patient: a model spec is needed"):
+        recipe_from_dict({"turns": 3})
+    with pytest.raises(ConfigError, match="rewards.safty: unknown reward \\(did you mean 'safety'"):
+        recipe_from_dict({"rewards": {"safty": 1}})
+    r = load_recipe("recipes/tiny-grpo.yaml", ["learning_rate=0", "rewards.asks=0.5"])
+    assert r.learning_rate == 0.0 and r.rewards == {"asks": 0.5, "safety": 1.0} and r.num_generations == 4
+
+
+@pytest.fixture(scope="module")
+def doctor(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_episode_mask_covers_the_doctor_only(doctor, tiny_server):
+    """Two-turn episodes with the tiny patient behind `discmed serve`: the trained tokens are
+    exactly the doctor's sampled ones; the patient's turn is in the ids, masked out."""
+    from discmed.backend import load_backend
+    from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, get_format
+    from discmed.rl.env import Consultations, hf_generator
+
+    model, tok = doctor
+    env = Consultations(tok, get_format("disc"), patient=load_backend(f"openai:{tiny_server}@tiny"),
+                        patient_spec="tiny", turns=2, max_new_tokens=24, max_completion_length=200, cache=False)
+    episodes = env.run([URGENT, URGENT, ROUTINE], hf_generator(model, tok, env.stop_ids))
+    two_turn = [e for e in episodes if sum(t["role"] == "doctor" for t in e.conversation) == 2]
+    assert two_turn, [e.conversation for e in episodes]
+    for e in episodes:
+        assert len(e.completion_ids) == len(e.env_mask)
+        assert e.prompt_ids[-1] == DISC_ASSISTANT_ID and DISC_USER_ID in e.prompt_ids
+        trained = [t for t, m in zip(e.completion_ids, e.env_mask, strict=True) if m]
+        doctor_text = "".join(t["content"] for t in e.conversation if t["role"] == "doctor")
+        assert tok.decode(trained, skip_special_tokens=True).replace(" ", "") == doctor_text.replace(" ", "")
+    e = two_turn[0]
+    context = [t for t, m in zip(e.completion_ids, e.env_mask, strict=True) if not m]
+    assert context[0] == DISC_USER_ID and context[-1] == DISC_ASSISTANT_ID  # 195 patient… 196, never trained
+    assert e.conversation[2]["content"].replace(" ", "") in tok.decode(context, skip_special_tokens=True).replace(" ", "")
+
+
+def test_patient_tokens_get_no_gradient(doctor, tiny_model, tmp_path):
+    """The loss TRL computes for a batch of two-turn episodes: perturbing the log-probabilities of
+    the patient's tokens leaves it unchanged; perturbing the doctor's changes it."""
+    import torch
+
+    from discmed.train.grpo import build_trainer
+
+    recipe = recipe_from_dict({"cases": "x", "turns": 2, "patient": "tiny", "max_new_tokens": 16,
+                               "max_completion_length": 120, "num_generations": 2, "batch_size": 4,
+                               "output_dir": str(tmp_path / "g"), "beta": 0.1, "rewards": {"asks": 1.0}})
+    trainer, env, _ = build_trainer(recipe, [URGENT, ROUTINE])
+    batch = [{"prompt": [{"role": "user", "content": c.opening}], "case_id": c.id} for c in (URGENT, URGENT, ROUTINE, ROUTINE)]
+    inputs = trainer._generate_and_score_completions(batch)
+    assert "tool_mask" in inputs
+    patient = (inputs["completion_mask"] * (1 - inputs["tool_mask"])).bool()
+    doctor_pos = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
+    assert patient.any() and doctor_pos.any()
+    inputs["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])  # nonzero, so the loss depends on every trained token
+    original = trainer._get_per_token_logps_and_entropies
+
+    def loss_with(noise_on):
+        def perturbed(*args, **kwargs):
+            logps, ent, aux = original(*args, **kwargs)
+            return logps + 3.0 * noise_on.float(), ent, aux
+
+        trainer._get_per_token_logps_and_entropies = perturbed
+        try:
+            return float(trainer._compute_loss(trainer.model, inputs))
+        finally:
+            trainer._get_per_token_logps_and_entropies = original
+
+    clean = loss_with(torch.zeros_like(patient))
+    assert loss_with(patient) == pytest.approx(clean, abs=1e-6)
+    assert abs(loss_with(doctor_pos) - clean) > 1e-3
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_programmatic_reward(tiny_model, tmp_path, shared_data):
+    """GRPO on the tiny model with programmatic rewards (the first reply asks a question; an
+    urgent case's first reply escalates): its training reward rises beyond the spread of two
+    runs at learning rate 0 (the same sampling, nothing learned).
+
+    OMP_NUM_THREADS=1 pytest tests/test_grpo.py -m slow -k raises -s   (a few minutes on 2 cores)
+    """
+    from discmed.train.grpo import run_grpo
+
+    base = {"model": "tiny", "cases": str(shared_data / "disc-medllm/eval/samples/CMB-cases.json"), "limit": 16,
+            "holdout": 0.25, "rewards": {"asks": 1.0, "safety": 1.0}, "max_new_tokens": 32,
+            "max_completion_length": 64, "num_generations": 4, "batch_size": 8, "max_steps": 30,
+            "learning_rate": 3e-4, "beta": 0.0, "save_steps": 1000, "eval_samples": 4}
+    runs = {}
+    for name, extra in {"grpo": {}, "lr0-a": {"learning_rate": 0.0}, "lr0-b": {"learning_rate": 0.0, "seed": 7}}.items():
+        runs[name] = run_grpo({**base, **extra, "output_dir": str(tmp_path / name)})
+    last = {k: v["reward_last_quarter"] for k, v in runs.items()}
+    first = {k: v["reward_first_quarter"] for k, v in runs.items()}
+    print(json.dumps({"first_quarter": first, "last_quarter": last,
+                      "held_out": {k: [v["before"]["reward"], v["after"]["reward"]] for k, v in runs.items()}}))
+    spread = abs(last["lr0-a"] - last["lr0-b"]) + abs(first["lr0-a"] - last["lr0-a"]) + abs(first["lr0-b"] - last["lr0-b"])
+    rise = last["grpo"] - first["grpo"]
+    assert rise > max(0.1, 2 * spread), (rise, spread)
