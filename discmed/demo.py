@@ -59,6 +59,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dpo": ("DPO on the curated preference pairs", ("sft2", "curate")),
     "exam": ("Exam evaluation (multiple choice)", ("dpo",)),
     "consult": ("Simulated consultations + judge", ("dpo",)),
+    "rl": ("GRPO against programmatic rewards, before/after on held-out cases", ("dpo",)),
     "serve": ("Serve the trained model, one chat request", ("dpo",)),
 }
 
@@ -393,6 +394,25 @@ class Demo:
                            "judged": j["judged"], "parsed": j["parsed"], "unparsed": j["unparsed"]},
                 "scores_md": markdown(summary) if j["parsed"] else None, "scores": summary, "judge_charts": charts,
                 "example_dialogue": first, "example_judgement": next(iter(_jsonl(d / "judgements.jsonl")), None)}
+
+    def stage_rl(self) -> dict:
+        from discmed.train.grpo import run_grpo
+
+        # recipes/tiny-grpo.yaml's settings on the DPO model, a step budget that fits the demo: trained
+        # on the CMB-clin-shaped cases, measured before and after on the CMD-shaped ones.
+        s = run_grpo({"model": self.results["dpo"]["model"], "format": "disc", "output_dir": str(self.out / "rl" / "model"),
+                      "cases": str(ASSETS / "consult" / "cmb-clin.json"), "holdout": 0.0,
+                      "eval_cases": str(ASSETS / "consult" / "cmd.json"), "rewards": {"asks": 1.0, "safety": 1.0},
+                      "turns": 1, "max_new_tokens": 32, "max_completion_length": 64, "num_generations": 4,
+                      "batch_size": 8, "max_steps": 8, "learning_rate": 2e-4, "beta": 0.04, "save_steps": 10**6,
+                      "eval_samples": 4, "resume": "false"})
+        curve = [{"step": c["step"], "reward": c["reward"]} for c in _jsonl(Path(s["curve"]))]
+        before, after = s["before"] or {}, s["after"] or {}
+        return {"counts": {"steps": s["steps"], "train_cases": s["train_cases"], "held_out_cases": s["held_out_cases"],
+                           "episodes_per_step": 8},
+                "curve": curve, "rewards": s["rewards"], "before": before, "after": after,
+                "reward_first_quarter": s["reward_first_quarter"], "reward_last_quarter": s["reward_last_quarter"],
+                "model": s["output_dir"], "chart": s["chart"]}
 
     def stage_serve(self) -> dict:
         import openai

@@ -89,6 +89,18 @@ accelerate launch --config_file discmed/train/accelerate/zero3.yaml -m discmed.t
     model=runs/disc-medllm-stage2 "data=[{path: $DATA/curated/dpo.jsonl}]" output_dir=runs/disc-medllm-dpo \
     deepspeed=zero3 bf16=true gradient_checkpointing=true --json
 
+# GRPO on simulated consultations (discmed's addition, after Baichuan-M2): first a rubric per
+# CMB-clin case by the judge model, CMB-Clin's own answers shown (73 calls, ~0.2M prompt + 60k
+# completion tokens); then 200 steps × 64 three-turn episodes: ~25k patient calls (~20M tokens),
+# ~128k grader calls (~0.4B prompt tokens: point GRADER at a local vLLM Qwen2.5-72B-Instruct, not
+# a paid API) and ~13k judge calls. The policy (LoRA on 13B) and its colocated vLLM on one 8-GPU
+# node: ~12-16 hours, most of it waiting on the patient and grader servers.
+discmed eval rubrics --cases cmb-clin --samples "$SAMPLES" --reference "$SAMPLES"/../../cmb/CMB-Clin-v0.json \
+    --writer "$JUDGE" --out runs/rubrics/cmb-clin.jsonl --json
+GRADER=${GRADER:-$JUDGE}
+accelerate launch --config_file discmed/train/accelerate/multi_gpu.yaml -m discmed.train grpo --config recipes/disc-grpo.yaml \
+    patient="$PATIENT" grader="$GRADER" judge="$JUDGE" samples="$SAMPLES" --json
+
 # --- evaluation (1-2 GPUs + API tokens) ----------------------------------------------------
 
 # Exams, DISC's table: MLEC-QA's five columns and CMMLU's medical subjects, 0- and few-shot.
@@ -115,6 +127,12 @@ done
 # gpt-4o-class API (DISC: gpt-4). Then DISC's tables, radar and bar charts.
 discmed eval judge runs/eval/consult/disc-medllm-dpo_*.json --judge "$JUDGE" --rubric disc --out runs/eval/judge/result_disc-medllm-dpo.jsonl --json
 discmed eval score runs/eval/judge --samples "$SAMPLES" --out runs/eval/report --json
+
+# Rubric scores in HealthBench's form on the CMB-clin dialogues (~10 criteria × 73 dialogues
+# ≈ 730 grader calls, ~1.5M prompt tokens); HealthBench itself: `--rubrics healthbench.jsonl --model "$DOCTOR"`
+# (5,000 conversations × ~11 criteria ≈ 55k grader calls).
+discmed eval rubric runs/eval/consult/disc-medllm-dpo_cmb-clin.json --rubrics runs/rubrics/cmb-clin.jsonl \
+    --grader "$GRADER" --out runs/eval/rubric --json
 
 # --- serving (1-2 GPUs) -------------------------------------------------------------------
 # The API (OpenAI-compatible) and the web page, with the safety layer on. Anything but loopback

@@ -81,6 +81,8 @@ def test_counts_agree_from_stage_to_stage(demo):
     assert co["cases"] == co["dialogues"] == co["judged"] == 4
     assert co["parsed"] + co["unparsed"] == co["judged"]
     assert 4 <= co["doctor_turns"] <= 8  # two doctor turns at most per case
+    rl = s["rl"]
+    assert rl["steps"] == 8 and rl["train_cases"] == 2 and rl["held_out_cases"] == 2  # CMB-clin-shaped / CMD-shaped
     assert s["serve"]["replies"] == 1 and s["serve"]["page_bytes"] > 0
 
 
@@ -99,7 +101,7 @@ def test_report_and_charts(demo):
     rw = summary["stages"]["rewrite"]
     assert f"{rw['accepted']} of {rw['accepted'] + rw['rejected']} conversations passed" in text
     assert "chance is 20%" in text
-    for chart in ("stage_times", "data_funnel", "training_loss", "exam_accuracy"):
+    for chart in ("stage_times", "data_funnel", "training_loss", "exam_accuracy", "rl_reward"):
         png = out / "charts" / f"{chart}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](charts/{chart}.png)" in text

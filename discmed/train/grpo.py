@@ -52,6 +52,7 @@ class GRPORecipe:
     samples: str | None = None
     limit: int | None = None
     holdout: float = 0.2
+    eval_cases: str | None = None  # another set or file to measure before/after on (added to the held-out share)
     # The environment.
     patient: str | None = None  # model spec; needed when turns > 1
     turns: int = 1  # doctor turns per episode
@@ -72,6 +73,7 @@ class GRPORecipe:
     loss_type: str = "grpo"
     scale_rewards: str = "group"  # group | batch | none
     epsilon: float = 0.2
+    mask_truncated: bool = False  # true: episodes whose last reply hit max_new_tokens get no gradient
     eval_samples: int = 4  # episodes per held-out case for the before/after figures
     use_vllm: bool = False
     vllm_mode: str = "colocate"  # colocate | server
@@ -120,7 +122,7 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<config>") -> GRPORecipe
             if not isinstance(value, dict) or not value:
                 raise ConfigError(f"{where}: rewards: expected a mapping of reward name to weight")
             values[key] = {str(k): _coerce(where, f"rewards.{k}", v, 1.0) for k, v in value.items()}
-        elif key in ("samples", "patient", "judge", "grader", "rubrics", "doctor_system", "limit"):
+        elif key in ("samples", "patient", "judge", "grader", "rubrics", "doctor_system", "limit", "eval_cases"):
             values[key] = value
         else:
             values[key] = _coerce(where, key, value, getattr(defaults, key))
@@ -170,16 +172,19 @@ def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
     from discmed.eval.consult import SETS, load_cases
     from discmed.train.config import resolve_path
 
-    name = recipe.cases if recipe.cases.lower() in SETS else str(resolve_path(recipe.cases))
-    cases = load_cases(name, recipe.samples)
+    def read(name: str) -> list:
+        return load_cases(name if name.lower() in SETS else str(resolve_path(name)), recipe.samples)
+
+    cases = read(recipe.cases)
     cases = cases[: recipe.limit] if recipe.limit else cases
     order = list(range(len(cases)))
     random.Random(recipe.seed).shuffle(order)
     n_hold = int(round(recipe.holdout * len(cases)))
     if n_hold and len(cases) - n_hold < 1:
         raise ConfigError(f"cases: {len(cases)} cases leave none to train on after holdout={recipe.holdout}")
-    held = sorted(order[:n_hold])
-    return [c for i, c in enumerate(cases) if i not in set(held)], [cases[i] for i in held]
+    held = set(order[:n_hold])
+    extra = read(recipe.eval_cases) if recipe.eval_cases else []
+    return [c for i, c in enumerate(cases) if i not in held], [cases[i] for i in sorted(held)] + extra
 
 
 def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
@@ -287,7 +292,7 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
         reward_weights=weights,
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
-        mask_truncated_completions=True,
+        mask_truncated_completions=recipe.mask_truncated,
     )
     model = load_model(recipe, model_path, bf16)
     trainer = _nan_guard(GRPOTrainer)(
