@@ -122,26 +122,29 @@ def test_patient_tokens_get_no_gradient(doctor, tiny_model, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_grpo_raises_a_programmatic_reward(tiny_model, tmp_path, shared_data):
     """GRPO on the tiny model with programmatic rewards (the first reply asks a question; an
-    urgent case's first reply escalates): its training reward rises beyond the spread of two
-    runs at learning rate 0 (the same sampling, nothing learned).
+    urgent case's first reply escalates), 30 steps of 8 episodes: the mean training reward of
+    its last quarter of steps lies beyond the highest of two learning-rate-0 runs (the same
+    sampling, nothing learned; seeds 42 and 7) by more than their spread, and the held-out
+    cases' `asks` reward rises.
 
-    OMP_NUM_THREADS=1 pytest tests/test_grpo.py -m slow -k raises -s   (a few minutes on 2 cores)
+    OMP_NUM_THREADS=1 pytest tests/test_grpo.py -m slow -k raises -s   (~10 minutes on 2 busy cores)
     """
     from discmed.train.grpo import run_grpo
 
     base = {"model": "tiny", "cases": str(shared_data / "disc-medllm/eval/samples/CMB-cases.json"), "limit": 16,
             "holdout": 0.25, "rewards": {"asks": 1.0, "safety": 1.0}, "max_new_tokens": 32,
             "max_completion_length": 64, "num_generations": 4, "batch_size": 8, "max_steps": 30,
-            "learning_rate": 3e-4, "beta": 0.0, "save_steps": 1000, "eval_samples": 4}
+            "learning_rate": 1e-3, "beta": 0.0, "save_steps": 1000, "eval_samples": 4, "resume": "false"}
     runs = {}
     for name, extra in {"grpo": {}, "lr0-a": {"learning_rate": 0.0}, "lr0-b": {"learning_rate": 0.0, "seed": 7}}.items():
         runs[name] = run_grpo({**base, **extra, "output_dir": str(tmp_path / name)})
-    last = {k: v["reward_last_quarter"] for k, v in runs.items()}
     first = {k: v["reward_first_quarter"] for k, v in runs.items()}
-    print(json.dumps({"first_quarter": first, "last_quarter": last,
-                      "held_out": {k: [v["before"]["reward"], v["after"]["reward"]] for k, v in runs.items()}}))
-    spread = abs(last["lr0-a"] - last["lr0-b"]) + abs(first["lr0-a"] - last["lr0-a"]) + abs(first["lr0-b"] - last["lr0-b"])
-    rise = last["grpo"] - first["grpo"]
-    assert rise > max(0.1, 2 * spread), (rise, spread)
+    last = {k: v["reward_last_quarter"] for k, v in runs.items()}
+    held = {k: (v["before"]["asks"], v["after"]["asks"]) for k, v in runs.items()}
+    print(json.dumps({"first_quarter": first, "last_quarter": last, "held_out_asks": held}))
+    spread = max(abs(last["lr0-a"] - last["lr0-b"]), *(abs(first[k] - last[k]) for k in ("lr0-a", "lr0-b")))
+    assert last["grpo"] > max(last["lr0-a"], last["lr0-b"]) + spread, (last, first)
+    assert held["grpo"][1] > held["grpo"][0]

@@ -52,6 +52,7 @@ class GRPORecipe:
     samples: str | None = None
     limit: int | None = None
     holdout: float = 0.2
+    holdout_seed: int = 0  # the split's own seed: runs with other training seeds hold out the same cases
     eval_cases: str | None = None  # another set or file to measure before/after on (added to the held-out share)
     # The environment.
     patient: str | None = None  # model spec; needed when turns > 1
@@ -178,7 +179,7 @@ def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
     cases = read(recipe.cases)
     cases = cases[: recipe.limit] if recipe.limit else cases
     order = list(range(len(cases)))
-    random.Random(recipe.seed).shuffle(order)
+    random.Random(recipe.holdout_seed).shuffle(order)
     n_hold = int(round(recipe.holdout * len(cases)))
     if n_hold and len(cases) - n_hold < 1:
         raise ConfigError(f"cases: {len(cases)} cases leave none to train on after holdout={recipe.holdout}")
