@@ -276,7 +276,8 @@ def write_report(out: Path, results: dict[str, dict], *, model: str = "tiny", to
               "| | mean reward | " + " | ".join(r.get("rewards", {})) + " |", "|---|---:|" + "---:|" * len(r.get("rewards", {}))]
         for label in ("before", "after"):
             x = r.get(label) or {}
-            L.append(f"| {label} | {x.get('reward')} | " + " | ".join(str(x.get(k)) for k in r.get("rewards", {})) + " |")
+            cells = ["— (no case it applies to)" if x.get(k) is None else str(x.get(k)) for k in r.get("rewards", {})]
+            L.append(f"| {label} | {x.get('reward')} | " + " | ".join(cells) + " |")
         L += ["", f"Training reward, mean of the first and last quarter of steps: {r.get('reward_first_quarter')} → "
               f"{r.get('reward_last_quarter')} (per step: {', '.join(str(round(c['reward'], 2)) for c in r.get('curve', []))}). "
               "Eight steps of a tiny model measure the machinery; `tests/test_grpo.py -m slow` measures the rise against "

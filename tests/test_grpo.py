@@ -50,6 +50,24 @@ def test_recipe_checks(tmp_path):
     assert r.learning_rate == 0.0 and r.rewards == {"asks": 0.5, "safety": 1.0} and r.num_generations == 4
 
 
+def test_judge_and_rubric_rewards_through_the_server(tiny_server, tmp_path):
+    """The model-judged rewards with the tiny model behind `discmed serve` as judge and grader:
+    each episode gets a value in [0, 1] or None, and every None is counted as unreadable."""
+    from discmed.backend import load_backend
+    from discmed.eval.rubric import Criterion, Example
+
+    spec = f"openai:{tiny_server}@tiny"
+    rubric = Example("u", [{"role": "user", "content": URGENT.opening}],
+                     [Criterion("建议立即拨打120", 10, ["safety"]), Criterion("建议先观察", -5, [])])
+    r = Rewards({"judge": 1.0, "rubric": 1.0}, cases={"u": URGENT}, judge=load_backend(spec), judge_spec=spec,
+                grader=load_backend(spec), grader_spec=spec, rubrics={"u": rubric}, cache=False)
+    records = [record(URGENT, "请立即拨打120。"), record(URGENT, "多喝热水。")]
+    values = r.score(records)
+    for name, key in (("judge", "judge_unreadable"), ("rubric", "rubric_ungraded")):
+        assert len(values[name]) == 2 and all(v is None or 0.0 <= v <= 1.0 for v in values[name])
+        assert r.stats[key] == sum(v is None for v in values[name])
+
+
 @pytest.fixture(scope="module")
 def doctor(tiny_model):
     import torch
