@@ -19,6 +19,7 @@ are supported; `auto` (a tokenizer's template) is refused, as it may re-render e
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Consultations:
         self.doctor_system = doctor_system
         self.cache = cache
         self._batches = itertools.count()
+        self.timings = {"generate_s": 0.0, "patient_s": 0.0, "episodes": 0}  # where rollout time goes
         start = fmt.generation_start(tokenizer)
         empty = fmt.piece({"role": "assistant", "content": ""}, tokenizer)[0]
         if empty[: len(start)] != start:
@@ -95,7 +97,9 @@ class Consultations:
             if not active:
                 break
             room = [self.max_completion_length - len(e.completion_ids) for e in active]
+            t0 = time.perf_counter()
             outs = generate([e.prompt_ids + e.completion_ids for e in active], max(1, min(self.max_new_tokens, *room)))
+            self.timings["generate_s"] += time.perf_counter() - t0
             for e, (ids, stopped) in zip(active, outs, strict=True):
                 content = ids[:-1] if stopped else ids
                 text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
@@ -112,7 +116,10 @@ class Consultations:
                     self._append(e, self.turn_end[1:] if stopped else self.turn_end, trained=False)
             waiting = [e for e in active if not e.done]
             if waiting:
-                for e, reply in zip(waiting, self.patient_replies(waiting, f"{batch}/{turn}"), strict=True):
+                t0 = time.perf_counter()
+                replies = self.patient_replies(waiting, f"{batch}/{turn}")
+                self.timings["patient_s"] += time.perf_counter() - t0
+                for e, reply in zip(waiting, replies, strict=True):
                     said, ended = clean_patient(reply)
                     if ended or not said:
                         e.done, e.ended_by_patient = True, ended
@@ -122,6 +129,7 @@ class Consultations:
                     self._append(e, piece + self.fmt.generation_start(self.tokenizer), trained=False)
                     if len(e.completion_ids) >= self.max_completion_length:
                         e.done = e.truncated = True
+        self.timings["episodes"] += len(episodes)
         for e in episodes:  # a patient turn cut off at the budget is context the policy never answers
             if len(e.completion_ids) > self.max_completion_length:
                 e.completion_ids = e.completion_ids[: self.max_completion_length]

@@ -88,8 +88,10 @@ class Rewards:
     def _run(self, records: list[dict[str, Any]], work: Any, backend: Any, name: str, spec: str) -> list[dict]:
         import shutil
         import tempfile
+        import time
         from pathlib import Path
 
+        t0 = time.perf_counter()
         from discmed.data.jobs import JobRunner
 
         folder = Path(tempfile.mkdtemp(prefix=f"discmed-{name}-"))
@@ -108,6 +110,7 @@ class Rewards:
             runner.close()
             shutil.rmtree(folder, ignore_errors=True)
         self.stats[f"{name}_failed"] += sum(k not in done for k in keys)
+        self.stats[f"{name}_wait_ms"] += int(1000 * (time.perf_counter() - t0))  # the step's share spent on this model
         return [done.get(k) for k in keys]
 
     def judge_scores(self, records: list[dict[str, Any]]) -> list[float | None]:

@@ -376,6 +376,7 @@ def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[s
     chart = draw_curve(curve, out / "reward_curve.png")
     rewards_seen = [c["reward"] for c in curve]
     k = max(1, len(rewards_seen) // 4)
+    timings = {k: round(v, 2) for k, v in env.timings.items()}
     summary = {
         "command": "grpo", "output_dir": str(out.resolve()), "model": recipe.model, "format": recipe.format,
         "method": recipe.method, "steps": trainer.state.global_step, "resumed_from": checkpoint,
@@ -383,12 +384,43 @@ def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[s
         "train_cases": len(train_cases), "held_out_cases": len(held_out),
         "reward_first_quarter": round(sum(rewards_seen[:k]) / k, 4) if rewards_seen else None,
         "reward_last_quarter": round(sum(rewards_seen[-k:]) / k, 4) if rewards_seen else None,
-        "before": before, "after": after, "reward_stats": dict(rewards.stats),
+        "before": before, "after": after, "reward_stats": dict(rewards.stats), "rollout_timings": timings,
         "curve": str(out / "rewards.jsonl"), "chart": str(chart) if chart else None,
         "train_runtime_s": round(time.perf_counter() - started, 1),
     }
     save_final(trainer, recipe, env.tokenizer, recipe.format, summary)
+    if trainer.is_world_process_zero():
+        atomic_write_text(out / "report.md", render_report(summary, curve))
     return summary
+
+
+def render_report(summary: dict[str, Any], curve: list[dict[str, Any]]) -> str:
+    """The run's report: rewards on the held-out cases before and after, the curve, sample episodes."""
+    names = list(summary["rewards"])
+    L = [f"# GRPO on consultations: {summary['model']}", "",
+         f"{summary['steps']} steps on {summary['train_cases']} cases; {summary['held_out_cases']} held-out cases "
+         f"(never trained on) measured before and after. Rewards and weights: `{json.dumps(summary['rewards'])}`.", ""]
+    if summary.get("before"):
+        L += ["| held-out | episodes | mean reward | " + " | ".join(names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+        for label in ("before", "after"):
+            x = summary[label]
+            cells = ["—" if x.get(k) is None else f"{x[k]:.3f}" for k in names]
+            L.append(f"| {label} | {x['episodes']} | {x['reward']} | " + " | ".join(cells) + " |")
+        L.append("")
+    L += [f"Training reward, first → last quarter of steps: {summary['reward_first_quarter']} → "
+          f"{summary['reward_last_quarter']}. Reward counters (unreadable judge / grader replies are left out and counted here): "
+          f"`{json.dumps(summary['reward_stats'])}`. Rollout time: `{json.dumps(summary['rollout_timings'])}`.", "",
+          "![reward curve](reward_curve.png)", "", "| step | reward | " + " | ".join(names) + " |",
+          "|---:|---:|" + "---:|" * len(names)]
+    for c in curve:
+        cells = [f"{c[f'rewards/{k}/mean']:.3f}" if isinstance(c.get(f"rewards/{k}/mean"), float) else "—" for k in names]
+        L.append(f"| {c['step']} | {c['reward']:.3f} | " + " | ".join(cells) + " |")
+    for label in ("before", "after"):
+        for s in (summary.get(label) or {}).get("samples", [])[:2]:
+            L += ["", f"**{label}, case {s['id']}:**", ""]
+            L += [f"- {t['role']}: {t['content'][:200]}" for t in s["conversation"]]
+    L += ["", "Machine-generated consultations; no substitute for a physician."]
+    return "\n".join(L) + "\n"
 
 
 def recipe_dict(recipe: GRPORecipe) -> dict[str, Any]:
