@@ -157,6 +157,11 @@ def verdict(results: dict[str, dict]) -> list[str]:
     if cs:
         lines.append(f"- **Judge:** the tiny judge gave readable scores for {cs.get('parsed', 0)} of {cs.get('judged', 0)} "
                      "dialogues; unreadable ones are counted, never averaged in.")
+    rl = results.get("rl", {})
+    if rl.get("status") == "done" and rl.get("before") and rl.get("after"):
+        lines.append(f"- **GRPO:** on the held-out CMD-shaped cases the `asks` reward went {rl['before'].get('asks')} → "
+                     f"{rl['after'].get('asks')} after {rl['counts'].get('steps')} steps (four sampled episodes per case: "
+                     "a small sample; the slow test compares against learning-rate-0 runs).")
     return lines
 
 

@@ -87,7 +87,7 @@ def grade_line(model, pid, tags, grades):
             "grades": [{"criterion": c, "points": p, "tags": t, "criteria_met": m} for c, p, t, m in grades]}
 
 
-def test_summary_tags_and_unreadable_counted():
+def test_summary_tags_and_unreadable_counted(tmp_path):
     lines = [
         grade_line("m", "1", ["theme:a"], [("a", 10, ["axis:x"], True), ("b", 5, ["axis:y"], False),
                                            ("h", -8, ["axis:x"], True)]),
@@ -104,6 +104,12 @@ def test_summary_tags_and_unreadable_counted():
     assert s["tags"]["theme:a"]["score"] == pytest.approx(2 / 15) and s["tags"]["theme:b"]["n"] == 1
     rows = {r["criterion"]: r for r in s["criteria"]}
     assert rows["a"]["met"] == 2 and rows["a"]["unreadable"] == 1
+    from discmed.eval.rubric import draw_charts, markdown
+
+    text = markdown(summarize(lines))
+    assert "| **m** | 0.567 [" in text and "| axis:x | 0.200" in text and "| 10 | a | 2 | 0 | 1 |" in text
+    (png,) = draw_charts(summarize(lines), tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rubric_checks():
