@@ -373,6 +373,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
                    f"{summary['urgent']} urgent cases; {summary['rejected']} rejected → {summary['rejects']}; "
                    f"{summary['failed']} failed; {summary['resumed']} resumed)")
+        if summary["failed"]:
+            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed cases)")
         if summary["reject_reasons"]:
             typer.echo("reject reasons: " + "; ".join(f"{k} ×{v}" for k, v in summary["reject_reasons"].items()))
         if as_json:
@@ -423,6 +425,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         typer.echo(f"{summary['graded']}/{summary['matched']} dialogues graded ({summary['unmatched']} without a rubric); "
                    f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
                    f"(their dialogues left out of the scores), {summary['failed']} failed")
+        if summary["failed"]:
+            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed dialogues)")
         for fname, text in (("report.md", report), ("scores.json", json.dumps(table, ensure_ascii=False, indent=2))):
             tmp = out / (fname + ".tmp")
             tmp.write_text(text, encoding="utf-8")
