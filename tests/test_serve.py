@@ -166,7 +166,7 @@ def test_safety_layer_on_the_api(tiny_server):
         max_tokens=8,
         extra_body={"safety": False},
     )
-    assert not off.choices[0].message.content.startswith("【紧急】") and off.model_extra["safety"] is None
+    assert not off.choices[0].message.content.startswith("【紧急】") and off.model_extra["safety"]["urgent"]
     routine = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "我想减肥，每天跑步多久合适"}], max_tokens=8
     )
@@ -209,9 +209,13 @@ def test_errors(tiny_server):
     assert_error(post({**ok, "top_p": 0}), 400, "top_p")
     assert_error(post({**ok, "max_tokens": 0}), 400, "max_tokens")
     assert_error(post({**ok, "max_tokens": "many"}), 400, "max_tokens")
-    assert_error(post({**ok, "n": 3}), 400, "n")
-    assert_error(post({**ok, "logprobs": True}), 400, "logprobs")
+    assert_error(post({**ok, "n": 17}), 400, "n")
+    assert_error(post({**ok, "top_logprobs": 2}), 400, "top_logprobs")
     assert_error(post({**ok, "presence_penalty": 0.5}), 400, "presence_penalty")
+    assert_error(post({**ok, "functions": [{"name": "f"}]}), 400, "functions")
+    assert_error(post({**ok, "tool_choice": "required"}), 400, "tool_choice")
+    assert_error(post({**ok, "logit_bias": {"x": 1}}), 400, "logit_bias")
+    assert_error(post({**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}), 400, "messages.0.content.0.type")
     assert post({**ok, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False}).status_code == 200
     assert_error(post({**ok, "stop": ["a", "b", "c", "d", "e"]}), 400, "stop")
     limit = httpx.get(tiny_server + "/models").json()["data"][0]["max_model_len"]
@@ -284,8 +288,9 @@ def test_api_key_and_full_queue():
         with httpx.stream("POST", url + "/v1/chat/completions", json=long, headers=auth, timeout=30) as r:
             lines = r.iter_lines()  # keep a reference: a collected iterator closes the connection
             next(lines)
-            e = assert_error(httpx.post(url + "/v1/chat/completions", json=body, headers=auth), 429, "busy")
-            assert e["type"] == "rate_limit_error"
+            full = httpx.post(url + "/v1/chat/completions", json=body, headers=auth)
+            e = assert_error(full, 429, "busy")
+            assert e["type"] == "rate_limit_error" and 1 <= int(full.headers["retry-after"]) <= 60
             with pytest.raises(openai.RateLimitError):
                 openai.OpenAI(
                     base_url=url + "/v1", api_key="s3cret-key", max_retries=0

@@ -117,15 +117,12 @@ class HFBackend:
     def _generation_config(self, params: GenParams):
         from transformers import GenerationConfig
 
-        sample = params.temperature > 0
+        # Token choice is the shared sampler's (discmed.sampling, passed as a logits processor):
+        # generate() decodes greedily over what it leaves, so chat and serve pick alike.
         stop_ids = self.format.stop_token_ids(self.tokenizer)
         return GenerationConfig(
             max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=params.top_k if sample else None,  # 0 = off
-            repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
+            do_sample=False,
             eos_token_id=stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
@@ -148,12 +145,11 @@ class HFBackend:
             idx = order[start : start + self.batch_size]
             input_ids, attention = self._left_pad([prompts[i] for i in idx])
             with self._lock, torch.inference_mode():
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=attention,
                     generation_config=config,
+                    logits_processor=self._sampler(params, attention),
                     tokenizer=self.tokenizer if params.stop else None,
                 )
             for row, i in enumerate(idx):
@@ -178,12 +174,11 @@ class HFBackend:
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
                     self.model.generate(
                         input_ids=input_ids,
                         attention_mask=attention,
                         generation_config=self._generation_config(params),
+                        logits_processor=self._sampler(params, attention),
                         streamer=_TokenStreamer(tokens),
                         tokenizer=self.tokenizer if params.stop else None,
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
@@ -270,6 +265,14 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     # -- helpers ------------------------------------------------------------------------
+    def _sampler(self, params: GenParams, attention: Any):
+        from transformers import LogitsProcessorList
+
+        from discmed.sampling import SamplerProcessor
+
+        starts = (attention.shape[1] - attention.sum(-1)).tolist()  # left padding per row
+        return LogitsProcessorList([SamplerProcessor(params, starts, self.model.device)])
+
     def _left_pad(self, rows: list[list[int]]):
         import torch
 

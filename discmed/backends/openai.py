@@ -45,7 +45,15 @@ class OpenAIBackend:
         if not self.base_url.startswith(("http://", "https://")):
             raise BackendError(f"openai backend needs an http(s) base URL, got {self.base_url!r}")
         key = api_key or os.environ.get("DISCMED_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        # discmed's own server puts an urgent-care instruction before a reply it triages as an
+        # emergency; every discmed command that calls a model through this backend (doctor,
+        # patient, teacher, judge) needs the model's own text, so it asks for the verdict to
+        # stay in the `safety` field. A header, not a body field: hosted APIs refuse unknown
+        # body fields and ignore unknown headers.
+        self.headers = {"X-Discmed-Safety": "off"}
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries, default_headers=self.headers
+        )
         self.concurrency = concurrency
         self._model = model
         self.name = name or model or self.base_url

@@ -210,6 +210,7 @@ class VLLMEngine:
         params: GenParams,
         loop: asyncio.AbstractEventLoop,
         ignore_eos: bool = False,
+        **options: Any,  # the app refuses what `features` (none here) lacks; the rest are None
     ) -> _VLLMRequest:
         from discmed.serve.engine import QueueFull
 
@@ -259,4 +260,6 @@ def served_model(
     stop_ids = fmt.stop_token_ids(tokenizer)
     encode = lambda msgs: fmt.prompt(msgs, tokenizer, max_length=10**9, reserve=0)  # noqa: E731
     served_name = name or ("tiny" if kind == "tiny" else (Path(path).name if Path(path).exists() else path))
-    return ServedModel(served_name, VLLMEngine(engine, stop_ids, max_queue), encode, int(limit))
+    return ServedModel(
+        served_name, VLLMEngine(engine, stop_ids, max_queue), encode, int(limit), tokenizer=tokenizer, engine_name="vllm"
+    )

@@ -262,7 +262,7 @@ class Client:
             self.aclient = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=float(b.client.timeout or 300)),
-                headers={"Authorization": f"Bearer {b.client.api_key}"})
+                headers={"Authorization": f"Bearer {b.client.api_key}", **getattr(b, "headers", {})})
         req = b._request(messages, params)
         req.update(req.pop("extra_body", {}))
         url = b.base_url.rstrip("/") + "/chat/completions"

@@ -2,68 +2,82 @@
 
     app = create_app(ServedModel.from_backend(load_backend("tiny")))
 
-Routes: `GET /v1/models`, `POST /v1/chat/completions` (streaming and not), `GET /health`,
-the chat page at `/`. Every error a client can cause is a 4xx in OpenAI's error shape
-(`{"error": {"message", "type", "param", "code"}}`), never a 500 or a traceback. The red-flag
-triage of `discmed.serve.safety` runs on the patient's latest message: an urgent-care
-instruction goes before the model's reply, and the standing notice rides along in the
-response's `safety` field (a discmed extra).
+Routes: `POST /v1/chat/completions` and `POST /v1/completions` (streaming and not, `n`
+choices, logprobs, structured output), `GET /v1/models[/{id}]`, `POST /tokenize`,
+`POST /detokenize`, `GET /version`, `GET /health`, `GET /metrics` (Prometheus),
+`GET /openapi.json`, the chat page at `/`. The serving logic is in `serving.py`; this module
+routes, and turns every error a client can cause into a 4xx in OpenAI's error shape
+(`{"error": {"message", "type", "param", "code"}}`), never a 500 or a traceback.
+
+Safety: the red-flag triage of `discmed.serve.safety` runs on the patient's latest message
+and its verdict travels in every chat response's `safety` field (a discmed extra). Whether
+the urgent-care instruction is also put before the reply in `content` is a choice: on by
+default (people read `content`), off per request with `"safety": false` or the header
+`X-Discmed-Safety: off` (evaluation: an exam answer or a judge's score must be the model's
+own text); discmed's openai backend sends that header on every call. When the instruction
+is in `content`, its tokens count in `usage`.
+
+Every response carries `X-Request-Id` (the client's, or one made here); the access log is
+one JSON object per request on the `discmed.access` logger, with the same id.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import discmed
 from discmed.backend import GenParams
-from discmed.chat import DataError, validate_messages
-from discmed.serve.engine import Delta, QueueFull
+from discmed.serve import serving
+from discmed.serve.metrics import Metrics
 from discmed.serve.protocol import (
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
+    CompletionRequest,
+    CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ErrorInfo,
     ErrorResponse,
     ModelCard,
     ModelList,
-    ResponseMessage,
-    SafetyInfo,
-    UsageInfo,
+    TokenizeRequest,
+    TokenizeResponse,
+    VersionInfo,
 )
-from discmed.serve.safety import Rules, last_user_text, load_rules
+from discmed.serve.safety import Rules, load_rules
+from discmed.serve.serving import APIError
 
 log = logging.getLogger("discmed.serve")
+access_log = logging.getLogger("discmed.access")
 STATIC = Path(__file__).with_name("static")
 
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+# The errors the API answers, documented in /openapi.json on every route that can give them.
+ERRORS = {
+    400: "Invalid request: a field's value, a prompt too long for the context, or a field discmed cannot honour (param names it)",
+    401: "Missing or wrong API key (when the server has one)",
+    404: "Unknown model or route",
+    413: "Request body too large",
+    429: "The server's queue is full; retry after the Retry-After header's seconds",
+    500: "Generation failed on the server",
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def error_response(
@@ -72,17 +86,20 @@ def error_response(
     type: str = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 @dataclass
 class ServedModel:
     """What the app serves: a name, a prompt builder and an engine with `submit`.
 
-    `engine.submit(prompt_ids, params, loop)` returns a request with an asyncio `out` queue
-    of `Delta`s and a `cancel()`; it raises `QueueFull` when the engine is saturated.
+    `engine.submit(prompt_ids, params, loop, ignore_eos, **options)` returns a request with
+    an asyncio `out` queue of `Delta`s and a `cancel()`; it raises `QueueFull` when the
+    engine is saturated. `engine.features` says which options it takes (logprobs,
+    prompt_logprobs, structured_output); requests for others are refused with a 400.
     """
 
     name: str
@@ -91,6 +108,9 @@ class ServedModel:
     max_model_len: int
     default_max_tokens: int = 512
     defaults: GenParams = field(default_factory=lambda: GenParams(temperature=1.0))
+    tokenizer: Any = None  # for /v1/completions, /tokenize, logprob token strings
+    engine_name: str = "hf"
+    _grammars: Any = None
 
     @classmethod
     def from_backend(
@@ -127,7 +147,65 @@ class ServedModel:
             max_len,
             defaults.max_new_tokens,
             defaults,
+            tokenizer=tok,
         )
+
+    @property
+    def vocab_size(self) -> int:
+        v = getattr(self.engine, "vocab", None)
+        return int(v) if v else len(self.tokenizer)
+
+    @property
+    def retry_after(self) -> int:
+        return int(getattr(self.engine, "retry_after", 1))
+
+    @property
+    def grammars(self):
+        if self._grammars is None:
+            from discmed.serve.structured import Grammars
+
+            self._grammars = Grammars(self.tokenizer, self.vocab_size, sorted(self.engine.stop_ids))
+        return self._grammars
+
+    def grammar(self, response_format: Any) -> str:
+        """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""
+        from discmed.serve.structured import GrammarError
+
+        key = response_format.model_dump_json(by_alias=True)
+        try:
+            return _compile(self.grammars, key)
+        except GrammarError as e:
+            raise APIError(400, str(e), param=e.param, code="invalid_response_format") from None
+
+    def token_text(self, token_id: int) -> tuple[str, bytes]:
+        """A token as text and as the bytes it stands for (a byte-level token may be part of
+        a character: its text is then the replacement character, its bytes are exact)."""
+        return _token_text(self.tokenizer, token_id)
+
+
+@lru_cache(maxsize=64)
+def _compile(grammars: Any, key: str) -> str:
+    from discmed.serve.protocol import ResponseFormat
+
+    return grammars.compile(ResponseFormat.model_validate(json.loads(key)))
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+@lru_cache(maxsize=1 << 16)
+def _token_text(tokenizer: Any, token_id: int) -> tuple[str, bytes]:
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        _BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if piece is not None and all(c in _BYTE_DECODER for c in piece):
+        raw = bytes(_BYTE_DECODER[c] for c in piece)
+    else:
+        raw = tokenizer.decode([int(token_id)]).encode("utf-8")
+    return raw.decode("utf-8", errors="replace"), raw
 
 
 def create_app(
@@ -137,18 +215,23 @@ def create_app(
     safety: bool = True,
     rules: Rules | None = None,
     max_body_bytes: int = 1 << 20,
+    urgent_in_content: bool = True,
     triage_model=None,
 ) -> FastAPI:
-    app = FastAPI(title="discmed", docs_url=None, redoc_url=None, openapi_url=None)
+    """The app. `safety` runs the triage (its verdict in every chat response);
+    `urgent_in_content` is the default for putting its instruction into `content`;
+    `triage_model` (--triage-model) gives the rules' verdict a second opinion."""
+    app = FastAPI(title="discmed", version=discmed.__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
     rules = (rules or load_rules()) if safety else None
+    metrics = app.state.metrics = Metrics(served.engine)
     started = time.time()
 
     # -- errors: always OpenAI's shape, never a traceback --------------------------------
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError):
-        return error_response(e.status, e.message, e.type, e.param, e.code)
+        return error_response(e.status, e.message, e.type, e.param, e.code, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError):
@@ -160,6 +243,9 @@ def create_app(
                 f"request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}",
                 code="invalid_json",
             )
+        # pydantic names union members in the path (`content.list[TextPart].0.text`); clients
+        # know only the field names.
+        loc = [x for x in loc if not re.match(r"^(str|int|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$", x)]
         param = ".".join(loc) or None
         msg = err.get("msg", "invalid request")
         if err.get("type") == "missing":
@@ -178,7 +264,19 @@ def create_app(
         log.exception("internal error")
         return error_response(500, "internal server error", type="server_error")
 
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)
+
+    def check_model(model: str | None) -> None:
+        if model is not None and model != served.name:
+            raise APIError(
+                404,
+                f"The model `{model}` does not exist. This server serves `{served.name}`.",
+                param="model",
+                code="model_not_found",
+            )
+
+    errors = lambda *codes: {c: {"model": ErrorResponse, "description": ERRORS[c]} for c in codes}  # noqa: E731
+    generating = errors(400, 401, 404, 413, 429, 500)
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -193,108 +291,96 @@ def create_app(
             "batches": getattr(eng, "batches", None),
             "max_batch_seen": getattr(eng, "max_batch_seen", None),
             "cancelled": getattr(eng, "cancelled", None),
+            "failed": getattr(eng, "failed", None),
             "safety": bool(rules),
         }
 
-    @app.get("/v1/models")
-    async def models():
-        return ModelList(data=[ModelCard(id=served.name, max_model_len=served.max_model_len)]).model_dump()
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
-    @app.post("/v1/chat/completions")
+    @app.get("/version", response_model=VersionInfo)
+    async def version():
+        return VersionInfo(version=discmed.__version__, model=served.name, engine=served.engine_name)
+
+    @app.get("/v1/models", response_model=ModelList, responses=errors(401))
+    async def models():
+        return ModelList(data=[ModelCard(id=served.name, max_model_len=served.max_model_len)])
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=errors(401, 404))
+    async def model_card(model_id: str):
+        check_model(model_id)
+        return ModelCard(id=served.name, max_model_len=served.max_model_len)
+
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=errors(400, 404, 413))
+    async def tokenize(body: TokenizeRequest):
+        check_model(body.model)
+        if served.tokenizer is None:
+            raise APIError(400, "this server's engine does not expose its tokenizer")
+        if (body.prompt is None) == (body.messages is None):
+            raise APIError(400, "give exactly one of prompt and messages", param="prompt")
+        if body.prompt is not None:
+            ids = served.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+        else:
+            msgs = [{"role": m.role, "content": m.text_content()} for m in body.messages]
+            try:
+                ids = served.encode(msgs)
+            except Exception as e:
+                raise APIError(400, f"messages: {e}", param="messages") from None
+        return TokenizeResponse(count=len(ids), max_model_len=served.max_model_len, tokens=ids)
+
+    @app.post("/detokenize", response_model=DetokenizeResponse, responses=errors(400, 404, 413))
+    async def detokenize(body: DetokenizeRequest):
+        check_model(body.model)
+        if served.tokenizer is None:
+            raise APIError(400, "this server's engine does not expose its tokenizer")
+        bad = next((t for t in body.tokens if not 0 <= t < served.vocab_size), None)
+        if bad is not None:
+            raise APIError(400, f"tokens: token id {bad} is outside the vocabulary (size {served.vocab_size})", param="tokens")
+        return DetokenizeResponse(prompt=served.tokenizer.decode(body.tokens))
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses={**generating, 200: {"content": {"text/event-stream": {}}, "description": "A completion, or its stream"}},
+    )
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        if body.model != served.name:
-            raise APIError(
-                404,
-                f"The model `{body.model}` does not exist. This server serves `{served.name}`.",
-                param="model",
-                code="model_not_found",
-            )
-        # Fields OpenAI defines that discmed cannot honour are refused, not silently dropped.
-        if body.logprobs:
-            raise APIError(400, "logprobs: discmed serve does not return logprobs", param="logprobs")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(body, name):
-                raise APIError(
-                    400, f"{name}: not supported; use repetition_penalty (a discmed extra)", param=name
-                )
-        messages = body.message_dicts()
-        try:
-            messages = validate_messages(messages, field_name="messages", require_assistant=False)
-        except DataError as e:
-            raise APIError(400, f"{e.field}: {e.message}", param=e.field, code="invalid_messages") from None
-        if messages[-1]["role"] != "user":
-            raise APIError(
-                400,
-                "messages: the last message must be from the user",
-                param="messages",
-                code="invalid_messages",
-            )
-        try:
-            prompt = served.encode(messages)
-        except Exception as e:  # a format that cannot render these messages
-            raise APIError(400, f"messages: {e}", param="messages", code="invalid_messages") from None
-        limit = served.max_model_len
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        if len(prompt) >= limit or (max_tokens and len(prompt) + max_tokens > limit):
-            raise APIError(
-                400,
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{len(prompt) + (max_tokens or 0)} tokens ({len(prompt)} in the messages, {max_tokens or 0} in the completion). "
-                "Please reduce the length of the messages or completion.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        # Fields the client leaves out take the model's own defaults (its generation_config),
-        # as vLLM does; OpenAI's own defaults (temperature 1) would not suit a greedy model.
-        d = served.defaults
-        params = GenParams(
-            max_new_tokens=max_tokens or min(served.default_max_tokens, limit - len(prompt)),
-            temperature=d.temperature if body.temperature is None else body.temperature,
-            top_p=d.top_p if body.top_p is None else body.top_p,
-            top_k=d.top_k if body.top_k is None else body.top_k,
-            repetition_penalty=d.repetition_penalty
-            if body.repetition_penalty is None
-            else body.repetition_penalty,
-            stop=list(body.stop or []),
-            seed=body.seed,
-        )
-        use_safety = rules is not None and body.safety is not False
-        t = rules.triage(last_user_text(messages)) if use_safety else None
-        if t is not None and triage_model is not None:  # bounded by its timeout, then the rules alone
-            t = await asyncio.to_thread(triage_model.review, t, last_user_text(messages), rules)
-        info = SafetyInfo(urgent=t.urgent, reasons=t.reasons, notice=t.notice, source=t.source, model=t.model) if t else None
-        prefix = t.prefix() if t else ""
-        try:
-            req = served.engine.submit(
-                prompt, params, asyncio.get_running_loop(), ignore_eos=bool(body.ignore_eos)
-            )
-        except QueueFull as e:
-            raise APIError(429, str(e), type="rate_limit_error", code="queue_full") from None
+        check_model(body.model)
+        if body.safety is None and request.headers.get("x-discmed-safety", "").lower() in ("off", "0", "false"):
+            body.safety = False  # discmed's openai backend: the verdict in `safety`, not in content
+        jobs, prompt, info, verdict = await serving.chat_request(body, served, rules, urgent_in_content, triage_model)
+        metrics.verdict(verdict)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventStream(
-                _stream(req, request, served.name, len(prompt), prefix, info, include_usage),
-                req,
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        text, last = await _collect(req, request)
-        if last.finish_reason == "cancelled":  # the client went away: nobody is left to answer
+            stream = serving.chat_stream(served, jobs, len(prompt), info, include_usage, lambda: None)
+            return EventStream(stream, jobs, metrics)
+        results = await serving.collect_all(jobs, request.is_disconnected)
+        metrics.observe_jobs(jobs)
+        if any(last.finish_reason == "cancelled" for _, last, _ in results):
             return Response(status_code=499)  # nginx's "client closed request", for the access log
-        if last.finish_reason == "error":
-            raise APIError(500, last.error or "generation failed", type="server_error")
-        usage = UsageInfo(
-            prompt_tokens=len(prompt),
-            completion_tokens=last.completion_tokens,
-            total_tokens=len(prompt) + last.completion_tokens,
-        )
-        return ChatCompletionResponse(
-            model=served.name,
-            choices=[
-                Choice(message=ResponseMessage(content=prefix + text), finish_reason=last.finish_reason)
-            ],
-            usage=usage,
-            safety=info,
-        ).model_dump(exclude_none=False)
+        return serving.chat_response(served, jobs, results, len(prompt), info)
+
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        responses={**generating, 200: {"content": {"text/event-stream": {}}, "description": "A completion, or its stream"}},
+    )
+    async def completions(body: CompletionRequest, request: Request):
+        check_model(body.model)
+        jobs, prompts = serving.completion_request(body, served)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return EventStream(serving.completion_stream(served, jobs, include_usage, lambda: None), jobs, metrics)
+        results = await serving.collect_all(jobs, request.is_disconnected)
+        metrics.observe_jobs(jobs)
+        if any(last.finish_reason == "cancelled" for _, last, _ in results):
+            return Response(status_code=499)
+        return serving.completion_response(served, body, jobs, results, prompts)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi():
+        return JSONResponse(openapi_schema(app))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -304,20 +390,69 @@ def create_app(
     return app
 
 
+def openapi_schema(app: FastAPI) -> dict:
+    """FastAPI's schema without its 422: discmed answers a bad body with a 400 (documented)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                             description="discmed's OpenAI-compatible API. Errors are OpenAI-shaped: "
+                             '{"error": {"message", "type", "param", "code"}}.')  # fmt: skip
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                op.get("responses", {}).pop("422", None)
+                if "429" in op.get("responses", {}):
+                    op["responses"]["429"]["headers"] = {
+                        "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}
+                    }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 class Guard:
-    """ASGI middleware: the body-size limit and the API key, before any route runs.
+    """ASGI middleware, before any route runs: the request id, the body-size limit and the
+    API key; after: the access log line and the request metrics.
 
     Pure ASGI rather than `@app.middleware("http")`, which would buffer streamed replies and
     hide a client's disconnect from the stream.
     """
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int):
-        self.app, self.api_key, self.max_body = app, api_key, max_body_bytes
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int, metrics: Metrics):
+        self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body_bytes, metrics
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        status = [0]
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_with_id, headers)
+        finally:
+            path = scope["path"]
+            route = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
+            seconds = time.perf_counter() - start
+            self.metrics.requests.labels(route, str(status[0] or 499)).inc()
+            if route != "other":
+                self.metrics.latency.labels(route).observe(seconds)
+            if path not in ("/health", "/metrics"):
+                access_log.info(json.dumps({
+                    "ts": round(time.time(), 3), "request_id": rid, "method": scope.get("method"), "path": path,
+                    "status": status[0] or 499, "latency_ms": round(seconds * 1e3, 1),
+                    "client": (scope.get("client") or ["?"])[0],
+                }))  # fmt: skip
+
+    async def _guarded(self, scope: dict, receive: Callable, send: Callable, headers: dict) -> None:
         too_large = f"request body too large (limit {self.max_body} bytes)"
         length = headers.get(b"content-length", b"").decode("latin-1")
         if length and (not length.isdigit() or int(length) > self.max_body):
@@ -346,6 +481,10 @@ class Guard:
         await self.app(scope, limited, send)
 
 
+_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version",
+           "/health", "/metrics", "/openapi.json", "/"}  # fmt: skip
+
+
 class EventStream(StreamingResponse):
     """A server-sent-event response that stops its generation the moment the client goes away.
 
@@ -354,103 +493,28 @@ class EventStream(StreamingResponse):
     So this response watches `receive` for the disconnect itself and cancels at once.
     """
 
-    def __init__(self, content: AsyncIterator[str], req: Any, headers: dict[str, str]):
-        super().__init__(content, media_type="text/event-stream", headers=headers)
-        self.req = req
+    def __init__(self, content: Any, jobs: list, metrics: Metrics):
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        self.jobs, self.metrics = jobs, metrics
+
+    def cancel(self) -> None:
+        for j in self.jobs:
+            j.req.cancel()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        import asyncio
+
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            self.req.cancel()
+            self.cancel()
 
         watcher = asyncio.create_task(watch())
         try:
             await super().__call__(scope, receive, send)
         finally:
             watcher.cancel()
-            self.req.cancel()
-
-
-async def _collect(req: Any, request: Request) -> tuple[str, Delta]:
-    """Wait for a whole reply; a client that hangs up cancels its generation (checked every
-    half second, whether or not tokens are flowing)."""
-    parts: list[str] = []
-    check = time.monotonic() + 0.5
-    while True:
-        try:
-            delta: Delta = await asyncio.wait_for(req.out.get(), timeout=max(0.0, check - time.monotonic()))
-        except TimeoutError:
-            delta = None
-        if delta is not None:
-            parts.append(delta.text)
-            if delta.finish_reason is not None:
-                return "".join(parts), delta
-        if time.monotonic() >= check:
-            check = time.monotonic() + 0.5
-            if await request.is_disconnected():
-                req.cancel()
-                return "".join(parts), Delta("", "cancelled")
-
-
-async def _stream(
-    req: Any,
-    request: Request,
-    model: str,
-    prompt_tokens: int,
-    prefix: str,
-    info: SafetyInfo | None,
-    include_usage: bool,
-) -> AsyncIterator[str]:
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: DeltaMessage, finish: str | None = None, **extra: Any) -> str:
-        c = ChatCompletionChunk(
-            id=cid,
-            created=created,
-            model=model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
-            **extra,
-        )
-        return f"data: {c.model_dump_json(exclude_none=True)}\n\n"
-
-    # Content chunks are the hot path (one per token): built from a fixed head, not pydantic.
-    head = (
-        f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},'
-        '"choices":[{"index":0,"delta":{"content":'
-    )
-    tail = '},"finish_reason":null}]}\n\n'
-    try:
-        yield chunk(DeltaMessage(role="assistant", content=prefix), safety=info)
-        while True:
-            delta: Delta = await req.out.get()
-            # Under load several tokens may be waiting: send them as one chunk.
-            while delta.finish_reason is None and not req.out.empty():
-                more = req.out.get_nowait()
-                delta = Delta(delta.text + more.text, more.finish_reason, more.completion_tokens, more.error)
-            if delta.finish_reason == "error":
-                err = ErrorResponse(
-                    error=ErrorInfo(message=delta.error or "generation failed", type="server_error")
-                )
-                yield f"data: {err.model_dump_json()}\n\n"
-                break
-            if delta.text:
-                yield head + json.dumps(delta.text, ensure_ascii=False) + tail
-            if delta.finish_reason is None:
-                continue
-            yield chunk(
-                DeltaMessage(), delta.finish_reason if delta.finish_reason in ("stop", "length") else "stop"
-            )
-            if include_usage:
-                n = delta.completion_tokens
-                usage = UsageInfo(
-                    prompt_tokens=prompt_tokens, completion_tokens=n, total_tokens=prompt_tokens + n
-                )
-                c = ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=usage)
-                yield f"data: {c.model_dump_json(exclude_none=True)}\n\n"
-            break
-        yield "data: [DONE]\n\n"
-    finally:
-        # Runs when the stream ends and when the client disconnects (Starlette cancels the
-        # generator): either way the engine stops spending steps on this request.
-        req.cancel()
+            self.cancel()
+            self.metrics.observe_jobs(self.jobs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import queue
 import sys
 import threading
@@ -25,12 +26,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from discmed.backend import GenParams, apply_stop
+from discmed.sampling import make_generator, sample
 
 log = logging.getLogger("discmed.serve")
 
 
 class QueueFull(RuntimeError):
     """The engine has `max_queue` requests waiting or running already."""
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model (before any sampling transform), and the
+    `top` most likely tokens at that position as (id, logprob)."""
+
+    id: int
+    logprob: float | None  # None for a prompt's first token, which nothing predicts
+    top: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +53,8 @@ class Delta:
     finish_reason: str | None = None  # "stop" | "length" | "error" | "cancelled"
     completion_tokens: int = 0
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # the tokens behind this text, when asked
+    prompt_logprobs: list[TokenLogprob] | None = None  # once, first, when asked
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -51,7 +65,12 @@ class GenRequest:
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     ignore_eos: bool = False  # keep generating past the stop tokens (benchmarks, tests)
+    logprobs: int | None = None  # None: none; k: the chosen token's logprob and the top k
+    prompt_logprobs: int | None = None  # the same for every prompt token (echo, scoring)
+    constraint: Any = None  # a structured-output matcher (discmed.serve.structured)
+    logit_bias: dict[int, float] | None = None  # added to the logits before sampling
     arrived: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -91,10 +110,57 @@ class _Row:
     prefix_offset: int = 0  # incremental detokenization window, as in TGI and vLLM
     read_offset: int = 0
     generator: Any = None
+    pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet emitted
+
+
+@dataclass
+class _Batch:
+    """The running batch: its rows, each row's next input id, and the tensors they share."""
+
+    rows: list[_Row]
+    next_ids: list[int]
+    cache: Any
+    mask: Any
+    pos: Any
+    seen: Any
+
+    def join(self, other: _Batch | None) -> _Batch:
+        import torch
+
+        if other is None or not other.rows:
+            return self
+        if not self.rows:
+            return other
+        self.cache, self.mask = _join_caches(self.cache, self.mask, other.cache, other.mask)
+        self.pos, self.seen = torch.cat([self.pos, other.pos]), torch.cat([self.seen, other.seen])
+        self.rows += other.rows
+        self.next_ids += other.next_ids
+        return self
+
+    def select(self, keep: list[int]) -> _Batch | None:
+        import torch
+
+        if len(keep) == len(self.rows):
+            return self
+        if not keep:
+            return None
+        idx = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(idx)
+        self.mask, self.pos, self.seen = self.mask[idx], self.pos[idx], self.seen[idx]
+        self.rows = [self.rows[i] for i in keep]
+        self.next_ids = [self.next_ids[i] for i in keep]
+        return self
 
 
 class BatchEngine:
-    """Dynamic batching over `model` (a transformers causal LM) on one background thread."""
+    """Dynamic batching over `model` (a transformers causal LM) on one background thread.
+
+    A failure that belongs to one request (its prompt cannot be run, its sampling or its
+    grammar breaks) ends that request alone with an error; the rest of the batch goes on.
+    Only a failure of the shared decode step itself (out of memory) ends the whole batch.
+    """
+
+    features = frozenset({"logprobs", "prompt_logprobs", "structured_output"})
 
     def __init__(
         self,
@@ -116,6 +182,7 @@ class BatchEngine:
         self.max_queue = max_queue
         cfg = getattr(model, "config", None)
         self.max_model_len = max_model_len or int(getattr(cfg, "max_position_embeddings", 0) or 4096)
+        self.vocab = model.get_output_embeddings().weight.shape[0]
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.device = next(model.parameters()).device
@@ -133,9 +200,15 @@ class BatchEngine:
         # every token. A shorter interval keeps streaming latency low.
         if sys.getswitchinterval() > 0.001:
             sys.setswitchinterval(0.001)
-        self.batches = 0  # counters shown by /health: prefill groups, widest batch, cancellations
+        # counters shown by /health and /metrics
+        self.batches = 0  # prefill groups
         self.max_batch_seen = 0
+        self.running = 0  # rows in the batch now
         self.cancelled = 0
+        self.failed = 0  # requests ended by an error of their own
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
+        self.mean_seconds = 1.0  # moving average of a request's time in the engine
         self._thread.start()
 
     # -- public ---------------------------------------------------------------------------
@@ -146,20 +219,32 @@ class BatchEngine:
         params: GenParams,
         loop: asyncio.AbstractEventLoop,
         ignore_eos: bool = False,
+        **options: Any,
     ) -> GenRequest:
+        """Queue a request; `options` are GenRequest's `logprobs`, `prompt_logprobs`,
+        `constraint`, `logit_bias`. Raises QueueFull when `max_queue` requests are in already."""
         with self._lock:
             if self._active >= self.max_queue:
                 raise QueueFull(
                     f"the server is busy: {self._active} requests queued or running (limit {self.max_queue})"
                 )
             self._active += 1
-        req = GenRequest(prompt_ids, params, loop, ignore_eos=ignore_eos)
+        req = GenRequest(prompt_ids, params, loop, ignore_eos=ignore_eos, **options)
         self._waiting.put(req)
         return req
 
     @property
     def load(self) -> int:
         return self._active
+
+    @property
+    def queued(self) -> int:
+        return self._waiting.qsize()
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: about the time for the queue to move on."""
+        return int(min(60, max(1, math.ceil(self.mean_seconds * (1 + self.queued / self.max_batch)))))
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -176,10 +261,11 @@ class BatchEngine:
             self._head = first  # admitted first by _generate, ahead of later arrivals
             try:
                 self._generate()
-            except Exception as e:  # a bug or OOM must not kill the thread or hang clients
+            except Exception as e:  # the shared step failed (OOM, a bug): nobody can go on
                 log.exception("generation failed")
                 for r in list(self._running):
                     self._finish(r, Delta("", "error", error=f"generation failed: {type(e).__name__}: {e}"))
+            self.running = 0
             self._flush()
 
     def _admit(self, room: int) -> list[GenRequest]:
@@ -206,9 +292,15 @@ class BatchEngine:
 
     def _finish(self, req: GenRequest, delta: Delta) -> None:
         self._outbox.append((req, delta))
+        self.mean_seconds = 0.9 * self.mean_seconds + 0.1 * (time.perf_counter() - req.arrived)
         self._running.discard(req)
         with self._lock:
             self._active -= 1
+
+    def _fail(self, row: _Row, message: str) -> None:
+        log.warning("request failed alone: %s", message)
+        self.failed += 1
+        self._finish(row.req, Delta("", "error", len(row.ids), error=message))
 
     def _flush(self) -> None:
         """Hand this step's deltas to the event loops that wait for them."""
@@ -230,62 +322,57 @@ class BatchEngine:
         (prefilled on their own, then joined to the running batch), then decodes one token
         for every row."""
         torch = self.torch
-        rows: list[_Row] = []
-        next_ids: list[int] = []
-        cache = mask = pos = seen = None
+        batch: _Batch | None = None
         with torch.inference_mode():
             while True:
-                joining = self._admit(self.max_batch - len(rows))
+                room = self.max_batch - (len(batch.rows) if batch else 0)
+                joining = self._admit(room)
                 if joining:
-                    j_rows, j_ids, j_cache, j_mask, j_pos, j_seen = self._prefill(joining)
-                    if j_rows and rows:
-                        cache, mask = _join_caches(cache, mask, j_cache, j_mask)
-                        pos, seen = torch.cat([pos, j_pos]), torch.cat([seen, j_seen])
-                    elif j_rows:
-                        cache, mask, pos, seen = j_cache, j_mask, j_pos, j_seen
-                    rows += j_rows
-                    next_ids += j_ids
-                    self.max_batch_seen = max(self.max_batch_seen, len(rows))
+                    new = self._prefill_apart(joining)
+                    batch = new if batch is None else batch.join(new)
+                    if batch is not None:
+                        self.running = len(batch.rows)
+                        self.max_batch_seen = max(self.max_batch_seen, self.running)
                     self._flush()
-                if not rows:
+                if batch is None or not batch.rows:
                     return
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-                step = torch.tensor(next_ids, device=self.device).unsqueeze(-1)
+                b = batch
+                b.mask = torch.cat([b.mask, b.mask.new_ones((len(b.rows), 1))], dim=-1)
+                step = torch.tensor(b.next_ids, device=self.device).unsqueeze(-1)
                 out = self.model(
                     input_ids=step,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    past_key_values=cache,
+                    attention_mask=b.mask,
+                    position_ids=b.pos,
+                    past_key_values=b.cache,
                     use_cache=True,
                 )
-                cache, pos = out.past_key_values, pos + 1
-                next_ids = self._sample(out.logits[:, -1, :].float(), rows, seen)
-                seen[torch.arange(len(rows)), torch.tensor(next_ids)] = True
-                keep = [
-                    i
-                    for i, (row, tok) in enumerate(zip(rows, next_ids, strict=True))
-                    if self._advance(row, tok)
-                ]
+                b.cache, b.pos = out.past_key_values, b.pos + 1
+                b.next_ids, keep = self._step(out.logits[:, -1, :].float(), b.rows, b.seen)
                 self._flush()
-                if len(keep) < len(rows):  # drop finished and cancelled rows from the batch
-                    if not keep:
-                        rows, next_ids, cache = [], [], None
-                        continue
-                    idx = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(idx)
-                    mask, pos, seen = mask[idx], pos[idx], seen[idx]
-                    next_ids = [next_ids[i] for i in keep]
-                    rows = [rows[i] for i in keep]
+                batch = b.select(keep)
+                self.running = len(batch.rows) if batch else 0
 
-    def _prefill(self, reqs: list[GenRequest]):
-        """Run the prompts of `reqs` (left-padded) and sample each one's first token.
-        Returns the rows still running with their next ids, KV cache, mask, positions, seen."""
+    def _prefill_apart(self, reqs: list[GenRequest]) -> _Batch | None:
+        """`_prefill` of a group; if it fails, each request is prefilled on its own, so a
+        request whose prompt cannot be run fails alone."""
+        try:
+            return self._prefill(reqs)
+        except Exception as e:
+            if len(reqs) == 1:
+                self._fail(_Row(reqs[0]), f"the prompt could not be run: {type(e).__name__}: {e}")
+                return None
+        batch = None
+        for r in reqs:
+            one = self._prefill_apart([r])
+            batch = one if batch is None else batch.join(one)
+        return batch
+
+    def _prefill(self, reqs: list[GenRequest]) -> _Batch | None:
+        """Run the prompts of `reqs` (left-padded) and sample each one's first token."""
         torch = self.torch
         self.batches += 1
-        rows = [_Row(r) for r in reqs]
-        for row in rows:
-            if row.req.params.seed is not None:
-                row.generator = torch.Generator(device=self.device).manual_seed(row.req.params.seed)
+        self.prompt_tokens += sum(len(r.prompt_ids) for r in reqs)
+        rows = [_Row(r, generator=make_generator(r.params.seed, self.device)) for r in reqs]
         width = max(len(r.prompt_ids) for r in reqs)
         input_ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(reqs), width), dtype=torch.long)
@@ -295,60 +382,99 @@ class BatchEngine:
             mask[i, width - n :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        seen = torch.zeros((len(reqs), vocab), dtype=torch.bool, device=self.device)
-        seen.scatter_(1, input_ids.clamp(max=vocab - 1), mask.bool())
-        # Only the last position's logits are needed: projecting every prompt position onto the
-        # vocabulary was a fifth of the prefill's cost on the tiny model.
+        seen = torch.zeros((len(reqs), self.vocab), dtype=torch.bool, device=self.device)
+        seen.scatter_(1, input_ids.clamp(max=self.vocab - 1), mask.bool())
+        # Only the last position's logits are needed, unless someone asked for the prompt's
+        # logprobs: projecting every prompt position onto the vocabulary was a fifth of the
+        # prefill's cost on the tiny model.
+        scoring = any(r.prompt_logprobs is not None for r in reqs)
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=0 if scoring else 1,
         )
-        cache = out.past_key_values
-        first = self._sample(out.logits[:, -1, :].float(), rows, seen)
-        seen[torch.arange(len(rows)), torch.tensor(first)] = True
-        keep = [i for i, (row, tok) in enumerate(zip(rows, first, strict=True)) if self._advance(row, tok)]
-        pos = positions[:, -1:] + 1
-        if len(keep) < len(rows):
-            if not keep:
-                return [], [], None, None, None, None
-            idx = torch.tensor(keep, device=self.device)
-            cache.batch_select_indices(idx)
-            mask, pos, seen = mask[idx], pos[idx], seen[idx]
-        return [rows[i] for i in keep], [first[i] for i in keep], cache, mask, pos, seen
+        if scoring:
+            for i, r in enumerate(reqs):
+                if r.prompt_logprobs is not None:
+                    n = len(r.prompt_ids)
+                    self._emit(r, Delta("", prompt_logprobs=self._prompt_logprobs(out.logits[i, width - n :], r)))
+        keep, ids = [], []
+        for i, row in enumerate(rows):  # max_tokens 0: scored, nothing to generate
+            if row.req.params.max_new_tokens <= 0:
+                self._finish(row.req, Delta("", "length", 0))
+            else:
+                keep.append(i)
+        if not keep:
+            return None
+        batch = _Batch(rows, [0] * len(rows), out.past_key_values, mask, positions[:, -1:] + 1, seen)
+        batch = batch.select(keep)
+        ids, keep = self._step(out.logits[keep, -1, :].float(), batch.rows, batch.seen)
+        batch.next_ids = ids
+        return batch.select(keep)
 
-    def _sample(self, logits: Any, rows: list[_Row], seen: Any) -> list[int]:
-        """Next token per row, vectorized over the batch: repetition penalty (on tokens seen in
-        prompt or reply), greedy rows by argmax, the rest by temperature, top-k and top-p."""
+    def _prompt_logprobs(self, logits: Any, req: GenRequest) -> list[TokenLogprob]:
+        """Each prompt token's logprob given the tokens before it (`logits`: the prompt's
+        positions, unpadded), with the top `req.prompt_logprobs` at each position."""
         torch = self.torch
-        ps = [r.req.params for r in rows]
-        penalty = torch.tensor([p.repetition_penalty for p in ps], device=logits.device).unsqueeze(-1)
-        if (penalty != 1.0).any():
-            scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
-            logits = torch.where(seen, scaled, logits)
-        greedy = logits.argmax(-1)
-        temps = [p.temperature for p in ps]
-        if all(t == 0 for t in temps):
-            return greedy.tolist()
-        temp = torch.tensor([t if t > 0 else 1.0 for t in temps], device=logits.device).unsqueeze(-1)
-        x = logits / temp
-        for i, p in enumerate(ps):  # top-k is rare: per row
-            if p.top_k and 0 < p.top_k < x.shape[-1]:
-                kth = torch.topk(x[i], p.top_k).values[-1]
-                x[i] = x[i].masked_fill(x[i] < kth, float("-inf"))
-        probs = torch.softmax(x, -1)
-        top_p = torch.tensor([p.top_p for p in ps], device=logits.device).unsqueeze(-1)
-        if (top_p < 1.0).any():
-            sp, si = probs.sort(-1, descending=True)
-            sp = sp.masked_fill(sp.cumsum(-1) - sp > top_p, 0.0)  # smallest set reaching top_p
-            probs = torch.zeros_like(probs).scatter(-1, si, sp)
-        drawn = torch.multinomial(probs, 1).squeeze(-1)
-        chosen = torch.where(
-            torch.tensor([t == 0 for t in temps], device=logits.device), greedy, drawn
-        ).tolist()
-        for i, row in enumerate(rows):  # a seeded request draws from its own generator
-            if row.generator is not None and temps[i] > 0:
-                chosen[i] = int(torch.multinomial(probs[i], 1, generator=row.generator))
-        return chosen
+        lp = torch.log_softmax(logits[:-1].float(), -1)
+        ids = req.prompt_ids
+        chosen = lp.gather(1, torch.tensor(ids[1:], device=lp.device).unsqueeze(-1)).squeeze(-1).tolist()
+        k = req.prompt_logprobs or 0
+        tops = torch.topk(lp, k, dim=-1) if k else None
+        out = [TokenLogprob(ids[0], None)]
+        for j, tok in enumerate(ids[1:]):
+            top = list(zip(tops.indices[j].tolist(), tops.values[j].tolist(), strict=True)) if k else []
+            out.append(TokenLogprob(tok, chosen[j], top))
+        return out
+
+    def _step(self, logits: Any, rows: list[_Row], seen: Any) -> tuple[list[int], list[int]]:
+        """Pick, record and emit one token for every row; returns the picked ids and the
+        indices of the rows still running. A row whose constraint, sampling or
+        detokenizing fails is ended with an error here; the others are not touched."""
+        torch = self.torch
+        errors: list[str | None] = [None] * len(rows)
+        masked = logits
+        for i, row in enumerate(rows):
+            if row.req.constraint is None and row.req.logit_bias is None:
+                continue
+            if masked is logits:
+                masked = logits.clone()
+            try:
+                if row.req.logit_bias:
+                    bias = row.req.logit_bias
+                    ids = torch.tensor(list(bias), device=logits.device)
+                    masked[i, ids] += torch.tensor(list(bias.values()), device=logits.device)
+                if row.req.constraint is not None:
+                    row.req.constraint.mask(masked[i])
+            except Exception as e:
+                errors[i] = f"structured output failed: {type(e).__name__}: {e}"
+        toks, sample_errors = sample(masked, [r.req.params for r in rows], seen, [r.generator for r in rows])
+        want = [i for i, r in enumerate(rows) if r.req.logprobs is not None]
+        if want:
+            lp = torch.log_softmax(logits[want], -1)
+        keep = []
+        for i, (row, tok) in enumerate(zip(rows, toks, strict=True)):
+            err = errors[i] or sample_errors[i]
+            if err is None:
+                try:
+                    if row.req.logprobs is not None:
+                        j = want.index(i)
+                        k = row.req.logprobs
+                        top = torch.topk(lp[j], k) if k else None
+                        pairs = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if k else []
+                        row.pending.append(TokenLogprob(tok, float(lp[j, tok]), pairs))
+                    if self._advance(row, tok):
+                        keep.append(i)
+                    continue
+                except Exception as e:
+                    err = f"generation failed: {type(e).__name__}: {e}"
+            self._fail(row, err)
+        if seen is not None and keep:
+            idx = torch.tensor(keep, device=seen.device)
+            seen[idx, torch.tensor([toks[i] for i in keep], device=seen.device)] = True
+        return toks, keep
 
     def _advance(self, row: _Row, tok: int) -> bool:
         """Record one token for `row`, queue its new text; False when the row is done."""
@@ -360,26 +486,43 @@ class BatchEngine:
         finish = None
         if tok in self.stop_ids and not req.ignore_eos:
             finish = "stop"
+            row.pending = [t for t in row.pending if t.id != tok]  # the end token is not output
         else:
             row.ids.append(tok)
+            self.generated_tokens += 1
+            if req.first_token_at is None:
+                req.first_token_at = time.perf_counter()
             self._detokenize(row, final=False)
+        if req.constraint is not None and finish is None:
+            req.constraint.accept(tok)
+            if req.constraint.done():
+                finish = "stop"
         text, hit = apply_stop(row.text, p.stop)
         if hit:
             finish = "stop"
-        elif len(row.ids) >= p.max_new_tokens or len(req.prompt_ids) + len(row.ids) >= self.max_model_len:
+        elif finish is None and (
+            len(row.ids) >= p.max_new_tokens or len(req.prompt_ids) + len(row.ids) >= self.max_model_len
+        ):
             finish = "length"
         if finish is None:
             # Hold back anything that may be the start of a stop string.
             safe = len(text) - max((len(s) - 1 for s in p.stop), default=0)
             if safe > row.sent:
-                self._emit(req, Delta(text[row.sent : safe]))
+                self._emit(req, Delta(text[row.sent : safe], logprobs=self._take(row)))
                 row.sent = safe
             return True
         if not hit:
             self._detokenize(row, final=True)
             text = apply_stop(row.text, p.stop)[0]
-        self._finish(req, Delta(text[row.sent :], finish, len(row.ids)))
+        self._finish(req, Delta(text[row.sent :], finish, len(row.ids), logprobs=self._take(row)))
         return False
+
+    @staticmethod
+    def _take(row: _Row) -> list[TokenLogprob] | None:
+        if row.req.logprobs is None:
+            return None
+        taken, row.pending = row.pending, []
+        return taken
 
     def _detokenize(self, row: _Row, final: bool) -> None:
         """Append the text of new tokens to `row.text`, decoding a short window rather than the

@@ -17,50 +17,89 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # ---------------------------------------------------------------------------- requests
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what a torch generator can be seeded with
+
+
+def _utf8(v: str, what: str = "text") -> str:
+    # JSON may carry a lone surrogate ("\ud800"), which no tokenizer can encode.
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return v
+
+
+class TextPart(BaseModel):
+    """A content part; discmed serves text models, so text is the only kind it takes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _utf8(v)
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant"]
-    # OpenAI also allows a list of content parts; discmed serves text models, so only the
-    # text parts are kept (see `text_content`).
-    content: str | list[dict] | None = None
+    content: str | list[TextPart] | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v):
+        return _utf8(v) if isinstance(v, str) else v
 
     def text_content(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return "".join(p.text for p in self.content)
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class JSONSchemaFormat(BaseModel):
+    name: str = Field(default="schema", max_length=64)
+    description: str | None = None
+    # `schema` shadows a BaseModel attribute in pydantic; the wire name is kept by alias.
+    schema_: dict | None = Field(default=None, alias="schema")
+    strict: bool | None = None
 
-    messages: list[ChatMessage] = Field(min_length=1)
-    model: str
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class SamplingFields(BaseModel):
+    """The sampling fields chat and text completions share, with their safe ranges."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, populate_by_name=True)
+
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logprobs: bool | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=1, ge=1, le=1)  # one choice per request; n>1 is refused
+    logit_bias: dict[str, float] | None = None
+    n: int | None = Field(default=1, ge=1, le=16)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    user: str | None = None
-    # discmed extras
+    user: str | None = Field(default=None, max_length=256)
+    # discmed extras (vLLM's names)
     top_k: int | None = Field(default=None, ge=0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
-    safety: bool | None = None  # None: the server's setting; False skips triage for this request
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=1000.0)
     ignore_eos: bool | None = None  # as vLLM's: generate max_tokens even past the end token
 
     @field_validator("stop")
@@ -73,10 +112,90 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("at most 4 stop sequences")
         if any(s == "" for s in stops):
             raise ValueError("stop sequences must not be empty")
-        return stops
+        return [_utf8(s, "a stop sequence") for s in stops]
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for k, b in (v or {}).items():
+            if not k.isdigit():
+                raise ValueError(f"keys are token ids, got {k!r}")
+            if not -100 <= b <= 100:
+                raise ValueError(f"bias for token {k} must be within [-100, 100]")
+        return v
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str
+    logprobs: bool | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    response_format: ResponseFormat | None = None
+    tool_choice: str | dict | None = None
+    tools: list[dict] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # discmed extras
+    # Whether the urgent-care instruction of the triage is put before the reply in `content`.
+    # The verdict itself always travels in the response's `safety` field. None: the server's
+    # setting (on for people); discmed's own openai backend sends False (evaluation, judges).
+    safety: bool | None = None
 
     def message_dicts(self) -> list[dict]:
         return [{"role": m.role, "content": m.text_content()} for m in self.messages]
+
+
+class CompletionRequest(SamplingFields):
+    """/v1/completions: a prompt (a string, strings, token ids or lists of them) continued
+    as raw text, no chat format. `echo` with `logprobs` and `max_tokens: 0` scores a text,
+    which is how lm-evaluation-harness computes loglikelihoods."""
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    best_of: int | None = Field(default=None, ge=1, le=1)
+    echo: bool | None = False
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_tokens: int | None = Field(default=16, ge=0)
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v):
+        if isinstance(v, str):
+            return [_utf8(v, "the prompt")]
+        if not v:
+            raise ValueError("must not be empty")
+        if isinstance(v[0], int):
+            return [v]
+        for p in v:
+            if isinstance(p, str):
+                _utf8(p, "a prompt")
+            elif not p:
+                raise ValueError("a token-id prompt must not be empty")
+        return v
+
+
+class TokenizeRequest(BaseModel):
+    """/tokenize (as vLLM's): a prompt, or messages rendered with the chat format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v):
+        return None if v is None else _utf8(v, "the prompt")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[int]
 
 
 # ---------------------------------------------------------------------------- responses
@@ -98,6 +217,23 @@ class SafetyInfo(BaseModel):
     model: dict | None = None  # that model's answer: urgent, reason, status, seconds
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobInfo(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobInfo] | None = None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
@@ -106,7 +242,7 @@ class ResponseMessage(BaseModel):
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 
@@ -134,7 +270,7 @@ class DeltaMessage(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 
@@ -148,6 +284,48 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str | None = None
     # discmed extras
     safety: SafetyInfo | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape (lm-eval reads `token_logprobs` and `top_logprobs`)."""
+
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+    system_fingerprint: str | None = None
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class VersionInfo(BaseModel):
+    version: str
+    model: str
+    engine: str
 
 
 class ModelCard(BaseModel):

@@ -1,0 +1,120 @@
+"""Which grammar library constrains discmed's decoding: llguidance vs xgrammar on the CPU.
+
+    OMP_NUM_THREADS=1 python benchmarks/grammar_cpu.py
+
+Both take a JSON schema and a Hugging Face tokenizer and give, per step, the set of tokens
+that keep the output valid. On the tiny model's tokenizer this measures, for each library:
+building the tokenizer tables, compiling a schema and the generic JSON grammar, and the cost
+per generated token of computing the mask, applying it to a row of logits and advancing the
+matcher, walking a valid JSON answer token by token (every token must be allowed). discmed
+uses the one whose per-token cost is lower (it is paid on every decode step of every
+constrained row); the peer is the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "urgent": {"type": "boolean"},
+        "reason": {"type": "string"},
+    },
+    "required": ["score", "urgent", "reason"],
+    "additionalProperties": False,
+}
+ANSWER = json.dumps({"score": 4, "urgent": False, "reason": "建议尽快就医，查血常规和胸片。"}, ensure_ascii=False)
+
+
+def run_llguidance(tok, vocab: int, ids: list[int], rounds: int) -> dict:
+    import llguidance
+    import llguidance.hf
+
+    t0 = time.perf_counter()
+    lltok = llguidance.hf.from_tokenizer(tok, n_vocab=vocab)
+    t1 = time.perf_counter()
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(SCHEMA)
+    m = llguidance.LLMatcher(lltok, grammar, log_level=0)
+    m.compute_bitmask()  # the first mask is where llguidance does its lazy work
+    t2 = time.perf_counter()
+    steps = 0
+    logits = torch.zeros(vocab)
+    t3 = time.perf_counter()
+    for _ in range(rounds):
+        m = llguidance.LLMatcher(lltok, grammar, log_level=0)
+        for t in ids:
+            bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            allowed = torch.from_numpy(bits[:vocab].astype(bool))
+            assert allowed[t], f"llguidance refused token {t}"
+            logits.masked_fill_(~allowed, float("-inf"))
+            assert m.consume_token(t), m.get_error()
+            steps += 1
+        assert m.is_accepting()
+    t4 = time.perf_counter()
+    return {"tokenizer_ms": (t1 - t0) * 1e3, "compile_ms": (t2 - t1) * 1e3, "per_token_us": (t4 - t3) / steps * 1e6}
+
+
+def run_xgrammar(tok, vocab: int, ids: list[int], rounds: int) -> dict:
+    import xgrammar as xgr
+
+    t0 = time.perf_counter()
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=vocab)
+    compiler = xgr.GrammarCompiler(info, max_threads=1)
+    t1 = time.perf_counter()
+    compiled = compiler.compile_json_schema(json.dumps(SCHEMA))
+    t2 = time.perf_counter()
+    bitmask = xgr.allocate_token_bitmask(1, info.vocab_size)
+    logits = torch.zeros(1, vocab)
+    steps = 0
+    t3 = time.perf_counter()
+    for _ in range(rounds):
+        m = xgr.GrammarMatcher(compiled)
+        for t in ids:
+            m.fill_next_token_bitmask(bitmask, 0)
+            assert (int(bitmask[0, t // 32]) >> (t % 32)) & 1, f"xgrammar refused token {t}"
+            xgr.apply_token_bitmask_inplace(logits, bitmask)
+            assert m.accept_token(t)
+            steps += 1
+        assert m.is_terminated() or m.fill_next_token_bitmask(bitmask, 0) is not None
+    t4 = time.perf_counter()
+    return {"tokenizer_ms": (t1 - t0) * 1e3, "compile_ms": (t2 - t1) * 1e3, "per_token_us": (t4 - t3) / steps * 1e6}
+
+
+def main() -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from discmed.tiny import ensure_tiny
+
+    torch.set_num_threads(1)
+    path = ensure_tiny()
+    tok = AutoTokenizer.from_pretrained(path)
+    vocab = AutoConfig.from_pretrained(path).vocab_size
+    ids = tok(ANSWER, add_special_tokens=False)["input_ids"]
+    rounds = int(os.environ.get("ROUNDS", 20))
+    results = {"llguidance": run_llguidance(tok, vocab, ids, rounds), "xgrammar": run_xgrammar(tok, vocab, ids, rounds)}
+    for name, r in results.items():
+        print(f"{name:11s} tokenizer {r['tokenizer_ms']:8.1f} ms  schema compile {r['compile_ms']:8.1f} ms  "
+              f"per token {r['per_token_us']:7.1f} us")
+    ours, peer = ("llguidance", "xgrammar")
+    import importlib.metadata as md
+
+    ratio = results[peer]["per_token_us"] / results[ours]["per_token_us"]
+    print(json.dumps({
+        "benchmark": "grammar_cpu", "discmed": round(results[ours]["per_token_us"], 1),
+        "peer": round(results[peer]["per_token_us"], 1), "unit": "us per constrained token (mask + apply + advance)",
+        "ratio": round(ratio, 2), "goal": ">= 1 (discmed's choice is the faster per token)", "met": ratio >= 1,
+        "discmed_is": f"llguidance {md.version('llguidance')}", "peer_is": f"xgrammar {md.version('xgrammar')}",
+        "tokens": len(ids), "vocab": vocab, "rounds": rounds, "results": results,
+        "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
+    }, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

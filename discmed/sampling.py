@@ -1,0 +1,145 @@
+"""The one sampler: how the next token is picked from a model's logits on every local path.
+
+The serving engine (`discmed.serve.engine`) calls `sample` on each decode step of its batch;
+the hf backend calls it through `generate()` as a logits processor (`SamplerProcessor`), so
+the same `GenParams` and seed give the same tokens in `discmed chat` and `discmed serve`.
+
+Order, as in vLLM and transformers: repetition penalty (on tokens seen in the prompt or the
+reply), then greedy rows by argmax, the rest by temperature, top-k, top-p and min-p, drawn
+from the row's own seeded generator when it has one. A row whose distribution is broken
+(NaN, all masked) is reported in `errors` rather than raised, so a caller that batches many
+requests can fail that one alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from discmed.backend import GenParams
+
+# Below this temperature a request is greedy (vLLM's _SAMPLING_EPS): dividing logits by 1e-38
+# overflows to inf and the softmax to NaN.
+TEMPERATURE_EPS = 1e-5
+# Floors that keep the arithmetic finite in float32 (5e-324 is a valid JSON number).
+TOP_P_FLOOR = 1e-6
+REPETITION_PENALTY_RANGE = (1e-3, 1e3)
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+
+def normalized(p: GenParams) -> GenParams:
+    """`p` with values that cannot be computed in float32 moved to their safe equivalents:
+    a temperature below TEMPERATURE_EPS is greedy, top_p and the repetition penalty are held
+    within their floors, min_p within [0, 1]. The app applies it at the edge; the sampler
+    applies it again so a caller that skipped the edge cannot poison a batch."""
+    lo, hi = REPETITION_PENALTY_RANGE
+    return replace(
+        p,
+        temperature=0.0 if p.temperature < TEMPERATURE_EPS else p.temperature,
+        top_p=min(max(p.top_p, TOP_P_FLOOR), 1.0),
+        min_p=min(max(p.min_p, 0.0), 1.0),
+        repetition_penalty=min(max(p.repetition_penalty, lo), hi),
+    )
+
+
+def make_generator(seed: int | None, device: Any = "cpu"):
+    """A torch generator for a seeded request (None for an unseeded one)."""
+    import torch
+
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def sample(
+    logits: Any, params: list[GenParams], seen: Any | None, generators: list[Any] | None = None
+) -> tuple[list[int], list[str | None]]:
+    """Next token per row of `logits` (batch × vocab, float32) and an error per row (None if
+    fine). `seen` (batch × vocab, bool) marks tokens the repetition penalty applies to."""
+    import torch
+
+    n = logits.shape[0]
+    ps = [p if _is_normal(p) else normalized(p) for p in params]
+    generators = generators or [None] * n
+    dev = logits.device
+    penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev).unsqueeze(-1)
+    if seen is not None and (penalty != 1.0).any():
+        scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+        logits = torch.where(seen, scaled, logits)
+    greedy = logits.argmax(-1).tolist()
+    chosen, errors = list(greedy), [None] * n
+    for i, p in enumerate(ps):  # -inf is a masked token; NaN, or nothing left, is broken
+        if p.temperature == 0 and (torch.isnan(logits[i]).any() or not torch.isfinite(logits[i]).any()):
+            errors[i] = "sampling failed: the logits are not finite"
+    rows = [i for i, p in enumerate(ps) if p.temperature > 0]
+    if not rows:
+        return chosen, errors
+    x = logits[rows] / torch.tensor([ps[i].temperature for i in rows], device=dev).unsqueeze(-1)
+    for j, i in enumerate(rows):  # top-k is rare: per row
+        k = ps[i].top_k
+        if k and 0 < k < x.shape[-1]:
+            kth = torch.topk(x[j], k).values[-1]
+            x[j] = x[j].masked_fill(x[j] < kth, float("-inf"))
+    probs = torch.softmax(x, -1)
+    top_p = torch.tensor([ps[i].top_p for i in rows], device=dev).unsqueeze(-1)
+    if (top_p < 1.0).any():
+        sp, si = probs.sort(-1, descending=True)
+        sp = sp.masked_fill(sp.cumsum(-1) - sp > top_p, 0.0)  # the smallest set reaching top_p
+        probs = torch.zeros_like(probs).scatter(-1, si, sp)
+    min_p = torch.tensor([ps[i].min_p for i in rows], device=dev).unsqueeze(-1)
+    if (min_p > 0).any():
+        probs = probs.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, 0.0)
+    ok = (torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0)).tolist()
+    unseeded = [j for j, i in enumerate(rows) if ok[j] and generators[i] is None]
+    if unseeded:
+        drawn = torch.multinomial(probs[unseeded], 1).squeeze(-1).tolist()
+        for j, tok in zip(unseeded, drawn, strict=True):
+            chosen[rows[j]] = tok
+    for j, i in enumerate(rows):
+        if not ok[j]:
+            errors[i] = "sampling failed: the next-token distribution is not finite"
+        elif generators[i] is not None:  # a seeded request draws from its own generator
+            chosen[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]))
+    return chosen, errors
+
+
+def _is_normal(p: GenParams) -> bool:
+    lo, hi = REPETITION_PENALTY_RANGE
+    return (
+        (p.temperature == 0 or p.temperature >= TEMPERATURE_EPS)
+        and TOP_P_FLOOR <= p.top_p <= 1.0
+        and 0.0 <= p.min_p <= 1.0
+        and lo <= p.repetition_penalty <= hi
+    )
+
+
+class SamplerProcessor:
+    """`sample` as a transformers logits processor, for `generate(do_sample=False)`: it picks
+    each row's token with the shared sampler and leaves only that token finite, so greedy
+    decoding inside generate() takes exactly it. `prompt_starts[i]` is where row i's real
+    tokens begin in the left-padded batch (pads are not penalized, as in the engine)."""
+
+    def __init__(self, params: GenParams, prompt_starts: list[int], device: Any = "cpu"):
+        self.params = normalized(params)
+        self.starts = prompt_starts
+        self.generators = [make_generator(params.seed, device) for _ in prompt_starts]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        seen = None
+        if self.params.repetition_penalty != 1.0:
+            width = input_ids.shape[1]
+            real = torch.arange(width, device=input_ids.device).unsqueeze(0) >= torch.tensor(
+                self.starts, device=input_ids.device
+            ).unsqueeze(-1)
+            seen = torch.zeros_like(scores, dtype=torch.bool)
+            seen.scatter_(1, input_ids.clamp(max=scores.shape[-1] - 1), real)
+        toks, errors = sample(scores.float(), [self.params] * scores.shape[0], seen, self.generators)
+        if any(errors):
+            from discmed.backend import BackendError
+
+            raise BackendError(next(e for e in errors if e))
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0]), torch.tensor(toks, device=scores.device)] = 0.0
+        return out

@@ -1,0 +1,91 @@
+"""Structured output: `response_format` json_object and json_schema by constrained decoding.
+
+llguidance computes, at every decode step, the set of tokens that keep the output a prefix
+of something the grammar accepts; the engine sets every other token's logit to -inf before
+the shared sampler picks (discmed.serve.engine), so the reply is valid JSON by construction,
+not parsed after the fact. Chosen over xgrammar on measured per-token cost on the CPU and on
+fit: one abi3 wheel with no dependencies, where xgrammar pulls triton and a TVM runtime
+(benchmarks/grammar_cpu.py; figures in benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# No free whitespace between JSON tokens: a small model left free to emit spaces may emit
+# nothing else until max_tokens. Strings and numbers are still the model's to choose.
+JSON_OPTIONS = {"whitespace_flexible": False}
+
+
+class GrammarError(ValueError):
+    """A response_format that cannot be compiled; `param` names the field."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+class Grammars:
+    """Compiles response formats for one tokenizer (the tokenizer tables are built once)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]):
+        import llguidance
+        import llguidance.hf
+
+        self.ll = llguidance
+        self.vocab = vocab_size
+        self.stop_ids = list(stop_token_ids)
+        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=self.stop_ids)
+
+    def compile(self, response_format: Any) -> str | None:
+        """The grammar for a ResponseFormat (None for plain text); GrammarError if it has none."""
+        kind = response_format.type
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema: dict = {"type": "object"}
+            param = "response_format"
+        else:
+            js = response_format.json_schema
+            if js is None or js.schema_ is None:
+                raise GrammarError("response_format.json_schema.schema: a JSON schema is required", "response_format.json_schema")
+            schema, param = js.schema_, "response_format.json_schema.schema"
+        try:
+            grammar = self.ll.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_OPTIONS)
+        except (ValueError, TypeError) as e:
+            raise GrammarError(f"{param}: {e}", param) from None
+        is_error, messages = self.ll.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
+        if is_error:
+            raise GrammarError(f"{param}: the schema cannot be used for constrained decoding: {messages[0]}", param)
+        return grammar
+
+    def constraint(self, grammar: str) -> Constraint:
+        return Constraint(self.ll.LLMatcher(self.tokenizer, grammar, log_level=0), self.vocab)
+
+
+class Constraint:
+    """One request's matcher, as the engine uses it: `mask` a row of logits in place,
+    `accept` the token picked, `done` once the grammar admits nothing more."""
+
+    def __init__(self, matcher: Any, vocab: int):
+        self.m, self.vocab = matcher, vocab
+
+    def mask(self, logits: Any) -> None:
+        import numpy as np
+        import torch
+
+        if self.m.is_error():
+            raise RuntimeError(self.m.get_error())
+        bits = np.unpackbits(np.frombuffer(self.m.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        allowed = torch.from_numpy(bits[: self.vocab].astype(bool))
+        n = min(len(allowed), logits.shape[-1])
+        logits[:n].masked_fill_(~allowed[:n].to(logits.device), float("-inf"))
+        logits[n:] = float("-inf")
+
+    def accept(self, token: int) -> None:
+        if not self.m.consume_token(token):
+            raise RuntimeError(f"the grammar refused token {token}: {self.m.get_error()}")
+
+    def done(self) -> bool:
+        return self.m.is_stopped()

@@ -1,0 +1,110 @@
+"""The serving engine in process, on the tiny model: one sampler with `discmed chat`'s hf
+backend, and a request that breaks inside a batch step failing alone."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from discmed.backend import GenParams
+from discmed.sampling import normalized, sample
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    from discmed.backend import load_backend
+
+    return load_backend("tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(backend):
+    from discmed.serve.engine import BatchEngine
+
+    eng = BatchEngine(backend.model, backend.tokenizer, backend.format.stop_token_ids(backend.tokenizer), max_batch=8)
+    yield eng
+    eng.shutdown()
+
+
+def run(engine, jobs: list[tuple[list[int], GenParams, dict]]) -> list[tuple[str, str, str | None]]:
+    """Submit every job at once; (text, finish_reason, error) of each."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reqs = [engine.submit(ids, p, loop, **opts) for ids, p, opts in jobs]
+
+        async def collect(r):
+            text = ""
+            while True:
+                d = await r.out.get()
+                text += d.text
+                if d.finish_reason:
+                    return text, d.finish_reason, d.error
+
+        return await asyncio.gather(*(collect(r) for r in reqs))
+
+    return asyncio.run(main())
+
+
+MESSAGES = [[{"role": "user", "content": q}] for q in ("头痛两天了，怎么办？", "孩子发烧咳嗽", "胃胀气，吃完饭更明显")]
+
+
+def test_edge_values_become_their_safe_equivalents():
+    p = normalized(GenParams(temperature=1e-38, top_p=5e-324, repetition_penalty=5e-324, min_p=-0.0))
+    assert p.temperature == 0.0 and p.top_p == 1e-6 and p.repetition_penalty == 1e-3 and p.min_p == 0.0
+    assert normalized(GenParams(temperature=0.7, top_p=0.9)).temperature == 0.7
+
+
+def test_a_broken_row_does_not_change_the_others():
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    params = [GenParams(temperature=0.8, seed=s) for s in (1, 2, 3)]
+    gens = lambda: [torch.Generator().manual_seed(p.seed) for p in params]  # noqa: E731
+    alone, errors = sample(logits.clone(), params, None, gens())
+    assert errors == [None, None, None]
+    poisoned = logits.clone()
+    poisoned[1] = float("nan")
+    toks, errors = sample(poisoned, params, None, gens())
+    assert errors[1] and errors[0] is None and errors[2] is None
+    assert (toks[0], toks[2]) == (alone[0], alone[2])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenParams(max_new_tokens=24, temperature=0.0, repetition_penalty=1.3),
+        GenParams(max_new_tokens=24, temperature=0.9, top_p=0.9, top_k=50, seed=7),
+        GenParams(max_new_tokens=24, temperature=1.1, min_p=0.05, repetition_penalty=1.1, seed=3),
+    ],
+    ids=["greedy-penalty", "top-p-top-k", "min-p"],
+)
+def test_chat_and_serve_sample_alike(backend, engine, params):
+    """The hf backend (discmed chat) and the engine (discmed serve) pick with one sampler:
+    the same GenParams and seed give the same text."""
+    chat = backend.chat(MESSAGES[:1], params)[0]
+    (served, finish, error), = run(engine, [(backend.prompt_ids(MESSAGES[0], params), params, {})])
+    assert error is None and finish in ("stop", "length")
+    assert served == chat
+
+
+def test_a_poisoned_request_fails_alone(backend, engine):
+    good = GenParams(max_new_tokens=24, temperature=0.0)
+    jobs = [(backend.prompt_ids(m, good), good, {"ignore_eos": True}) for m in MESSAGES]
+    alone = [run(engine, [j])[0] for j in jobs]
+    assert all(e is None and len(t) > 0 for t, _, e in alone)
+    vocab = engine.vocab
+    poisons = [
+        (jobs[0][0], good, {"logit_bias": {5: math.nan}}),  # breaks sampling (NaN logits)
+        ([5, vocab + 7, 9], good, {}),  # breaks the prefill (an id past the vocabulary)
+    ]
+    failed = engine.failed
+    together = run(engine, [jobs[0], poisons[0], jobs[1], poisons[1], jobs[2]])
+    assert [together[i] for i in (0, 2, 4)] == alone  # the neighbours finished as if alone
+    for text, finish, error in (together[1], together[3]):
+        assert finish == "error" and error
+    assert engine.failed == failed + 2
+    assert run(engine, [jobs[0]])[0] == alone[0]  # and the engine goes on

@@ -1,0 +1,206 @@
+"""The API as its clients use it, on the shared tiny server: poisonous requests beside good
+ones, /v1/completions (lm-eval's scoring path), logprobs, n, JSON mode, the operations
+endpoints, and where the safety verdict goes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+ASK = {"model": "tiny", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+
+
+def root(base_url: str) -> str:
+    return base_url.removesuffix("/v1")
+
+
+def chat(content) -> dict:
+    return {**ASK, "messages": [{"role": "user", "content": content}]}
+
+
+async def stream_text(client: httpx.AsyncClient, url: str, body: dict) -> str:
+    text = ""
+    async with client.stream("POST", url + "/chat/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                event = json.loads(line[6:])
+                assert "error" not in event, event
+                text += "".join(c["delta"].get("content") or "" for c in event["choices"])
+    return text
+
+
+POISONS = [  # (route, body, the param a 400 must name, or None when it must succeed)
+    ("/chat/completions", {**chat("头痛"), "seed": 2**64}, "seed"),
+    ("/chat/completions", {**chat("头痛"), "seed": -(2**63) - 1}, "seed"),
+    ("/chat/completions", {**chat("头痛"), "temperature": 1e-38}, None),
+    ("/chat/completions", {**chat("头痛"), "temperature": 1.0, "top_p": 5e-324}, None),
+    ("/chat/completions", {**chat("头痛"), "repetition_penalty": 5e-324}, None),
+    ("/chat/completions", {**chat("头痛"), "temperature": 1.0, "min_p": 5e-324}, None),
+    ("/chat/completions", chat([{"type": "text", "text": 5}]), "messages.0.content.0.text"),
+    ("/chat/completions", chat("\ud800"), "messages.0.content"),
+    ("/chat/completions", {**chat("头痛"), "response_format": {"type": "xml"}}, "response_format.type"),
+    ("/chat/completions", {**chat("头痛"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ("/chat/completions", {**chat("头痛"), "logit_bias": {"5": 100}}, None),
+    ("/completions", {**ASK, "prompt": [5, 10**9]}, "prompt"),
+]
+
+
+def test_poisonous_requests_leave_their_neighbours_untouched(tiny_server):
+    good = [chat(q) for q in ("孩子发烧两天", "胃胀气，吃完饭更明显", "最近失眠")]
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            alone = [await stream_text(client, tiny_server, g) for g in good]
+
+            async def poison(route, body):
+                # json.dumps keeps a lone surrogate as the escape "\ud800", as a client would send it
+                data = json.dumps(body).encode()
+                return await client.post(tiny_server + route, content=data, headers={"content-type": "application/json"})
+
+            together = await asyncio.gather(
+                *(stream_text(client, tiny_server, g) for g in good), *(poison(r, b) for r, b, _ in POISONS)
+            )
+            return alone, together
+
+    alone, together = asyncio.run(main())
+    assert together[:3] == alone  # every good stream finished as it does alone
+    for (route, body, param), r in zip(POISONS, together[3:], strict=True):
+        if param is None:
+            assert r.status_code == 200, (body, r.text)
+        else:
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["param"] == param, r.text
+            assert "Traceback" not in r.text
+
+
+def test_completions_score_and_generate(tiny_server):
+    client = openai.OpenAI(base_url=tiny_server, api_key="unused")
+    prompt = "患者：我头痛。医生："
+    gen = client.completions.create(model="tiny", prompt=prompt, max_tokens=1, temperature=0, logprobs=5)
+    (choice,) = gen.choices
+    token_lp = choice.logprobs.token_logprobs[0]
+    top = choice.logprobs.top_logprobs[0]
+    assert len(top) <= 5 and token_lp == pytest.approx(max(top.values()), abs=1e-5)  # greedy took the top one
+    ids = httpx.post(root(tiny_server) + "/tokenize", json={"prompt": prompt}).json()["tokens"]
+    next_id = httpx.post(root(tiny_server) + "/tokenize", json={"prompt": prompt + choice.text, "add_special_tokens": True}).json()["tokens"]
+    # Scoring the prompt followed by that token (echo, max_tokens 0, as lm-eval does) gives it
+    # the same logprob as generating it did.
+    scored = client.completions.create(model="tiny", prompt=[ids + next_id[len(ids):][:1]], max_tokens=0, echo=True, logprobs=1)
+    lps = scored.choices[0].logprobs
+    assert lps.token_logprobs[0] is None and len(lps.token_logprobs) == len(ids) + 1
+    if next_id[: len(ids)] == ids:
+        assert lps.token_logprobs[-1] == pytest.approx(token_lp, abs=1e-4)
+    assert scored.usage.completion_tokens == 0 and scored.choices[0].text.endswith(choice.text)
+
+    many = client.completions.create(model="tiny", prompt=["头痛", "发烧"], max_tokens=4, temperature=0, n=2)
+    assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    assert many.choices[0].text == many.choices[1].text  # greedy: the n choices agree
+    sampled = dict(model="tiny", prompt="头痛", max_tokens=8, temperature=1.0, n=3, seed=11)
+    a = [c.text for c in client.completions.create(**sampled).choices]
+    assert a == [c.text for c in client.completions.create(**sampled).choices]  # seeded: repeatable
+    assert len(set(a)) > 1  # each choice draws with its own seed
+
+
+def test_chat_logprobs_and_n(tiny_server):
+    client = openai.OpenAI(base_url=tiny_server, api_key="unused")
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "咳嗽怎么办"}], max_tokens=6, temperature=0, logprobs=True,
+        top_logprobs=3, n=2, extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    assert len(r.choices) == 2 and r.choices[0].message.content == r.choices[1].message.content
+    content = r.choices[0].logprobs.content
+    assert len(content) == 6 and r.usage.completion_tokens == 12
+    for t in content:
+        assert len(t.top_logprobs) == 3
+        assert [x.logprob for x in t.top_logprobs] == sorted((x.logprob for x in t.top_logprobs), reverse=True)
+        assert t.logprob == pytest.approx(t.top_logprobs[0].logprob)  # greedy
+    assert bytes(b for t in content for b in t.bytes).decode("utf-8", "replace").startswith(r.choices[0].message.content[:2])
+
+
+def test_json_mode_returns_valid_json(tiny_server):
+    client = openai.OpenAI(base_url=tiny_server, api_key="unused")
+    schema = {
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+            "urgent": {"type": "boolean"},
+            "reason": {"type": "string", "maxLength": 12},
+        },
+        "required": ["score", "urgent", "reason"],
+        "additionalProperties": False,
+    }
+    messages = [{"role": "user", "content": "请给这段回答打分：多喝水，注意休息。"}]
+    for seed in (1, 2):
+        r = client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=120, temperature=1.0, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "grade", "schema": schema}},
+        )  # fmt: skip
+        value = json.loads(r.choices[0].message.content)
+        assert set(value) == {"score", "urgent", "reason"} and value["score"] in range(1, 6)
+        assert isinstance(value["urgent"], bool) and len(value["reason"]) <= 12
+        assert r.choices[0].finish_reason == "stop"
+    obj = client.chat.completions.create(model="tiny", messages=messages, max_tokens=200, temperature=0,
+                                         response_format={"type": "json_object"})  # fmt: skip
+    if obj.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(obj.choices[0].message.content), dict)
+    bad = httpx.post(tiny_server + "/chat/completions", json={**chat("头痛"), "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"].startswith("response_format")
+
+
+def test_operations_endpoints(tiny_server):
+    base = root(tiny_server)
+    r = httpx.post(tiny_server + "/chat/completions", json=chat("胸口压榨样疼痛，出冷汗"), headers={"X-Request-Id": "abc-123"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123"
+    made = httpx.get(tiny_server + "/models").headers["x-request-id"]
+    assert len(made) == 32 and made != "abc-123"
+
+    assert httpx.get(base + "/version").json()["model"] == "tiny"
+    assert httpx.get(tiny_server + "/models/tiny").json()["id"] == "tiny"
+    assert httpx.get(tiny_server + "/models/gpt-4").status_code == 404
+    tok = httpx.post(base + "/tokenize", json={"prompt": "头痛发热"}).json()
+    assert tok["count"] == len(tok["tokens"]) > 0
+    assert httpx.post(base + "/detokenize", json={"tokens": tok["tokens"]}).json()["prompt"].endswith("头痛发热")
+    msgs = httpx.post(base + "/tokenize", json={"messages": [{"role": "user", "content": "头痛"}]}).json()
+    assert msgs["count"] > tok["count"] - 4  # the chat format's markers around the text
+    assert httpx.post(base + "/detokenize", json={"tokens": [10**9]}).status_code == 400
+
+    schema = httpx.get(base + "/openapi.json").json()
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"200", "400", "404", "413", "429", "500"} <= set(responses) and "422" not in responses
+    assert "Retry-After" in responses["429"]["headers"]
+    assert "/v1/completions" in schema["paths"] and "/tokenize" in schema["paths"]
+
+    text = httpx.get(base + "/metrics").text
+    metric = lambda line: float(next(x for x in text.splitlines() if x.startswith(line)).rsplit(" ", 1)[1])  # noqa: E731
+    assert metric('discmed_requests_total{route="/v1/chat/completions",status="200"}') >= 1
+    assert metric("discmed_time_to_first_token_seconds_count") >= 1
+    assert metric('discmed_safety_verdicts_total{verdict="urgent"}') >= 1
+    assert metric("discmed_generation_tokens_total") >= 24 and metric("discmed_prompt_tokens_total") > 0
+    for name in ("discmed_queue_depth", "discmed_running_batch", "discmed_cancelled_requests_total",
+                 'discmed_request_latency_seconds_bucket{le="0.5",route="/v1/chat/completions"}'):  # fmt: skip
+        metric(name)
+
+
+def test_safety_verdict_always_travels_and_the_prefix_is_counted(tiny_server):
+    urgent = chat("胸口压榨样疼痛，出冷汗")
+    on = httpx.post(tiny_server + "/chat/completions", json=urgent).json()
+    off = httpx.post(tiny_server + "/chat/completions", json={**urgent, "safety": False}).json()
+    header = httpx.post(tiny_server + "/chat/completions", json=urgent, headers={"X-Discmed-Safety": "off"}).json()
+    for r in (on, off, header):
+        assert r["safety"]["urgent"] is True and r["safety"]["reasons"]  # the verdict, always
+    prefix = on["choices"][0]["message"]["content"].removesuffix(off["choices"][0]["message"]["content"])
+    assert prefix.startswith("【紧急】") and off == {**off, "choices": header["choices"]}
+    n = httpx.post(root(tiny_server) + "/tokenize", json={"prompt": prefix, "add_special_tokens": False}).json()["count"]
+    assert on["usage"]["completion_tokens"] == off["usage"]["completion_tokens"] + n
+
+    # discmed's openai backend (doctor, patient, teacher, judge) gets the model's own text.
+    from discmed.backend import GenParams, load_backend
+
+    backend = load_backend(f"openai:{tiny_server}@tiny")
+    text = backend.chat([urgent["messages"]], GenParams(max_new_tokens=24, temperature=0))[0]
+    assert not text.startswith("【紧急】")
