@@ -45,15 +45,16 @@ def run_llguidance(tok, vocab: int, ids: list[int], rounds: int) -> dict:
     m.compute_bitmask()  # the first mask is where llguidance does its lazy work
     t2 = time.perf_counter()
     steps = 0
-    logits = torch.zeros(vocab)
+    logits, ninf = torch.zeros(vocab), torch.tensor(float("-inf"))
     t3 = time.perf_counter()
     for _ in range(rounds):
         m = llguidance.LLMatcher(lltok, grammar, log_level=0)
         for t in ids:
+            # as discmed.serve.structured.Constraint.mask does it
             bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")
-            allowed = torch.from_numpy(bits[:vocab].astype(bool))
+            allowed = torch.from_numpy(bits[:vocab].view(np.bool_))
             assert allowed[t], f"llguidance refused token {t}"
-            logits.masked_fill_(~allowed, float("-inf"))
+            torch.where(allowed, logits, ninf, out=logits)
             assert m.consume_token(t), m.get_error()
             steps += 1
         assert m.is_accepting()

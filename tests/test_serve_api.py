@@ -182,7 +182,7 @@ def test_operations_endpoints(tiny_server):
     assert metric('discmed_safety_verdicts_total{verdict="urgent"}') >= 1
     assert metric("discmed_generation_tokens_total") >= 24 and metric("discmed_prompt_tokens_total") > 0
     for name in ("discmed_queue_depth", "discmed_running_batch", "discmed_cancelled_requests_total",
-                 'discmed_request_latency_seconds_bucket{le="0.5",route="/v1/chat/completions"}'):  # fmt: skip
+                 'discmed_request_latency_seconds_bucket{route="/v1/chat/completions",le="0.5"}'):  # fmt: skip
         metric(name)
 
 

@@ -98,6 +98,8 @@ class OpenAIBackend:
         extra = {}
         if params.top_k:
             extra["top_k"] = params.top_k
+        if params.min_p:
+            extra["min_p"] = params.min_p
         if params.repetition_penalty != 1.0:
             extra["repetition_penalty"] = params.repetition_penalty
         if extra:

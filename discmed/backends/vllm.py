@@ -77,6 +77,7 @@ def sampling_params(params: GenParams, stop_token_ids: list[int], **extra: Any):
         temperature=params.temperature,
         top_p=params.top_p,
         top_k=params.top_k if params.top_k > 0 else -1,
+        min_p=params.min_p,
         repetition_penalty=params.repetition_penalty,
         max_tokens=params.max_new_tokens,
         stop=list(params.stop) or None,

@@ -235,7 +235,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError):
-        err = e.errors()[0] if e.errors() else {}
+        # A union reports one error per member; the deepest one names the field best
+        # (`messages.0.content.0.text`, not `messages.0.content`).
+        err = max(e.errors(), key=lambda x: len(x.get("loc", ())), default={})
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if err.get("type") == "json_invalid":
             return error_response(

@@ -212,6 +212,8 @@ async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, pre
         t = await asyncio.to_thread(triage_model.review, t, last_user_text(messages), rules)
     info = SafetyInfo(urgent=t.urgent, reasons=t.reasons, notice=t.notice, source=t.source, model=t.model) if t else None
     in_content = prefix_default if body.safety is None else body.safety
+    if body.response_format is not None and body.response_format.type != "text":
+        in_content = False  # the content must parse as JSON: the verdict stays in `safety`
     prefix = t.prefix() if t and in_content else ""
     prefix_tokens = len(served.tokenizer.encode(prefix, add_special_tokens=False)) if prefix and served.tokenizer else 0
     constraint_for = None
@@ -374,7 +376,7 @@ async def chat_stream(
             if delta.text or delta.logprobs:
                 on_token()
                 if delta.logprobs is None:
-                    yield f'{head}{job.index},"delta":{{"content":{json.dumps(delta.text, ensure_ascii=False)}}}{tail}'
+                    yield f'{head}{job.index},"delta":{{"content":{json.dumps(delta.text, ensure_ascii=False)}{tail}'
                 else:
                     yield chunk(job.index, DeltaMessage(content=delta.text), logprobs=chat_logprobs(served, delta.logprobs))
             if delta.finish_reason is None:

@@ -77,10 +77,11 @@ class Constraint:
 
         if self.m.is_error():
             raise RuntimeError(self.m.get_error())
-        bits = np.unpackbits(np.frombuffer(self.m.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        allowed = torch.from_numpy(bits[: self.vocab].astype(bool))
+        packed = np.frombuffer(self.m.compute_bitmask(), dtype=np.uint8)
+        bits = np.unpackbits(packed, bitorder="little")[: self.vocab].view(np.bool_)
+        allowed = torch.from_numpy(bits).to(logits.device)
         n = min(len(allowed), logits.shape[-1])
-        logits[:n].masked_fill_(~allowed[:n].to(logits.device), float("-inf"))
+        torch.where(allowed[:n], logits[:n], torch.tensor(float("-inf"), device=logits.device), out=logits[:n])
         logits[n:] = float("-inf")
 
     def accept(self, token: int) -> None:

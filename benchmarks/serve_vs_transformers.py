@@ -1,0 +1,195 @@
+"""`discmed serve` against `transformers serve --continuous-batching`, and against the bare
+batched forward passes, on the tiny model.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_vs_transformers.py [--clients 1,8,32,64]
+
+Both servers get the same requests (the same chat prompts, greedy, exactly `--tokens` tokens
+each: `ignore_eos` for discmed, `min_new_tokens` through transformers' `generation_config`
+field), from the same client: plain httpx reading the SSE stream, `--per-client` requests
+one after another per client. Rows alternate discmed / transformers so that load from the
+rest of the machine falls on both alike. Measured: completion tokens/s, TTFT p50/p95.
+
+The limit: the same tokens as bare batched forward passes in this process (each row's
+requests as left-padded batches of `clients` rows: one prefill, then `tokens - 1` decode
+steps with the KV cache, argmax, nothing else). The engine's overhead (HTTP, scheduling,
+sampling, detokenizing, streaming) is discmed's time over that time, minus 1.
+
+Goals: tokens/s >= 2x transformers' at 32 and 64 clients, TTFT p95 <= 0.75x its, overhead
+<= 15%. Both servers run with one torch thread (the machine has 2 cores and is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_throughput import QUESTIONS, pct  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], port: int, threads: int, log: Path) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 300
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise SystemExit(f"{cmd[:2]} did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+async def load(url: str, model: str, clients: int, per_client: int, tokens: int, extra: dict) -> dict:
+    import httpx
+
+    http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=512))
+    ttfts, counts = [], []
+
+    async def one(i: int) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                "max_tokens": tokens, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True}, **extra}  # fmt: skip
+        t0 = time.perf_counter()
+        first, n = None, None
+        async with http.stream("POST", url + "/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                raise SystemExit(f"{url} answered {r.status_code}: {(await r.aread())[:300]}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = json.loads(line[6:])
+                if first is None and any((c.get("delta") or {}).get("content") for c in event.get("choices") or []):
+                    first = time.perf_counter()
+                if event.get("usage"):
+                    n = event["usage"]["completion_tokens"]
+        ttfts.append((first or time.perf_counter()) - t0)
+        counts.append(n)
+
+    async def client(c: int) -> None:
+        for k in range(per_client):
+            await one(c * per_client + k)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    wall = time.perf_counter() - t0
+    await http.aclose()
+    if any(n != tokens for n in counts):
+        raise SystemExit(f"{url}: not every request got exactly {tokens} tokens: {sorted(set(map(str, counts)))}")
+    return {"tokens_per_s": round(sum(counts) / wall, 1), "ttft_p50_ms": round(pct(ttfts, 0.5) * 1e3, 1),
+            "ttft_p95_ms": round(pct(ttfts, 0.95) * 1e3, 1), "requests": len(counts), "wall_s": round(wall, 2)}  # fmt: skip
+
+
+def bare(backend, clients: int, per_client: int, tokens: int) -> dict:
+    """The same tokens as bare batched forward passes: prefill, then decode steps, argmax."""
+    import torch
+
+    from discmed.backend import GenParams
+
+    params = GenParams(max_new_tokens=tokens)
+    prompts = [backend.prompt_ids([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], params)
+               for i in range(clients * per_client)]  # fmt: skip
+    model = backend.model
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), clients):
+            ids, mask = backend._left_pad(prompts[start : start + clients])
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values, pos[:, -1:] + 1
+            for _ in range(tokens - 1):
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                out = model(input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+                nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values, pos + 1
+    wall = time.perf_counter() - t0
+    return {"tokens_per_s": round(len(prompts) * tokens / wall, 1), "wall_s": round(wall, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", default="1,8,32,64")
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--per-client", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+
+    import torch
+
+    from discmed.backend import load_backend
+    from discmed.tiny import ensure_tiny
+
+    torch.set_num_threads(args.threads)
+    tiny = ensure_tiny()
+    work = Path(tempfile.mkdtemp(prefix="serve-vs-tf-"))
+    p_ours, p_tf = free_port(), free_port()
+    ours = start([sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p_ours), "--max-batch", "64",
+                  "--no-safety"], p_ours, args.threads, work / "discmed.log")  # fmt: skip
+    tf_bin = Path(sys.executable).with_name("transformers")
+    theirs = start([str(tf_bin), "serve", str(tiny), "--continuous-batching", "--device", "cpu", "--dtype", "float32",
+                    "--host", "127.0.0.1", "--port", str(p_tf)], p_tf, args.threads, work / "transformers.log")  # fmt: skip
+    backend = load_backend("tiny")
+    eos = sorted(set(backend.format.stop_token_ids(backend.tokenizer)))
+    n = args.tokens
+    tf_extra = {"generation_config": json.dumps({"max_new_tokens": n, "min_new_tokens": n, "do_sample": False,
+                                                 "eos_token_id": eos, "pad_token_id": backend.tokenizer.pad_token_id})}  # fmt: skip
+    try:
+        asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", 2, 1, n, {"ignore_eos": True}))  # warm-up
+        asyncio.run(load(f"http://127.0.0.1:{p_tf}/v1", str(tiny), 2, 1, n, tf_extra))
+        rows = {}
+        for c in levels:
+            d = asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", c, args.per_client, n, {"ignore_eos": True}))
+            t = asyncio.run(load(f"http://127.0.0.1:{p_tf}/v1", str(tiny), c, args.per_client, n, tf_extra))
+            b = bare(backend, c, args.per_client, n)
+            rows[c] = {"discmed": d, "transformers": t, "bare": b}
+            print(f"{c:>3} clients  discmed {d['tokens_per_s']:>7} tok/s TTFT p50 {d['ttft_p50_ms']:>7} p95 {d['ttft_p95_ms']:>7} ms | "
+                  f"transformers {t['tokens_per_s']:>7} tok/s TTFT p50 {t['ttft_p50_ms']:>7} p95 {t['ttft_p95_ms']:>7} ms | "
+                  f"bare forward {b['tokens_per_s']:>7} tok/s", flush=True)  # fmt: skip
+    finally:
+        for p in (ours, theirs):
+            p.terminate()
+            p.wait(15)
+    goal_levels = [c for c in levels if c >= 32] or levels[-1:]
+    speed = {c: rows[c]["discmed"]["tokens_per_s"] / rows[c]["transformers"]["tokens_per_s"] for c in levels}
+    ttft = {c: rows[c]["discmed"]["ttft_p95_ms"] / rows[c]["transformers"]["ttft_p95_ms"] for c in levels}
+    overhead = {c: rows[c]["bare"]["tokens_per_s"] / rows[c]["discmed"]["tokens_per_s"] - 1 for c in levels}
+    worst = min(goal_levels, key=lambda c: speed[c])
+    met = all(speed[c] >= 2 and ttft[c] <= 0.75 and overhead[c] <= 0.15 for c in goal_levels)
+    for c in levels:
+        print(f"{c:>3} clients: throughput {speed[c]:.2f}x transformers, TTFT p95 {ttft[c]:.2f}x, "
+              f"overhead over bare forward {overhead[c] * 100:.0f}%")  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; logs in {work}")
+    print(json.dumps({
+        "benchmark": "serve_vs_transformers", "discmed": rows[worst]["discmed"]["tokens_per_s"],
+        "peer": rows[worst]["transformers"]["tokens_per_s"], "unit": f"tok/s at {worst} clients",
+        "ratio": round(speed[worst], 2), "goal": ">= 2x tok/s and <= 0.75x TTFT p95 at 32 and 64 clients; overhead <= 15%",
+        "met": met, "throughput_ratio": {c: round(v, 2) for c, v in speed.items()},
+        "ttft_p95_ratio": {c: round(v, 2) for c, v in ttft.items()},
+        "overhead_over_bare": {c: round(v, 3) for c, v in overhead.items()}, "rows": rows,
+        "tokens_per_request": n, "per_client": args.per_client, "threads": args.threads,
+        "peer_is": "transformers serve --continuous-batching", "load_avg_1m": round(os.getloadavg()[0], 2),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
