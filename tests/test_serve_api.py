@@ -80,22 +80,22 @@ def test_poisonous_requests_leave_their_neighbours_untouched(tiny_server):
 
 def test_completions_score_and_generate(tiny_server):
     client = openai.OpenAI(base_url=tiny_server, api_key="unused")
-    prompt = "患者：我头痛。医生："
-    gen = client.completions.create(model="tiny", prompt=prompt, max_tokens=1, temperature=0, logprobs=5)
-    (choice,) = gen.choices
-    token_lp = choice.logprobs.token_logprobs[0]
-    top = choice.logprobs.top_logprobs[0]
-    assert len(top) <= 5 and token_lp == pytest.approx(max(top.values()), abs=1e-5)  # greedy took the top one
-    ids = httpx.post(root(tiny_server) + "/tokenize", json={"prompt": prompt}).json()["tokens"]
-    next_id = httpx.post(root(tiny_server) + "/tokenize", json={"prompt": prompt + choice.text, "add_special_tokens": True}).json()["tokens"]
-    # Scoring the prompt followed by that token (echo, max_tokens 0, as lm-eval does) gives it
-    # the same logprob as generating it did.
-    scored = client.completions.create(model="tiny", prompt=[ids + next_id[len(ids):][:1]], max_tokens=0, echo=True, logprobs=1)
+    tokenize = lambda text: httpx.post(root(tiny_server) + "/tokenize", json={"prompt": text}).json()["tokens"]  # noqa: E731
+    ids, (t,) = tokenize("患者：我头痛。医生："), tokenize("您")[:1]
+    greedy = client.completions.create(model="tiny", prompt=[ids], max_tokens=1, temperature=0, logprobs=5,
+                                       extra_body={"ignore_eos": True, "repetition_penalty": 1.0}).choices[0].logprobs  # fmt: skip
+    assert len(greedy.top_logprobs[0]) == 5
+    assert greedy.token_logprobs[0] == pytest.approx(max(greedy.top_logprobs[0].values()))  # greedy took the top one
+    # Generating token t (forced by logit_bias; logprobs are the model's own, before the bias)
+    # and scoring the prompt followed by t (echo, max_tokens 0, as lm-eval does) agree.
+    forced = client.completions.create(model="tiny", prompt=[ids], max_tokens=1, temperature=0, logprobs=0,
+                                       logit_bias={str(t): 100}).choices[0].logprobs  # fmt: skip
+    scored = client.completions.create(model="tiny", prompt=[ids + [t]], max_tokens=0, echo=True, logprobs=1)
     lps = scored.choices[0].logprobs
     assert lps.token_logprobs[0] is None and len(lps.token_logprobs) == len(ids) + 1
-    if next_id[: len(ids)] == ids:
-        assert lps.token_logprobs[-1] == pytest.approx(token_lp, abs=1e-4)
-    assert scored.usage.completion_tokens == 0 and scored.choices[0].text.endswith(choice.text)
+    assert lps.token_logprobs[-1] == pytest.approx(forced.token_logprobs[0], abs=1e-4)
+    assert forced.token_logprobs[0] < greedy.token_logprobs[0] or t == greedy.tokens[0]
+    assert scored.usage.completion_tokens == 0 and scored.usage.prompt_tokens == len(ids) + 1
 
     many = client.completions.create(model="tiny", prompt=["头痛", "发烧"], max_tokens=4, temperature=0, n=2)
     assert [c.index for c in many.choices] == [0, 1, 2, 3]
@@ -110,7 +110,7 @@ def test_chat_logprobs_and_n(tiny_server):
     client = openai.OpenAI(base_url=tiny_server, api_key="unused")
     r = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "咳嗽怎么办"}], max_tokens=6, temperature=0, logprobs=True,
-        top_logprobs=3, n=2, extra_body={"ignore_eos": True},
+        top_logprobs=3, n=2, extra_body={"ignore_eos": True, "repetition_penalty": 1.0},
     )  # fmt: skip
     assert len(r.choices) == 2 and r.choices[0].message.content == r.choices[1].message.content
     content = r.choices[0].logprobs.content
@@ -182,7 +182,7 @@ def test_operations_endpoints(tiny_server):
     assert metric('discmed_safety_verdicts_total{verdict="urgent"}') >= 1
     assert metric("discmed_generation_tokens_total") >= 24 and metric("discmed_prompt_tokens_total") > 0
     for name in ("discmed_queue_depth", "discmed_running_batch", "discmed_cancelled_requests_total",
-                 'discmed_request_latency_seconds_bucket{route="/v1/chat/completions",le="0.5"}'):  # fmt: skip
+                 'discmed_request_latency_seconds_bucket{le="0.5",route="/v1/chat/completions"}'):  # fmt: skip
         metric(name)
 
 
