@@ -67,9 +67,10 @@ def main() -> None:
     lm_out = work / "lm_eval"
     with served("tiny", work / "serve.log", safety=False) as url:
         model_args = (f"base_url={url}/completions,model=tiny,tokenizer={tiny},tokenizer_backend=huggingface,"
-                      f"tokenized_requests=True,num_concurrent=4,max_retries=1,batch_size={args.batch_size}")  # fmt: skip
+                      "tokenized_requests=True,num_concurrent=4,max_retries=1")  # fmt: skip
         lm_cmd = [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", model_args,
                   "--tasks", ",".join(names), "--include_path", str(tasks_dir), "--num_fewshot", "0",
+                  "--batch_size", str(args.batch_size),
                   *limit, "--log_samples", "--output_path", str(lm_out)]  # fmt: skip
         t_lm, _ = timed(lm_cmd, env, work / "lm_eval.log")
 

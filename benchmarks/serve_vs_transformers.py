@@ -3,7 +3,8 @@ batched forward passes, on the tiny model.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_vs_transformers.py [--clients 1,8,32,64]
 
-Both servers get the same requests (the same chat prompts, greedy, exactly `--tokens` tokens
+Both servers get the same requests (the same chat prompts, rendered by the tokenizer's chat
+template on both sides (`--format auto`), greedy, exactly `--tokens` tokens
 each: `ignore_eos` for discmed, `min_new_tokens` through transformers' `generation_config`
 field), from the same client: plain httpx reading the SSE stream, `--per-client` requests
 one after another per client. Rows alternate discmed / transformers so that load from the
@@ -144,21 +145,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serve-vs-tf-"))
     p_ours, p_tf = free_port(), free_port()
     ours = start([sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p_ours), "--max-batch", "64",
-                  "--no-safety"], p_ours, args.threads, work / "discmed.log")  # fmt: skip
+                  "--no-safety", "--format", "auto"], p_ours, args.threads, work / "discmed.log")  # fmt: skip
     tf_bin = Path(sys.executable).with_name("transformers")
     theirs = start([str(tf_bin), "serve", str(tiny), "--continuous-batching", "--device", "cpu", "--dtype", "float32",
                     "--host", "127.0.0.1", "--port", str(p_tf)], p_tf, args.threads, work / "transformers.log")  # fmt: skip
-    backend = load_backend("tiny")
-    eos = sorted(set(backend.format.stop_token_ids(backend.tokenizer)))
+    backend = load_backend("tiny", format="auto")  # the tokenizer's chat template, as transformers serve uses
     n = args.tokens
-    tf_extra = {"generation_config": json.dumps({"max_new_tokens": n, "min_new_tokens": n, "do_sample": False,
-                                                 "eos_token_id": eos, "pad_token_id": backend.tokenizer.pad_token_id})}  # fmt: skip
+    # eos_token_id -1: transformers' continuous batching then never stops early (its way of
+    # ignore_eos); no repetition penalty on either side: the same plain greedy work.
+    tf_extra = {"generation_config": json.dumps({"max_new_tokens": n, "do_sample": False, "eos_token_id": -1,
+                                                 "pad_token_id": backend.tokenizer.pad_token_id})}  # fmt: skip
+    ours_extra = {"ignore_eos": True, "repetition_penalty": 1.0}
     try:
-        asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", 2, 1, n, {"ignore_eos": True}))  # warm-up
+        asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", 2, 1, n, ours_extra))  # warm-up
         asyncio.run(load(f"http://127.0.0.1:{p_tf}/v1", str(tiny), 2, 1, n, tf_extra))
         rows = {}
         for c in levels:
-            d = asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", c, args.per_client, n, {"ignore_eos": True}))
+            d = asyncio.run(load(f"http://127.0.0.1:{p_ours}/v1", "tiny", c, args.per_client, n, ours_extra))
             t = asyncio.run(load(f"http://127.0.0.1:{p_tf}/v1", str(tiny), c, args.per_client, n, tf_extra))
             b = bare(backend, c, args.per_client, n)
             rows[c] = {"discmed": d, "transformers": t, "bare": b}
