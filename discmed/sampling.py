@@ -62,14 +62,17 @@ def sample(
     ps = [p if _is_normal(p) else normalized(p) for p in params]
     generators = generators or [None] * n
     dev = logits.device
-    penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev).unsqueeze(-1)
-    if seen is not None and (penalty != 1.0).any():
+    if seen is not None and any(p.repetition_penalty != 1.0 for p in ps):
+        penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev).unsqueeze(-1)
         scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
         logits = torch.where(seen, scaled, logits)
-    greedy = logits.argmax(-1).tolist()
-    chosen, errors = list(greedy), [None] * n
+    # One pass over the batch, not one per row: this runs on every decode step.
+    bad = torch.isnan(logits).any(-1) | torch.isinf(logits).all(-1)
+    greedy, broken = torch.stack([logits.argmax(-1), bad.long()]).tolist()
+    chosen = greedy
+    errors: list[str | None] = [None] * n
     for i, p in enumerate(ps):  # -inf is a masked token; NaN, or nothing left, is broken
-        if p.temperature == 0 and (torch.isnan(logits[i]).any() or not torch.isfinite(logits[i]).any()):
+        if broken[i] and p.temperature == 0:
             errors[i] = "sampling failed: the logits are not finite"
     rows = [i for i, p in enumerate(ps) if p.temperature > 0]
     if not rows:
