@@ -108,3 +108,25 @@ def test_a_poisoned_request_fails_alone(backend, engine):
         assert finish == "error" and error
     assert engine.failed == failed + 2
     assert run(engine, [jobs[0]])[0] == alone[0]  # and the engine goes on
+
+
+def test_access_log_is_one_json_line_per_request_with_its_id(backend, engine, caplog):
+    import json
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from discmed.serve.app import ServedModel, create_app
+
+    served = ServedModel("tiny", engine, lambda msgs: backend.format.prompt(msgs, backend.tokenizer), 2048,
+                         tokenizer=backend.tokenizer)  # fmt: skip
+    client = TestClient(create_app(served))
+    logging.getLogger("discmed.access").propagate = True  # let caplog see it
+    with caplog.at_level(logging.INFO, logger="discmed.access"):
+        r = client.post("/v1/chat/completions", headers={"X-Request-Id": "req-42"},
+                        json={"model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "头痛"}]})  # fmt: skip
+        client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "req-42"
+    lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "discmed.access"]
+    assert [(x["request_id"], x["status"]) for x in lines][0] == ("req-42", 200)
+    assert lines[1]["status"] == 400 and lines[1]["request_id"] != "req-42" and lines[1]["latency_ms"] >= 0

@@ -223,6 +223,12 @@ def create_app(
     `triage_model` (--triage-model) gives the rules' verdict a second opinion."""
     app = FastAPI(title="discmed", version=discmed.__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
+    if not access_log.handlers:  # one JSON object a line on stderr, whatever uvicorn's log level
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     rules = (rules or load_rules()) if safety else None
     metrics = app.state.metrics = Metrics(served.engine)
     started = time.time()
