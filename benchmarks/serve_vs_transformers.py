@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,30 +34,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_throughput import QUESTIONS, pct  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd: list[str], port: int, threads: int, log: Path) -> subprocess.Popen:
-    import httpx
-
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise SystemExit(f"{cmd[:2]} did not start: {log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 async def load(url: str, model: str, clients: int, per_client: int, tokens: int, extra: dict) -> dict:
@@ -138,17 +113,21 @@ def main() -> None:
     import torch
 
     from discmed.backend import load_backend
+    from discmed.serve.process import free_port, running, served
     from discmed.tiny import ensure_tiny
 
     torch.set_num_threads(args.threads)
     tiny = ensure_tiny()
     work = Path(tempfile.mkdtemp(prefix="serve-vs-tf-"))
     p_ours, p_tf = free_port(), free_port()
-    ours = start([sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p_ours), "--max-batch", "64",
-                  "--no-safety", "--format", "auto"], p_ours, args.threads, work / "discmed.log")  # fmt: skip
+    threads = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    stack = contextlib.ExitStack()
+    stack.enter_context(served("tiny", work / "discmed.log", safety=False, port=p_ours, env=threads,
+                               args=["--max-batch", "64", "--format", "auto"]))  # fmt: skip
     tf_bin = Path(sys.executable).with_name("transformers")
-    theirs = start([str(tf_bin), "serve", str(tiny), "--continuous-batching", "--device", "cpu", "--dtype", "float32",
-                    "--host", "127.0.0.1", "--port", str(p_tf)], p_tf, args.threads, work / "transformers.log")  # fmt: skip
+    stack.enter_context(running([str(tf_bin), "serve", str(tiny), "--continuous-batching", "--device", "cpu",
+                                 "--dtype", "float32", "--host", "127.0.0.1", "--port", str(p_tf)],
+                                f"http://127.0.0.1:{p_tf}/health", work / "transformers.log", env=threads))  # fmt: skip
     backend = load_backend("tiny", format="auto")  # the tokenizer's chat template, as transformers serve uses
     n = args.tokens
     # eos_token_id -1: transformers' continuous batching then never stops early (its way of
@@ -169,9 +148,7 @@ def main() -> None:
                   f"transformers {t['tokens_per_s']:>7} tok/s TTFT p50 {t['ttft_p50_ms']:>7} p95 {t['ttft_p95_ms']:>7} ms | "
                   f"bare forward {b['tokens_per_s']:>7} tok/s", flush=True)  # fmt: skip
     finally:
-        for p in (ours, theirs):
-            p.terminate()
-            p.wait(15)
+        stack.close()
     goal_levels = [c for c in levels if c >= 32] or levels[-1:]
     speed = {c: rows[c]["discmed"]["tokens_per_s"] / rows[c]["transformers"]["tokens_per_s"] for c in levels}
     ttft = {c: rows[c]["discmed"]["ttft_p95_ms"] / rows[c]["transformers"]["ttft_p95_ms"] for c in levels}

@@ -104,7 +104,7 @@ def test_a_poisoned_request_fails_alone(backend, engine):
     failed = engine.failed
     together = run(engine, [jobs[0], poisons[0], jobs[1], poisons[1], jobs[2]])
     assert [together[i] for i in (0, 2, 4)] == alone  # the neighbours finished as if alone
-    for text, finish, error in (together[1], together[3]):
+    for _text, finish, error in (together[1], together[3]):
         assert finish == "error" and error
     assert engine.failed == failed + 2
     assert run(engine, [jobs[0]])[0] == alone[0]  # and the engine goes on

@@ -69,7 +69,7 @@ def test_poisonous_requests_leave_their_neighbours_untouched(tiny_server):
 
     alone, together = asyncio.run(main())
     assert together[:3] == alone  # every good stream finished as it does alone
-    for (route, body, param), r in zip(POISONS, together[3:], strict=True):
+    for (_route, body, param), r in zip(POISONS, together[3:], strict=True):
         if param is None:
             assert r.status_code == 200, (body, r.text)
         else:
