@@ -1,10 +1,13 @@
 """Wire format of the OpenAI-compatible API: pydantic models in OpenAI's field order.
 
 Fields OpenAI defines come first, in the order of OpenAI's API reference; discmed's own
-additions come after a `# discmed extras` line in each model. Unknown request fields are
-accepted and ignored (clients such as the official SDK send fields we do not use), but
-every field we do use is checked here, so a bad value is a 400 naming the field, never a
-500 from deep inside generation.
+additions come after a `# discmed extras` line in each model. Every field discmed uses is
+checked here, with the ranges that keep generation computable (a seed within 64 bits, no
+NaN or infinity, text that is valid Unicode), so a bad value is a 400 naming the field,
+never a 500 from deep inside generation. Unknown fields are kept (`model_extra`): the ones
+OpenAI defines that would change the reply and that discmed cannot do (`functions`,
+`audio`, ...) are refused by `serving.refuse_unsupported`; others (`metadata`, `store`)
+do not change a reply and pass.
 """
 
 from __future__ import annotations
