@@ -580,29 +580,26 @@ def test_hf_backend_chats_with_published_and_converted_folders(sp_model, tmp_pat
     assert answers[0] == answers[1] and all(answers[0])
 
 
-def _reference_decode(model, prompts, steps, eos, sample=None, seed=None):
+def _reference_decode(model, prompts, steps, eos, params=None):
     """Decode `prompts` (left-padded into one batch) with plain full forwards, no KV cache:
-    every step re-runs the whole sequence. Greedy, or, with `sample` (temperature, top_k,
-    top_p), the same warpers and one `torch.multinomial` over the batch that `generate()` uses,
-    from the same seed. Returns each row's new tokens, cut after its first eos."""
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    every step re-runs the whole sequence. Greedy, or with `params` through discmed's one
+    sampler (`discmed.sampling.sample`, each row drawing from its own generator seeded with
+    `params.seed`, as the hf backend and the server do). Returns each row's new tokens, cut
+    after its first eos."""
+    from discmed.sampling import make_generator, sample
 
     width = max(len(p) for p in prompts)
     seq = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    warpers = LogitsProcessorList()
-    if sample:
-        temperature, top_k, top_p = sample
-        warpers += [TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)]
-    if seed is not None:
-        torch.manual_seed(seed)
+    generators = [make_generator(params.seed) for _ in prompts] if params else None
     done = torch.zeros(len(prompts), dtype=torch.bool)
     for _ in range(steps):
         with torch.no_grad():
             logits = model(seq, attention_mask=mask, use_cache=False).logits[:, -1].float()
-        if sample:
-            probs = warpers(seq, logits).softmax(-1)
-            nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+        if params:
+            toks, errors = sample(logits, [params] * len(prompts), None, generators)
+            assert not any(errors)
+            nxt = torch.tensor(toks)
         else:
             nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.zeros_like(nxt), nxt)  # generate() pads finished rows
@@ -664,17 +661,13 @@ def test_hf_backend_generate_equals_full_forwards_greedy_and_sampled(sp_model, t
     assert "".join(backend.stream(chats[1], greedy)) == expected[1]
 
     sampled = GenParams(max_new_tokens=steps, temperature=0.8, top_k=20, top_p=0.9, seed=1234)
-    # chat() sorts a batch by prompt length; the reference gets the same order.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    ref = _reference_decode(model, [prompts[i] for i in order], steps, tok.eos_token_id, (0.8, 20, 0.9), 1234)
-    expected_sampled = [""] * 3
-    for row, i in enumerate(order):
-        expected_sampled[i] = texts([ref[row]])[0]
+    expected_sampled = texts(_reference_decode(model, prompts, steps, tok.eos_token_id, sampled))
     got = backend.chat(chats, sampled)
     assert got == expected_sampled
     assert got != expected  # sampling did sample
-    alone = texts(_reference_decode(model, [prompts[2]], steps, tok.eos_token_id, (0.8, 20, 0.9), 1234))[0]
-    assert "".join(backend.stream(chats[2], sampled)) == alone
+    # Each row draws from its own seeded generator: alone, in a batch and streamed alike.
+    assert [backend.chat([c], sampled)[0] for c in chats] == expected_sampled
+    assert "".join(backend.stream(chats[2], sampled)) == expected_sampled[2]
 
 
 def test_save_pretrained_round_trip_carries_disc_generation_defaults(tmp_path):
