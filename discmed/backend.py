@@ -8,15 +8,29 @@ evaluation: all are a `Backend`, picked by one model-spec string.
     load_backend("/path/to/model")                        # a bare path means hf
     load_backend("openai:http://127.0.0.1:8000/v1@tiny")  # any OpenAI-compatible endpoint
     load_backend("vllm:/path/to/model")                   # in-process vLLM (optional extra, GPU)
+
+Beside `chat` (batched), `stream` and `choice_logprobs`, every backend has `achat`, one async
+call (the job engine's way in: the official AsyncOpenAI client for APIs, calls batched into
+`chat` for local models), and an `identity` that changes when the weights do: a fingerprint
+of a local folder's config and weight files, a hub revision, an API's base URL and model id.
+Caches and journals key on `identity`, never on `name`, so a model retrained in place is
+never answered from the old one's results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from discmed.chat import Message
+from discmed.errors import DiscmedError, SpecError
 
 
 @dataclass
@@ -36,14 +50,19 @@ class GenParams:
         return asdict(self)
 
 
-class BackendError(RuntimeError):
+class BackendError(DiscmedError, RuntimeError):
     """A backend that cannot do what was asked, with the reason."""
+
+    exit_code = 3
 
 
 class Backend(Protocol):
-    name: str
+    name: str  # for people: a folder's name, the served model's name
+    identity: str  # for caches and journals: changes whenever the weights do (see model_identity)
 
     def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]: ...
+
+    async def achat(self, messages: list[Message], params: GenParams) -> str: ...
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]: ...
 
@@ -56,14 +75,119 @@ def apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+# -- identity ---------------------------------------------------------------------------
+# Files of a model folder that do not change what it answers: a model card, logs, licences.
+_NOT_MODEL = re.compile(r"(?i)(readme|license|notice).*|.*\.(md|txt|log|png|lock)$|training_args\.bin|\..*")
+_SMALL = 1 << 20  # files under 1 MiB (configs, tokenizer, index, chat template) are hashed whole
+
+
+def fingerprint(folder: str | os.PathLike) -> str:
+    """A digest of a model folder's config, tokenizer and weight files that changes whenever
+    they do: small files by content, weight files by name, size and mtime (cheap on 26 GB).
+    Checkpoint subfolders are other models and are left out."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).iterdir()):
+        if not f.is_file() or _NOT_MODEL.fullmatch(f.name):
+            continue
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0".encode())
+        h.update(f.read_bytes() if st.st_size < _SMALL else str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def model_identity(path: str) -> str:
+    """`name@digest` for a local folder, `org/name@revision` for a hub model in the local cache."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return f"{folder.resolve().name}@{fingerprint(folder)}"
+    try:  # a hub id: the snapshot transformers loaded is named by its commit
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # not a valid repo id, or no hub library: nothing better than the name
+        cached = None
+    if isinstance(cached, str):
+        return f"{path}@{Path(cached).parent.name}"
+    return path
+
+
+# -- async calls ------------------------------------------------------------------------
+class Batcher:
+    """`achat` for a local model: concurrent single calls that arrive within `window` seconds
+    (or `max_batch` of them) become one batched `chat` in a worker thread, since a local model
+    generates a batch for about the price of one. One `chat` per distinct set of params."""
+
+    def __init__(self, chat: Callable[[list[list[Message]], GenParams], list[str]], max_batch: int = 8,
+                 window: float = 0.02):
+        self.chat, self.max_batch, self.window = chat, max(1, max_batch), window
+        self._pending: list[tuple[list[Message], GenParams, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __call__(self, messages: list[Message], params: GenParams) -> str:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((messages, params, fut))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        groups: dict[str, list] = {}
+        for item in batch:
+            groups.setdefault(repr(item[1]), []).append(item)
+        for group in groups.values():
+            asyncio.ensure_future(self._run(group))
+
+    async def _run(self, group: list) -> None:
+        try:
+            outs = await asyncio.to_thread(self.chat, [m for m, _, _ in group], group[0][1])
+            for (_, _, fut), out in zip(group, outs, strict=True):
+                if not fut.done():
+                    fut.set_result(out)
+        except Exception as e:  # every caller in the batch sees the error
+            for _, _, fut in group:
+                if not fut.done():
+                    fut.set_exception(e)
+
+
+# -- specs ------------------------------------------------------------------------------
 def parse_spec(spec: str) -> tuple[str, str]:
-    """`kind:target` → (kind, target); `tiny` and bare paths are hf."""
+    """`kind:target` → (kind, target); `tiny` and bare paths are hf. An unknown kind
+    (`vlm:/x`) is refused rather than taken for a hub id (which never holds a colon)."""
     if spec == "tiny":
         return "tiny", ""
     kind, sep, target = spec.partition(":")
     if sep and kind in BACKENDS:
         return kind, target
+    if sep and re.fullmatch(r"[A-Za-z][\w.-]*", kind) and not re.fullmatch(r"[A-Za-z]", kind):
+        near = difflib.get_close_matches(kind, BACKENDS, n=1)
+        hint = f" (did you mean {near[0]}:?)" if near else ""
+        raise SpecError(f"unknown model kind {kind!r} in {spec!r}{hint}; "
+                        "expected tiny, hf:PATH_OR_HUB_ID, openai:URL@MODEL or vllm:PATH")
     return "hf", spec
+
+
+def check_spec(spec: str) -> tuple[str, str]:
+    """`parse_spec`, plus what can be known before loading: a path that does not exist, an
+    API target that is not an http(s) URL. Raises SpecError in one line."""
+    kind, target = parse_spec(spec)
+    if kind in ("hf", "vllm"):
+        looks_local = target.startswith(("/", "./", "../", "~")) or not target
+        if looks_local and not Path(target).expanduser().is_dir():
+            what = "is not a folder" if Path(target).expanduser().exists() else "does not exist"
+            raise SpecError(f"model {spec!r}: {target or '(empty path)'} {what}")
+    if kind == "openai":
+        from discmed.backends.openai import split_target
+
+        if not split_target(target)[0].startswith(("http://", "https://")):
+            raise SpecError(f"model {spec!r}: the openai backend needs an http(s) base URL (openai:URL@MODEL)")
+    return kind, target
 
 
 def _load_hf(target: str, **options: Any) -> Backend:
@@ -96,5 +220,5 @@ BACKENDS = {"hf": _load_hf, "tiny": _load_tiny, "openai": _load_openai, "vllm": 
 
 def load_backend(spec: str, **options: Any) -> Backend:
     """The backend a model-spec string names; `options` go to its constructor."""
-    kind, target = parse_spec(spec)
+    kind, target = check_spec(spec)
     return BACKENDS[kind](target, **options)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar
 
+from discmed.errors import DiscmedError
+
 ROLES = ("system", "user", "assistant")
 T = TypeVar("T")
 
@@ -29,7 +31,7 @@ class Message(TypedDict):
     content: str
 
 
-class DataError(ValueError):
+class DataError(DiscmedError, ValueError):
     """A bad record: `path:line: field: message`."""
 
     def __init__(self, path: str | os.PathLike | None, line: int | None, field: str, message: str):
@@ -213,21 +215,36 @@ class _AtomicFile:
         return False
 
 
-def write_conversations(conversations: Iterable[Conversation], path: str | os.PathLike) -> int:
-    """Write DISC-Med-SFT JSONL atomically; returns the number of records."""
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a whole text file atomically (a reader sees the old file or the new, never half)."""
+    with atomic_writer(path) as f:
+        f.write(text)
+
+
+def write_jsonl(rows: Iterable[Any], path: str | os.PathLike) -> int:
+    """Write JSON lines atomically; returns the number of lines."""
     n = 0
     with atomic_writer(path) as f:
-        for conv in conversations:
-            f.write(json.dumps(conv.to_record(), ensure_ascii=False) + "\n")
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """One JSON document; invalid JSON is a DataError naming the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def write_conversations(conversations: Iterable[Conversation], path: str | os.PathLike) -> int:
+    """Write DISC-Med-SFT JSONL atomically; returns the number of records."""
+    return write_jsonl((conv.to_record() for conv in conversations), path)
 
 
 def write_messages_jsonl(conversations: Iterable[Conversation], path: str | os.PathLike) -> int:
     """Write OpenAI-style `{"messages": [...]}` JSONL atomically; returns the number of records."""
-    n = 0
-    with atomic_writer(path) as f:
-        for conv in conversations:
-            f.write(json.dumps({"id": conv.id, "messages": conv.messages}, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    return write_jsonl(({"id": conv.id, "messages": conv.messages} for conv in conversations), path)

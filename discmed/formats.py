@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from discmed.chat import Message, validate_messages
+from discmed.errors import DiscmedError
 
 DISC_USER_ID = 195
 DISC_ASSISTANT_ID = 196
@@ -39,7 +40,7 @@ DISC_ASSISTANT_ID = 196
 Encoded = tuple[list[int], list[int]]
 
 
-class FormatError(ValueError):
+class FormatError(DiscmedError, ValueError):
     """A tokenizer or conversation that a format cannot handle."""
 
 

@@ -151,16 +151,53 @@ def test_killed_run_resumes(tiny_model, samples, tmp_path):
 
 
 def test_unreachable_server_is_retried_then_reported(samples, tmp_path, free_port):
-    """A real closed port: every call fails, is retried by the engine, and each case ends up
-    reported as failed (with the error), the run finishing instead of hanging."""
+    """A real closed port: every call fails, is retried by the openai client, and each case
+    ends up reported as failed (with the error), the run finishing instead of hanging."""
     from discmed.backend import GenParams, load_backend
 
     spec = f"openai:http://127.0.0.1:{free_port}/v1@tiny"
-    backend = load_backend(spec, timeout=5, max_retries=0)
+    backend = load_backend(spec, timeout=5, max_retries=1)
     summary = run_consult(load_cases("cmid", samples)[:2], backend, backend, tmp_path / "down.json", doctor_spec=spec,
-                          patient_spec=spec, model="tiny", turns=2, concurrency=2, retries=1,
+                          patient_spec=spec, model="tiny", turns=2, concurrency=2,
                           doctor_params=GenParams(max_new_tokens=8), cache=False, progress=False)
     assert (summary["dialogues"], summary["failed"]) == (0, 2)
     assert all("connect" in f["error"].lower() for f in summary["failures"])
-    assert summary["tokens"]["doctor"]["retries"] == 2  # one retry per case
     assert read_dialogues(tmp_path / "down.json") == []
+
+
+def test_consult_after_retraining_in_place_asks_the_new_weights(tiny_model, samples, tmp_path, cli):
+    """Reproduction 1 for `eval consult`: a fresh `--out` used to make 0 model calls and write
+    the old weights' dialogues from the shared cache, keyed by the model's name."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "runs" / "x"
+    shutil.copytree(tiny_model, folder)
+    spec = f"hf:{folder}"
+
+    def consult(out, *extra):
+        run = CliRunner().invoke(cli, [
+            "consult", "--doctor", spec, "--patient", spec, "--set", "cmid", "--samples", str(samples),
+            "--limit", "1", "--turns", "1", "--doctor-max-tokens", "8", "--patient-max-tokens", "8",
+            "--out", str(tmp_path / out), "--json", *extra])
+        assert run.exit_code == 0, run.output
+        return json.loads(run.output.strip().splitlines()[-1])
+
+    shared = ["--cache", str(tmp_path / "shared.sqlite")]
+    first = consult("a.json", *shared)
+    assert first["calls"] > 0 and (tmp_path / "a.json").exists()
+    assert consult("b.json", *shared)["calls"] == 0  # same weights, shared cache: nothing asked
+    assert not (tmp_path / "b.json.cache.sqlite").exists()
+    own = consult("own.json")  # by default a run has its own cache: a new run asks anew
+    assert own["calls"] > 0 and (tmp_path / "own.json.cache.sqlite").exists()
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)
+    model.save_pretrained(folder)
+    fresh = consult("other.json", *shared)
+    assert fresh["calls"] > 0 and fresh["cache_hits"] == 0
+    rerun = consult("a.json", *shared)  # the old journal is of the old weights: started anew
+    assert rerun["resumed"] == 0 and rerun["generated"] == 1 and rerun["cache_hits"] == 0

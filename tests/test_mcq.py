@@ -212,3 +212,36 @@ def test_generate_mode_through_an_openai_compatible_server(tiny_server, cmmlu, t
     # an API cannot score letters by log-probability: the run refuses and says what to do instead
     with pytest.raises(ValueError, match="chat completions do not return prompt logprobs"):
         run_mcq(api, task, qs[:1], tmp_path / "lp", settings={"model": "api"}, progress=False)
+
+
+def test_a_folder_retrained_in_place_is_scored_anew(tiny_model, cmmlu, tmp_path, capfd):
+    """Reproduction 1 for `eval mcq`: the run folder was reused whenever the settings strings
+    matched, so new weights in the same folder reported "resumed 20" with the old answers."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from discmed.backend import load_backend
+
+    task, qs = cmmlu
+    folder = tmp_path / "runs" / "x"
+    shutil.copytree(tiny_model, folder)
+    settings = {"model": f"hf:{folder}", "mode": "logprob", "shots": 0}
+    first = run_mcq(load_backend(f"hf:{folder}"), task, qs[:3], tmp_path / "mcq", settings=settings, progress=False)
+    results = tmp_path / "mcq" / "results.json"
+    old_scores = [r["logprobs"] for r in json.loads(results.read_text(encoding="utf-8"))["questions"]]
+    again = run_mcq(load_backend(f"hf:{folder}"), task, qs[:3], tmp_path / "mcq", settings=settings, progress=False)
+    assert (first["resumed"], again["resumed"]) == (0, 3)  # same weights: resumed
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # new weights, same folder, same settings
+    model.save_pretrained(folder)
+    retrained = run_mcq(load_backend(f"hf:{folder}"), task, qs[:3], tmp_path / "mcq", settings=settings, progress=False)
+    assert retrained["resumed"] == 0 and retrained["model_identity"] != first["model_identity"]
+    assert "starting a new run" in capfd.readouterr().err
+    new_scores = [r["logprobs"] for r in json.loads(results.read_text(encoding="utf-8"))["questions"]]
+    assert new_scores != old_scores  # the new weights' answers, not the old ones'
+    run = json.loads((tmp_path / "mcq" / "run.json").read_text(encoding="utf-8"))
+    assert run["model_identity"] == retrained["model_identity"]

@@ -314,17 +314,18 @@ def test_page_is_served(tiny_server):
     assert json.loads(httpx.get(root(tiny_server) + "/health").text)["safety"] is True
 
 
-def test_vllm_engine_says_what_it_needs():
+def test_vllm_engine_says_what_it_needs(tmp_path):
     import importlib.util
 
     from discmed.backend import BackendError, load_backend
-    from discmed.backends.vllm import _quantization, served_model
+    from discmed.backends.vllm import vllm_quantization
+    from discmed.serve.vllm import served_model
 
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(BackendError, match=r"discmed\[vllm\]"):
-            load_backend("vllm:/models/x")
+            load_backend(f"vllm:{tmp_path}")
         with pytest.raises(BackendError, match="GPU"):
-            served_model("hf:/models/x")
-    assert _quantization("int4") == {"quantization": "bitsandbytes"}
+            served_model(f"hf:{tmp_path}")
+    assert vllm_quantization("int4") == {"quantization": "bitsandbytes"}
     with pytest.raises(BackendError, match="4 bits only"):
-        _quantization("int8")
+        vllm_quantization("int8")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backend import BackendError, GenParams, apply_stop
+from discmed.backend import BackendError, Batcher, GenParams, apply_stop, model_identity
 from discmed.chat import Message
 from discmed.formats import DiscFormat, get_format
 
@@ -100,6 +100,8 @@ class HFBackend:
         )
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
         self._lock = threading.Lock()  # one generate at a time on this model
+        self.identity = model_identity(path)
+        self._batcher = Batcher(self.chat, max_batch=batch_size)
 
     # -- parameters ---------------------------------------------------------------------
     def default_params(self) -> GenParams:
@@ -156,6 +158,10 @@ class HFBackend:
                 text = self.tokenizer.decode(out[row, input_ids.shape[1] :], skip_special_tokens=True)
                 results[i] = apply_stop(text, params.stop)[0]
         return results
+
+    async def achat(self, messages: list[Message], params: GenParams) -> str:
+        """One reply; concurrent calls are batched into `chat` (see backend.Batcher)."""
+        return await self._batcher(messages, params)
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
         """Token-by-token text deltas; closing the iterator stops the generation."""

@@ -1,13 +1,16 @@
 """The OpenAI-compatible backend: vLLM, SGLang, hosted APIs, and discmed's own server.
 
 Spec: `openai:BASE_URL@MODEL` (the model part may be left out when the server serves one
-model). Built on the official `openai` client, whose retries (exponential backoff with jitter
-on connection errors, timeouts, 408/409/429 and 5xx) are configured here rather than written
-again. An endpoint that cannot be reached gives one clear message.
+model). Built on the official `openai` client, sync for `chat`/`stream` and `AsyncOpenAI` for
+`achat` (the job engine's way in), whose retries (exponential backoff with jitter on
+connection errors, timeouts, 408/409/429 and 5xx; a 400 is not retried) are configured here
+and are the only retries discmed makes. An endpoint that cannot be reached gives one clear
+message. Its identity is the base URL and the server's model id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -51,9 +54,10 @@ class OpenAIBackend:
         # stay in the `safety` field. A header, not a body field: hosted APIs refuse unknown
         # body fields and ignore unknown headers.
         self.headers = {"X-Discmed-Safety": "off"}
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries, default_headers=self.headers
-        )
+        self._client_options = {"base_url": self.base_url, "api_key": key, "timeout": timeout,
+                                "max_retries": max_retries, "default_headers": self.headers}
+        self.client = openai.OpenAI(**self._client_options)
+        self._aclient: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
         self.concurrency = concurrency
         self._model = model
         self.name = name or model or self.base_url
@@ -69,22 +73,32 @@ class OpenAIBackend:
             self._model = models[0].id
         return self._model
 
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.base_url.rstrip('/')}@{self.model}"
+
     def default_params(self) -> GenParams:
         return GenParams()
 
     def _call(self, fn):
-        import openai
-
         try:
             return fn()
-        except openai.APIConnectionError as e:
+        except Exception as e:
+            raise self._error(e) from e
+
+    def _error(self, e: Exception) -> Exception:
+        """The SDK's errors, after its retries, as one clear BackendError."""
+        import openai
+
+        if isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e
-            raise BackendError(
+            return BackendError(
                 f"cannot reach the OpenAI-compatible endpoint at {self.base_url} ({cause}); "
                 "is the server running? (discmed serve --model SPEC starts one)"
-            ) from e
-        except openai.APIStatusError as e:
-            raise BackendError(f"{self.base_url} answered {e.status_code}: {e.message}") from e
+            )
+        if isinstance(e, openai.APIStatusError):
+            return BackendError(f"{self.base_url} answered {e.status_code}: {e.message}")
+        return e
 
     def _request(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
         req: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": params.max_new_tokens}
@@ -117,6 +131,28 @@ class OpenAIBackend:
         resp = self._call(lambda: self.client.chat.completions.create(**self._request(messages, params)))
         self._tally(resp.usage)
         return resp.choices[0].message.content or ""
+
+    async def achat(self, messages: list[Message], params: GenParams) -> str:
+        """One reply through AsyncOpenAI (one client per event loop: its connections are the loop's)."""
+        import openai
+
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient[0] is not loop:
+            self._aclient = (loop, openai.AsyncOpenAI(**self._client_options))
+        if self._model is None:
+            self._model = await asyncio.to_thread(lambda: self.model)
+        try:
+            resp = await self._aclient[1].chat.completions.create(**self._request(messages, params))
+        except Exception as e:
+            raise self._error(e) from e
+        self._tally(resp.usage)
+        return resp.choices[0].message.content or ""
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop (the job engine calls this after a run)."""
+        if self._aclient is not None:
+            client, self._aclient = self._aclient[1], None
+            await client.close()
 
     def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
         if len(conversations) == 1:

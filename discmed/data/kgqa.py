@@ -79,8 +79,8 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
               on_error: str = "skip", cache: str | Path | bool | None = True, progress: bool = True,
               teacher_name: str | None = None) -> dict[str, Any]:
     """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary."""
-    from discmed.backend import GenParams, load_backend
-    from discmed.data.jobs import JobRunner
+    from discmed.backend import GenParams
+    from discmed.jobs import JobRunner, backend_for
 
     prompts = load_prompts()["kgqa"]
     errors: list[DataError] | None = [] if on_error == "skip" else None
@@ -89,13 +89,13 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
     entities = sample_entities(triples, k=k, min_facts=min_facts, seed=seed)
     if limit is not None:
         entities = entities[:limit]
-    backend = load_backend(teacher) if isinstance(teacher, str) else teacher
+    backend = backend_for(teacher, retries=retries)
     name = teacher_name or (teacher if isinstance(teacher, str) else getattr(backend, "name", type(backend).__name__))
     dst = Path(dst)
     runner = JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=cache, progress=progress)
     runner.set_meta(step="kgqa", teacher=name, prompt_version=prompts["version"], inputs=[str(p) for p in paths])
-    client = runner.client(backend, name="teacher", model=getattr(backend, "name", None) or name)
+    client = runner.client(backend, name="teacher")
     params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
     def check(text: str, facts) -> tuple[list[str], tuple[str, str] | None]:

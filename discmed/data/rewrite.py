@@ -171,17 +171,17 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     both written atomically from the journal (`dst` + `.journal.sqlite` unless given), so a
     killed run resumes where it stopped and a finished one re-exports at no cost.
     """
-    from discmed.backend import GenParams, load_backend
-    from discmed.data.jobs import JobRunner
+    from discmed.backend import GenParams
+    from discmed.jobs import JobRunner, backend_for
 
     prompts = load_prompts()["rewrite"]
-    backend = load_backend(teacher) if isinstance(teacher, str) else teacher
+    backend = backend_for(teacher, retries=retries)
     name = teacher_name or (teacher if isinstance(teacher, str) else getattr(backend, "name", type(backend).__name__))
     dst = Path(dst)
     runner = JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=cache, progress=progress)
     runner.set_meta(step="rewrite", teacher=name, prompt_version=prompts["version"], input=str(src))
-    client = runner.client(backend, name="teacher", model=getattr(backend, "name", None) or name)
+    client = runner.client(backend, name="teacher")
     params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
     async def ask(messages: list[dict]) -> str:

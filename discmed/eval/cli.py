@@ -122,16 +122,16 @@ def _register_consult(eval_app: typer.Typer) -> None:
         return sys.stderr.isatty() or not as_json
 
     def backend(spec: str, timeout: float):
-        """A model spec's backend; API calls get a per-request timeout and few client-side
-        retries, as the engine already retries with backoff (5 x 3 attempts of 300 s each
-        would hang a run on a broken server for over an hour)."""
-        from discmed.backend import load_backend, parse_spec
+        """A model spec's backend; an API request gets `--timeout` and the SDK's 2 retries
+        (3 attempts of 300 s at worst, not the hour 5 x 3 nested retries could take)."""
+        from discmed.jobs import backend_for
 
-        if parse_spec(spec)[0] == "openai":
-            return load_backend(spec, timeout=timeout, max_retries=1)
-        return load_backend(spec)
+        return backend_for(spec, retries=2, timeout=timeout)
 
-    timeout_help = "seconds before an API request is abandoned (then retried by the engine)"
+    def _cache_choice(no_cache: bool, cache: Path | None, shared: bool):
+        return False if no_cache else cache or (True if shared else None)  # None: the run's own
+
+    timeout_help = "seconds before an API request is abandoned (then retried by the openai client)"
 
     @eval_app.command("consult")
     def consult(
@@ -149,8 +149,9 @@ def _register_consult(eval_app: typer.Typer) -> None:
         patient_temperature: Annotated[float, typer.Option("--patient-temperature")] = 0.7,
         doctor_system: Annotated[str | None, typer.Option("--doctor-system", help="a system prompt for the doctor")] = None,
         timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the call cache")] = False,
-        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default ~/.cache/discmed/llm_cache.sqlite)")] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")] = False,
+        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, <out>.cache.sqlite)")] = None,
+        shared_cache: Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
     ) -> None:
         """Simulated consultations: a patient model role-plays each case, the doctor consults."""
@@ -169,7 +170,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 cases, doc, pat, target, doctor_spec=doctor, patient_spec=patient, model=model, turns=turns,
                 concurrency=concurrency, doctor_params=GenParams(max_new_tokens=doctor_tokens),
                 patient_params=GenParams(max_new_tokens=patient_tokens, temperature=patient_temperature, top_p=0.9),
-                doctor_system=doctor_system, cache=False if no_cache else (cache or True), progress=progress(as_json))
+                doctor_system=doctor_system, cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
         typer.echo(f"{summary['dialogues']}/{summary['cases']} consultations → {summary['out']} "
@@ -199,8 +200,9 @@ def _register_consult(eval_app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="judge reply length (default 128; 256 pairwise)")] = None,
         timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the call cache")] = False,
-        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default ~/.cache/discmed/llm_cache.sqlite)")] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")] = False,
+        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, <out>.cache.sqlite)")] = None,
+        shared_cache: Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
     ) -> None:
         """Score dialogues with DISC's rubric (or compare two doctors with --pairwise)."""
@@ -219,7 +221,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 target = out or Path("runs") / "judge" / f"pairwise_{x[0]['model']}_vs_{y[0]['model']}.jsonl"
                 summary = run_pairwise(x, y, model, target, judge_spec=judge_spec,
                                        params=GenParams(max_new_tokens=max_tokens or 256),
-                                       concurrency=concurrency, cache=False if no_cache else (cache or True), progress=progress(as_json))
+                                       concurrency=concurrency, cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['x']} vs {summary['y']} on {summary['cases']} cases: "
                            f"{summary['x_wins']} / {summary['y_wins']} wins, {summary['ties']} ties, "
                            f"{summary['undecided']} undecided; verdict kept after swapping: {summary['consistent']}; "
@@ -232,7 +234,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 target = out or Path("runs") / "judge" / f"result_{first['model']}_{first['source'].lower()}.jsonl"
                 summary = run_judge(flat, model, target, judge_spec=judge_spec, rubric=rubric,
                                     params=GenParams(max_new_tokens=max_tokens or 128), concurrency=concurrency,
-                                    cache=False if no_cache else (cache or True), progress=progress(as_json))
+                                    cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
                            f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
                            f"({summary['asked_again']} asked twice), {summary['failed']} failed")

@@ -323,8 +323,8 @@ def write_dialogues(records: list[dict[str, Any]], path: str | Path) -> None:
 
 def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *, doctor_spec: str,
                 patient_spec: str, model: str, turns: int = 3, concurrency: int = 8, doctor_params: Any = None,
-                patient_params: Any = None, doctor_system: str | None = None, cache: Any = True,
-                retries: int = 3, progress: bool = True) -> dict[str, Any]:
+                patient_params: Any = None, doctor_system: str | None = None, cache: Any = None,
+                progress: bool = True) -> dict[str, Any]:
     """Run every case through the engine and write DISC's dialogue file to `out`.
 
     The journal (`<out>.journal.sqlite`) keeps each finished consultation, so an interrupted
@@ -332,7 +332,7 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     to `<out>.leaks.jsonl`, one line per flagged dialogue.
     """
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
     doctor_params = doctor_params or GenParams(max_new_tokens=512)
@@ -341,15 +341,15 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
                 "doctor_params": vars(doctor_params), "patient_params": vars(patient_params),
                 "doctor_system": doctor_system}
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=run_cache(out, cache), progress=progress)
     try:
         previous = runner.meta().get("settings")
         if previous is not None and previous != json.loads(json.dumps(settings)):
             raise ValueError(f"{runner.journal}: this journal was written with other settings "
                              f"({previous}); choose another --out or delete the journal to start over")
         runner.set_meta(settings=settings)
-        doc = runner.client(doctor, name="doctor", model=doctor_spec)
-        pat = runner.client(patient, name="patient", model=patient_spec)
+        doc = runner.client(doctor, name="doctor")
+        pat = runner.client(patient, name="patient")
         by_id = {c.id: c for c in cases}
 
         async def work(key: str, case: Case) -> dict:

@@ -302,8 +302,8 @@ def _check_settings(runner: Any, settings: dict[str, Any]) -> None:
 
 
 def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, judge_spec: str,
-              rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: Any = True,
-              retries: int = 3, progress: bool = True) -> dict[str, Any]:
+              rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: Any = None,
+              progress: bool = True) -> dict[str, Any]:
     """Judge every dialogue; write DISC-format judgement lines to `out` (JSONL).
 
     A reply with no readable scores is asked again once, with the prompt, the unreadable
@@ -311,15 +311,15 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     the judge's raw text (so the file stays complete) and reported as unparsed.
     """
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=128)
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=run_cache(out, cache), progress=progress)
     try:
         _check_settings(runner, {"judge": judge_spec, "rubric": rubric, "params": vars(params)})
-        client = runner.client(judge, name="judge", model=judge_spec)
+        client = runner.client(judge, name="judge")
         retry_prompt = load_prompt("judge_retry.txt")
 
         async def work(key: str, dialogue: dict[str, Any]) -> dict:
@@ -354,15 +354,15 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
 
 
 def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judge: Any, out: str | Path, *,
-                 judge_spec: str, params: Any = None, concurrency: int = 8, cache: Any = True,
-                 retries: int = 3, progress: bool = True) -> dict[str, Any]:
+                 judge_spec: str, params: Any = None, concurrency: int = 8, cache: Any = None,
+                 progress: bool = True) -> dict[str, Any]:
     """Compare two doctors on the cases both consulted, each case judged in both orders.
 
     Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`) to `out`
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=256)
@@ -372,10 +372,10 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
         raise ValueError("the two dialogue files share no (source, id) case to compare")
     model_x, model_y = pairs[0][0]["model"], pairs[0][1]["model"]
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=run_cache(out, cache), progress=progress)
     try:
         _check_settings(runner, {"judge": judge_spec, "x": model_x, "y": model_y, "params": vars(params)})
-        client = runner.client(judge, name="judge", model=judge_spec)
+        client = runner.client(judge, name="judge")
 
         async def work(key: str, pair: tuple[dict, dict]) -> dict:
             x, y = pair

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from discmed.chat import atomic_write_text, read_json
 from discmed.eval.loaders import Question, Task
 from discmed.eval.mcq_report import bootstrap_ci, render_table
 
@@ -160,12 +161,6 @@ def read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def summarize(records: list[dict], settings: dict, order: list[str]) -> dict:
     """Per-subset accuracy with its bootstrap interval; the average is the unweighted mean of
     subsets, as DISC reports it (the question-weighted figure is `micro`)."""
@@ -209,8 +204,10 @@ def run_mcq(
 ) -> dict:
     """Score `questions`, resuming from `out_dir`'s journal; returns the summary.
 
-    `settings` (model, task, mode, shots … as the user gave them) is stored in run.json; a
-    folder holding a run with other settings is refused rather than mixed into.
+    `settings` (model, task, mode, shots … as the user gave them) is stored in run.json with
+    the backend's identity; a folder holding a run with other settings is refused rather than
+    mixed into, and one whose answers came from other weights (the same folder retrained, say)
+    is started anew, its old answers kept beside and said so on stderr.
     """
     from tqdm import tqdm
 
@@ -219,18 +216,24 @@ def run_mcq(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
+    journal = out / "answers.jsonl"
+    identity = str(backend.identity)
     if run_file.exists():
-        before = json.loads(run_file.read_text(encoding="utf-8"))
+        before = read_json(run_file)
+        was = before.pop("model_identity", None)
         if before != settings:
             diff = [k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k)]
             raise ValueError(
                 f"{out} holds a run with other settings ({', '.join(sorted(diff))}); "
                 "use another --out or delete the folder"
             )
-    else:
-        _write_atomic(run_file, json.dumps(settings, ensure_ascii=False, indent=1))
+        if was != identity and journal.exists():
+            stale = journal.with_name(f"{journal.name}.{time.strftime('%Y%m%d-%H%M%S')}.stale")
+            os.replace(journal, stale)
+            print(f"discmed: {out} holds answers of {was or 'a model it did not record'}, not {identity}: "
+                  f"starting a new run (the old answers are {stale})", file=sys.stderr)
+    atomic_write_text(run_file, json.dumps({**settings, "model_identity": identity}, ensure_ascii=False, indent=1))
 
-    journal = out / "answers.jsonl"
     done = read_journal(journal)
     todo = [
         (q, build_prompt(q, task, pick_shots(q, dev or [], shots))) for q in questions if q.id not in done
@@ -269,15 +272,16 @@ def run_mcq(
         "task": task.name,
         "model": getattr(backend, "name", "model"),
         **settings,
+        "model_identity": identity,
         "mode": mode,
         "shots": shots,
     }
     summary = summarize(records, named, order)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["resumed"] = len(questions) - len(todo)
-    _write_atomic(
+    atomic_write_text(
         out / "results.json", json.dumps({**summary, "questions": records}, ensure_ascii=False, indent=1)
     )
-    _write_atomic(out / "table.md", render_table([summary]))
+    atomic_write_text(out / "table.md", render_table([summary]))
     summary["out"] = str(out)
     return summary

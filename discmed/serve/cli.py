@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(str(e), param_hint="--safety-rules") from None
         try:
             if engine == "vllm":
-                from discmed.backends.vllm import served_model as vllm_served
+                from discmed.serve.vllm import served_model as vllm_served
 
                 served = vllm_served(
                     model,

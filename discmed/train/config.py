@@ -24,7 +24,7 @@ METHODS = ("full", "lora", "qlora")
 FORMATS = ("disc", "chatml", "llama3", "auto")
 
 
-class ConfigError(ValueError):
+class ConfigError(DiscmedError, ValueError):
     """A bad recipe key or value, or a bad data file: the message says where and what."""
 
 

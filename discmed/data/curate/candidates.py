@@ -99,6 +99,10 @@ def load_file(store: Store, path: str | Path, with_reference: bool = False) -> d
     return {"records": len(records), "items_added": items, "candidates_added": cands}
 
 
+class EmptyReply(RuntimeError):
+    """A model that answered nothing: the sample is not stored and is asked again next time."""
+
+
 def generate_candidates(
     store: Store,
     prompts: list[dict],
@@ -109,54 +113,55 @@ def generate_candidates(
     top_p: float = 0.95,
     seed: int = 0,
     batch_size: int = 8,
+    rate: float | None = None,
+    cache: str | Path | bool | None = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Add `prompts` to the store and generate `n` candidates per prompt from each model spec.
-    Skips what is already stored. `on_progress(k)` is called after each batch of k replies."""
-    from discmed.backend import GenParams, load_backend
+    """Add `prompts` to the store and generate `n` candidates per prompt from each model spec,
+    through the job engine (concurrency, rate limit, the API client's retries, the call cache
+    keyed by model identity). Skips what is already stored. `on_progress(k)` is called as
+    replies arrive; `batch_size` replies are in flight at once (a local model batches them)."""
+    from discmed.backend import GenParams, parse_spec
+    from discmed.jobs import JobRunner, backend_for
 
     temperatures = temperatures or [0.7]
     store.add_many(prompts)
-    summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0}
+    summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0, "failed": 0}
+    journal = store.path.with_name(store.path.name + ".candidates.journal.sqlite")
     for spec in models:
-        todo = {i: [p for p in prompts if not store.has_candidate(p["id"], spec, i)] for i in range(n)}
-        summary["skipped"] += n * len(prompts) - sum(len(v) for v in todo.values())
-        if not any(todo.values()):
+        todo = [(p, i) for i in range(n) for p in prompts if not store.has_candidate(p["id"], spec, i)]
+        summary["skipped"] += n * len(prompts) - len(todo)
+        if not todo:
             continue
-        backend = load_backend(spec)
-        for i, pending in todo.items():
-            params = GenParams(
-                max_new_tokens=max_new_tokens,
-                temperature=temperatures[i % len(temperatures)],
-                top_p=top_p,
-                seed=seed + i,
-            )
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
-                replies = backend.chat([p["messages"] for p in chunk], params)
-                now = time.time()
-                rows = []
-                for p, text in zip(chunk, replies, strict=True):
-                    if not text.strip():
-                        summary["empty"] += 1  # not stored, so a rerun tries this sample again
-                        continue
-                    rows.append(
-                        {
-                            "id": p["id"],
-                            "candidates": [
-                                {
-                                    "text": text.strip(),
-                                    "model": spec,
-                                    "params": params.as_dict(),
-                                    "sample": i,
-                                    "created": now,
-                                }
-                            ],
-                        }
-                    )
-                store.add_many(rows)
-                summary["generated"] += len(rows)
-                if on_progress:
-                    on_progress(len(chunk))
+        local = parse_spec(spec)[0] in ("hf", "tiny")
+        backend = backend_for(spec) if not local else _local(spec, batch_size)
+        runner = JobRunner(journal, concurrency=batch_size, rate=rate, cache=cache, progress=False)
+        client = runner.client(backend, name=spec)
+
+        async def work(key: str, job: tuple[dict, int]) -> dict:
+            p, i = job
+            params = GenParams(max_new_tokens=max_new_tokens, temperature=temperatures[i % len(temperatures)],
+                               top_p=top_p, seed=seed + i)
+            text = (await client.chat(p["messages"], params)).strip()
+            if on_progress:
+                on_progress(1)
+            if not text:
+                summary["empty"] += 1
+                raise EmptyReply("empty reply")  # a failed job, not stored: a rerun tries this sample again
+            store.add_many([{"id": p["id"], "candidates": [{"text": text, "model": spec, "params": {
+                **params.as_dict(), "model_identity": client.model}, "sample": i, "created": time.time()}]}])
+            return {"stored": True}
+
+        empty_before = summary["empty"]
+        run = runner.run([(f"{spec}|{p['id']}|{i}", (p, i)) for p, i in todo], work, desc=f"candidates {spec}")
+        runner.close()
+        summary["generated"] += run["done"]
+        summary["failed"] += run["failed"] - (summary["empty"] - empty_before)
     summary["duplicates"] = store.progress()["duplicates"]
     return summary
+
+
+def _local(spec: str, batch_size: int):
+    from discmed.backend import load_backend
+
+    return load_backend(spec, batch_size=batch_size)

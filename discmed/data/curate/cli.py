@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens")] = 256,
         top_p: Annotated[float, typer.Option(help="Nucleus sampling")] = 0.95,
         seed: Annotated[int, typer.Option(help="Sample i uses seed + i")] = 0,
-        batch_size: Annotated[int, typer.Option(help="Consultations per generate call")] = 8,
+        batch_size: Annotated[int, typer.Option(help="Replies in flight at once (a local model's batch)")] = 8,
         with_reference: Annotated[
             bool, typer.Option(help="Keep a final assistant turn as a candidate ('reference')")
         ] = False,

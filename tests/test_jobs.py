@@ -1,5 +1,6 @@
 """The job engine against a real loopback HTTP endpoint: results, cache, retries, rate limit,
-and a run killed with SIGKILL that restarts without redoing or duplicating anything."""
+a run killed with SIGKILL that restarts without redoing or duplicating anything, and results
+keyed by the model's identity (a folder retrained in place is asked again)."""
 
 import json
 import signal
@@ -31,7 +32,7 @@ def _stats(base: str) -> dict:
 
 
 def _runner(tmp_path, **kw):
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner
 
     kw.setdefault("cache", tmp_path / "cache.sqlite")
     return JobRunner(tmp_path / "journal.sqlite", progress=False, **kw)
@@ -42,7 +43,7 @@ def test_results_in_input_order_with_tally_and_provenance(tmp_path, endpoint):
 
     runner = _runner(tmp_path, concurrency=8)
     runner.set_meta(prompt_version="t1", teacher="echo")
-    teacher = runner.client(load_backend(f"openai:{endpoint}@echo"), name="teacher", model="echo")
+    teacher = runner.client(load_backend(f"openai:{endpoint}@echo"), name="teacher")
 
     async def work(key, text):
         return {"reply": await teacher.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
@@ -54,9 +55,9 @@ def test_results_in_input_order_with_tally_and_provenance(tmp_path, endpoint):
     got = list(runner.results())
     assert [k for k, _ in got] == [k for k, _ in items]
     assert got[3][1]["reply"] == "回复：顺序测试3号"
-    assert runner.meta() == {"prompt_version": "t1", "teacher": "echo"}
+    assert runner.meta() == {"prompt_version": "t1", "teacher": "echo", "models": {"teacher": f"openai:{endpoint}@echo"}}
     prov = json.loads(runner.con.execute("SELECT provenance FROM items WHERE key='a0'").fetchone()[0])
-    assert prov == {"models": ["teacher=echo"], "calls": 1, "cache_hits": 0}
+    assert prov == {"models": [f"teacher=openai:{endpoint}@echo"], "calls": 1, "cache_hits": 0}
 
     # Same journal again: everything is skipped, nothing is called.
     s2 = runner.run(items, work)
@@ -67,7 +68,7 @@ def test_results_in_input_order_with_tally_and_provenance(tmp_path, endpoint):
     before = _stats(endpoint)
     (tmp_path / "journal.sqlite").unlink()
     r3 = _runner(tmp_path, concurrency=8)
-    teacher = r3.client(load_backend(f"openai:{endpoint}@echo"), name="teacher", model="echo")
+    teacher = r3.client(load_backend(f"openai:{endpoint}@echo"), name="teacher")
     s3 = r3.run(items, work)
     assert s3["done"] == 30 and s3["cache_hits"] == 30 and s3["calls"] == 0
     assert _stats(endpoint) == before
@@ -76,8 +77,8 @@ def test_results_in_input_order_with_tally_and_provenance(tmp_path, endpoint):
 def test_failures_are_recorded_and_retried_on_the_next_run(tmp_path, endpoint):
     from discmed.backend import GenParams, load_backend
 
-    runner = _runner(tmp_path, concurrency=4, retries=1, backoff=0.01)
-    dead = runner.client(load_backend("openai:http://127.0.0.1:9/v1@none", max_retries=0), name="dead", model="dead")
+    runner = _runner(tmp_path, concurrency=4)
+    dead = runner.client(load_backend("openai:http://127.0.0.1:9/v1@none", max_retries=0), name="dead")
 
     async def work(key, text):
         return {"reply": await dead.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
@@ -86,9 +87,8 @@ def test_failures_are_recorded_and_retried_on_the_next_run(tmp_path, endpoint):
     assert s["failed"] == 2 and s["done"] == 0
     errors = dict(runner.failures())
     assert set(errors) == {"x1", "x2"} and all(errors.values())
-    assert runner.clients[0].retries == 2  # one retry per item
 
-    live = runner.client(load_backend(f"openai:{endpoint}@echo"), name="live", model="echo")
+    live = runner.client(load_backend(f"openai:{endpoint}@echo"), name="live")
 
     async def work2(key, text):
         return {"reply": await live.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
@@ -101,7 +101,7 @@ def test_rate_limit_spreads_calls(tmp_path, endpoint):
     from discmed.backend import GenParams, load_backend
 
     runner = _runner(tmp_path, concurrency=16, rate=20.0, cache=None)
-    c = runner.client(load_backend(f"openai:{endpoint}@echo"), model="echo")
+    c = runner.client(load_backend(f"openai:{endpoint}@echo"))
 
     async def work(key, text):
         return {"reply": await c.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
@@ -125,10 +125,10 @@ def test_duplicate_keys_are_refused(tmp_path, endpoint):
 DRIVER = textwrap.dedent("""
     import json, sys
     from discmed.backend import GenParams, load_backend
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner
     base, journal, out = sys.argv[1:4]
     runner = JobRunner(journal, concurrency=4, cache=None, progress=False)
-    t = runner.client(load_backend(f"openai:{base}@echo"), model="echo")
+    t = runner.client(load_backend(f"openai:{base}@echo"))
     async def work(key, text):
         return {"id": key, "reply": await t.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
     runner.run([(f"item-{i}", f"杀进程测试{i}") for i in range(80)], work)
@@ -192,9 +192,10 @@ def test_local_backend_calls_are_batched(tmp_path, tiny_model):
         batches.append(len(conversations))
         return chat(conversations, params)
 
-    backend.chat = counting_chat
-    runner = _runner(tmp_path, concurrency=8, cache=None, max_batch=4)
-    c = runner.client(backend, model="tiny")
+    backend._batcher.chat = counting_chat
+    backend._batcher.max_batch = 4
+    runner = _runner(tmp_path, concurrency=8, cache=None)
+    c = runner.client(backend)
     params = GenParams(max_new_tokens=4)
 
     async def work(key, text):
@@ -231,8 +232,9 @@ def test_rejected_requests_are_not_retried(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        runner = _runner(tmp_path, concurrency=1, retries=2, backoff=0.01)
-        api = runner.client(load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m"), name="api", model="m")
+        runner = _runner(tmp_path, concurrency=1)
+        # The openai SDK's retries are the only ones: it retries a 503, never a 400.
+        api = runner.client(load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m", max_retries=2), name="api")
 
         async def work(key, text):
             return {"reply": await api.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
@@ -244,3 +246,84 @@ def test_rejected_requests_are_not_retried(tmp_path):
         assert s["failed"] == 1 and seen == [400, 503, 503, 503]  # a server error is retried
     finally:
         server.shutdown()
+
+
+def _retrain_in_place(folder: Path) -> None:
+    """New weights in the same folder, the way `train sft --output-dir` overwrites them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    model.save_pretrained(folder)
+
+
+def test_a_folder_retrained_in_place_is_asked_again(tmp_path, tiny_model, capfd):
+    """Reproduction 1: the cache and the journal used to key on the folder's name, so new
+    weights in runs/x were answered with the old weights' replies, from either."""
+    import shutil
+
+    from discmed.backend import GenParams, load_backend
+
+    folder = tmp_path / "runs" / "x"
+    shutil.copytree(tiny_model, folder)
+    params = GenParams(max_new_tokens=6)
+    items = [(f"q{i}", f"咳嗽{i}天") for i in range(3)]
+
+    def run_once():
+        backend = load_backend(f"hf:{folder}")
+        runner = _runner(tmp_path)
+        c = runner.client(backend, name="doctor")
+
+        async def work(key, text):
+            return {"reply": await c.chat([{"role": "user", "content": text}], params)}
+
+        summary = runner.run(items, work)
+        runner.close()
+        return backend.identity, summary
+
+    first_id, s1 = run_once()
+    assert s1["done"] == 3 and s1["calls"] == 3
+    same_id, s2 = run_once()  # same weights: resumed from the journal, nothing asked
+    assert same_id == first_id and s2["skipped"] == 3 and s2["calls"] == 0 and s2["restarted"] is None
+
+    _retrain_in_place(folder)
+    new_id, s3 = run_once()
+    assert new_id != first_id and new_id.startswith("x@")
+    assert s3["done"] == 3 and s3["calls"] == 3 and s3["cache_hits"] == 0  # neither journal nor cache answered
+    assert "was made with doctor x@" in s3["restarted"] and "starting a new run" in capfd.readouterr().err
+    assert list(tmp_path.glob("journal.sqlite.*.stale"))  # the old run is kept, not lost
+
+
+def test_a_journal_of_another_model_can_be_refused(tmp_path, endpoint):
+    from discmed.backend import GenParams, load_backend
+    from discmed.jobs import JobRunner, JournalMismatch
+
+    runner = _runner(tmp_path, cache=None)
+    a = runner.client(load_backend(f"openai:{endpoint}@echo"), name="judge")
+
+    async def work(key, text):
+        return {"reply": await a.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=4))}
+
+    runner.run([("k", "问")], work)
+    runner.close()
+    strict = JobRunner(tmp_path / "journal.sqlite", cache=None, progress=False, restart=False)
+    with pytest.raises(JournalMismatch, match=r"made with judge openai:.*@echo, not openai:.*@other"):
+        strict.client(load_backend(f"openai:{endpoint}@other"), name="judge")
+
+
+def test_identities(tmp_path):
+    from discmed.backend import fingerprint, load_backend, model_identity
+
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    (tmp_path / "README.md").write_text("card")
+    before = fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("a new model card")  # not the model: same identity
+    assert fingerprint(tmp_path) == before
+    (tmp_path / "config.json").write_text('{"a": 2}')
+    assert fingerprint(tmp_path) != before
+    assert model_identity(str(tmp_path)) == f"{tmp_path.name}@{fingerprint(tmp_path)}"
+    api = load_backend("openai:http://127.0.0.1:9/v1/@m1")
+    assert api.identity == "openai:http://127.0.0.1:9/v1@m1"

@@ -4,24 +4,28 @@ Data construction (rewrite, kgqa) and evaluation (simulated consultations, judgi
 same shape of work: thousands of items, each needing one or more model calls, each giving
 one JSON result. This module runs that work:
 
-- asyncio concurrency against any `Backend`: an openai backend is called natively async
-  (aiohttp, 64 requests in flight on one event loop); a local one (hf, vllm) gets the calls
-  that arrive together as one batched `backend.chat` in a worker thread;
-- a rate limit (requests per second) and retries with exponential backoff and jitter;
+- asyncio concurrency against any `Backend`, called through the contract's `achat`: an
+  openai backend through the official AsyncOpenAI client (64 requests in flight on one event
+  loop, the SDK's own retries with backoff), a local one (hf, vllm) with concurrent calls
+  batched into one `backend.chat` in a worker thread (`backend.Batcher`);
+- a rate limit (request starts per second);
 - a SQLite journal (WAL): an item's result is committed the moment it finishes, so a run
-  killed at any moment (even SIGKILL) restarts without redoing or duplicating finished items;
-- a content-addressed cache keyed by (model, messages, params): a re-run of the same prompts
-  costs nothing, even from a fresh journal;
+  killed at any moment (even SIGKILL) restarts without redoing or duplicating finished items.
+  The journal records each role's model identity: a journal made with another model (a
+  folder retrained in place, another checkpoint) is not resumed but started over, said so
+  on stderr, the old one kept beside it (`restart=False` refuses instead);
+- a content-addressed cache keyed by (model identity, messages, params): a re-run of the same
+  prompts on the same weights costs nothing, even from a fresh journal; new weights miss;
 - a token tally (the backend's tokenizer when it has one, else an estimate that says so),
   a progress bar, and provenance (which models answered, how many calls, cache hits).
 
 Example::
 
     from discmed.backend import load_backend, GenParams
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner
 
-    runner = JobRunner("out/rewrite.journal.sqlite", concurrency=64, rate=None, retries=3)
-    # (cache=PATH|None, progress=False, max_batch=8: calls per batch for a local backend)
+    runner = JobRunner("out/rewrite.journal.sqlite", concurrency=64, rate=None, cache=True)
+    # (cache=True: the shared ~/.cache/discmed/llm_cache.sqlite, a PATH, or None; progress=False)
     teacher = runner.client(load_backend("openai:http://127.0.0.1:8000/v1@tiny"), name="teacher")
 
     async def work(key: str, payload: dict) -> dict:
@@ -30,12 +34,13 @@ Example::
 
     summary = runner.run(((s["id"], s) for s in samples), work, desc="rewrite")
     # summary: {"done": 10, "failed": 0, "skipped": 0, "calls": 10, "cache_hits": 0,
-    #           "prompt_tokens": …, "completion_tokens": …, "clients": {"teacher": {…}}, "wall_s": …}
+    #           "prompt_tokens": …, "completion_tokens": …, "clients": {"teacher": {…}}, "wall_s": …,
+    #           "restarted": None or why the journal was started over}
     for key, result in runner.results():          # in input order; only finished items
         ...
 
 `work(key, payload)` is an async function returning a JSON-serialisable dict; an exception
-it raises (after the client's own retries) marks the item failed, with the error recorded,
+it raises (after the backend's own retries) marks the item failed, with the error recorded,
 and the run goes on; a later run retries failed items (their successful calls come from the
 cache). Keys must be unique within a journal: they are how a restart knows what is done.
 """
@@ -47,25 +52,18 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from discmed.errors import DiscmedError
 
-class RequestRejected(RuntimeError):
-    """The endpoint refused the request itself (a 4xx other than 408/409/429): asking again won't help."""
-
-
-# Errors that retrying cannot fix: a programming error, a backend refusing a feature, or an
-# endpoint rejecting the request (a prompt over its context length, say).
-NO_RETRY = (NotImplementedError, TypeError, KeyError, AttributeError, RequestRejected)
 
 RE_CJK = re.compile("[\u4e00-\u9fff]")
 
@@ -73,10 +71,33 @@ RE_CJK = re.compile("[\u4e00-\u9fff]")
 _ITEM_CALLS: ContextVar[list | None] = ContextVar("_ITEM_CALLS", default=None)
 
 
+class JournalMismatch(DiscmedError):
+    """A journal made with another model than the one loaded now (and told not to start over)."""
+
+
 def default_cache_path() -> Path:
-    """Where the LLM call cache lives unless told otherwise ($DISCMED_CACHE overrides)."""
+    """The shared LLM call cache, used when a run asks for it ($DISCMED_CACHE overrides)."""
     base = os.environ.get("DISCMED_CACHE") or Path.home() / ".cache" / "discmed"
     return Path(base) / "llm_cache.sqlite"
+
+
+def run_cache(out: Path, cache: str | Path | bool | None) -> str | Path | bool:
+    """An evaluation run's call cache: its own file beside `out` (None), the shared one (True),
+    a given file, or none (False). Per run by default, so a sampled patient is sampled anew."""
+    return out.with_name(out.name + ".cache.sqlite") if cache is None else cache
+
+
+def backend_for(model: str | Any, *, retries: int | None = None, timeout: float | None = None) -> Any:
+    """The Backend a spec names (a Backend is returned as it is); an API model gets `retries`
+    (the SDK's, the only retry layer) and a per-request `timeout`."""
+    if not isinstance(model, str):
+        return model
+    from discmed.backend import load_backend, parse_spec
+
+    options: dict[str, Any] = {}
+    if parse_spec(model)[0] == "openai":
+        options = {k: v for k, v in (("max_retries", retries), ("timeout", timeout)) if v is not None}
+    return load_backend(model, **options)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -99,9 +120,9 @@ def _params_dict(params: Any) -> dict:
     return dict(vars(params))
 
 
-def cache_key(model: str, messages: list[dict], params: Any) -> str:
-    """Content address of one call: sha256 of the model name, the messages and the params."""
-    blob = json.dumps([model, messages, _params_dict(params)], ensure_ascii=False, sort_keys=True)
+def cache_key(identity: str, messages: list[dict], params: Any) -> str:
+    """Content address of one call: sha256 of the model's identity, the messages and the params."""
+    blob = json.dumps([identity, messages, _params_dict(params)], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -146,19 +167,16 @@ class RateLimiter:
 
 
 class Client:
-    """One backend seen through the engine: cached, rate-limited, retried, tallied, async."""
+    """One backend seen through the engine: cached, rate-limited, tallied; called by `achat`."""
 
-    def __init__(self, runner: JobRunner, backend: Any, name: str, model: str):
-        self.runner, self.backend, self.name, self.model = runner, backend, name, model
+    def __init__(self, runner: JobRunner, backend: Any, name: str):
+        self.runner, self.backend, self.name = runner, backend, name
+        self.model = str(backend.identity)  # what the cache and the journal key on
         self.tokenizer = getattr(backend, "tokenizer", None)
-        self.aclient = None  # an aiohttp session for openai backends, made inside the running loop
-        self._pending: list[tuple[list[dict], Any, asyncio.Future]] = []  # local backends: the next batch
-        self._timer: asyncio.TimerHandle | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.calls = 0
         self.cache_hits = 0
-        self.retries = 0
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is not None:
@@ -168,7 +186,9 @@ class Client:
         return cjk + (len(text) - cjk + 3) // 4
 
     async def chat(self, messages: list[dict], params: Any = None) -> str:
-        """One reply to `messages`, from the cache when this exact call was made before."""
+        """One reply to `messages`, from the cache when this model made this exact call before."""
+        from discmed.backend import GenParams
+
         calls = _ITEM_CALLS.get()
         cache = self.runner.cache
         key = cache_key(self.model, messages, params) if cache is not None else ""
@@ -178,7 +198,9 @@ class Client:
             if calls is not None:
                 calls.append((self.name, self.model, True))
             return hit
-        reply = await self._call(messages, params)
+        await self.runner.limiter.wait()
+        # The backend's own retries (the openai SDK's backoff for API models) are the only ones.
+        reply = await self.backend.achat(messages, params if params is not None else GenParams())
         pt = sum(self.count_tokens(m.get("content", "")) for m in messages)
         ct = self.count_tokens(reply)
         self.prompt_tokens += pt
@@ -190,128 +212,68 @@ class Client:
             calls.append((self.name, self.model, False))
         return reply
 
-    async def _call(self, messages: list[dict], params: Any) -> str:
-        runner = self.runner
-        for attempt in range(runner.retries + 1):
-            await runner.limiter.wait()
-            try:
-                if self._is_openai():
-                    return await self._openai_call(messages, params)
-                return await self._local_call(messages, params)
-            except NO_RETRY:
-                raise
-            except Exception:
-                if attempt == runner.retries:
-                    raise
-                self.retries += 1
-                # Exponential backoff with full jitter so 64 failing workers do not retry in step.
-                delay = min(runner.backoff_max, runner.backoff * (2**attempt))
-                await asyncio.sleep(random.uniform(0.5 * delay, delay))
-        raise AssertionError("unreachable")
-
-    async def _local_call(self, messages: list[dict], params: Any) -> str:
-        # A local model (hf, vllm) generates a batch for about the price of one: calls that
-        # arrive within 20 ms (or `max_batch` of them) go to backend.chat together.
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._pending.append((messages, params, fut))
-        if len(self._pending) >= self.runner.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(0.02, self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        groups: dict[str, list] = {}
-        for item in batch:  # one backend.chat call per distinct set of params
-            groups.setdefault(json.dumps(_params_dict(item[1]), sort_keys=True, default=str), []).append(item)
-        for group in groups.values():
-            asyncio.ensure_future(self._run_batch(group))
-
-    async def _run_batch(self, group: list) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            outs = await loop.run_in_executor(self.runner.pool, self.backend.chat, [m for m, _, _ in group], group[0][1])
-            for (_, _, fut), out in zip(group, outs, strict=True):
-                if not fut.done():
-                    fut.set_result(out)
-        except Exception as e:  # every caller in the batch sees the error (and may retry)
-            for _, _, fut in group:
-                if not fut.done():
-                    fut.set_exception(e)
-
-    def _is_openai(self) -> bool:
-        from discmed.backends.openai import OpenAIBackend
-
-        return isinstance(self.backend, OpenAIBackend)
-
-    async def _openai_call(self, messages: list[dict], params: Any) -> str:
-        # An openai backend is called natively async with aiohttp: 64 requests in flight cost
-        # one event loop, not 64 threads contending for the GIL. (The openai client's own
-        # async path was measured slower here: its per-request overhead dominates at 320/s.)
-        import aiohttp
-
-        from discmed.backend import BackendError
-
-        b = self.backend
-        if self.aclient is None:
-            self.aclient = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                timeout=aiohttp.ClientTimeout(total=float(b.client.timeout or 300)),
-                headers={"Authorization": f"Bearer {b.client.api_key}", **getattr(b, "headers", {})})
-        req = b._request(messages, params)
-        req.update(req.pop("extra_body", {}))
-        url = b.base_url.rstrip("/") + "/chat/completions"
-        async with self.aclient.post(url, json=req) as resp:
-            if resp.status >= 400:
-                message = f"{b.base_url} answered {resp.status}: {(await resp.text())[:300]}"
-                if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
-                    raise RequestRejected(message)
-                raise BackendError(message)
-            body = await resp.json(content_type=None)
-        usage = body.get("usage") or {}
-        b._tally(type("Usage", (), {"prompt_tokens": usage.get("prompt_tokens"),
-                                    "completion_tokens": usage.get("completion_tokens")})())
-        return body["choices"][0]["message"].get("content") or ""
-
     def tally(self) -> dict:
         return {"model": self.model, "calls": self.calls, "cache_hits": self.cache_hits,
-                "retries": self.retries, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "tokens_estimated": self.tokenizer is None}
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "tokens_estimated": self.tokenizer is None}
 
 
 class JobRunner:
     """Runs `work(key, payload)` over items with a journal; see the module docstring."""
 
     def __init__(self, journal: str | Path, *, concurrency: int = 16, rate: float | None = None,
-                 retries: int = 3, backoff: float = 1.0, backoff_max: float = 30.0,
-                 cache: str | Path | None | bool = True, progress: bool = True, max_batch: int = 8):
+                 cache: str | Path | None | bool = None, progress: bool = True, restart: bool = True):
         self.journal = Path(journal)
         self.concurrency = max(1, int(concurrency))
-        self.retries, self.backoff, self.backoff_max = retries, backoff, backoff_max
         self.progress = progress
-        self.max_batch = max(1, int(max_batch))  # local backends: calls per backend.chat batch
-        self.con = _connect(self.journal)
-        self.con.execute("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, seq INTEGER, status TEXT, "
-                         "result TEXT, error TEXT, provenance TEXT, finished REAL)")
-        self.con.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        self.restart = restart  # a journal made with another model: start over (True) or refuse
+        self.restarted: str | None = None  # why this run started over, if it did
+        self._open()
         if cache is True:
             cache = default_cache_path()
         self.cache = Cache(cache) if cache else None
         self.clients: list[Client] = []
         self.limiter = RateLimiter(rate)
-        self.pool: ThreadPoolExecutor | None = None
 
-    def client(self, backend: Any, name: str = "model", model: str | None = None) -> Client:
-        """Wrap `backend`; `model` names it in the cache key (default: the backend's spec)."""
-        model = model or getattr(backend, "spec", None) or getattr(backend, "name", None) or type(backend).__name__
-        c = Client(self, backend, name, str(model))
+    def _open(self) -> None:
+        self.con = _connect(self.journal)
+        self.con.execute("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, seq INTEGER, status TEXT, "
+                         "result TEXT, error TEXT, provenance TEXT, finished REAL)")
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+
+    def client(self, backend: Any, name: str = "model") -> Client:
+        """Wrap `backend` (any discmed Backend) under a role name ("teacher", "doctor" …).
+
+        The journal records each role's model identity; one made with another model than
+        `backend` is not resumed: the run starts over (the old journal kept beside, and said
+        so on stderr) or, with `restart=False`, is refused."""
+        c = Client(self, backend, name)
+        recorded = self.meta().get("models", {})
+        has_items = self.con.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+        if has_items and recorded.get(name) != c.model:
+            was = recorded.get(name) or "a model it did not record"
+            why = f"{self.journal} was made with {name} {was}, not {c.model}"
+            if not self.restart:
+                raise JournalMismatch(f"{why}; pass --restart to start a new run, or use another output")
+            self._start_over(why)
+            recorded = {}
+        self.set_meta(models={**recorded, name: c.model})
         self.clients.append(c)
         return c
+
+    def _start_over(self, why: str) -> None:
+        meta = {k: v for k, v in self.meta().items() if k != "models"}
+        self.con.close()
+        stale = self.journal.with_name(f"{self.journal.name}.{time.strftime('%Y%m%d-%H%M%S')}.stale")
+        os.replace(self.journal, stale)
+        for suffix in ("-wal", "-shm"):  # WAL files belong to the closed connection's database
+            side = self.journal.with_name(self.journal.name + suffix)
+            if side.exists():
+                os.replace(side, stale.with_name(stale.name + suffix))
+        self._open()
+        self.set_meta(**meta)
+        self.restarted = f"{why}: starting a new run (the old journal is {stale})"
+        print(f"discmed: {self.restarted}", file=sys.stderr)
 
     def set_meta(self, **meta: Any) -> None:
         """Record run-level provenance (prompt version, teacher, options) in the journal."""
@@ -351,7 +313,6 @@ class JobRunner:
         from tqdm import tqdm
 
         self.limiter = RateLimiter(1.0 / self.limiter.interval if self.limiter.interval else None)
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="discmed-job")
         done = self.done_keys()
         counts = {"done": 0, "failed": 0, "skipped": 0}
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
@@ -406,11 +367,10 @@ class JobRunner:
             for w in workers:
                 w.cancel()
             bar.close()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            for c in self.clients:  # an async client belongs to this run's event loop
-                if c.aclient is not None:
-                    await c.aclient.close()
-                    c.aclient = None
+            for c in self.clients:  # an API backend's async client belongs to this run's event loop
+                aclose = getattr(c.backend, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         if first_error:
             raise first_error[0]
         wall = time.perf_counter() - t0
@@ -421,7 +381,7 @@ class JobRunner:
                 "cache_hits": sum(c.cache_hits for c in self.clients),
                 "prompt_tokens": sum(c.prompt_tokens for c in self.clients),
                 "completion_tokens": sum(c.completion_tokens for c in self.clients),
-                "clients": tokens, "journal": str(self.journal)}
+                "clients": tokens, "journal": str(self.journal), "restarted": self.restarted}
 
     def close(self) -> None:
         self.con.close()
