@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ class DataError(DiscmedError, ValueError):
         self.message = message
         where = self.path if line is None else f"{self.path}:{line}"
         super().__init__(f"{where}: {field}: {message}")
+
+
+def error_sink(on_error: str) -> list[DataError] | None:
+    """What `on_error` asks for: `skip` → a list that collects bad records (the run goes on),
+    `stop` → None (the first bad record raises). Anything else is refused, never taken for stop."""
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error: expected skip or stop, got {on_error!r}")
+    return [] if on_error == "skip" else None
 
 
 @dataclass
@@ -170,6 +179,45 @@ def iter_jsonl(
                 errors.append(e)
 
 
+def iter_json_records(path: str | Path, errors: list[DataError] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line, object) for each element of a JSON array, or each line of a JSONL file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if not stripped.startswith("["):
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                err = DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})")
+                if errors is None:
+                    raise err from None
+                errors.append(err)
+        return
+    dec = json.JSONDecoder()
+    pos = text.index("[") + 1
+    line = 1 + text.count("\n", 0, pos)
+    ws = re.compile(r"[\s,]*")
+    while True:
+        m = ws.match(text, pos)
+        line += text.count("\n", pos, m.end())
+        pos = m.end()
+        if pos >= len(text):
+            raise DataError(path, line, "json", "the JSON array is not closed (truncated file?)")
+        if text[pos] == "]":
+            return
+        try:
+            obj, end = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            # Inside an array there is no safe place to resume: this is always fatal.
+            raise DataError(path, e.lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
+        yield line, obj
+        line += text.count("\n", pos, end)
+        pos = end
+
+
 def iter_conversations(
     path: str | os.PathLike,
     errors: list[DataError] | None = None,
@@ -207,6 +255,9 @@ class _AtomicFile:
         return self.f
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.f.flush()
+            os.fsync(self.f.fileno())  # the bytes are on disk before the name points at them
         self.f.close()
         if exc_type is None:
             os.replace(self.tmp, self.path)

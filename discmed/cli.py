@@ -12,9 +12,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from discmed.errors import guard
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -41,6 +43,7 @@ def emit_json(summary: dict) -> None:
 
 
 @tiny_app.command("build")
+@guard
 def tiny_build(
     out: Annotated[Path | None, typer.Argument(help="Folder to write (default: the shared cache)")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
@@ -60,6 +63,7 @@ def tiny_build(
 
 
 @tiny_app.command("path")
+@guard
 def tiny_path() -> None:
     """Print the tiny model's folder, building it if needed."""
     from discmed.tiny import ensure_tiny
@@ -68,10 +72,12 @@ def tiny_path() -> None:
 
 
 @app.command()
+@guard
 def inspect(
     data: Annotated[Path, typer.Argument(help="DISC-Med-SFT or messages JSONL")],
     model: ModelOpt = "tiny",
-    format: Annotated[str | None, typer.Option(help="disc | chatml | llama3 | auto (default: the model's)")] = None,
+    format: Annotated[Literal["disc", "chatml", "llama3", "auto"] | None,
+                      typer.Option(help="disc | chatml | llama3 | auto (default: the model's)")] = None,
     max_length: Annotated[int, typer.Option(help="Training max length")] = 1200,
     n: Annotated[int, typer.Option("-n", help="How many records to show")] = 1,
     color: Annotated[bool, typer.Option(help="Colour the trained-on tokens")] = True,
@@ -80,12 +86,12 @@ def inspect(
     from rich.console import Console
     from transformers import AutoTokenizer
 
-    from discmed.backend import parse_spec
+    from discmed.backend import check_spec
     from discmed.backends.hf import pick_format
     from discmed.chat import iter_conversations
     from discmed.tiny import ensure_tiny
 
-    kind, target = parse_spec(model)
+    kind, target = check_spec(model)
     path = str(ensure_tiny()) if kind == "tiny" else target
     tokenizer = AutoTokenizer.from_pretrained(path)
     if format is None:
@@ -118,6 +124,7 @@ def inspect(
 
 
 @app.command()
+@guard
 def chat(
     model: ModelOpt = "tiny",
     stream: Annotated[bool, typer.Option(help="Stream the reply as it is generated")] = True,
@@ -125,7 +132,7 @@ def chat(
     temperature: Annotated[float | None, typer.Option(help="0 = greedy; default: the model's own")] = None,
     system: Annotated[str | None, typer.Option(help="A system message")] = None,
     safety: Annotated[bool, typer.Option(help="Red-flag triage and the standing notice")] = True,
-    quantize: Annotated[str | None, typer.Option(help="int8 | int4 (local models)")] = None,
+    quantize: Annotated[Literal["int8", "int4"] | None, typer.Option(help="int8 | int4 (local models)")] = None,
     triage_model: Annotated[
         str | None, typer.Option(help="A second opinion on red flags from this model spec (rules stay the floor)")
     ] = None,
@@ -173,10 +180,20 @@ _register_areas()
 
 
 def main() -> None:
+    """The entry point: every command is behind `errors.guard`; this is the last boundary."""
+    from discmed.errors import DiscmedError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except DiscmedError as e:
+        if os.environ.get("DISCMED_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        if "--json" in sys.argv:
+            emit_json({"error": str(e)})
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ loaded or reached) derives from `DiscmedError`; `discmed`'s entry point prints i
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn
+
 
 class DiscmedError(Exception):
     """Base of the errors that are the user's to fix; `exit_code` says which kind."""
@@ -20,3 +25,32 @@ class DiscmedError(Exception):
 
 class SpecError(DiscmedError, ValueError):
     """A model spec that names no backend or no model (`vlm:/x`, `hf:/nonexistent`)."""
+
+
+def fail(message: str, as_json: bool = False, code: int = 2) -> NoReturn:
+    """End a command with one line on stderr (and `{"error": …}` last on stdout under --json)."""
+    import json
+
+    import typer
+
+    typer.echo(f"error: {message}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+    raise typer.Exit(code)
+
+
+def guard(fn: Callable) -> Callable:
+    """The error boundary of a command: a DiscmedError (or a missing file, a bad value) ends it
+    through `fail` with its exit code; anything else is a bug and keeps its traceback.
+    `DISCMED_DEBUG=1` shows the traceback of every error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DiscmedError, OSError, ValueError) as e:
+            if os.environ.get("DISCMED_DEBUG"):
+                raise
+            fail(str(e), bool(kwargs.get("as_json")), e.exit_code if isinstance(e, DiscmedError) else 2)
+
+    return wrapper

@@ -309,15 +309,18 @@ class EncodeStats:
 def encode_many(
     conversations: Iterable[tuple[str, Sequence[Message]]], fmt: Any, tokenizer: Any, max_length: int = 1200
 ) -> tuple[list[Encoded], EncodeStats]:
-    """Encode `(id, messages)` pairs; samples with no target left are dropped and counted."""
+    """Encode `(id, messages)` pairs for training; samples with no target left are dropped and
+    counted (their ids kept, up to 20), cut ones counted. Training builds its labels from this."""
     stats = EncodeStats()
     out: list[Encoded] = []
     for conv_id, messages in conversations:
         full = fmt.encode(messages, tokenizer, max_length=None)
-        enc = fmt.encode(messages, tokenizer, max_length=max_length)
+        # Only a conversation longer than max_length is encoded again, cut at a turn boundary.
+        enc = full if full is None or len(full[0]) <= max_length else fmt.encode(messages, tokenizer, max_length=max_length)
         if enc is None:
             stats.dropped_no_target += 1
-            stats.dropped_ids.append(conv_id)
+            if len(stats.dropped_ids) < 20:
+                stats.dropped_ids.append(conv_id)
             continue
         if full is not None and len(full[0]) > len(enc[0]):
             stats.truncated += 1

@@ -64,7 +64,6 @@ from typing import Any
 
 from discmed.errors import DiscmedError
 
-
 RE_CJK = re.compile("[\u4e00-\u9fff]")
 
 # Per-item call record, so provenance can say which models answered this item.

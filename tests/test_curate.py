@@ -316,7 +316,7 @@ def test_admin_commands_load_token_progress_and_bad_input(tmp_path):
         "candidates_added": 3,
     }
     r = _cli("load", "--db", db, bad)
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert f"{bad}:2: candidates[1].text: missing or empty" in r.stderr
     store = Store(tmp_path / "c.sqlite")
     assert [it.id for it in store.items()] == ["g1"]  # the bad file added nothing, the good one stays
@@ -337,7 +337,7 @@ def test_admin_commands_load_token_progress_and_bad_input(tmp_path):
     s = json.loads(r.stdout.splitlines()[-1])
     assert (s["sft"], s["dpo"], s["agreement"]) == (1, 0, [])
     r = _cli("export", "--db", tmp_path / "missing.sqlite")
-    assert r.exit_code == 1 and f"no curation database at {tmp_path / 'missing.sqlite'}" in r.stderr
+    assert r.exit_code == 2 and f"no curation database at {tmp_path / 'missing.sqlite'}" in r.stderr
 
 
 @pytest.mark.slow

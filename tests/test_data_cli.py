@@ -76,7 +76,7 @@ def test_bad_input_stops_with_file_and_line(tmp_path):
     bad.write_text('{"conversation": [{"role": "user", "content": "头疼"}, {"role": "assistant", "content": "休息"}]}\n'
                    '{"conversation": [{"role": "user", "content": ""}]}\n', encoding="utf-8")
     r = discmed("scrub", bad, tmp_path / "out.jsonl", "--on-error", "stop", check=False)
-    assert r.returncode == 1 and f"error: {bad}:2: conversation[0].content: empty content" in r.stderr
+    assert r.returncode == 2 and f"error: {bad}:2: conversation[0].content: empty content" in r.stderr
     assert not (tmp_path / "out.jsonl").exists()
     r = discmed("scrub", bad, tmp_path / "out.jsonl", "--no-progress", "--json")
     assert last_json(r)["bad_records"] == 1 and f"skipped: {bad}:2:" in r.stderr

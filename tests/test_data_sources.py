@@ -174,8 +174,7 @@ def test_load_to_jsonl_real_disc_and_stop(tmp_path, shared_data):
 
 
 def test_truncated_json_array_is_an_error_not_a_short_read(tmp_path):
-    from discmed.chat import DataError
-    from discmed.data.sources import iter_json_records
+    from discmed.chat import DataError, iter_json_records
 
     path = tmp_path / "cut.json"
     path.write_text('[\n  {"a": 1},\n  {"a": 2},\n', encoding="utf-8")

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from discmed.errors import guard
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
-OnErrorOpt = Annotated[str, typer.Option("--on-error", help="skip: report bad records and go on | stop: fail at the first")]
+# A typer choice: `--on-error sikp` is refused with the choices, not taken for `stop`.
+OnErrorOpt = Annotated[Literal["skip", "stop"], typer.Option("--on-error", help="skip: report bad records and go on | stop: fail at the first")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar")]
 WorkersOpt = Annotated[int, typer.Option(help="Processes sharing the per-record work (output order is kept)")]
 
@@ -38,23 +41,6 @@ def _finish(summary: dict, out: Path, as_json: bool, line: str) -> None:
     typer.echo(line)
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
-
-
-def _guard(fn):
-    """Bad input ends the command with its file:line message, not a traceback."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from discmed.chat import DataError
-
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, FileNotFoundError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _parse_mapping(text: str | None, cast) -> dict | None:
@@ -73,7 +59,7 @@ def register(app: typer.Typer) -> None:
     """Add the data construction commands to the `data` group."""
 
     @app.command("load")
-    @_guard
+    @guard
     def load(
         kind: Annotated[str, typer.Argument(help="meddialog-txt | meddialog-json | cmedqa2 | medmcqa | moss | alpaca | disc")],
         paths: Annotated[list[Path], typer.Argument(help="Input files (cmedqa2: the folder with question.csv and answer.csv)")],
@@ -93,7 +79,7 @@ def register(app: typer.Typer) -> None:
         _finish(s, out, as_json, f"loaded {s['records']:,} records from {kind} → {out} ({s['bad_records']} bad skipped)")
 
     @app.command("scrub")
-    @_guard
+    @guard
     def scrub(
         src: Annotated[Path, typer.Argument(help="DISC-Med-SFT JSONL")],
         out: Annotated[Path, typer.Argument(help="Scrubbed JSONL to write")],
@@ -112,7 +98,7 @@ def register(app: typer.Typer) -> None:
         _finish(s, out, as_json, f"scrubbed {s['records']:,} records ({s['records_changed']:,} changed): {per}")
 
     @app.command("rewrite")
-    @_guard
+    @guard
     def rewrite(
         src: Annotated[Path, typer.Argument(help="Scrubbed DISC-Med-SFT JSONL")],
         out: Annotated[Path, typer.Argument(help="Rewritten JSONL (rejects go to OUT.rejects.jsonl)")],
@@ -138,7 +124,7 @@ def register(app: typer.Typer) -> None:
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed")
 
     @app.command("kgqa")
-    @_guard
+    @guard
     def kgqa(
         paths: Annotated[list[Path], typer.Argument(help="CMeKG JSON files with spo_list triples")],
         out: Annotated[Path, typer.Option("--out", "-o", help="QA JSONL (rejects go to OUT.rejects.jsonl)")],
@@ -165,7 +151,7 @@ def register(app: typer.Typer) -> None:
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}")
 
     @app.command("dedup")
-    @_guard
+    @guard
     def dedup(
         src: Annotated[Path, typer.Argument()],
         out: Annotated[Path, typer.Argument()],
@@ -186,7 +172,7 @@ def register(app: typer.Typer) -> None:
                                  f"{s['removed_near']:,} near duplicates")
 
     @app.command("decontam")
-    @_guard
+    @guard
     def decontam(
         src: Annotated[Path, typer.Argument()],
         out: Annotated[Path, typer.Argument()],
@@ -213,7 +199,7 @@ def register(app: typer.Typer) -> None:
                                  f"({s['eval_items']:,} eval items from {s['eval_files']} files)")
 
     @app.command("mix")
-    @_guard
+    @guard
     def mix(
         inputs: Annotated[list[Path], typer.Argument(help="DISC-Med-SFT JSONL files (grouped by their records' source)")],
         out: Annotated[Path, typer.Option("--out", "-o")],
@@ -233,7 +219,7 @@ def register(app: typer.Typer) -> None:
         _finish(s, out, as_json, f"mix: {s['records']:,} records by the {s['recipe']} recipe: {s['taken']}")
 
     @app.command("card")
-    @_guard
+    @guard
     def card(
         data: Annotated[Path, typer.Argument(help="The final DISC-Med-SFT JSONL")],
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for DATA_CARD.md and data_card.png")],

@@ -23,9 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, atomic_writer
+from discmed.chat import atomic_writer, error_sink, iter_json_records
 from discmed.data.dedup import conversation_text, normalize
-from discmed.data.sources import iter_json_records
 
 EVAL_SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -142,7 +141,7 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
 
     global _INDEX
     _INDEX = index
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
     kept = 0
     removed: list[dict] = []
     by_file: Counter = Counter()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from discmed.chat import Conversation, DataError, atomic_writer
+from discmed.chat import Conversation, atomic_writer, error_sink
 
 RE_NOISE = re.compile(r"[\s\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65!-/:-@\[-`{-~]+")
 
@@ -129,7 +129,7 @@ def dedup_file(src: str | Path, dst: str | Path, *, threshold: float = 0.8, num_
     from discmed.data.sources import map_records
 
     global _DEDUPER
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
     d = _DEDUPER = Deduper(threshold=threshold, num_perm=num_perm, ngram=ngram)
     kept = exact = near = 0
     removed: list[dict] = []

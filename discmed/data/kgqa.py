@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError
+from discmed.chat import error_sink
 from discmed.data.rewrite import check_common, export, load_prompts, numbers
 from discmed.data.sources import load_cmekg
 
@@ -83,7 +83,7 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
     from discmed.jobs import JobRunner, backend_for
 
     prompts = load_prompts()["kgqa"]
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
     paths = src if isinstance(src, list) else [src]
     triples = [t for p in paths for t in load_cmekg(p, errors)]
     entities = sample_entities(triples, k=k, min_facts=min_facts, seed=seed)

@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import Conversation, DataError, atomic_writer, iter_conversations
+from discmed.chat import Conversation, atomic_writer, error_sink, iter_conversations
 
 PROMPTS = Path(__file__).resolve().parent / "prompts" / "teacher_zh.yaml"
 
@@ -217,7 +217,7 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
                                 "retried": attempts > sum(1 for m in conv.messages if m["role"] == "assistant")}
         return {"status": "accepted", "record": record}
 
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
 
     def items():
         for n, conv in enumerate(iter_conversations(src, errors)):

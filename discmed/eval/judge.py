@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from discmed.chat import write_jsonl
 
 CRITERIA = ("Proactivity", "Accuracy", "Helpfulness", "Linguistic Quality")
 
@@ -229,19 +229,17 @@ class Agreement:
 
 
 def _weighted_kappa(a: list[int], b: list[int], k: int = 5) -> float:
-    n = len(a)
-    observed = [[0.0] * k for _ in range(k)]
-    for x, y in zip(a, b, strict=True):
-        observed[x - 1][y - 1] += 1
-    row = [sum(r) for r in observed]
-    col = [sum(observed[i][j] for i in range(k)) for j in range(k)]
-    num = den = 0.0
-    for i in range(k):
-        for j in range(k):
-            w = (i - j) ** 2 / (k - 1) ** 2
-            num += w * observed[i][j]
-            den += w * row[i] * col[j] / n
-    return 1.0 if den == 0 else 1.0 - num / den
+    """Quadratic-weighted Cohen's kappa on the 1..k scale (scikit-learn's); two judges giving one
+    and the same score throughout agree perfectly (1.0) rather than 0/0."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    if a == b:
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 for one constant judge: nan, reported as is
+        return float(cohen_kappa_score(a, b, labels=list(range(1, k + 1)), weights="quadratic"))
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
@@ -283,14 +281,6 @@ def agreement(pairs: Iterable[tuple[dict[str, float], dict[str, float]]]) -> lis
 
 
 # --- runs ------------------------------------------------------------------------------
-
-
-def _write_jsonl(lines: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-    os.replace(tmp, path)
 
 
 def _check_settings(runner: Any, settings: dict[str, Any]) -> None:
@@ -343,7 +333,7 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
         failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
     finally:
         runner.close()
-    _write_jsonl([r["line"] for r in results], out)
+    write_jsonl([r["line"] for r in results], out)
     unparsed = [f"{r['line']['model']}/{r['line']['source']}/{r['line']['id']}" for r in results if not r["parsed"]]
     return {"out": str(out), "judge": judge_spec, "rubric": rubric, "dialogues": len(dialogues),
             "judged": len(results), "parsed": len(results) - len(unparsed), "unparsed": len(unparsed),
@@ -392,7 +382,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
         results = [r for k, r in runner.results() if k in wanted]
     finally:
         runner.close()
-    _write_jsonl(results, out)
+    write_jsonl(results, out)
     decided = [r for r in results if r["ab"] is not None and r["ba"] is not None]
     # Consistent: the same doctor (or a tie) in both orders. First-position rate: how often a
     # single verdict picked whichever dialogue was shown first — 0.5 for an unbiased judge.

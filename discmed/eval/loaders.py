@@ -139,7 +139,7 @@ def load_questions(
 
 def read_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line, record) from a JSON array or a JSON-lines file, told apart by the first character."""
-    from discmed.data.sources import iter_json_records
+    from discmed.chat import iter_json_records
 
     if not path.exists():
         raise DataError(str(path), 0, "file", "does not exist")

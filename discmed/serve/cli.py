@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -32,6 +33,21 @@ def served_name(spec: str, backend_name: str | None) -> str:
     return path.name if path.exists() else (backend_name or target)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (not yet listening: clients are refused until the model is
+    loaded and uvicorn accepts on it). A port in use is an OSError that says which."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def register(app: typer.Typer) -> None:
     """Add `serve` and `quantize` to the root app."""
 
@@ -52,13 +68,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         served_model_name: Annotated[str | None, typer.Option(help="Model id reported to clients")] = None,
         engine: Annotated[
-            str, typer.Option(help="hf (dynamic batching, CPU or GPU) | vllm (GPU, optional extra)")
+            Literal["hf", "vllm"], typer.Option(help="hf (dynamic batching, CPU or GPU) | vllm (GPU, optional extra)")
         ] = "hf",
         quantize: Annotated[
-            str | None, typer.Option(help="int8 | int4 (bitsandbytes; int4 needs a GPU)")
+            Literal["int8", "int4"] | None, typer.Option(help="int8 | int4 (bitsandbytes; int4 needs a GPU)")
         ] = None,
         format: Annotated[
-            str | None, typer.Option(help="Chat format: disc | chatml | llama3 | auto (default: the model's)")
+            Literal["disc", "chatml", "llama3", "auto"] | None,
+            typer.Option(help="Chat format: disc | chatml | llama3 | auto (default: the model's)"),
         ] = None,
         max_batch: Annotated[int, typer.Option(help="Most requests generated together")] = 32,
         max_queue: Annotated[int, typer.Option(help="Requests waiting or running before 429")] = 256,
@@ -85,13 +102,9 @@ def register(app: typer.Typer) -> None:
                 f"binding to {host} exposes the server beyond this machine: pass --api-key (or set DISCMED_API_KEY)",
                 param_hint="--host",
             )
-        if engine not in ("hf", "vllm"):
-            raise typer.BadParameter(
-                f"unknown engine {engine!r} (expected hf or vllm)", param_hint="--engine"
-            )
         import uvicorn
 
-        from discmed.backend import BackendError
+        from discmed.backend import BackendError, check_spec
         from discmed.serve.app import ServedModel, create_app
         from discmed.serve.safety import Rules
 
@@ -101,6 +114,14 @@ def register(app: typer.Typer) -> None:
                 rules = Rules(safety_rules) if safety_rules else None
             except ValueError as e:
                 raise typer.BadParameter(str(e), param_hint="--safety-rules") from None
+        # The port first, the model after: a port in use fails in a second, before minutes of
+        # loading, and "serving on …" is said only once both are true.
+        try:
+            check_spec(model)
+            sock = bind(host, port)
+        except (BackendError, ValueError, OSError) as e:
+            typer.echo(f"discmed serve: {e}", err=True)
+            raise typer.Exit(2) from None
         try:
             if engine == "vllm":
                 from discmed.serve.vllm import served_model as vllm_served
@@ -128,8 +149,9 @@ def register(app: typer.Typer) -> None:
                 name = served_model_name or served_name(model, getattr(backend, "name", None))
                 served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue)
         except (BackendError, ValueError, ImportError) as e:
+            sock.close()
             typer.echo(f"discmed serve: {e}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(3 if isinstance(e, BackendError) else 2) from None
         second = None
         if safety and triage_model:
             from discmed.serve.triage_model import TriageModel
@@ -145,7 +167,8 @@ def register(app: typer.Typer) -> None:
             f"discmed serve: {served.name} on http://{shown}:{port}/v1 (chat page at http://{shown}:{port}/)",
             err=True,
         )
-        uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+        config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3)
+        uvicorn.Server(config).run(sockets=[sock])
 
     @app.command()
     def quantize(

@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from discmed.errors import DiscmedError
 
-class QuantizeError(ValueError):
+
+class QuantizeError(DiscmedError, ValueError):
     """A model that cannot be quantized as asked, with the reason."""
 
 

@@ -2,7 +2,9 @@
 
 Streams the reply as it is generated and keeps the history. Commands, as in DISC's demo:
 `clear` forgets the conversation, `stream` toggles streaming, `exit` leaves. Ctrl+C while the
-model is answering stops that reply and keeps the session; Ctrl+D (or `exit`) ends it.
+model is answering stops that reply and keeps the session; Ctrl+D (or `exit`) ends it. A
+backend that fails (an endpoint down, a model refusing) prints one line and keeps the session
+and its history: the unanswered question can simply be asked again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import sys
 from typing import TextIO
 
 from discmed import SAFETY_NOTICE_ZH
-from discmed.backend import Backend, GenParams
+from discmed.backend import Backend, BackendError, GenParams
 from discmed.chat import Message
 
 WELCOME = "欢迎使用 discmed 医疗咨询对话。输入问题开始；clear 清空历史，stream 切换流式输出，exit 退出。"
 STOPPED = "（已停止本次回答）"
+FAILED = "（模型暂时无法回答：{error}。对话历史已保留，可稍后重试。）"
 
 
 def chat_loop(
@@ -68,7 +71,10 @@ def chat_loop(
         except KeyboardInterrupt:  # Ctrl+C anywhere in the turn stops the reply, not the session
             print("\n" + STOPPED, file=out, flush=True)
             reply = None
-        if reply is None:  # interrupted: the user turn stays unanswered, so drop it
+        except BackendError as e:  # the model failed this turn; the session and its history stay
+            print("\n" + FAILED.format(error=e), file=out, flush=True)
+            reply = None
+        if reply is None:  # interrupted or failed: the user turn stays unanswered, so drop it
             history.pop()
             continue
         history.append({"role": "assistant", "content": reply})

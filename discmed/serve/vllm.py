@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from discmed.backend import BackendError, GenParams
-from discmed.backends.vllm import import_vllm, vllm_quantization, tokenizer_and_format, sampling_params
+from discmed.backends.vllm import import_vllm, sampling_params, tokenizer_and_format, vllm_quantization
 from discmed.serve.engine import Delta, QueueFull
 
 

@@ -29,8 +29,9 @@ def _setup_logging() -> None:
 
 
 def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    from discmed.errors import DiscmedError, fail
+
+    fail(str(e), code=e.exit_code if isinstance(e, DiscmedError) else 2)
 
 
 def _finish(summary: dict, as_json: bool) -> None:

@@ -1,21 +1,27 @@
 """Training recipes: YAML files plus `key=value` overrides, checked before anything heavy loads.
 
-A recipe is a flat YAML mapping (two nested blocks: `data` and `lora`). Every key is declared
-in `SFTRecipe` or `DPORecipe` below, with its default, so a typo (`learnig_rate`) is an error
-that names the file and suggests the right key, raised before a tokenizer or model is loaded.
-Data files are read and validated here too (`check_sft_data`, `check_dpo_data`), so a bad line
-in a 470k-line file fails in seconds, not after the model has spent minutes loading.
+A recipe is a flat YAML mapping (two nested blocks: `data` and `lora`), read into the pydantic
+models below (`extra="forbid"`): every key is declared with its type and default, so a typo
+(`learnig_rate`) is an error that names the file and suggests the right key, raised before a
+tokenizer or model is loaded. SFT and DPO share `CommonRecipe`; each adds its own keys and
+defaults. How each key reaches TRL is written out in `discmed.train.runtime.TRL_FIELDS`, so no
+key is left to a library default. Data files are read and validated here too (`check_sft_data`,
+`check_dpo_data`), so a bad line in a 470k-line file fails in seconds, not after the model has
+spent minutes loading.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from discmed.errors import DiscmedError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../discmed
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -28,89 +34,79 @@ class ConfigError(DiscmedError, ValueError):
     """A bad recipe key or value, or a bad data file: the message says where and what."""
 
 
-@dataclass
-class DataSource:
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSource(_Strict):
     path: str
     # How many times each record is used: 2.0 repeats the file, 0.5 keeps a (seeded) half.
-    weight: float = 1.0
+    weight: float = Field(1.0, gt=0)
 
 
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
+class LoraSettings(_Strict):
+    r: StrictInt = 16
+    alpha: StrictInt = 32
     dropout: float = 0.05
-    target_modules: Any = "all-linear"
+    target_modules: str | list[str] = "all-linear"
 
 
-@dataclass
-class SFTRecipe:
+class CommonRecipe(_Strict):
+    """The keys SFT and DPO share."""
+
     model: str = "tiny"  # "tiny" (the embedded default), a local folder, or a hub id
-    format: str = "disc"  # chat format from discmed.formats
-    method: str = "full"  # full | lora | qlora
-    data: list[DataSource] = field(default_factory=list)
+    format: Literal["disc", "chatml", "llama3", "auto"] = "disc"  # chat format from discmed.formats
+    method: Literal["full", "lora", "qlora"] = "full"
+    data: list[DataSource] = Field(default_factory=list)
     output_dir: str = "runs/sft"
-    max_length: int = 1200
-    packing: bool = True
+    max_length: StrictInt = Field(1200, ge=16)
     epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 3
+    max_steps: StrictInt = -1
+    batch_size: StrictInt = 4
+    grad_accum: StrictInt = 3
     learning_rate: float = 1e-5
     scheduler: str = "cosine"
-    warmup_steps: int = 0
+    warmup_steps: StrictInt = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    bf16: Any = "auto"  # auto = on where a GPU supports it, off on CPU
-    fp16: bool = False
-    gradient_checkpointing: bool = False
+    bf16: StrictBool | Literal["auto"] = "auto"  # auto = on where a GPU supports it, off on CPU
+    fp16: StrictBool = False
+    gradient_checkpointing: StrictBool = False
     attn_implementation: str = "auto"  # auto = flash_attention_2 if installed on GPU, else sdpa
     deepspeed: str | None = None  # zero2 | zero3 | path to a DeepSpeed JSON
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    save_steps: int = 500
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    seed: int = 42
-    resume: Any = "auto"  # auto (latest complete checkpoint in output_dir) | false | a checkpoint path
-    report_to: str = "none"  # none | tensorboard
-    guard_steps: int = 5  # loss 0 or NaN within these optimizer steps stops the run
-    dataloader_workers: int = 0
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    save_steps: StrictInt = 500
+    save_total_limit: StrictInt = 2
+    logging_steps: StrictInt = 10
+    seed: StrictInt = 42
+    # auto: the latest complete checkpoint in output_dir, refused if the recipe changed what it
+    # trains (force: resume anyway) | false | a checkpoint path
+    resume: StrictBool | str = "auto"
+    report_to: Literal["none", "tensorboard"] = "none"
+    guard_steps: StrictInt = 5  # loss 0 or NaN within these optimizer steps stops the run
+    dataloader_workers: StrictInt = 0
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            return [{"path": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
-@dataclass
-class DPORecipe:
-    model: str = "tiny"
-    format: str = "disc"
-    method: str = "full"  # full | lora (qlora as for SFT)
-    data: list[DataSource] = field(default_factory=list)
+class SFTRecipe(CommonRecipe):
+    packing: StrictBool = True  # best-fit decreasing, whole conversations (discmed.train.pack)
+
+
+class DPORecipe(CommonRecipe):
     output_dir: str = "runs/dpo"
-    max_length: int = 1200
-    max_prompt_length: int = 900
+    max_prompt_length: StrictInt = 900
     beta: float = 0.1
     loss_type: str = "sigmoid"
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 2
-    grad_accum: int = 1
+    batch_size: StrictInt = 2
+    grad_accum: StrictInt = 1
     learning_rate: float = 5e-7
-    scheduler: str = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: Any = "auto"
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    attn_implementation: str = "auto"
-    deepspeed: str | None = None
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    save_steps: int = 500
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    seed: int = 42
-    resume: Any = "auto"
-    report_to: str = "none"
-    guard_steps: int = 5
-    dataloader_workers: int = 0
 
 
 Recipe = SFTRecipe | DPORecipe
@@ -130,53 +126,31 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
-    """Check one scalar against the type of its default; ints are accepted for floats."""
-    if default is None or isinstance(default, str) and key in ("bf16", "resume"):
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
-        return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
-    return value
+_EXPECTED = {"int_type": "expected an integer", "int_parsing": "expected an integer", "int_from_float":
+             "expected an integer", "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+             "float_type": "expected a number", "float_parsing": "expected a number",
+             "string_type": "expected a string", "list_type": "expected a list", "model_type": "expected a mapping"}
 
 
-def _data_sources(where: str, value: Any) -> list[DataSource]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: data: expected a list of files ({{path, weight}} or plain paths)")
-    out = []
-    for i, item in enumerate(value):
-        if isinstance(item, str):
-            item = {"path": item}
-        if not isinstance(item, dict) or "path" not in item:
-            raise ConfigError(f"{where}: data[{i}]: expected a path or {{path: ..., weight: ...}}")
-        unknown = set(item) - {"path", "weight"}
-        if unknown:
-            raise ConfigError(
-                f"{where}: data[{i}]: unknown key '{sorted(unknown)[0]}' (expected path, weight)"
-            )
-        weight = _coerce(where, f"data[{i}].weight", item.get("weight", 1.0), 1.0)
-        if weight <= 0:
-            raise ConfigError(f"{where}: data[{i}].weight: must be > 0, got {weight}")
-        out.append(DataSource(str(item["path"]), weight))
-    return out
+def _config_error(e: ValidationError, cls: type[BaseModel], where: str) -> ConfigError:
+    """pydantic's first error as one line: `where: key: what was expected, got what`."""
+    err = e.errors()[0]
+    loc = [str(x) for x in err["loc"]]
+    key = ".".join(loc) or "recipe"
+    if err["type"] == "extra_forbidden":
+        model: Any = cls
+        for part in loc[:-1]:  # the block the unknown key sits in: its own keys are the suggestions
+            field = model.model_fields.get(part)
+            inner = getattr(field, "annotation", None) if field else None
+            model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+            if model is None:
+                break
+        known = list(model.model_fields) if model is not None else []
+        return ConfigError(f"{where}: unknown key '{key}'{_suggest(loc[-1], known)}")
+    if key == "data" and err["type"] == "list_type" or loc[:1] == ["data"] and err["type"] == "model_type":
+        return ConfigError(f"{where}: {key}: expected a list of files ({{path, weight}} or plain paths)")
+    what = _EXPECTED.get(err["type"], err["msg"][0].lower() + err["msg"][1:])
+    return ConfigError(f"{where}: {key}: {what}, got {err.get('input')!r}")
 
 
 def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<config>") -> Recipe:
@@ -184,44 +158,16 @@ def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<conf
     cls = SFTRecipe if kind == "sft" else DPORecipe
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {type(raw).__name__}")
-    defaults = cls()
-    known = [f.name for f in fields(cls)]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(key), known)}")
-        if key == "data":
-            values[key] = _data_sources(where, value)
-        elif key == "lora":
-            if isinstance(value, LoraSettings):
-                value = asdict(value)
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: lora: expected a mapping (r, alpha, dropout, target_modules)")
-            lora_known = [f.name for f in fields(LoraSettings)]
-            for k in value:
-                if k not in lora_known:
-                    raise ConfigError(f"{where}: unknown key 'lora.{k}'{_suggest(str(k), lora_known)}")
-            base = LoraSettings()
-            values[key] = LoraSettings(
-                **{k: _coerce(where, f"lora.{k}", v, getattr(base, k)) for k, v in value.items()}
-            )
-        else:
-            values[key] = _coerce(where, key, value, getattr(defaults, key))
-    recipe = cls(**values)
+    try:
+        recipe = cls.model_validate(raw)
+    except ValidationError as e:
+        raise _config_error(e, cls, where) from None
     if not recipe.data:
         raise ConfigError(f"{where}: data: no training files given")
-    if recipe.method not in METHODS:
-        raise ConfigError(f"{where}: method: expected one of {', '.join(METHODS)}, got {recipe.method!r}")
-    if recipe.format not in FORMATS:
-        raise ConfigError(f"{where}: format: expected one of {', '.join(FORMATS)}, got {recipe.format!r}")
-    if recipe.bf16 not in (True, False, "auto"):
-        raise ConfigError(f"{where}: bf16: expected true, false or auto, got {recipe.bf16!r}")
     if recipe.bf16 is True and recipe.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
-    if recipe.max_length < 16:
-        raise ConfigError(f"{where}: max_length: {recipe.max_length} is too short to hold a turn")
-    if recipe.report_to not in ("none", "tensorboard"):
-        raise ConfigError(f"{where}: report_to: expected none or tensorboard, got {recipe.report_to!r}")
+    if isinstance(recipe, DPORecipe) and recipe.max_prompt_length >= recipe.max_length:
+        raise ConfigError(f"{where}: max_prompt_length must be shorter than max_length (room is needed for the reply)")
     if recipe.deepspeed is not None:
         deepspeed_config_path(recipe.deepspeed, where)
     return recipe
@@ -360,4 +306,13 @@ def check_dpo_data(recipe: DPORecipe, max_errors: int = 5) -> list[tuple[Path, f
 
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:
     """The recipe as plain data (saved next to the trained model, so a run can be read back)."""
-    return asdict(recipe)
+    return recipe.model_dump(mode="json")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a data file's bytes: what a checkpoint was trained on, compared on resume."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -31,6 +31,7 @@ from discmed.train.config import (
     recipe_from_dict,
 )
 from discmed.train.runtime import (
+    DPO_TRL_FIELDS,
     common_args,
     guarded,
     load_model,
@@ -42,6 +43,7 @@ from discmed.train.runtime import (
     resume_checkpoint,
     save_final,
     throughput_callback,
+    trained_on,
 )
 from discmed.train.sft import weighted
 
@@ -101,6 +103,18 @@ def _pretokenized(trainer_cls: type) -> type:
     return PretokenizedDPOTrainer
 
 
+def dpo_config(recipe: DPORecipe, bf16: bool, fp16: bool) -> Any:
+    """TRL's DPOConfig from the recipe: every key explicit (runtime.TRL_FIELDS, DPO_TRL_FIELDS)."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        **common_args(recipe, bf16, fp16),
+        **{trl: getattr(recipe, key) for key, trl in DPO_TRL_FIELDS.items()},
+        loss_type=[recipe.loss_type],
+        precompute_ref_log_probs=False,
+    )
+
+
 def run_dpo(
     config: dict[str, Any] | DPORecipe | str | Path,
     overrides: list[str] | None = None,
@@ -108,7 +122,7 @@ def run_dpo(
 ) -> dict[str, Any]:
     """DPO as the recipe says; returns the summary (also saved as discmed_train.json)."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides, "dpo")
@@ -117,8 +131,6 @@ def run_dpo(
     else:
         recipe = config
     assert isinstance(recipe, DPORecipe)
-    if recipe.max_prompt_length >= recipe.max_length:
-        raise ConfigError("max_prompt_length must be shorter than max_length (room is needed for the reply)")
     files = check_dpo_data(recipe)
     model_path = resolve_model(recipe.model)
     bf16, fp16 = precision(recipe, model_path)
@@ -132,13 +144,8 @@ def run_dpo(
     dataset = Dataset.from_list(rows)
 
     started = time.perf_counter()
-    args = DPOConfig(
-        **common_args(recipe, bf16, fp16),
-        beta=recipe.beta,
-        loss_type=[recipe.loss_type],
-        max_length=recipe.max_length,
-        precompute_ref_log_probs=False,
-    )
+    args = dpo_config(recipe, bf16, fp16)
+    trained = trained_on(recipe, model_path, files)
     model = load_model(recipe, model_path, bf16)
     trainer = _pretokenized(guarded(DPOTrainer))(
         model=model,
@@ -146,10 +153,10 @@ def run_dpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(recipe),
-        callbacks=[marker_callback(), throughput_callback(), *(callbacks or [])],
+        callbacks=[marker_callback(trained), throughput_callback(), *(callbacks or [])],
     )
     trainer.discmed_recipe = recipe
-    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero())
+    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero(), trained)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     last = logs[-1] if logs else {}
@@ -169,5 +176,5 @@ def run_dpo(
         **stats,
         "train_runtime_s": time.perf_counter() - started,
     }
-    save_final(trainer, recipe, tokenizer, recipe.format, summary)
+    save_final(trainer, recipe, tokenizer, recipe.format, summary, trained)
     return summary

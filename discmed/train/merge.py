@@ -1,9 +1,10 @@
 """LoRA adapter → full weights (`merge`), and a clean, servable model folder (`export`).
 
-`export` writes what transformers and vLLM load without discmed: safetensors weights, the
-tokenizer, and a generation config that stops where the chat format ends a turn. For the
-`disc` format it also carries Baichuan's `user_token_id` 195 and `assistant_token_id` 196,
-the fields Baichuan-13B-Chat's own `chat()` reads.
+Both write what transformers and vLLM load without discmed (see discmed.train.folder):
+safetensors weights, the tokenizer with a chat template rendering exactly the trained format,
+a generation config that stops where the chat format ends a turn, and discmed's model card.
+For the `disc` format the generation config also carries Baichuan's `user_token_id` 195 and
+`assistant_token_id` 196, the fields Baichuan-13B-Chat's own `chat()` reads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from discmed.chat import read_json
 from discmed.train.config import ConfigError
 
 
@@ -40,13 +42,19 @@ def generation_config_for(model_config: Any, tokenizer: Any, fmt_name: str) -> A
     return gen
 
 
-def adapter_base(adapter_dir: str | os.PathLike) -> str:
+def adapter_base(adapter_dir: str | os.PathLike, resolve: bool = True) -> str:
+    """The base an adapter names (`tiny`, a hub id, a path as the recipe wrote it); with
+    `resolve`, what to load it from (`tiny` → the embedded model's folder)."""
     cfg = Path(adapter_dir) / "adapter_config.json"
     if not cfg.is_file():
         raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
     base = json.loads(cfg.read_text()).get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{cfg}: base_model_name_or_path is empty; pass --base")
+    if resolve:
+        from discmed.train.runtime import resolve_model
+
+        return resolve_model(base)
     return base
 
 
@@ -77,14 +85,38 @@ def _commit(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def _trained_on(folder: Path) -> dict[str, Any]:
+    path = folder / "discmed_recipe.json"
+    return read_json(path) if path.is_file() else {}
+
+
 def _format_of(folder: Path, default: str) -> str:
-    recipe = folder / "discmed_recipe.json"
-    if recipe.is_file():
-        return json.loads(recipe.read_text()).get("format", default)
+    recipe = _trained_on(folder).get("recipe")
+    if recipe:
+        return recipe.get("format", default)
     gen = folder / "generation_config.json"
     if gen.is_file():
         return json.loads(gen.read_text()).get("discmed_format", default)
     return default
+
+
+def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Path, base: str, command: str,
+                  name: str) -> None:
+    """Weights, tokenizer with the format's checked chat template, generation config, what the
+    source was trained on, and a model card (see discmed.train.folder)."""
+    from discmed.train.folder import set_chat_template, write_card
+
+    set_chat_template(tokenizer, fmt)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
+    for name in ("discmed_recipe.json", "discmed_train.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, tmp / name)
+    trained = _trained_on(source)
+    figures = read_json(source / "discmed_train.json") if (source / "discmed_train.json").is_file() else None
+    write_card(tmp, name=name, command=f"{command} {source}", base=base, fmt_name=fmt,
+               recipe=trained.get("recipe"), data=trained.get("data"), figures=figures)
 
 
 def merge(
@@ -94,12 +126,11 @@ def merge(
     import torch
     from transformers import AutoTokenizer
 
-    adapter_dir, out = Path(adapter_dir), Path(out)
-    base = base or adapter_base(adapter_dir)
-    if base == "tiny":
-        from discmed.tiny import ensure_tiny
+    from discmed.train.runtime import resolve_model
 
-        base = str(ensure_tiny())
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    base_ref = base or adapter_base(adapter_dir, resolve=False)
+    base = resolve_model(base_ref)
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         dtype
     ]
@@ -109,12 +140,7 @@ def merge(
     fmt = _format_of(adapter_dir, "disc")
     tmp = _atomic_dir(out)
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
-        for name in ("discmed_recipe.json", "discmed_train.json"):
-            if (adapter_dir / name).is_file():
-                shutil.copy2(adapter_dir / name, tmp / name)
+        _write_folder(tmp, model, tokenizer, fmt, source=adapter_dir, base=base_ref, command="merge", name=out.name)
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,7 +148,7 @@ def merge(
     return {
         "command": "merge",
         "adapter": str(adapter_dir),
-        "base": str(base),
+        "base": base_ref,
         "output_dir": str(out),
         "format": fmt,
     }
@@ -142,18 +168,19 @@ def export(
     torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         dtype
     ]
+    trained = _trained_on(model_dir)
     if (model_dir / "adapter_config.json").is_file():
         model = load_merged(model_dir, dtype=torch_dtype)
+        base = adapter_base(model_dir, resolve=False)
         tok_src = model_dir if (model_dir / "tokenizer_config.json").is_file() else adapter_base(model_dir)
     else:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+        base = trained.get("recipe", {}).get("model") or str(model_dir)
         tok_src = model_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
     tmp = _atomic_dir(out)
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
+        _write_folder(tmp, model, tokenizer, fmt, source=model_dir, base=base, command="export", name=out.name)
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,21 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from discmed.chat import atomic_write_text, read_json
+from discmed.errors import DiscmedError
 from discmed.train.config import ConfigError, Recipe
 
 log = logging.getLogger("discmed.train")
 
 COMPLETE_MARKER = "discmed-complete"  # written last into a checkpoint: without it, the folder is partial
+RECIPE_NAME = "discmed_recipe.json"  # what a checkpoint or model folder was trained on (see trained_on)
 SUMMARY_NAME = "discmed_train.json"  # written last into a finished model folder
 
 
-class TrainingGuardError(RuntimeError):
+class TrainingGuardError(DiscmedError, RuntimeError):
     """The run stopped itself: its loss says it is not learning (the message names the likely cause)."""
 
 
@@ -47,9 +48,10 @@ def model_family(model_path: str) -> str:
     """The `model_type` in a local model's config.json ('' when it cannot be read without loading)."""
     cfg = Path(model_path) / "config.json"
     if not cfg.is_file():
-        adapter = Path(model_path) / "adapter_config.json"
-        if adapter.is_file():
-            base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
+        if (Path(model_path) / "adapter_config.json").is_file():
+            from discmed.train.merge import adapter_base
+
+            base = adapter_base(model_path)
             return model_family(base) if base and base != model_path else ""
         return ""
     try:
@@ -118,7 +120,9 @@ def load_tokenizer(model_path: str) -> Any:
     path = model_path
     adapter = Path(model_path) / "adapter_config.json"
     if adapter.is_file() and not (Path(model_path) / "tokenizer_config.json").is_file():
-        path = json.loads(adapter.read_text())["base_model_name_or_path"]
+        from discmed.train.merge import adapter_base
+
+        path = adapter_base(model_path)
     return AutoTokenizer.from_pretrained(path)
 
 
@@ -166,41 +170,66 @@ def lora_config(recipe: Recipe) -> Any:
     )
 
 
+# Where every recipe key goes. TRL_FIELDS are passed to TrainingArguments (SFTConfig, DPOConfig)
+# as they are, every one explicitly, even where it equals TRL's default: a library default never
+# stands in for a value the recipe holds (TRL 1.16 turns gradient_checkpointing on by default,
+# so the recipe's false must be said). CONVERTED go to TRL changed (named beside each);
+# DISCMED_FIELDS are read by discmed itself. A test checks every recipe key is in one of them.
+TRL_FIELDS = {
+    "output_dir": "output_dir",
+    "epochs": "num_train_epochs",
+    "max_steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "learning_rate": "learning_rate",
+    "scheduler": "lr_scheduler_type",
+    "warmup_steps": "warmup_steps",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "logging_steps": "logging_steps",
+    "seed": "seed",
+    "dataloader_workers": "dataloader_num_workers",
+}
+DPO_TRL_FIELDS = {"beta": "beta", "max_length": "max_length"}
+CONVERTED = {
+    "bf16": "bf16 (auto resolved for this machine by precision())",
+    "fp16": "fp16 (checked by precision())",
+    "deepspeed": "deepspeed (zero2/zero3 → the shipped JSON)",
+    "report_to": "report_to (none → [])",
+    "loss_type": "loss_type ([loss_type])",
+    "max_length": "SFT: max_length (None when packing: rows are packed to it already)",
+    "packing": "padding_free (discmed packs; TRL's own packing stays off)",
+}
+DISCMED_FIELDS = {
+    "model": "load_model", "format": "discmed.formats", "method": "load_model / lora_config",
+    "data": "check_*_data", "lora": "lora_config", "resume": "resume_checkpoint",
+    "guard_steps": "guarded", "attn_implementation": "load_model", "max_prompt_length": "dpo.encode_pairs",
+}
+
+
 def common_args(recipe: Recipe, bf16: bool, fp16: bool) -> dict[str, Any]:
-    """TrainingArguments shared by SFTConfig and DPOConfig, from the recipe."""
+    """TrainingArguments shared by SFTConfig and DPOConfig, from the recipe (see TRL_FIELDS)."""
     from discmed.train.config import deepspeed_config_path
 
-    args: dict[str, Any] = dict(
-        output_dir=recipe.output_dir,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        learning_rate=recipe.learning_rate,
-        lr_scheduler_type=recipe.scheduler,
-        warmup_steps=recipe.warmup_steps,
-        weight_decay=recipe.weight_decay,
-        max_grad_norm=recipe.max_grad_norm,
+    args: dict[str, Any] = {trl: getattr(recipe, key) for key, trl in TRL_FIELDS.items()}
+    args.update(
         bf16=bf16,  # explicit: TRL turns bf16 on by default, which CPUs cannot train in
         fp16=fp16,
         deepspeed=str(deepspeed_config_path(recipe.deepspeed)) if recipe.deepspeed else None,
-        save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        logging_steps=recipe.logging_steps,
-        logging_first_step=True,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
-        dataloader_num_workers=recipe.dataloader_workers,
+        data_seed=recipe.seed,
+        save_strategy="steps",
+        logging_first_step=True,
         save_only_model=False,
         disable_tqdm=False,
         # Without CUDA, say so: accelerate then sets up gloo for 2+ processes (torchrun, accelerate
         # launch, DeepSpeed) instead of counting a CPU DeepSpeed run as one process.
         use_cpu=not _cuda(),
     )
-    if recipe.gradient_checkpointing:  # named only when on: transformers 5 warns about the old name
-        args["gradient_checkpointing"] = True
+    if recipe.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
 
@@ -252,8 +281,9 @@ def guarded(trainer_cls: type) -> type:
 # -- checkpoints ---------------------------------------------------------------------------
 
 
-def marker_callback() -> Any:
-    """A callback that marks a checkpoint complete once every file of it is on disk.
+def marker_callback(trained_on: dict[str, Any] | None = None) -> Any:
+    """A callback that saves what a checkpoint was trained on (`trained_on`: the recipe and its
+    inputs' identities, compared on resume) and then marks it complete.
 
     HF Trainer writes a checkpoint file by file; a run killed half-way leaves a folder that
     `get_last_checkpoint` would happily resume from. The marker is written (atomically) after
@@ -270,6 +300,8 @@ def marker_callback() -> Any:
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
+                    if trained_on is not None:
+                        atomic_write_text(folder / RECIPE_NAME, json.dumps(trained_on, ensure_ascii=False, indent=2))
                     atomic_write_text(folder / COMPLETE_MARKER, json.dumps({"step": state.global_step}))
             return control
 
@@ -305,27 +337,48 @@ def throughput_callback() -> Any:
     return Throughput()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+# What a run trains, compared on resume: a checkpoint resumed under another learning rate, step
+# count, schedule, data or base model would silently continue the old optimizer and schedule.
+RESUME_KEYS = ("model", "method", "format", "data", "max_length", "packing", "epochs", "max_steps",
+               "batch_size", "grad_accum", "learning_rate", "scheduler", "warmup_steps", "weight_decay",
+               "seed", "lora", "beta", "loss_type", "max_prompt_length")
 
 
-def resume_checkpoint(recipe: Recipe, is_main: bool = True) -> str | None:
+def trained_on(recipe: Recipe, model_path: str, files: list[tuple[Path, float]]) -> dict[str, Any]:
+    """The recipe and the identities of what it reads: saved into each checkpoint and the final folder."""
+    from discmed.backend import model_identity
+    from discmed.train.config import file_digest, recipe_dict
+
+    return {"recipe": recipe_dict(recipe), "model_identity": model_identity(model_path),
+            "data": [{"path": str(p), "weight": w, "sha256": file_digest(p)} for p, w in files]}
+
+
+def _changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    old, new = before.get("recipe", {}), now["recipe"]
+    changed = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in RESUME_KEYS
+               if k in new and k != "data" and old.get(k) != new.get(k)]
+    if [(d["sha256"], d["weight"]) for d in before.get("data", [])] != [(d["sha256"], d["weight"]) for d in now["data"]]:
+        changed.append("data: other files or contents")
+    if before.get("model_identity") != now["model_identity"]:
+        changed.append(f"base model weights: {before.get('model_identity')} → {now['model_identity']}")
+    return changed
+
+
+def resume_checkpoint(recipe: Recipe, is_main: bool = True, now: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to resume from: `resume=auto` → the newest complete one in output_dir.
 
     Partial checkpoints (no marker: the run died while saving) are removed so that neither
-    resume nor rotation can pick them up.
+    resume nor rotation can pick them up. With `now` (see `trained_on`), a checkpoint trained
+    under another recipe (learning rate, steps, data, model …) is refused, naming what changed,
+    unless `resume: force`.
     """
     if recipe.resume in (False, None, "false", "no"):
         return None
-    if isinstance(recipe.resume, str) and recipe.resume not in ("auto", "true"):
+    if isinstance(recipe.resume, str) and recipe.resume not in ("auto", "true", "force"):
         p = Path(recipe.resume)
         if not (p / COMPLETE_MARKER).is_file():
             raise ConfigError(f"resume: {p} is not a complete discmed checkpoint")
+        _check_same_run(p, recipe, now)
         return str(p)
     out = Path(recipe.output_dir)
     if not out.is_dir():
@@ -344,26 +397,45 @@ def resume_checkpoint(recipe: Recipe, is_main: bool = True) -> str | None:
             shutil.rmtree(d, ignore_errors=True)
     if best is None:
         return None
+    _check_same_run(best[1], recipe, now)
     log.info("resuming from %s", best[1])
     return str(best[1])
 
 
-def save_final(trainer: Any, recipe: Recipe, tokenizer: Any, fmt_name: str, summary: dict[str, Any]) -> None:
-    """Model (or adapter), tokenizer, a generation config matching the chat format, the recipe,
-    and last the summary file that marks the folder finished."""
-    from discmed.train.config import recipe_dict
+def _check_same_run(checkpoint: Path, recipe: Recipe, now: dict[str, Any] | None) -> None:
+    if now is None or recipe.resume == "force":
+        return
+    saved = checkpoint / RECIPE_NAME
+    if not saved.is_file():
+        raise ConfigError(f"resume: {checkpoint} does not say what it was trained on (an older discmed); "
+                          "set resume=force to continue it anyway, or resume=false to start over")
+    changed = _changes(read_json(saved), now)
+    if changed:
+        raise ConfigError(f"resume: {checkpoint} was trained under another recipe ({'; '.join(changed)}); "
+                          "resume=force continues it with the old optimizer and schedule, resume=false starts "
+                          "over, or choose another output_dir")
+
+
+def save_final(trainer: Any, recipe: Recipe, tokenizer: Any, fmt_name: str, summary: dict[str, Any],
+               trained: dict[str, Any]) -> None:
+    """A self-consistent folder (see discmed.train.folder): model or adapter (its base named as
+    the recipe named it), tokenizer with the trained format's chat template, a generation config
+    matching it, discmed's model card, what it was trained on, and last the summary file that
+    marks the folder finished."""
+    from discmed.train.folder import set_adapter_base, set_chat_template, write_card
+    from discmed.train.merge import generation_config_for
 
     out = Path(recipe.output_dir)
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
+    set_chat_template(tokenizer, fmt_name)
     tokenizer.save_pretrained(str(out))
+    set_adapter_base(out, recipe.model)
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    from discmed.train.merge import generation_config_for
-
     generation_config_for(base.config, tokenizer, fmt_name).save_pretrained(str(out))
-    atomic_write_text(
-        out / "discmed_recipe.json", json.dumps(recipe_dict(recipe), ensure_ascii=False, indent=2)
-    )
+    atomic_write_text(out / RECIPE_NAME, json.dumps(trained, ensure_ascii=False, indent=2))
+    write_card(out, command=summary["command"], base=recipe.model, fmt_name=fmt_name, recipe=trained["recipe"],
+               data=trained["data"], figures=summary)
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, ensure_ascii=False, indent=2))

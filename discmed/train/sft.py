@@ -43,6 +43,7 @@ from discmed.train.runtime import (
     resume_checkpoint,
     save_final,
     throughput_callback,
+    trained_on,
 )
 
 log = logging.getLogger("discmed.train")
@@ -64,30 +65,26 @@ def encode_records(
     files: list[tuple[Path, float]], fmt_name: str, tokenizer: Any, max_length: int, seed: int = 42
 ) -> tuple[Any, dict[str, Any]]:
     """Every conversation of every file (weights applied) → a `datasets.Dataset` of `input_ids`
-    and `labels`, plus counts. Labels are `input_ids` where the format's mask is 1, else -100."""
+    and `labels`, plus counts. Ids and masks come from `formats.encode_many`; labels are
+    `input_ids` where the mask is 1, else -100."""
     from datasets import Dataset
 
     from discmed.chat import iter_conversations
-    from discmed.formats import get_format
+    from discmed.formats import encode_many, get_format
 
     fmt = get_format(fmt_name)
     rows: list[dict[str, list[int]]] = []
-    stats = {"conversations": 0, "dropped_no_target": 0, "dropped_ids": []}
+    stats: dict[str, Any] = {"conversations": 0, "dropped_no_target": 0, "truncated": 0, "dropped_ids": []}
     for n, (path, weight) in enumerate(files):
-        encoded = []
-        for conv in iter_conversations(path):
-            stats["conversations"] += 1
-            enc = fmt.encode(conv.messages, tokenizer, max_length=max_length)
-            if enc is None:
-                stats["dropped_no_target"] += 1
-                if len(stats["dropped_ids"]) < 20:
-                    stats["dropped_ids"].append(f"{path.name}:{conv.id}")
-                continue
-            ids, mask = enc
-            encoded.append(
-                {"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask, strict=True)]}
-            )
-        rows += weighted(encoded, weight, seed + n)
+        pairs = ((f"{path.name}:{c.id}", c.messages) for c in iter_conversations(path))
+        encoded, st = encode_many(pairs, fmt, tokenizer, max_length)
+        stats["conversations"] += st.kept + st.dropped_no_target
+        stats["dropped_no_target"] += st.dropped_no_target
+        stats["truncated"] += st.truncated
+        stats["dropped_ids"] = (stats["dropped_ids"] + st.dropped_ids)[:20]
+        labelled = [{"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask, strict=True)]}
+                    for ids, mask in encoded]
+        rows += weighted(labelled, weight, seed + n)
     if stats["dropped_no_target"]:
         log.warning(
             "dropped %d of %d conversations: no assistant token left within max_length=%d (e.g. %s)",
@@ -122,6 +119,7 @@ def prepare(recipe: SFTRecipe) -> dict[str, Any]:
         pack_stats = ps.as_dict()
         log.info("packed %d conversations into %d rows (%.1f%% full)", ps.sequences, ps.rows, 100 * ps.fill)
     return {
+        "files": files,
         "model_path": model_path,
         "bf16": bf16,
         "fp16": fp16,
@@ -132,11 +130,12 @@ def prepare(recipe: SFTRecipe) -> dict[str, Any]:
     }
 
 
-def build_trainer(recipe: SFTRecipe, prep: dict[str, Any], callbacks: list[Any] | None = None) -> Any:
-    from trl import SFTConfig, SFTTrainer
+def sft_config(recipe: SFTRecipe, bf16: bool, fp16: bool) -> Any:
+    """TRL's SFTConfig from the recipe: every key explicit (runtime.TRL_FIELDS)."""
+    from trl import SFTConfig
 
-    args = SFTConfig(
-        **common_args(recipe, prep["bf16"], prep["fp16"]),
+    return SFTConfig(
+        **common_args(recipe, bf16, fp16),
         # The dataset arrives tokenized, labelled and (by default) packed: TRL only collates.
         max_length=None if recipe.packing else recipe.max_length,
         packing=False,
@@ -146,6 +145,12 @@ def build_trainer(recipe: SFTRecipe, prep: dict[str, Any], callbacks: list[Any] 
         completion_only_loss=False,
         assistant_only_loss=False,
     )
+
+
+def build_trainer(recipe: SFTRecipe, prep: dict[str, Any], callbacks: list[Any] | None = None) -> Any:
+    from trl import SFTTrainer
+
+    args = sft_config(recipe, prep["bf16"], prep["fp16"])
     model = load_model(recipe, prep["model_path"], prep["bf16"])
     trainer_cls = guarded(SFTTrainer)
     trainer = trainer_cls(
@@ -154,7 +159,7 @@ def build_trainer(recipe: SFTRecipe, prep: dict[str, Any], callbacks: list[Any] 
         train_dataset=prep["dataset"],
         processing_class=prep["tokenizer"],
         peft_config=lora_config(recipe),
-        callbacks=[marker_callback(), throughput_callback(), *(callbacks or [])],
+        callbacks=[marker_callback(prep["trained_on"]), throughput_callback(), *(callbacks or [])],
     )
     trainer.discmed_recipe = recipe
     return trainer
@@ -178,8 +183,9 @@ def run_sft(
     assert isinstance(recipe, SFTRecipe)
     started = time.perf_counter()
     prep = prepare(recipe)
+    prep["trained_on"] = trained_on(recipe, prep["model_path"], prep["files"])
     trainer = build_trainer(recipe, prep, callbacks)
-    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero())
+    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero(), prep["trained_on"])
     result = trainer.train(resume_from_checkpoint=checkpoint)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     runtime = time.perf_counter() - started
@@ -209,5 +215,5 @@ def run_sft(
         "target_tokens_per_s": target_seen / train_runtime if train_runtime > 0 else None,
         "bf16": prep["bf16"],
     }
-    save_final(trainer, recipe, prep["tokenizer"], recipe.format, summary)
+    save_final(trainer, recipe, prep["tokenizer"], recipe.format, summary, prep["trained_on"])
     return summary

@@ -138,7 +138,7 @@ def generate_candidates(
         runner = JobRunner(journal, concurrency=batch_size, rate=rate, cache=cache, progress=False)
         client = runner.client(backend, name=spec)
 
-        async def work(key: str, job: tuple[dict, int]) -> dict:
+        async def work(key: str, job: tuple[dict, int], client=client, spec=spec) -> dict:
             p, i = job
             params = GenParams(max_new_tokens=max_new_tokens, temperature=temperatures[i % len(temperatures)],
                                top_p=top_p, seed=seed + i)

@@ -25,8 +25,9 @@ def _emit(summary: dict) -> None:
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    from discmed.errors import fail
+
+    fail(message)
 
 
 def _existing(db: Path) -> Path:

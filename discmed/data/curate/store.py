@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from discmed.errors import DiscmedError
+
 # Reasons an annotator may give for marking a candidate unacceptable; the page shows the labels.
 REASONS: dict[str, str] = {
     "factual": "事实错误",
@@ -92,7 +94,7 @@ CREATE INDEX IF NOT EXISTS decisions_by ON decisions(annotator, undone);
 """
 
 
-class CurationError(ValueError):
+class CurationError(DiscmedError, ValueError):
     """A request the store refuses; `status` is the HTTP status the web app answers with."""
 
     def __init__(self, message: str, status: int = 400):
