@@ -123,7 +123,7 @@ def main() -> None:
         return
 
     from discmed.backend import GenParams, load_backend
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner
 
     proc, base = start_endpoint(args.delay)
     try:
@@ -132,7 +132,7 @@ def main() -> None:
             # No cache: every job must really reach the endpoint (a cache would make this free).
             runner = JobRunner(Path(tmp) / "journal.sqlite", concurrency=args.concurrency, cache=None,
                                progress=False)
-            teacher = runner.client(backend, name="teacher", model="echo")
+            teacher = runner.client(backend, name="teacher")
             params = GenParams(max_new_tokens=64)
 
             async def work(key: str, doctor_turn: str) -> dict:

@@ -279,6 +279,14 @@ class JobRunner:
         for k, v in meta.items():
             self.con.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (k, json.dumps(v, ensure_ascii=False)))
 
+    def keep_settings(self, settings: dict[str, Any]) -> None:
+        """Record the run's settings; a journal written with other settings is refused, not mixed into."""
+        previous = self.meta().get("settings")
+        if previous is not None and previous != json.loads(json.dumps(settings)):
+            raise ValueError(f"{self.journal}: this journal was written with other settings ({previous}); "
+                             "choose another --out or delete the journal to start over")
+        self.set_meta(settings=settings)
+
     def meta(self) -> dict:
         return {k: json.loads(v) for k, v in self.con.execute("SELECT k, v FROM meta")}
 

@@ -289,3 +289,59 @@ def test_dpo_with_lora_trains_an_adapter(tiny_model, tmp_path):
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert summary["method"] == "lora" and summary["steps"] == 5
     assert summary["final_loss"] < summary["first_loss"] and summary["reward_margin"] > 0
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe(tiny_model, tmp_path):
+    """Reproduction 3: rerunning with learning_rate=3e-3 max_steps=12 resumed the old optimizer
+    and schedule silently; now the checkpoint's recipe is compared and the change named."""
+    from discmed.train.runtime import RECIPE_NAME
+    from discmed.train.sft import run_sft
+
+    out = tmp_path / "run"
+    common = dict(max_steps=4, save_steps=2, resume="auto")
+    with pytest.raises(Crash):
+        run_sft(sft_config(tiny_model, out, **common), callbacks=[crash_at(3)])
+    saved = json.loads((out / "checkpoint-2" / RECIPE_NAME).read_text())
+    assert saved["recipe"]["learning_rate"] == 1e-3 and saved["data"][0]["sha256"]
+    with pytest.raises(ConfigError, match=r"learning_rate: 0\.001 → 0\.003; max_steps: 4 → 12.*resume=force"):
+        run_sft(sft_config(tiny_model, out, **{**common, "learning_rate": 3e-3, "max_steps": 12}))
+    other = tmp_path / "other.jsonl"
+    other.write_text(Path(BEHAVIOUR).read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="data: other files or contents"):
+        run_sft(sft_config(tiny_model, out, **{**common, "data": [{"path": str(other), "weight": 2.0}]}))
+    forced = run_sft(sft_config(tiny_model, out, **{**common, "learning_rate": 3e-3, "resume": "force"}))
+    assert forced["resumed_from"].endswith("checkpoint-2") and forced["steps"] == 4
+    same = run_sft(sft_config(tiny_model, tmp_path / "fresh", **common))  # nothing to resume: trains
+    assert same["resumed_from"] is None
+
+
+def test_trained_and_exported_folders_prompt_as_trained(tiny_model, tmp_path):
+    """Reproduction 4: a trained or exported folder carried the tiny tokenizer's ChatML template
+    beside disc-trained weights, TRL's "fine-tuned version of [None]" card, and an adapter base
+    that was an absolute cache path."""
+    from transformers import AutoTokenizer
+
+    from discmed.formats import get_format
+    from discmed.train.merge import export
+    from discmed.train.sft import run_sft
+
+    conv = [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "头痛三天"},
+            {"role": "assistant", "content": "有没有发烧？"}, {"role": "user", "content": "没有"}]
+    fmt = get_format("disc")
+    out = tmp_path / "lora"
+    run_sft(sft_config("tiny", out, method="lora", max_steps=2, lora={"r": 4, "alpha": 8}))
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    exported = tmp_path / "export"
+    export(out, exported, dtype="fp32")
+    for folder in (out, exported):
+        tok = AutoTokenizer.from_pretrained(folder)
+        want, _ = fmt.encode(conv + [{"role": "assistant", "content": "好的"}], tok, max_length=None)
+        got = tok.apply_chat_template(conv + [{"role": "assistant", "content": "好的"}], tokenize=True)
+        got = list(got["input_ids"] if hasattr(got, "keys") else got)
+        assert got == want and got[:2] == [tok.bos_token_id, 195] and got[-1] == tok.eos_token_id
+        prompt = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True)
+        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        assert prompt == fmt.prompt(conv, tok, max_length=10**6, reserve=0) and prompt[-1] == 196
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        assert "[None]" not in card and "base model `tiny`" in card and "token 195" in card
+        assert "| final_loss |" in card and "## Recipe" in card

@@ -145,3 +145,52 @@ def test_cli_reports_a_bad_recipe_and_exits_2(tmp_path):
     )
     assert proc.returncode == 2
     assert f"{p}: unknown key 'epoch' (did you mean 'epochs'?)" in proc.stderr
+
+
+def _unusual(kind: str) -> dict:
+    """A recipe whose every TRL-bound key differs from TRL's default, so each one must arrive."""
+    raw = {"data": ["x.jsonl"], "output_dir": "runs/odd", "epochs": 2.5, "max_steps": 7, "batch_size": 3,
+           "grad_accum": 5, "learning_rate": 3.3e-4, "scheduler": "linear", "warmup_steps": 4, "weight_decay": 0.05,
+           "max_grad_norm": 0.7, "gradient_checkpointing": False, "save_steps": 11, "save_total_limit": 4,
+           "logging_steps": 2, "seed": 123, "dataloader_workers": 0, "max_length": 333}
+    if kind == "dpo":
+        raw.update(beta=0.25, loss_type="ipo", max_prompt_length=100)
+    return raw
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_every_recipe_key_reaches_trl_or_discmed(kind):
+    """Reproduction 2: TRL 1.16 defaults gradient_checkpointing to True and the recipe's false was
+    only passed when true; now every key is mapped explicitly and checked to arrive."""
+    from discmed.train.config import DPORecipe
+    from discmed.train.dpo import dpo_config
+    from discmed.train.runtime import CONVERTED, DISCMED_FIELDS, DPO_TRL_FIELDS, TRL_FIELDS
+    from discmed.train.sft import sft_config
+
+    cls = SFTRecipe if kind == "sft" else DPORecipe
+    mapped = set(TRL_FIELDS) | set(CONVERTED) | set(DISCMED_FIELDS) | (set(DPO_TRL_FIELDS) if kind == "dpo" else set())
+    assert set(cls.model_fields) <= mapped, f"recipe keys with no stated destination: {set(cls.model_fields) - mapped}"
+    recipe = recipe_from_dict(_unusual(kind), kind)
+    config = (sft_config if kind == "sft" else dpo_config)(recipe, False, False)
+    fields = {**TRL_FIELDS, **(DPO_TRL_FIELDS if kind == "dpo" else {})}
+    for key, trl in fields.items():
+        got = getattr(config, trl)
+        want = getattr(recipe, key)
+        assert (got.value if hasattr(got, "value") else got) == want, f"{key} → {trl}: {got!r} != {want!r}"
+    assert config.gradient_checkpointing is False and config.activation_checkpointing is False
+    assert config.data_seed == 123 and config.report_to == [] and config.bf16 is False
+    if kind == "dpo":
+        assert config.loss_type == ["ipo"]
+    else:
+        assert config.padding_free is True and config.max_length is None  # discmed packs to max_length itself
+    on = (sft_config if kind == "sft" else dpo_config)(
+        recipe_from_dict({**_unusual(kind), "gradient_checkpointing": True}, kind), False, False)
+    assert on.gradient_checkpointing is True and on.activation_checkpointing_kwargs == {"use_reentrant": False}
+
+
+def test_sft_and_dpo_share_their_common_keys():
+    from discmed.train.config import CommonRecipe, DPORecipe
+
+    assert issubclass(SFTRecipe, CommonRecipe) and issubclass(DPORecipe, CommonRecipe)
+    assert set(SFTRecipe.model_fields) - set(CommonRecipe.model_fields) == {"packing"}
+    assert set(DPORecipe.model_fields) - set(CommonRecipe.model_fields) == {"max_prompt_length", "beta", "loss_type"}

@@ -29,6 +29,21 @@ def split_target(target: str) -> tuple[str, str | None]:
     return base, model or None
 
 
+def _usage(usage: Any) -> tuple[int | None, int | None]:
+    return (usage.prompt_tokens, usage.completion_tokens) if usage is not None else (None, None)
+
+
+def _async_client(options: dict[str, Any]) -> Any:
+    """AsyncOpenAI over the SDK's aiohttp transport (the `openai[aiohttp]` extra) where it has
+    one, else over httpx."""
+    import openai
+
+    try:
+        return openai.AsyncOpenAI(**options, http_client=openai.DefaultAioHttpClient())
+    except (AttributeError, ImportError, RuntimeError):  # an SDK without it, or its extra missing
+        return openai.AsyncOpenAI(**options)
+
+
 class OpenAIBackend:
     """Chat completions against any OpenAI-compatible base URL."""
 
@@ -120,33 +135,42 @@ class OpenAIBackend:
             req["extra_body"] = extra  # vLLM and discmed's server read these
         return req
 
-    def _tally(self, usage: Any) -> None:
+    def _tally(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         with self._usage_lock:
             self.usage["requests"] += 1
-            if usage is not None:
-                self.usage["prompt_tokens"] += usage.prompt_tokens or 0
-                self.usage["completion_tokens"] += usage.completion_tokens or 0
+            self.usage["prompt_tokens"] += prompt_tokens or 0
+            self.usage["completion_tokens"] += completion_tokens or 0
 
     def _one(self, messages: list[Message], params: GenParams) -> str:
         resp = self._call(lambda: self.client.chat.completions.create(**self._request(messages, params)))
-        self._tally(resp.usage)
+        self._tally(*_usage(resp.usage))
         return resp.choices[0].message.content or ""
 
     async def achat(self, messages: list[Message], params: GenParams) -> str:
-        """One reply through AsyncOpenAI (one client per event loop: its connections are the loop's)."""
-        import openai
+        """One reply through AsyncOpenAI (one client per event loop: its connections are the loop's).
+
+        The request goes through the client's `post` (its retries, error types and auth) with
+        the body `_request` built, over the SDK's aiohttp transport: the typed `create` spends
+        several ms per call validating and transforming the body and httpx's pool as much
+        again, which at the job engine's 300 requests/s is the whole CPU of a small machine.
+        """
+        import httpx
 
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient[0] is not loop:
-            self._aclient = (loop, openai.AsyncOpenAI(**self._client_options))
+            self._aclient = (loop, _async_client(self._client_options))
         if self._model is None:
             self._model = await asyncio.to_thread(lambda: self.model)
+        body = self._request(messages, params)
+        body.update(body.pop("extra_body", {}))
         try:
-            resp = await self._aclient[1].chat.completions.create(**self._request(messages, params))
+            resp = await self._aclient[1].post("/chat/completions", body=body, cast_to=httpx.Response)
+            data = resp.json()
         except Exception as e:
             raise self._error(e) from e
-        self._tally(resp.usage)
-        return resp.choices[0].message.content or ""
+        usage = data.get("usage") or {}
+        self._tally(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return (data["choices"][0]["message"].get("content") or "") if data.get("choices") else ""
 
     async def aclose(self) -> None:
         """Close the async client of the running loop (the job engine calls this after a run)."""
@@ -167,7 +191,7 @@ class OpenAIBackend:
         try:
             for chunk in resp:
                 if chunk.usage is not None:
-                    self._tally(chunk.usage)
+                    self._tally(*_usage(chunk.usage))
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         finally:

@@ -20,15 +20,14 @@ output is assembled in a temporary sibling folder and moved into place at the en
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from discmed.baichuan.configuration import DISC_GENERATION_DEFAULTS, BaichuanConfig
+from discmed.chat import atomic_folder
 
 # Keys of the remote-code era that must not survive: `auto_map` would point transformers back
 # at code that no longer runs; the others are the remote code's own bookkeeping.
@@ -121,9 +120,7 @@ def convert_baichuan_checkpoint(src: str | Path, dst: str | Path, progress: bool
     expected = expected_tensors(config)
     shards = _source_shards(src)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_folder(dst) as work:
         seen: dict[str, str] = {}
         weight_map: dict[str, str] = {}
         total_bytes = 0
@@ -173,10 +170,6 @@ def convert_baichuan_checkpoint(src: str | Path, dst: str | Path, progress: bool
         save_generation_defaults(work, overrides)
         if (src / "README.md").is_file():
             shutil.copy2(src / "README.md", work / "README.md")
-        os.replace(work, dst)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return {
         "src": str(src),
         "dst": str(dst),

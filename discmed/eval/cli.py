@@ -123,7 +123,14 @@ def _register_consult(eval_app: typer.Typer) -> None:
     def _cache_choice(no_cache: bool, cache: Path | None, shared: bool):
         return False if no_cache else cache or (True if shared else None)  # None: the run's own
 
-    timeout_help = "seconds before an API request is abandoned (then retried by the openai client)"
+    # The options consult and judge share: API timeout, the call cache, the JSON summary.
+    TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds before an API request is abandoned "
+                                                "(then retried by the openai client)")]
+    NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")]
+    CacheOpt = Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, "
+                                                   "<out>.cache.sqlite)")]
+    SharedCacheOpt = Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")]
+    JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")]
 
     @eval_app.command("consult")
     def consult(
@@ -140,11 +147,11 @@ def _register_consult(eval_app: typer.Typer) -> None:
         patient_tokens: Annotated[int, typer.Option("--patient-max-tokens")] = 128,
         patient_temperature: Annotated[float, typer.Option("--patient-temperature")] = 0.7,
         doctor_system: Annotated[str | None, typer.Option("--doctor-system", help="a system prompt for the doctor")] = None,
-        timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")] = False,
-        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, <out>.cache.sqlite)")] = None,
-        shared_cache: Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
+        timeout: TimeoutOpt = 300.0,
+        no_cache: NoCacheOpt = False,
+        cache: CacheOpt = None,
+        shared_cache: SharedCacheOpt = False,
+        as_json: JsonOpt = False,
     ) -> None:
         """Simulated consultations: a patient model role-plays each case, the doctor consults."""
         from discmed.backend import BackendError, GenParams
@@ -191,11 +198,11 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                                "each case judged in both orders")] = False,
         concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="judge reply length (default 128; 256 pairwise)")] = None,
-        timeout: Annotated[float, typer.Option("--timeout", help=timeout_help)] = 300.0,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")] = False,
-        cache: Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, <out>.cache.sqlite)")] = None,
-        shared_cache: Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")] = False,
+        timeout: TimeoutOpt = 300.0,
+        no_cache: NoCacheOpt = False,
+        cache: CacheOpt = None,
+        shared_cache: SharedCacheOpt = False,
+        as_json: JsonOpt = False,
     ) -> None:
         """Score dialogues with DISC's rubric (or compare two doctors with --pairwise)."""
         from discmed.backend import BackendError, GenParams

@@ -327,11 +327,7 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
                        cache=run_cache(out, cache), progress=progress)
     try:
-        previous = runner.meta().get("settings")
-        if previous is not None and previous != json.loads(json.dumps(settings)):
-            raise ValueError(f"{runner.journal}: this journal was written with other settings "
-                             f"({previous}); choose another --out or delete the journal to start over")
-        runner.set_meta(settings=settings)
+        runner.keep_settings(settings)
         doc = runner.client(doctor, name="doctor")
         pat = runner.client(patient, name="patient")
         by_id = {c.id: c for c in cases}

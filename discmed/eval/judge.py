@@ -14,7 +14,6 @@ text could not be parsed stays on disk, is counted, and is never silently droppe
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
@@ -283,14 +282,6 @@ def agreement(pairs: Iterable[tuple[dict[str, float], dict[str, float]]]) -> lis
 # --- runs ------------------------------------------------------------------------------
 
 
-def _check_settings(runner: Any, settings: dict[str, Any]) -> None:
-    previous = runner.meta().get("settings")
-    if previous is not None and previous != json.loads(json.dumps(settings)):
-        raise ValueError(f"{runner.journal}: this journal was written with other settings ({previous}); "
-                         "choose another --out or delete the journal to start over")
-    runner.set_meta(settings=settings)
-
-
 def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, judge_spec: str,
               rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: Any = None,
               progress: bool = True) -> dict[str, Any]:
@@ -308,7 +299,7 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
                        cache=run_cache(out, cache), progress=progress)
     try:
-        _check_settings(runner, {"judge": judge_spec, "rubric": rubric, "params": vars(params)})
+        runner.keep_settings({"judge": judge_spec, "rubric": rubric, "params": vars(params)})
         client = runner.client(judge, name="judge")
         retry_prompt = load_prompt("judge_retry.txt")
 
@@ -364,7 +355,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
                        cache=run_cache(out, cache), progress=progress)
     try:
-        _check_settings(runner, {"judge": judge_spec, "x": model_x, "y": model_y, "params": vars(params)})
+        runner.keep_settings({"judge": judge_spec, "x": model_x, "y": model_y, "params": vars(params)})
         client = runner.client(judge, name="judge")
 
         async def work(key: str, pair: tuple[dict, dict]) -> dict:

@@ -12,14 +12,12 @@ CMD and CMID figures. Lines whose scores cannot be parsed are counted, never ave
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, iter_jsonl
+from discmed.chat import DataError, atomic_writer, iter_jsonl
 from discmed.eval.judge import CRITERIA, parse_scores
 
 # Which samples file and which field give each set's categories.
@@ -166,11 +164,8 @@ def _labels(texts: list[str], cjk: bool) -> list[str]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
 
 
 def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:

@@ -14,12 +14,11 @@ weights are mostly embeddings, shrinks less than a 7B one does.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from discmed.chat import atomic_folder
 from discmed.errors import DiscmedError
 
 
@@ -73,8 +72,7 @@ def write_quantized(spec: str, out: str | Path, bits: str = "int8") -> dict[str,
         raise QuantizeError(f"--out {out}: folder exists and is not empty; pick a new folder")
     model, tokenizer = load_quantized(src, bits)
     original = sum(p.numel() * p.element_size() for p in _unquantized_params(src))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for extra in ("discmed-tiny.json",):  # provenance of the source, kept beside the copy
@@ -88,13 +86,6 @@ def write_quantized(spec: str, out: str | Path, bits: str = "int8") -> dict[str,
             "weight_mb_quantized": round(weight_bytes(model) / 2**20, 3),
         }
         (tmp / "discmed-quantize.json").write_text(json.dumps(summary, indent=2) + "\n")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
 
 

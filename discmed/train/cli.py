@@ -10,9 +10,11 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from discmed.errors import guard
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="recipe YAML (e.g. recipes/tiny.yaml)")
@@ -28,12 +30,6 @@ def _setup_logging() -> None:
     logging.getLogger("discmed").setLevel(logging.INFO)
 
 
-def _fail(e: Exception) -> None:
-    from discmed.errors import DiscmedError, fail
-
-    fail(str(e), code=e.exit_code if isinstance(e, DiscmedError) else 2)
-
-
 def _finish(summary: dict, as_json: bool) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun / accelerate launch, one summary (from rank 0) is enough
@@ -47,106 +43,80 @@ def _finish(summary: dict, as_json: bool) -> None:
                 typer.echo(f"{k}: {summary[k]}")
 
 
+DtypeOpt = Annotated[Literal["auto", "bf16", "fp16", "fp32"], typer.Option(help="auto | bf16 | fp16 | fp32")]
+
+
+@guard
 def sft_cmd(
     config: ConfigOpt = None,
     overrides: OverridesArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised fine-tuning (full, LoRA or QLoRA), packed, resumable."""
-    from discmed.chat import DataError
-    from discmed.train.config import ConfigError
-    from discmed.train.runtime import TrainingGuardError
+    from discmed.train.sft import run_sft
 
     _setup_logging()
-    try:
-        from discmed.train.sft import run_sft
-
-        summary = run_sft(str(config) if config else {}, list(overrides or []))
-    except (ConfigError, DataError, TrainingGuardError) as e:
-        _fail(e)
-    _finish(summary, as_json)
+    _finish(run_sft(str(config) if config else {}, list(overrides or [])), as_json)
 
 
+@guard
 def dpo_cmd(
     config: ConfigOpt = None,
     overrides: OverridesArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Direct preference optimisation from {"prompt", "chosen", "rejected"} JSONL pairs."""
-    from discmed.chat import DataError
-    from discmed.train.config import ConfigError
-    from discmed.train.runtime import TrainingGuardError
+    from discmed.train.dpo import run_dpo
 
     _setup_logging()
-    try:
-        from discmed.train.dpo import run_dpo
-
-        summary = run_dpo(str(config) if config else {}, list(overrides or []))
-    except (ConfigError, DataError, TrainingGuardError) as e:
-        _fail(e)
-    _finish(summary, as_json)
+    _finish(run_dpo(str(config) if config else {}, list(overrides or [])), as_json)
 
 
+@guard
 def grpo_cmd(
     config: ConfigOpt = None,
     overrides: OverridesArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """GRPO on simulated consultations: the doctor against the patient model and the rewards."""
-    from discmed.chat import DataError
-    from discmed.train.config import ConfigError
-    from discmed.train.runtime import TrainingGuardError
+    from discmed.train.grpo import run_grpo
 
     _setup_logging()
-    try:
-        from discmed.train.grpo import run_grpo
-
-        summary = run_grpo(str(config) if config else {}, list(overrides or []))
-    except (ConfigError, DataError, TrainingGuardError, FileNotFoundError) as e:
-        _fail(e)
-    _finish(summary, as_json)
+    _finish(run_grpo(str(config) if config else {}, list(overrides or [])), as_json)
 
 
+@guard
 def merge_cmd(
     adapter: Annotated[Path, typer.Argument(help="LoRA adapter folder (output of a lora/qlora run)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the merged full model")],
     base: Annotated[
         str | None, typer.Option("--base", help="base model (default: the adapter's own)")
     ] = None,
-    dtype: Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32")] = "auto",
+    dtype: DtypeOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Merge a LoRA adapter into its base model's weights."""
-    from discmed.train.config import ConfigError
+    from discmed.train.merge import merge
 
-    try:
-        from discmed.train.merge import merge
-
-        summary = merge(adapter, out, base=base, dtype=dtype)
-    except ConfigError as e:
-        _fail(e)
-    _finish(summary, as_json)
+    _finish(merge(adapter, out, base=base, dtype=dtype), as_json)
 
 
+@guard
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="trained model or adapter folder")],
     out: Annotated[Path, typer.Option("--out", "-o", help="export folder")],
     fmt: Annotated[
-        str | None, typer.Option("--format", help="chat format (default: the trained one)")
+        Literal["disc", "chatml", "llama3", "auto"] | None,
+        typer.Option("--format", help="chat format (default: the trained one)"),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="bf16 | fp16 | fp32 | auto")] = "bf16",
+    dtype: DtypeOpt = "bf16",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a servable folder: safetensors, tokenizer, generation config (DISC ids 195/196)."""
-    from discmed.train.config import ConfigError
+    """Write a servable folder: safetensors, tokenizer with the trained format's chat template,
+    generation config (DISC ids 195/196), model card."""
+    from discmed.train.merge import export
 
-    try:
-        from discmed.train.merge import export
-
-        summary = export(model, out, fmt=fmt, dtype=dtype)
-    except ConfigError as e:
-        _fail(e)
-    _finish(summary, as_json)
+    _finish(export(model, out, fmt=fmt, dtype=dtype), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -235,25 +235,31 @@ def resolve_path(path: str) -> Path:
     return p
 
 
-def check_sft_data(recipe: SFTRecipe, max_errors: int = 5) -> list[tuple[Path, float]]:
-    """Validate every data file of an SFT recipe; raise one ConfigError listing the first bad lines."""
-    from discmed.chat import DataError, iter_conversations
-
+def _check_files(recipe: Recipe, read: Any, what: str, max_errors: int) -> list[tuple[Path, float]]:
+    """Read every data file of a recipe with `read(path, errors)`; one ConfigError lists the
+    first bad lines, another names a file with nothing in it."""
     out = []
     for src in recipe.data:
         p = resolve_path(src.path)
         if not p.is_file():
             raise ConfigError(f"{src.path}: data file not found")
-        errors: list[DataError] = []
-        n = sum(1 for _ in iter_conversations(p, errors))
+        errors: list = []
+        n = sum(1 for _ in read(p, errors))
         if errors:
             shown = "\n  ".join(str(e) for e in errors[:max_errors])
             more = f"\n  … and {len(errors) - max_errors} more" if len(errors) > max_errors else ""
-            raise ConfigError(f"{p}: {len(errors)} bad record(s):\n  {shown}{more}")
+            raise ConfigError(f"{p}: {len(errors)} bad {what}(s):\n  {shown}{more}")
         if n == 0:
-            raise ConfigError(f"{p}: no conversations in the file")
+            raise ConfigError(f"{p}: no {what}s in the file")
         out.append((p, src.weight))
     return out
+
+
+def check_sft_data(recipe: SFTRecipe, max_errors: int = 5) -> list[tuple[Path, float]]:
+    """Validate every data file of an SFT recipe before any model loads."""
+    from discmed.chat import iter_conversations
+
+    return _check_files(recipe, iter_conversations, "record", max_errors)
 
 
 def parse_pair(obj: Any, path: Path, line: int) -> dict[str, Any]:
@@ -287,21 +293,7 @@ def read_pairs(path: Path, errors: list | None = None) -> list[dict[str, Any]]:
 
 def check_dpo_data(recipe: DPORecipe, max_errors: int = 5) -> list[tuple[Path, float]]:
     """Validate every preference-pair file of a DPO recipe before any model loads."""
-    out = []
-    for src in recipe.data:
-        p = resolve_path(src.path)
-        if not p.is_file():
-            raise ConfigError(f"{src.path}: data file not found")
-        errors: list = []
-        pairs = read_pairs(p, errors)
-        if errors:
-            shown = "\n  ".join(str(e) for e in errors[:max_errors])
-            more = f"\n  … and {len(errors) - max_errors} more" if len(errors) > max_errors else ""
-            raise ConfigError(f"{p}: {len(errors)} bad pair(s):\n  {shown}{more}")
-        if not pairs:
-            raise ConfigError(f"{p}: no preference pairs in the file")
-        out.append((p, src.weight))
-    return out
+    return _check_files(recipe, read_pairs, "preference pair", max_errors)
 
 
 def recipe_dict(recipe: Recipe) -> dict[str, Any]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import read_json
+from discmed.chat import atomic_folder, read_json
 from discmed.train.config import ConfigError
 
 
@@ -68,23 +67,6 @@ def load_merged(adapter_dir: str | os.PathLike, base: str | None = None, **load_
     return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
-def _atomic_dir(out: Path) -> Path:
-    """A sibling temp folder to write into; `_commit` then swaps it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _trained_on(folder: Path) -> dict[str, Any]:
     path = folder / "discmed_recipe.json"
     return read_json(path) if path.is_file() else {}
@@ -98,6 +80,15 @@ def _format_of(folder: Path, default: str) -> str:
     if gen.is_file():
         return json.loads(gen.read_text()).get("discmed_format", default)
     return default
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    dtypes = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if name not in dtypes:
+        raise ConfigError(f"dtype: expected one of {', '.join(dtypes)}, got {name!r}")
+    return dtypes[name]
 
 
 def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Path, base: str, command: str,
@@ -123,7 +114,6 @@ def merge(
     adapter_dir: str | os.PathLike, out: str | os.PathLike, base: str | None = None, dtype: str = "auto"
 ) -> dict:
     """Merge a LoRA adapter into its base and write a full model folder (atomically)."""
-    import torch
     from transformers import AutoTokenizer
 
     from discmed.train.runtime import resolve_model
@@ -131,20 +121,13 @@ def merge(
     adapter_dir, out = Path(adapter_dir), Path(out)
     base_ref = base or adapter_base(adapter_dir, resolve=False)
     base = resolve_model(base_ref)
-    torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        dtype
-    ]
+    torch_dtype = _dtype(dtype)
     model = load_merged(adapter_dir, base, dtype=torch_dtype)
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
     fmt = _format_of(adapter_dir, "disc")
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_folder(out) as tmp:
         _write_folder(tmp, model, tokenizer, fmt, source=adapter_dir, base=base_ref, command="merge", name=out.name)
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "command": "merge",
         "adapter": str(adapter_dir),
@@ -158,16 +141,13 @@ def export(
     model_dir: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None, dtype: str = "bf16"
 ) -> dict:
     """A servable folder: safetensors weights (adapters merged), tokenizer, generation config."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
         raise ConfigError(f"{model_dir}: model folder not found")
     fmt = fmt or _format_of(model_dir, "disc")
-    torch_dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        dtype
-    ]
+    torch_dtype = _dtype(dtype)
     trained = _trained_on(model_dir)
     if (model_dir / "adapter_config.json").is_file():
         model = load_merged(model_dir, dtype=torch_dtype)
@@ -178,13 +158,8 @@ def export(
         base = trained.get("recipe", {}).get("model") or str(model_dir)
         tok_src = model_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_folder(out) as tmp:
         _write_folder(tmp, model, tokenizer, fmt, source=model_dir, base=base, command="export", name=out.name)
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = sorted(p.name for p in out.iterdir())
     return {
         "command": "export",

@@ -172,7 +172,7 @@ def lora_config(recipe: Recipe) -> Any:
 
 # Where every recipe key goes. TRL_FIELDS are passed to TrainingArguments (SFTConfig, DPOConfig)
 # as they are, every one explicitly, even where it equals TRL's default: a library default never
-# stands in for a value the recipe holds (TRL 1.16 turns gradient_checkpointing on by default,
+# stands in for a value the recipe holds (TRL 1.16 turns gradient checkpointing on by default,
 # so the recipe's false must be said). CONVERTED go to TRL changed (named beside each);
 # DISCMED_FIELDS are read by discmed itself. A test checks every recipe key is in one of them.
 TRL_FIELDS = {
@@ -186,7 +186,7 @@ TRL_FIELDS = {
     "warmup_steps": "warmup_steps",
     "weight_decay": "weight_decay",
     "max_grad_norm": "max_grad_norm",
-    "gradient_checkpointing": "gradient_checkpointing",
+    "gradient_checkpointing": "activation_checkpointing",  # transformers 5's name for it
     "save_steps": "save_steps",
     "save_total_limit": "save_total_limit",
     "logging_steps": "logging_steps",
@@ -230,7 +230,7 @@ def common_args(recipe: Recipe, bf16: bool, fp16: bool) -> dict[str, Any]:
         use_cpu=not _cuda(),
     )
     if recipe.gradient_checkpointing:
-        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        args["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from itertools import combinations
 from pathlib import Path
 
+from discmed.chat import atomic_write_text
 from discmed.data.curate.store import Decision, Item, Store
 
 
@@ -149,18 +148,6 @@ def _agreement(items: dict[str, Item], decisions: list[Decision]) -> list[dict]:
     return pairs
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -175,9 +162,9 @@ def export(store: Store, out_dir: str | Path, source: str = "curated") -> dict:
     items = {it.id: it for it in store.items()}
     first = _first(decisions)
     sft, dpo, pairs = _sft(items, first, source), _dpo(items, first), _agreement(items, decisions)
-    _write_atomic(out / "sft.jsonl", _jsonl(sft))
-    _write_atomic(out / "dpo.jsonl", _jsonl(dpo))
-    _write_atomic(out / "agreement.json", json.dumps({"pairs": pairs}, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_text(out / "sft.jsonl", _jsonl(sft))
+    atomic_write_text(out / "dpo.jsonl", _jsonl(dpo))
+    atomic_write_text(out / "agreement.json", json.dumps({"pairs": pairs}, ensure_ascii=False, indent=2) + "\n")
     return {
         "decisions": len(decisions),
         "sft": len(sft),
