@@ -180,3 +180,36 @@ def test_openai_backend_against_discmed_server(tiny_server, tiny):
     assert replies == [tiny.chat([m], params)[0] for m in (CONSULT, OTHER)]  # same model, format, greedy reply
     assert "".join(api.stream(CONSULT, params)) == replies[0]
     assert api.usage["requests"] >= 2 and api.usage["completion_tokens"] > 0
+
+
+def test_backends_know_nothing_of_the_server():
+    """The contract's implementations stand alone: the vLLM engine adapter for `serve` lives in
+    discmed/serve/vllm.py, so nothing in backends/ (or the engine that calls them) imports serve."""
+    import ast
+    from pathlib import Path
+
+    import discmed
+
+    root = Path(discmed.__file__).parent
+    for path in [*sorted((root / "backends").glob("*.py")), root / "backend.py", root / "jobs.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.startswith("discmed.serve") for n in names), f"{path.name} imports {names}"
+
+
+async def _achat_twice(backend):
+    import asyncio
+
+    params = GenParams(max_new_tokens=4)
+    return await asyncio.gather(*(backend.achat([{"role": "user", "content": q}], params) for q in ("头疼", "咳嗽")))
+
+
+def test_achat_is_the_contract_for_every_backend(tiny):
+    """The job engine's way in: achat on a local backend gives what chat gives (batched together)."""
+    import asyncio
+
+    params = GenParams(max_new_tokens=4)
+    want = tiny.chat([[{"role": "user", "content": "头疼"}], [{"role": "user", "content": "咳嗽"}]], params)
+    assert asyncio.run(_achat_twice(tiny)) == want
+    assert tiny.identity.startswith("tiny-") and "@" in tiny.identity
