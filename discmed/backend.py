@@ -76,8 +76,9 @@ def apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 
 
 # -- identity ---------------------------------------------------------------------------
-# Files of a model folder that do not change what it answers: a model card, logs, licences.
-_NOT_MODEL = re.compile(r"(?i)(readme|license|notice).*|.*\.(md|txt|log|png|lock)$|training_args\.bin|\..*")
+# Files of a model folder that do not change what it answers: a model card, logs, licences,
+# pictures. (Tokenizer files such as vocab.txt and merges.txt do, and are kept.)
+_NOT_MODEL = re.compile(r"(?i)(readme|license|notice)(\..*)?|.*\.(md|log|png|lock)|training_args\.bin|\..*")
 _SMALL = 1 << 20  # files under 1 MiB (configs, tokenizer, index, chat template) are hashed whole
 
 

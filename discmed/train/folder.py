@@ -14,11 +14,14 @@ and prompts correctly with transformers alone (and so with vLLM, which reads the
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from discmed.chat import atomic_write_text
 from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, FormatError, get_format
+
+log = logging.getLogger("discmed.train")
 
 # Conversations the template is checked on: system, one and two rounds, Chinese and ASCII.
 PROBES = [
@@ -80,12 +83,35 @@ def check_template(tokenizer: Any, fmt_name: str) -> None:
             raise FormatError(f"the {fmt_name} chat template's generation prompt differs from discmed.formats'")
 
 
-def set_chat_template(tokenizer: Any, fmt_name: str) -> None:
-    """Give the tokenizer the template of `fmt_name`, checked; its own stays for `auto`."""
+def set_chat_template(tokenizer: Any, fmt_name: str) -> bool:
+    """Give the tokenizer the template of `fmt_name` (its own stays for `auto`) if it renders
+    exactly the format; else none at all, said in the log: no template is better than a wrong one
+    (a tokenizer that cannot spell 195/196 as text, say). Returns whether it has one."""
     template = chat_template(fmt_name, tokenizer)
     if template is not None:
         tokenizer.chat_template = template
-    check_template(tokenizer, fmt_name)
+    try:
+        check_template(tokenizer, fmt_name)
+        return True
+    except FormatError as e:
+        log.warning("no chat template written: %s; prompt this model with discmed.formats (%s)", e, fmt_name)
+        tokenizer.chat_template = None
+        return False
+
+
+def save_tokenizer(tokenizer: Any, folder: Path, fmt_name: str) -> bool:
+    """Save the tokenizer with the format's checked chat template, replacing any template a
+    library saved there before (TRL's save_model writes the tokenizer's own)."""
+    ok = set_chat_template(tokenizer, fmt_name)
+    tokenizer.save_pretrained(str(folder))
+    if not ok:
+        (folder / "chat_template.jinja").unlink(missing_ok=True)
+        cfg = folder / "tokenizer_config.json"
+        if cfg.is_file():
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+            if data.pop("chat_template", None) is not None:
+                atomic_write_text(cfg, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return ok
 
 
 def portable_base(model: str) -> str:
@@ -102,7 +128,8 @@ def set_adapter_base(folder: Path, base: str) -> None:
 
 
 def model_card(*, name: str, command: str, base: str, fmt_name: str, recipe: dict[str, Any] | None = None,
-               data: list[dict[str, Any]] | None = None, figures: dict[str, Any] | None = None) -> str:
+               data: list[dict[str, Any]] | None = None, figures: dict[str, Any] | None = None,
+               template: bool = True) -> str:
     """README.md for a model folder discmed wrote: what it was made from, how, and how it did."""
     hub_base = base if base.count("/") == 1 and not base.startswith((".", "/", "~")) else None
     lines = ["---", "library_name: transformers", "language: [zh]", "tags: [discmed, medical, chat]"]
@@ -120,9 +147,14 @@ def model_card(*, name: str, command: str, base: str, fmt_name: str, recipe: dic
                         "after token 196 and closed by `<eos>`",
                 "chatml": "ChatML (`<|im_start|>role … <|im_end|>`)", "llama3": "Llama 3's header format",
                 "auto": "the tokenizer's own chat template"}[fmt_name]
-    lines += ["## Chat format", "", f"`{fmt_name}`: {fmt_note}. The folder's chat template renders exactly "
-              "this (checked token for token against `discmed.formats`), so `apply_chat_template`, a "
-              "transformers pipeline and `vllm serve` prompt the model as it was trained.", ""]
+    if template:
+        how = ("The folder's chat template renders exactly this (checked token for token against "
+               "`discmed.formats`), so `apply_chat_template`, a transformers pipeline and `vllm serve` "
+               "prompt the model as it was trained.")
+    else:
+        how = ("No chat template could render this exactly with this tokenizer, so the folder has none: "
+               "prompt it through discmed (`discmed chat|serve`, `discmed.formats`), not apply_chat_template.")
+    lines += ["## Chat format", "", f"`{fmt_name}`: {fmt_note}. {how}", ""]
     if data:
         lines += ["## Data", "", "| file | weight | sha256 |", "|---|---|---|"]
         lines += [f"| {d['path']} | {d['weight']} | {d['sha256'][:16]}… |" for d in data]

@@ -95,11 +95,10 @@ def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Pa
                   name: str) -> None:
     """Weights, tokenizer with the format's checked chat template, generation config, what the
     source was trained on, and a model card (see discmed.train.folder)."""
-    from discmed.train.folder import set_chat_template, write_card
+    from discmed.train.folder import save_tokenizer, write_card
 
-    set_chat_template(tokenizer, fmt)
     model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
+    template = save_tokenizer(tokenizer, tmp, fmt)
     generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
     for name in ("discmed_recipe.json", "discmed_train.json"):
         if (source / name).is_file():
@@ -107,7 +106,7 @@ def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Pa
     trained = _trained_on(source)
     figures = read_json(source / "discmed_train.json") if (source / "discmed_train.json").is_file() else None
     write_card(tmp, name=name, command=f"{command} {source}", base=base, fmt_name=fmt,
-               recipe=trained.get("recipe"), data=trained.get("data"), figures=figures)
+               recipe=trained.get("recipe"), data=trained.get("data"), figures=figures, template=template)
 
 
 def merge(

@@ -422,20 +422,19 @@ def save_final(trainer: Any, recipe: Recipe, tokenizer: Any, fmt_name: str, summ
     the recipe named it), tokenizer with the trained format's chat template, a generation config
     matching it, discmed's model card, what it was trained on, and last the summary file that
     marks the folder finished."""
-    from discmed.train.folder import set_adapter_base, set_chat_template, write_card
+    from discmed.train.folder import save_tokenizer, set_adapter_base, write_card
     from discmed.train.merge import generation_config_for
 
     out = Path(recipe.output_dir)
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
-    set_chat_template(tokenizer, fmt_name)
-    tokenizer.save_pretrained(str(out))
+    template = save_tokenizer(tokenizer, out, fmt_name)
     set_adapter_base(out, recipe.model)
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     generation_config_for(base.config, tokenizer, fmt_name).save_pretrained(str(out))
     atomic_write_text(out / RECIPE_NAME, json.dumps(trained, ensure_ascii=False, indent=2))
     write_card(out, command=summary["command"], base=recipe.model, fmt_name=fmt_name, recipe=trained["recipe"],
-               data=trained["data"], figures=summary)
+               data=trained["data"], figures=summary, template=template)
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, ensure_ascii=False, indent=2))
