@@ -303,7 +303,7 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(tiny_model, tmp_path):
         run_sft(sft_config(tiny_model, out, **common), callbacks=[crash_at(3)])
     saved = json.loads((out / "checkpoint-2" / RECIPE_NAME).read_text())
     assert saved["recipe"]["learning_rate"] == 1e-3 and saved["data"][0]["sha256"]
-    with pytest.raises(ConfigError, match=r"learning_rate: 0\.001 → 0\.003; max_steps: 4 → 12.*resume=force"):
+    with pytest.raises(ConfigError, match=r"max_steps: 4 → 12; learning_rate: 0\.001 → 0\.003\).*resume=force"):
         run_sft(sft_config(tiny_model, out, **{**common, "learning_rate": 3e-3, "max_steps": 12}))
     other = tmp_path / "other.jsonl"
     other.write_text(Path(BEHAVIOUR).read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
@@ -338,7 +338,8 @@ def test_trained_and_exported_folders_prompt_as_trained(tiny_model, tmp_path):
         want, _ = fmt.encode(conv + [{"role": "assistant", "content": "好的"}], tok, max_length=None)
         got = tok.apply_chat_template(conv + [{"role": "assistant", "content": "好的"}], tokenize=True)
         got = list(got["input_ids"] if hasattr(got, "keys") else got)
-        assert got == want and got[:2] == [tok.bos_token_id, 195] and got[-1] == tok.eos_token_id
+        assert got == want and got[0] == tok.bos_token_id and got[-1] == tok.eos_token_id
+        assert got.count(195) == 2 and got.count(196) == 2  # each user turn after 195, each reply after 196
         prompt = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True)
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
         assert prompt == fmt.prompt(conv, tok, max_length=10**6, reserve=0) and prompt[-1] == 196
