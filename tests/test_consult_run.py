@@ -183,11 +183,12 @@ def test_consult_after_retraining_in_place_asks_the_new_weights(tiny_model, samp
             "--limit", "1", "--turns", "1", "--doctor-max-tokens", "8", "--patient-max-tokens", "8",
             "--out", str(tmp_path / out), "--json", *extra])
         assert run.exit_code == 0, run.output
-        return json.loads(run.output.strip().splitlines()[-1])
+        return json.loads(run.stdout.strip().splitlines()[-1])
 
     shared = ["--cache", str(tmp_path / "shared.sqlite")]
     first = consult("a.json", *shared)
     assert first["calls"] > 0 and (tmp_path / "a.json").exists()
+    old = read_dialogues(tmp_path / "a.json")
     assert consult("b.json", *shared)["calls"] == 0  # same weights, shared cache: nothing asked
     assert not (tmp_path / "b.json.cache.sqlite").exists()
     own = consult("own.json")  # by default a run has its own cache: a new run asks anew
@@ -200,4 +201,6 @@ def test_consult_after_retraining_in_place_asks_the_new_weights(tiny_model, samp
     fresh = consult("other.json", *shared)
     assert fresh["calls"] > 0 and fresh["cache_hits"] == 0
     rerun = consult("a.json", *shared)  # the old journal is of the old weights: started anew
-    assert rerun["resumed"] == 0 and rerun["generated"] == 1 and rerun["cache_hits"] == 0
+    assert rerun["resumed"] == 0 and rerun["generated"] == 1
+    new = read_dialogues(tmp_path / "a.json")
+    assert new == read_dialogues(tmp_path / "other.json") and new != old  # the new weights' dialogues
