@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from discmed.chat import read_json
 from discmed.errors import guard
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,7 +56,7 @@ def tiny_build(
     target = out or tiny.default_path()
     reused = (target / "discmed-tiny.json").exists() and not force
     tiny.ensure_tiny(target, quiet=False, force=force)
-    summary = json.loads((target / "discmed-tiny.json").read_text())
+    summary = read_json(target / "discmed-tiny.json")
     summary["reused"] = reused
     print(f"tiny model: {target} ({summary['parameters']:,} parameters, loss {summary['loss_first']} → {summary['loss_last']})")
     if as_json:

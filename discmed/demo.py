@@ -37,7 +37,8 @@ from typing import Annotated, Any
 
 import typer
 
-from discmed.chat import atomic_writer
+from discmed.chat import atomic_writer, iter_jsonl, read_json
+from discmed.errors import fail
 from discmed.serve.process import served
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
@@ -84,7 +85,7 @@ def loss_logger() -> Any:
 def _jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list(iter_jsonl(path, lambda obj, line: obj))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -153,7 +154,7 @@ class Demo:
                     self.say(f"{head} — not available: {reason}")
                     continue
                 if marker.exists() and not dirty:
-                    self.results[name] = {**json.loads(marker.read_text(encoding="utf-8")), "reused": True}
+                    self.results[name] = {**read_json(marker), "reused": True}
                     self.say(f"{head} — done before ({self.results[name]['seconds']:.1f} s), reused")
                     continue
                 if dirty and (self.out / name).exists():
@@ -474,8 +475,7 @@ def register(app: typer.Typer) -> None:
         if serve:
             trained = results.get("dpo", {}).get("model")
             if not trained:
-                console.print("--serve: no trained model (the dpo stage did not run)")
-                raise typer.Exit(1)
+                fail("--serve: no trained model (the dpo stage did not run)")
             with served(trained, out / "logs" / "serve.log", safety=True, name=SERVED_NAME, port=port) as url:
                 console.print(f"API:      {url}   (model id {SERVED_NAME!r}, OpenAI-compatible)")
                 console.print(f"web page: {url.removesuffix('/v1')}/")

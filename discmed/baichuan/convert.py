@@ -27,7 +27,8 @@ from typing import Annotated, Any
 import typer
 
 from discmed.baichuan.configuration import DISC_GENERATION_DEFAULTS, BaichuanConfig
-from discmed.chat import atomic_folder
+from discmed.chat import atomic_folder, read_json
+from discmed.errors import fail
 
 # Keys of the remote-code era that must not survive: `auto_map` would point transformers back
 # at code that no longer runs; the others are the remote code's own bookkeeping.
@@ -49,7 +50,7 @@ def _source_shards(src: Path) -> list[Path]:
         index = src / index_name
         if index.is_file():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
+                weight_map = read_json(index)["weight_map"]
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"{index}: weight_map: unreadable index ({exc})") from exc
             return [src / name for name in dict.fromkeys(weight_map.values())]
@@ -85,7 +86,7 @@ def read_published_config(src: str | Path) -> BaichuanConfig:
     """The source folder's `config.json` as a native `BaichuanConfig`, remote-code keys dropped."""
     path = Path(src) / "config.json"
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing: a Baichuan folder has a config.json") from None
     except ValueError as exc:
@@ -164,7 +165,7 @@ def convert_baichuan_checkpoint(src: str | Path, dst: str | Path, progress: bool
         write_tokenizer(sp_model, work, model_max_length=config.model_max_length)
         overrides = {}
         if (src / "generation_config.json").is_file():
-            overrides = json.loads((src / "generation_config.json").read_text())
+            overrides = read_json(src / "generation_config.json")
             overrides.pop("transformers_version", None)
             overrides.pop("_from_model_config", None)
         save_generation_defaults(work, overrides)
@@ -193,8 +194,7 @@ def main() -> None:
         try:
             summary = convert_baichuan_checkpoint(src, dst, progress=not json_out)
         except (OSError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(str(exc), json_out)
         if json_out:
             print(json.dumps(summary, ensure_ascii=False))
         else:

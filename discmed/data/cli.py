@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from discmed.chat import read_json
 from discmed.errors import guard
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
@@ -232,7 +233,7 @@ def register(app: typer.Typer) -> None:
         found: list[Path] = []
         for p in summaries or [data.parent]:
             found += sorted(p.glob("*.summary.json")) if p.is_dir() else [p]
-        steps = [json.loads(p.read_text(encoding="utf-8")) for p in found]
+        steps = [read_json(p) for p in found]
         s = write_card(data, out_dir, steps)
         out_dir.mkdir(parents=True, exist_ok=True)
         _finish(s, out_dir / "DATA_CARD.md", as_json, f"data card: {s['markdown']} and {s['png']} ({len(steps)} step summaries)")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, atomic_write_text, iter_json_records, write_jsonl
+from discmed.chat import DataError, atomic_write_text, iter_json_records, read_json, write_jsonl
 from discmed.eval.judge import load_prompt
 
 END = "[结束咨询]"  # what the patient says, alone, to end the consultation
@@ -85,10 +85,7 @@ def resolve_set(name: str, samples: str | Path | None = None) -> Path:
 def load_cases(name: str, samples: str | Path | None = None) -> list[Case]:
     """Read a set's cases; a bad record raises `DataError` naming the file, record and field."""
     path = resolve_set(name, samples)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, "<file>", f"not JSON: {e.msg}") from None
+    records = read_json(path)
     if not isinstance(records, list):
         raise DataError(path, None, "<file>", "expected a JSON array of cases")
     default_source = next((src for key, (f, src) in SETS.items() if f == path.name), path.stem)

@@ -7,10 +7,11 @@ MLEC-QA's five subsets and the 306 exam) merge into one row, as in DISC's table.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from discmed.chat import read_json
 
 
 def bootstrap_ci(correct: list[bool], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -70,7 +71,7 @@ def load_summaries(paths: list[str | Path]) -> list[dict]:
             p = p / "results.json"
         if not p.exists():
             raise ValueError(f"{p}: no results.json (is the run finished?)")
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = read_json(p)
         if "subsets" not in data:
             raise ValueError(f"{p}: not a `discmed eval mcq` results file")
         out.append(data)

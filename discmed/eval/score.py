@@ -11,13 +11,12 @@ CMD and CMID figures. Lines whose scores cannot be parsed are counted, never ave
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, atomic_writer, iter_jsonl
+from discmed.chat import DataError, atomic_writer, iter_jsonl, read_json
 from discmed.eval.judge import CRITERIA, parse_scores
 
 # Which samples file and which field give each set's categories.
@@ -69,7 +68,7 @@ def read_categories(samples: Path | None) -> dict[str, dict[str, str]]:
     for name, (filename, field) in CATEGORY_FIELD.items():
         path = Path(samples) / filename
         if path.is_file():
-            records = json.loads(path.read_text(encoding="utf-8"))
+            records = read_json(path)
             cats[name] = {str(r["id"]): r[field] for r in records if field in r}
     return cats
 

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from discmed.errors import fail
+
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -120,8 +122,7 @@ def register(app: typer.Typer) -> None:
             check_spec(model)
             sock = bind(host, port)
         except (BackendError, ValueError, OSError) as e:
-            typer.echo(f"discmed serve: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(f"discmed serve: {e}")
         try:
             if engine == "vllm":
                 from discmed.serve.vllm import served_model as vllm_served
@@ -150,8 +151,7 @@ def register(app: typer.Typer) -> None:
                 served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue)
         except (BackendError, ValueError, ImportError) as e:
             sock.close()
-            typer.echo(f"discmed serve: {e}", err=True)
-            raise typer.Exit(3 if isinstance(e, BackendError) else 2) from None
+            fail(f"discmed serve: {e}", code=3 if isinstance(e, BackendError) else 2)
         second = None
         if safety and triage_model:
             from discmed.serve.triage_model import TriageModel
@@ -187,8 +187,7 @@ def register(app: typer.Typer) -> None:
         try:
             summary = write_quantized(model, out, bits)
         except QuantizeError as e:
-            typer.echo(f"discmed quantize: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(f"discmed quantize: {e}", as_json)
         typer.echo(
             f"wrote {summary['out']}: {summary['bits']} weights {summary['weight_mb_quantized']:.2f} MB "
             f"(unquantized {summary['weight_mb_original']:.2f} MB)"

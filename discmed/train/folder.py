@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import atomic_write_text
+from discmed.chat import atomic_write_text, read_json
 from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, FormatError, get_format
 
 log = logging.getLogger("discmed.train")
@@ -108,7 +108,7 @@ def save_tokenizer(tokenizer: Any, folder: Path, fmt_name: str) -> bool:
         (folder / "chat_template.jinja").unlink(missing_ok=True)
         cfg = folder / "tokenizer_config.json"
         if cfg.is_file():
-            data = json.loads(cfg.read_text(encoding="utf-8"))
+            data = read_json(cfg)
             if data.pop("chat_template", None) is not None:
                 atomic_write_text(cfg, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return ok
@@ -122,7 +122,7 @@ def portable_base(model: str) -> str:
 def set_adapter_base(folder: Path, base: str) -> None:
     cfg = folder / "adapter_config.json"
     if cfg.is_file():
-        data = json.loads(cfg.read_text(encoding="utf-8"))
+        data = read_json(cfg)
         data["base_model_name_or_path"] = portable_base(base)
         atomic_write_text(cfg, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

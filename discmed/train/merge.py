@@ -9,7 +9,6 @@ For the `disc` format the generation config also carries Baichuan's `user_token_
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -47,7 +46,7 @@ def adapter_base(adapter_dir: str | os.PathLike, resolve: bool = True) -> str:
     cfg = Path(adapter_dir) / "adapter_config.json"
     if not cfg.is_file():
         raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
-    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    base = read_json(cfg).get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{cfg}: base_model_name_or_path is empty; pass --base")
     if resolve:
@@ -78,7 +77,7 @@ def _format_of(folder: Path, default: str) -> str:
         return recipe.get("format", default)
     gen = folder / "generation_config.json"
     if gen.is_file():
-        return json.loads(gen.read_text()).get("discmed_format", default)
+        return read_json(gen).get("discmed_format", default)
     return default
 
 

@@ -55,8 +55,8 @@ def model_family(model_path: str) -> str:
             return model_family(base) if base and base != model_path else ""
         return ""
     try:
-        return str(json.loads(cfg.read_text()).get("model_type", ""))
-    except (OSError, json.JSONDecodeError):
+        return str(read_json(cfg).get("model_type", ""))
+    except (OSError, DiscmedError):  # unreadable: the caller's checks go on without the family
         return ""
 
 
