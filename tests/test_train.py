@@ -346,3 +346,9 @@ def test_trained_and_exported_folders_prompt_as_trained(tiny_model, tmp_path):
         card = (folder / "README.md").read_text(encoding="utf-8")
         assert "[None]" not in card and "base model `tiny`" in card and "token 195" in card
         assert "| final_loss |" in card and "## Recipe" in card
+    # The adapter's portable base (`tiny`) loads through discmed, and answers as its merged export.
+    from discmed.backend import GenParams, load_backend
+
+    params = GenParams(max_new_tokens=6)
+    replies = [load_backend(f"hf:{f}").chat([conv], params)[0] for f in (out, exported)]
+    assert replies[0] == replies[1]

@@ -35,6 +35,21 @@ def pick_format(model: Any, tokenizer: Any, name: str | None = None):
     )
 
 
+def _adapter_base(path: str) -> str | None:
+    """The base model of a LoRA adapter folder (`tiny` resolved to the embedded model), else None."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    from discmed.chat import read_json
+
+    base = read_json(cfg).get("base_model_name_or_path") or ""
+    if base == "tiny":
+        from discmed.tiny import ensure_tiny
+
+        return str(ensure_tiny())
+    return base
+
+
 def default_device() -> str:
     import torch
 
@@ -76,7 +91,12 @@ class HFBackend:
             kwargs["device_map"] = "auto"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            base = _adapter_base(path)
+            if base is None:
+                self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            else:  # a LoRA adapter folder: its base as discmed names it (`tiny` too), then the adapter
+                self.model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+                self.model.load_adapter(path)
         except OSError as e:
             raise BackendError(
                 f"cannot load model {path!r}: {e}. Offline (HF_HUB_OFFLINE=1)? Pass a local folder."
