@@ -253,9 +253,9 @@ class JobRunner:
             was = recorded.get(name) or "a model it did not record"
             why = f"{self.journal} was made with {name} {was}, not {c.model}"
             if not self.restart:
-                raise JournalMismatch(f"{why}; pass --restart to start a new run, or use another output")
+                raise JournalMismatch(f"{why}; start a new run (restart=True) or use another output")
             self._start_over(why)
-            recorded = {}
+            recorded = {other.name: other.model for other in self.clients}  # the roles of this run
         self.set_meta(models={**recorded, name: c.model})
         self.clients.append(c)
         return c

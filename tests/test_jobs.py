@@ -312,6 +312,21 @@ def test_a_journal_of_another_model_can_be_refused(tmp_path, endpoint):
     strict = JobRunner(tmp_path / "journal.sqlite", cache=None, progress=False, restart=False)
     with pytest.raises(JournalMismatch, match=r"made with judge openai:.*@echo, not openai:.*@other"):
         strict.client(load_backend(f"openai:{endpoint}@other"), name="judge")
+    strict.close()
+
+    # Two roles, the second one changed: the run starts over and keeps both roles' identities.
+    (tmp_path / "journal.sqlite").unlink()
+    first = _runner(tmp_path, cache=None)
+    first.client(load_backend(f"openai:{endpoint}@echo"), name="doctor")
+    a = first.client(load_backend(f"openai:{endpoint}@echo"), name="judge")
+    first.run([("k", "问")], work)
+    first.close()
+    two = _runner(tmp_path, cache=None)
+    two.client(load_backend(f"openai:{endpoint}@echo"), name="doctor")
+    assert two.restarted is None  # the doctor is the same
+    two.client(load_backend(f"openai:{endpoint}@other"), name="judge")
+    assert "judge" in two.restarted and two.meta()["models"] == {"doctor": f"openai:{endpoint}@echo",
+                                                                  "judge": f"openai:{endpoint}@other"}
 
 
 def test_identities(tmp_path):
