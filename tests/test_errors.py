@@ -62,6 +62,9 @@ def test_chat_with_a_missing_model_is_one_line(tmp_path):
     assert r.stderr.strip() == "error: model 'hf:/nonexistent': /nonexistent does not exist"
     r = root("chat", "--model", "vlm:/x")
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "unknown model kind" in r.stderr
+    # A relative name that is no folder here is tried as a hub id (offline here): one line, exit 3.
+    r = root("chat", "--model", f"hf:{tmp_path.name}-missing/model")
+    assert r.exit_code == 3 and len(r.stderr.strip().splitlines()) == 1 and "no such folder here" in r.stderr
 
 
 class _FlakyEndpoint(BaseHTTPRequestHandler):

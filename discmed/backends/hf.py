@@ -98,8 +98,10 @@ class HFBackend:
                 self.model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
                 self.model.load_adapter(path)
         except OSError as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            where = "" if Path(path).exists() else " (no such folder here; as a hub id it could not be fetched)"
             raise BackendError(
-                f"cannot load model {path!r}: {e}. Offline (HF_HUB_OFFLINE=1)? Pass a local folder."
+                f"cannot load model {path!r}{where}: {why} Offline (HF_HUB_OFFLINE=1)? Pass a local folder."
             ) from e
         if "device_map" not in kwargs:
             self.model.to(self.device)
