@@ -127,6 +127,21 @@ def set_adapter_base(folder: Path, base: str) -> None:
         atomic_write_text(cfg, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def from_tiny(base: str, depth: int = 8) -> bool:
+    """Whether a base model is discmed's tiny one, or was trained from it (followed through the
+    folders' `discmed_recipe.json`)."""
+    if base == "tiny":
+        return True
+    folder = Path(base)
+    if depth == 0 or not folder.is_dir():
+        return False
+    if (folder / "discmed-tiny.json").is_file():
+        return True
+    trained = folder / "discmed_recipe.json"
+    parent = read_json(trained).get("recipe", {}).get("model") if trained.is_file() else None
+    return bool(parent) and from_tiny(parent, depth - 1)
+
+
 def model_card(*, name: str, command: str, base: str, fmt_name: str, recipe: dict[str, Any] | None = None,
                data: list[dict[str, Any]] | None = None, figures: dict[str, Any] | None = None,
                template: bool = True) -> str:
@@ -137,8 +152,8 @@ def model_card(*, name: str, command: str, base: str, fmt_name: str, recipe: dic
         lines.append(f"base_model: {hub_base}")
     lines += ["---", "", f"# {name}", "",
               f"Written by discmed (`discmed train {command}`) from the base model `{base}`.", ""]
-    if base == "tiny":
-        lines += ["The base is discmed's embedded tiny model: it proves the machinery, not medicine. "
+    if from_tiny(base):
+        lines += ["It descends from discmed's embedded tiny model: it proves the machinery, not medicine. "
                   "Its replies are no medical advice.", ""]
     else:
         lines += ["A language model is not a doctor: its replies are no diagnosis and no substitute for "
