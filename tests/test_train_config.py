@@ -188,9 +188,12 @@ def test_every_recipe_key_reaches_trl_or_discmed(kind):
     assert on.gradient_checkpointing is True and on.activation_checkpointing_kwargs == {"use_reentrant": False}
 
 
-def test_sft_and_dpo_share_their_common_keys():
-    from discmed.train.config import CommonRecipe, DPORecipe
+def test_recipes_share_their_common_keys():
+    from discmed.train.config import CommonRecipe, DataRecipe, DPORecipe
+    from discmed.train.grpo import GRPORecipe
 
-    assert issubclass(SFTRecipe, CommonRecipe) and issubclass(DPORecipe, CommonRecipe)
-    assert set(SFTRecipe.model_fields) - set(CommonRecipe.model_fields) == {"packing"}
-    assert set(DPORecipe.model_fields) - set(CommonRecipe.model_fields) == {"max_prompt_length", "beta", "loss_type"}
+    assert issubclass(SFTRecipe, DataRecipe) and issubclass(DPORecipe, DataRecipe)
+    assert issubclass(DataRecipe, CommonRecipe) and issubclass(GRPORecipe, CommonRecipe)
+    assert set(SFTRecipe.model_fields) - set(DataRecipe.model_fields) == {"packing"}
+    assert set(DPORecipe.model_fields) - set(DataRecipe.model_fields) == {"max_prompt_length", "beta", "loss_type"}
+    assert "data" not in GRPORecipe.model_fields  # GRPO reads cases, not data files: no key it would ignore

@@ -329,18 +329,12 @@ def _register_rubric(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    def fail(message: str, as_json: bool) -> None:
-        typer.echo(f"error: {message}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"error": message}, ensure_ascii=False))
-        raise typer.Exit(2)
+    from discmed.errors import fail
 
     def backend(spec: str, timeout: float):
-        from discmed.backend import load_backend, parse_spec
+        from discmed.jobs import backend_for
 
-        if parse_spec(spec)[0] == "openai":
-            return load_backend(spec, timeout=timeout, max_retries=1)
-        return load_backend(spec)
+        return backend_for(spec, retries=2, timeout=timeout)  # the SDK's retries, the only ones
 
     Opt = typer.Option
 
@@ -410,14 +404,14 @@ def _register_rubric(eval_app: typer.Typer) -> None:
             if model:
                 doc = backend(model, timeout)
                 records = rb.run_respond(examples, doc, out / "dialogues.json", model_spec=model, name=name or doc.name,
-                                         concurrency=concurrency, cache=not no_cache, progress=progress)
+                                         concurrency=concurrency, cache=False if no_cache else None, progress=progress)
             elif dialogues:
                 records = [d for f in dialogues for d in read_dialogues(f)]
             else:
                 raise ValueError("give dialogue files, or --model to answer the rubric file's prompts")
             summary = rb.run_grading(records, examples, backend(grader, timeout), out / "grades.jsonl",
                                      grader_spec=grader, params=GenParams(max_new_tokens=max_tokens),
-                                     concurrency=concurrency, cache=not no_cache, progress=progress)
+                                     concurrency=concurrency, cache=False if no_cache else None, progress=progress)
             table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, iter_jsonl
-from discmed.eval.judge import _write_jsonl, load_prompt
+from discmed.chat import DataError, iter_jsonl, write_jsonl
+from discmed.eval.judge import load_prompt
 
 POINTS_LIMIT = 10  # HealthBench's criteria carry -10..10 points
 
@@ -223,14 +223,13 @@ async def grade_dialogue(client: Any, conversation: list[dict[str, str]], criter
 
 
 def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader: Any, out: str | Path, *,
-                grader_spec: str, params: Any = None, concurrency: int = 8, cache: Any = True,
-                retries: int = 3, progress: bool = True) -> dict[str, Any]:
+                grader_spec: str, params: Any = None, concurrency: int = 8, cache: Any = None,
+                progress: bool = True) -> dict[str, Any]:
     """Grade each dialogue against the rubric of its case (matched on id); write one JSON line
     per dialogue to `out` (`id`, `model`, `source`, `example_tags`, `grades`: each criterion with
     `criteria_met` true / false / null and the grader's raw reply). Resumable (journal)."""
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
-    from discmed.eval.judge import _check_settings
+    from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=128)
@@ -240,10 +239,10 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
         raise ValueError(f"none of the {len(dialogues)} dialogues has an id in the rubric file "
                          f"(ids there look like {', '.join(list(by_id)[:3])})")
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=run_cache(out, cache), progress=progress)
     try:
-        _check_settings(runner, {"grader": grader_spec, "params": vars(params), "prompt": load_prompt("rubric_grader_zh.txt")})
-        client = runner.client(grader, name="grader", model=grader_spec)
+        runner.keep_settings({"grader": grader_spec, "params": vars(params), "prompt": load_prompt("rubric_grader_zh.txt")})
+        client = runner.client(grader, name="grader")
 
         async def work(key: str, d: dict[str, Any]) -> dict:
             e = by_id[str(d["id"])]
@@ -258,7 +257,7 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
         failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
     finally:
         runner.close()
-    _write_jsonl(results, out)
+    write_jsonl(results, out)
     grades = [g for r in results for g in r["grades"]]
     return {"out": str(out), "grader": grader_spec, "dialogues": len(dialogues), "matched": len(matched),
             "unmatched": len(dialogues) - len(matched), "graded": len(results), "failed": len(failures),
@@ -269,21 +268,20 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
 
 
 def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_spec: str, name: str,
-                params: Any = None, concurrency: int = 8, cache: Any = True, progress: bool = True) -> list[dict]:
+                params: Any = None, concurrency: int = 8, cache: Any = None, progress: bool = True) -> list[dict]:
     """A model's reply to each example's prompt (HealthBench's protocol: one reply to the
     conversation so far), written as a dialogue file in DISC's format."""
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
     from discmed.eval.consult import write_dialogues
-    from discmed.eval.judge import _check_settings
+    from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=512)
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency, cache=cache,
-                       progress=progress)
+    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
+                       cache=run_cache(out, cache), progress=progress)
     try:
-        _check_settings(runner, {"model": model_spec, "name": name, "params": vars(params)})
-        client = runner.client(model, name="model", model=model_spec)
+        runner.keep_settings({"model": model_spec, "name": name, "params": vars(params)})
+        client = runner.client(model, name="model")
 
         async def work(key: str, e: Example) -> dict:
             return prompt_dialogue(e, (await client.chat(e.prompt, params)).strip(), name)

@@ -26,8 +26,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError
-from discmed.eval.judge import _check_settings, _write_jsonl, load_prompt
+from discmed.chat import DataError, write_jsonl
+from discmed.eval.judge import load_prompt
 from discmed.eval.rubric import POINTS_LIMIT, Criterion, Example
 
 MAX_CRITERIA = 20
@@ -164,20 +164,20 @@ def prompt_version() -> str:
 
 
 def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: str, params: Any = None,
-              concurrency: int = 8, cache: Any = True, retries: int = 3, progress: bool = True) -> dict[str, Any]:
+              concurrency: int = 8, cache: Any = True, progress: bool = True) -> dict[str, Any]:
     """Write a checked rubric per case to `out` (HealthBench-shaped JSONL) and the rubrics that
     failed the checks twice to `<out>.rejects.jsonl`; returns counts."""
     from discmed.backend import GenParams
-    from discmed.data.jobs import JobRunner
+    from discmed.jobs import JobRunner
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=1024)
     version = prompt_version()
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       retries=retries, cache=cache, progress=progress)
+                       cache=cache, progress=progress)
     try:
-        _check_settings(runner, {"writer": writer_spec, "params": vars(params), "prompt_version": version})
-        client = runner.client(writer, name="writer", model=writer_spec)
+        runner.keep_settings({"writer": writer_spec, "params": vars(params), "prompt_version": version})
+        client = runner.client(writer, name="writer")
         retry = load_prompt("rubric_writer_retry.txt")
 
         async def work(key: str, case: dict) -> dict:
@@ -209,9 +209,9 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
         runner.close()
     kept = [r["line"] for r in results if r["ok"]]
     rejects = [{k: r[k] for k in ("id", "problems", "reply", "provenance")} for r in results if not r["ok"]]
-    _write_jsonl(kept, out)
+    write_jsonl(kept, out)
     reject_path = out.with_name(out.stem + ".rejects.jsonl")
-    _write_jsonl(rejects, reject_path)
+    write_jsonl(rejects, reject_path)
     reasons: dict[str, int] = {}
     for r in rejects:
         for p in r["problems"]:

@@ -141,15 +141,14 @@ class Consultations:
         import shutil
         import tempfile
 
-        from discmed.data.jobs import JobRunner
+        from discmed.jobs import JobRunner
 
         # A journal per batch: rollouts are not resumed (a resumed run samples afresh), while
         # the call cache still answers a conversation the patient has already seen.
         folder = Path(tempfile.mkdtemp(prefix="discmed-rollout-"))
-        runner = JobRunner(folder / "patient.journal.sqlite", concurrency=max(1, len(episodes)), cache=self.cache, progress=False,
-                           max_batch=max(1, len(episodes)))
+        runner = JobRunner(folder / "patient.journal.sqlite", concurrency=max(1, len(episodes)), cache=self.cache, progress=False)
         try:
-            client = runner.client(self.patient, name="patient", model=self.patient_spec)
+            client = runner.client(self.patient, name="patient")
             params = self.patient_params
 
             async def work(key: str, e: Episode) -> dict:
@@ -161,7 +160,7 @@ class Consultations:
         finally:
             runner.close()
             shutil.rmtree(folder, ignore_errors=True)
-        # A patient call that failed after the engine's retries ends that episode (an empty line).
+        # A patient call that failed (after the API client's own retries) ends that episode (an empty line).
         return [done.get(k, {"reply": ""})["reply"] for k in keys]
 
 

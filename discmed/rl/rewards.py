@@ -92,13 +92,13 @@ class Rewards:
         from pathlib import Path
 
         t0 = time.perf_counter()
-        from discmed.data.jobs import JobRunner
+        from discmed.jobs import JobRunner
 
         folder = Path(tempfile.mkdtemp(prefix=f"discmed-{name}-"))
         runner = JobRunner(folder / "journal.sqlite", concurrency=max(1, len(records)), cache=self.cache,
-                           progress=False, max_batch=max(1, len(records)))
+                           progress=False)
         try:
-            client = runner.client(backend, name=name, model=spec)
+            client = runner.client(backend, name=name)
 
             async def job(key: str, record: dict) -> dict:
                 return await work(client, record)

@@ -3,8 +3,8 @@
 A recipe is a flat YAML mapping (two nested blocks: `data` and `lora`), read into the pydantic
 models below (`extra="forbid"`): every key is declared with its type and default, so a typo
 (`learnig_rate`) is an error that names the file and suggests the right key, raised before a
-tokenizer or model is loaded. SFT and DPO share `CommonRecipe`; each adds its own keys and
-defaults. How each key reaches TRL is written out in `discmed.train.runtime.TRL_FIELDS`, so no
+tokenizer or model is loaded. Every recipe shares `CommonRecipe` (SFT and DPO through
+`DataRecipe`, GRPO in discmed.train.grpo); each adds its own keys and defaults. How each key reaches TRL is written out in `discmed.train.runtime.TRL_FIELDS`, so no
 key is left to a library default. Data files are read and validated here too (`check_sft_data`,
 `check_dpo_data`), so a bad line in a 470k-line file fails in seconds, not after the model has
 spent minutes loading.
@@ -52,14 +52,12 @@ class LoraSettings(_Strict):
 
 
 class CommonRecipe(_Strict):
-    """The keys SFT and DPO share."""
+    """The keys every training recipe shares (SFT, DPO, GRPO)."""
 
     model: str = "tiny"  # "tiny" (the embedded default), a local folder, or a hub id
     format: Literal["disc", "chatml", "llama3", "auto"] = "disc"  # chat format from discmed.formats
     method: Literal["full", "lora", "qlora"] = "full"
-    data: list[DataSource] = Field(default_factory=list)
     output_dir: str = "runs/sft"
-    max_length: StrictInt = Field(1200, ge=16)
     epochs: float = 1.0
     max_steps: StrictInt = -1
     batch_size: StrictInt = 4
@@ -83,8 +81,15 @@ class CommonRecipe(_Strict):
     # trains (force: resume anyway) | false | a checkpoint path
     resume: StrictBool | str = "auto"
     report_to: Literal["none", "tensorboard"] = "none"
-    guard_steps: StrictInt = 5  # loss 0 or NaN within these optimizer steps stops the run
     dataloader_workers: StrictInt = 0
+
+
+class DataRecipe(CommonRecipe):
+    """The keys SFT and DPO add: training files, their length, the loss guard."""
+
+    data: list[DataSource] = Field(default_factory=list)
+    max_length: StrictInt = Field(1200, ge=16)
+    guard_steps: StrictInt = 5  # loss 0 or NaN within these optimizer steps stops the run
 
     @field_validator("data", mode="before")
     @classmethod
@@ -95,11 +100,11 @@ class CommonRecipe(_Strict):
         return value
 
 
-class SFTRecipe(CommonRecipe):
+class SFTRecipe(DataRecipe):
     packing: StrictBool = True  # best-fit decreasing, whole conversations (discmed.train.pack)
 
 
-class DPORecipe(CommonRecipe):
+class DPORecipe(DataRecipe):
     output_dir: str = "runs/dpo"
     max_prompt_length: StrictInt = 900
     beta: float = 0.1
@@ -132,7 +137,7 @@ _EXPECTED = {"int_type": "expected an integer", "int_parsing": "expected an inte
              "string_type": "expected a string", "list_type": "expected a list", "model_type": "expected a mapping"}
 
 
-def _config_error(e: ValidationError, cls: type[BaseModel], where: str) -> ConfigError:
+def config_error(e: ValidationError, cls: type[BaseModel], where: str) -> ConfigError:
     """pydantic's first error as one line: `where: key: what was expected, got what`."""
     err = e.errors()[0]
     loc = [str(x) for x in err["loc"]]
@@ -161,7 +166,7 @@ def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<conf
     try:
         recipe = cls.model_validate(raw)
     except ValidationError as e:
-        raise _config_error(e, cls, where) from None
+        raise config_error(e, cls, where) from None
     if not recipe.data:
         raise ConfigError(f"{where}: data: no training files given")
     if recipe.bf16 is True and recipe.fp16:

@@ -22,112 +22,76 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, StrictBool, StrictInt, ValidationError
 
 from discmed.train.config import (
-    FORMATS,
-    METHODS,
+    CommonRecipe,
     ConfigError,
-    LoraSettings,
-    _coerce,
     _suggest,
     apply_overrides,
+    config_error,
+    deepspeed_config_path,
 )
 
 log = logging.getLogger("discmed.train")
 
 
-@dataclass
-class GRPORecipe:
-    model: str = "tiny"
-    format: str = "disc"
-    method: str = "full"  # full | lora
+class GRPORecipe(CommonRecipe):
+    """The keys GRPO adds to those every recipe shares (discmed.train.config.CommonRecipe)."""
+
     output_dir: str = "runs/grpo"
+    method: Literal["full", "lora"] = "full"
+    format: Literal["disc", "chatml", "llama3"] = "disc"
     # The cases: a DISC set (cmb-clin, cmd, cmid) or samples file; `holdout` of them (a share, seeded) set aside.
     cases: str = "cmb-clin"
     samples: str | None = None
-    limit: int | None = None
-    holdout: float = 0.2
-    holdout_seed: int = 0  # the split's own seed: runs with other training seeds hold out the same cases
+    limit: StrictInt | None = None
+    holdout: float = Field(0.2, ge=0, lt=1)
+    holdout_seed: StrictInt = 0  # the split's own seed: runs with other training seeds hold out the same cases
     eval_cases: str | None = None  # another set or file to measure before/after on (added to the held-out share)
     # The environment.
     patient: str | None = None  # model spec; needed when turns > 1
-    turns: int = 1  # doctor turns per episode
-    max_new_tokens: int = 64  # per doctor turn
-    max_completion_length: int = 256  # the whole episode after the opening
+    turns: StrictInt = Field(1, ge=1)  # doctor turns per episode
+    max_new_tokens: StrictInt = 64  # per doctor turn
+    max_completion_length: StrictInt = 256  # the whole episode after the opening
     temperature: float = 1.0
     top_p: float = 1.0
     doctor_system: str | None = None
     # Rewards: weights by name (discmed.rl.rewards); model-judged ones need their models.
-    rewards: dict[str, float] = field(default_factory=lambda: {"asks": 1.0, "safety": 1.0})
+    rewards: dict[str, float] = Field(default_factory=lambda: {"asks": 1.0, "safety": 1.0}, min_length=1)
     judge: str | None = None
     grader: str | None = None
     rubrics: str | None = None
-    length_budget: int = 300
+    length_budget: StrictInt = 300
     # GRPO.
-    num_generations: int = 4  # episodes per case: the group advantages are relative to
+    num_generations: StrictInt = Field(4, ge=2)  # episodes per case: the group advantages are relative to
     beta: float = 0.04  # KL to the reference model (0 = none, no reference kept)
     loss_type: str = "grpo"
     scale_rewards: str = "group"  # group | batch | none
     epsilon: float = 0.2
-    mask_truncated: bool = False  # true: episodes whose last reply hit max_new_tokens get no gradient
-    eval_samples: int = 4  # episodes per held-out case for the before/after figures
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"  # colocate | server
-    # Optimisation (as in train sft).
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4  # episodes per device per micro-step
-    grad_accum: int = 1
+    mask_truncated: StrictBool = False  # true: episodes whose last reply hit max_new_tokens get no gradient
+    eval_samples: StrictInt = 4  # episodes per held-out case for the before/after figures
+    use_vllm: StrictBool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    # Optimisation defaults of GRPO (the keys are train sft's).
+    batch_size: StrictInt = 4  # episodes per device per micro-step
+    grad_accum: StrictInt = 1
     learning_rate: float = 1e-6
     scheduler: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: Any = "auto"
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    attn_implementation: str = "auto"
-    deepspeed: str | None = None
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    save_steps: int = 500
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    seed: int = 42
-    resume: Any = "auto"
-    report_to: str = "none"
-    dataloader_workers: int = 0
+    logging_steps: StrictInt = 1
 
 
 def recipe_from_dict(raw: dict[str, Any], where: str = "<config>") -> GRPORecipe:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys")
-    known = [f.name for f in fields(GRPORecipe)]
-    defaults, values = GRPORecipe(), {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(str(key), known)}")
-        if key == "lora":
-            lora_known = [f.name for f in fields(LoraSettings)]
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: lora: expected a mapping (r, alpha, dropout, target_modules)")
-            for k in value:
-                if k not in lora_known:
-                    raise ConfigError(f"{where}: unknown key 'lora.{k}'{_suggest(str(k), lora_known)}")
-            values[key] = LoraSettings(**{k: _coerce(where, f"lora.{k}", v, getattr(LoraSettings(), k)) for k, v in value.items()})
-        elif key == "rewards":
-            if not isinstance(value, dict) or not value:
-                raise ConfigError(f"{where}: rewards: expected a mapping of reward name to weight")
-            values[key] = {str(k): _coerce(where, f"rewards.{k}", v, 1.0) for k, v in value.items()}
-        elif key in ("samples", "patient", "judge", "grader", "rubrics", "doctor_system", "limit", "eval_cases"):
-            values[key] = value
-        else:
-            values[key] = _coerce(where, key, value, getattr(defaults, key))
-    r = GRPORecipe(**values)
+    try:
+        r = GRPORecipe.model_validate(raw)
+    except ValidationError as e:
+        raise config_error(e, GRPORecipe, where) from None
     from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
 
     for name in r.rewards:
@@ -135,22 +99,17 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<config>") -> GRPORecipe
             raise ConfigError(f"{where}: rewards.{name}: unknown reward{_suggest(name, list(PROGRAMMATIC + MODEL_JUDGED))} "
                               f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED)})")
     checks = [
-        (r.method in METHODS and r.method != "qlora", f"method: expected full or lora, got {r.method!r}"),
-        (r.format in FORMATS and r.format != "auto", f"format: expected disc, chatml or llama3, got {r.format!r}"),
-        (r.num_generations >= 2, "num_generations: at least 2 (advantages are relative within a group)"),
         ((r.batch_size * r.grad_accum) % r.num_generations == 0,
          f"batch_size × grad_accum ({r.batch_size} × {r.grad_accum}) must be a multiple of num_generations ({r.num_generations})"),
-        (r.turns >= 1, "turns: at least 1"),
         (r.turns == 1 or r.patient, "patient: a model spec is needed when turns > 1"),
         (not r.rewards.get("judge") or r.judge, "judge: a model spec is needed for rewards.judge"),
         (not r.rewards.get("rubric") or (r.grader and r.rubrics), "grader and rubrics are needed for rewards.rubric"),
-        (0 <= r.holdout < 1, "holdout: a share in [0, 1)"),
-        (r.vllm_mode in ("colocate", "server"), "vllm_mode: colocate or server"),
-        (r.bf16 in (True, False, "auto"), "bf16: true, false or auto"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
+    if r.deepspeed is not None:
+        deepspeed_config_path(r.deepspeed, where)
     return r
 
 
@@ -232,7 +191,8 @@ def _nan_guard(trainer_cls: type) -> type:
     return Guarded
 
 
-def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None = None) -> tuple[Any, Any, Any]:
+def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None = None,
+                  trained: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
     """(trainer, environment, rewards) for the recipe, the model loaded."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -298,7 +258,7 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
     model = load_model(recipe, model_path, bf16)
     trainer = _nan_guard(GRPOTrainer)(
         model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=lora_config(recipe), rollout_func=rollout, callbacks=[marker_callback(), *(callbacks or [])])
+        peft_config=lora_config(recipe), rollout_func=rollout, callbacks=[marker_callback(trained), *(callbacks or [])])
     return trainer, env, rewards
 
 
@@ -351,7 +311,8 @@ def draw_curve(curve: list[dict[str, Any]], path: Path, baseline: list[dict[str,
 def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[str] | None = None,
              callbacks: list[Any] | None = None, evaluate: bool = True) -> dict[str, Any]:
     """GRPO as the recipe says; returns the summary (also saved as discmed_train.json)."""
-    from discmed.train.runtime import atomic_write_text, resume_checkpoint, save_final
+    from discmed.chat import atomic_write_text
+    from discmed.train.runtime import resolve_model, resume_checkpoint, save_final, trained_on
 
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides)
@@ -361,11 +322,12 @@ def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[s
         recipe = config
     train_cases, held_out = split_cases(recipe)
     started = time.perf_counter()
-    trainer, env, rewards = build_trainer(recipe, train_cases, callbacks)
+    trained = trained_on(recipe, resolve_model(recipe.model), [])  # the recipe and the base's identity
+    trainer, env, rewards = build_trainer(recipe, train_cases, callbacks, trained)
     eval_rewards = build_rewards(recipe, held_out) if held_out and evaluate else None
     before = (policy_rewards(trainer.model, env, eval_rewards, held_out, recipe.eval_samples, recipe)
               if eval_rewards else None)
-    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero())
+    checkpoint = resume_checkpoint(recipe, trainer.is_world_process_zero(), trained)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     after = (policy_rewards(trainer.model, env, eval_rewards, held_out, recipe.eval_samples, recipe)
              if eval_rewards else None)
@@ -388,7 +350,7 @@ def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[s
         "curve": str(out / "rewards.jsonl"), "chart": str(chart) if chart else None,
         "train_runtime_s": round(time.perf_counter() - started, 1),
     }
-    save_final(trainer, recipe, env.tokenizer, recipe.format, summary)
+    save_final(trainer, recipe, env.tokenizer, recipe.format, summary, trained)
     if trainer.is_world_process_zero():
         atomic_write_text(out / "report.md", render_report(summary, curve))
     return summary
@@ -424,4 +386,4 @@ def render_report(summary: dict[str, Any], curve: list[dict[str, Any]]) -> str:
 
 
 def recipe_dict(recipe: GRPORecipe) -> dict[str, Any]:
-    return asdict(recipe)
+    return recipe.model_dump(mode="json")
