@@ -37,7 +37,7 @@ from typing import Annotated, Any
 
 import typer
 
-from discmed.chat import atomic_writer, iter_jsonl, read_json
+from discmed.chat import atomic_writer, iter_jsonl, read_json, write_jsonl
 from discmed.errors import fail
 from discmed.serve.process import served
 
@@ -86,12 +86,6 @@ def _jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return list(iter_jsonl(path, lambda obj, line: obj))
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_writer(path) as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 class Demo:
@@ -225,7 +219,7 @@ class Demo:
                 rec = c.to_record()
                 rec["source"] = "MedDialog-raw"
                 carried.append(rec)
-        _write_jsonl(d / "for_training.jsonl", accepted + carried)
+        write_jsonl(accepted + carried, d / "for_training.jsonl")
         return {"counts": {"input": len(done) + len(carried), "accepted": s["accepted"], "rejected": s["rejected"],
                            "failed": s["failed"], "accepted_after_retry": s["accepted_after_retry"],
                            "teacher_calls": s["teacher_calls"], "carried_raw": len(carried),
@@ -251,7 +245,7 @@ class Demo:
 
         d = self.dir("dedup")
         pool = _jsonl(self.out / "rewrite" / "for_training.jsonl") + _jsonl(self.out / "kgqa" / "kgqa.jsonl")
-        _write_jsonl(d / "input.jsonl", pool)
+        write_jsonl(pool, d / "input.jsonl")
         s = dedup_file(d / "input.jsonl", d / "dedup.jsonl", threshold=0.8, report=d / "removed.jsonl",
                        progress=self.progress)
         return {"counts": {"input": len(pool), "kept": s["kept"], "removed_exact": s["removed_exact"],
