@@ -120,7 +120,7 @@ def test_data_card_written(tmp_path, shared_data):
     s = write_card(shared_data / "disc-medllm" / "train" / "test_examples.jsonl", tmp_path, summaries)
     md = (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
     assert s["records"] == 163 and "| meddial | 163 | 100.0% |" in md
-    assert "| name | 5 |" in md and "| rewrite: missing numbers | 4 |" in md and "| decontam | 6 |" in md
+    assert "| name [姓名] | 5 |" in md and "| rewrite: missing numbers | 4 |" in md and "| decontam | 6 |" in md
     png = (tmp_path / "data_card.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 

@@ -128,6 +128,30 @@ def test_second_run_reuses_every_stage(demo):
     assert all(f"| {name} | done (reused) |" in text for name in STAGES)
 
 
+def expect_progressing(child, pattern: str, stall: float = 180.0, limit: float = 1500.0) -> None:
+    """`child.expect(pattern)`, waiting as long as the child's process tree uses CPU (a busy
+    machine loads the model slowly), failing after `stall` seconds without progress."""
+    import time
+
+    import pexpect
+
+    from discmed.cpu import tree_cpu_seconds
+
+    t0 = last = time.time()
+    cpu = tree_cpu_seconds(child.pid)
+    while True:
+        try:
+            child.expect(pattern, timeout=5)
+            return
+        except pexpect.TIMEOUT:
+            now, used = time.time(), tree_cpu_seconds(child.pid)
+            if used is not None and cpu is not None and used > cpu + 0.05:
+                last = now
+            cpu = used
+            if now - last > stall or now - t0 > limit:
+                raise
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
@@ -142,7 +166,7 @@ def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
     child = pexpect.spawn(sys.executable, ["-m", "discmed", "demo", "--out", str(out), "--serve", "--port", str(free_port)],
                           env={**os.environ, "COLUMNS": "200"}, encoding="utf-8", timeout=240)
     try:
-        child.expect(r"API:\s+(http://127\.0\.0\.1:\d+/v1)")
+        expect_progressing(child, r"API:\s+(http://127\.0\.0\.1:\d+/v1)")
         api = child.match.group(1)
         child.expect(r"web page: (http://127\.0\.0\.1:\d+/)")
         page = child.match.group(1)
