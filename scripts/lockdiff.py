@@ -16,7 +16,7 @@ def pins(lines):
 
 locked = pins(open(sys.argv[1], encoding="utf-8"))
 latest = pins(sys.stdin)
-changed = [(n, locked.get(n, "-"), v) for n, v in sorted(latest.items()) if locked.get(n) != v and n != "torch"]
+changed = [(n, locked.get(n, "-"), v) for n, v in sorted(latest.items()) if locked.get(n) != v and n not in ("torch", "pip", "uv")]
 print(f"test-latest: {len(changed)} of {len(latest)} packages differ from {sys.argv[1]}")
 for name, old, new in changed:
     print(f"  {name}: {old} -> {new}")
