@@ -458,6 +458,9 @@ def register(app: typer.Typer) -> None:
             if not (default_path() / "discmed-tiny.json").exists():
                 console.print("building the embedded tiny model first (a minute or two) …")
             ensure_tiny(quiet=False)
+        # `kill` stops the demo as cleanly as Ctrl+C: the servers it started (each in a session of
+        # its own, see discmed.serve.process) are stopped on the way out, not left behind.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         console.print(f"[bold]discmed demo[/]: DISC-MedLLM's recipe on {model!r}, outputs in {out}/")
         console.print(f"[dim]{SAFETY_NOTICE_ZH}[/]")
         t0 = time.perf_counter()
@@ -474,11 +477,11 @@ def register(app: typer.Typer) -> None:
                 console.print(f"API:      {url}   (model id {SERVED_NAME!r}, OpenAI-compatible)")
                 console.print(f"web page: {url.removesuffix('/v1')}/")
                 console.print("Ctrl+C stops the server.")
-                # `kill` stops it as cleanly as Ctrl+C: the server subprocess is not left behind.
-                signal.signal(signal.SIGTERM, signal.default_int_handler)
                 try:
+                    # Short sleeps: a signal that lands on another thread of this process is
+                    # only acted on when the main thread next runs Python.
                     while True:
-                        time.sleep(3600)
+                        time.sleep(0.5)
                 except KeyboardInterrupt:
                     pass
         if as_json:

@@ -152,6 +152,27 @@ def expect_progressing(child, pattern: str, stall: float = 180.0, limit: float =
                 raise
 
 
+def _process_state(pid: int) -> str:
+    """What a hung child is doing: its signal masks, its threads' wait channels, its process
+    tree and (where py-spy is installed) its Python stacks; for the failure message."""
+    import shutil
+    import subprocess
+
+    parts = []
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        parts.append("".join(line + "\n" for line in status.splitlines() if line.startswith(("State", "Sig", "Shd"))))
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            parts.append(f"thread {task.name} {(task / 'comm').read_text().strip()}: {(task / 'wchan').read_text()}\n")
+    except OSError as e:
+        parts.append(f"(/proc/{pid}: {e})\n")
+    parts.append(subprocess.run(["ps", "-e", "-o", "pid,ppid,pgid,sid,stat,etime,cmd", "--forest"],
+                                capture_output=True, text=True).stdout[-4000:])  # fmt: skip
+    if shutil.which("py-spy"):
+        parts.append(subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True).stdout[-4000:])
+    return "".join(parts)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
@@ -177,7 +198,10 @@ def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
         with urllib.request.urlopen(page, timeout=10) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
         child.sendintr()
-        child.expect(pexpect.EOF)
+        try:
+            child.expect(pexpect.EOF, timeout=120)
+        except pexpect.TIMEOUT:
+            pytest.fail(f"`discmed demo --serve` still running 120 s after Ctrl+C:\n{_process_state(child.pid)}")
     finally:
         child.close(force=True)
     assert child.exitstatus == 0

@@ -114,3 +114,59 @@ def test_run_watched_waits_for_work_and_kills_a_hang(tmp_path):
     assert time.time() - t0 < 30
     r = run_watched([sys.executable, "-c", "import sys\nsys.exit(4)"], stall=5)
     assert r.returncode == 4
+
+
+def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path):
+    """A parent on a terminal (as `discmed demo --serve` is) runs a server through `running`; the
+    server starts a helper that ignores SIGINT, SIGTERM and SIGHUP.
+    Ctrl+C ends the parent promptly, and neither the server nor its helper is left behind."""
+    import os
+
+    import pexpect
+
+    port = free_port()
+    helper_pid = tmp_path / "helper.pid"
+    server = f"""
+        import http.server, signal, subprocess, sys
+        helper = subprocess.Popen([sys.executable, "-c",
+            "import signal, time\\nfor s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\\n"
+            "    signal.signal(s, signal.SIG_IGN)\\ntime.sleep(600)"])
+        open({str(helper_pid)!r}, "w").write(str(helper.pid))
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a):
+                pass
+        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+    """
+    parent = f"""
+        import sys, time
+        from pathlib import Path
+        from discmed.serve.process import running
+        cmd = [sys.executable, "-c", {textwrap.dedent(server)!r}]
+        with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60):
+            print("serving", flush=True)
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("stopping", flush=True)
+    """
+    child = pexpect.spawn(sys.executable, ["-c", textwrap.dedent(parent)], encoding="utf-8", timeout=60)
+    try:
+        child.expect("serving")
+        pid = int(helper_pid.read_text())
+        child.sendintr()
+        child.expect("stopping")
+        child.expect(pexpect.EOF, timeout=30)  # the terminal closes: nothing holds it
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    for _ in range(50):  # the helper was killed with its group; give the kernel a moment to reap it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the server's helper (pid {pid}) outlived its parent")

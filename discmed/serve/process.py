@@ -86,24 +86,46 @@ def _size(path: Path) -> int:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM to the child's process group (it runs in a session of its own), SIGKILL to the
+    group if it has not exited after `timeout` seconds: nothing it started is left behind."""
+    import signal
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:  # already gone, or not a group leader
+            try:
+                proc.send_signal(sig)
+            except OSError:
+                pass
+
     if proc.poll() is None:
-        proc.terminate()
+        signal_group(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        pass
+    signal_group(signal.SIGKILL)  # the child if it is still there, and what it left behind
+    proc.wait()
 
 
 @contextmanager
 def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | None = None, cwd: str | None = None,
             stall: float = 120.0, limit: float = 1200.0) -> Iterator[subprocess.Popen]:
-    """Run `cmd` with its output in `log`, wait until `url` answers, yield the process, stop it."""
+    """Run `cmd` with its output in `log`, wait until `url` answers, yield the process, stop it.
+
+    The child runs in a session of its own with no terminal: the parent owns its lifetime. A
+    Ctrl+C typed at the parent's terminal reaches the parent only, which then stops the child
+    (and whatever the child started) through `stop`; the child cannot read the terminal or
+    change its modes, and holds no handle on it that would keep the terminal open after the
+    parent exits.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     # One thread unless told otherwise: the parent computes at the same time on a small machine.
     child_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     with open(log, "ab") as logf:
-        proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, env=child_env, cwd=cwd)
+        proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env, cwd=cwd, start_new_session=True)  # fmt: skip
     try:
         wait_ready(proc, url, log, stall=stall, limit=limit, what=f"`{' '.join(cmd)}`")
         yield proc
