@@ -130,3 +130,35 @@ def test_access_log_is_one_json_line_per_request_with_its_id(backend, engine, ca
     lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "discmed.access"]
     assert [(x["request_id"], x["status"]) for x in lines][0] == ("req-42", 200)
     assert lines[1]["status"] == 400 and lines[1]["request_id"] != "req-42" and lines[1]["latency_ms"] >= 0
+
+
+def test_staggered_requests_of_different_lengths_each_equal_running_alone(backend, engine):
+    """Requests that join a running batch at different steps and finish at different steps
+    (so rows die, are compacted out, and the shared left padding is cut while others run)
+    give exactly the tokens each gives alone: greedy, with a repetition penalty, and seeded
+    sampling."""
+    prompts = [backend.prompt_ids(m, GenParams()) for m in MESSAGES * 3]
+    params = [GenParams(max_new_tokens=n, temperature=0.0 if i % 3 else 0.9, seed=i, top_k=30,
+                        repetition_penalty=1.0 if i % 2 else 1.2)
+              for i, n in enumerate((3, 17, 9, 25, 5, 12, 30, 2, 20))]  # fmt: skip
+    alone = [run(engine, [(ids, p, {"ignore_eos": True})])[0] for ids, p in zip(prompts, params, strict=True)]
+
+    async def staggered():
+        loop = asyncio.get_running_loop()
+
+        async def one(k):
+            await asyncio.sleep(0.004 * k)  # arrive while the others decode
+            r = engine.submit(prompts[k], params[k], loop, ignore_eos=True)
+            text = ""
+            while True:
+                d = await r.out.get()
+                text += d.text
+                if d.finish_reason:
+                    return text, d.finish_reason, d.error
+
+        return await asyncio.gather(*(one(k) for k in range(len(prompts))))
+
+    before = engine.batches
+    together = asyncio.run(staggered())
+    assert engine.batches - before > 1  # they did arrive apart: more than one prefill group
+    assert together == alone

@@ -111,11 +111,16 @@ class _Row:
     read_offset: int = 0
     generator: Any = None
     pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet emitted
+    stream: Any = None  # tokenizers' DecodeStream, when the tokenizer is a fast one
 
 
 @dataclass
 class _Batch:
-    """The running batch: its rows, each row's next input id, and the tensors they share."""
+    """The running batch: its rows, each row's next input id, and the tensors they share.
+
+    A finished row is not taken out of the tensors at once (that copies the whole KV cache):
+    it stays as a dead row, outside `live`, until enough have finished to be worth a copy or
+    room is needed for joining requests (`compact`)."""
 
     rows: list[_Row]
     next_ids: list[int]
@@ -123,6 +128,18 @@ class _Batch:
     mask: Any
     pos: Any
     seen: Any
+    live: list[int] = field(default_factory=list)  # indices of the rows still generating
+
+    def __post_init__(self) -> None:
+        if not self.live:
+            self.live = list(range(len(self.rows)))
+
+    @property
+    def dead(self) -> int:
+        return len(self.rows) - len(self.live)
+
+    def compact(self) -> _Batch | None:
+        return self.select(self.live)
 
     def join(self, other: _Batch | None) -> _Batch:
         import torch
@@ -133,6 +150,7 @@ class _Batch:
             return other
         self.cache, self.mask = _join_caches(self.cache, self.mask, other.cache, other.mask)
         self.pos, self.seen = torch.cat([self.pos, other.pos]), torch.cat([self.seen, other.seen])
+        self.live += [len(self.rows) + i for i in other.live]
         self.rows += other.rows
         self.next_ids += other.next_ids
         return self
@@ -145,10 +163,18 @@ class _Batch:
         if not keep:
             return None
         idx = torch.tensor(keep, device=self.mask.device)
-        self.cache.batch_select_indices(idx)
-        self.mask, self.pos, self.seen = self.mask[idx], self.pos[idx], self.seen[idx]
+        mask = self.mask[idx]
+        # The rows that remain may all start later than the longest one that left: the columns
+        # of padding they share on the left are cut, so attention and the cache stop paying for
+        # them (under steady load the batch never empties, and its width would only grow).
+        real = mask.any(0).nonzero()
+        cut = int(real[0]) if len(real) else 0
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx, :, cut:], layer.values[idx, :, cut:]
+        self.mask, self.pos, self.seen = mask[:, cut:], self.pos[idx], self.seen[idx]
         self.rows = [self.rows[i] for i in keep]
         self.next_ids = [self.next_ids[i] for i in keep]
+        self.live = list(range(len(keep)))
         return self
 
 
@@ -161,6 +187,8 @@ class BatchEngine:
     """
 
     features = frozenset({"logprobs", "prompt_logprobs", "structured_output"})
+    BURST_GAP_S = 0.002
+    BURST_WINDOW_S = 0.025
 
     def __init__(
         self,
@@ -194,6 +222,17 @@ class BatchEngine:
         self._running: set[GenRequest] = set()
         self._head: GenRequest | None = None
         self._mailboxes: dict[int, _Mailbox] = {}
+        # Incremental detokenizing in Rust (one call per token) for fast tokenizers whose decode
+        # is the plain Rust decode; others (Baichuan's sentencepiece) decode a short window.
+        self._rust_tok = None
+        rust = getattr(tokenizer, "_tokenizer", None)
+        if rust is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+            try:
+                from tokenizers.decoders import DecodeStream
+
+                self._rust_tok, self._decode_stream = rust, DecodeStream
+            except ImportError:  # tokenizers older than 0.21
+                pass
         self._thread = threading.Thread(target=self._run, name="discmed-engine", daemon=True)
         # The engine thread runs Python between torch ops; with the default 5 ms GIL switch
         # interval the event loop (which streams the tokens out) could wait that long for
@@ -268,6 +307,23 @@ class BatchEngine:
             self.running = 0
             self._flush()
 
+    def _await_burst(self, room: int) -> None:
+        """Before prefilling from idle, wait while requests keep arriving (each within
+        BURST_GAP_S of the last, BURST_WINDOW_S at most), so that a burst of clients is
+        prefilled in one forward pass instead of one pass (and one cache join) each. A lone
+        request pays one gap."""
+        end = time.perf_counter() + self.BURST_WINDOW_S
+        seen = self._waiting.qsize()
+        while seen + 1 < room:
+            now = time.perf_counter()
+            if now >= end:
+                return
+            time.sleep(min(self.BURST_GAP_S, end - now))
+            n = self._waiting.qsize()
+            if n == seen:
+                return
+            seen = n
+
     def _admit(self, room: int) -> list[GenRequest]:
         """Waiting requests, up to `room`; ones cancelled while waiting are answered here."""
         taken: list[GenRequest] = []
@@ -325,16 +381,20 @@ class BatchEngine:
         batch: _Batch | None = None
         with torch.inference_mode():
             while True:
-                room = self.max_batch - (len(batch.rows) if batch else 0)
+                room = self.max_batch - (len(batch.live) if batch else 0)
+                if batch is None:
+                    self._await_burst(room)
                 joining = self._admit(room)
                 if joining:
                     new = self._prefill_apart(joining)
+                    if batch is not None and batch.dead:
+                        batch = batch.compact()  # make room: the dead rows leave before the join
                     batch = new if batch is None else batch.join(new)
                     if batch is not None:
-                        self.running = len(batch.rows)
+                        self.running = len(batch.live)
                         self.max_batch_seen = max(self.max_batch_seen, self.running)
                     self._flush()
-                if batch is None or not batch.rows:
+                if batch is None or not batch.live:
                     return
                 b = batch
                 b.mask = torch.cat([b.mask, b.mask.new_ones((len(b.rows), 1))], dim=-1)
@@ -347,10 +407,23 @@ class BatchEngine:
                     use_cache=True,
                 )
                 b.cache, b.pos = out.past_key_values, b.pos + 1
-                b.next_ids, keep = self._step(out.logits[:, -1, :].float(), b.rows, b.seen)
+                logits, live = out.logits[:, -1, :].float(), b.live
+                if b.dead:
+                    idx = torch.tensor(live, device=logits.device)
+                    logits, seen = logits[idx], b.seen[idx]
+                else:
+                    seen = b.seen
+                ids, keep = self._step(logits, [b.rows[i] for i in live], seen)
+                if b.dead:
+                    b.seen[idx] = seen  # the repetition penalty's record, updated on the copy
+                for i, tok in zip(live, ids, strict=True):
+                    b.next_ids[i] = tok
+                b.live = [live[j] for j in keep]
                 self._flush()
-                batch = b.select(keep)
-                self.running = len(batch.rows) if batch else 0
+                # Dead rows still cost a token of compute each step; once they are a quarter of
+                # the batch they are taken out (one copy of the cache instead of one per finish).
+                batch = b.compact() if b.dead * 4 >= len(b.rows) else b
+                self.running = len(batch.live) if batch else 0
 
     def _prefill_apart(self, reqs: list[GenRequest]) -> _Batch | None:
         """`_prefill` of a group; if it fails, each request is prefilled on its own, so a
@@ -527,6 +600,15 @@ class BatchEngine:
     def _detokenize(self, row: _Row, final: bool) -> None:
         """Append the text of new tokens to `row.text`, decoding a short window rather than the
         whole reply each step; a character split across tokens waits for its last byte."""
+        if self._rust_tok is not None:
+            if final:
+                return  # the stream has given every whole character already; a split one is dropped
+            if row.stream is None:
+                row.stream = self._decode_stream(skip_special_tokens=True)
+            piece = row.stream.step(self._rust_tok, row.ids[-1])
+            if piece:
+                row.text += piece
+            return
         decode = self.tokenizer.decode
         before = decode(row.ids[row.prefix_offset : row.read_offset], skip_special_tokens=True)
         after = decode(row.ids[row.prefix_offset :], skip_special_tokens=True)
