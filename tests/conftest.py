@@ -53,3 +53,18 @@ def tiny_server(tiny_model, tmp_path_factory):
 
     with served("tiny", tmp_path_factory.mktemp("tiny-server") / "serve.log", safety=True) as url:
         yield url
+
+
+@pytest.fixture
+def as_at_a_terminal():
+    """A `preexec_fn` for a child on a pty that must see Ctrl+C as a person at a terminal does.
+    A suite started in the background (`make test &`, nohup, some CI runners) passes SIGINT
+    down ignored, and Python keeps an inherited SIG_IGN for SIGINT: without this the child
+    never sees the Ctrl+C the test types."""
+    import signal
+
+    def reset() -> None:
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
+    return reset

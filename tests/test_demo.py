@@ -175,7 +175,7 @@ def _process_state(pid: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
+def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port, as_at_a_terminal):
     """`--serve` (every stage reused) prints the API and page addresses; both answer; Ctrl+C stops the server."""
     import urllib.error
     import urllib.request
@@ -185,7 +185,8 @@ def test_serve_flag_opens_api_and_page_until_ctrl_c(demo, free_port):
 
     out, _ = demo
     child = pexpect.spawn(sys.executable, ["-m", "discmed", "demo", "--out", str(out), "--serve", "--port", str(free_port)],
-                          env={**os.environ, "COLUMNS": "200"}, encoding="utf-8", timeout=240)
+                          env={**os.environ, "COLUMNS": "200"}, encoding="utf-8", timeout=240,
+                          preexec_fn=as_at_a_terminal)  # fmt: skip
     try:
         expect_progressing(child, r"API:\s+(http://127\.0\.0\.1:\d+/v1)")
         api = child.match.group(1)

@@ -116,7 +116,7 @@ def test_run_watched_waits_for_work_and_kills_a_hang(tmp_path):
     assert r.returncode == 4
 
 
-def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path):
+def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_at_a_terminal):
     """A parent on a terminal (as `discmed demo --serve` is) runs a server through `running`; the
     server starts a helper that ignores SIGINT, SIGTERM and SIGHUP.
     Ctrl+C ends the parent promptly, and neither the server nor its helper is left behind."""
@@ -152,7 +152,8 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path):
             except KeyboardInterrupt:
                 print("stopping", flush=True)
     """
-    child = pexpect.spawn(sys.executable, ["-c", textwrap.dedent(parent)], encoding="utf-8", timeout=60)
+    child = pexpect.spawn(sys.executable, ["-c", textwrap.dedent(parent)], encoding="utf-8", timeout=60,
+                          preexec_fn=as_at_a_terminal)  # fmt: skip
     try:
         child.expect("serving")
         pid = int(helper_pid.read_text())
