@@ -28,14 +28,15 @@ def engine(backend):
     eng.shutdown()
 
 
-def run(engine, jobs: list[tuple[list[int], GenParams, dict]]) -> list[tuple[str, str, str | None]]:
-    """Submit every job at once; (text, finish_reason, error) of each."""
+def run(engine, jobs: list[tuple[list[int], GenParams, dict]], stagger: float = 0.0) -> list[tuple[str, str, str | None]]:
+    """Submit every job at once (or job k after `k * stagger` seconds); (text, finish_reason, error) of each."""
 
     async def main():
         loop = asyncio.get_running_loop()
-        reqs = [engine.submit(ids, p, loop, **opts) for ids, p, opts in jobs]
 
-        async def collect(r):
+        async def collect(k, ids, p, opts):
+            await asyncio.sleep(stagger * k)
+            r = engine.submit(ids, p, loop, **opts)
             text = ""
             while True:
                 d = await r.out.get()
@@ -43,7 +44,7 @@ def run(engine, jobs: list[tuple[list[int], GenParams, dict]]) -> list[tuple[str
                 if d.finish_reason:
                     return text, d.finish_reason, d.error
 
-        return await asyncio.gather(*(collect(r) for r in reqs))
+        return await asyncio.gather(*(collect(k, *job) for k, job in enumerate(jobs)))
 
     return asyncio.run(main())
 
@@ -143,22 +144,8 @@ def test_staggered_requests_of_different_lengths_each_equal_running_alone(backen
               for i, n in enumerate((3, 17, 9, 25, 5, 12, 30, 2, 20))]  # fmt: skip
     alone = [run(engine, [(ids, p, {"ignore_eos": True})])[0] for ids, p in zip(prompts, params, strict=True)]
 
-    async def staggered():
-        loop = asyncio.get_running_loop()
-
-        async def one(k):
-            await asyncio.sleep(0.004 * k)  # arrive while the others decode
-            r = engine.submit(prompts[k], params[k], loop, ignore_eos=True)
-            text = ""
-            while True:
-                d = await r.out.get()
-                text += d.text
-                if d.finish_reason:
-                    return text, d.finish_reason, d.error
-
-        return await asyncio.gather(*(one(k) for k in range(len(prompts))))
-
     before = engine.batches
-    together = asyncio.run(staggered())
+    together = run(engine, [(ids, p, {"ignore_eos": True}) for ids, p in zip(prompts, params, strict=True)],
+                   stagger=0.004)  # each arrives while the others decode
     assert engine.batches - before > 1  # they did arrive apart: more than one prefill group
     assert together == alone

@@ -20,6 +20,19 @@ def _child(code: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=f, stderr=subprocess.STDOUT)
 
 
+def _ok_server(port: int) -> str:
+    """Python source that answers 200 to every GET on `port`, until killed."""
+    return textwrap.dedent(f"""
+        import http.server
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a):
+                pass
+        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
+    """)
+
+
 def test_cpu_figures_are_sane():
     assert 1 <= free_cores(window=0.1) <= usable_cores()
     busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
@@ -58,19 +71,13 @@ def test_a_silent_idle_child_fails_after_the_stall_not_the_limit(tmp_path):
 def test_a_slow_child_that_keeps_working_is_waited_for(tmp_path):
     """Ready only after 4 s of work (past the 2 s stall): the wait goes on while it computes."""
     port = free_port()
-    code = f"""
-        import http.server, time
+    code = """
+        import time
         t = time.time()
         while time.time() - t < 4:
             pass  # "loading the model": CPU in use, nothing logged
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a):
-                pass
-        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
     """
-    cmd = [sys.executable, "-c", textwrap.dedent(code)]
+    cmd = [sys.executable, "-c", textwrap.dedent(code) + _ok_server(port)]
     with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "slow.log", stall=2, limit=120) as proc:
         assert proc.poll() is None
     assert proc.poll() is not None  # stopped on leaving
@@ -127,23 +134,18 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_a
     port = free_port()
     helper_pid = tmp_path / "helper.pid"
     server = f"""
-        import http.server, signal, subprocess, sys
+        import signal, subprocess, sys
         helper = subprocess.Popen([sys.executable, "-c",
             "import signal, time\\nfor s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\\n"
             "    signal.signal(s, signal.SIG_IGN)\\ntime.sleep(600)"])
         open({str(helper_pid)!r}, "w").write(str(helper.pid))
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a):
-                pass
-        http.server.HTTPServer(("127.0.0.1", {port}), H).serve_forever()
     """
+    server = textwrap.dedent(server) + _ok_server(port)
     parent = f"""
         import sys, time
         from pathlib import Path
         from discmed.serve.process import running
-        cmd = [sys.executable, "-c", {textwrap.dedent(server)!r}]
+        cmd = [sys.executable, "-c", {server!r}]
         with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60):
             print("serving", flush=True)
             try:
