@@ -173,3 +173,47 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_a
         time.sleep(0.1)
     else:
         pytest.fail(f"the server's helper (pid {pid}) outlived its parent")
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped by whoever adopted it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_parent_killed_outright_leaves_no_server_behind(tmp_path):
+    """SIGKILL gives the parent no chance to stop its server (no `finally`, no signal handler):
+    the kernel's parent-death signal ends the server instead of leaving it on its port."""
+    import os
+    import signal
+
+    port = free_port()
+    parent = f"""
+        import os, sys, time
+        from pathlib import Path
+        from discmed.serve.process import running
+        cmd = [sys.executable, "-c", {_ok_server(port)!r}]
+        with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60) as p:
+            print(p.pid, flush=True)
+            time.sleep(600)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(parent)], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(proc.stdout.readline())
+        assert not _gone(server)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        for _ in range(100):
+            if _gone(server):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(server, signal.SIGKILL)
+            pytest.fail(f"the server (pid {server}) outlived its SIGKILLed parent")
+    finally:
+        proc.kill()
+        proc.wait()

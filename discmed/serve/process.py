@@ -32,6 +32,35 @@ class StalledError(RuntimeError):
     """A child command that made no progress for too long, or ran past its limit."""
 
 
+def _die_with_parent():
+    """A `preexec_fn` that has the kernel send the child SIGTERM when its parent dies, even by
+    SIGKILL (Linux `PR_SET_PDEATHSIG`; elsewhere None, and a killed parent leaves it behind).
+
+    A child in a session of its own no longer gets the terminal's signals, so without this a
+    parent killed outright (an OOM kill, a CI runner's timeout) would leave its server holding
+    a port and a model's memory. The signal fires when the *thread* that started the child
+    exits: start children from a thread that lives as long as they should.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,7 +143,8 @@ def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | No
             stall: float = 120.0, limit: float = 1200.0) -> Iterator[subprocess.Popen]:
     """Run `cmd` with its output in `log`, wait until `url` answers, yield the process, stop it.
 
-    The child runs in a session of its own with no terminal: the parent owns its lifetime. A
+    The child runs in a session of its own with no terminal: the parent owns its lifetime (and
+    if the parent is killed outright, the kernel sends the child SIGTERM). A
     Ctrl+C typed at the parent's terminal reaches the parent only, which then stops the child
     (and whatever the child started) through `stop`; the child cannot read the terminal or
     change its modes, and holds no handle on it that would keep the terminal open after the
@@ -125,7 +155,8 @@ def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | No
     child_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     with open(log, "ab") as logf:
         proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env, cwd=cwd, start_new_session=True)  # fmt: skip
+                                env=child_env, cwd=cwd, start_new_session=True,
+                                preexec_fn=_die_with_parent())  # fmt: skip
     try:
         wait_ready(proc, url, log, stall=stall, limit=limit, what=f"`{' '.join(cmd)}`")
         yield proc
@@ -163,7 +194,7 @@ def run_watched(cmd: Sequence[str], *, stall: float = 180.0, limit: float = 3600
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd,
                                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                    start_new_session=True)  # fmt: skip
+                                    start_new_session=True, preexec_fn=_die_with_parent())  # fmt: skip
             if input is not None:
                 proc.stdin.write(input.encode())
                 proc.stdin.close()
