@@ -52,7 +52,7 @@ test:
 	bash scripts/timed.sh install $(MAKE) --no-print-directory venv
 	bash scripts/timed.sh system bash scripts/test-setup.sh
 	bash scripts/timed.sh tiny $(PY) -m discmed tiny build
-	bash scripts/timed.sh tests env OMP_NUM_THREADS=1 $(PY) -m pytest -m "slow or not slow" -p no:cacheprovider
+	bash scripts/timed.sh tests env OMP_NUM_THREADS=1 $(PY) -m pytest -m "slow or not slow" -p no:cacheprovider --durations=40
 
 test-quick: $(VENV)/.dev
 	$(PY) -m pytest -p no:cacheprovider
