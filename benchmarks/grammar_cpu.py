@@ -49,7 +49,7 @@ def prepare_llguidance(tok, vocab: int):
     def walk(ids: list[int]) -> None:
         m = llguidance.LLMatcher(lltok, grammar, log_level=0)
         for t in ids:
-            # as discmed.serve.structured.Constraint.mask does it
+            # as discmed.structured.Constraint.mask does it
             bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")
             allowed = torch.from_numpy(bits[:vocab].view(np.bool_))
             assert allowed[t], f"llguidance refused token {t}"

@@ -45,6 +45,11 @@ class GenParams:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # The reply should be JSON valid for this schema: constrained decoding where the backend
+    # can (the hf backend with a fast tokenizer, `discmed serve`, vLLM, OpenAI's structured
+    # outputs through `response_format`), plain generation where it cannot. Callers still
+    # parse what comes back, so a backend without it costs accuracy, not the run.
+    json_schema: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -381,7 +381,7 @@ class Demo:
                         concurrency=4, cache=self.cache, progress=self.progress)
         dialogues = read_dialogues(d / "dialogues.json")
         j = run_judge(dialogues, teacher, d / "judgements.jsonl", judge_spec=self.teacher_label, rubric="zh",
-                      params=GenParams(max_new_tokens=48), concurrency=4, cache=self.cache, progress=self.progress)
+                      params=GenParams(max_new_tokens=80), concurrency=4, cache=self.cache, progress=self.progress)
         summary = summarize(read_judgements([d / "judgements.jsonl"]))
         charts = [str(p) for p in draw_charts(summary, self.out / "charts")] if j["parsed"] else []
         first = dialogues[0] if dialogues else None

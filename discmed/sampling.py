@@ -122,13 +122,26 @@ class SamplerProcessor:
     decoding inside generate() takes exactly it. `prompt_starts[i]` is where row i's real
     tokens begin in the left-padded batch (pads are not penalized, as in the engine)."""
 
-    def __init__(self, params: GenParams, prompt_starts: list[int], device: Any = "cpu"):
+    def __init__(self, params: GenParams, prompt_starts: list[int], device: Any = "cpu",
+                 constraints: list[Any] | None = None):
         self.params = normalized(params)
         self.starts = prompt_starts
         self.generators = [make_generator(params.seed, device) for _ in prompt_starts]
+        # One structured-output matcher per row (discmed.structured.Constraint), or None. A
+        # row's matcher stops once it has taken its stop token; generate() then pads the row.
+        self.constraints = constraints
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
+
+        live = []
+        if self.constraints:
+            scores = scores.float().clone()
+            for i, c in enumerate(self.constraints):
+                if c is not None:
+                    if not c.done():
+                        live.append(i)
+                    c.mask(scores[i])  # a finished value leaves only the stop token
 
         seen = None
         if self.params.repetition_penalty != 1.0:
@@ -143,6 +156,8 @@ class SamplerProcessor:
             from discmed.backend import BackendError
 
             raise BackendError(next(e for e in errors if e))
+        for i in live:
+            self.constraints[i].accept(toks[i])
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0]), torch.tensor(toks, device=scores.device)] = 0.0
         return out

@@ -113,6 +113,7 @@ class Flaky(BaseHTTPRequestHandler):
 
     failures: list[int] = []
     seen: list[dict] = []
+    refuse_response_format = False  # as hosted APIs that know no json_schema answer it
 
     def log_message(self, *args):
         pass
@@ -127,6 +128,13 @@ class Flaky(BaseHTTPRequestHandler):
             self.send_header("Retry-After", "0")
             self.end_headers()
             self.wfile.write(json.dumps({"error": {"message": "busy", "type": "rate_limit"}}).encode())
+            return
+        if type(self).refuse_response_format and "response_format" in body:
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            message = "This response_format type is unavailable now"
+            self.wfile.write(json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode())
             return
         reply = {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -158,6 +166,40 @@ def test_openai_retries_429_and_5xx():
         with pytest.raises(BackendError, match="answered 500"):
             load_backend(f"openai:http://127.0.0.1:{server.server_port}/v1@m1", max_retries=2).chat([CONSULT], GenParams())
     finally:
+        server.shutdown()
+
+
+def test_openai_json_schema_is_sent_and_dropped_once_refused():
+    """GenParams.json_schema goes out as response_format; an endpoint that refuses it (a 400
+    naming it) gets the request again without, and is not asked for it again: sync and async."""
+    import asyncio
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    params = GenParams(max_new_tokens=8, json_schema=schema)
+    url = f"openai:http://127.0.0.1:{server.server_port}/v1@m1"
+    try:
+        Flaky.failures[:], Flaky.refuse_response_format = [], False
+        Flaky.seen.clear()
+        load_backend(url).chat([CONSULT], params)
+        assert Flaky.seen[-1]["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+        Flaky.refuse_response_format = True
+        for call in ("sync", "async"):
+            Flaky.seen.clear()
+            b = load_backend(url, max_retries=0)
+            run = (lambda: b.chat([CONSULT], params)[0]) if call == "sync" else (lambda: asyncio.run(b.achat(CONSULT, params)))
+            assert run() == "回声：" + CONSULT[0]["content"]
+            assert ["response_format" in x for x in Flaky.seen] == [True, False] and not b.json_mode
+            assert run() and "response_format" not in Flaky.seen[-1] and len(Flaky.seen) == 3
+        # A 400 about anything else is the caller's error, not a reason to drop the schema.
+        Flaky.refuse_response_format, Flaky.failures[:] = False, [400]
+        b = load_backend(url, max_retries=0)
+        with pytest.raises(BackendError, match="answered 400"):
+            b.chat([CONSULT], params)
+        assert b.json_mode
+    finally:
+        Flaky.refuse_response_format = False
         server.shutdown()
 
 
@@ -213,3 +255,31 @@ def test_achat_is_the_contract_for_every_backend(tiny):
     want = tiny.chat([[{"role": "user", "content": "头疼"}], [{"role": "user", "content": "咳嗽"}]], params)
     assert asyncio.run(_achat_twice(tiny)) == want
     assert tiny.identity.startswith("tiny-") and "@" in tiny.identity
+
+
+def test_hf_backend_holds_replies_to_a_json_schema(tiny):
+    """GenParams.json_schema on the local model: every row of a left-padded batch, greedy and
+    seeded-sampled, is JSON valid for the schema and ends there (the stop token is forced
+    once the value is complete); stream gives the same text as chat, and a schema the
+    grammar library cannot compile is a clear error naming it."""
+    schema = {
+        "type": "object",
+        "properties": {"urgent": {"type": "boolean"}, "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+                       "reason": {"type": "string", "maxLength": 6}},
+        "required": ["urgent", "score", "reason"],
+        "additionalProperties": False,
+    }  # fmt: skip
+    chats = [CONSULT, OTHER, [{"role": "user", "content": "胸痛"}]]
+    for params in (GenParams(max_new_tokens=60, json_schema=schema),
+                   GenParams(max_new_tokens=60, temperature=1.0, top_k=50, seed=7, json_schema=schema)):  # fmt: skip
+        batch = tiny.chat(chats, params)
+        for text in batch:
+            value = json.loads(text)
+            assert list(value) == ["urgent", "score", "reason"] and isinstance(value["urgent"], bool)
+            assert value["score"] in range(1, 6) and len(value["reason"]) <= 6
+        assert batch == [tiny.chat([c], params)[0] for c in chats]  # left padding changes nothing
+        assert "".join(tiny.stream(chats[0], params)) == batch[0]
+    free = tiny.chat([CONSULT], GenParams(max_new_tokens=20))[0]
+    assert not free.startswith("{")  # the schema, not the model, made the JSON
+    with pytest.raises(BackendError, match="json_schema"):
+        tiny.chat([CONSULT], GenParams(max_new_tokens=4, json_schema={"type": "nonsense"}))

@@ -123,3 +123,37 @@ def test_cli_agree_between_two_judges(eval_dir, tmp_path):
     fives = sum(parse_scores(json.loads(x)["scores"])["Proactivity"] == 5 for x in src.read_text().splitlines())
     assert data["criteria"]["Proactivity"]["exact"] == pytest.approx(1 - fives / 73)
     assert data["criteria"]["Proactivity"]["within_one"] == 1.0
+
+
+def _dialogues() -> list[dict]:
+    turns = [("patient", "我头痛三天了，还有点发烧。"), ("doctor", "体温最高多少度？有没有咳嗽、流涕？"),
+             ("patient", "38.2度，没有咳嗽。"), ("doctor", "多喝水，注意休息，超过三天不退烧请到医院就诊。")]
+    return [{"id": str(i), "model": "doc", "source": "CMD",
+             "conversation": [{"role": r, "content": c} for r, c in turns[: 2 + 2 * (i % 2)]]} for i in range(3)]
+
+
+def test_json_mode_judge_always_gives_scores_in_process_and_over_http(tiny_model, tiny_server, tmp_path):
+    """The tiny judge writes what it likes in free text; held to SCORES_SCHEMA it gives four
+    integer scores 1–5 every time, and the same ones in process (hf backend) and through
+    `discmed serve` (the openai backend's response_format): one sampler, one constraint."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.backends.openai import OpenAIBackend
+    from discmed.eval.judge import run_judge
+
+    lines = {}
+    for name, judge in (("hf", load_backend("tiny")), ("http", OpenAIBackend(f"{tiny_server}@tiny"))):
+        out = tmp_path / f"{name}.jsonl"
+        summary = run_judge(_dialogues(), judge, out, judge_spec=name, rubric="zh", params=GenParams(max_new_tokens=80),
+                            cache=False, progress=False)  # fmt: skip
+        assert (summary["judged"], summary["parsed"], summary["asked_again"]) == (3, 3, 0), summary
+        lines[name] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+        for line in lines[name]:
+            value = json.loads(line["scores"])
+            assert list(value) == list(CRITERIA) and all(v in range(1, 6) for v in value.values())
+            assert parse_scores(line["scores"]) == {k: float(v) for k, v in value.items()}
+    assert [x["scores"] for x in lines["hf"]] == [x["scores"] for x in lines["http"]]
+    # Free text is still there for DISC's own protocol: the schema is what changed the reply.
+    free = run_judge(_dialogues()[:1], load_backend("tiny"), tmp_path / "free.jsonl", judge_spec="hf", rubric="zh",
+                     params=GenParams(max_new_tokens=80), cache=False, progress=False, json_output=False)  # fmt: skip
+    text = json.loads((tmp_path / "free.jsonl").read_text(encoding="utf-8").splitlines()[0])["scores"]
+    assert free["judged"] == 1 and text != lines["hf"][0]["scores"]

@@ -7,6 +7,7 @@ tokenizer's chat template), so what the model is served is what it was trained o
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -16,7 +17,10 @@ from typing import Any
 
 from discmed.backend import BackendError, Batcher, GenParams, apply_stop, model_identity
 from discmed.chat import Message
+from discmed.compat import cache_kwargs, output_cache
 from discmed.formats import DiscFormat, get_format
+
+log = logging.getLogger("discmed")
 
 
 def pick_format(model: Any, tokenizer: Any, name: str | None = None):
@@ -299,7 +303,39 @@ class HFBackend:
         from discmed.sampling import SamplerProcessor
 
         starts = (attention.shape[1] - attention.sum(-1)).tolist()  # left padding per row
-        return LogitsProcessorList([SamplerProcessor(params, starts, self.model.device)])
+        constraints = None
+        if params.json_schema is not None and (grammar := self._grammar(params.json_schema)) is not None:
+            constraints = [self._grammars.constraint(grammar) for _ in starts]
+        return LogitsProcessorList([SamplerProcessor(params, starts, self.model.device, constraints)])
+
+    _grammars: Any = None
+    _grammar_cache: dict[str, str | None] | None = None
+
+    def _grammar(self, schema: dict) -> str | None:
+        """The compiled grammar of `schema` (cached), or None where this model cannot be
+        constrained (a tokenizer llguidance cannot read, such as a slow sentencepiece one):
+        then it generates unconstrained, as GenParams.json_schema allows, and says so once."""
+        import json
+
+        from discmed.structured import GrammarError, Grammars, TokenizerNotSupported
+
+        key = json.dumps(schema, sort_keys=True)
+        if self._grammar_cache is None:
+            self._grammar_cache = {}
+        if key in self._grammar_cache:
+            return self._grammar_cache[key]
+        grammar = None
+        try:
+            if self._grammars is None:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                self._grammars = Grammars(self.tokenizer, vocab, self.format.stop_token_ids(self.tokenizer))
+            grammar = self._grammars.schema_grammar(schema)
+        except TokenizerNotSupported as e:
+            log.warning("%s: JSON output not constrained (%s); the reply is parsed as prose", self.name, e)
+        except GrammarError as e:
+            raise BackendError(f"json_schema: {e}") from None
+        self._grammar_cache[key] = grammar
+        return grammar
 
     def _left_pad(self, rows: list[list[int]]):
         import torch
@@ -336,13 +372,13 @@ class HFBackend:
         with torch.inference_mode():
             cache = None
             if k:
-                cache = self.model(input_ids=torch.tensor([rows[0][:k]], device=dev), use_cache=True).past_key_values
+                cache = output_cache(self.model(input_ids=torch.tensor([rows[0][:k]], device=dev), use_cache=True))
                 cache.batch_repeat_interleave(len(rows))
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **cache_kwargs(self.model, cache),
                 use_cache=bool(k),
                 logits_to_keep=1,
             )

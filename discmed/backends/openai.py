@@ -11,6 +11,7 @@ message. Its identity is the base URL and the server's model id.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 
 from discmed.backend import BackendError, GenParams
 from discmed.chat import Message
+
+log = logging.getLogger("discmed")
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -77,6 +80,7 @@ class OpenAIBackend:
         self._model = model
         self.name = name or model or self.base_url
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.json_mode = True  # GenParams.json_schema goes out as response_format until refused
         self._usage_lock = threading.Lock()
 
     @property
@@ -133,7 +137,26 @@ class OpenAIBackend:
             extra["repetition_penalty"] = params.repetition_penalty
         if extra:
             req["extra_body"] = extra  # vLLM and discmed's server read these
+        if params.json_schema is not None and self.json_mode:
+            req["response_format"] = {"type": "json_schema",
+                                      "json_schema": {"name": "reply", "schema": params.json_schema}}
         return req
+
+    def _refuses_json(self, e: Exception, params: GenParams) -> bool:
+        """Whether `e` is an endpoint refusing `response_format` (a 400 naming it, as hosted APIs
+        that know only json_object, or none, answer). Then this backend stops asking for it
+        and the caller sends the request again without: the reply is parsed as prose."""
+        import openai
+
+        if params.json_schema is None or not self.json_mode:
+            return False
+        status = getattr(e, "status_code", None) if isinstance(e, openai.APIStatusError) else None
+        if status not in (400, 422) or "response_format" not in str(e):
+            return False
+        self.json_mode = False
+        log.warning("%s refuses response_format (%s); JSON replies are asked for in the prompt only",
+                    self.base_url, getattr(e, "message", e))  # fmt: skip
+        return True
 
     def _tally(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         with self._usage_lock:
@@ -141,8 +164,16 @@ class OpenAIBackend:
             self.usage["prompt_tokens"] += prompt_tokens or 0
             self.usage["completion_tokens"] += completion_tokens or 0
 
+    def _create(self, messages: list[Message], params: GenParams, **kw: Any) -> Any:
+        try:
+            return self.client.chat.completions.create(**self._request(messages, params), **kw)
+        except Exception as e:
+            if not self._refuses_json(e, params):
+                raise self._error(e) from e
+        return self._call(lambda: self.client.chat.completions.create(**self._request(messages, params), **kw))
+
     def _one(self, messages: list[Message], params: GenParams) -> str:
-        resp = self._call(lambda: self.client.chat.completions.create(**self._request(messages, params)))
+        resp = self._create(messages, params)
         self._tally(*_usage(resp.usage))
         return resp.choices[0].message.content or ""
 
@@ -161,13 +192,17 @@ class OpenAIBackend:
             self._aclient = (loop, _async_client(self._client_options))
         if self._model is None:
             self._model = await asyncio.to_thread(lambda: self.model)
-        body = self._request(messages, params)
-        body.update(body.pop("extra_body", {}))
-        try:
-            resp = await self._aclient[1].post("/chat/completions", body=body, cast_to=httpx.Response)
-            data = resp.json()
-        except Exception as e:
-            raise self._error(e) from e
+        data = None
+        for _ in range(2):  # a second time only without a response_format the endpoint refused
+            body = self._request(messages, params)
+            body.update(body.pop("extra_body", {}))
+            try:
+                resp = await self._aclient[1].post("/chat/completions", body=body, cast_to=httpx.Response)
+                data = resp.json()
+                break
+            except Exception as e:
+                if not self._refuses_json(e, params):
+                    raise self._error(e) from e
         usage = data.get("usage") or {}
         self._tally(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         return (data["choices"][0]["message"].get("content") or "") if data.get("choices") else ""
@@ -185,9 +220,7 @@ class OpenAIBackend:
             return list(pool.map(lambda m: self._one(m, params), conversations))
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
-        resp = self._call(
-            lambda: self.client.chat.completions.create(**self._request(messages, params), stream=True)
-        )
+        resp = self._create(messages, params, stream=True)
         try:
             for chunk in resp:
                 if chunk.usage is not None:

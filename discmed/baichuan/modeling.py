@@ -34,6 +34,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from discmed.baichuan.configuration import DISC_GENERATION_DEFAULTS, BaichuanConfig
+from discmed.compat import output_cache, output_cache_field
 
 
 def alibi_slopes(num_heads: int) -> list[float]:
@@ -112,8 +113,8 @@ def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | No
     transformers 5.24 renamed the model input `past_key_values` to `cache`: `generate()` passes
     `cache=`, older releases and discmed's own callers `past_key_values=`. A model that read only
     the old name was handed no cache by `generate()` on 5.24 and decoded each new token without
-    its context (greedy tokens went wrong from the second one on). The output classes accept the
-    old field name on every release, so outputs are built with `past_key_values=` unchanged.
+    its context (greedy tokens went wrong from the second one on). Outputs carry the cache under
+    the field name of the installed release (discmed.compat).
     """
     if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("give the KV cache once, as `cache` or as `past_key_values`")
@@ -289,7 +290,7 @@ class BaichuanModel(BaichuanPreTrainedModel):
             all_hidden += (hidden_states,)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values,
+            **{output_cache_field(BaseModelOutputWithPast): past_key_values},
             hidden_states=all_hidden,
             attentions=all_attn,
         )
@@ -361,7 +362,7 @@ class BaichuanForCausalLM(BaichuanPreTrainedModel, GenerationMixin):
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{output_cache_field(CausalLMOutputWithPast): output_cache(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

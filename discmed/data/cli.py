@@ -138,6 +138,8 @@ def register(app: typer.Typer) -> None:
         rate: Annotated[float | None, typer.Option()] = None,
         max_new_tokens: Annotated[int, typer.Option()] = 512,
         cache: Annotated[bool, typer.Option()] = True,
+        free_text: Annotated[bool, typer.Option("--free-text", help="do not hold the teacher's reply to a JSON "
+                                                "schema; its 问题：/回答： prose is parsed")] = False,
         on_error: OnErrorOpt = "skip",
         progress: ProgressOpt = True,
         as_json: JsonOpt = False,
@@ -147,7 +149,7 @@ def register(app: typer.Typer) -> None:
 
         s = kgqa_file(list(paths), out, teacher, k=k, min_facts=min_facts, seed=seed, limit=limit,
                       concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
-                      on_error=on_error, progress=progress)
+                      on_error=on_error, progress=progress, json_output=not free_text)
         _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}")
 

@@ -19,6 +19,7 @@ A failure is retried once with the reasons in the prompt, then rejected with the
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections import defaultdict
@@ -48,7 +49,26 @@ def sample_entities(triples: list[tuple[str, str, str, int]], *, k: int = 4, min
     return out
 
 
+# The teacher's reply as a schema (GenParams.json_schema), where its backend can hold it to
+# one; parse_qa reads that and the prompt's prose format (问题：… 回答：…) alike.
+QA_SCHEMA = {
+    "type": "object",
+    "properties": {"question": {"type": "string", "maxLength": 300}, "answer": {"type": "string", "maxLength": 1500}},
+    "required": ["question", "answer"],
+    "additionalProperties": False,
+}
+
+
 def parse_qa(text: str) -> tuple[str, str] | None:
+    """(question, answer) from a teacher's reply: QA_SCHEMA's JSON, or 问题：… 回答：… prose."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("question"), str) and isinstance(obj.get("answer"), str):
+            return obj["question"].strip(), obj["answer"].strip()
     m = RE_QA.search(text)
     if not m:
         return None
@@ -77,8 +97,9 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
               seed: int = 0, limit: int | None = None, journal: str | Path | None = None, concurrency: int = 8,
               rate: float | None = None, retries: int = 3, max_new_tokens: int = 512, temperature: float = 0.7,
               on_error: str = "skip", cache: str | Path | bool | None = True, progress: bool = True,
-              teacher_name: str | None = None) -> dict[str, Any]:
-    """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary."""
+              teacher_name: str | None = None, json_output: bool = True) -> dict[str, Any]:
+    """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary.
+    With `json_output` the teacher is held to QA_SCHEMA where its backend can."""
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner, backend_for
 
@@ -96,7 +117,8 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
                        cache=cache, progress=progress)
     runner.set_meta(step="kgqa", teacher=name, prompt_version=prompts["version"], inputs=[str(p) for p in paths])
     client = runner.client(backend, name="teacher")
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                       json_schema=QA_SCHEMA if json_output else None)
 
     def check(text: str, facts) -> tuple[list[str], tuple[str, str] | None]:
         qa = parse_qa(text)

@@ -198,6 +198,8 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                                "each case judged in both orders")] = False,
         concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="judge reply length (default 128; 256 pairwise)")] = None,
+        free_text: Annotated[bool, typer.Option("--free-text", help="do not hold the judge's reply to a JSON schema "
+                                                "(constrained decoding, structured outputs); its prose is parsed")] = False,
         timeout: TimeoutOpt = 300.0,
         no_cache: NoCacheOpt = False,
         cache: CacheOpt = None,
@@ -233,6 +235,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 target = out or Path("runs") / "judge" / f"result_{first['model']}_{first['source'].lower()}.jsonl"
                 summary = run_judge(flat, model, target, judge_spec=judge_spec, rubric=rubric,
                                     params=GenParams(max_new_tokens=max_tokens or 128), concurrency=concurrency,
+                                    json_output=not free_text,
                                     cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
                            f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
@@ -349,6 +352,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         limit: Annotated[int | None, Opt("--limit", help="only the first N cases")] = None,
         concurrency: Annotated[int, Opt("--concurrency")] = 8,
         max_tokens: Annotated[int, Opt("--max-tokens", help="writer reply length")] = 1024,
+        free_text: Annotated[bool, Opt("--free-text", help="do not hold the writer's reply to a JSON schema "
+                                                "(constrained decoding, structured outputs); its prose is parsed")] = False,
         timeout: Annotated[float, Opt("--timeout")] = 300.0,
         no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
         as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
@@ -362,7 +367,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
             items = load_rubric_cases(cases, samples, reference)[:limit] if limit else load_rubric_cases(cases, samples, reference)
             summary = run_write(items, backend(writer, timeout), out, writer_spec=writer,
                                 params=GenParams(max_new_tokens=max_tokens), concurrency=concurrency,
-                                cache=not no_cache, progress=sys.stderr.isatty() or not as_json)
+                                cache=not no_cache, progress=sys.stderr.isatty() or not as_json,
+                                json_output=not free_text)
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
         typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
@@ -388,6 +394,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         limit: Annotated[int | None, Opt("--limit", help="only the first N rubric lines")] = None,
         concurrency: Annotated[int, Opt("--concurrency")] = 8,
         max_tokens: Annotated[int, Opt("--max-tokens", help="grader reply length")] = 128,
+        free_text: Annotated[bool, Opt("--free-text", help="do not hold the grader's reply to a JSON schema "
+                                       "(constrained decoding, structured outputs); its prose is parsed")] = False,
         timeout: Annotated[float, Opt("--timeout")] = 300.0,
         no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
         as_json: Annotated[bool, Opt("--json", help="print {model: {score, ci, n, ungraded, tags}} last")] = False,
@@ -411,7 +419,8 @@ def _register_rubric(eval_app: typer.Typer) -> None:
                 raise ValueError("give dialogue files, or --model to answer the rubric file's prompts")
             summary = rb.run_grading(records, examples, backend(grader, timeout), out / "grades.jsonl",
                                      grader_spec=grader, params=GenParams(max_new_tokens=max_tokens),
-                                     concurrency=concurrency, cache=False if no_cache else None, progress=progress)
+                                     concurrency=concurrency, cache=False if no_cache else None, progress=progress,
+                                     json_output=not free_text)
             table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)

@@ -27,6 +27,16 @@ from discmed.chat import write_jsonl
 
 CRITERIA = ("Proactivity", "Accuracy", "Helpfulness", "Linguistic Quality")
 
+# What the judge is asked to return where the backend can hold it to a schema (GenParams.
+# json_schema): the four scores as integers 1–5, nothing else. parse_scores reads it like
+# any other reply, so a backend that cannot constrain still gets its prose parsed.
+SCORES_SCHEMA = {
+    "type": "object",
+    "properties": {c: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for c in CRITERIA},
+    "required": list(CRITERIA),
+    "additionalProperties": False,
+}
+
 # Names judges actually use for each criterion (English, Chinese, common variants).
 _ALIASES = {
     "Proactivity": ["proactivity", "proactiveness", "initiative", "主动性", "主动度", "主动"],
@@ -284,18 +294,22 @@ def agreement(pairs: Iterable[tuple[dict[str, float], dict[str, float]]]) -> lis
 
 def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, judge_spec: str,
               rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: Any = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, json_output: bool = True) -> dict[str, Any]:
     """Judge every dialogue; write DISC-format judgement lines to `out` (JSONL).
 
-    A reply with no readable scores is asked again once, with the prompt, the unreadable
-    reply and a short request for the four lines; if that fails too the line is written with
-    the judge's raw text (so the file stays complete) and reported as unparsed.
+    With `json_output` the judge is held to SCORES_SCHEMA where its backend can (constrained
+    decoding, or the endpoint's structured outputs); without it, it writes free text as in
+    DISC's own runs. A reply with no readable scores is asked again once, with the prompt, the
+    unreadable reply and a short request for the four lines; if that fails too the line is
+    written with the judge's raw text (so the file stays complete) and reported as unparsed.
     """
+    from dataclasses import replace
+
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
-    params = params or GenParams(max_new_tokens=128)
+    params = replace(params or GenParams(max_new_tokens=128), json_schema=SCORES_SCHEMA if json_output else None)
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
                        cache=run_cache(out, cache), progress=progress)
     try:

@@ -160,6 +160,16 @@ _MET_RE = re.compile(r"[\"']?(?:criteria_met|criterion_met|met|是否满足)[\"'
                      r"(true|false|yes|no|不满足|满足|不符合|符合|是|否)", re.IGNORECASE)
 
 
+# HealthBench's grader reply, as a schema (GenParams.json_schema): a short reason, then the
+# verdict. The reason is bounded so a small model cannot spend every token inside the string.
+GRADE_SCHEMA = {
+    "type": "object",
+    "properties": {"explanation": {"type": "string", "maxLength": 200}, "criteria_met": {"type": "boolean"}},
+    "required": ["explanation", "criteria_met"],
+    "additionalProperties": False,
+}
+
+
 def parse_grade(text: str) -> bool | None:
     """`criteria_met` from a grader's reply (HealthBench's JSON, in a code fence or not, or a
     `criteria_met: true` line); None when the reply does not say. Its last statement wins."""
@@ -224,15 +234,18 @@ async def grade_dialogue(client: Any, conversation: list[dict[str, str]], criter
 
 def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader: Any, out: str | Path, *,
                 grader_spec: str, params: Any = None, concurrency: int = 8, cache: Any = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, json_output: bool = True) -> dict[str, Any]:
     """Grade each dialogue against the rubric of its case (matched on id); write one JSON line
     per dialogue to `out` (`id`, `model`, `source`, `example_tags`, `grades`: each criterion with
-    `criteria_met` true / false / null and the grader's raw reply). Resumable (journal)."""
+    `criteria_met` true / false / null and the grader's raw reply). Resumable (journal).
+    With `json_output` the grader is held to GRADE_SCHEMA where its backend can."""
+    from dataclasses import replace
+
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner, run_cache
 
     out = Path(out)
-    params = params or GenParams(max_new_tokens=128)
+    params = replace(params or GenParams(max_new_tokens=128), json_schema=GRADE_SCHEMA if json_output else None)
     by_id = {e.prompt_id: e for e in examples}
     matched = [d for d in dialogues if str(d["id"]) in by_id]
     if not matched:

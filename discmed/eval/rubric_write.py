@@ -95,6 +95,30 @@ def urgency(case: dict) -> tuple[bool, list[str]]:
     return t.urgent, t.reasons
 
 
+# The writer's reply as a schema (GenParams.json_schema). The root is an object (`rubrics`), as
+# hosted structured outputs require; parse_rubric reads that and a bare list alike. What a
+# schema cannot say (points not 0, a safety criterion for an urgent case, no duplicates) is
+# left to check_rubric.
+RUBRIC_SCHEMA = {
+    "type": "object",
+    "properties": {"rubrics": {
+        "type": "array", "minItems": 1, "maxItems": MAX_CRITERIA,
+        "items": {
+            "type": "object",
+            "properties": {
+                "criterion": {"type": "string", "minLength": 1, "maxLength": 200},
+                "points": {"type": "integer", "minimum": -POINTS_LIMIT, "maximum": POINTS_LIMIT},
+                "tags": {"type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 40}},
+            },
+            "required": ["criterion", "points", "tags"],
+            "additionalProperties": False,
+        },
+    }},
+    "required": ["rubrics"],
+    "additionalProperties": False,
+}
+
+
 def parse_rubric(text: str) -> list[dict] | None:
     """The JSON list of criteria in a writer's reply (a code fence or prose around it is fine)."""
     if not text:
@@ -164,14 +188,18 @@ def prompt_version() -> str:
 
 
 def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: str, params: Any = None,
-              concurrency: int = 8, cache: Any = True, progress: bool = True) -> dict[str, Any]:
+              concurrency: int = 8, cache: Any = True, progress: bool = True,
+              json_output: bool = True) -> dict[str, Any]:
     """Write a checked rubric per case to `out` (HealthBench-shaped JSONL) and the rubrics that
-    failed the checks twice to `<out>.rejects.jsonl`; returns counts."""
+    failed the checks twice to `<out>.rejects.jsonl`; returns counts. With `json_output` the
+    writer is held to RUBRIC_SCHEMA where its backend can."""
+    from dataclasses import replace
+
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner
 
     out = Path(out)
-    params = params or GenParams(max_new_tokens=1024)
+    params = replace(params or GenParams(max_new_tokens=1024), json_schema=RUBRIC_SCHEMA if json_output else None)
     version = prompt_version()
     runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
                        cache=cache, progress=progress)

@@ -162,14 +162,14 @@ class ServedModel:
     @property
     def grammars(self):
         if self._grammars is None:
-            from discmed.serve.structured import Grammars
+            from discmed.structured import Grammars
 
             self._grammars = Grammars(self.tokenizer, self.vocab_size, sorted(self.engine.stop_ids))
         return self._grammars
 
     def grammar(self, response_format: Any) -> str:
         """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""
-        from discmed.serve.structured import GrammarError
+        from discmed.structured import GrammarError
 
         key = response_format.model_dump_json(by_alias=True)
         try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from discmed.backend import GenParams, apply_stop
+from discmed.compat import cache_kwargs, output_cache
 from discmed.sampling import make_generator, sample
 
 log = logging.getLogger("discmed.serve")
@@ -67,7 +68,7 @@ class GenRequest:
     ignore_eos: bool = False  # keep generating past the stop tokens (benchmarks, tests)
     logprobs: int | None = None  # None: none; k: the chosen token's logprob and the top k
     prompt_logprobs: int | None = None  # the same for every prompt token (echo, scoring)
-    constraint: Any = None  # a structured-output matcher (discmed.serve.structured)
+    constraint: Any = None  # a structured-output matcher (discmed.structured)
     logit_bias: dict[int, float] | None = None  # added to the logits before sampling
     arrived: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -403,10 +404,10 @@ class BatchEngine:
                     input_ids=step,
                     attention_mask=b.mask,
                     position_ids=b.pos,
-                    past_key_values=b.cache,
+                    **cache_kwargs(self.model, b.cache),
                     use_cache=True,
                 )
-                b.cache, b.pos = out.past_key_values, b.pos + 1
+                b.cache, b.pos = output_cache(out), b.pos + 1
                 logits, live = out.logits[:, -1, :].float(), b.live
                 if b.dead:
                     idx = torch.tensor(live, device=logits.device)
@@ -481,7 +482,7 @@ class BatchEngine:
                 keep.append(i)
         if not keep:
             return None
-        batch = _Batch(rows, [0] * len(rows), out.past_key_values, mask, positions[:, -1:] + 1, seen)
+        batch = _Batch(rows, [0] * len(rows), output_cache(out), mask, positions[:, -1:] + 1, seen)
         batch = batch.select(keep)
         ids, keep = self._step(out.logits[keep, -1, :].float(), batch.rows, batch.seen)
         batch.next_ids = ids

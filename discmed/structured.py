@@ -1,9 +1,9 @@
 """Structured output: `response_format` json_object and json_schema by constrained decoding.
 
 llguidance computes, at every decode step, the set of tokens that keep the output a prefix
-of something the grammar accepts; the engine sets every other token's logit to -inf before
-the shared sampler picks (discmed.serve.engine), so the reply is valid JSON by construction,
-not parsed after the fact. Chosen over xgrammar on fit, at a per-token cost measured close to
+of something the grammar accepts; every other token's logit is set to -inf before the shared
+sampler picks (discmed.sampling: in the serving engine, and in the hf backend for a
+`GenParams.json_schema`), so the reply is valid JSON by construction, not parsed after the fact. Chosen over xgrammar on fit, at a per-token cost measured close to
 it (benchmarks/grammar_cpu.py: 0.19 vs 0.15 ms per token on the tiny model's vocabulary, both
 far below a decode step; figures in benchmarks/RESULTS.md): llguidance is one abi3 wheel with
 no dependencies, where xgrammar requires triton (a GPU compiler) and a TVM runtime.
@@ -27,6 +27,10 @@ class GrammarError(ValueError):
         self.param = param
 
 
+class TokenizerNotSupported(GrammarError):
+    """A tokenizer llguidance cannot read (it reads fast, Rust-backed tokenizers only)."""
+
+
 class Grammars:
     """Compiles response formats for one tokenizer (the tokenizer tables are built once)."""
 
@@ -37,7 +41,11 @@ class Grammars:
         self.ll = llguidance
         self.vocab = vocab_size
         self.stop_ids = list(stop_token_ids)
-        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=self.stop_ids)
+        try:
+            self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=self.stop_ids)
+        except (ValueError, TypeError) as e:
+            raise TokenizerNotSupported(f"response_format: this model's tokenizer ({type(tokenizer).__name__}) "
+                                        f"cannot be used for constrained decoding: {e}", "response_format") from None
 
     def compile(self, response_format: Any) -> str | None:
         """The grammar for a ResponseFormat (None for plain text); GrammarError if it has none."""
@@ -52,6 +60,10 @@ class Grammars:
             if js is None or js.schema_ is None:
                 raise GrammarError("response_format.json_schema.schema: a JSON schema is required", "response_format.json_schema")
             schema, param = js.schema_, "response_format.json_schema.schema"
+        return self.schema_grammar(schema, param)
+
+    def schema_grammar(self, schema: dict, param: str = "json_schema") -> str:
+        """The grammar of a JSON schema; GrammarError (naming `param`) if it cannot be used."""
         try:
             grammar = self.ll.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_OPTIONS)
         except (ValueError, TypeError) as e:
@@ -62,15 +74,15 @@ class Grammars:
         return grammar
 
     def constraint(self, grammar: str) -> Constraint:
-        return Constraint(self.ll.LLMatcher(self.tokenizer, grammar, log_level=0), self.vocab)
+        return Constraint(self.ll.LLMatcher(self.tokenizer, grammar, log_level=0), self.vocab, self.stop_ids)
 
 
 class Constraint:
     """One request's matcher, as the engine uses it: `mask` a row of logits in place,
     `accept` the token picked, `done` once the grammar admits nothing more."""
 
-    def __init__(self, matcher: Any, vocab: int):
-        self.m, self.vocab = matcher, vocab
+    def __init__(self, matcher: Any, vocab: int, stop_ids: list[int] | None = None):
+        self.m, self.vocab, self.stop_ids = matcher, vocab, list(stop_ids or [])
 
     def mask(self, logits: Any) -> None:
         import numpy as np
@@ -78,6 +90,11 @@ class Constraint:
 
         if self.m.is_error():
             raise RuntimeError(self.m.get_error())
+        if self.m.is_stopped() and self.stop_ids:  # the value is complete: only a stop token is left
+            keep = logits[self.stop_ids].clone()
+            logits.fill_(float("-inf"))
+            logits[self.stop_ids] = keep
+            return
         packed = np.frombuffer(self.m.compute_bitmask(), dtype=np.uint8)
         bits = np.unpackbits(packed, bitorder="little")[: self.vocab].view(np.bool_)
         allowed = torch.from_numpy(bits).to(logits.device)
