@@ -43,6 +43,10 @@ class GenParams:
     top_k: int = 0
     min_p: float = 0.0
     repetition_penalty: float = 1.0
+    # OpenAI's: subtracted from a token's logit once per time it was generated (frequency) and
+    # once if it was generated at all (presence); the prompt does not count, as in vLLM.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     # The reply should be JSON valid for this schema: constrained decoding where the backend

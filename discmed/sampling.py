@@ -4,8 +4,8 @@ The serving engine (`discmed.serve.engine`) calls `sample` on each decode step o
 the hf backend calls it through `generate()` as a logits processor (`SamplerProcessor`), so
 the same `GenParams` and seed give the same tokens in `discmed chat` and `discmed serve`.
 
-Order, as in vLLM and transformers: repetition penalty (on tokens seen in the prompt or the
-reply), then greedy rows by argmax, the rest by temperature, top-k, top-p and min-p, drawn
+Order, as in vLLM: repetition penalty (on tokens seen in the prompt or the reply), frequency
+and presence penalties (on tokens of the reply), then greedy rows by argmax, the rest by temperature, top-k, top-p and min-p, drawn
 from the row's own seeded generator when it has one. A row whose distribution is broken
 (NaN, all masked) is reported in `errors` rather than raised, so a caller that batches many
 requests can fail that one alone.
@@ -39,6 +39,8 @@ def normalized(p: GenParams) -> GenParams:
         top_p=min(max(p.top_p, TOP_P_FLOOR), 1.0),
         min_p=min(max(p.min_p, 0.0), 1.0),
         repetition_penalty=min(max(p.repetition_penalty, lo), hi),
+        frequency_penalty=min(max(p.frequency_penalty, -2.0), 2.0),
+        presence_penalty=min(max(p.presence_penalty, -2.0), 2.0),
     )
 
 
@@ -52,10 +54,13 @@ def make_generator(seed: int | None, device: Any = "cpu"):
 
 
 def sample(
-    logits: Any, params: list[GenParams], seen: Any | None, generators: list[Any] | None = None
+    logits: Any, params: list[GenParams], seen: Any | None, generators: list[Any] | None = None,
+    counts: Any | None = None,
 ) -> tuple[list[int], list[str | None]]:
     """Next token per row of `logits` (batch × vocab, float32) and an error per row (None if
-    fine). `seen` (batch × vocab, bool) marks tokens the repetition penalty applies to."""
+    fine). `seen` (batch × vocab, bool) marks tokens the repetition penalty applies to;
+    `counts` (batch × vocab) how often each token was generated, for the frequency and
+    presence penalties (None when no row has them)."""
     import torch
 
     n = logits.shape[0]
@@ -66,6 +71,10 @@ def sample(
         penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev).unsqueeze(-1)
         scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
         logits = torch.where(seen, scaled, logits)
+    if counts is not None and any(p.frequency_penalty or p.presence_penalty for p in ps):
+        freq = torch.tensor([p.frequency_penalty for p in ps], device=dev).unsqueeze(-1)
+        pres = torch.tensor([p.presence_penalty for p in ps], device=dev).unsqueeze(-1)
+        logits = logits - freq * counts - pres * (counts > 0)
     # One pass over the batch, not one per row: this runs on every decode step.
     bad = torch.isnan(logits).any(-1) | torch.isinf(logits).all(-1)
     greedy, broken = torch.stack([logits.argmax(-1), bad.long()]).tolist()
@@ -106,6 +115,11 @@ def sample(
     return chosen, errors
 
 
+def uses_counts(p: GenParams) -> bool:
+    """Whether `p` needs the counts of generated tokens (frequency or presence penalty)."""
+    return bool(p.frequency_penalty or p.presence_penalty)
+
+
 def _is_normal(p: GenParams) -> bool:
     lo, hi = REPETITION_PENALTY_RANGE
     return (
@@ -113,6 +127,8 @@ def _is_normal(p: GenParams) -> bool:
         and TOP_P_FLOOR <= p.top_p <= 1.0
         and 0.0 <= p.min_p <= 1.0
         and lo <= p.repetition_penalty <= hi
+        and -2.0 <= p.frequency_penalty <= 2.0
+        and -2.0 <= p.presence_penalty <= 2.0
     )
 
 
@@ -130,6 +146,7 @@ class SamplerProcessor:
         # One structured-output matcher per row (discmed.structured.Constraint), or None. A
         # row's matcher stops once it has taken its stop token; generate() then pads the row.
         self.constraints = constraints
+        self.prompt_width: int | None = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -151,7 +168,14 @@ class SamplerProcessor:
             ).unsqueeze(-1)
             seen = torch.zeros_like(scores, dtype=torch.bool)
             seen.scatter_(1, input_ids.clamp(max=scores.shape[-1] - 1), real)
-        toks, errors = sample(scores.float(), [self.params] * scores.shape[0], seen, self.generators)
+        if self.prompt_width is None:  # the first call sees the (left-padded) prompts alone
+            self.prompt_width = input_ids.shape[1]
+        counts = None
+        if uses_counts(self.params):
+            reply = input_ids[:, self.prompt_width :].clamp(max=scores.shape[-1] - 1)
+            counts = torch.zeros_like(scores, dtype=torch.float32)
+            counts.scatter_add_(1, reply, torch.ones_like(reply, dtype=torch.float32))
+        toks, errors = sample(scores.float(), [self.params] * scores.shape[0], seen, self.generators, counts)
         if any(errors):
             from discmed.backend import BackendError
 

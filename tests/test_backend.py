@@ -283,3 +283,33 @@ def test_hf_backend_holds_replies_to_a_json_schema(tiny):
     assert not free.startswith("{")  # the schema, not the model, made the JSON
     with pytest.raises(BackendError, match="json_schema"):
         tiny.chat([CONSULT], GenParams(max_new_tokens=4, json_schema={"type": "nonsense"}))
+
+
+def test_frequency_and_presence_penalties_alike_in_chat_and_serve(tiny, tiny_server):
+    """OpenAI's frequency and presence penalties, in the shared sampler: a token generated k
+    times loses k × frequency + presence from its logit, prompt tokens do not count. The same
+    request gives the same text in process and through `discmed serve`, and the penalized
+    reply repeats itself less than the plain one."""
+    from collections import Counter
+
+    from discmed.sampling import sample
+
+    logits = torch.tensor([[2.0, 1.9, 0.0], [2.0, 1.9, 0.0]])
+    counts = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    penalized = [GenParams(frequency_penalty=0.2), GenParams(presence_penalty=0.2)]
+    assert sample(logits, penalized, None, counts=counts)[0] == [1, 0]  # row 2 generated nothing yet
+    assert sample(logits, [GenParams(), GenParams()], None, counts=counts)[0] == [0, 0]
+
+    api = load_backend(f"openai:{tiny_server}@tiny")
+    # A repetition penalty left at 1.0 is not sent, and the server would use the model's 1.1.
+    plain = GenParams(max_new_tokens=40, repetition_penalty=1.1)
+    pen = GenParams(max_new_tokens=40, repetition_penalty=1.1, frequency_penalty=1.5, presence_penalty=0.5)
+    for params in (plain, pen):
+        local = tiny.chat([CONSULT, OTHER], params)
+        assert api.chat([CONSULT, OTHER], params) == local
+        assert "".join(tiny.stream(CONSULT, params)) == local[0]
+
+    def most_repeated(text: str) -> int:
+        return max(Counter(text).values())
+    before, after = tiny.chat([CONSULT], plain)[0], tiny.chat([CONSULT], pen)[0]
+    assert before != after and most_repeated(after) < most_repeated(before), (before, after)

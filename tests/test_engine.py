@@ -137,10 +137,12 @@ def test_staggered_requests_of_different_lengths_each_equal_running_alone(backen
     """Requests that join a running batch at different steps and finish at different steps
     (so rows die, are compacted out, and the shared left padding is cut while others run)
     give exactly the tokens each gives alone: greedy, with a repetition penalty, and seeded
-    sampling."""
+    sampling; some with frequency and presence penalties (whose counts join, die and are
+    compacted with the rows, while other rows have none)."""
     prompts = [backend.prompt_ids(m, GenParams()) for m in MESSAGES * 3]
     params = [GenParams(max_new_tokens=n, temperature=0.0 if i % 3 else 0.9, seed=i, top_k=30,
-                        repetition_penalty=1.0 if i % 2 else 1.2)
+                        repetition_penalty=1.0 if i % 2 else 1.2,
+                        frequency_penalty=0.8 if i % 4 == 1 else 0.0, presence_penalty=0.5 if i % 4 == 3 else 0.0)
               for i, n in enumerate((3, 17, 9, 25, 5, 12, 30, 2, 20))]  # fmt: skip
     alone = [run(engine, [(ids, p, {"ignore_eos": True})])[0] for ids, p in zip(prompts, params, strict=True)]
 

@@ -211,7 +211,7 @@ def test_errors(tiny_server):
     assert_error(post({**ok, "max_tokens": "many"}), 400, "max_tokens")
     assert_error(post({**ok, "n": 17}), 400, "n")
     assert_error(post({**ok, "top_logprobs": 2}), 400, "top_logprobs")
-    assert_error(post({**ok, "presence_penalty": 0.5}), 400, "presence_penalty")
+    assert_error(post({**ok, "presence_penalty": 2.5}), 400, "presence_penalty")
     assert_error(post({**ok, "functions": [{"name": "f"}]}), 400, "functions")
     assert_error(post({**ok, "tool_choice": "required"}), 400, "tool_choice")
     assert_error(post({**ok, "logit_bias": {"x": 1}}), 400, "logit_bias")

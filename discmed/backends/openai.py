@@ -128,6 +128,10 @@ class OpenAIBackend:
             req["stop"] = params.stop
         if params.seed is not None:
             req["seed"] = params.seed
+        if params.frequency_penalty:
+            req["frequency_penalty"] = params.frequency_penalty
+        if params.presence_penalty:
+            req["presence_penalty"] = params.presence_penalty
         extra = {}
         if params.top_k:
             extra["top_k"] = params.top_k

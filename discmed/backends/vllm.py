@@ -68,6 +68,15 @@ def sampling_params(params: GenParams, stop_token_ids: list[int], **extra: Any):
     """discmed's GenParams as vLLM SamplingParams."""
     from vllm import SamplingParams
 
+    if params.json_schema is not None and "structured_outputs" not in extra and "guided_decoding" not in extra:
+        try:  # vLLM >= 0.11
+            from vllm.sampling_params import StructuredOutputsParams
+
+            extra["structured_outputs"] = StructuredOutputsParams(json=params.json_schema)
+        except ImportError:
+            from vllm.sampling_params import GuidedDecodingParams
+
+            extra["guided_decoding"] = GuidedDecodingParams(json=params.json_schema)
     return SamplingParams(
         n=1,
         temperature=params.temperature,
@@ -75,6 +84,8 @@ def sampling_params(params: GenParams, stop_token_ids: list[int], **extra: Any):
         top_k=params.top_k if params.top_k > 0 else -1,
         min_p=params.min_p,
         repetition_penalty=params.repetition_penalty,
+        frequency_penalty=params.frequency_penalty,
+        presence_penalty=params.presence_penalty,
         max_tokens=params.max_new_tokens,
         stop=list(params.stop) or None,
         stop_token_ids=stop_token_ids,

@@ -27,7 +27,7 @@ from typing import Any
 
 from discmed.backend import GenParams, apply_stop
 from discmed.compat import cache_kwargs, output_cache
-from discmed.sampling import make_generator, sample
+from discmed.sampling import make_generator, sample, uses_counts
 
 log = logging.getLogger("discmed.serve")
 
@@ -130,6 +130,7 @@ class _Batch:
     pos: Any
     seen: Any
     live: list[int] = field(default_factory=list)  # indices of the rows still generating
+    counts: Any = None  # generated-token counts (frequency/presence penalties), where a row has them
 
     def __post_init__(self) -> None:
         if not self.live:
@@ -150,6 +151,10 @@ class _Batch:
         if not self.rows:
             return other
         self.cache, self.mask = _join_caches(self.cache, self.mask, other.cache, other.mask)
+        if self.counts is not None or other.counts is not None:  # a side without counts has none yet
+            mine = self.counts if self.counts is not None else self.seen.new_zeros(self.seen.shape, dtype=torch.float32)
+            theirs = other.counts if other.counts is not None else other.seen.new_zeros(other.seen.shape, dtype=torch.float32)
+            self.counts = torch.cat([mine, theirs])
         self.pos, self.seen = torch.cat([self.pos, other.pos]), torch.cat([self.seen, other.seen])
         self.live += [len(self.rows) + i for i in other.live]
         self.rows += other.rows
@@ -173,6 +178,8 @@ class _Batch:
         for layer in self.cache.layers:
             layer.keys, layer.values = layer.keys[idx, :, cut:], layer.values[idx, :, cut:]
         self.mask, self.pos, self.seen = mask[:, cut:], self.pos[idx], self.seen[idx]
+        if self.counts is not None:
+            self.counts = self.counts[idx]
         self.rows = [self.rows[i] for i in keep]
         self.next_ids = [self.next_ids[i] for i in keep]
         self.live = list(range(len(keep)))
@@ -409,14 +416,18 @@ class BatchEngine:
                 )
                 b.cache, b.pos = output_cache(out), b.pos + 1
                 logits, live = out.logits[:, -1, :].float(), b.live
+                counts = b.counts
                 if b.dead:
                     idx = torch.tensor(live, device=logits.device)
                     logits, seen = logits[idx], b.seen[idx]
+                    counts = counts[idx] if counts is not None else None
                 else:
                     seen = b.seen
-                ids, keep = self._step(logits, [b.rows[i] for i in live], seen)
+                ids, keep = self._step(logits, [b.rows[i] for i in live], seen, counts)
                 if b.dead:
-                    b.seen[idx] = seen  # the repetition penalty's record, updated on the copy
+                    b.seen[idx] = seen  # the penalties' records, updated on the copy
+                    if counts is not None:
+                        b.counts[idx] = counts
                 for i, tok in zip(live, ids, strict=True):
                     b.next_ids[i] = tok
                 b.live = [live[j] for j in keep]
@@ -482,9 +493,12 @@ class BatchEngine:
                 keep.append(i)
         if not keep:
             return None
-        batch = _Batch(rows, [0] * len(rows), output_cache(out), mask, positions[:, -1:] + 1, seen)
+        counts = None
+        if any(uses_counts(r.params) for r in reqs):
+            counts = torch.zeros((len(reqs), self.vocab), dtype=torch.float32, device=self.device)
+        batch = _Batch(rows, [0] * len(rows), output_cache(out), mask, positions[:, -1:] + 1, seen, counts=counts)
         batch = batch.select(keep)
-        ids, keep = self._step(out.logits[keep, -1, :].float(), batch.rows, batch.seen)
+        ids, keep = self._step(out.logits[keep, -1, :].float(), batch.rows, batch.seen, batch.counts)
         batch.next_ids = ids
         return batch.select(keep)
 
@@ -503,7 +517,7 @@ class BatchEngine:
             out.append(TokenLogprob(tok, chosen[j], top))
         return out
 
-    def _step(self, logits: Any, rows: list[_Row], seen: Any) -> tuple[list[int], list[int]]:
+    def _step(self, logits: Any, rows: list[_Row], seen: Any, counts: Any = None) -> tuple[list[int], list[int]]:
         """Pick, record and emit one token for every row; returns the picked ids and the
         indices of the rows still running. A row whose constraint, sampling or
         detokenizing fails is ended with an error here; the others are not touched."""
@@ -524,7 +538,7 @@ class BatchEngine:
                     row.req.constraint.mask(masked[i])
             except Exception as e:
                 errors[i] = f"structured output failed: {type(e).__name__}: {e}"
-        toks, sample_errors = sample(masked, [r.req.params for r in rows], seen, [r.generator for r in rows])
+        toks, sample_errors = sample(masked, [r.req.params for r in rows], seen, [r.generator for r in rows], counts)
         want = [i for i, r in enumerate(rows) if r.req.logprobs is not None]
         if want:
             lp = torch.log_softmax(logits[want], -1)
@@ -547,7 +561,10 @@ class BatchEngine:
             self._fail(row, err)
         if seen is not None and keep:
             idx = torch.tensor(keep, device=seen.device)
-            seen[idx, torch.tensor([toks[i] for i in keep], device=seen.device)] = True
+            picked = torch.tensor([toks[i] for i in keep], device=seen.device)
+            seen[idx, picked] = True
+            if counts is not None:
+                counts[idx, picked] += 1
         return toks, keep
 
     def _advance(self, row: _Row, tok: int) -> bool:

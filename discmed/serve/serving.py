@@ -82,9 +82,6 @@ class Job:
 
 def refuse_unsupported(body: Any, engine: Any) -> None:
     """400 for every field set in `body` that discmed would otherwise have to ignore."""
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(body, name):
-            raise APIError(400, f"{name}: not supported; use repetition_penalty (a discmed extra)", param=name)
     extra = body.model_extra or {}
     for name, why in UNSUPPORTED.items():
         if extra.get(name) not in (None, [], {}):
@@ -123,6 +120,8 @@ def gen_params(body: Any, served: Any, max_tokens: int) -> GenParams:
             top_k=pick(body.top_k, d.top_k),
             min_p=pick(body.min_p, d.min_p),
             repetition_penalty=pick(body.repetition_penalty, d.repetition_penalty),
+            frequency_penalty=body.frequency_penalty or 0.0,
+            presence_penalty=body.presence_penalty or 0.0,
             stop=list(body.stop or []),
             seed=body.seed,
         )
