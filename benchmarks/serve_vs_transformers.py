@@ -87,6 +87,7 @@ def bare(backend, clients: int, per_client: int, tokens: int) -> dict:
     import torch
 
     from discmed.backend import GenParams
+    from discmed.compat import cache_kwargs, output_cache
 
     params = GenParams(max_new_tokens=tokens)
     prompts = [backend.prompt_ids([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], params)
@@ -98,11 +99,12 @@ def bare(backend, clients: int, per_client: int, tokens: int) -> dict:
             ids, mask = backend._left_pad(prompts[start : start + clients])
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-            nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values, pos[:, -1:] + 1
+            nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), output_cache(out), pos[:, -1:] + 1
             for _ in range(tokens - 1):
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-                out = model(input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-                nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values, pos + 1
+                out = model(input_ids=nxt, attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache),
+                            use_cache=True)  # fmt: skip
+                nxt, cache, pos = out.logits[:, -1].argmax(-1, keepdim=True), output_cache(out), pos + 1
     wall = time.perf_counter() - t0
     return {"tokens_per_s": round(len(prompts) * tokens / wall, 1), "wall_s": round(wall, 2)}
 

@@ -68,16 +68,21 @@ def sample(
     generators = generators or [None] * n
     dev = logits.device
     if seen is not None and any(p.repetition_penalty != 1.0 for p in ps):
-        penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev).unsqueeze(-1)
-        scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
-        logits = torch.where(seen, scaled, logits)
+        # Only the seen tokens change (a prompt and a reply: a few hundred of the vocabulary),
+        # so they are gathered and written back rather than the whole batch × vocab rescaled.
+        r, c = seen.nonzero(as_tuple=True)
+        penalty = torch.tensor([p.repetition_penalty for p in ps], device=dev)[r]
+        vals = logits[r, c]
+        logits = logits.clone()
+        logits[r, c] = torch.where(vals > 0, vals / penalty, vals * penalty)
     if counts is not None and any(p.frequency_penalty or p.presence_penalty for p in ps):
         freq = torch.tensor([p.frequency_penalty for p in ps], device=dev).unsqueeze(-1)
         pres = torch.tensor([p.presence_penalty for p in ps], device=dev).unsqueeze(-1)
         logits = logits - freq * counts - pres * (counts > 0)
-    # One pass over the batch, not one per row: this runs on every decode step.
-    bad = torch.isnan(logits).any(-1) | torch.isinf(logits).all(-1)
-    greedy, broken = torch.stack([logits.argmax(-1), bad.long()]).tolist()
+    # One pass over the batch, not one per row: this runs on every decode step. A row's
+    # maximum is NaN if any of its logits is (max propagates NaN) and -inf if all are masked.
+    top, greedy_t = logits.max(-1)
+    greedy, broken = torch.stack([greedy_t, (torch.isnan(top) | torch.isneginf(top)).long()]).tolist()
     chosen = greedy
     errors: list[str | None] = [None] * n
     for i, p in enumerate(ps):  # -inf is a masked token; NaN, or nothing left, is broken

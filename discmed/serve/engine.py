@@ -197,6 +197,10 @@ class BatchEngine:
     features = frozenset({"logprobs", "prompt_logprobs", "structured_output"})
     BURST_GAP_S = 0.002
     BURST_WINDOW_S = 0.025
+    # Joining a running batch costs a prefill forward and a copy of the cache, about a decode
+    # step each on a small model: arrivals are gathered for up to ADMIT_STEPS decode steps (or
+    # until a group of an eighth of the batch is waiting) and joined together.
+    ADMIT_STEPS = 2
 
     def __init__(
         self,
@@ -256,6 +260,7 @@ class BatchEngine:
         self.prompt_tokens = 0
         self.generated_tokens = 0
         self.mean_seconds = 1.0  # moving average of a request's time in the engine
+        self.step_s = 0.0  # moving average of a decode step's time
         self._thread.start()
 
     # -- public ---------------------------------------------------------------------------
@@ -332,6 +337,22 @@ class BatchEngine:
                 return
             seen = n
 
+    def _join_now(self, room: int, live: int) -> bool:
+        """Whether waiting requests join the running batch at this step: when enough wait to
+        make a group, or the first of them has waited ADMIT_STEPS decode steps."""
+        if room <= 0:
+            return False
+        with self._waiting.mutex:
+            waiting = len(self._waiting.queue)
+            first = self._waiting.queue[0] if waiting else None
+        if self._head is not None:
+            waiting, first = waiting + 1, self._head
+        if first is None:
+            return False
+        if waiting >= min(room, max(1, live // 8)):
+            return True
+        return time.perf_counter() - first.arrived >= self.ADMIT_STEPS * self.step_s
+
     def _admit(self, room: int) -> list[GenRequest]:
         """Waiting requests, up to `room`; ones cancelled while waiting are answered here."""
         taken: list[GenRequest] = []
@@ -392,7 +413,7 @@ class BatchEngine:
                 room = self.max_batch - (len(batch.live) if batch else 0)
                 if batch is None:
                     self._await_burst(room)
-                joining = self._admit(room)
+                joining = self._admit(room) if batch is None or self._join_now(room, len(batch.live)) else []
                 if joining:
                     new = self._prefill_apart(joining)
                     if batch is not None and batch.dead:
@@ -407,6 +428,7 @@ class BatchEngine:
                 b = batch
                 b.mask = torch.cat([b.mask, b.mask.new_ones((len(b.rows), 1))], dim=-1)
                 step = torch.tensor(b.next_ids, device=self.device).unsqueeze(-1)
+                t_step = time.perf_counter()
                 out = self.model(
                     input_ids=step,
                     attention_mask=b.mask,
@@ -415,6 +437,7 @@ class BatchEngine:
                     use_cache=True,
                 )
                 b.cache, b.pos = output_cache(out), b.pos + 1
+                self.step_s = 0.9 * self.step_s + 0.1 * (time.perf_counter() - t_step)
                 logits, live = out.logits[:, -1, :].float(), b.live
                 counts = b.counts
                 if b.dead:
