@@ -188,7 +188,9 @@ def test_openai_json_schema_is_sent_and_dropped_once_refused():
         for call in ("sync", "async"):
             Flaky.seen.clear()
             b = load_backend(url, max_retries=0)
-            run = (lambda: b.chat([CONSULT], params)[0]) if call == "sync" else (lambda: asyncio.run(b.achat(CONSULT, params)))
+            def run(b=b, call=call) -> str:
+                return b.chat([CONSULT], params)[0] if call == "sync" else asyncio.run(b.achat(CONSULT, params))
+
             assert run() == "回声：" + CONSULT[0]["content"]
             assert ["response_format" in x for x in Flaky.seen] == [True, False] and not b.json_mode
             assert run() and "response_format" not in Flaky.seen[-1] and len(Flaky.seen) == 3

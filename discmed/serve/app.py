@@ -76,6 +76,7 @@ ERRORS = {
     413: "Request body too large",
     429: "The server's queue is full; retry after the Retry-After header's seconds",
     500: "Generation failed on the server",
+    503: "The engine cannot take requests (its process has died); restart the server",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -114,9 +115,14 @@ class ServedModel:
 
     @classmethod
     def from_backend(
-        cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256
+        cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256,
+        engine_process: tuple[str, dict[str, Any]] | None = None,
     ) -> ServedModel:
-        """Dynamic batching over an hf backend's model (`.model`, `.tokenizer`, `.format`)."""
+        """Dynamic batching over an hf backend's model (`.model`, `.tokenizer`, `.format`).
+
+        `engine_process` = (spec, load options): the engine runs in a child process that loads
+        the model from the same spec (discmed.serve.engine_proc); this process keeps the
+        tokenizer and prompt format and drops its copy of the weights first."""
         from discmed.serve.engine import BatchEngine
 
         if not hasattr(backend, "model") or not hasattr(backend, "format"):
@@ -126,14 +132,24 @@ class ServedModel:
             )
         tok, fmt = backend.tokenizer, backend.format
         max_len = int(getattr(backend, "max_length", 0) or 4096)
-        engine = BatchEngine(
-            backend.model,
-            tok,
-            fmt.stop_token_ids(tok),
-            max_batch=max_batch,
-            max_queue=max_queue,
-            max_model_len=max_len,
-        )
+        if engine_process is not None:
+            import gc
+
+            from discmed.serve.engine_proc import ProcessEngine
+
+            backend.model = None
+            gc.collect()
+            spec, options = engine_process
+            engine = ProcessEngine(spec, options, tok, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len)
+        else:
+            engine = BatchEngine(
+                backend.model,
+                tok,
+                fmt.stop_token_ids(tok),
+                max_batch=max_batch,
+                max_queue=max_queue,
+                max_model_len=max_len,
+            )
         # No truncation here: a prompt that does not fit is refused with the limit, as OpenAI
         # does, rather than silently losing the start of the conversation.
         encode = lambda msgs: fmt.prompt(msgs, tok, max_length=10**9, reserve=0)  # noqa: E731
@@ -162,9 +178,7 @@ class ServedModel:
     @property
     def grammars(self):
         if self._grammars is None:
-            from discmed.structured import Grammars
-
-            self._grammars = Grammars(self.tokenizer, self.vocab_size, sorted(self.engine.stop_ids))
+            self._grammars = self.engine.grammars  # the engine's own, which its matchers use
         return self._grammars
 
     def grammar(self, response_format: Any) -> str:
@@ -284,15 +298,16 @@ def create_app(
             )
 
     errors = lambda *codes: {c: {"model": ErrorResponse, "description": ERRORS[c]} for c in codes}  # noqa: E731
-    generating = errors(400, 401, 404, 413, 429, 500)
+    generating = errors(400, 401, 404, 413, 429, 500, 503)
 
     # -- routes ---------------------------------------------------------------------------
 
     @app.get("/health")
     async def health():
         eng = served.engine
-        return {
-            "status": "ok",
+        alive = bool(getattr(eng, "alive", True))
+        body = {
+            "status": "ok" if alive else "engine down",
             "model": served.name,
             "uptime_s": round(time.time() - started, 1),
             "load": getattr(eng, "load", None),
@@ -300,8 +315,11 @@ def create_app(
             "max_batch_seen": getattr(eng, "max_batch_seen", None),
             "cancelled": getattr(eng, "cancelled", None),
             "failed": getattr(eng, "failed", None),
+            "engine_pid": getattr(eng, "pid", None),  # with --engine-process
             "safety": bool(rules),
         }
+        # 503 once the engine cannot serve, so that a supervisor or load balancer restarts it.
+        return body if alive else JSONResponse(body, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Chat format: disc | chatml | llama3 | auto (default: the model's)"),
         ] = None,
         max_batch: Annotated[int, typer.Option(help="Most requests generated together")] = 32,
+        engine_process: Annotated[
+            bool, typer.Option(help="hf: run the batching engine in a process of its own, apart from HTTP")
+        ] = False,
         max_queue: Annotated[int, typer.Option(help="Requests waiting or running before 429")] = 256,
         max_model_len: Annotated[
             int | None, typer.Option(help="Context limit (default: the model's)")
@@ -148,7 +151,8 @@ def register(app: typer.Typer) -> None:
                     options["max_length"] = max_model_len
                 backend = load_backend(model, **options)
                 name = served_model_name or served_name(model, getattr(backend, "name", None))
-                served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue)
+                served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue,
+                                                  engine_process=(model, options) if engine_process else None)  # fmt: skip
         except (BackendError, ValueError, ImportError) as e:
             sock.close()
             fail(f"discmed serve: {e}", code=3 if isinstance(e, BackendError) else 2)

@@ -36,6 +36,10 @@ class QueueFull(RuntimeError):
     """The engine has `max_queue` requests waiting or running already."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine cannot take requests at all (its process has died)."""
+
+
 @dataclass
 class TokenLogprob:
     """A token's log-probability under the model (before any sampling transform), and the
@@ -72,6 +76,7 @@ class GenRequest:
     logit_bias: dict[int, float] | None = None  # added to the logits before sampling
     arrived: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    rid: int = 0  # the request's number across a process boundary (discmed.serve.engine_proc)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -211,10 +216,14 @@ class BatchEngine:
         max_batch: int = 32,
         max_queue: int = 256,
         max_model_len: int | None = None,
+        sink: Any = None,
     ):
+        """`sink`, when given, takes each step's `[(request, delta), ...]` from the engine
+        thread instead of the requests' event loops (the engine process sends them on)."""
         import torch
 
         self.torch = torch
+        self.sink = sink
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_token_ids)
@@ -274,16 +283,36 @@ class BatchEngine:
         **options: Any,
     ) -> GenRequest:
         """Queue a request; `options` are GenRequest's `logprobs`, `prompt_logprobs`,
-        `constraint`, `logit_bias`. Raises QueueFull when `max_queue` requests are in already."""
+        `constraint` (or `grammar`, a compiled grammar it is built from), `logit_bias`.
+        Raises QueueFull when `max_queue` requests are in already."""
         with self._lock:
             if self._active >= self.max_queue:
                 raise QueueFull(
                     f"the server is busy: {self._active} requests queued or running (limit {self.max_queue})"
                 )
             self._active += 1
+        grammar = options.pop("grammar", None)
+        try:
+            if grammar is not None:
+                options["constraint"] = self.grammars.constraint(grammar)
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            raise
         req = GenRequest(prompt_ids, params, loop, ignore_eos=ignore_eos, **options)
         self._waiting.put(req)
         return req
+
+    _grammars: Any = None
+
+    @property
+    def grammars(self):
+        """Structured-output grammars for this engine's tokenizer (built on first use)."""
+        if self._grammars is None:
+            from discmed.structured import Grammars
+
+            self._grammars = Grammars(self.tokenizer, self.vocab, sorted(self.stop_ids))
+        return self._grammars
 
     @property
     def load(self) -> int:
@@ -390,6 +419,10 @@ class BatchEngine:
     def _flush(self) -> None:
         """Hand this step's deltas to the event loops that wait for them."""
         if not self._outbox:
+            return
+        if self.sink is not None:
+            items, self._outbox = self._outbox, []
+            self.sink(items)
             return
         by_loop: dict[int, list] = {}
         for item in self._outbox:

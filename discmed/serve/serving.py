@@ -19,7 +19,7 @@ from typing import Any
 from discmed.backend import GenParams
 from discmed.chat import DataError, validate_messages
 from discmed.sampling import SEED_RANGE, normalized
-from discmed.serve.engine import Delta, QueueFull, TokenLogprob
+from discmed.serve.engine import Delta, EngineUnavailable, QueueFull, TokenLogprob
 from discmed.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -167,17 +167,17 @@ def submit_all(served: Any, prompts: list[list[int]], params: GenParams, n: int,
     try:
         for prompt in prompts:
             for i in range(n):
-                opts = dict(options)
-                if "constraint_for" in opts:
-                    make = opts.pop("constraint_for")
-                    opts["constraint"] = make() if make else None
-                reqs.append(served.engine.submit(prompt, choice_params(params, i), loop, **opts))
+                reqs.append(served.engine.submit(prompt, choice_params(params, i), loop, **options))
     except QueueFull as e:
         for r in reqs:
             r.cancel()
         raise APIError(
             429, str(e), type="rate_limit_error", code="queue_full", headers={"Retry-After": str(served.retry_after)}
         ) from None
+    except EngineUnavailable as e:
+        for r in reqs:
+            r.cancel()
+        raise APIError(503, str(e), type="server_error", code="engine_unavailable") from None
     return reqs
 
 
@@ -215,10 +215,9 @@ async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, pre
         in_content = False  # the content must parse as JSON: the verdict stays in `safety`
     prefix = t.prefix() if t and in_content else ""
     prefix_tokens = len(served.tokenizer.encode(prefix, add_special_tokens=False)) if prefix and served.tokenizer else 0
-    constraint_for = None
+    grammar = None
     if body.response_format is not None and body.response_format.type != "text":
         grammar = served.grammar(body.response_format)
-        constraint_for = lambda: served.grammars.constraint(grammar)  # noqa: E731
     reqs = submit_all(
         served,
         [prompt],
@@ -227,7 +226,7 @@ async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, pre
         ignore_eos=bool(body.ignore_eos),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         logit_bias=logit_bias(body, served.vocab_size),
-        constraint_for=constraint_for,
+        grammar=grammar,
     )
     jobs = [Job(i, r, prefix, prefix_tokens) for i, r in enumerate(reqs)]
     return jobs, prompt, info, t

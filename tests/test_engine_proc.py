@@ -1,0 +1,104 @@
+"""`discmed serve --engine-process`: the batching engine in a child process, apart from HTTP.
+
+A real server on loopback each time; the in-process server (`tiny_server`) is the reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from discmed.serve.process import served
+
+MESSAGES = [[{"role": "user", "content": "我头痛三天了，还有点发烧。"}],
+            [{"role": "user", "content": "孩子咳嗽一周，晚上更厉害，需要拍片吗？"}],
+            [{"role": "user", "content": "血压150/95，头有点晕"}]]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def proc_server(tiny_model, tmp_path_factory):
+    with served("tiny", tmp_path_factory.mktemp("proc") / "serve.log", safety=True,
+                args=["--engine-process", "--max-queue", "4"]) as url:  # fmt: skip
+        yield url
+
+
+def root(url: str) -> str:
+    return url.rsplit("/v1", 1)[0]
+
+
+def test_same_replies_as_the_engine_in_process(proc_server, tiny_server):
+    """Greedy and seeded replies, streamed and not, with logprobs and a JSON schema: the same
+    tokens whichever process the engine runs in."""
+    a, b = (openai.OpenAI(base_url=u, api_key="unused") for u in (proc_server, tiny_server))
+    schema = {"type": "object", "properties": {"score": {"type": "integer", "enum": [1, 2, 3]}},
+              "required": ["score"], "additionalProperties": False}  # fmt: skip
+    for messages in MESSAGES:
+        for extra in ({"temperature": 0}, {"temperature": 0.9, "seed": 5, "logprobs": True, "top_logprobs": 2},
+                      {"temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}):  # fmt: skip
+            x, y = (c.chat.completions.create(model="tiny", messages=messages, max_tokens=24, **extra) for c in (a, b))
+            assert x.choices[0].message.content == y.choices[0].message.content
+            assert x.usage.completion_tokens == y.usage.completion_tokens
+            if extra.get("logprobs"):
+                assert [t.token for t in x.choices[0].logprobs.content] == [t.token for t in y.choices[0].logprobs.content]
+            if "response_format" in extra:
+                assert json.loads(x.choices[0].message.content)["score"] in (1, 2, 3)
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in a.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=24, temperature=0, stream=True) if ch.choices)  # fmt: skip
+        assert streamed == b.chat.completions.create(model="tiny", messages=messages, max_tokens=24,
+                                                     temperature=0).choices[0].message.content  # fmt: skip
+    health = httpx.get(root(proc_server) + "/health").json()
+    assert health["status"] == "ok" and health["engine_pid"] != os.getpid() and health["batches"] > 0
+
+
+def test_queue_limit_and_cancellation_are_kept_in_the_parent(proc_server):
+    """Past --max-queue (4) a request is refused at once with Retry-After; a stream the
+    client drops is cancelled in the engine, and the server goes on."""
+    body = {"model": "tiny", "messages": MESSAGES[0], "max_tokens": 300, "ignore_eos": True}
+    before = httpx.get(root(proc_server) + "/health").json()["cancelled"]
+    barrier, answers = threading.Barrier(7), []
+
+    def post() -> None:
+        barrier.wait()
+        answers.append(httpx.post(proc_server + "/chat/completions", json=body, timeout=120))
+
+    threads = [threading.Thread(target=post) for _ in range(7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(429) >= 3 and set(codes) == {200, 429}, codes
+    assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
+    with httpx.stream("POST", proc_server + "/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # then dropped
+    deadline = time.time() + 30
+    while httpx.get(root(proc_server) + "/health").json()["cancelled"] <= before and time.time() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(root(proc_server) + "/health").json()["cancelled"] == before + 1
+    again = httpx.post(proc_server + "/chat/completions", json={**body, "max_tokens": 20}, timeout=60)
+    assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 20
+
+
+def test_a_dead_engine_process_fails_requests_clearly(tiny_model, tmp_path):
+    """SIGKILL the engine process: the stream in flight ends with an error event naming it,
+    new requests get a 503 at once, /health answers 503; the server itself does not hang."""
+    with served("tiny", tmp_path / "serve.log", safety=False, args=["--engine-process"]) as url:
+        pid = httpx.get(root(url) + "/health").json()["engine_pid"]
+        body = {"model": "tiny", "messages": MESSAGES[0], "max_tokens": 2000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url + "/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(lines)
+            os.kill(pid, signal.SIGKILL)
+            rest = "\n".join(lines)
+        assert "engine process has died" in rest
+        r = httpx.post(url + "/chat/completions", json={**body, "stream": False}, timeout=30)
+        assert r.status_code == 503 and "engine process has died" in r.json()["error"]["message"]
+        health = httpx.get(root(url) + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "engine down"
