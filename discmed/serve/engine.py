@@ -105,6 +105,20 @@ class _Mailbox:
             req.out.put_nowait(delta)
 
 
+def deliver(mailboxes: dict[int, _Mailbox], items: list[tuple[GenRequest, Delta]]) -> None:
+    """Hand `(request, delta)` pairs to their requests' event loops: one mailbox (and one
+    wake-up) per loop, kept in `mailboxes` from one call to the next."""
+    by_loop: dict[int, list] = {}
+    for item in items:
+        by_loop.setdefault(id(item[0].loop), []).append(item)
+    for group in by_loop.values():
+        loop = group[0][0].loop
+        box = mailboxes.get(id(loop))
+        if box is None or box.loop is not loop:
+            box = mailboxes[id(loop)] = _Mailbox(loop)
+        box.post(group)
+
+
 @dataclass
 class _Row:
     """A request's state inside a running batch."""
@@ -424,15 +438,7 @@ class BatchEngine:
             items, self._outbox = self._outbox, []
             self.sink(items)
             return
-        by_loop: dict[int, list] = {}
-        for item in self._outbox:
-            by_loop.setdefault(id(item[0].loop), []).append(item)
-        for items in by_loop.values():
-            loop = items[0][0].loop
-            box = self._mailboxes.get(id(loop))
-            if box is None or box.loop is not loop:
-                box = self._mailboxes[id(loop)] = _Mailbox(loop)
-            box.post(items)
+        deliver(self._mailboxes, self._outbox)
         self._outbox = []
 
     def _generate(self) -> None:

@@ -26,7 +26,15 @@ import time
 from typing import Any
 
 from discmed.backend import GenParams
-from discmed.serve.engine import BatchEngine, Delta, EngineUnavailable, GenRequest, QueueFull, _Mailbox
+from discmed.serve.engine import (
+    BatchEngine,
+    Delta,
+    EngineUnavailable,
+    GenRequest,
+    QueueFull,
+    _Mailbox,
+    deliver,
+)
 
 log = logging.getLogger("discmed.serve")
 
@@ -226,7 +234,7 @@ class ProcessEngine:
             if stats is not None:
                 for k, v in zip(STATS, stats, strict=True):
                     setattr(self, k, v)
-            by_loop: dict[int, list] = {}
+            ready = []
             with self._lock:
                 for rid, delta in items:
                     req = self._live.get(rid)
@@ -236,13 +244,8 @@ class ProcessEngine:
                         req.first_token_at = time.perf_counter()  # when it reached this process
                     if delta.finish_reason is not None:
                         del self._live[rid]
-                    by_loop.setdefault(id(req.loop), []).append((req, delta))
-            for batch in by_loop.values():
-                loop = batch[0][0].loop
-                box = self._mailboxes.get(id(loop))
-                if box is None or box.loop is not loop:
-                    box = self._mailboxes[id(loop)] = _Mailbox(loop)
-                box.post(batch)
+                    ready.append((req, delta))
+            deliver(self._mailboxes, ready)
         self.proc.join(timeout=2)
         self._fail_all(f"exit status {self.proc.exitcode}")
 
