@@ -68,3 +68,24 @@ def as_at_a_terminal():
             signal.signal(sig, signal.SIG_DFL)
 
     return reset
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie not yet reaped by whoever adopted it counts)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    """Wait up to `seconds` for process `pid` to exit; whether it did."""
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end:
+        if process_gone(pid):
+            return True
+        time.sleep(0.1)
+    return process_gone(pid)

@@ -13,6 +13,7 @@ import time
 import httpx
 import openai
 import pytest
+from conftest import wait_gone
 
 from discmed.serve.process import served
 
@@ -102,3 +103,21 @@ def test_a_dead_engine_process_fails_requests_clearly(tiny_model, tmp_path):
         assert r.status_code == 503 and "engine process has died" in r.json()["error"]["message"]
         health = httpx.get(root(url) + "/health")
         assert health.status_code == 503 and health.json()["status"] == "engine down"
+
+
+def test_the_engine_process_ends_with_a_server_killed_outright(tiny_model, tmp_path):
+    """SIGKILL the server (no shutdown runs): the engine process sees its request pipe close
+    and exits, rather than holding the model's memory with nobody to serve."""
+    import sys
+
+    from discmed.serve.process import free_port, running
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(port), "--engine-process"]
+    with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log") as proc:
+        pid = httpx.get(f"http://127.0.0.1:{port}/health").json()["engine_pid"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        if not wait_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the engine process (pid {pid}) outlived its server")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import process_gone, wait_gone
 
 from discmed.cpu import free_cores, process_cpu_seconds, usable_cores
 from discmed.serve.process import ServerStartError, free_port, running, wait_ready
@@ -175,15 +176,6 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_a
         pytest.fail(f"the server's helper (pid {pid}) outlived its parent")
 
 
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie not yet reaped by whoever adopted it counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_parent_killed_outright_leaves_no_server_behind(tmp_path):
     """SIGKILL gives the parent no chance to stop its server (no `finally`, no signal handler):
@@ -204,14 +196,10 @@ def test_a_parent_killed_outright_leaves_no_server_behind(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(parent)], stdout=subprocess.PIPE, text=True)
     try:
         server = int(proc.stdout.readline())
-        assert not _gone(server)
+        assert not process_gone(server)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        for _ in range(100):
-            if _gone(server):
-                break
-            time.sleep(0.1)
-        else:
+        if not wait_gone(server):
             os.kill(server, signal.SIGKILL)
             pytest.fail(f"the server (pid {server}) outlived its SIGKILLed parent")
     finally:
