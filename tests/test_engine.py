@@ -130,7 +130,9 @@ def test_access_log_is_one_json_line_per_request_with_its_id(backend, engine, ca
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-42"
     lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "discmed.access"]
     assert [(x["request_id"], x["status"]) for x in lines][0] == ("req-42", 200)
+    assert 0 < lines[0]["ttft_ms"] <= lines[0]["latency_ms"]  # the server's own time to first token
     assert lines[1]["status"] == 400 and lines[1]["request_id"] != "req-42" and lines[1]["latency_ms"] >= 0
+    assert "ttft_ms" not in lines[1]  # nothing was generated
 
 
 def test_staggered_requests_of_different_lengths_each_equal_running_alone(backend, engine):

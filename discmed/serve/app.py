@@ -376,6 +376,7 @@ def create_app(
         if body.safety is None and request.headers.get("x-discmed-safety", "").lower() in ("off", "0", "false"):
             body.safety = False  # discmed's openai backend: the verdict in `safety`, not in content
         jobs, prompt, info, verdict = await serving.chat_request(body, served, rules, urgent_in_content, triage_model)
+        request.state.jobs = jobs  # for the access log's ttft_ms
         metrics.verdict(verdict)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -395,6 +396,7 @@ def create_app(
     async def completions(body: CompletionRequest, request: Request):
         check_model(body.model)
         jobs, prompts = serving.completion_request(body, served)
+        request.state.jobs = jobs
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventStream(serving.completion_stream(served, jobs, include_usage, lambda: None), jobs, metrics)
@@ -472,11 +474,18 @@ class Guard:
             if route != "other":
                 self.metrics.latency.labels(route).observe(seconds)
             if path not in ("/health", "/metrics"):
-                access_log.info(json.dumps({
+                line = {
                     "ts": round(time.time(), 3), "request_id": rid, "method": scope.get("method"), "path": path,
                     "status": status[0] or 499, "latency_ms": round(seconds * 1e3, 1),
                     "client": (scope.get("client") or ["?"])[0],
-                }))  # fmt: skip
+                }  # fmt: skip
+                # The server's own time to first token (request in → first token out of the
+                # engine), apart from the client's and the network's: where a slow TTFT is.
+                firsts = [j.req.first_token_at for j in scope["state"].get("jobs") or ()
+                          if getattr(j.req, "first_token_at", None) is not None]  # fmt: skip
+                if firsts:
+                    line["ttft_ms"] = round((min(firsts) - start) * 1e3, 1)
+                access_log.info(json.dumps(line))
 
     async def _guarded(self, scope: dict, receive: Callable, send: Callable, headers: dict) -> None:
         too_large = f"request body too large (limit {self.max_body} bytes)"
