@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--per-client", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--engine-process", action="store_true", help="discmed's engine in a process of its own")
+    ap.add_argument("--in-process", action="store_true", help="discmed's engine in the server's own process "
+                    "(--no-engine-process) instead of a process of its own (the default)")  # fmt: skip
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
 
@@ -137,7 +138,7 @@ def main() -> None:
     stack = contextlib.ExitStack()
     stack.enter_context(served("tiny", work / "discmed.log", safety=False, port=p_ours, env=threads,
                                args=["--max-batch", "64", "--format", "auto"]
-                               + (["--engine-process"] if args.engine_process else [])))  # fmt: skip
+                               + (["--no-engine-process"] if args.in_process else [])))  # fmt: skip
     tf_bin = Path(sys.executable).with_name("transformers")
     stack.enter_context(running([str(tf_bin), "serve", str(tiny), "--continuous-batching", "--device", "cpu",
                                  "--dtype", "float32", "--host", "127.0.0.1", "--port", str(p_tf)],
@@ -184,7 +185,7 @@ def main() -> None:
         "ttft_p95_ratio": {c: round(v, 2) for c, v in ttft.items()},
         "overhead_over_bare": {c: round(v, 3) for c, v in overhead.items()}, "rows": rows,
         "tokens_per_request": n, "per_client": args.per_client, "threads": args.threads,
-        "engine_process": args.engine_process,
+        "engine_process": not args.in_process,
         "peer_is": "transformers serve --continuous-batching", "load_avg_1m": round(os.getloadavg()[0], 2),
     }))  # fmt: skip
 

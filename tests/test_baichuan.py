@@ -575,6 +575,12 @@ def test_hf_backend_chats_with_published_and_converted_folders(sp_model, tmp_pat
         ]
         batch = backend.chat(chats, greedy)
         assert batch == [backend.chat([c], greedy)[0] for c in chats]
+        # Without its weights (a serving parent's view): the same format, defaults and prompts.
+        light = load_backend(f"hf:{tmp_path / folder}", load_weights=False)
+        assert next(light.model.parameters()).device.type == "meta"
+        assert (type(light.format), light.default_params(), light.max_length) == (
+            type(backend.format), defaults, backend.max_length)  # fmt: skip
+        assert light.prompt_ids(chats[0], greedy) == backend.prompt_ids(chats[0], greedy)
         assert "".join(backend.stream(chats[0], greedy)) == batch[0]
         answers.append(batch)
     assert answers[0] == answers[1] and all(answers[0])

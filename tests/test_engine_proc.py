@@ -1,6 +1,7 @@
-"""`discmed serve --engine-process`: the batching engine in a child process, apart from HTTP.
+"""`discmed serve` with its batching engine in a child process (the default), apart from HTTP.
 
-A real server on loopback each time; the in-process server (`tiny_server`) is the reference."""
+A real server on loopback each time; `--no-engine-process` (the engine in the server's own
+process) is the reference."""
 
 from __future__ import annotations
 
@@ -29,14 +30,20 @@ def proc_server(tiny_model, tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="module")
+def inproc_server(tiny_model, tmp_path_factory):
+    with served("tiny", tmp_path_factory.mktemp("inproc") / "serve.log", safety=True, args=["--no-engine-process"]) as url:
+        yield url
+
+
 def root(url: str) -> str:
     return url.rsplit("/v1", 1)[0]
 
 
-def test_same_replies_as_the_engine_in_process(proc_server, tiny_server):
+def test_same_replies_as_the_engine_in_process(proc_server, inproc_server):
     """Greedy and seeded replies, streamed and not, with logprobs and a JSON schema: the same
-    tokens whichever process the engine runs in."""
-    a, b = (openai.OpenAI(base_url=u, api_key="unused") for u in (proc_server, tiny_server))
+    tokens whichever process the engine runs in; the server's own process holds no weights."""
+    a, b = (openai.OpenAI(base_url=u, api_key="unused") for u in (proc_server, inproc_server))
     schema = {"type": "object", "properties": {"score": {"type": "integer", "enum": [1, 2, 3]}},
               "required": ["score"], "additionalProperties": False}  # fmt: skip
     for messages in MESSAGES:
@@ -55,6 +62,7 @@ def test_same_replies_as_the_engine_in_process(proc_server, tiny_server):
                                                      temperature=0).choices[0].message.content  # fmt: skip
     health = httpx.get(root(proc_server) + "/health").json()
     assert health["status"] == "ok" and health["engine_pid"] != os.getpid() and health["batches"] > 0
+    assert httpx.get(root(inproc_server) + "/health").json()["engine_pid"] is None
 
 
 def test_queue_limit_and_cancellation_are_kept_in_the_parent(proc_server):

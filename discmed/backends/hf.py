@@ -39,6 +39,24 @@ def pick_format(model: Any, tokenizer: Any, name: str | None = None):
     )
 
 
+def _meta_model(config_path: str, path: str, trust_remote_code: bool):
+    """The model's module tree on the meta device (no memory, no weights), with the generation
+    config its folder ships (DISC's format and sampling defaults are read from it)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(config_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    for folder in dict.fromkeys((path, config_path)):
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(folder)
+            break
+        except OSError:  # no generation_config.json there
+            continue
+    return model
+
+
 def _adapter_base(path: str) -> str | None:
     """The base model of a LoRA adapter folder (`tiny` resolved to the embedded model), else None."""
     cfg = Path(path) / "adapter_config.json"
@@ -75,7 +93,12 @@ class HFBackend:
         batch_size: int = 8,
         max_length: int | None = None,
         trust_remote_code: bool = False,
+        load_weights: bool = True,
     ):
+        """`load_weights=False` builds the model on the meta device from its config: the
+        tokenizer, prompt format, context length and sampling defaults are all there, the
+        weights are not (for a process that only prepares prompts, as `discmed serve`'s
+        parent does when its engine runs in a process of its own)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -88,15 +111,17 @@ class HFBackend:
             kwargs["dtype"] = getattr(torch, dtype)
         else:
             kwargs["dtype"] = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        if quantize:
+        if quantize and load_weights:
             kwargs["quantization_config"] = quantization_config(quantize, self.device)
             kwargs["device_map"] = self.device if self.device != "cpu" else {"": "cpu"}
-        elif self.device == "cuda" and torch.cuda.device_count() > 1:
+        elif load_weights and self.device == "cuda" and torch.cuda.device_count() > 1:
             kwargs["device_map"] = "auto"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             base = _adapter_base(path)
-            if base is None:
+            if not load_weights:
+                self.model = _meta_model(base or path, path, trust_remote_code)
+            elif base is None:
                 self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
             else:  # a LoRA adapter folder: its base as discmed names it (`tiny` too), then the adapter
                 self.model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
@@ -107,7 +132,7 @@ class HFBackend:
             raise BackendError(
                 f"cannot load model {path!r}{where}: {why} Offline (HF_HUB_OFFLINE=1)? Pass a local folder."
             ) from e
-        if "device_map" not in kwargs:
+        if "device_map" not in kwargs and load_weights:
             self.model.to(self.device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:

@@ -122,7 +122,7 @@ class ServedModel:
 
         `engine_process` = (spec, load options): the engine runs in a child process that loads
         the model from the same spec (discmed.serve.engine_proc); this process keeps the
-        tokenizer and prompt format and drops its copy of the weights first."""
+        tokenizer and prompt format (the backend may be one loaded without its weights)."""
         from discmed.serve.engine import BatchEngine
 
         if not hasattr(backend, "model") or not hasattr(backend, "format"):
@@ -137,7 +137,7 @@ class ServedModel:
 
             from discmed.serve.engine_proc import ProcessEngine
 
-            backend.model = None
+            backend.model = None  # a meta-device model, or weights this process no longer needs
             gc.collect()
             spec, options = engine_process
             engine = ProcessEngine(spec, options, tok, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len)

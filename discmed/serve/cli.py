@@ -81,8 +81,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_batch: Annotated[int, typer.Option(help="Most requests generated together")] = 32,
         engine_process: Annotated[
-            bool, typer.Option(help="hf: run the batching engine in a process of its own, apart from HTTP")
-        ] = False,
+            bool, typer.Option(help="hf: the batching engine in a process of its own, apart from HTTP "
+                               "(--no-engine-process: in this process)")
+        ] = True,
         max_queue: Annotated[int, typer.Option(help="Requests waiting or running before 429")] = 256,
         max_model_len: Annotated[
             int | None, typer.Option(help="Context limit (default: the model's)")
@@ -149,7 +150,9 @@ def register(app: typer.Typer) -> None:
                     options["format"] = format
                 if max_model_len:
                     options["max_length"] = max_model_len
-                backend = load_backend(model, **options)
+                # With its engine in a process of its own, this process only prepares prompts:
+                # the weights are loaded once, by the engine process.
+                backend = load_backend(model, **options, **({"load_weights": False} if engine_process else {}))
                 name = served_model_name or served_name(model, getattr(backend, "name", None))
                 served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue,
                                                   engine_process=(model, options) if engine_process else None)  # fmt: skip

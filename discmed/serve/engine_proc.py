@@ -1,4 +1,5 @@
-"""The batching engine in a process of its own (`discmed serve --engine-process`).
+"""The batching engine in a process of its own (`discmed serve`'s default; `--no-engine-process`
+keeps it in the server's process).
 
 In one process the engine thread and the event loop that parses requests and streams tokens
 share one GIL: on a small model, where a decode step is mostly Python, every millisecond the
@@ -11,9 +12,9 @@ hands them to the requests' event loops as the in-process engine does.
 The parent keeps what must answer at once: the queue limit (429 without a round trip),
 `cancel()` (one message), the counters `/health` and `/metrics` show (sent with every
 step). The child loads the model itself from the same spec (a CUDA model cannot cross a
-fork), so a start loads it twice, one after the other: the parent drops its copy of the
-weights before the child loads. The child ends when the parent does: on `shutdown`, and
-on the end of its request pipe if the parent dies without one.
+fork); the parent loads the model without its weights (`load_weights=False`: its config,
+tokenizer, prompt format and sampling defaults). The child ends when the parent does: on
+`shutdown`, and on the end of its request pipe if the parent dies without one.
 """
 
 from __future__ import annotations
