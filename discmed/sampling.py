@@ -5,8 +5,8 @@ the hf backend calls it through `generate()` as a logits processor (`SamplerProc
 the same `GenParams` and seed give the same tokens in `discmed chat` and `discmed serve`.
 
 Order, as in vLLM: repetition penalty (on tokens seen in the prompt or the reply), frequency
-and presence penalties (on tokens of the reply), then greedy rows by argmax, the rest by temperature, top-k, top-p and min-p, drawn
-from the row's own seeded generator when it has one. A row whose distribution is broken
+and presence penalties (on tokens of the reply), then greedy rows by argmax, the rest by
+temperature, top-k, top-p and min-p, drawn from the row's own seeded generator when it has one. A row whose distribution is broken
 (NaN, all masked) is reported in `errors` rather than raised, so a caller that batches many
 requests can fail that one alone.
 """
@@ -25,6 +25,7 @@ TEMPERATURE_EPS = 1e-5
 TOP_P_FLOOR = 1e-6
 REPETITION_PENALTY_RANGE = (1e-3, 1e3)
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+PENALTY_RANGE = (-2.0, 2.0)  # OpenAI's frequency_penalty and presence_penalty
 
 
 def normalized(p: GenParams) -> GenParams:
@@ -39,8 +40,8 @@ def normalized(p: GenParams) -> GenParams:
         top_p=min(max(p.top_p, TOP_P_FLOOR), 1.0),
         min_p=min(max(p.min_p, 0.0), 1.0),
         repetition_penalty=min(max(p.repetition_penalty, lo), hi),
-        frequency_penalty=min(max(p.frequency_penalty, -2.0), 2.0),
-        presence_penalty=min(max(p.presence_penalty, -2.0), 2.0),
+        frequency_penalty=min(max(p.frequency_penalty, PENALTY_RANGE[0]), PENALTY_RANGE[1]),
+        presence_penalty=min(max(p.presence_penalty, PENALTY_RANGE[0]), PENALTY_RANGE[1]),
     )
 
 
@@ -75,7 +76,7 @@ def sample(
         vals = logits[r, c]
         logits = logits.clone()
         logits[r, c] = torch.where(vals > 0, vals / penalty, vals * penalty)
-    if counts is not None and any(p.frequency_penalty or p.presence_penalty for p in ps):
+    if counts is not None and any(uses_counts(p) for p in ps):
         freq = torch.tensor([p.frequency_penalty for p in ps], device=dev).unsqueeze(-1)
         pres = torch.tensor([p.presence_penalty for p in ps], device=dev).unsqueeze(-1)
         logits = logits - freq * counts - pres * (counts > 0)
@@ -132,8 +133,8 @@ def _is_normal(p: GenParams) -> bool:
         and TOP_P_FLOOR <= p.top_p <= 1.0
         and 0.0 <= p.min_p <= 1.0
         and lo <= p.repetition_penalty <= hi
-        and -2.0 <= p.frequency_penalty <= 2.0
-        and -2.0 <= p.presence_penalty <= 2.0
+        and PENALTY_RANGE[0] <= p.frequency_penalty <= PENALTY_RANGE[1]
+        and PENALTY_RANGE[0] <= p.presence_penalty <= PENALTY_RANGE[1]
     )
 
 

@@ -129,3 +129,32 @@ def test_the_engine_process_ends_with_a_server_killed_outright(tiny_model, tmp_p
         if not wait_gone(pid):
             os.kill(pid, signal.SIGKILL)
             pytest.fail(f"the engine process (pid {pid}) outlived its server")
+
+
+def test_process_engine_answers_and_shuts_down(tiny_model):
+    """The engine used directly, as a library caller would: one request answered through the
+    child, then `shutdown` ends the child and a later submit is refused with the reason."""
+    import asyncio
+
+    from discmed.backend import GenParams, load_backend
+    from discmed.serve.engine_proc import EngineProcessError, ProcessEngine
+
+    light = load_backend("tiny", load_weights=False)
+    engine = ProcessEngine("tiny", {}, light.tokenizer, max_batch=4, max_queue=4)
+    ids = light.prompt_ids(MESSAGES[0], GenParams())
+
+    async def ask():
+        req = engine.submit(ids, GenParams(max_new_tokens=5), asyncio.get_running_loop(), ignore_eos=True)
+        while (d := await req.out.get()).finish_reason is None:
+            pass
+        return d
+
+    last = asyncio.run(ask())
+    assert (last.finish_reason, last.completion_tokens) == ("length", 5)
+    engine.shutdown()
+    assert wait_gone(engine.pid)
+    with pytest.raises(EngineProcessError, match="has died"):
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the reader thread sees the pipe close
+            engine.submit(ids, GenParams(max_new_tokens=1), None)
+            time.sleep(0.1)

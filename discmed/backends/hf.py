@@ -151,6 +151,8 @@ class HFBackend:
         )
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
         self._lock = threading.Lock()  # one generate at a time on this model
+        self._grammars: Any = None  # structured output (discmed.structured), built on first use
+        self._grammar_cache: dict[str, str | None] = {}
         self.identity = model_identity(path)
         self._batcher = Batcher(self.chat, max_batch=batch_size)
 
@@ -333,9 +335,6 @@ class HFBackend:
             constraints = [self._grammars.constraint(grammar) for _ in starts]
         return LogitsProcessorList([SamplerProcessor(params, starts, self.model.device, constraints)])
 
-    _grammars: Any = None
-    _grammar_cache: dict[str, str | None] | None = None
-
     def _grammar(self, schema: dict) -> str | None:
         """The compiled grammar of `schema` (cached), or None where this model cannot be
         constrained (a tokenizer llguidance cannot read, such as a slow sentencepiece one):
@@ -345,8 +344,6 @@ class HFBackend:
         from discmed.structured import GrammarError, Grammars, TokenizerNotSupported
 
         key = json.dumps(schema, sort_keys=True)
-        if self._grammar_cache is None:
-            self._grammar_cache = {}
         if key in self._grammar_cache:
             return self._grammar_cache[key]
         grammar = None

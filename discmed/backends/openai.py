@@ -158,7 +158,7 @@ class OpenAIBackend:
         if status not in (400, 422) or "response_format" not in str(e):
             return False
         self.json_mode = False
-        log.warning("%s refuses response_format (%s); JSON replies are asked for in the prompt only",
+        log.warning("%s refuses response_format (%s); replies are no longer held to a schema, and are parsed as prose",
                     self.base_url, getattr(e, "message", e))  # fmt: skip
         return True
 

@@ -111,7 +111,6 @@ class ServedModel:
     defaults: GenParams = field(default_factory=lambda: GenParams(temperature=1.0))
     tokenizer: Any = None  # for /v1/completions, /tokenize, logprob token strings
     engine_name: str = "hf"
-    _grammars: Any = None
 
     @classmethod
     def from_backend(
@@ -177,9 +176,7 @@ class ServedModel:
 
     @property
     def grammars(self):
-        if self._grammars is None:
-            self._grammars = self.engine.grammars  # the engine's own, which its matchers use
-        return self._grammars
+        return self.engine.grammars  # the engine's own, which its matchers use
 
     def grammar(self, response_format: Any) -> str:
         """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""

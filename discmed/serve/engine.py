@@ -299,20 +299,15 @@ class BatchEngine:
         """Queue a request; `options` are GenRequest's `logprobs`, `prompt_logprobs`,
         `constraint` (or `grammar`, a compiled grammar it is built from), `logit_bias`.
         Raises QueueFull when `max_queue` requests are in already."""
+        grammar = options.pop("grammar", None)
+        if grammar is not None:
+            options["constraint"] = self.grammars.constraint(grammar)
         with self._lock:
             if self._active >= self.max_queue:
                 raise QueueFull(
                     f"the server is busy: {self._active} requests queued or running (limit {self.max_queue})"
                 )
             self._active += 1
-        grammar = options.pop("grammar", None)
-        try:
-            if grammar is not None:
-                options["constraint"] = self.grammars.constraint(grammar)
-        except BaseException:
-            with self._lock:
-                self._active -= 1
-            raise
         req = GenRequest(prompt_ids, params, loop, ignore_eos=ignore_eos, **options)
         self._waiting.put(req)
         return req
@@ -385,11 +380,9 @@ class BatchEngine:
         make a group, or the first of them has waited ADMIT_STEPS decode steps."""
         if room <= 0:
             return False
-        with self._waiting.mutex:
+        with self._waiting.mutex:  # (the head taken by _run is admitted before any batch runs)
             waiting = len(self._waiting.queue)
             first = self._waiting.queue[0] if waiting else None
-        if self._head is not None:
-            waiting, first = waiting + 1, self._head
         if first is None:
             return False
         if waiting >= min(room, max(1, live // 8)):

@@ -70,7 +70,6 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
                         running.pop(r.rid, None)
 
         engine = BatchEngine(backend.model, backend.tokenizer, stop_ids, sink=sink, **engine_options)
-        engine.max_queue = 1 << 30  # the parent holds the limit
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the start
         outputs.send(("failed", f"{type(e).__name__}: {e}"))
         return
@@ -130,7 +129,8 @@ class ProcessEngine:
         ctx = mp.get_context("spawn")
         req_r, self._req_w = ctx.Pipe(duplex=False)
         self._out_r, out_w = ctx.Pipe(duplex=False)
-        engine_options = {"max_batch": max_batch, "max_model_len": max_model_len}
+        # The parent holds the queue limit (a 429 without a round trip): the child takes all it is sent.
+        engine_options = {"max_batch": max_batch, "max_model_len": max_model_len, "max_queue": 1 << 30}
         self.proc = ctx.Process(target=_child, args=(req_r, out_w, spec, options, engine_options),
                                 name="discmed-engine", daemon=True)  # fmt: skip
         self.proc.start()
@@ -185,23 +185,12 @@ class ProcessEngine:
     def queued(self) -> int:
         return max(0, len(self._live) - self.running)
 
-    @property
-    def retry_after(self) -> int:
-        import math
-
-        return int(min(60, max(1, math.ceil(self.mean_seconds * (1 + self.queued / self.max_batch)))))
-
+    # The same arithmetic as the in-process engine, on the counters the child sends; the
+    # grammars validate and compile response formats here, and the child builds its matchers
+    # from the compiled grammar with the same tokenizer.
+    retry_after = BatchEngine.retry_after
+    grammars = BatchEngine.grammars
     _grammars: Any = None
-
-    @property
-    def grammars(self):
-        """Grammars for validating and compiling response formats here; the child builds the
-        matchers from the compiled grammar with the same tokenizer."""
-        if self._grammars is None:
-            from discmed.structured import Grammars
-
-            self._grammars = Grammars(self.tokenizer, self.vocab, sorted(self.stop_ids))
-        return self._grammars
 
     def shutdown(self) -> None:
         try:
