@@ -169,8 +169,11 @@ class ProcessEngine:
                            logprobs=opts.get("logprobs"), prompt_logprobs=opts.get("prompt_logprobs"),
                            logit_bias=opts.get("logit_bias"))  # fmt: skip
             req.engine = self
+            try:
+                self._req_w.send(("submit", req.rid, req.prompt_ids, params, ignore_eos, opts))
+            except (OSError, ValueError) as e:  # the child is gone and the reader has not seen it yet
+                raise EngineProcessError(f"the engine process has died ({e})") from None
             self._live[req.rid] = req
-            self._req_w.send(("submit", req.rid, req.prompt_ids, params, ignore_eos, opts))
         return req
 
     @property
@@ -201,6 +204,8 @@ class ProcessEngine:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+        # The reader sees the pipe close and fails what is left; once it has, submit refuses.
+        self._reader.join(timeout=5)
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -246,6 +251,11 @@ class ProcessEngine:
         if live:
             log.error("the engine process has died (%s): %d requests fail", why, len(live))
         for req in live:
-            req.loop.call_soon_threadsafe(
-                req.out.put_nowait, Delta("", "error", error=f"the engine process has died ({why})")
-            )
+            if req.loop is None:
+                continue
+            try:
+                req.loop.call_soon_threadsafe(
+                    req.out.put_nowait, Delta("", "error", error=f"the engine process has died ({why})")
+                )
+            except RuntimeError:  # that caller's event loop has already closed
+                pass
