@@ -14,7 +14,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import wait_gone
+from conftest import process_gone, wait_gone
 
 from discmed.serve.process import served
 
@@ -113,9 +113,11 @@ def test_a_dead_engine_process_fails_requests_clearly(tiny_model, tmp_path):
         assert health.status_code == 503 and health.json()["status"] == "engine down"
 
 
-def test_the_engine_process_ends_with_a_server_killed_outright(tiny_model, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_engine_process_ends_with_its_server(tiny_model, tmp_path, sig):
     """SIGKILL the server (no shutdown runs): the engine process sees its request pipe close
-    and exits, rather than holding the model's memory with nobody to serve."""
+    and exits, rather than holding the model's memory with nobody to serve. SIGTERM: the
+    server shuts down in order, ending the engine process before it exits, without a traceback."""
     import sys
 
     from discmed.serve.process import free_port, running
@@ -124,11 +126,17 @@ def test_the_engine_process_ends_with_a_server_killed_outright(tiny_model, tmp_p
     cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(port), "--engine-process"]
     with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log") as proc:
         pid = httpx.get(f"http://127.0.0.1:{port}/health").json()["engine_pid"]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=20)
+        ended_first = process_gone(pid)
         if not wait_gone(pid):
             os.kill(pid, signal.SIGKILL)
             pytest.fail(f"the engine process (pid {pid}) outlived its server")
+    if sig == signal.SIGTERM:  # the server's shutdown ended the engine before the server exited
+        log = (tmp_path / "serve.log").read_text()
+        assert ended_first, log[-2000:]
+        assert proc.returncode == -signal.SIGTERM, log[-2000:]  # uvicorn hands the signal back
+        assert "Traceback" not in log, log[-2000:]
 
 
 def test_process_engine_answers_and_shuts_down(tiny_model):

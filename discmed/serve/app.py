@@ -23,6 +23,8 @@ one JSON object per request on the `discmed.access` logger, with the same id.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -232,7 +234,16 @@ def create_app(
     """The app. `safety` runs the triage (its verdict in every chat response);
     `urgent_in_content` is the default for putting its instruction into `content`;
     `triage_model` (--triage-model) gives the rules' verdict a second opinion."""
-    app = FastAPI(title="discmed", version=discmed.__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        # The server is shutting down (SIGTERM, Ctrl+C): the engine, its thread or its process,
+        # ends in order with it, before uvicorn hands the signal back to the process.
+        await asyncio.to_thread(served.engine.shutdown)
+
+    app = FastAPI(title="discmed", version=discmed.__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)  # fmt: skip
     app.state.served = served
     if not access_log.handlers:  # one JSON object a line on stderr, whatever uvicorn's log level
         handler = logging.StreamHandler()

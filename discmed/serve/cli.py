@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
             err=True,
         )
         config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3)
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])  # the app's lifespan ends the engine
 
     @app.command()
     def quantize(

@@ -83,6 +83,11 @@ class VLLMEngine:
         sp = sampling_params(params, self.stop_ids, ignore_eos=ignore_eos)
         return _VLLMRequest(self.engine, prompt_ids, sp, self)
 
+    def shutdown(self) -> None:
+        stop = getattr(self.engine, "shutdown", None)  # vLLM V1's AsyncLLM; V0 ends with its process
+        if stop is not None:
+            stop()
+
 
 def served_model(
     spec: str,
