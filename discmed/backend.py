@@ -78,9 +78,10 @@ class Backend(Protocol):
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]: ...
 
 
-def apply_stop(text: str, stop: list[str]) -> tuple[str, bool]:
-    """Cut `text` at the first stop string; returns (text, whether a stop string was found)."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+def apply_stop(text: str, stop: list[str], start: int = 0) -> tuple[str, bool]:
+    """Cut `text` at the first stop string; returns (text, whether a stop string was found).
+    `start`: where to begin looking (a caller that searched the text before need not again)."""
+    cut = min((i for i in (text.find(s, start) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 

@@ -80,10 +80,7 @@ def sample(
         freq = torch.tensor([p.frequency_penalty for p in ps], device=dev).unsqueeze(-1)
         pres = torch.tensor([p.presence_penalty for p in ps], device=dev).unsqueeze(-1)
         logits = logits - freq * counts - pres * (counts > 0)
-    # One pass over the batch, not one per row: this runs on every decode step. A row's
-    # maximum is NaN if any of its logits is (max propagates NaN) and -inf if all are masked.
-    top, greedy_t = logits.max(-1)
-    greedy, broken = torch.stack([greedy_t, (torch.isnan(top) | torch.isneginf(top)).long()]).tolist()
+    greedy, broken = greedy_pick(logits)
     chosen = greedy
     errors: list[str | None] = [None] * n
     for i, p in enumerate(ps):  # -inf is a masked token; NaN, or nothing left, is broken
@@ -119,6 +116,26 @@ def sample(
         elif generators[i] is not None:  # a seeded request draws from its own generator
             chosen[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]))
     return chosen, errors
+
+
+def greedy_pick(logits: Any) -> tuple[list[int], list[bool]]:
+    """Each row's argmax (the first, on ties) and whether the row is broken: its maximum is NaN
+    if any logit is (max propagates NaN), -inf if every token is masked. One pass over the
+    batch, not one per row: this runs on every decode step.
+
+    On CPU through NumPy: torch's index-returning reductions (max with indices, argmax, topk)
+    took ~620 µs on a 64 × 6,000 batch on one thread here, NumPy's argmax and max ~50 µs each,
+    with the same first-maximum rule."""
+    import numpy as np
+    import torch
+
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64, torch.float16):
+        arr = logits.detach().numpy()
+        top = arr.max(-1)
+        return arr.argmax(-1).tolist(), (np.isnan(top) | np.isneginf(top)).tolist()
+    top, idx = logits.max(-1)
+    ids, broken = torch.stack([idx, (torch.isnan(top) | torch.isneginf(top)).long()]).tolist()
+    return ids, [bool(b) for b in broken]
 
 
 def uses_counts(p: GenParams) -> bool:

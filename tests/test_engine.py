@@ -153,3 +153,38 @@ def test_staggered_requests_of_different_lengths_each_equal_running_alone(backen
                    stagger=0.004)  # each arrives while the others decode
     assert engine.batches - before > 1  # they did arrive apart: more than one prefill group
     assert together == alone
+
+
+def test_stop_strings_cut_wherever_they_fall(backend, engine):
+    """Stop strings of several lengths, each taken from the greedy reply at several places so
+    that it spans the tokens of several steps, beside a longer one that never occurs: the reply
+    ends just before the first occurrence, as a search of the whole text would find it."""
+    ids = backend.prompt_ids(MESSAGES[0], GenParams())
+    text = run(engine, [(ids, GenParams(max_new_tokens=40), {"ignore_eos": True})])[0][0]
+    assert len(text) >= 20
+    for start in (0, 4, 11, len(text) - 5):
+        for length in (1, 2, 5):
+            stop = text[start : start + length]
+            p = GenParams(max_new_tokens=40, stop=["这句话不会出现在回答里", stop])
+            got = run(engine, [(ids, p, {"ignore_eos": True})])[0]
+            assert got[:2] == (text[: text.find(stop)], "stop"), (start, length, stop)
+
+
+def test_greedy_pick_is_torch_argmax():
+    """The engine's argmax (NumPy on CPU) picks what torch's does, ties to the first maximum,
+    and flags the rows that cannot be picked from (a NaN, every token masked), in float32 and
+    through torch for a dtype NumPy lacks."""
+    import torch
+
+    from discmed.sampling import greedy_pick
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 500, generator=g)
+    x[2, 7] = x[2, 300] = x[2].max() + 1  # a tie
+    x[5, 9] = float("nan")
+    x[6] = float("-inf")
+    for t in (x, x.to(torch.bfloat16)):
+        ids, broken = greedy_pick(t)
+        ok = [i for i in range(16) if i not in (5, 6)]
+        assert [ids[i] for i in ok] == [int(t[i].float().argmax()) for i in ok]
+        assert ids[2] == 7 and [i for i, b in enumerate(broken) if b] == [5, 6]

@@ -132,6 +132,11 @@ class _Row:
     generator: Any = None
     pending: list[TokenLogprob] = field(default_factory=list)  # logprobs not yet emitted
     stream: Any = None  # tokenizers' DecodeStream, when the tokenizer is a fast one
+    checked: int = 0  # characters of text already searched for stop strings
+    hold: int = 0  # characters held back: the longest stop string's length minus one
+
+    def __post_init__(self) -> None:
+        self.hold = max((len(s) - 1 for s in self.req.params.stop), default=0)
 
 
 @dataclass
@@ -471,16 +476,20 @@ class BatchEngine:
                 b.cache, b.pos = output_cache(out), b.pos + 1
                 self.step_s = 0.9 * self.step_s + 0.1 * (time.perf_counter() - t_step)
                 logits, live = out.logits[:, -1, :].float(), b.live
+                rows = [b.rows[i] for i in live]
+                # The seen-token records are kept (and copied past dead rows) only while a row
+                # uses the repetition penalty: the others never read them.
+                seen = b.seen if any(r.req.params.repetition_penalty != 1.0 for r in rows) else None
                 counts = b.counts
                 if b.dead:
                     idx = torch.tensor(live, device=logits.device)
-                    logits, seen = logits[idx], b.seen[idx]
+                    logits = logits[idx]
+                    seen = seen[idx] if seen is not None else None
                     counts = counts[idx] if counts is not None else None
-                else:
-                    seen = b.seen
-                ids, keep = self._step(logits, [b.rows[i] for i in live], seen, counts)
-                if b.dead:
-                    b.seen[idx] = seen  # the penalties' records, updated on the copy
+                ids, keep = self._step(logits, rows, seen, counts)
+                if b.dead:  # the penalties' records, updated on the copies
+                    if seen is not None:
+                        b.seen[idx] = seen
                     if counts is not None:
                         b.counts[idx] = counts
                 for i, tok in zip(live, ids, strict=True):
@@ -614,10 +623,11 @@ class BatchEngine:
                 except Exception as e:
                     err = f"generation failed: {type(e).__name__}: {e}"
             self._fail(row, err)
-        if seen is not None and keep:
-            idx = torch.tensor(keep, device=seen.device)
-            picked = torch.tensor([toks[i] for i in keep], device=seen.device)
-            seen[idx, picked] = True
+        if keep and (seen is not None or counts is not None):
+            idx = torch.tensor(keep, device=logits.device)
+            picked = torch.tensor([toks[i] for i in keep], device=logits.device)
+            if seen is not None:
+                seen[idx, picked] = True
             if counts is not None:
                 counts[idx, picked] += 1
         return toks, keep
@@ -643,7 +653,10 @@ class BatchEngine:
             req.constraint.accept(tok)
             if req.constraint.done():
                 finish = "stop"
-        text, hit = apply_stop(row.text, p.stop)
+        text, hit = row.text, False
+        if p.stop:  # only the new text can complete a stop string: search from just before it
+            text, hit = apply_stop(row.text, p.stop, max(0, row.checked - row.hold))
+            row.checked = len(row.text)
         if hit:
             finish = "stop"
         elif finish is None and (
@@ -652,7 +665,7 @@ class BatchEngine:
             finish = "length"
         if finish is None:
             # Hold back anything that may be the start of a stop string.
-            safe = len(text) - max((len(s) - 1 for s in p.stop), default=0)
+            safe = len(text) - row.hold
             if safe > row.sent:
                 self._emit(req, Delta(text[row.sent : safe], logprobs=self._take(row)))
                 row.sent = safe

@@ -44,6 +44,13 @@ STATS = ("batches", "max_batch_seen", "running", "cancelled", "failed", "prompt_
          "mean_seconds", "step_s")  # fmt: skip
 
 
+def _wire(d: Delta) -> Delta | str:
+    """A delta as sent to the parent: the common one (text, nothing else) as its text alone,
+    which pickles and unpickles ~10x faster than the dataclass (64 of them every step)."""
+    plain = d.finish_reason is None and d.logprobs is None and d.prompt_logprobs is None and d.error is None
+    return d.text if plain and not d.completion_tokens else d
+
+
 class EngineProcessError(EngineUnavailable):
     """The engine process could not start, or has died."""
 
@@ -64,7 +71,7 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
         def sink(items: list[tuple[GenRequest, Delta]]) -> None:
             stats = tuple(getattr(engine, k) for k in STATS)
             with lock:
-                outputs.send(("deltas", [(r.rid, d) for r, d in items], stats))
+                outputs.send(("deltas", [(r.rid, _wire(d)) for r, d in items], stats))
                 for r, d in items:
                     if d.finish_reason is not None:
                         running.pop(r.rid, None)
@@ -235,6 +242,8 @@ class ProcessEngine:
                     req = self._live.get(rid)
                     if req is None:
                         continue
+                    if type(delta) is str:
+                        delta = Delta(delta)
                     if req.first_token_at is None and (delta.text or delta.completion_tokens):
                         req.first_token_at = time.perf_counter()  # when it reached this process
                     if delta.finish_reason is not None:
