@@ -175,6 +175,9 @@ def register(app: typer.Typer) -> None:
             err=True,
         )
         config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3)
+        from discmed.serve.engine import freeze_startup_heap
+
+        freeze_startup_heap()  # everything loaded so far stays out of the collector's pauses
         uvicorn.Server(config).run(sockets=[sock])  # the app's lifespan ends the engine
 
     @app.command()

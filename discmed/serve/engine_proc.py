@@ -35,6 +35,7 @@ from discmed.serve.engine import (
     QueueFull,
     _Mailbox,
     deliver,
+    freeze_startup_heap,
 )
 
 log = logging.getLogger("discmed.serve")
@@ -80,6 +81,7 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the start
         outputs.send(("failed", f"{type(e).__name__}: {e}"))
         return
+    freeze_startup_heap()
     outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids)}))
     loop = asyncio.new_event_loop()  # GenRequest's queue wants one; nothing runs on it here
     while True:
