@@ -168,6 +168,8 @@ def test_stop_strings_cut_wherever_they_fall(backend, engine):
             p = GenParams(max_new_tokens=40, stop=["这句话不会出现在回答里", stop])
             got = run(engine, [(ids, p, {"ignore_eos": True})])[0]
             assert got[:2] == (text[: text.find(stop)], "stop"), (start, length, stop)
+    # An empty stop string matches nothing and holds nothing back: the reply is whole.
+    assert run(engine, [(ids, GenParams(max_new_tokens=40, stop=[""]), {"ignore_eos": True})])[0][:2] == (text, "length")
 
 
 def test_greedy_pick_is_torch_argmax():

@@ -148,7 +148,7 @@ class _Row:
     hold: int = 0  # characters held back: the longest stop string's length minus one
 
     def __post_init__(self) -> None:
-        self.hold = max((len(s) - 1 for s in self.req.params.stop), default=0)
+        self.hold = max((len(s) - 1 for s in self.req.params.stop if s), default=0)
 
 
 @dataclass
