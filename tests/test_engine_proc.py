@@ -113,11 +113,12 @@ def test_a_dead_engine_process_fails_requests_clearly(tiny_model, tmp_path):
         assert health.status_code == 503 and health.json()["status"] == "engine down"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_the_engine_process_ends_with_its_server(tiny_model, tmp_path, sig):
     """SIGKILL the server (no shutdown runs): the engine process sees its request pipe close
-    and exits, rather than holding the model's memory with nobody to serve. SIGTERM: the
-    server shuts down in order, ending the engine process before it exits, without a traceback."""
+    and exits, rather than holding the model's memory with nobody to serve. SIGTERM or SIGINT
+    to the server's process group: the server shuts down in order, ending the engine process before
+    it exits, without a traceback or a leaked resource."""
     import sys
 
     from discmed.serve.process import free_port, running
@@ -126,17 +127,33 @@ def test_the_engine_process_ends_with_its_server(tiny_model, tmp_path, sig):
     cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(port), "--engine-process"]
     with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log") as proc:
         pid = httpx.get(f"http://127.0.0.1:{port}/health").json()["engine_pid"]
-        os.kill(proc.pid, sig)
+        helpers = children(proc.pid)  # the engine process and multiprocessing's resource tracker
+        # SIGKILL: the server alone, outright. SIGTERM and SIGINT: its whole process group, as a
+        # supervisor stopping the service does, and a Ctrl+C at a terminal.
+        os.kill(proc.pid, sig) if sig == signal.SIGKILL else os.killpg(proc.pid, sig)
         proc.wait(timeout=20)
         ended_first = process_gone(pid)
-        if not wait_gone(pid):
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail(f"the engine process (pid {pid}) outlived its server")
-    if sig == signal.SIGTERM:  # the server's shutdown ended the engine before the server exited
+        for p in helpers:
+            if not wait_gone(p):
+                os.kill(p, signal.SIGKILL)
+                pytest.fail(f"process {p} (the engine's: {p == pid}) outlived its server")
+    if sig != signal.SIGKILL:  # the server's shutdown ended the engine before the server exited
         log = (tmp_path / "serve.log").read_text()
         assert ended_first, log[-2000:]
-        assert proc.returncode == -signal.SIGTERM, log[-2000:]  # uvicorn hands the signal back
+        assert proc.returncode in (-sig, 128 + sig), log[-2000:]  # uvicorn hands the signal back
         assert "Traceback" not in log, log[-2000:]
+        assert "leaked" not in log, log[-2000:]  # the resource tracker found nothing left behind
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid`, from /proc."""
+    import glob
+
+    kids: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        with open(path, encoding="ascii") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
 
 
 def test_process_engine_answers_and_shuts_down(tiny_model):
