@@ -132,6 +132,7 @@ def main() -> None:
     import torch
 
     from discmed.backend import load_backend
+    from discmed.serve.engine import freeze_startup_heap
     from discmed.serve.process import free_port, running, served
     from discmed.tiny import ensure_tiny
 
@@ -150,12 +151,9 @@ def main() -> None:
                                 f"http://127.0.0.1:{p_tf}/health", work / "transformers.log", env=threads))  # fmt: skip
     backend = load_backend("tiny", format="auto")  # the tokenizer's chat template, as transformers serve uses
     # This process is the client of both servers and holds a model for the bare passes: its heap
-    # is frozen so that a full collection (~300 ms with torch loaded) does not land in either
-    # server's measured TTFT.
-    import gc
-
-    gc.collect()
-    gc.freeze()
+    # is frozen, as the server's is, so that a full collection (~300 ms with torch loaded) does
+    # not land in either server's measured TTFT.
+    freeze_startup_heap()
     n = args.tokens
     # eos_token_id -1: transformers' continuous batching then never stops early (its way of
     # ignore_eos); no repetition penalty on either side: the same plain greedy work.

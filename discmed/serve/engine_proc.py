@@ -65,18 +65,13 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
     # The server owns the shutdown: a Ctrl+C or a SIGTERM sent to the whole process group (a
     # terminal, a supervisor) reaches this process too, and the server then ends it in order
     # ("stop", or its end of the request pipe closing). Left to their defaults, SIGINT printed a
-    # KeyboardInterrupt traceback here and SIGTERM left a semaphore behind.
+    # KeyboardInterrupt traceback here, and SIGTERM killed this process before it released the
+    # multiprocessing semaphore of tqdm's write lock (resource_tracker then warned of a leak).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        import tqdm
-
         from discmed.backend import load_backend
 
-        # tqdm's default write lock is a multiprocessing semaphore, which this process leaves
-        # behind at exit (resource_tracker then warns of a leak when the server stops); its
-        # bars here write to the server's log alone, so a thread lock does.
-        tqdm.tqdm.set_lock(threading.RLock())
         backend = load_backend(spec, **options)
         stop_ids = backend.format.stop_token_ids(backend.tokenizer)
         lock = threading.Lock()  # the output pipe and `running`, shared with the engine thread
@@ -275,8 +270,6 @@ class ProcessEngine:
         if live:
             log.error("the engine process has died (%s): %d requests fail", why, len(live))
         for req in live:
-            if req.loop is None:
-                continue
             try:
                 req.loop.call_soon_threadsafe(
                     req.out.put_nowait, Delta("", "error", error=f"the engine process has died ({why})")
