@@ -10,6 +10,12 @@ that is the ratio; the goal is >= 0.9. The endpoint runs in its own process (aio
 CPU does not share a GIL with the engine; its reply echoes the prompt so results can be
 checked, and GET /stats tells how many requests each prompt received (tests use it to prove
 that a restarted run redoes nothing).
+
+The endpoint is also the project's fault-injecting teacher: a prompt that holds one of
+the `FAULTS` markers gets that fault instead of an echo (an empty or cut-off 200 body, a
+non-JSON page, a context-length 400, a 500, or an empty body the first time only), a request
+for a model other than "echo" (or "other") gets a 404 as vLLM words it, and `/tokenize` counts one token
+per character (plus 4 per message) against a `max_model_len` of 4096 listed in `/v1/models`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from collections import Counter
 from pathlib import Path
 
 
+FAULTS = ("FAULT:empty", "FAULT:cut", "FAULT:html", "FAULT:context", "FAULT:500", "FAULT:flaky")
+
+
 def serve(port: int, delay: float) -> None:
     """An OpenAI-compatible /v1/chat/completions that sleeps `delay` then echoes the prompt."""
     import asyncio
@@ -38,7 +47,24 @@ def serve(port: int, delay: float) -> None:
         body = await request.json()
         prompt = body["messages"][-1]["content"]
         seen[prompt] += 1
+        if body.get("model", "echo") not in ("echo", "other"):
+            return web.json_response({"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                                "type": "NotFoundError", "code": 404}}, status=404)
         await asyncio.sleep(delay)
+        fault = next((f for f in FAULTS if f in prompt), None)
+        if fault == "FAULT:empty" or (fault == "FAULT:flaky" and seen[prompt] == 1):
+            return web.Response(status=200, body=b"", content_type="application/json")
+        if fault == "FAULT:cut":
+            return web.Response(status=200, body=b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess',
+                                content_type="application/json")
+        if fault == "FAULT:html":
+            return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if fault == "FAULT:context":
+            return web.json_response({"object": "error", "type": "BadRequestError", "code": 400, "message":
+                                      "This model's maximum context length is 4096 tokens. However, you requested "
+                                      "9000 tokens (8000 in the messages, 1000 in the completion)."}, status=400)
+        if fault == "FAULT:500":
+            return web.json_response({"error": {"message": "internal error", "type": "server_error"}}, status=500)
         text = "回复：" + prompt
         return web.json_response({
             "id": f"chatcmpl-{sum(seen.values())}", "object": "chat.completion", "created": int(time.time()),
@@ -49,14 +75,21 @@ def serve(port: int, delay: float) -> None:
         })
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "echo", "object": "model", "owned_by": "bench"}]})
+        return web.json_response({"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "bench", "max_model_len": 4096} for name in ("echo", "other")]})
+
+    async def tokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen["/tokenize"] += 1
+        count = sum(len(m["content"]) + 4 for m in body["messages"])
+        return web.json_response({"count": count, "max_model_len": 4096, "tokens": list(range(count))})
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": sum(seen.values()), "by_prompt": dict(seen)})
 
     app = web.Application()
     app.add_routes([web.post("/v1/chat/completions", completions), web.get("/v1/models", models),
-                    web.get("/stats", stats)])
+                    web.post("/tokenize", tokenize), web.get("/stats", stats)])
     try:  # the endpoint should be as close to "exactly 200 ms" as it can: use the fast loop
         import uvloop
 

@@ -65,6 +65,60 @@ class BackendError(DiscmedError, RuntimeError):
     exit_code = 3
 
 
+class CallError(BackendError):
+    """One model call that failed, saying where and why: the endpoint, the model, the HTTP
+    status and the server's own message, and what kind of failure it is:
+
+    - `unreachable`, `auth`, `not_found`: the endpoint is down, refuses the key, or has no such
+      model or route — not a per-record problem; the job engine stops a run after a few in a row;
+    - `context`: the prompt does not fit the model's context — permanent: a rerun fails the
+      same way, so the journal keeps it and a rerun does not try again;
+    - `bad_body`: a 200 whose body is empty, cut off or not the JSON the API promises (after
+      retrying as for a 5xx); `timeout`, `server`, `bad_request`: the rest.
+    """
+
+    ENDPOINT_KINDS = frozenset({"unreachable", "auth", "not_found"})
+
+    def __init__(self, message: str, *, kind: str, endpoint: str | None = None, model: str | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.kind, self.endpoint, self.model, self.status = kind, endpoint, model, status
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind == "context"
+
+    @property
+    def endpoint_down(self) -> bool:
+        return self.kind in self.ENDPOINT_KINDS
+
+
+def too_long(prompt_tokens: int, limit: int, need: int, *, endpoint: str | None = None,
+             model: str | None = None) -> CallError:
+    """The permanent failure of a prompt that leaves less than `need` tokens for the reply."""
+    return CallError(f"too long for this model's context ({prompt_tokens} prompt tokens + {need} for the reply, "
+                     f"limit {limit})", kind="context", endpoint=endpoint, model=model)
+
+
+class Reply(str):
+    """A reply's text (a plain `str` to every caller) that also says why generation ended:
+    `finish_reason` "stop" (the model ended it, or a stop string) or "length" (cut off at
+    `max_new_tokens`), None where the backend cannot tell. A parser that fails on a reply cut
+    off at the limit can then say so instead of blaming the model's format."""
+
+    finish_reason: str | None
+
+    def __new__(cls, text: str, finish_reason: str | None = None) -> Reply:
+        self = super().__new__(cls, text)
+        self.finish_reason = finish_reason
+        return self
+
+
+def cut_off(reply: str) -> bool:
+    """Whether `reply` ended at the token limit rather than by itself."""
+    return getattr(reply, "finish_reason", None) == "length"
+
+
 class Backend(Protocol):
     name: str  # for people: a folder's name, the served model's name
     identity: str  # for caches and journals: changes whenever the weights do (see model_identity)

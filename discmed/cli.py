@@ -193,7 +193,7 @@ def main() -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         if "--json" in sys.argv:
-            emit_json({"error": str(e)})
+            emit_json({"error": str(e), **({"summary": e.details} if e.details else {})})
         sys.exit(e.exit_code)
 
 

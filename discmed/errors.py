@@ -5,7 +5,10 @@ loaded or reached) derives from `DiscmedError`; `discmed`'s entry point prints i
 `error: <message>` (and `{"error": …}` last under `--json`) and exits with its code:
 
     2  bad input: data, recipe, model spec, chat format (typer's own usage errors are 2 too)
-    3  a model that cannot be loaded or reached, or refuses what was asked
+    3  a model that cannot be loaded or reached, or refuses what was asked; a job run that
+       stopped because its endpoint kept failing
+    4  a job step that ran but some of its items failed: its outputs hold what succeeded, the
+       failed items and their reasons are in `OUT.failed.jsonl`
     1  anything else (a bug: the traceback is shown)
 """
 
@@ -18,24 +21,31 @@ from typing import Any, NoReturn
 
 
 class DiscmedError(Exception):
-    """Base of the errors that are the user's to fix; `exit_code` says which kind."""
+    """Base of the errors that are the user's to fix; `exit_code` says which kind. `details`
+    (a step's summary, say) travels with the error into the `--json` line."""
 
     exit_code = 2
+
+    def __init__(self, *args: Any, details: dict | None = None):
+        super().__init__(*args)
+        self.details = details
 
 
 class SpecError(DiscmedError, ValueError):
     """A model spec that names no backend or no model (`vlm:/x`, `hf:/nonexistent`)."""
 
 
-def fail(message: str, as_json: bool = False, code: int = 2) -> NoReturn:
-    """End a command with one line on stderr (and `{"error": …}` last on stdout under --json)."""
+def fail(message: str, as_json: bool = False, code: int = 2, details: dict | None = None) -> NoReturn:
+    """End a command with one line on stderr (and `{"error": …}` last on stdout under --json,
+    with the step's summary under "summary" when there is one)."""
     import json
 
     import typer
 
     typer.echo(f"error: {message}", err=True)
     if as_json:
-        typer.echo(json.dumps({"error": message}, ensure_ascii=False))
+        line = {"error": message, **({"summary": details} if details else {})}
+        typer.echo(json.dumps(line, ensure_ascii=False, default=str))
     raise typer.Exit(code)
 
 
@@ -51,6 +61,8 @@ def guard(fn: Callable) -> Callable:
         except (DiscmedError, OSError, ValueError) as e:
             if os.environ.get("DISCMED_DEBUG"):
                 raise
-            fail(str(e), bool(kwargs.get("as_json")), e.exit_code if isinstance(e, DiscmedError) else 2)
+            if isinstance(e, DiscmedError):
+                fail(str(e), bool(kwargs.get("as_json")), e.exit_code, e.details)
+            fail(str(e), bool(kwargs.get("as_json")), 2)
 
     return wrapper

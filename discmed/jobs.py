@@ -43,6 +43,28 @@ Example::
 it raises (after the backend's own retries) marks the item failed, with the error recorded,
 and the run goes on; a later run retries failed items (their successful calls come from the
 cache). Keys must be unique within a journal: they are how a restart knows what is done.
+
+Failures are loud and contained:
+
+- before the first call, `client()` has an API backend check its endpoint (`check()`: the
+  server answers, takes the key, serves the model), so a dead or wrong endpoint fails the
+  command in seconds, not once per record;
+- the first failed item is printed in full (endpoint, model, status, the server's message)
+  the moment it fails; the rest are counted;
+- a run of consecutive failures that are the endpoint's, not the item's (unreachable,
+  refused key, no such model: `STOP_AFTER_ENDPOINT` in a row; 5xx, timeouts, empty bodies:
+  `STOP_AFTER_OTHER`) stops the run: nothing more is sent, calls in flight finish, and the
+  summary says why (`stopped`) and how many items were not attempted;
+- a prompt that does not fit the model's context is failed before it is sent ("too long for
+  this model's context (N prompt tokens …, limit M)"), where the backend can count tokens
+  (local models; `discmed serve` and vLLM through `/tokenize`), and `max_new_tokens` is cut to
+  the room left; such a failure is permanent: the journal keeps it and a rerun does not retry
+  it (a server's own context 400 is classed the same);
+- an input that cannot be read stops feeding the run, lets the calls in flight finish and
+  be journaled, then raises: no teacher call already paid for is thrown away.
+
+`raise_for_failures(summary)` is what a command calls after writing its outputs: exit 3 for
+a stopped run, 4 when some items failed (their keys and reasons in `write_failures`'s file).
 """
 
 from __future__ import annotations
@@ -64,6 +86,11 @@ from typing import Any
 
 from discmed.errors import DiscmedError
 
+# Consecutive failures, with no success between, after which a run stops sending: the
+# endpoint's kinds (unreachable, refused key, no such model) and the rest (5xx, timeouts, bodies).
+STOP_AFTER_ENDPOINT = 3
+STOP_AFTER_OTHER = 10
+
 RE_CJK = re.compile("[\u4e00-\u9fff]")
 
 # Per-item call record, so provenance can say which models answered this item.
@@ -72,6 +99,51 @@ _ITEM_CALLS: ContextVar[list | None] = ContextVar("_ITEM_CALLS", default=None)
 
 class JournalMismatch(DiscmedError):
     """A journal made with another model than the one loaded now (and told not to start over)."""
+
+
+class RunStopped(DiscmedError):
+    """A run that stopped sending because the endpoint kept failing (exit 3, as for a model
+    that cannot be reached); what finished is journaled and written, a rerun resumes."""
+
+    exit_code = 3
+
+
+class ItemsFailed(DiscmedError):
+    """A run that finished with some items failed (exit 4: the step ran, its output is
+    partial); the failed items and their reasons are in the step's `.failed.jsonl`."""
+
+    exit_code = 4
+
+
+def job_outcome(run: dict, failed_file: str | Path | None = None) -> dict:
+    """The failure fields of a run's summary that a step's own summary carries (and that
+    `raise_for_failures` reads)."""
+    out = {k: run.get(k) for k in ("total", "done", "failed", "failed_permanent", "not_attempted", "stopped",
+                                   "first_error")}
+    if failed_file is not None:
+        out["failed_file"] = str(failed_file) if run.get("failed") else None
+    return out
+
+
+def raise_for_failures(summary: dict, *, what: str = "items", failed_file: str | Path | None = None) -> None:
+    """End a command that wrote its outputs: RunStopped for a stopped run, ItemsFailed when any
+    item failed, nothing when all went well. The message says n of N and the first reason."""
+    failed, stopped = summary.get("failed", 0), summary.get("stopped")
+    total = summary.get("total")
+    failed_file = failed_file or summary.get("failed_file")
+    of = f" of {total}" if total is not None else ""
+    first = summary.get("first_error")
+    where = f"; the failed {what} and their reasons: {failed_file}" if failed_file and failed else ""
+    if stopped:
+        raise RunStopped(f"{stopped}; {summary.get('done', 0)} {what} done, {failed} failed, "
+                         f"{summary.get('not_attempted', 0)} not attempted (rerun the same command to resume){where}",
+                         details=summary)
+    if failed:
+        permanent = summary.get("failed_permanent", 0)
+        rerun = (f"{permanent} cannot succeed with this model and settings and are not retried; "
+                 if permanent else "") + ("a rerun retries the others" if failed > permanent else "")
+        raise ItemsFailed(f"{failed}{of} {what} failed (first: {first}); {rerun}{where}".rstrip("; "),
+                          details=summary)
 
 
 def default_cache_path() -> Path:
@@ -125,6 +197,14 @@ def cache_key(identity: str, messages: list[dict], params: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def describe_error(e: BaseException) -> str:
+    """An item's failure in one line: a backend's own message (it names the endpoint, model and
+    status) as it is, anything else with its type."""
+    from discmed.backend import CallError
+
+    return str(e) if isinstance(e, CallError) else f"{type(e).__name__}: {e}"
+
+
 class Cache:
     """A content-addressed store of replies in SQLite, shared by runs and processes."""
 
@@ -132,18 +212,29 @@ class Cache:
         self.path = Path(path)
         self.con = _connect(self.path)
         self.con.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
-                         "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+                         "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL, finish TEXT)")
+        _add_column(self.con, "replies", "finish", "TEXT")  # a cache written before finish reasons were kept
         self.lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
+        """The cached reply (a `Reply`, with the finish reason it had), or None."""
+        from discmed.backend import Reply
+
         with self.lock:
-            row = self.con.execute("SELECT reply FROM replies WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
+            row = self.con.execute("SELECT reply, finish FROM replies WHERE key=?", (key,)).fetchone()
+        return Reply(row[0], row[1]) if row else None
 
     def put(self, key: str, model: str, reply: str, prompt_tokens: int, completion_tokens: int) -> None:
         with self.lock:
-            self.con.execute("INSERT OR REPLACE INTO replies VALUES (?,?,?,?,?,?)",
-                             (key, model, reply, prompt_tokens, completion_tokens, time.time()))
+            self.con.execute("INSERT OR REPLACE INTO replies (key, model, reply, prompt_tokens, completion_tokens, "
+                             "created, finish) VALUES (?,?,?,?,?,?,?)",
+                             (key, model, reply, prompt_tokens, completion_tokens, time.time(),
+                              getattr(reply, "finish_reason", None)))
+
+
+def _add_column(con: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class RateLimiter:
@@ -185,9 +276,11 @@ class Client:
         return cjk + (len(text) - cjk + 3) // 4
 
     async def chat(self, messages: list[dict], params: Any = None) -> str:
-        """One reply to `messages`, from the cache when this model made this exact call before."""
+        """One reply to `messages`, from the cache when this model made this exact call before.
+        A prompt that cannot fit the model's context fails here, before it is sent."""
         from discmed.backend import GenParams
 
+        params = params if params is not None else GenParams()
         calls = _ITEM_CALLS.get()
         cache = self.runner.cache
         key = cache_key(self.model, messages, params) if cache is not None else ""
@@ -198,8 +291,9 @@ class Client:
                 calls.append((self.name, self.model, True))
             return hit
         await self.runner.limiter.wait()
+        fitted = await self.fit(messages, params)
         # The backend's own retries (the openai SDK's backoff for API models) are the only ones.
-        reply = await self.backend.achat(messages, params if params is not None else GenParams())
+        reply = await self.backend.achat(messages, fitted)
         pt = sum(self.count_tokens(m.get("content", "")) for m in messages)
         ct = self.count_tokens(reply)
         self.prompt_tokens += pt
@@ -210,6 +304,32 @@ class Client:
         if calls is not None:
             calls.append((self.name, self.model, False))
         return reply
+
+    async def fit(self, messages: list[dict], params: Any) -> Any:
+        """`params` with `max_new_tokens` cut to the room the prompt leaves in the model's
+        context; a prompt that leaves too little fails as `too long` (permanent).
+
+        Counting costs a tokenizer pass (an HTTP call for an API), so it is done only when an
+        upper bound says the prompt might not fit: a byte-level tokenizer never makes more
+        tokens than the text has UTF-8 bytes, plus the chat format's markers."""
+        from discmed.backend import too_long
+
+        limit = getattr(self.backend, "context_limit", None)
+        counter = getattr(self.backend, "count_prompt", None)
+        if not limit or counter is None:
+            return params
+        bound = sum(len(str(m.get("content", "")).encode("utf-8")) + 16 for m in messages) + 64
+        if bound + params.max_new_tokens <= limit:
+            return params
+        n = await counter(messages)
+        if n is None:
+            return params
+        # A reply held to a JSON schema must have all its room; free text at least a sentence.
+        need = params.max_new_tokens if params.json_schema is not None else min(params.max_new_tokens, 64)
+        room = limit - n
+        if room < need:
+            raise too_long(n, limit, need, endpoint=getattr(self.backend, "base_url", None), model=self.model)
+        return dataclasses.replace(params, max_new_tokens=room) if params.max_new_tokens > room else params
 
     def tally(self) -> dict:
         return {"model": self.model, "calls": self.calls, "cache_hits": self.cache_hits,
@@ -237,8 +357,10 @@ class JobRunner:
     def _open(self) -> None:
         self.con = _connect(self.journal)
         self.con.execute("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, seq INTEGER, status TEXT, "
-                         "result TEXT, error TEXT, provenance TEXT, finished REAL)")
+                         "result TEXT, error TEXT, provenance TEXT, finished REAL, kind TEXT)")
+        _add_column(self.con, "items", "kind", "TEXT")  # a journal written before failures had kinds
         self.con.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        self.failed_items: dict[str, tuple[Any, str, str | None]] = {}  # this run's: key → (payload, error, kind)
 
     def client(self, backend: Any, name: str = "model") -> Client:
         """Wrap `backend` (any discmed Backend) under a role name ("teacher", "doctor" …).
@@ -246,6 +368,9 @@ class JobRunner:
         The journal records each role's model identity; one made with another model than
         `backend` is not resumed: the run starts over (the old journal kept beside, and said
         so on stderr) or, with `restart=False`, is refused."""
+        check = getattr(backend, "check", None)
+        if check is not None:  # an API endpoint: dead, wrong URL, refused key, no such model → fail now
+            check()
         c = Client(self, backend, name)
         recorded = self.meta().get("models", {})
         has_items = self.con.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
@@ -302,6 +427,27 @@ class JobRunner:
     def failures(self) -> Iterator[tuple[str, str]]:
         yield from self.con.execute("SELECT key, error FROM items WHERE status='failed' ORDER BY seq")
 
+    def permanent_failures(self) -> dict[str, tuple[str, str]]:
+        """Failed items a rerun does not retry (a prompt too long for the model): key → (error, kind)."""
+        rows = self.con.execute("SELECT key, error, kind FROM items WHERE status='failed' AND kind='context'")
+        return {k: (e, kind) for k, e, kind in rows}
+
+    def write_failures(self, path: str | Path, describe: Callable[[str, Any], dict] | None = None) -> int:
+        """The items that failed in the last run (and the permanent failures it did not retry),
+        one JSON line each: key, kind, error, and what `describe(key, payload)` adds (the input
+        record, say), so they can be looked at and fed again. Removes a stale file when none failed."""
+        from discmed.chat import atomic_writer
+
+        path = Path(path)
+        if not self.failed_items:
+            path.unlink(missing_ok=True)
+            return 0
+        with atomic_writer(path) as f:
+            for key, (payload, error, kind) in self.failed_items.items():
+                row = {"key": key, "kind": kind, "error": error, **(describe(key, payload) if describe else {})}
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return len(self.failed_items)
+
     def run(self, items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict]],
             *, desc: str = "jobs", total: int | None = None, stop_on_error: bool = False) -> dict:
         """Run `work` on every item not already done; returns a summary dict of counts."""
@@ -321,12 +467,39 @@ class JobRunner:
 
         self.limiter = RateLimiter(1.0 / self.limiter.interval if self.limiter.interval else None)
         done = self.done_keys()
+        permanent = self.permanent_failures()
+        self.failed_items = {}
         counts = {"done": 0, "failed": 0, "skipped": 0}
+        state = {"streak": 0, "other_streak": 0, "stopped": None, "first_error": None, "permanent": 0,
+                 "not_attempted": 0}
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
         bar = tqdm(total=total, desc=desc, unit="item", disable=not self.progress, dynamic_ncols=True)
         first_error: list[BaseException] = []
         seen: set[str] = set()
         t0 = time.perf_counter()
+
+        def note_failure(key: str, payload: Any, e: BaseException | None, error: str, kind: str | None) -> None:
+            counts["failed"] += 1
+            self.failed_items[key] = (payload, error, kind)
+            if kind == "context":
+                state["permanent"] += 1
+            if state["first_error"] is None:
+                state["first_error"] = error
+                # In full, at once: a run of 10,000 records should not hide its cause until the end.
+                tqdm.write(f"discmed: {desc}: {key} failed: {error}", file=sys.stderr)
+            if e is None:
+                return
+            if getattr(e, "endpoint_down", False):
+                state["streak"] += 1
+            elif getattr(e, "kind", None) in ("server", "timeout", "bad_body"):
+                state["other_streak"] += 1
+            else:
+                return
+            if state["stopped"] is None and (state["streak"] >= STOP_AFTER_ENDPOINT
+                                             or state["other_streak"] >= STOP_AFTER_OTHER):
+                n = max(state["streak"], state["other_streak"])
+                state["stopped"] = f"stopped after {n} failures in a row that are the endpoint's, not the items' ({error})"
+                tqdm.write(f"discmed: {desc}: {state['stopped']}; sending nothing more", file=sys.stderr)
 
         async def worker() -> None:
             while True:
@@ -334,13 +507,18 @@ class JobRunner:
                 if got is None:
                     return
                 seq, key, payload = got
+                if state["stopped"] is not None:  # queued before the run stopped: not sent now
+                    state["not_attempted"] += 1
+                    continue
                 calls: list = []
                 token = _ITEM_CALLS.set(calls)
+                err: BaseException | None = None
                 try:
                     result = await work(key, payload)
-                    row = ("done", json.dumps(result, ensure_ascii=False), None)
+                    row = ("done", json.dumps(result, ensure_ascii=False), None, None)
                 except Exception as e:  # recorded per item; the run goes on
-                    row = ("failed", None, f"{type(e).__name__}: {e}")
+                    err = e
+                    row = ("failed", None, describe_error(e), getattr(e, "kind", None))
                     if stop_on_error and not first_error:
                         first_error.append(e)
                 finally:
@@ -348,25 +526,40 @@ class JobRunner:
                 prov = {"models": sorted({f"{n}={m}" for n, m, _ in calls}), "calls": len(calls),
                         "cache_hits": sum(1 for *_, hit in calls if hit)}
                 # One autocommitted statement per item: the item is done exactly when this returns.
-                self.con.execute("INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?)",
-                                 (key, seq, row[0], row[1], row[2], json.dumps(prov), time.time()))
-                counts[row[0]] += 1
+                self.con.execute("INSERT OR REPLACE INTO items (key, seq, status, result, error, provenance, "
+                                 "finished, kind) VALUES (?,?,?,?,?,?,?,?)",
+                                 (key, seq, row[0], row[1], row[2], json.dumps(prov), time.time(), row[3]))
+                if row[0] == "done":
+                    counts["done"] += 1
+                    state["streak"] = state["other_streak"] = 0
+                else:
+                    note_failure(key, payload, err, row[2], row[3])
                 bar.update(1)
 
         workers = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
+        feed_error: BaseException | None = None
         try:
-            for seq, (key, payload) in enumerate(items):
-                if first_error:
-                    break
-                key = str(key)
-                if key in seen:
-                    raise ValueError(f"duplicate job key {key!r}: keys must be unique within a run")
-                seen.add(key)
-                if key in done:
-                    counts["skipped"] += 1
-                    bar.update(1)
-                    continue
-                await queue.put((seq, key, payload))
+            try:
+                for seq, (key, payload) in enumerate(items):
+                    key = str(key)
+                    if key in seen:
+                        raise ValueError(f"duplicate job key {key!r}: keys must be unique within a run")
+                    seen.add(key)
+                    if first_error or state["stopped"]:
+                        state["not_attempted"] += key not in done and key not in permanent
+                        continue
+                    if key in done:
+                        counts["skipped"] += 1
+                        bar.update(1)
+                        continue
+                    if key in permanent:  # failed before for a reason a rerun cannot change
+                        note_failure(key, payload, None, *permanent[key])
+                        bar.update(1)
+                        continue
+                    await queue.put((seq, key, payload))
+            except Exception as e:  # bad input: stop feeding, but let the calls in flight finish and be kept
+                if state["stopped"] is None:  # (a stopped run's own reason comes first)
+                    feed_error = e
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
@@ -378,11 +571,15 @@ class JobRunner:
                 aclose = getattr(c.backend, "aclose", None)
                 if aclose is not None:
                     await aclose()
+        if feed_error is not None:
+            raise feed_error
         if first_error:
             raise first_error[0]
         wall = time.perf_counter() - t0
         tokens = {c.name: c.tally() for c in self.clients}
-        return {**counts, "wall_s": round(wall, 3),
+        return {**counts, "total": len(seen), "failed_permanent": state["permanent"],
+                "not_attempted": state["not_attempted"], "stopped": state["stopped"],
+                "first_error": state["first_error"], "wall_s": round(wall, 3),
                 "items_per_s": round(counts["done"] / wall, 2) if wall > 0 else None,
                 "calls": sum(c.calls for c in self.clients),
                 "cache_hits": sum(c.cache_hits for c in self.clients),

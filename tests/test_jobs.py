@@ -75,26 +75,28 @@ def test_results_in_input_order_with_tally_and_provenance(tmp_path, endpoint):
 
 
 def test_failures_are_recorded_and_retried_on_the_next_run(tmp_path, endpoint):
-    from discmed.backend import GenParams, load_backend
+    from discmed.backend import CallError, GenParams, load_backend
 
     runner = _runner(tmp_path, concurrency=4)
-    dead = runner.client(load_backend("openai:http://127.0.0.1:9/v1@none", max_retries=0), name="dead")
+    # A dead endpoint fails before any item is sent, naming the endpoint.
+    with pytest.raises(CallError, match=r"cannot reach the OpenAI-compatible endpoint at http://127\.0\.0\.1:9/v1"):
+        runner.client(load_backend("openai:http://127.0.0.1:9/v1@none", max_retries=0), name="dead")
+
+    live = runner.client(load_backend(f"openai:{endpoint}@echo", max_retries=0), name="live")
 
     async def work(key, text):
-        return {"reply": await dead.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
-
-    s = runner.run([("x1", "失败一"), ("x2", "失败二")], work)
-    assert s["failed"] == 2 and s["done"] == 0
-    errors = dict(runner.failures())
-    assert set(errors) == {"x1", "x2"} and all(errors.values())
-
-    live = runner.client(load_backend(f"openai:{endpoint}@echo"), name="live")
-
-    async def work2(key, text):
         return {"reply": await live.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
 
-    s2 = runner.run([("x1", "失败一"), ("x2", "失败二")], work2)
-    assert s2["done"] == 2 and dict(runner.failures()) == {}
+    s = runner.run([("x1", "FAULT:500 一"), ("x2", "正常二")], work)
+    assert s["failed"] == 1 and s["done"] == 1 and s["first_error"].startswith(f"{endpoint} (model echo) answered 500")
+    assert set(dict(runner.failures())) == {"x1"}
+
+    async def work2(key, text):
+        return {"reply": await live.chat([{"role": "user", "content": text.replace("FAULT:500 ", "")}],
+                                         GenParams(max_new_tokens=8))}
+
+    s2 = runner.run([("x1", "FAULT:500 一"), ("x2", "正常二")], work2)  # the failed one is asked again
+    assert s2["done"] == 1 and s2["skipped"] == 1 and dict(runner.failures()) == {}
 
 
 def test_rate_limit_spreads_calls(tmp_path, endpoint):
@@ -241,7 +243,8 @@ def test_rejected_requests_are_not_retried(tmp_path):
 
         s = runner.run([("too-long", "长")], work)
         assert s["failed"] == 1 and seen == [400]  # asked once, not three times
-        assert "answered 400" in dict(runner.failures())["too-long"]
+        assert "too long for this model's context (400: prompt too long)" in dict(runner.failures())["too-long"]
+        assert s["failed_permanent"] == 1  # and kept as such: a rerun would fail the same way
         s = runner.run([("busy", "忙")], work)
         assert s["failed"] == 1 and seen == [400, 503, 503, 503]  # a server error is retried
     finally:

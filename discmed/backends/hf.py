@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backend import BackendError, Batcher, GenParams, apply_stop, model_identity
+from discmed.backend import BackendError, Batcher, GenParams, Reply, apply_stop, model_identity
 from discmed.chat import Message
 from discmed.compat import cache_kwargs, output_cache
 from discmed.formats import DiscFormat, get_format
@@ -207,10 +207,23 @@ class HFBackend:
                     logits_processor=self._sampler(params, attention),
                     tokenizer=self.tokenizer if params.stop else None,
                 )
+            stop_ids = set(self.format.stop_token_ids(self.tokenizer))
             for row, i in enumerate(idx):
-                text = self.tokenizer.decode(out[row, input_ids.shape[1] :], skip_special_tokens=True)
-                results[i] = apply_stop(text, params.stop)[0]
+                new = out[row, input_ids.shape[1] :].tolist()
+                text, stopped = apply_stop(self.tokenizer.decode(new, skip_special_tokens=True), params.stop)
+                ended = stopped or any(t in stop_ids for t in new) or len(new) < params.max_new_tokens
+                results[i] = Reply(text, "stop" if ended else "length")
         return results
+
+    @property
+    def context_limit(self) -> int:
+        """The longest prompt + reply this backend will run (the model's context)."""
+        return self.max_length
+
+    async def count_prompt(self, messages: list[Message]) -> int:
+        """The prompt's token count in the model's chat format, uncut (`prompt_ids` drops the
+        oldest turns to fit; a job engine asks first, to fail a prompt that cannot fit whole)."""
+        return len(self.format.prompt(messages, self.tokenizer, max_length=1 << 30, reserve=0))
 
     async def achat(self, messages: list[Message], params: GenParams) -> str:
         """One reply; concurrent calls are batched into `chat` (see backend.Batcher)."""

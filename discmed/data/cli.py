@@ -23,6 +23,7 @@ import typer
 
 from discmed.chat import read_json
 from discmed.errors import guard
+from discmed.jobs import raise_for_failures
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
 # A typer choice: `--on-error sikp` is refused with the choices, not taken for `stop`.
@@ -31,8 +32,10 @@ ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar")]
 WorkersOpt = Annotated[int, typer.Option(help="Processes sharing the per-record work (output order is kept)")]
 
 
-def _finish(summary: dict, out: Path, as_json: bool, line: str) -> None:
-    """Save the summary beside the output, print a human line, and the JSON last if asked."""
+def _finish(summary: dict, out: Path, as_json: bool, line: str, *, final: bool = True) -> None:
+    """Save the summary beside the output, print a human line, and the JSON last if asked.
+    `final=False`: a job step whose failures (if any) end the command next, through
+    `raise_for_failures` (whose error line then carries the summary under --json)."""
     from discmed.chat import atomic_writer
 
     with atomic_writer(out.with_name(out.name + ".summary.json")) as f:
@@ -40,8 +43,13 @@ def _finish(summary: dict, out: Path, as_json: bool, line: str) -> None:
     for err in summary.get("errors", [])[:5]:
         typer.echo(f"skipped: {err}", err=True)
     typer.echo(line)
-    if as_json:
+    failed = summary.get("failed") or summary.get("stopped")
+    if as_json and not (failed and not final):
         typer.echo(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+def _not_attempted(s: dict) -> str:
+    return f", {s['not_attempted']:,} not attempted" if s.get("not_attempted") else ""
 
 
 def _parse_mapping(text: str | None, cast) -> dict | None:
@@ -122,7 +130,9 @@ def register(app: typer.Typer) -> None:
                          max_new_tokens=max_new_tokens, temperature=temperature, limit=limit, on_error=on_error,
                          cache=cache, progress=progress)
         _finish(s, out, as_json, f"rewrite: {s['accepted']:,} accepted ({s['accepted_after_retry']:,} after a retry), "
-                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed")
+                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
+                                 + _not_attempted(s), final=False)
+        raise_for_failures(s, what="conversations")
 
     @app.command("kgqa")
     @guard
@@ -151,7 +161,9 @@ def register(app: typer.Typer) -> None:
                       concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
                       on_error=on_error, progress=progress, json_output=not free_text)
         _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
-                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}")
+                                 f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
+                                 + _not_attempted(s), final=False)
+        raise_for_failures(s, what="entities")
 
     @app.command("dedup")
     @guard

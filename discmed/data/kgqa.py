@@ -100,8 +100,8 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
               teacher_name: str | None = None, json_output: bool = True) -> dict[str, Any]:
     """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary.
     With `json_output` the teacher is held to QA_SCHEMA where its backend can."""
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, backend_for
+    from discmed.backend import GenParams, cut_off
+    from discmed.jobs import JobRunner, backend_for, job_outcome
 
     prompts = load_prompts()["kgqa"]
     errors = error_sink(on_error)
@@ -120,9 +120,11 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
     params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                        json_schema=QA_SCHEMA if json_output else None)
 
-    def check(text: str, facts) -> tuple[list[str], tuple[str, str] | None]:
-        qa = parse_qa(text)
+    def check(reply: str, facts) -> tuple[list[str], tuple[str, str] | None]:
+        qa = parse_qa(reply)
         if qa is None:
+            if cut_off(reply):  # a reply cut off at the limit is not the teacher's format fault
+                return [f"cut off: the reply reached --max-new-tokens {max_new_tokens} before it was complete"], None
             return ["format: no 问题：… 回答：… in the reply"], None
         return check_qa(qa[0], qa[1], facts), qa
 
@@ -131,15 +133,17 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
         facts_text = "\n".join(f"- {s} —{p}→ {o}" for s, p, o in facts)
         base = [{"role": "system", "content": prompts["system"]},
                 {"role": "user", "content": prompts["user"].format(subject=subject, facts=facts_text)}]
-        text = (await client.chat(base, params)).strip()
-        reasons, qa = check(text, facts)
+        reply = await client.chat(base, params)
+        text = reply.strip()
+        reasons, qa = check(reply, facts)
         first = reasons
         calls = 1
         if reasons:
             retry = base + [{"role": "assistant", "content": text},
                             {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
-            text = (await client.chat(retry, params)).strip()
-            reasons, qa = check(text, facts)
+            reply = await client.chat(retry, params)
+            text = reply.strip()
+            reasons, qa = check(reply, facts)
             calls += 1
         triples_json = [list(f) for f in facts]
         if reasons:
@@ -158,9 +162,11 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
 
     run = runner.run([(key(s), (s, f)) for s, f in entities], work, desc="kgqa")
     summary = export(runner, dst)
+    failed_file = dst.with_name(dst.name + ".failed.jsonl")
+    runner.write_failures(failed_file, lambda k, entity: {"subject": entity[0], "triples": [list(f) for f in entity[1]]})
     runner.close()
     summary.update({"step": "kgqa", "inputs": [str(p) for p in paths], "entities": len(entities), "triples": len(triples),
-                    "teacher": name, "prompt_version": prompts["version"], "failed": run["failed"],
+                    "teacher": name, "prompt_version": prompts["version"], **job_outcome(run, failed_file),
                     "teacher_calls": run["calls"], "cache_hits": run["cache_hits"],
                     "prompt_tokens": run["prompt_tokens"], "completion_tokens": run["completion_tokens"],
                     "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]})

@@ -171,8 +171,8 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     both written atomically from the journal (`dst` + `.journal.sqlite` unless given), so a
     killed run resumes where it stopped and a finished one re-exports at no cost.
     """
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, backend_for
+    from discmed.backend import GenParams, cut_off
+    from discmed.jobs import JobRunner, backend_for, job_outcome
 
     prompts = load_prompts()["rewrite"]
     backend = backend_for(teacher, retries=retries)
@@ -184,8 +184,11 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     client = runner.client(backend, name="teacher")
     params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
-    async def ask(messages: list[dict]) -> str:
-        return (await client.chat(messages, params)).strip()
+    async def ask(messages: list[dict]) -> tuple[str, list[str]]:
+        """The teacher's rewrite, and a reason when it was cut off at the token limit."""
+        reply = await client.chat(messages, params)
+        cut = [f"cut off: the reply reached --max-new-tokens {max_new_tokens}"] if cut_off(reply) else []
+        return reply.strip(), cut
 
     async def work(key: str, conv: Conversation) -> dict:
         out = [dict(m) for m in conv.messages]
@@ -196,16 +199,16 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
             context = _context(conv.messages, i)
             base = [{"role": "system", "content": prompts["system"]},
                     {"role": "user", "content": prompts["user"].format(context=context, original=m["content"])}]
-            text = await ask(base)
+            text, cut = await ask(base)
             attempts += 1
-            reasons = check_rewrite(m["content"], text, context)
+            reasons = cut + check_rewrite(m["content"], text, context)
             first_reasons = reasons
             if reasons:  # one retry, told what was wrong
                 retry = base + [{"role": "assistant", "content": text},
                                 {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
-                text = await ask(retry)
+                text, cut = await ask(retry)
                 attempts += 1
-                reasons = check_rewrite(m["content"], text, context)
+                reasons = cut + check_rewrite(m["content"], text, context)
             if reasons:
                 return {"status": "rejected", "_id": conv.id, "source": conv.source, "turn": i,
                         "reasons": reasons, "first_reasons": first_reasons,
@@ -227,9 +230,11 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
 
     run = runner.run(items(), work, desc="rewrite")
     summary = export(runner, dst)
+    failed_file = dst.with_name(dst.name + ".failed.jsonl")
+    runner.write_failures(failed_file, lambda k, conv: {"record": conv.to_record()})
     runner.close()
     summary.update({"step": "rewrite", "input": str(src), "teacher": name, "prompt_version": prompts["version"],
-                    "failed": run["failed"], "skipped_already_done": run["skipped"], "teacher_calls": run["calls"],
+                    **job_outcome(run, failed_file), "skipped_already_done": run["skipped"], "teacher_calls": run["calls"],
                     "cache_hits": run["cache_hits"], "prompt_tokens": run["prompt_tokens"],
                     "completion_tokens": run["completion_tokens"], "tokens_estimated": all(
                         c["tokens_estimated"] for c in run["clients"].values()),

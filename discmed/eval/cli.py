@@ -4,6 +4,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from discmed.jobs import raise_for_failures
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`: the `eval` group discmed/cli.py creates and passes in."""
@@ -177,13 +179,12 @@ def _register_consult(eval_app: typer.Typer) -> None:
                    f"{summary['ended_by_patient']} ended by the patient, "
                    f"{summary['patient_silent']} / {summary['doctor_silent']} cut short by an empty "
                    "patient / doctor reply)")
-        if summary["failed"]:
-            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed cases)")
         if summary["leaks"]:
             typer.echo(f"{summary['leaks']} dialogues where the patient leaked the case or a diagnosis: "
                        f"{', '.join(summary['leak_ids'][:10])} (details: {summary['leak_file']})")
         typer.echo(f"calls {summary['calls']}, cache hits {summary['cache_hits']}, tokens "
                    f"{summary['prompt_tokens']} in / {summary['completion_tokens']} out")
+        raise_for_failures(summary, what="consultations")
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -240,13 +241,12 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
                            f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
                            f"({summary['asked_again']} asked twice), {summary['failed']} failed")
-                if summary["failed"]:
-                    typer.echo(f"first failure: {summary['failures'][0]['error'][:300]}")
                 if summary["unparsed"]:
                     typer.echo("unparsed (kept in the file, left out of scores): "
                                + ", ".join(summary["unparsed_ids"][:10]) + (" …" if summary["unparsed"] > 10 else ""))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
+        raise_for_failures(summary, what="dialogues" if not pairwise else "cases")
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -374,10 +374,9 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
                    f"{summary['urgent']} urgent cases; {summary['rejected']} rejected → {summary['rejects']}; "
                    f"{summary['failed']} failed; {summary['resumed']} resumed)")
-        if summary["failed"]:
-            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed cases)")
         if summary["reject_reasons"]:
             typer.echo("reject reasons: " + "; ".join(f"{k} ×{v}" for k, v in summary["reject_reasons"].items()))
+        raise_for_failures(summary, what="cases")
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -429,8 +428,6 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         typer.echo(f"{summary['graded']}/{summary['matched']} dialogues graded ({summary['unmatched']} without a rubric); "
                    f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
                    f"(their dialogues left out of the scores), {summary['failed']} failed")
-        if summary["failed"]:
-            typer.echo(f"first failure: {summary['failures'][0]['error'][:300]} (a rerun retries failed dialogues)")
         for fname, text in (("report.md", report), ("scores.json", json.dumps(table, ensure_ascii=False, indent=2))):
             tmp = out / (fname + ".tmp")
             tmp.write_text(text, encoding="utf-8")
@@ -438,6 +435,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         charts = rb.draw_charts(table, out)
         if charts:
             typer.echo("charts: " + ", ".join(str(c) for c in charts))
+        raise_for_failures(summary, what="dialogues")
         if as_json:
             typer.echo(json.dumps({"grading": {k: v for k, v in summary.items() if k != "failures"},
                                    "scores": rb.json_summary(table)}, ensure_ascii=False))

@@ -313,7 +313,7 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     to `<out>.leaks.jsonl`, one line per flagged dialogue.
     """
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, run_cache
+    from discmed.jobs import JobRunner, job_outcome, run_cache
 
     out = Path(out)
     doctor_params = doctor_params or GenParams(max_new_tokens=512)
@@ -336,6 +336,8 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
         stats = runner.run([(c.id, c) for c in cases], work, desc=f"consult {model}")
         results = [r for key, r in runner.results() if key in by_id]
         failures = [{"id": k, "error": e} for k, e in runner.failures() if k in by_id]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, case: {"id": case.id})
     finally:
         runner.close()
     write_dialogues([r["dialogue"] for r in results], out)
@@ -355,5 +357,5 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
         "prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["completion_tokens"],
         "tokens": stats["clients"], "wall_s": wall,
         "cases_per_min": round(60 * stats["done"] / wall, 2) if wall and stats["done"] else None,
-        "journal": stats["journal"],
+        "journal": stats["journal"], **job_outcome(stats, failed_file),
     }

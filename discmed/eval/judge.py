@@ -306,7 +306,7 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     from dataclasses import replace
 
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, run_cache
+    from discmed.jobs import JobRunner, job_outcome, run_cache
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=128), json_schema=SCORES_SCHEMA if json_output else None)
@@ -336,6 +336,8 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
         stats = runner.run(items, work, desc="judge")
         results = [r for k, r in runner.results() if k in wanted]
         failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"]})
     finally:
         runner.close()
     write_jsonl([r["line"] for r in results], out)
@@ -345,7 +347,8 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
             "unparsed_ids": unparsed[:50], "asked_again": sum(r["asked"] == 2 for r in results),
             "failed": len(failures), "failures": failures[:20], "resumed": stats["skipped"],
             "calls": stats["calls"], "cache_hits": stats["cache_hits"], "prompt_tokens": stats["prompt_tokens"],
-            "completion_tokens": stats["completion_tokens"], "wall_s": stats["wall_s"], "journal": stats["journal"]}
+            "completion_tokens": stats["completion_tokens"], "wall_s": stats["wall_s"], "journal": stats["journal"],
+            **job_outcome(stats, failed_file)}
 
 
 def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judge: Any, out: str | Path, *,
@@ -357,7 +360,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, run_cache
+    from discmed.jobs import JobRunner, job_outcome, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=256)
@@ -385,6 +388,8 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
         stats = runner.run([(f"{x['source']}/{x['id']}", (x, y)) for x, y in pairs], work, desc="pairwise")
         wanted = {f"{x['source']}/{x['id']}" for x, _ in pairs}
         results = [r for k, r in runner.results() if k in wanted]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, pair: {"source": pair[0]["source"], "id": pair[0]["id"]})
     finally:
         runner.close()
     write_jsonl(results, out)
@@ -398,4 +403,5 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
             "ties": sum(r["outcome"] == "tie" for r in results), "undecided": len(results) - len(decided),
             "consistent": round(consistent / len(decided), 4) if decided else None,
             "first_position_rate": round(singles.count("A") / len(singles), 4) if singles else None,
-            "calls": stats["calls"], "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"]}
+            "calls": stats["calls"], "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"],
+            **job_outcome(stats, failed_file)}

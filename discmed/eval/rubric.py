@@ -242,7 +242,7 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
     from dataclasses import replace
 
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, run_cache
+    from discmed.jobs import JobRunner, job_outcome, run_cache
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=128), json_schema=GRADE_SCHEMA if json_output else None)
@@ -268,6 +268,8 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
         stats = runner.run(items, work, desc="rubric grading")
         results = [r for k, r in runner.results() if k in wanted]
         failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"]})
     finally:
         runner.close()
     write_jsonl(results, out)
@@ -277,7 +279,8 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
             "failures": failures[:20], "criteria": len(grades),
             "unreadable": sum(g["criteria_met"] is None for g in grades),
             "asked_again": sum(g["asked"] > 1 for g in grades),
-            "calls": stats["calls"], "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"]}
+            "calls": stats["calls"], "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"],
+            **job_outcome(stats, failed_file)}
 
 
 def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_spec: str, name: str,
@@ -286,7 +289,7 @@ def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_s
     conversation so far), written as a dialogue file in DISC's format."""
     from discmed.backend import GenParams
     from discmed.eval.consult import write_dialogues
-    from discmed.jobs import JobRunner, run_cache
+    from discmed.jobs import JobRunner, job_outcome, raise_for_failures, run_cache
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=512)
@@ -299,11 +302,14 @@ def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_s
         async def work(key: str, e: Example) -> dict:
             return prompt_dialogue(e, (await client.chat(e.prompt, params)).strip(), name)
 
-        runner.run([(e.prompt_id, e) for e in examples], work, desc=f"respond {name}")
+        stats = runner.run([(e.prompt_id, e) for e in examples], work, desc=f"respond {name}")
         records = [r for _, r in runner.results()]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, e: {"prompt_id": e.prompt_id})
     finally:
         runner.close()
     write_dialogues(records, out)
+    raise_for_failures(job_outcome(stats, failed_file), what=f"prompts answered by {name}")
     return records
 
 

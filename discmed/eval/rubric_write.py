@@ -196,7 +196,7 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
     from dataclasses import replace
 
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=1024), json_schema=RUBRIC_SCHEMA if json_output else None)
@@ -233,6 +233,8 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
         wanted = {c["id"] for c in cases}
         results = [r for k, r in runner.results() if k in wanted]
         failures = [{"id": k, "error": e} for k, e in runner.failures() if k in wanted]
+        failed_file = out.with_name(out.stem + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, case: {"id": case["id"], "source": case.get("source")})
     finally:
         runner.close()
     kept = [r["line"] for r in results if r["ok"]]
@@ -250,4 +252,5 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
             "failed": len(failures), "failures": failures[:20], "resumed": stats["skipped"],
             "urgent": sum(r["line"]["provenance"]["urgent"] if r["ok"] else r["provenance"]["urgent"] for r in results),
             "criteria": sum(len(x["rubrics"]) for x in kept), "calls": stats["calls"],
-            "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"], "prompt_version": version}
+            "cache_hits": stats["cache_hits"], "wall_s": stats["wall_s"], "prompt_version": version,
+            **job_outcome(stats, failed_file)}

@@ -120,13 +120,16 @@ def generate_candidates(
     """Add `prompts` to the store and generate `n` candidates per prompt from each model spec,
     through the job engine (concurrency, rate limit, the API client's retries, the call cache
     keyed by model identity). Skips what is already stored. `on_progress(k)` is called as
-    replies arrive; `batch_size` replies are in flight at once (a local model batches them)."""
+    replies arrive; `batch_size` replies are in flight at once (a local model batches them).
+    Failed calls are listed in the summary (`failures`, with each one's reason); a model whose
+    endpoint keeps failing stops the run (`stopped`), and the models after it are not asked."""
     from discmed.backend import GenParams, parse_spec
     from discmed.jobs import JobRunner, backend_for
 
     temperatures = temperatures or [0.7]
     store.add_many(prompts)
-    summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0, "failed": 0}
+    summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0, "failed": 0,
+               "failures": [], "first_error": None, "stopped": None, "not_attempted": 0}
     journal = store.path.with_name(store.path.name + ".candidates.journal.sqlite")
     for spec in models:
         todo = [(p, i) for i in range(n) for p in prompts if not store.has_candidate(p["id"], spec, i)]
@@ -152,11 +155,18 @@ def generate_candidates(
                 **params.as_dict(), "model_identity": client.model}, "sample": i, "created": time.time()}]}])
             return {"stored": True}
 
-        empty_before = summary["empty"]
         run = runner.run([(f"{spec}|{p['id']}|{i}", (p, i)) for p, i in todo], work, desc=f"candidates {spec}")
+        failures = [(k, p, e, kind) for k, (p, e, kind) in runner.failed_items.items() if not e.startswith("EmptyReply")]
         runner.close()
         summary["generated"] += run["done"]
-        summary["failed"] += run["failed"] - (summary["empty"] - empty_before)
+        summary["failed"] += len(failures)
+        summary["failures"] += [{"key": k, "model": spec, "id": p[0]["id"], "sample": p[1], "kind": kind, "error": e}
+                                for k, p, e, kind in failures]
+        summary["first_error"] = summary["first_error"] or (failures[0][2] if failures else None)
+        if run["stopped"]:
+            summary["stopped"] = f"{spec}: {run['stopped']}"
+            summary["not_attempted"] += run["not_attempted"]
+            break
     summary["duplicates"] = store.progress()["duplicates"]
     return summary
 

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from discmed.jobs import raise_for_failures
+
 DbOpt = Annotated[Path, typer.Option("--db", help="The curation database (SQLite)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
 
@@ -106,8 +108,16 @@ def register(app: typer.Typer) -> None:
         summary["db"] = str(db)
         typer.echo(
             f"{summary['items']} consultations: {summary['generated']} candidates generated, "
-            f"{summary['skipped']} already there, {summary['empty']} empty, {summary['duplicates']} duplicates hidden → {db}"
+            f"{summary['skipped']} already there, {summary['empty']} empty, {summary['failed']} failed, "
+            f"{summary['duplicates']} duplicates hidden → {db}"
         )
+        if summary["failures"]:
+            from discmed.chat import write_jsonl
+
+            summary["failed_file"] = str(db.with_name(db.name + ".candidates.failed.jsonl"))
+            write_jsonl(summary["failures"], summary["failed_file"])
+        summary["failures"] = summary["failures"][:20]
+        raise_for_failures(summary, what="candidates")
         if as_json:
             _emit(summary)
 
