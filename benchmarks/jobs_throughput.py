@@ -31,7 +31,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 FAULTS = ("FAULT:empty", "FAULT:cut", "FAULT:html", "FAULT:context", "FAULT:500", "FAULT:flaky")
 
 

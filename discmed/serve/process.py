@@ -32,28 +32,38 @@ class StalledError(RuntimeError):
     """A child command that made no progress for too long, or ran past its limit."""
 
 
-def _die_with_parent():
-    """A `preexec_fn` that has the kernel send the child SIGTERM when its parent dies, even by
-    SIGKILL (Linux `PR_SET_PDEATHSIG`; elsewhere None, and a killed parent leaves it behind).
+def _child_setup():
+    """The `preexec_fn` of a supervised child: SIGINT and SIGTERM at their defaults, and (on
+    Linux) the kernel sending it SIGTERM when its parent dies, even by SIGKILL
+    (`PR_SET_PDEATHSIG`).
 
-    A child in a session of its own no longer gets the terminal's signals, so without this a
-    parent killed outright (an OOM kill, a CI runner's timeout) would leave its server holding
-    a port and a model's memory. The signal fires when the *thread* that started the child
-    exits: start children from a thread that lives as long as they should.
+    The child runs in a session of its own, its lifetime the parent's to decide, so it must not
+    inherit how the parent happened to be started: a shell starts a background job (`nohup make
+    test &`) with SIGINT ignored, and a server that inherited that would shrug off the Ctrl+C
+    or group SIGINT its supervisor sends. A child in a session of its own also no longer gets
+    the terminal's signals, so without the death signal a parent killed outright (an OOM kill,
+    a CI runner's timeout) would leave its server holding a port and a model's memory. The
+    death signal fires when the *thread* that started the child exits: start children from a
+    thread that lives as long as they should.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
     import signal
 
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            prctl = None
     parent = os.getpid()
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if prctl is None:
+            return
         prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the request took effect
             os.kill(os.getpid(), signal.SIGTERM)
@@ -156,7 +166,7 @@ def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | No
     with open(log, "ab") as logf:
         proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env, cwd=cwd, start_new_session=True,
-                                preexec_fn=_die_with_parent())  # fmt: skip
+                                preexec_fn=_child_setup())  # fmt: skip
     try:
         wait_ready(proc, url, log, stall=stall, limit=limit, what=f"`{' '.join(cmd)}`")
         yield proc
@@ -194,7 +204,7 @@ def run_watched(cmd: Sequence[str], *, stall: float = 180.0, limit: float = 3600
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd,
                                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_die_with_parent())  # fmt: skip
+                                    start_new_session=True, preexec_fn=_child_setup())  # fmt: skip
             if input is not None:
                 proc.stdin.write(input.encode())
                 proc.stdin.close()
