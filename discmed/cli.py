@@ -28,12 +28,32 @@ app = typer.Typer(
 )
 tiny_app = typer.Typer(help="The embedded tiny model (proves the machinery, not medicine).", no_args_is_help=True)
 data_app = typer.Typer(help="DISC-Med-SFT construction: sources, scrub, rewrite, kgqa, dedup, decontam, mix, curation.", no_args_is_help=True)
-train_app = typer.Typer(help="Training: SFT (full, LoRA, QLoRA), DPO, merge, export.", no_args_is_help=True)
+train_app = typer.Typer(help="Training: SFT (full, LoRA, QLoRA), DPO, GRPO, merge, export; `train keys` lists "
+                        "the recipe keys.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluation: exam multiple choice, simulated consultations, judging, scoring.", no_args_is_help=True)
 app.add_typer(tiny_app, name="tiny")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"discmed {version('discmed')}")
+        except PackageNotFoundError:  # run from a source tree without installing
+            print("discmed (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print discmed's version and exit")] = False,
+) -> None:
+    """discmed: DISC-MedLLM rebuilt — data, training, chat, serving and evaluation of medical-consultation LLMs."""
+
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec: tiny | hf:PATH_OR_HUB_ID | openai:URL@MODEL | vllm:PATH")]
 

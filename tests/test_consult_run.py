@@ -150,19 +150,20 @@ def test_killed_run_resumes(tiny_model, samples, tmp_path):
     assert [d["id"] for d in read_dialogues(out)] == [str(i) for i in range(6)]
 
 
-def test_unreachable_server_is_retried_then_reported(samples, tmp_path, free_port):
-    """A real closed port: every call fails, is retried by the openai client, and each case
-    ends up reported as failed (with the error), the run finishing instead of hanging."""
-    from discmed.backend import GenParams, load_backend
+def test_unreachable_server_fails_the_run_before_any_case(samples, tmp_path, free_port):
+    """A real closed port: the run fails at once, naming the endpoint, before any case is
+    started, rather than failing every case one by one after the client's retries."""
+    from discmed.backend import CallError, GenParams, load_backend
 
     spec = f"openai:http://127.0.0.1:{free_port}/v1@tiny"
     backend = load_backend(spec, timeout=5, max_retries=1)
-    summary = run_consult(load_cases("cmid", samples)[:2], backend, backend, tmp_path / "down.json", doctor_spec=spec,
-                          patient_spec=spec, model="tiny", turns=2, concurrency=2,
-                          doctor_params=GenParams(max_new_tokens=8), cache=False, progress=False)
-    assert (summary["dialogues"], summary["failed"]) == (0, 2)
-    assert all("connect" in f["error"].lower() for f in summary["failures"])
-    assert read_dialogues(tmp_path / "down.json") == []
+    t0 = time.time()
+    with pytest.raises(CallError, match=f"cannot reach the OpenAI-compatible endpoint at http://127.0.0.1:{free_port}/v1"):
+        run_consult(load_cases("cmid", samples)[:2], backend, backend, tmp_path / "down.json", doctor_spec=spec,
+                    patient_spec=spec, model="tiny", turns=2, concurrency=2,
+                    doctor_params=GenParams(max_new_tokens=8), cache=False, progress=False)
+    assert time.time() - t0 < 10
+    assert not (tmp_path / "down.json").exists()
 
 
 def test_consult_after_retraining_in_place_asks_the_new_weights(tiny_model, samples, tmp_path, cli):

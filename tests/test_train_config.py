@@ -197,3 +197,52 @@ def test_recipes_share_their_common_keys():
     assert set(SFTRecipe.model_fields) - set(DataRecipe.model_fields) == {"packing"}
     assert set(DPORecipe.model_fields) - set(DataRecipe.model_fields) == {"max_prompt_length", "beta", "loss_type"}
     assert "data" not in GRPORecipe.model_fields  # GRPO reads cases, not data files: no key it would ignore
+
+
+def test_a_typo_on_the_command_line_is_the_command_lines(tmp_path):
+    """An override's error names the override, not the YAML file it was applied to."""
+    p = tmp_path / "r.yaml"
+    p.write_text("model: tiny\ndata: [x.jsonl]\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p, ["lerning_rate=1e-5"])
+    assert str(e.value) == ("command-line override 'lerning_rate=1e-5': unknown key 'lerning_rate' "
+                            "(did you mean 'learning_rate'?)")
+    with pytest.raises(ConfigError, match=r"^command-line override 'lora.r=eight': lora.r: expected an integer"):
+        load_recipe(p, ["lora.r=eight"])
+    p.write_text("model: tiny\ndata: [x.jsonl]\nlerning_rate: 1e-5\n")  # the file's own typo stays the file's
+    with pytest.raises(ConfigError, match=f"^{p}: unknown key 'lerning_rate'"):
+        load_recipe(p, ["seed=3"])
+    from discmed.train.grpo import load_recipe as load_grpo
+
+    with pytest.raises(ConfigError, match=r"^command-line override 'rewards.aks=1': rewards.aks: unknown reward"):
+        load_grpo(ROOT / "recipes" / "tiny-grpo.yaml", ["rewards.aks=1"])
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo", "grpo"])
+def test_train_keys_documents_every_key(kind):
+    """`discmed train keys KIND` has a description for every key the recipe kind accepts."""
+    from discmed.train.config import KEY_HELP, recipe_keys
+
+    rows = recipe_keys(kind)
+    assert [r["key"] for r in rows if not r["help"]] == []
+    assert {"learning_rate", "data" if kind != "grpo" else "rewards"} <= {r["key"] for r in rows}
+    lr = next(r for r in rows if r["key"] == "learning_rate")
+    assert lr["default"] == {"sft": "1e-05", "dpo": "5e-07", "grpo": "1e-06"}[kind]
+    if kind == "grpo":  # nothing in the reference that no recipe has
+        from discmed.train.config import DPORecipe, SFTRecipe
+        from discmed.train.grpo import GRPORecipe
+
+        assert set(KEY_HELP) == set(SFTRecipe.model_fields) | set(DPORecipe.model_fields) | set(GRPORecipe.model_fields)
+
+
+def test_cli_version_and_train_keys():
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "discmed", *a], cwd=ROOT, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    v = run("--version")
+    assert v.returncode == 0 and v.stdout.startswith("discmed ")
+    keys = run("train", "keys", "grpo", "--json")
+    assert keys.returncode == 0 and "num_generations" in {r["key"] for r in json.loads(keys.stdout)}
+    assert "grpo" in run("train", "--help").stdout

@@ -112,15 +112,46 @@ def export_cmd(
     dtype: DtypeOpt = "bf16",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a servable folder: safetensors, tokenizer with the trained format's chat template,
-    generation config (DISC ids 195/196), model card."""
+    """Write a servable folder: safetensors, chat template, generation config, model card.
+
+    The tokenizer carries the trained format's chat template; the generation config DISC's
+    ids 195/196 where the format is disc."""
     from discmed.train.merge import export
 
     _finish(export(model, out, fmt=fmt, dtype=dtype), as_json)
 
 
+def keys_cmd(
+    kind: Annotated[Literal["sft", "dpo", "grpo"], typer.Argument(help="sft | dpo | grpo")] = "sft",
+    markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table (for a README)")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every recipe key of a training kind: type, default, what it means."""
+    from discmed.train.config import recipe_keys
+
+    rows = recipe_keys(kind)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+    elif markdown:
+        print("| key | type | default | what it means |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| `{r['key']}` | {r['type']} | `{r['default']}` | {r['help']} |")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"train {kind}: recipe keys (YAML, or key=value on the command line)")
+        table.add_column("key", no_wrap=True)
+        table.add_column("default", max_width=24, overflow="fold")
+        table.add_column("what it means")
+        for r in rows:
+            table.add_row(r["key"], r["default"], r["help"])
+        Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `sft`, `dpo`, `grpo`, `merge` and `export` to `app` (the root cli's `train` group)."""
+    """Add `sft`, `dpo`, `grpo`, `merge`, `export` and `keys` to `app` (the root cli's `train` group)."""
+    app.command("keys")(keys_cmd)
     app.command("sft")(sft_cmd)
     app.command("dpo")(dpo_cmd)
     app.command("grpo")(grpo_cmd)

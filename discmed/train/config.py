@@ -137,11 +137,25 @@ _EXPECTED = {"int_type": "expected an integer", "int_parsing": "expected an inte
              "string_type": "expected a string", "list_type": "expected a list", "model_type": "expected a mapping"}
 
 
-def config_error(e: ValidationError, cls: type[BaseModel], where: str) -> ConfigError:
-    """pydantic's first error as one line: `where: key: what was expected, got what`."""
+def origin(key: str, where: str, overrides: list[str] | None) -> str:
+    """Where a recipe key's value came from: the command-line override that set it (or set the
+    block it sits in), else `where` (the YAML file). A typo on the command line is then
+    reported as the command line's, not as the file's."""
+    for item in reversed(overrides or []):
+        name = item.split("=", 1)[0].strip()
+        if key == name or key.startswith(name + ".") or name.startswith(key + "."):
+            return f"command-line override {item!r}"
+    return where
+
+
+def config_error(e: ValidationError, cls: type[BaseModel], where: str,
+                 overrides: list[str] | None = None) -> ConfigError:
+    """pydantic's first error as one line: `where: key: what was expected, got what`
+    (`where` being the override that set the key, when one did)."""
     err = e.errors()[0]
     loc = [str(x) for x in err["loc"]]
     key = ".".join(loc) or "recipe"
+    where = origin(key, where, overrides)
     if err["type"] == "extra_forbidden":
         model: Any = cls
         for part in loc[:-1]:  # the block the unknown key sits in: its own keys are the suggestions
@@ -158,15 +172,17 @@ def config_error(e: ValidationError, cls: type[BaseModel], where: str) -> Config
     return ConfigError(f"{where}: {key}: {what}, got {err.get('input')!r}")
 
 
-def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<config>") -> Recipe:
-    """Build a checked recipe from a plain dict (what the YAML file holds, overrides applied)."""
+def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<config>",
+                     overrides: list[str] | None = None) -> Recipe:
+    """Build a checked recipe from a plain dict (what the YAML file holds, `overrides` applied:
+    they are passed so an error in one is reported as the override's)."""
     cls = SFTRecipe if kind == "sft" else DPORecipe
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {type(raw).__name__}")
     try:
         recipe = cls.model_validate(raw)
     except ValidationError as e:
-        raise config_error(e, cls, where) from None
+        raise config_error(e, cls, where, overrides) from None
     if not recipe.data:
         raise ConfigError(f"{where}: data: no training files given")
     if recipe.bf16 is True and recipe.fp16:
@@ -195,7 +211,7 @@ def load_recipe(
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a mapping of recipe keys at the top level")
     raw = apply_overrides(raw, overrides)
-    return recipe_from_dict(raw, kind, where)
+    return recipe_from_dict(raw, kind, where, overrides)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -313,3 +329,93 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# What each recipe key means, for `discmed train keys` (a test checks every key of every recipe
+# kind is here, and nothing else). Where a key means something else per kind, the kind says so.
+KEY_HELP: dict[str, str] = {
+    "model": "base model: tiny, hf:HUB_ID or a hub id, or a local folder (a LoRA adapter folder too)",
+    "format": "chat format the data is rendered in: disc (Baichuan's 195/196), chatml, llama3, auto (the tokenizer's own)",
+    "method": "full (all weights), lora, or qlora (4-bit base, GPU only)",
+    "output_dir": "where the model folder, checkpoints and discmed_train.json are written",
+    "epochs": "passes over the data (fractions allowed); ignored when max_steps > 0",
+    "max_steps": "optimizer steps to run; -1: as many as epochs give",
+    "batch_size": "examples per device per micro-step (GRPO: episodes)",
+    "grad_accum": "micro-steps per optimizer step: effective batch = batch_size × grad_accum × GPUs",
+    "learning_rate": "peak learning rate",
+    "scheduler": "learning-rate schedule (transformers' names: cosine, linear, constant, …)",
+    "warmup_steps": "optimizer steps of linear warm-up",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping norm",
+    "bf16": "bfloat16 training: true, false, or auto (on where the GPU supports it, off on CPU)",
+    "fp16": "float16 training (refused for the Baichuan family: its ALiBi attention overflows)",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, ~30% slower",
+    "attn_implementation": "attention kernel: auto (flash_attention_2 when installed on GPU, else sdpa), sdpa, eager",
+    "deepspeed": "zero2 | zero3 (shipped configs) or a path to a DeepSpeed JSON; null for none",
+    "lora": "LoRA block: r, alpha, dropout, target_modules (used when method is lora or qlora)",
+    "save_steps": "optimizer steps between checkpoints",
+    "save_total_limit": "checkpoints kept (older ones deleted)",
+    "logging_steps": "optimizer steps between logged losses",
+    "seed": "random seed (data order, sampling, initialisation of new weights)",
+    "resume": "auto (the newest complete checkpoint, refused if the recipe changed what it trains), force, false, "
+              "or a checkpoint path",
+    "report_to": "none or tensorboard",
+    "dataloader_workers": "data-loading worker processes",
+    "data": "training files: a list of paths or {path, weight} (weight 2.0 repeats a file, 0.5 keeps a seeded half)",
+    "max_length": "tokens per example; longer conversations are cut at a turn boundary, and one left without an "
+                  "assistant token is dropped and counted",
+    "guard_steps": "a loss of 0 or NaN within this many optimizer steps stops the run, saying why",
+    "packing": "pack whole conversations into max_length rows (best-fit decreasing; SFT)",
+    "max_prompt_length": "DPO: tokens kept of the prompt (the rest of max_length is for the replies)",
+    "beta": "DPO: the preference temperature; GRPO: the KL weight to the starting model (0: none, no reference kept)",
+    "loss_type": "DPO: sigmoid, ipo, …; GRPO: grpo, dr_grpo, bnpo, … (TRL's names)",
+    "cases": "GRPO: the consultation cases: cmb-clin, cmd, cmid, or a DISC samples file",
+    "samples": "GRPO: DISC's eval/samples folder holding the cases (else $DISCMED_EVAL_SAMPLES)",
+    "limit": "GRPO: only the first N cases",
+    "holdout": "GRPO: share of the cases set aside (seeded) for the before/after figures",
+    "holdout_seed": "GRPO: the split's own seed, so runs with other training seeds hold out the same cases",
+    "eval_cases": "GRPO: another set or file to measure before/after on (added to the held-out share)",
+    "patient": "GRPO: the patient's model spec (needed when turns > 1)",
+    "turns": "GRPO: doctor turns per episode",
+    "max_new_tokens": "GRPO: tokens per doctor turn",
+    "max_completion_length": "GRPO: tokens of the whole episode after the opening",
+    "temperature": "GRPO: sampling temperature of the rollouts",
+    "top_p": "GRPO: nucleus sampling of the rollouts",
+    "doctor_system": "GRPO: a system message for the doctor",
+    "rewards": "GRPO: reward weights by name: asks, safety, length, model_leak (programmatic); judge, rubric "
+               "(model-judged, need their models)",
+    "judge": "GRPO: the judge's model spec, for rewards.judge",
+    "grader": "GRPO: the rubric grader's model spec, for rewards.rubric",
+    "rubrics": "GRPO: the rubric JSONL, for rewards.rubric",
+    "length_budget": "GRPO: characters per reply before the length penalty starts",
+    "num_generations": "GRPO: episodes per case; advantages are relative within each case's group",
+    "scale_rewards": "GRPO: group, batch or none (how advantages are scaled)",
+    "epsilon": "GRPO: the clipping range of the policy ratio",
+    "mask_truncated": "GRPO: episodes whose last reply hit max_new_tokens get no gradient",
+    "eval_samples": "GRPO: episodes per held-out case for the before/after figures",
+    "use_vllm": "GRPO: generate rollouts with vLLM (GPU)",
+    "vllm_mode": "GRPO: colocate (vLLM in the training process) or server (a separate trl vllm-serve)",
+}
+
+
+def recipe_keys(kind: str) -> list[dict[str, str]]:
+    """Every key of a recipe kind (sft, dpo, grpo): name, type, default, what it means."""
+    import typing
+
+    if kind == "grpo":
+        from discmed.train.grpo import GRPORecipe
+
+        cls: type[BaseModel] = GRPORecipe
+    else:
+        cls = SFTRecipe if kind == "sft" else DPORecipe
+    rows = []
+    for name, field in cls.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump()
+        kind_name = typing.get_origin(field.annotation)
+        shown = str(field.annotation).replace("typing.", "") if kind_name else getattr(field.annotation, "__name__",
+                                                                                        str(field.annotation))
+        rows.append({"key": name, "type": shown.replace("discmed.train.config.", ""), "default": repr(default),
+                     "help": KEY_HELP.get(name, "")})
+    return rows

@@ -127,7 +127,7 @@ def run_dpo(
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides, "dpo")
     elif isinstance(config, dict):
-        recipe = recipe_from_dict(apply_overrides(config, overrides), "dpo")
+        recipe = recipe_from_dict(apply_overrides(config, overrides), "dpo", "<command line>", overrides)
     else:
         recipe = config
     assert isinstance(recipe, DPORecipe)

@@ -35,6 +35,7 @@ from discmed.train.config import (
     apply_overrides,
     config_error,
     deepspeed_config_path,
+    origin,
 )
 
 log = logging.getLogger("discmed.train")
@@ -85,18 +86,18 @@ class GRPORecipe(CommonRecipe):
     logging_steps: StrictInt = 1
 
 
-def recipe_from_dict(raw: dict[str, Any], where: str = "<config>") -> GRPORecipe:
+def recipe_from_dict(raw: dict[str, Any], where: str = "<config>", overrides: list[str] | None = None) -> GRPORecipe:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys")
     try:
         r = GRPORecipe.model_validate(raw)
     except ValidationError as e:
-        raise config_error(e, GRPORecipe, where) from None
+        raise config_error(e, GRPORecipe, where, overrides) from None
     from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
 
     for name in r.rewards:
         if name not in PROGRAMMATIC + MODEL_JUDGED:
-            raise ConfigError(f"{where}: rewards.{name}: unknown reward{_suggest(name, list(PROGRAMMATIC + MODEL_JUDGED))} "
+            raise ConfigError(f"{origin('rewards.' + name, where, overrides)}: rewards.{name}: unknown reward{_suggest(name, list(PROGRAMMATIC + MODEL_JUDGED))} "
                               f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED)})")
     checks = [
         ((r.batch_size * r.grad_accum) % r.num_generations == 0,
@@ -124,7 +125,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: invalid YAML: {e}") from None
-    return recipe_from_dict(apply_overrides(raw, overrides), where)
+    return recipe_from_dict(apply_overrides(raw, overrides), where, overrides)
 
 
 def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
@@ -317,7 +318,7 @@ def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[s
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides)
     elif isinstance(config, dict):
-        recipe = recipe_from_dict(apply_overrides(config, overrides))
+        recipe = recipe_from_dict(apply_overrides(config, overrides), "<command line>", overrides)
     else:
         recipe = config
     train_cases, held_out = split_cases(recipe)

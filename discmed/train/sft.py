@@ -177,7 +177,7 @@ def run_sft(
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides, "sft")
     elif isinstance(config, dict):
-        recipe = recipe_from_dict(apply_overrides(config, overrides), "sft")
+        recipe = recipe_from_dict(apply_overrides(config, overrides), "sft", "<command line>", overrides)
     else:
         recipe = config
     assert isinstance(recipe, SFTRecipe)
