@@ -125,6 +125,17 @@ def job_outcome(run: dict, failed_file: str | Path | None = None) -> dict:
     return out
 
 
+def end_job(summary: dict, *, what: str = "items", as_json: bool = False) -> None:
+    """`raise_for_failures` at a command's boundary: its error as the command's one `error:`
+    line (and the summary in the `--json` line) with its exit code; nothing when all went well."""
+    from discmed.errors import fail
+
+    try:
+        raise_for_failures(summary, what=what)
+    except DiscmedError as e:
+        fail(str(e), as_json, e.exit_code, e.details)
+
+
 def raise_for_failures(summary: dict, *, what: str = "items", failed_file: str | Path | None = None) -> None:
     """End a command that wrote its outputs: RunStopped for a stopped run, ItemsFailed when any
     item failed, nothing when all went well. The message says n of N and the first reason."""

@@ -151,15 +151,21 @@ def test_rubric_end_to_end_on_tiny_server(tiny_server, tmp_path, hb_file, shared
     args = ["rubrics", "--cases", "cmb-clin", "--samples", str(shared_data / "disc-medllm" / "eval" / "samples"),
             "--writer", spec, "--out", str(out), "--limit", "2", "--max-tokens", "48", "--no-cache", "--json"]
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.output.strip().splitlines()[-1])
-    # A case whose prompt the tiny model's context cannot hold is refused by the server (failed, with its reason).
+    # A case whose prompt the tiny model's context cannot hold fails before it is sent, with its
+    # reason, permanently; the command says so and exits 4 (the step ran; its output is partial).
+    assert r.exit_code == 4, r.output
+    assert "1 of 2 cases failed (first: too long for this model's context" in r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])["summary"]  # --json: the error line carries it
     assert summary["cases"] == 2 and summary["written"] + summary["rejected"] + summary["failed"] == 2, summary
+    assert summary["failed"] == summary["failed_permanent"] == 1
+    assert summary["failures"][0]["error"].startswith("too long for this model's context (")
     assert summary["written"] + summary["rejected"] >= 1 and all(f["error"] for f in summary["failures"])
     rejects = [json.loads(x) for x in (tmp_path / "rubrics.rejects.jsonl").read_text().splitlines()]
     assert all(x["problems"] and x["provenance"]["writer"] == spec for x in rejects)
-    again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])
-    # The journal: finished cases are not asked again (a failed one is retried, and fails the same way).
+    again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])["summary"]
+    # The journal: finished cases are not asked again, nor is the one too long for the model (it
+    # would fail the same way); it is still reported as failed.
+    assert again["failed_permanent"] == 1
     assert again["resumed"] == summary["written"] + summary["rejected"]
     assert again["written"] == summary["written"] and again["rejected"] == summary["rejected"]
 

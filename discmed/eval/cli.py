@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.jobs import raise_for_failures
+from discmed.jobs import end_job
 
 
 def register(app: typer.Typer) -> None:
@@ -184,7 +184,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                        f"{', '.join(summary['leak_ids'][:10])} (details: {summary['leak_file']})")
         typer.echo(f"calls {summary['calls']}, cache hits {summary['cache_hits']}, tokens "
                    f"{summary['prompt_tokens']} in / {summary['completion_tokens']} out")
-        raise_for_failures(summary, what="consultations")
+        end_job(summary, what="consultations", as_json=as_json)
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -246,7 +246,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                + ", ".join(summary["unparsed_ids"][:10]) + (" …" if summary["unparsed"] > 10 else ""))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
-        raise_for_failures(summary, what="dialogues" if not pairwise else "cases")
+        end_job(summary, what="dialogues" if not pairwise else "cases", as_json=as_json)
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -376,7 +376,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
                    f"{summary['failed']} failed; {summary['resumed']} resumed)")
         if summary["reject_reasons"]:
             typer.echo("reject reasons: " + "; ".join(f"{k} ×{v}" for k, v in summary["reject_reasons"].items()))
-        raise_for_failures(summary, what="cases")
+        end_job(summary, what="cases", as_json=as_json)
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
 
@@ -435,7 +435,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         charts = rb.draw_charts(table, out)
         if charts:
             typer.echo("charts: " + ", ".join(str(c) for c in charts))
-        raise_for_failures(summary, what="dialogues")
+        end_job(summary, what="dialogues", as_json=as_json)
         if as_json:
             typer.echo(json.dumps({"grading": {k: v for k, v in summary.items() if k != "failures"},
                                    "scores": rb.json_summary(table)}, ensure_ascii=False))

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from discmed.jobs import raise_for_failures
+from discmed.jobs import end_job
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The curation database (SQLite)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
             summary["failed_file"] = str(db.with_name(db.name + ".candidates.failed.jsonl"))
             write_jsonl(summary["failures"], summary["failed_file"])
         summary["failures"] = summary["failures"][:20]
-        raise_for_failures(summary, what="candidates")
+        end_job(summary, what="candidates", as_json=as_json)
         if as_json:
             _emit(summary)
 
