@@ -8,7 +8,8 @@ variants: CMB-clin, and CMD/CMID whose Proactivity text adds a clause for non-pe
 questions). `--rubric zh` is discmed's Chinese rendering of the same rubric.
 
 A judgement line is DISC's: `{"id", "model", "source", "scores", "prompt"}` where `scores` is
-the judge's raw text. Parsing happens when scores are read (`parse_scores`), so a line whose
+the judge's raw text, plus `"judge": {"spec", "identity"}` (the model spec as given and the
+backend's identity) that DISC's released lines lack. Parsing happens when scores are read (`parse_scores`), so a line whose
 text could not be parsed stays on disk, is counted, and is never silently dropped.
 """
 
@@ -338,7 +339,10 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
         failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
     finally:
         runner.close()
-    write_jsonl([r["line"] for r in results], out)
+    # Each line names its judge (the spec as given and the backend's identity, which changes with
+    # the weights), so a table that puts judgements side by side can tell who wrote them.
+    who = {"spec": judge_spec, "identity": str(judge.identity)}
+    write_jsonl([{**r["line"], "judge": who} for r in results], out)
     unparsed = [f"{r['line']['model']}/{r['line']['source']}/{r['line']['id']}" for r in results if not r["parsed"]]
     return {"out": str(out), "judge": judge_spec, "rubric": rubric, "dialogues": len(dialogues),
             "judged": len(results), "parsed": len(results) - len(unparsed), "unparsed": len(unparsed),
