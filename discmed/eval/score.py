@@ -212,8 +212,9 @@ def sets_in(summary: dict) -> list[str]:
 
 
 def judge_label(judge: dict[str, str]) -> str:
-    """What a table cell shows: the spec, with the fingerprint in the legend below."""
-    return judge["spec"]
+    """What a table cell shows: the spec (DISC's release marked as such), with the
+    fingerprint in the legend below."""
+    return judge["spec"] + (" (DISC's release)" if judge["identity"] == DISC_RELEASE["identity"] else "")
 
 
 def cases_label(row: dict, unit: str = "") -> str:
@@ -391,7 +392,8 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
                     marker=MARKERS[k % len(MARKERS)], markersize=5)
             ax.errorbar(angles, values, yerr=np.nan_to_num(err), fmt="none", ecolor=color, elinewidth=1.2, capsize=2)
             ax.set_ylim(floor, TOP)
-            ticks = [t for t in np.arange(np.ceil(floor * 2) / 2, 5.01, 0.5) if t > floor]
+            step = 0.5 if 5 - floor <= 1.5 else 1.0
+            ticks = [t for t in np.arange(5.0, floor, -step)][::-1]
             ax.set_yticks(ticks)
             ax.set_yticklabels([f"{t:g}" for t in ticks], fontsize=7, color="#555555")
             ax.set_rlabel_position(45)
