@@ -290,3 +290,13 @@ def test_charts_carry_the_warning_only_when_mixed(eval_dir, tmp_path):
         (tmp_path / name).mkdir()
         for png in draw_charts(summary, tmp_path / name):
             assert (_warning_pixels(png) > 200) is want, (name, png.name)
+
+
+def test_one_dialogue_has_no_interval(tmp_path):
+    path = tmp_path / "result_m_cmd.jsonl"
+    path.write_text(json.dumps({"id": "a", "model": "m", "source": "CMD", "prompt": "p",
+                                "scores": "Proactivity: 4\nAccuracy: 3\nHelpfulness: 4\nLinguistic Quality: 5"}) + "\n")
+    summary = summarize(read_judgements([path]))
+    assert summary["m"]["cmd"]["ci95"]["mean"] == [None, None]  # nothing to resample: no interval, not a point
+    assert "| **m** | — | — | — | — | — |" in markdown(summary)
+    assert len(draw_charts(summary, tmp_path)) == 2

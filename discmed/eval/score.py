@@ -143,10 +143,12 @@ def read_case_sets(samples: Path | None) -> dict[str, dict[str, Any]]:
 
 def bootstrap_means(x: np.ndarray, n_boot: int = BOOT, seed: int = 0) -> list[list[float]]:
     """95% percentile bootstrap interval of the mean of each column of `x` (rows: dialogues),
-    one resampling of rows shared by all columns."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    if len(x) == 0:
-        return [[float("nan"), float("nan")] for _ in range(x.shape[1])]
+    one resampling of rows shared by all columns; [None, None] under two rows (no spread to
+    resample: an interval of one dialogue would read as certainty)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(len(x), -1) if x.ndim < 2 else x
+    if len(x) < 2:
+        return [[None, None] for _ in range(x.shape[1])]
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5], axis=0)
@@ -172,7 +174,7 @@ def summarize(judgements: list[Judgement], categories: dict[str, dict[str, str]]
         row: dict[str, Any] = {}
         for i, c in enumerate([*CRITERIA, "mean"]):
             row[c] = float(x[:, i].mean()) if scored else None
-        row["ci95"] = dict(zip([*CRITERIA, "mean"], bootstrap_means(x) if scored else [[None, None]] * 5, strict=True))
+        row["ci95"] = dict(zip([*CRITERIA, "mean"], bootstrap_means(x), strict=True))
         row["n"] = len(scored)
         row["unparsed"] = len(items) - len(scored)
         row["judges"] = list({judge_key(j.judge): j.judge for j in items}.values())
@@ -329,6 +331,11 @@ def _labels(texts: list[str], cjk: bool) -> list[str]:
     return [t if cjk or t.isascii() else ENGLISH.get(t, f"#{i + 1}") for i, t in enumerate(texts)]
 
 
+def _span(value: float, ci: list[float | None]) -> tuple[float, float]:
+    """An interval to draw: the point itself where there is none (a single dialogue)."""
+    return (value, value) if ci[0] is None else (ci[0], ci[1])
+
+
 def _save(fig: Any, path: Path) -> None:
     with atomic_writer(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
@@ -372,8 +379,7 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
         names = _labels(list(rows), cjk)
         legend = [f"{label}: {cases_label(r, ' cases')}, judge {' + '.join(judge_label(j) for j in r['judges'])}"
                   for label, r in zip(names, rows.values(), strict=True)]
-        low = min(min(r["ci95"][c][0] if r["ci95"][c][0] == r["ci95"][c][0] else r[c] for c in CRITERIA)
-                  for r in rows.values())
+        low = min(min(_span(r[c], r["ci95"][c])[0] for c in CRITERIA) for r in rows.values())
         # The axis starts near the lowest interval, as DISC's scores sit between 3.9 and 5 and a
         # scale from 1 hides the differences; it ends above 5 (TOP), the scale's maximum.
         floor = max(1.0, np.floor((low - 0.2) * 2) / 2)
@@ -386,7 +392,8 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
         for k, (label, row) in enumerate(zip(names, rows.values(), strict=True)):
             ax = fig.add_subplot(nrows, cols, k + 1, polar=True)
             values = np.array([row[c] for c in CRITERIA])
-            err = np.array([[row[c] - row["ci95"][c][0], row["ci95"][c][1] - row[c]] for c in CRITERIA]).T
+            err = np.array([[row[c] - _span(row[c], row["ci95"][c])[0], _span(row[c], row["ci95"][c])[1] - row[c]]
+                            for c in CRITERIA]).T
             color = colors[k % len(colors)]
             ax.plot(np.append(angles, angles[0]), np.append(values, values[0]), color=color, linewidth=1.6,
                     marker=MARKERS[k % len(MARKERS)], markersize=5)
@@ -404,8 +411,8 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
             judges = " + ".join(judge_label(j) for j in row["judges"])
             ax.set_title(f"{label} — mean {row['mean']:.2f}\n{cases_label(row, ' cases')} · judge {judges}",
                          fontsize=9, pad=14)
-        fig.suptitle(f"{title}: judge scores on a 1-5 scale with 95% bootstrap intervals "
-                     f"(the centre is {floor:g}, the labelled ring 5)")
+        fig.suptitle(f"{title}: judge scores (1-5) with 95% bootstrap intervals\n"
+                     f"radius from {floor:g} at the centre to the scale's 5, with room above", fontsize=11)
         _warning(fig, diff, 1.02)
         path = out_dir / f"radar_{name}.png"
         _save(fig, path)
@@ -428,8 +435,8 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
                 else:
                     v, ci = row.get("by", {}).get(g, np.nan), row.get("by_ci95", {}).get(g, [np.nan, np.nan])
                 vals.append(v)
-                lo.append(v - ci[0])
-                hi.append(ci[1] - v)
+                lo.append(v - _span(v, ci)[0])
+                hi.append(_span(v, ci)[1] - v)
             offset = (k - (len(rows) - 1) / 2) * (span / max(1, len(rows) - 1)) if len(rows) > 1 else 0.0
             ax.errorbar(x + offset, vals, yerr=np.nan_to_num([lo, hi]), fmt=MARKERS[k % len(MARKERS)], markersize=5,
                         color=colors[k % len(colors)], elinewidth=1.1, capsize=2.5, label=legend[k])
