@@ -357,7 +357,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
                  progress: bool = True) -> dict[str, Any]:
     """Compare two doctors on the cases both consulted, each case judged in both orders.
 
-    Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`) to `out`
+    Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`, `judge`) to `out`
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
     from discmed.backend import GenParams
@@ -391,7 +391,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
         results = [r for k, r in runner.results() if k in wanted]
     finally:
         runner.close()
-    write_jsonl(results, out)
+    write_jsonl([{**r, "judge": {"spec": judge_spec, "identity": str(judge.identity)}} for r in results], out)
     decided = [r for r in results if r["ab"] is not None and r["ba"] is not None]
     # Consistent: the same doctor (or a tie) in both orders. First-position rate: how often a
     # single verdict picked whichever dialogue was shown first — 0.5 for an unbiased judge.
