@@ -69,7 +69,8 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
     assert run.exit_code == 0, run.output
     jsum = json.loads(run.output.strip().splitlines()[-1])
     lines = [json.loads(x) for x in judged.read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == 2 and all(list(x) == ["id", "model", "source", "scores", "prompt"] for x in lines), jsum
+    assert len(lines) == 2 and all(list(x) == ["id", "model", "source", "scores", "prompt", "judge"]
+                                   for x in lines), jsum
     by_id = {d["id"]: d for d in written}
     assert all(x["prompt"] == render_prompt(by_id[x["id"]], rubric="zh") for x in lines)
     unreadable = sum(parse_scores(x["scores"]) is None for x in lines)
@@ -80,6 +81,7 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
     assert run.exit_code == 0, run.output
     row = json.loads(run.output.strip().splitlines()[-1])["tiny"]["cmid"]
     assert row["unparsed"] == unreadable and row["n"] == 2 - unreadable
+    assert row["N"] == 120 and row["judge"][0]["spec"] == spec  # 2 of CMID's 120 cases, by this judge
 
     pairs = tmp_path / "pairs.jsonl"
     run = CliRunner().invoke(cli, ["judge", "--pairwise", str(dialogues), str(dialogues), "--judge", spec,

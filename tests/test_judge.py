@@ -148,6 +148,7 @@ def test_json_mode_judge_always_gives_scores_in_process_and_over_http(tiny_model
         assert (summary["judged"], summary["parsed"], summary["asked_again"]) == (3, 3, 0), summary
         lines[name] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
         for line in lines[name]:
+            assert line["judge"] == {"spec": name, "identity": judge.identity}  # who wrote it, by its weights
             value = json.loads(line["scores"])
             assert list(value) == list(CRITERIA) and all(v in range(1, 6) for v in value.values())
             assert parse_scores(line["scores"]) == {k: float(v) for k, v in value.items()}

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,15 @@ def test_run_records_every_question_and_resumes(backend, cmmlu, tmp_path):
         assert r["verdict"] == ("correct" if r["extracted"] == r["answer"] else "wrong")
     s = first["subsets"]["anatomy"]
     assert s["accuracy"] == s["correct"] / 6 and s["ci95"][0] <= s["accuracy"] <= s["ci95"][1]
-    assert "| tiny (0-shot, logprob) |" in (tmp_path / "run" / "table.md").read_text(encoding="utf-8")
+    assert s["stderr"] == pytest.approx((s["accuracy"] * (1 - s["accuracy"]) / 5) ** 0.5)
+    # CMMLU offers four options: chance is 25%; every answer is a letter, counted per letter
+    assert s["chance"] == 0.25 and all(r["k"] == 4 for r in full["questions"])
+    assert sum(s["predictions"].values()) == 6 and set(s["predictions"]) <= set("ABCD")
+    assert s["predictions"] == dict(sorted(Counter(r["extracted"] for r in full["questions"][:6]).items()))
+    top = max(first["predictions"].values())
+    table = (tmp_path / "run" / "table.md").read_text(encoding="utf-8")
+    assert first["one_letter"] == (top / 12 > 0.5) == ("⚠" in table)
+    assert "| tiny (0-shot, logprob)" in table and "| *chance (1/k)* | 25.00 | 25.00 | 25.00 |" in table
 
     # What an interrupt leaves: some finished lines and a half-written one, no results yet.
     journal = tmp_path / "run" / "answers.jsonl"
@@ -172,6 +181,9 @@ def test_cli_json_last_line_and_table(tiny_model, shared_data, tmp_path):
         summary["n"] == 6 and list(summary["subsets"]) == ["genetics", "nutrition"] and summary["shots"] == 2
     )
     assert "| Model | genetics | nutrition | Average |" in out.stdout
+    # n of N: three questions of each subset's 176 and 145 (--limit 3)
+    assert f"| hf:{tiny_model} (2-shot, logprob) | 3 of 176 | 3 of 145 | 6 |" in out.stdout
+    assert summary["subsets"]["genetics"]["N"] == 176 and "average_stderr" in summary
     rec = json.loads((tmp_path / "run" / "answers.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert rec["prompt"].count("答案：") == 3  # two answered shots, then the question
 

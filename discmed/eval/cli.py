@@ -42,6 +42,8 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
     ) -> None:
         """Score a model on an exam task; an interrupted run resumes from its folder."""
+        from collections import Counter
+
         from discmed.backend import BackendError, load_backend, parse_spec
         from discmed.eval.loaders import load_questions, load_task
         from discmed.eval.mcq import run_mcq
@@ -51,6 +53,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
             t = load_task(task)
             wanted = [s.strip() for s in subsets.split(",") if s.strip()] if subsets else None
             questions = load_questions(t, "test", data_dir, wanted)
+            available = dict(Counter(q.subset for q in questions))  # the N of "n of N" under --limit
             if limit:
                 firsts: dict[str, list] = {}
                 for q in questions:
@@ -67,7 +70,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
             backend = load_backend(model, **({"batch_size": batch_size} if kind in ("hf", "tiny") else {}))
             summary = run_mcq(backend, t, questions, folder, settings=settings, dev=dev, shots=shots,
                               mode=mode, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                              progress=sys.stderr.isatty() or not as_json)
+                              progress=sys.stderr.isatty() or not as_json, available=available)
         except (ValueError, BackendError, OSError) as e:
             fail(str(e), as_json)
         typer.echo(render_table([summary]))
@@ -83,15 +86,27 @@ def _register_mcq(eval_app: typer.Typer) -> None:
     def mcq_table(
         runs: Annotated[list[str], typer.Argument(help="run folders or results.json files")],
         out: Annotated[Path | None, Opt("--out", help="also write the Markdown table here")] = None,
+        strict: Annotated[bool, Opt("--strict", help="refuse (exit 2) rows scored on different questions or "
+                                    "merging runs of different weights, rather than print them under a warning line")] = False,
         as_json: Annotated[bool, Opt("--json", help="print the table as JSON on the last line")] = False,
     ) -> None:
         """Combine runs into DISC's table: subsets as columns, average last, one row per model setting."""
-        from discmed.eval.mcq_report import load_summaries, merge_rows, render_table
+        from discmed.eval.mcq_report import (
+            differences,
+            load_summaries,
+            merge_rows,
+            one_letter,
+            render_table,
+            stderr,
+        )
 
         try:
             summaries = load_summaries(runs)
         except (ValueError, OSError) as e:
             fail(str(e), as_json)
+        diff = differences(summaries)
+        if strict and diff:
+            fail("--strict: rows that do not compare — " + "; ".join(diff), as_json)
         table = render_table(summaries)
         typer.echo(table)
         if out:
@@ -101,7 +116,12 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         if as_json:
             columns, rows = merge_rows(summaries)
             accs = {label: {c: row[c]["accuracy"] for c in row} for label, row in rows.items()}
-            typer.echo(json.dumps({"columns": columns, "rows": accs}, ensure_ascii=False))
+            errs = {label: {c: row[c].get("stderr", stderr(row[c]["accuracy"], row[c]["n"])) for c in row}
+                    for label, row in rows.items()}
+            ns = {label: {c: [row[c]["n"], row[c].get("N", row[c]["n"])] for c in row} for label, row in rows.items()}
+            flags = {label: list(f) for label, row in rows.items() if (f := one_letter(row))}
+            typer.echo(json.dumps({"columns": columns, "rows": accs, "stderr": errs, "n_of_N": ns,
+                                   "one_letter": flags, "not_like_for_like": diff}, ensure_ascii=False))
 
 
 def _register_consult(eval_app: typer.Typer) -> None:
@@ -257,28 +277,40 @@ def _register_consult(eval_app: typer.Typer) -> None:
         samples: Annotated[Path | None, typer.Option("--samples", help="DISC's eval/samples folder, for the CMD / "
                                                      "CMID categories (else $DISCMED_EVAL_SAMPLES)")] = None,
         out: Annotated[Path | None, typer.Option("--out", help="folder for report.md, scores.json and the PNG charts")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print {model: {set: {criterion…, mean, by}}} last")] = False,
+        strict: Annotated[bool, typer.Option("--strict", help="refuse (exit 2) a table whose rows differ in judge "
+                                             "or cases, rather than print it under a warning line")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print {model: {set: {criterion…, mean, ci95, n, N, "
+                                              "judge, by}}} last")] = False,
     ) -> None:
-        """Tables in DISC's layout, per-category means, a radar chart and grouped bar charts."""
+        """Tables in DISC's layout with each row's judge, n of N cases and 95% intervals;
+        per-category means; radar and point-range charts."""
         from discmed.chat import DataError
         from discmed.eval.consult import default_samples_dir
         from discmed.eval.score import (
+            TITLE,
+            differences,
             draw_charts,
             json_summary,
             markdown,
+            read_case_sets,
             read_categories,
             read_judgements,
+            sets_in,
             summarize,
         )
 
         try:
             # A folder contributes its judgement files, named as DISC and `eval judge` name them.
             paths = [p for f in files for p in (sorted(f.glob("**/result_*.jsonl")) if f.is_dir() else [f])]
-            summary = summarize(read_judgements(paths), read_categories(samples or default_samples_dir()))
+            folder = samples or default_samples_dir()
+            summary = summarize(read_judgements(paths), read_categories(folder), read_case_sets(folder))
         except (ValueError, DataError, OSError) as e:
             fail(str(e), as_json)
         if not summary:
             fail("no judgements found", as_json)
+        mixed = [f"{TITLE.get(n, n)}: {'; '.join(d)}" for n in sets_in(summary) if (d := differences(summary, n))]
+        if strict and mixed:
+            fail("--strict: rows that do not compare — " + " | ".join(mixed), as_json)
         table = markdown(summary)
         typer.echo(table)
         result = json_summary(summary)

@@ -8,7 +8,8 @@ variants: CMB-clin, and CMD/CMID whose Proactivity text adds a clause for non-pe
 questions). `--rubric zh` is discmed's Chinese rendering of the same rubric.
 
 A judgement line is DISC's: `{"id", "model", "source", "scores", "prompt"}` where `scores` is
-the judge's raw text. Parsing happens when scores are read (`parse_scores`), so a line whose
+the judge's raw text, plus `"judge": {"spec", "identity"}` (the model spec as given and the
+backend's identity) that DISC's released lines lack. Parsing happens when scores are read (`parse_scores`), so a line whose
 text could not be parsed stays on disk, is counted, and is never silently dropped.
 """
 
@@ -340,7 +341,10 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
         runner.write_failures(failed_file, lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"]})
     finally:
         runner.close()
-    write_jsonl([r["line"] for r in results], out)
+    # Each line names its judge (the spec as given and the backend's identity, which changes with
+    # the weights), so a table that puts judgements side by side can tell who wrote them.
+    who = {"spec": judge_spec, "identity": str(judge.identity)}
+    write_jsonl([{**r["line"], "judge": who} for r in results], out)
     unparsed = [f"{r['line']['model']}/{r['line']['source']}/{r['line']['id']}" for r in results if not r["parsed"]]
     return {"out": str(out), "judge": judge_spec, "rubric": rubric, "dialogues": len(dialogues),
             "judged": len(results), "parsed": len(results) - len(unparsed), "unparsed": len(unparsed),
@@ -356,7 +360,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
                  progress: bool = True) -> dict[str, Any]:
     """Compare two doctors on the cases both consulted, each case judged in both orders.
 
-    Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`) to `out`
+    Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`, `judge`) to `out`
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
     from discmed.backend import GenParams
@@ -392,7 +396,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
         runner.write_failures(failed_file, lambda k, pair: {"source": pair[0]["source"], "id": pair[0]["id"]})
     finally:
         runner.close()
-    write_jsonl(results, out)
+    write_jsonl([{**r, "judge": {"spec": judge_spec, "identity": str(judge.identity)}} for r in results], out)
     decided = [r for r in results if r["ab"] is not None and r["ba"] is not None]
     # Consistent: the same doctor (or a tie) in both orders. First-position rate: how often a
     # single verdict picked whichever dialogue was shown first — 0.5 for an unbiased judge.

@@ -11,6 +11,9 @@ option count wrong and are listed.
 A run folder holds `run.json` (the settings), `answers.jsonl` (one line per finished
 question, appended as batches finish: the resume journal), and at the end `results.json`
 (summary plus every question's prompt, output, extracted answer and verdict) and `table.md`.
+The summary gives each subset's accuracy with lm-eval's standard error and a bootstrap
+interval, its chance line, and the letters the model answered: a model that answers "A" to
+nearly everything scores whatever share of keys is "A", and the table flags it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from discmed.chat import atomic_write_text, read_json
 from discmed.eval.loaders import Question, Task
-from discmed.eval.mcq_report import bootstrap_ci, render_table
+from discmed.eval.mcq_report import ONE_LETTER, bootstrap_ci, chance, letter_counts, render_table, stderr
 
 KINDS = {"zh": ("单项选择题", "多项选择题"), "en": ("single-answer questions", "multiple-answer questions")}
 
@@ -127,6 +130,7 @@ def _record(q: Question, prompt: str, extracted: str | None, **extra) -> dict:
         "subset": q.subset,
         "qtype": q.qtype,
         "multi": q.multi,
+        "k": len(q.options),  # options offered: the chance line is 1/k (1/(2^k - 1) for a letter set)
         "prompt": prompt,
         **extra,
         "extracted": extracted,
@@ -161,9 +165,16 @@ def read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def summarize(records: list[dict], settings: dict, order: list[str]) -> dict:
-    """Per-subset accuracy with its bootstrap interval; the average is the unweighted mean of
-    subsets, as DISC reports it (the question-weighted figure is `micro`)."""
+def summarize(records: list[dict], settings: dict, order: list[str], available: dict[str, int] | None = None) -> dict:
+    """Per-subset accuracy with lm-eval's standard error and a bootstrap interval, the chance
+    line, and which letters the model answered; `available`: each subset's question count
+    before any --limit (the N of "n of N").
+
+    The average is the unweighted mean of subsets, as DISC reports it; its standard error is
+    that of an unweighted mean of independent subsets, sqrt(sum se_i^2) / m. `micro` is the
+    question-weighted accuracy, its standard error pooled across questions, sqrt(p(1-p)/(N-1)).
+    """
+    available = available or {}
     subsets = {}
     for s in order:
         rs = [r for r in records if r["subset"] == s]
@@ -172,18 +183,35 @@ def summarize(records: list[dict], settings: dict, order: list[str]) -> dict:
         ok = [r["verdict"] == "correct" for r in rs]
         subsets[s] = {
             "n": len(rs),
+            "N": max(available.get(s, 0), len(rs)),
             "correct": sum(ok),
             "accuracy": sum(ok) / len(rs),
+            "stderr": stderr(sum(ok) / len(rs), len(rs)),
             "ci95": list(bootstrap_ci(ok)),
+            "chance": chance(rs),
+            "predictions": letter_counts(r["extracted"] for r in rs),
+            "answers": letter_counts(r["answer"] for r in rs),
             "unparseable": sum(r["verdict"] == "unparseable" for r in rs),
         }
-    accs = [v["accuracy"] for v in subsets.values()]
+    figs = list(subsets.values())
+    accs = [v["accuracy"] for v in figs]
+    errs = [v["stderr"] for v in figs]
+    chances = [v["chance"] for v in figs]
+    micro = sum(r["verdict"] == "correct" for r in records) / len(records) if records else float("nan")
+    predictions = letter_counts(r["extracted"] for r in records)
+    top = max(predictions.items(), key=lambda kv: kv[1], default=(None, 0))
     return {
         **settings,
         "n": len(records),
         "subsets": subsets,
         "average": sum(accs) / len(accs) if accs else float("nan"),
-        "micro": sum(r["verdict"] == "correct" for r in records) / len(records) if records else float("nan"),
+        "average_stderr": (sum(e * e for e in errs) ** 0.5 / len(errs)) if errs and None not in errs else None,
+        "micro": micro,
+        "micro_stderr": stderr(micro, len(records)) if records else None,
+        "chance": sum(chances) / len(chances) if chances and None not in chances else None,
+        "predictions": predictions,
+        "top_prediction": {"letter": top[0], "count": top[1], "share": top[1] / len(records) if records else 0.0},
+        "one_letter": bool(records) and top[1] / len(records) > ONE_LETTER,
         "unparseable": [r["id"] for r in records if r["verdict"] == "unparseable"],
     }
 
@@ -201,8 +229,10 @@ def run_mcq(
     batch_size: int = 16,
     max_new_tokens: int = 64,
     progress: bool = True,
+    available: dict[str, int] | None = None,
 ) -> dict:
-    """Score `questions`, resuming from `out_dir`'s journal; returns the summary.
+    """Score `questions`, resuming from `out_dir`'s journal; returns the summary. `available`:
+    each subset's question count before a --limit cut it (else the questions given).
 
     `settings` (model, task, mode, shots … as the user gave them) is stored in run.json with
     the backend's identity; a folder holding a run with other settings is refused rather than
@@ -276,7 +306,7 @@ def run_mcq(
         "mode": mode,
         "shots": shots,
     }
-    summary = summarize(records, named, order)
+    summary = summarize(records, named, order, available)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["resumed"] = len(questions) - len(todo)
     atomic_write_text(
