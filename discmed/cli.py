@@ -21,20 +21,26 @@ from discmed.errors import guard
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Plain (click) help, not rich's panels: rich cuts long option names ("--served-model-…") at 80
+# columns, and a user must be able to read and copy every option from `--help` in any terminal.
+PLAIN = {"rich_markup_mode": None}
+
 app = typer.Typer(
+    **PLAIN,
     help="discmed: DISC-MedLLM rebuilt — data, training, chat, serving and evaluation of medical-consultation LLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-tiny_app = typer.Typer(help="The embedded tiny model (proves the machinery, not medicine).", no_args_is_help=True)
-data_app = typer.Typer(help="DISC-Med-SFT construction: sources, scrub, rewrite, kgqa, dedup, decontam, mix, curation.", no_args_is_help=True)
-train_app = typer.Typer(help="Training: SFT (full, LoRA, QLoRA), DPO, GRPO, merge, export; `train keys` lists "
+tiny_app = typer.Typer(**PLAIN, help="The embedded tiny model (proves the machinery, not medicine).", no_args_is_help=True)
+data_app = typer.Typer(**PLAIN, help="DISC-Med-SFT construction: sources, scrub, rewrite, kgqa, dedup, decontam, mix, curation.", no_args_is_help=True)
+train_app = typer.Typer(**PLAIN, help="Training: SFT (full, LoRA, QLoRA), DPO, GRPO, merge, export; `train keys` lists "
                         "the recipe keys.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluation: exam multiple choice, simulated consultations, judging, scoring.", no_args_is_help=True)
+eval_app = typer.Typer(**PLAIN, help="Evaluation: exam multiple choice, simulated consultations, judging, scoring.", no_args_is_help=True)
 app.add_typer(tiny_app, name="tiny")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+
 
 def _version(value: bool) -> None:
     if value:

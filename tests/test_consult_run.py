@@ -48,8 +48,8 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
     cache = str(tmp_path / "cache.sqlite")
     run = CliRunner().invoke(cli, [
         "consult", "--doctor", spec, "--patient", spec, "--set", "cmid", "--samples", str(samples), "--limit", "2",
-        "--turns", "2", "--doctor-max-tokens", "24", "--patient-max-tokens", "16", "--out", str(dialogues),
-        "--cache", cache, "--concurrency", "2", "--timeout", "60", "--json"])
+        "--turns", "2", "--doctor-max-new-tokens", "24", "--patient-max-new-tokens", "16", "--out", str(dialogues),
+        "--cache-file", cache, "--concurrency", "2", "--timeout", "60", "--json"])
     assert run.exit_code == 0, run.output
     summary = json.loads(run.output.strip().splitlines()[-1])
     assert (summary["cases"], summary["dialogues"], summary["failed"]) == (2, 2, 0), summary
@@ -65,7 +65,7 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
     # tokenizer, and asking again would run past its 2,048-token context.
     judged = tmp_path / "result_tiny_cmid.jsonl"
     run = CliRunner().invoke(cli, ["judge", str(dialogues), "--judge", spec, "--out", str(judged), "--rubric", "zh",
-                                   "--max-tokens", "24", "--cache", cache, "--timeout", "60", "--json"])
+                                   "--max-new-tokens", "24", "--cache-file", cache, "--timeout", "60", "--json"])
     assert run.exit_code == 0, run.output
     jsum = json.loads(run.output.strip().splitlines()[-1])
     lines = [json.loads(x) for x in judged.read_text(encoding="utf-8").splitlines()]
@@ -85,7 +85,7 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
 
     pairs = tmp_path / "pairs.jsonl"
     run = CliRunner().invoke(cli, ["judge", "--pairwise", str(dialogues), str(dialogues), "--judge", spec,
-                                   "--out", str(pairs), "--max-tokens", "16", "--cache", cache, "--timeout", "60", "--json"])
+                                   "--out", str(pairs), "--max-new-tokens", "16", "--cache-file", cache, "--timeout", "60", "--json"])
     assert run.exit_code == 0, run.output
     psum = json.loads(run.output.strip().splitlines()[-1])
     assert psum["cases"] == 2 and psum["x_wins"] + psum["y_wins"] + psum["ties"] + psum["undecided"] == 2
@@ -125,7 +125,7 @@ def test_killed_run_resumes(tiny_model, samples, tmp_path):
     out = tmp_path / "tiny_cmb.json"
     cmd = [sys.executable, "-m", "discmed.cli", "eval", "consult", "--doctor", "tiny", "--patient", "tiny",
            "--set", "cmb-clin", "--samples", str(samples), "--limit", "6", "--turns", "3", "--concurrency", "1",
-           "--doctor-max-tokens", "48", "--patient-max-tokens", "24", "--out", str(out), "--no-cache", "--json"]
+           "--doctor-max-new-tokens", "48", "--patient-max-new-tokens", "24", "--out", str(out), "--no-cache", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     journal = tmp_path / "tiny_cmb.json.journal.sqlite"
@@ -183,12 +183,12 @@ def test_consult_after_retraining_in_place_asks_the_new_weights(tiny_model, samp
     def consult(out, *extra):
         run = CliRunner().invoke(cli, [
             "consult", "--doctor", spec, "--patient", spec, "--set", "cmid", "--samples", str(samples),
-            "--limit", "1", "--turns", "1", "--doctor-max-tokens", "8", "--patient-max-tokens", "8",
+            "--limit", "1", "--turns", "1", "--doctor-max-new-tokens", "8", "--patient-max-new-tokens", "8",
             "--out", str(tmp_path / out), "--json", *extra])
         assert run.exit_code == 0, run.output
         return json.loads(run.stdout.strip().splitlines()[-1])
 
-    shared = ["--cache", str(tmp_path / "shared.sqlite")]
+    shared = ["--cache-file", str(tmp_path / "shared.sqlite")]
     first = consult("a.json", *shared)
     assert first["calls"] > 0 and (tmp_path / "a.json").exists()
     old = read_dialogues(tmp_path / "a.json")

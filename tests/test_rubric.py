@@ -149,7 +149,7 @@ def test_rubric_end_to_end_on_tiny_server(tiny_server, tmp_path, hb_file, shared
     spec = f"openai:{tiny_server}@tiny"
     out = tmp_path / "rubrics.jsonl"
     args = ["rubrics", "--cases", "cmb-clin", "--samples", str(shared_data / "disc-medllm" / "eval" / "samples"),
-            "--writer", spec, "--out", str(out), "--limit", "2", "--max-tokens", "48", "--no-cache", "--json"]
+            "--writer", spec, "--out", str(out), "--limit", "2", "--max-new-tokens", "48", "--no-cache", "--json"]
     r = CliRunner().invoke(app, args)
     # A case whose prompt the tiny model's context cannot hold fails before it is sent, with its
     # reason, permanently; the command says so and exits 4 (the step ran; its output is partial).
@@ -170,7 +170,7 @@ def test_rubric_end_to_end_on_tiny_server(tiny_server, tmp_path, hb_file, shared
     assert again["written"] == summary["written"] and again["rejected"] == summary["rejected"]
 
     r = CliRunner().invoke(app, ["rubric", "--rubrics", str(hb_file), "--model", spec, "--grader", spec,
-                                 "--out", str(tmp_path / "rb"), "--limit", "2", "--max-tokens", "24", "--json"])
+                                 "--out", str(tmp_path / "rb"), "--limit", "2", "--max-new-tokens", "24", "--json"])
     assert r.exit_code == 0, r.output
     last = json.loads(r.output.strip().splitlines()[-1])
     grading, scores = last["grading"], last["scores"]["tiny"]

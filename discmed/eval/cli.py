@@ -1,10 +1,22 @@
 """Command-line commands of this area, added by `register` (see discmed/cli.py for which group it receives)."""
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from discmed.jobs import end_job
+
+# The options the model-calling commands share: API timeout, the call cache, the JSON summary.
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds before an API request is abandoned "
+                                            "(then retried by the openai client)")]
+# One spelling across commands: --cache/--no-cache (as data rewrite and kgqa have it), the file apart.
+CacheOpt = Annotated[bool, typer.Option("--cache/--no-cache", help="reuse identical model calls from the call "
+                                        "cache (--no-cache: neither read nor write one)")]
+CacheFileOpt = Annotated[Path | None, typer.Option("--cache-file", help="call cache file (default: the run's own, "
+                                                   "<out>.cache.sqlite)")]
+SharedCacheOpt = Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")]
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +48,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         mode: Annotated[Literal["logprob", "generate"], Opt("--mode", help="logprob (local models) or generate (any backend)")] = "logprob",
         subsets: Annotated[str | None, Opt("--subsets", help="comma-separated subset names (default: all)")] = None,
         limit: Annotated[int | None, Opt("--limit", help="only the first N questions of each subset")] = None,
-        out: Annotated[Path | None, Opt("--out", help="run folder (default runs/mcq/<task>-<model>-<mode>-<k>shot)")] = None,
+        out: Annotated[Path | None, Opt("--out", "-o", help="run folder (default runs/mcq/<task>-<model>-<mode>-<k>shot)")] = None,
         batch_size: Annotated[int, Opt("--batch-size", help="questions per forward pass or generate call")] = 16,
         max_new_tokens: Annotated[int, Opt("--max-new-tokens", help="generate mode: reply length")] = 64,
         as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
@@ -85,7 +97,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
     @eval_app.command("mcq-table")
     def mcq_table(
         runs: Annotated[list[str], typer.Argument(help="run folders or results.json files")],
-        out: Annotated[Path | None, Opt("--out", help="also write the Markdown table here")] = None,
+        out: Annotated[Path | None, Opt("--out", "-o", help="also write the Markdown table here")] = None,
         strict: Annotated[bool, Opt("--strict", help="refuse (exit 2) rows scored on different questions or "
                                     "merging runs of different weights, rather than print them under a warning line")] = False,
         as_json: Annotated[bool, Opt("--json", help="print the table as JSON on the last line")] = False,
@@ -142,17 +154,9 @@ def _register_consult(eval_app: typer.Typer) -> None:
 
         return backend_for(spec, retries=2, timeout=timeout)
 
-    def _cache_choice(no_cache: bool, cache: Path | None, shared: bool):
-        return False if no_cache else cache or (True if shared else None)  # None: the run's own
+    def _cache_choice(cache: bool, cache_file: Path | None, shared: bool):
+        return False if not cache else cache_file or (True if shared else None)  # None: the run's own
 
-    # The options consult and judge share: API timeout, the call cache, the JSON summary.
-    TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds before an API request is abandoned "
-                                                "(then retried by the openai client)")]
-    NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="do not read or write a call cache")]
-    CacheOpt = Annotated[Path | None, typer.Option("--cache", help="call cache file (default: the run's own, "
-                                                   "<out>.cache.sqlite)")]
-    SharedCacheOpt = Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")]
-    JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")]
 
     @eval_app.command("consult")
     def consult(
@@ -160,18 +164,19 @@ def _register_consult(eval_app: typer.Typer) -> None:
         patient: Annotated[str, typer.Option("--patient", help="patient model spec (DISC used gpt-3.5-turbo)")],
         set_: Annotated[str, typer.Option("--set", help="cmb-clin, cmd, cmid, or a samples JSON file")],
         turns: Annotated[int, typer.Option("--turns", help="doctor turns per consultation (DISC's have 3)")] = 3,
-        out: Annotated[Path | None, typer.Option("--out", help="dialogue file (default runs/consult/<model>_<set>.json)")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="dialogue file (default runs/consult/<model>_<set>.json)")] = None,
         name: Annotated[str | None, typer.Option("--name", help="model name written in the dialogues (default: the doctor's)")] = None,
         samples: Annotated[Path | None, typer.Option("--samples", help="DISC's eval/samples folder (else $DISCMED_EVAL_SAMPLES)")] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="only the first N cases")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="consultations in flight at once")] = 8,
-        doctor_tokens: Annotated[int, typer.Option("--doctor-max-tokens")] = 512,
-        patient_tokens: Annotated[int, typer.Option("--patient-max-tokens")] = 128,
-        patient_temperature: Annotated[float, typer.Option("--patient-temperature")] = 0.7,
+        doctor_tokens: Annotated[int, typer.Option("--doctor-max-new-tokens", help="longest doctor reply, in tokens")] = 512,
+        patient_tokens: Annotated[int, typer.Option("--patient-max-new-tokens", help="longest patient reply, in tokens")] = 128,
+        patient_temperature: Annotated[float, typer.Option("--patient-temperature", help="the patient's sampling "
+                                                           "temperature (0: greedy)")] = 0.7,
         doctor_system: Annotated[str | None, typer.Option("--doctor-system", help="a system prompt for the doctor")] = None,
         timeout: TimeoutOpt = 300.0,
-        no_cache: NoCacheOpt = False,
-        cache: CacheOpt = None,
+        cache: CacheOpt = True,
+        cache_file: CacheFileOpt = None,
         shared_cache: SharedCacheOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -191,7 +196,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 cases, doc, pat, target, doctor_spec=doctor, patient_spec=patient, model=model, turns=turns,
                 concurrency=concurrency, doctor_params=GenParams(max_new_tokens=doctor_tokens),
                 patient_params=GenParams(max_new_tokens=patient_tokens, temperature=patient_temperature, top_p=0.9),
-                doctor_system=doctor_system, cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
+                doctor_system=doctor_system, cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
         typer.echo(f"{summary['dialogues']}/{summary['cases']} consultations → {summary['out']} "
@@ -212,18 +217,19 @@ def _register_consult(eval_app: typer.Typer) -> None:
     def judge(
         files: Annotated[list[Path], typer.Argument(help="dialogue files in DISC's format")],
         judge_spec: Annotated[str, typer.Option("--judge", help="judge model spec (DISC used gpt-4)")],
-        out: Annotated[Path | None, typer.Option("--out", help="judgement JSONL (default runs/judge/result_<model>_<set>"
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="judgement JSONL (default runs/judge/result_<model>_<set>"
                                                   ".jsonl; with --pairwise runs/judge/pairwise_<x>_vs_<y>.jsonl)")] = None,
         rubric: Annotated[Literal["disc", "zh"], typer.Option("--rubric", help="disc (DISC's exact English prompt) or zh (Chinese)")] = "disc",
         pairwise: Annotated[bool, typer.Option("--pairwise", help="compare the two doctors of two files, "
                                                "each case judged in both orders")] = False,
-        concurrency: Annotated[int, typer.Option("--concurrency")] = 8,
-        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="judge reply length (default 128; 256 pairwise)")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="dialogues judged at once")] = 8,
+        max_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="longest judge reply, in tokens "
+                                                       "(default 128; 256 pairwise)")] = None,
         free_text: Annotated[bool, typer.Option("--free-text", help="do not hold the judge's reply to a JSON schema "
                                                 "(constrained decoding, structured outputs); its prose is parsed")] = False,
         timeout: TimeoutOpt = 300.0,
-        no_cache: NoCacheOpt = False,
-        cache: CacheOpt = None,
+        cache: CacheOpt = True,
+        cache_file: CacheFileOpt = None,
         shared_cache: SharedCacheOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -243,7 +249,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 target = out or Path("runs") / "judge" / f"pairwise_{x[0]['model']}_vs_{y[0]['model']}.jsonl"
                 summary = run_pairwise(x, y, model, target, judge_spec=judge_spec,
                                        params=GenParams(max_new_tokens=max_tokens or 256),
-                                       concurrency=concurrency, cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
+                                       concurrency=concurrency, cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['x']} vs {summary['y']} on {summary['cases']} cases: "
                            f"{summary['x_wins']} / {summary['y_wins']} wins, {summary['ties']} ties, "
                            f"{summary['undecided']} undecided; verdict kept after swapping: {summary['consistent']}; "
@@ -257,7 +263,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 summary = run_judge(flat, model, target, judge_spec=judge_spec, rubric=rubric,
                                     params=GenParams(max_new_tokens=max_tokens or 128), concurrency=concurrency,
                                     json_output=not free_text,
-                                    cache=_cache_choice(no_cache, cache, shared_cache), progress=progress(as_json))
+                                    cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
                            f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
                            f"({summary['asked_again']} asked twice), {summary['failed']} failed")
@@ -276,7 +282,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                                     "(DISC's released ones or eval judge's)")],
         samples: Annotated[Path | None, typer.Option("--samples", help="DISC's eval/samples folder, for the CMD / "
                                                      "CMID categories (else $DISCMED_EVAL_SAMPLES)")] = None,
-        out: Annotated[Path | None, typer.Option("--out", help="folder for report.md, scores.json and the PNG charts")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for report.md, scores.json and the PNG charts")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="refuse (exit 2) a table whose rows differ in judge "
                                              "or cases, rather than print it under a warning line")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print {model: {set: {criterion…, mean, ci95, n, N, "
@@ -329,7 +335,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
     def agree(
         first: Annotated[Path, typer.Argument(help="judgements by one judge")],
         second: Annotated[Path, typer.Argument(help="judgements of the same dialogues by another judge")],
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print the agreement as JSON on the last line")] = False,
     ) -> None:
         """Agreement between two judges on the same dialogues, per criterion."""
         from discmed.chat import DataError
@@ -377,17 +383,17 @@ def _register_rubric(eval_app: typer.Typer) -> None:
     def rubrics(
         cases: Annotated[str, Opt("--cases", help="cmb-clin, cmd, cmid, a DISC samples file, or HealthBench-shaped JSONL")],
         writer: Annotated[str, Opt("--writer", help="the model that writes the criteria (a model spec)")],
-        out: Annotated[Path, Opt("--out", help="rubric JSONL in HealthBench's shape")] = Path("runs/rubrics/rubrics.jsonl"),
+        out: Annotated[Path, Opt("--out", "-o", help="rubric JSONL in HealthBench's shape")] = Path("runs/rubrics/rubrics.jsonl"),
         samples: Annotated[Path | None, Opt("--samples", help="DISC's eval/samples folder (else $DISCMED_EVAL_SAMPLES)")] = None,
         reference: Annotated[Path | None, Opt("--reference", help="CMB-Clin's own release (CMB-Clin-v0.json): "
                                                   "its answers shown to the writer")] = None,
         limit: Annotated[int | None, Opt("--limit", help="only the first N cases")] = None,
-        concurrency: Annotated[int, Opt("--concurrency")] = 8,
-        max_tokens: Annotated[int, Opt("--max-tokens", help="writer reply length")] = 1024,
+        concurrency: Annotated[int, Opt("--concurrency", help="cases written at once")] = 8,
+        max_tokens: Annotated[int, Opt("--max-new-tokens", help="longest writer reply, in tokens")] = 1024,
         free_text: Annotated[bool, Opt("--free-text", help="do not hold the writer's reply to a JSON schema "
                                                 "(constrained decoding, structured outputs); its prose is parsed")] = False,
-        timeout: Annotated[float, Opt("--timeout")] = 300.0,
-        no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
+        timeout: TimeoutOpt = 300.0,
+        cache: CacheOpt = True,
         as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
     ) -> None:
         """Write weighted criteria per case (checked; rejects kept with reasons); resumable."""
@@ -399,7 +405,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
             items = load_rubric_cases(cases, samples, reference)[:limit] if limit else load_rubric_cases(cases, samples, reference)
             summary = run_write(items, backend(writer, timeout), out, writer_spec=writer,
                                 params=GenParams(max_new_tokens=max_tokens), concurrency=concurrency,
-                                cache=not no_cache, progress=sys.stderr.isatty() or not as_json,
+                                cache=cache, progress=sys.stderr.isatty() or not as_json,
                                 json_output=not free_text)
         except (ValueError, DataError, BackendError, OSError) as e:
             fail(str(e), as_json)
@@ -421,14 +427,14 @@ def _register_rubric(eval_app: typer.Typer) -> None:
         model: Annotated[str | None, Opt("--model", help="instead of dialogue files: this model answers each "
                                          "rubric line's prompt first (HealthBench's protocol)")] = None,
         name: Annotated[str | None, Opt("--name", help="with --model: the name written in the dialogues")] = None,
-        out: Annotated[Path, Opt("--out", help="folder for grades.jsonl, report.md, scores.json, charts")] = Path("runs/rubric"),
+        out: Annotated[Path, Opt("--out", "-o", help="folder for grades.jsonl, report.md, scores.json, charts")] = Path("runs/rubric"),
         limit: Annotated[int | None, Opt("--limit", help="only the first N rubric lines")] = None,
-        concurrency: Annotated[int, Opt("--concurrency")] = 8,
-        max_tokens: Annotated[int, Opt("--max-tokens", help="grader reply length")] = 128,
+        concurrency: Annotated[int, Opt("--concurrency", help="dialogues graded (or answered) at once")] = 8,
+        max_tokens: Annotated[int, Opt("--max-new-tokens", help="longest grader reply, in tokens")] = 128,
         free_text: Annotated[bool, Opt("--free-text", help="do not hold the grader's reply to a JSON schema "
                                        "(constrained decoding, structured outputs); its prose is parsed")] = False,
-        timeout: Annotated[float, Opt("--timeout")] = 300.0,
-        no_cache: Annotated[bool, Opt("--no-cache", help="do not read or write the call cache")] = False,
+        timeout: TimeoutOpt = 300.0,
+        cache: CacheOpt = True,
         as_json: Annotated[bool, Opt("--json", help="print {model: {score, ci, n, ungraded, tags}} last")] = False,
     ) -> None:
         """Grade each criterion met / not met; HealthBench's scores, per-tag and per-criterion tables, charts."""
@@ -443,14 +449,14 @@ def _register_rubric(eval_app: typer.Typer) -> None:
             if model:
                 doc = backend(model, timeout)
                 records = rb.run_respond(examples, doc, out / "dialogues.json", model_spec=model, name=name or doc.name,
-                                         concurrency=concurrency, cache=False if no_cache else None, progress=progress)
+                                         concurrency=concurrency, cache=None if cache else False, progress=progress)
             elif dialogues:
                 records = [d for f in dialogues for d in read_dialogues(f)]
             else:
                 raise ValueError("give dialogue files, or --model to answer the rubric file's prompts")
             summary = rb.run_grading(records, examples, backend(grader, timeout), out / "grades.jsonl",
                                      grader_spec=grader, params=GenParams(max_new_tokens=max_tokens),
-                                     concurrency=concurrency, cache=False if no_cache else None, progress=progress,
+                                     concurrency=concurrency, cache=None if cache else False, progress=progress,
                                      json_output=not free_text)
             table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
         except (ValueError, DataError, BackendError, OSError) as e:

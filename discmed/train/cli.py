@@ -161,6 +161,6 @@ def register(app: typer.Typer) -> None:
 
 def main() -> None:
     """`python -m discmed.train …`: the entry point for accelerate launch and torchrun."""
-    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
     register(app)
     app()

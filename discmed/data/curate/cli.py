@@ -41,6 +41,7 @@ def _existing(db: Path) -> Path:
 def register(app: typer.Typer) -> None:
     """Add `candidates` and the `curate` sub-group to the `data` group `app`."""
     curate = typer.Typer(
+        rich_markup_mode=None,
         help="Behaviour-preference curation: a web tool where annotators pick, reject and edit candidate replies.",
         no_args_is_help=True,
     )
@@ -233,7 +234,7 @@ def register(app: typer.Typer) -> None:
     def export(
         db: DbOpt = Path("curation.sqlite"),
         out: Annotated[
-            Path, typer.Option("--out", help="Folder for sft.jsonl, dpo.jsonl, agreement.json")
+            Path, typer.Option("--out", "-o", help="Folder for sft.jsonl, dpo.jsonl, agreement.json")
         ] = Path("curated"),
         source: Annotated[str, typer.Option(help="'source' of the SFT records")] = "curated",
         as_json: JsonOpt = False,
