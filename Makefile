@@ -21,6 +21,10 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
+# The suite on every core (pytest-xdist), one torch thread per process; a file's tests stay on one
+# worker (--dist loadfile), so module fixtures (a served model, a trained folder) are built once.
+XDIST ?= -n auto --dist loadfile
+
 .PHONY: demo test test-quick test-latest lock lint venv clean
 
 # torch first, from the CPU build on disk, so no dependency pulls CUDA wheels; a GPU user who
@@ -52,10 +56,11 @@ test:
 	bash scripts/timed.sh install $(MAKE) --no-print-directory venv
 	bash scripts/timed.sh system bash scripts/test-setup.sh
 	bash scripts/timed.sh tiny $(PY) -m discmed tiny build
-	bash scripts/timed.sh tests env OMP_NUM_THREADS=1 $(PY) -m pytest -m "slow or not slow" -p no:cacheprovider --durations=40
+	bash scripts/timed.sh tests env OMP_NUM_THREADS=1 $(PY) -m pytest -m "slow or not slow" -p no:cacheprovider \
+		$(XDIST) --durations=40
 
 test-quick: $(VENV)/.dev
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider $(XDIST)
 
 # The newest versions pyproject.toml allows, in a venv of their own, against the quick tests: drift
 # is found here on purpose, not by a new user. Not in CI. Prints what differs from the lock.
