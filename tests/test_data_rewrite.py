@@ -110,3 +110,16 @@ def test_kgqa_with_tiny_teacher_over_http(tmp_path, tiny_server, shared_data):
     assert all(r["reasons"] and r["triples"] for r in rejects)
     assert s["teacher_calls"] == sum(2 if r["first_reasons"] else 1 for r in rejects) + sum(
         1 + json.loads(x)["provenance"]["retried"] for x in out.read_text(encoding="utf-8").splitlines())
+
+
+@pytest.mark.slow
+def test_kgqa_names_a_reply_cut_off_at_the_token_limit(tmp_path, tiny_server, shared_data):
+    """JSON held to the schema but cut off at --max-new-tokens is rejected for the limit, not
+    for the teacher's "format" (the reviewer saw all 8 entities rejected as format)."""
+    out = tmp_path / "kgqa.jsonl"
+    s = kgqa_file(shared_data / "cmekg" / "train_example.json", out, f"openai:{tiny_server}@tiny", limit=2,
+                  max_new_tokens=6, concurrency=2, cache=False, progress=False)
+    assert s["rejected"] == 2 and s["failed"] == 0
+    assert s["rejected_by_reason"] == {"cut off": 2}, s["rejected_by_reason"]
+    rejects = [json.loads(x) for x in (tmp_path / "kgqa.jsonl.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(r["reasons"] == ["cut off: the reply reached --max-new-tokens 6 before it was complete"] for r in rejects)
