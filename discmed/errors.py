@@ -49,6 +49,14 @@ def fail(message: str, as_json: bool = False, code: int = 2, details: dict | Non
     raise typer.Exit(code)
 
 
+def fail_with(e: Exception, as_json: bool = False) -> NoReturn:
+    """`fail` for a caught error: a DiscmedError with its own exit code (3 for a model that
+    cannot be reached …) and details, anything else (a bad value, a missing file) as bad input."""
+    if isinstance(e, DiscmedError):
+        fail(str(e), as_json, e.exit_code, e.details)
+    fail(str(e), as_json, 2)
+
+
 def guard(fn: Callable) -> Callable:
     """The error boundary of a command: a DiscmedError (or a missing file, a bad value) ends it
     through `fail` with its exit code; anything else is a bug and keeps its traceback.
@@ -61,8 +69,6 @@ def guard(fn: Callable) -> Callable:
         except (DiscmedError, OSError, ValueError) as e:
             if os.environ.get("DISCMED_DEBUG"):
                 raise
-            if isinstance(e, DiscmedError):
-                fail(str(e), bool(kwargs.get("as_json")), e.exit_code, e.details)
-            fail(str(e), bool(kwargs.get("as_json")), 2)
+            fail_with(e, bool(kwargs.get("as_json")))
 
     return wrapper

@@ -232,3 +232,36 @@ def test_rewrite_with_failed_records_exits_4_and_lists_them(tmp_path, endpoint):
     failed = [json.loads(x) for x in Path(last["summary"]["failed_file"]).read_text().splitlines()]
     assert [f["key"] for f in failed] == ["bad"] and failed[0]["record"]["_id"] == "bad"
     assert failed[0]["kind"] == "server"
+
+
+def test_every_model_calling_command_fails_fast_on_a_dead_endpoint(tmp_path, shared_data, free_port):
+    """consult, judge, rubric(s) and candidates as well as rewrite and kgqa: exit 3 within
+    seconds, naming the endpoint and the cause, and writing no output."""
+    dead = f"openai:http://127.0.0.1:{free_port}/v1@tiny"
+    samples = shared_data / "disc-medllm" / "eval" / "samples"
+    dialogues = shared_data / "disc-medllm" / "eval" / "dialogues" / "DISC-MedLLM_cmid.json"
+    rubric = tmp_path / "rubrics.jsonl"
+    rubric.write_text(json.dumps({"prompt_id": "0", "prompt": [{"role": "user", "content": "头疼"}], "rubrics": [
+        {"criterion": "问了头疼多久", "points": 5, "tags": []}], "example_tags": []}, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"_id": "p1", "source": "t", "conversation": [{"role": "user", "content": "头疼"}]},
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
+    commands = {
+        "consult": ["eval", "consult", "--doctor", dead, "--patient", dead, "--set", "cmid", "--samples", samples,
+                    "--limit", "2", "--out", tmp_path / "c.json"],
+        "judge": ["eval", "judge", dialogues, "--judge", dead, "--out", tmp_path / "j.jsonl"],
+        "rubrics": ["eval", "rubrics", "--cases", "cmid", "--samples", samples, "--writer", dead, "--limit", "2",
+                    "--out", tmp_path / "r.jsonl"],
+        "rubric": ["eval", "rubric", "--rubrics", rubric, "--model", dead, "--grader", dead, "--out", tmp_path / "rb"],
+        "candidates": ["data", "candidates", "--input", prompts, "--models", dead, "--db", tmp_path / "cur.sqlite"],
+    }
+    for name, args in commands.items():
+        t0 = time.perf_counter()
+        r = discmed(*args, "--json", cwd=tmp_path)
+        took = time.perf_counter() - t0
+        assert r.returncode == 3, (name, r.returncode, r.stderr[-1500:])
+        assert f"cannot reach the OpenAI-compatible endpoint at http://127.0.0.1:{free_port}/v1" in r.stderr, name
+        assert "Connection refused" in r.stderr, name
+        assert took < 30, (name, took)
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "j.jsonl").exists()

@@ -33,7 +33,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    from discmed.errors import fail
+    from discmed.errors import fail, fail_with
 
     Opt = typer.Option  # short, for the option table below
 
@@ -84,7 +84,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
                               mode=mode, batch_size=batch_size, max_new_tokens=max_new_tokens,
                               progress=sys.stderr.isatty() or not as_json, available=available)
         except (ValueError, BackendError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         typer.echo(render_table([summary]))
         bad = summary["unparseable"]
         if bad:
@@ -115,7 +115,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         try:
             summaries = load_summaries(runs)
         except (ValueError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         diff = differences(summaries)
         if strict and diff:
             fail("--strict: rows that do not compare — " + "; ".join(diff), as_json)
@@ -142,7 +142,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    from discmed.errors import fail
+    from discmed.errors import fail, fail_with
 
     def progress(as_json: bool) -> bool:
         return sys.stderr.isatty() or not as_json
@@ -198,7 +198,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 patient_params=GenParams(max_new_tokens=patient_tokens, temperature=patient_temperature, top_p=0.9),
                 doctor_system=doctor_system, cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
         except (ValueError, DataError, BackendError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         typer.echo(f"{summary['dialogues']}/{summary['cases']} consultations → {summary['out']} "
                    f"({summary['resumed']} resumed, {summary['failed']} failed, "
                    f"{summary['ended_by_patient']} ended by the patient, "
@@ -271,7 +271,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                     typer.echo("unparsed (kept in the file, left out of scores): "
                                + ", ".join(summary["unparsed_ids"][:10]) + (" …" if summary["unparsed"] > 10 else ""))
         except (ValueError, DataError, BackendError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         end_job(summary, what="dialogues" if not pairwise else "cases", as_json=as_json)
         if as_json:
             typer.echo(json.dumps(summary, ensure_ascii=False))
@@ -311,7 +311,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
             folder = samples or default_samples_dir()
             summary = summarize(read_judgements(paths), read_categories(folder), read_case_sets(folder))
         except (ValueError, DataError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         if not summary:
             fail("no judgements found", as_json)
         mixed = [f"{TITLE.get(n, n)}: {'; '.join(d)}" for n in sets_in(summary) if (d := differences(summary, n))]
@@ -346,7 +346,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
             a = {(j.model, j.set, j.id): j.scores for j in read_judgements([first])}
             b = {(j.model, j.set, j.id): j.scores for j in read_judgements([second])}
         except (ValueError, DataError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         shared = [k for k in a if k in b]
         pairs = [(a[k], b[k]) for k in shared if a[k] is not None and b[k] is not None]
         if not pairs:
@@ -370,7 +370,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
     import sys
     from pathlib import Path
 
-    from discmed.errors import fail
+    from discmed.errors import fail_with
 
     def backend(spec: str, timeout: float):
         from discmed.jobs import backend_for
@@ -408,7 +408,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
                                 cache=cache, progress=sys.stderr.isatty() or not as_json,
                                 json_output=not free_text)
         except (ValueError, DataError, BackendError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
                    f"{summary['urgent']} urgent cases; {summary['rejected']} rejected → {summary['rejects']}; "
                    f"{summary['failed']} failed; {summary['resumed']} resumed)")
@@ -460,7 +460,7 @@ def _register_rubric(eval_app: typer.Typer) -> None:
                                      json_output=not free_text)
             table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
         except (ValueError, DataError, BackendError, OSError) as e:
-            fail(str(e), as_json)
+            fail_with(e, as_json)
         report = rb.markdown(table)
         typer.echo(report)
         typer.echo(f"{summary['graded']}/{summary['matched']} dialogues graded ({summary['unmatched']} without a rubric); "
