@@ -55,6 +55,29 @@ def tiny_server(tiny_model, tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="module")
+def endpoint():
+    """The loopback OpenAI-compatible endpoint of benchmarks/jobs_throughput.py, in a process of
+    its own: it echoes the prompt after 20 ms, counts requests per prompt (GET /stats), and is
+    the fault-injecting teacher (its FAULT: prompts). Yields its base URL (…/v1)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import jobs_throughput
+
+    proc, base = jobs_throughput.start_endpoint(0.02)
+    yield base
+    proc.terminate()
+    proc.wait()
+
+
+def endpoint_stats(base: str) -> dict:
+    """Requests the endpoint received, per prompt."""
+    import httpx
+
+    return httpx.get(base.removesuffix("/v1") + "/stats").json()["by_prompt"]
+
+
 @pytest.fixture
 def as_at_a_terminal():
     """A `preexec_fn` for a child on a pty that must see Ctrl+C as a person at a terminal does.

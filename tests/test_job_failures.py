@@ -10,24 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from conftest import endpoint_stats
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import jobs_throughput  # noqa: E402  (the endpoint, with its FAULT: prompts)
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    proc, base = jobs_throughput.start_endpoint(0.02)
-    yield base
-    proc.terminate()
-    proc.wait()
 
 
 def _seen(base: str, prompt: str) -> int:
-    return httpx.get(base.removesuffix("/v1") + "/stats").json()["by_prompt"].get(prompt, 0)
+    return endpoint_stats(base).get(prompt, 0)
 
 
 def _runner(tmp_path, **kw):

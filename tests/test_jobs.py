@@ -11,24 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from conftest import endpoint_stats as _stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import jobs_throughput  # noqa: E402  (the endpoint the benchmark uses)
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    proc, base = jobs_throughput.start_endpoint(0.05)
-    yield base
-    proc.terminate()
-    proc.wait()
-
-
-def _stats(base: str) -> dict:
-    return httpx.get(base.removesuffix("/v1") + "/stats").json()["by_prompt"]
 
 
 def _runner(tmp_path, **kw):
