@@ -27,8 +27,9 @@ from typing import Any
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """{"path", "bytes", "sha256"} of a file (read in 1 MiB blocks)."""
-    path = Path(path)
+    """{"path" (absolute), "bytes", "sha256"} of a file. Steps that change nothing write the
+    bytes they read (a decontam that removes no record), so the path tells such files apart."""
+    path = Path(path).absolute()
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest}
