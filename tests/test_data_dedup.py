@@ -119,14 +119,16 @@ def test_mix_disc_proportions_deterministic(tmp_path):
 
 
 def test_data_card_written(tmp_path, shared_data):
-    summaries = [{"step": "scrub", "replaced": {"phone": 3, "name": 5}},
-                 {"step": "rewrite", "rejected_by_reason": {"missing numbers": 4, "ai phrasing": 1}},
-                 {"step": "dedup", "removed_exact": 2, "removed_near": 1},
-                 {"step": "decontam", "removed": 6}]
-    s = write_card(shared_data / "disc-medllm" / "train" / "test_examples.jsonl", tmp_path, summaries)
+    from discmed.data.lineage import stamp
+
+    data = shared_data / "disc-medllm" / "train" / "test_examples.jsonl"
+    summaries = [stamp({"step": "scrub", "records": 163, "records_changed": 8, "replaced": {"phone": 3, "name": 5},
+                        "replaced_total": 8, "changes": "x.changes.jsonl", "changes_count": 8, "bad_records": 0},
+                       [], data)]
+    s = write_card(data, tmp_path, summaries)
     md = (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
-    assert s["records"] == 163 and "| meddial | 163 | 100.0% |" in md
-    assert "| name [姓名] | 5 |" in md and "| rewrite: missing numbers | 4 |" in md and "| decontam | 6 |" in md
+    assert s["records"] == 163 and "| MedDialog | 163 | 100.0% |" in md  # DISC's "meddial", by its one name
+    assert "| name [姓名] | 5 |" in md and "| 1 | scrub (8 identifiers replaced in 8 records) |" in md
     png = (tmp_path / "data_card.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 

@@ -53,7 +53,9 @@ def _collect(path: str | Path) -> dict[str, Any]:
 
 
 def _name(s: dict) -> str:
-    return s.get("_file") or f"the {s.get('step', '?')} summary for {s.get('output', '?')}"
+    """How a summary is named in a warning: its file, else its step and output."""
+    out = (s.get("lineage") or {}).get("output", {}).get("path") or s.get("output", "?")
+    return s.get("_file") or f"the {s.get('step', '?')} summary for {Path(out).name}"
 
 
 def trace(final: dict, summaries: list[dict]) -> tuple[list[dict], list[str]]:
