@@ -12,17 +12,30 @@ in the short windows where they can occur (a clause with a family word, a title,
 greeting, a nickname shape, a hospital word, or a message's opening words), so names after
 家人 words, compound surnames, 老X/小X and doubled-character nicknames go too.
 
+What the tagger calls a person is taken as a name only if it looks like one (a surname and
+one or two characters, or a nickname shape), carries no chemistry character (米氮平), and is
+not a word of the language (jieba's 349k-word dictionary: 窦道, 安生, 青光眼) unless the text
+says it is a name (a family word, 叫, a title, the sex or age after it) or the tagger is sure
+(its CRF marginals, `ner.Tagger`). A bare "医院" after a generic place (因地区和医院而异) names
+no hospital; an organisation is a hospital only when its name ends like one.
+
 The medicine stays: doses (1.6mg), lab values (WBC 5.0×10^9/L), blood pressure, ages,
 durations, drug and disease names (including eponyms such as 桥本甲状腺炎 and place-named
 diseases such as 香港脚), anatomical places (左下腹) and specialties (消化内科). A city or
 country alone is not an identifier and is kept; a place down to a district, street or
 compound is an address.
 
+Every replacement is recorded (`_Edits`): `scrub_file` writes `OUT.changes.jsonl`, one line
+per replacement with the record id, the message, the span and text in the original, the type,
+the placeholder and the rule or model that made it (`rule:phone_mobile`, `ner:lac:PER`), so a
+reviewer can read what was removed.
+
 Measured on sets written for discmed (tests/data/scrub_dev.jsonl, and a held-out fifth):
-identifiers fully removed and medical values intact, per type (tests/test_data_scrub.py).
+identifiers fully removed and medical values intact, per type; and on words that must stay
+(tests/data/scrub_words.jsonl) (tests/test_data_scrub.py, benchmarks/RESULTS.md).
 
     text, counts = scrub_text("王医生您好，我电话13812345678")   # → "[姓名]医生您好，我电话[电话]"
-    summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type in the summary
+    summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type; out.jsonl.changes.jsonl
 """
 
 from __future__ import annotations
