@@ -114,7 +114,8 @@ def trace(final: dict, summaries: list[dict]) -> tuple[list[dict], list[str]]:
         if id(s) in used:
             continue
         if not isinstance(s.get("lineage"), dict):
-            warnings.append(f"{_name(s)} has no lineage (written before discmed recorded one): not used")
+            warnings.append(f"{_name(s)} has no lineage (written before discmed recorded one, or by rewrite_file or "
+                            "kgqa_file called from Python, which do not yet; their commands do): not used")
         else:
             warnings.append(f"{_name(s)} ({s.get('step')} → {Path(out(s)['path']).name}) is not in this file's "
                             "history: not counted")
@@ -231,6 +232,8 @@ def write_card(data: str | Path, out_dir: str | Path, summaries: list[dict] | No
                            "the card has no history")
     elif rows[-1]["out"] != total:
         warnings.insert(0, f"the last step wrote {rows[-1]['out']:,} records, the file holds {total:,}")
+    if c["bad_records"]:
+        warnings.insert(0, f"{c['bad_records']:,} lines of {data} are not valid records (not counted here)")
     chain = [st["summary"] for st in steps]
     scrub_steps = [s for s in chain if s.get("step") == "scrub"]
     scrubbed: Counter = Counter()
