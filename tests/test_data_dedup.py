@@ -101,8 +101,14 @@ def test_mix_disc_proportions_deterministic(tmp_path):
     assert s["taken"] == {"CMeKG": 30, "MedDialog": 239, "MedMCQA": 5}
     lines = (tmp_path / "mix.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 274 and len({json.loads(x)["_id"] for x in lines}) == 274
+    # One name per source: the records say what the summary counts (DISC's "meddial" is MedDialog).
+    assert {json.loads(x)["source"] for x in lines} == {"CMeKG", "MedDialog", "MedMCQA"}
+    assert s["renamed_sources"] == {"meddial → MedDialog": 800}
     again = mix_files([md, kg, mc], tmp_path / "mix2.jsonl", seed=7, progress=False)
-    assert (tmp_path / "mix2.jsonl").read_bytes() == (tmp_path / "mix.jsonl").read_bytes() and again == {**s, "output": str(tmp_path / "mix2.jsonl")}
+    assert (tmp_path / "mix2.jsonl").read_bytes() == (tmp_path / "mix.jsonl").read_bytes()
+    assert again["lineage"]["output"]["sha256"] == s["lineage"]["output"]["sha256"]
+    assert {k: v for k, v in again.items() if k not in ("output", "lineage")} == {
+        k: v for k, v in s.items() if k not in ("output", "lineage")}
     other = mix_files([md, kg, mc], tmp_path / "mix3.jsonl", seed=8, progress=False)
     assert other["taken"] == s["taken"] and (tmp_path / "mix3.jsonl").read_bytes() != (tmp_path / "mix.jsonl").read_bytes()
     s = mix_files([md, kg, mc], tmp_path / "mix4.jsonl", counts={"MedDialog": 10, "MedMCQA": 1000}, progress=False)
@@ -113,14 +119,16 @@ def test_mix_disc_proportions_deterministic(tmp_path):
 
 
 def test_data_card_written(tmp_path, shared_data):
-    summaries = [{"step": "scrub", "replaced": {"phone": 3, "name": 5}},
-                 {"step": "rewrite", "rejected_by_reason": {"missing numbers": 4, "ai phrasing": 1}},
-                 {"step": "dedup", "removed_exact": 2, "removed_near": 1},
-                 {"step": "decontam", "removed": 6}]
-    s = write_card(shared_data / "disc-medllm" / "train" / "test_examples.jsonl", tmp_path, summaries)
+    from discmed.data.lineage import stamp
+
+    data = shared_data / "disc-medllm" / "train" / "test_examples.jsonl"
+    summaries = [stamp({"step": "scrub", "records": 163, "records_changed": 8, "replaced": {"phone": 3, "name": 5},
+                        "replaced_total": 8, "changes": "x.changes.jsonl", "changes_count": 8, "bad_records": 0},
+                       [], data)]
+    s = write_card(data, tmp_path, summaries)
     md = (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
-    assert s["records"] == 163 and "| meddial | 163 | 100.0% |" in md
-    assert "| name [姓名] | 5 |" in md and "| rewrite: missing numbers | 4 |" in md and "| decontam | 6 |" in md
+    assert s["records"] == 163 and "| MedDialog | 163 | 100.0% |" in md  # DISC's "meddial", by its one name
+    assert "| name [姓名] | 5 |" in md and "| 1 | scrub (8 identifiers replaced in 8 records) |" in md
     png = (tmp_path / "data_card.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
@@ -146,8 +154,9 @@ def test_two_workers_write_exactly_what_one_does(tmp_path, shared_data):
         a = scrub_file(src, d / "s.jsonl", workers=w, progress=False)
         b = dedup_file(d / "s.jsonl", d / "d.jsonl", workers=w, progress=False)
         c = decontam_file(d / "d.jsonl", d / "c.jsonl", index, workers=w, progress=False)
-        outs[w] = ([(d / n).read_bytes() for n in ("s.jsonl", "d.jsonl", "c.jsonl")],
-                   [{k: v for k, v in s.items() if k not in ("input", "output")} for s in (a, b, c)])
+        outs[w] = ([(d / n).read_bytes() for n in ("s.jsonl", "d.jsonl", "c.jsonl", "s.jsonl.changes.jsonl")],
+                   [{k: v for k, v in s.items() if k not in ("input", "output", "changes", "lineage")} for s in (a, b, c)],
+                   [s["lineage"]["output"]["sha256"] for s in (a, b)])
     assert outs[1] == outs[2]
     assert outs[1][1][0]["bad_records"] == 1 and outs[1][1][0]["replaced"]["phone"] > 0
     assert outs[1][1][1]["removed_near"] > 0

@@ -123,3 +123,20 @@ def test_kgqa_names_a_reply_cut_off_at_the_token_limit(tmp_path, tiny_server, sh
     assert s["rejected_by_reason"] == {"cut off": 2}, s["rejected_by_reason"]
     rejects = [json.loads(x) for x in (tmp_path / "kgqa.jsonl.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(r["reasons"] == ["cut off: the reply reached --max-new-tokens 6 before it was complete"] for r in rejects)
+
+
+def test_a_word_for_word_copy_of_a_numbered_list_passes():
+    # The reviewer's case: list markers were dropped from the rewrite's numbers, not the original's
+    # ("missing numbers: 2, 3, 4" for a copy).
+    original = ("您好，根据您的情况建议：\n1. 奥美拉唑20mg，每天2次，饭前服用；\n2. 查胃镜和幽门螺杆菌；\n"
+                "3. 饮食清淡，少食多餐；\n4. 如有黑便及时就医。")
+    assert check_rewrite(original, original) == []
+    # The teacher may drop the markers or renumber with 、: still the same facts.
+    flat = original.replace("1. ", "").replace("2. ", "").replace("3. ", "").replace("4. ", "")
+    assert check_rewrite(original, flat) == []
+    assert check_rewrite(original, original.replace("\n2. ", "\n2、").replace("\n3. ", "\n3、")) == []
+    # A real number is still checked: dropping the dose is caught, and so is a new one.
+    assert [reason_category(r) for r in check_rewrite(original, original.replace("20mg", "40mg"))] == [
+        "missing numbers", "new numbers"]
+    # A number the original has only as a marker may still be written as a fact ("第2次"), not a new number.
+    assert check_rewrite(original, original + "一周后第2次复诊。") == []

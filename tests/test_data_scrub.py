@@ -151,3 +151,87 @@ def test_new_identifier_kinds():
 def test_rules_alone_when_ner_is_off():
     text = "我婆婆王秀英今年68岁，电话13812345678"
     assert scrub_text(text, ner=False)[0] == "我婆婆王秀英今年68岁，电话[电话]"  # no cue word: only NER finds her
+
+
+# -- precision: what the reviewer found replaced on the real DISC sample, and more like it ----
+
+def test_medical_terms_and_common_words_are_not_names_or_hospitals():
+    from discmed.chat import Conversation
+    from discmed.data.scrub import scrub_record
+
+    # The reviewer's three, in their real contexts (DISC sample records 01-32300, 01-65864, 01-134938).
+    conv = Conversation("01-32300", "MedDialog", [
+        {"role": "user", "content": "髋关节结核术后切口一直流脓，活动受限。"},
+        {"role": "assistant", "content": "根据您的描述，您可能形成了窦道。针对结核的窦道需要规范抗结核治疗。"},
+        {"role": "user", "content": "我想了解一下窦道的治疗方法和费用。"},
+        {"role": "assistant", "content": "窦道的治疗方法主要是手术清创，但价格因地区和医院而异，我无法给出准确数字。"}], {})
+    out, changes = scrub_record(conv)
+    assert [m["content"] for m in out.messages] == [m["content"] for m in conv.messages], changes
+    assert changes == []
+    for text in ["孩子咳嗽也不好，一晚上没安生。今天又去挂了急诊",
+                 # more of the same kinds, seen on the real sample: a disease, drugs, a profession,
+                 # a misspelled drug, a public body, a city where care happened
+                 "左眼青光眼、白内障，后又患青光眼", "服抗肿瘤药物索拉菲尼。", "开的思诺思和米氮平，这两种药吃了一个月",
+                 "建议带母亲去专业的心理咨询师或心理医生那里评估", "继续服用消心痛、力普妥、阿思匹林和丹参滴丸等药物",
+                 "根据世界卫生组织的最新标准，成人血压≥140/90即为高血压", "吃药没效，今年有去新乡看看",
+                 "一般来说，激光治疗的价格因地区和医院而异"]:
+        assert scrub_text(text)[0] == text, text
+    # and the identifiers in the same records still go
+    assert scrub_text("请张大夫帮帮忙！孩子咳嗽也不好，一晚上没安生")[0] == "请[姓名]大夫帮帮忙！孩子咳嗽也不好，一晚上没安生"
+    assert scrub_text("在脑科医院看过尚晓芳大夫，开的思诺思和米氮平")[0] == "在脑科医院看过[姓名]大夫，开的思诺思和米氮平"
+    assert scrub_text("去过翔安区同民医院和厦门市第一医院就诊过")[0] == "去过[医院]和[医院]就诊过"
+
+
+def test_word_probe_written_before_the_fix():
+    """tests/data/scrub_words.jsonl: 45 texts of medical terms and common words (drugs, eponyms,
+    generic 'X和医院', public bodies) and 40 real common names, written before the precision
+    fix and not tuned on (benchmarks/RESULTS.md has the before/after figures)."""
+    per_type, removed, n_ids, n_meds, lost = _score("scrub_words.jsonl")
+    assert n_ids == 40 and n_meds == 59
+    assert lost == []  # before the fix: 8 of 59 altered
+    assert removed >= 0.975  # 39/40, as before the fix: 杜鹃 (a flower as much as a name) is missed
+    # Names that are also dictionary words: taken with a cue around them, or when the tagger is sure.
+    for text, want in {"王平昨天晚上开始发烧": "[姓名]昨天晚上开始发烧", "我同事汪洋也得过这个病": "我同事[姓名]也得过这个病",
+                       "我叫李娜，今年32岁": "我叫[姓名]，今年32岁"}.items():
+        assert scrub_text(text)[0] == want
+
+
+def test_changes_file_says_what_was_replaced_where_and_by_what(tmp_path):
+    src = tmp_path / "in.jsonl"
+    rows = [{"_id": "r1", "source": "MedDialog", "conversation": [
+                {"role": "user", "content": "我是患者李明，电话13912345678，在北京协和医院看过"},
+                {"role": "assistant", "content": "李明您好，建议复查血常规"}]},
+            {"_id": "r2", "source": "MedDialog", "conversation": [
+                {"role": "user", "content": "头疼三天"}, {"role": "assistant", "content": "多休息"}]}]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    s = scrub_file(src, tmp_path / "out.jsonl", progress=False, ner=False)  # the rules: each change names its own
+    changes = [json.loads(x) for x in (tmp_path / "out.jsonl.changes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert s["changes"] == str(tmp_path / "out.jsonl.changes.jsonl") and s["changes_count"] == len(changes) == 4
+    assert s["replaced_total"] == 4 and sum(s["replaced_by_rule"].values()) == 4
+    assert [(c["_id"], c["message"], c["text"], c["type"], c["replacement"], c["rule"]) for c in changes] == [
+        ("r1", 0, "李明", "name", "[姓名]", "rule:name_cue"),
+        ("r1", 0, "13912345678", "phone", "[电话]", "rule:phone_mobile"),
+        ("r1", 0, "北京协和医院", "hospital", "[医院]", "rule:hospital_abbr"),
+        ("r1", 1, "李明", "name", "[姓名]", "rule:name_repeat")]
+    # Spans are offsets in the original message: replaying them gives the output.
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    for c in changes:
+        assert rows[0]["conversation"][c["message"]]["content"][c["start"]:c["end"]] == c["text"]
+    for i, m in enumerate(rows[0]["conversation"]):
+        text = m["content"]
+        for c in sorted((c for c in changes if c["message"] == i), key=lambda c: -c["start"]):
+            text = text[:c["start"]] + c["replacement"] + text[c["end"]:]
+        assert out[0]["conversation"][i]["content"] == text
+    scrub_file(src, tmp_path / "ner.jsonl", progress=False)
+    changes = [json.loads(x) for x in (tmp_path / "ner.jsonl.changes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {(c["message"], c["text"], c["rule"]) for c in changes if c["type"] == "name"} == {
+        (0, "李明", "ner:lac:PER"), (1, "李明", "ner:lac:PER")}
+
+
+def test_a_replacement_that_swallows_another_is_one_change():
+    from discmed.data.scrub import scrub_edits
+
+    doc = scrub_edits("住在北京市朝阳区建国路88号3栋2单元501室")
+    assert doc.text == "住在[地址]" and len(doc.changes) == 1
+    s, e, kind, _ = doc.changes[0]
+    assert (doc.original[s:e], kind) == ("北京市朝阳区建国路88号3栋2单元501室", "address")

@@ -183,3 +183,61 @@ def test_truncated_json_array_is_an_error_not_a_short_read(tmp_path):
     with pytest.raises(DataError, match="not closed") as err:
         next(it)
     assert err.value.path == str(path) and err.value.line == 4
+
+
+def test_meddialog_json_turns_over_several_lines(tmp_path, shared_data):
+    # MedDialog's preprocessed JSON, one dialogue with turns that run over several lines.
+    p = tmp_path / "multi.json"
+    data = [["病人：孩子发烧两天\n最高39度", "医生：您好：\n1. 多喝水\n2. 38.5度以上吃布洛芬", "病人：好的"]]
+    p.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    errors = []
+    (conv,) = list(load_meddialog_json(p, errors))
+    assert errors == [] and conv.messages == [{"role": "user", "content": "孩子发烧两天\n最高39度"},
+                                              {"role": "assistant", "content": "您好：\n1. 多喝水\n2. 38.5度以上吃布洛芬"}]
+    # The reviewer's file: the real DISC sample written as MedDialog JSON. 27 of its 163
+    # dialogues have a turn with a line break, and all 163 load, text unchanged.
+    disc = [json.loads(x) for x in (shared_data / "disc-medllm" / "train" / "test_examples.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    as_meddialog = [[("病人：" if m["role"] == "user" else "医生：") + m["content"] for m in r["conversation"]] for r in disc]
+    assert sum(any("\n" in u for u in d) for d in as_meddialog) == 27
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(as_meddialog, ensure_ascii=False, indent=1), encoding="utf-8")
+    s = load_to_jsonl("meddialog-json", [p], tmp_path / "meddialog.jsonl", progress=False)
+    assert (s["records"], s["bad_records"]) == (163, 0), s["errors"]
+    out = [json.loads(x) for x in (tmp_path / "meddialog.jsonl").read_text(encoding="utf-8").splitlines()]
+    want = [[{"role": m["role"], "content": m["content"].strip()} for m in r["conversation"]] for r in disc]
+    for conv in want:  # a dialogue ends with the doctor (the loader drops a trailing patient turn)
+        while conv[-1]["role"] == "user":
+            conv.pop()
+    assert [r["conversation"] for r in out] == want
+
+
+def test_one_name_per_source_from_load_on(tmp_path, shared_data):
+    s = load_to_jsonl("disc", [shared_data / "disc-medllm" / "train" / "test_examples.jsonl"], tmp_path / "d.jsonl",
+                      progress=False)
+    assert s["renamed_sources"] == {"meddial → MedDialog": 163}
+    assert {json.loads(x)["source"] for x in (tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines()} == {"MedDialog"}
+    # the step's lineage: what it read and wrote, by content
+    import hashlib
+
+    assert s["lineage"]["inputs"][0]["sha256"] == hashlib.sha256(
+        (shared_data / "disc-medllm" / "train" / "test_examples.jsonl").read_bytes()).hexdigest()
+    assert s["lineage"]["output"]["sha256"] == hashlib.sha256((tmp_path / "d.jsonl").read_bytes()).hexdigest()
+
+
+def test_gbk_lines_in_text_and_csv_sources(tmp_path):
+    # A MedDialog .txt with one dialogue saved as GBK: that dialogue is reported at its line and skipped.
+    good = MEDDIALOG_TXT.split("id=2")[0]
+    p = tmp_path / "2020.txt"
+    p.write_bytes(good.encode("utf-8") + good.replace("id=1", "id=7").encode("gbk") + good.replace("id=1", "id=8").encode("utf-8"))
+    errors = []
+    assert [c.id for c in load_meddialog_txt(p, errors)] == ["meddialog-1", "meddialog-8"]
+    first_gbk = len(good.splitlines()) + 1 + next(i for i, x in enumerate(good.splitlines()) if not x.isascii())
+    assert all(e.field == "encoding" and "GBK" in e.message for e in errors) and errors[0].line == first_gbk
+    # cMedQA2 with a GBK answer row: the row is reported and skipped, the others read.
+    (tmp_path / "question.csv").write_text("question_id,content\n1,胃疼怎么办\n2,失眠\n", encoding="utf-8")
+    (tmp_path / "answer.csv").write_bytes("ans_id,question_id,content\n10,1,建议查幽门螺杆菌\n".encode()
+                                          + "11,2,规律作息\n".encode("gbk"))
+    errors = []
+    assert [c.id for c in load_cmedqa2(tmp_path, errors)] == ["cmedqa2-1"]
+    assert [(e.line, e.field) for e in errors] == [(3, "encoding")]

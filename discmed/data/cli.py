@@ -4,13 +4,14 @@
     discmed data scrub meddialog.jsonl scrubbed.jsonl
     discmed data rewrite scrubbed.jsonl rewritten.jsonl --teacher openai:http://127.0.0.1:8000/v1@tiny
     discmed data kgqa ../shared/data/cmekg/train_example.json -o kgqa.jsonl --teacher tiny
-    discmed data dedup rewritten.jsonl deduped.jsonl
+    discmed data dedup rewritten.jsonl kgqa.jsonl deduped.jsonl
     discmed data decontam deduped.jsonl clean.jsonl --eval ../shared/data/cmb --eval ../shared/data/cmmlu
-    discmed data mix clean.jsonl kgqa.jsonl -o disc-med-sft.jsonl --seed 42
+    discmed data mix clean.jsonl -o disc-med-sft.jsonl --seed 42
     discmed data card disc-med-sft.jsonl -o card/
 
-Every step writes its summary beside its output (`OUT.summary.json`, which `card` collects)
-and, with `--json`, prints it as the last line.
+Every step writes its summary beside its output (`OUT.summary.json`), with the fingerprints
+of what it read and wrote, and, with `--json`, prints it as the last line. `card` follows
+those fingerprints back from the final file and uses only the summaries in its history.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def register(app: typer.Typer) -> None:
 
         s = scrub_file(src, out, on_error=on_error, progress=progress, workers=workers, ner=ner)
         per = ", ".join(f"{k} {v}" for k, v in s["replaced"].items()) or "nothing"
-        _finish(s, out, as_json, f"scrubbed {s['records']:,} records ({s['records_changed']:,} changed): {per}")
+        _finish(s, out, as_json, f"scrubbed {s['records']:,} records ({s['records_changed']:,} changed): {per}; "
+                                 f"each replacement in {s['changes']}")
 
     @app.command("rewrite")
     @guard
@@ -124,11 +126,14 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Rewrite doctor turns with a teacher LLM; check fidelity; retry once; reject with reasons."""
+        from discmed.data.lineage import fingerprint, stamp
         from discmed.data.rewrite import rewrite_file
 
+        before = fingerprint(src)
         s = rewrite_file(src, out, teacher, journal=journal, concurrency=concurrency, rate=rate,
                          max_new_tokens=max_new_tokens, temperature=temperature, limit=limit, on_error=on_error,
                          cache=cache, progress=progress)
+        stamp(s, [before], out)["limit"] = limit
         _finish(s, out, as_json, f"rewrite: {s['accepted']:,} accepted ({s['accepted_after_retry']:,} after a retry), "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
                                  + _not_attempted(s), final=False)
@@ -156,10 +161,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Knowledge-graph triples → patient question + doctor answer, checked against the triples."""
         from discmed.data.kgqa import kgqa_file
+        from discmed.data.lineage import fingerprint, stamp
 
+        before = [fingerprint(p) for p in paths]
         s = kgqa_file(list(paths), out, teacher, k=k, min_facts=min_facts, seed=seed, limit=limit,
                       concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
                       on_error=on_error, progress=progress, json_output=not free_text)
+        stamp(s, before, out)
         _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
                                  + _not_attempted(s), final=False)
@@ -168,8 +176,8 @@ def register(app: typer.Typer) -> None:
     @app.command("dedup")
     @guard
     def dedup(
-        src: Annotated[Path, typer.Argument()],
-        out: Annotated[Path, typer.Argument()],
+        srcs: Annotated[list[Path], typer.Argument(help="DISC-Med-SFT JSONL file(s), read in this order")],
+        out: Annotated[Path, typer.Argument(help="Deduplicated JSONL to write")],
         threshold: Annotated[float, typer.Option(help="MinHash Jaccard at or above which records are near-duplicates")] = 0.8,
         field: Annotated[str, typer.Option(help="Text compared: all | user | assistant")] = "all",
         report: Annotated[Path | None, typer.Option(help="JSONL of removed records (default OUT.removed.jsonl)")] = None,
@@ -178,10 +186,10 @@ def register(app: typer.Typer) -> None:
         progress: ProgressOpt = True,
         as_json: JsonOpt = False,
     ) -> None:
-        """Remove exact and near-duplicate conversations (first occurrence kept)."""
+        """Remove exact and near-duplicate conversations across the inputs (first occurrence kept)."""
         from discmed.data.dedup import dedup_file
 
-        s = dedup_file(src, out, threshold=threshold, field=field, report=report or out.with_name(out.name + ".removed.jsonl"),
+        s = dedup_file(srcs, out, threshold=threshold, field=field, report=report or out.with_name(out.name + ".removed.jsonl"),
                        on_error=on_error, progress=progress, workers=workers)
         _finish(s, out, as_json, f"dedup: kept {s['kept']:,}, removed {s['removed_exact']:,} exact and "
                                  f"{s['removed_near']:,} near duplicates")
@@ -207,9 +215,14 @@ def register(app: typer.Typer) -> None:
         paths = list(eval_paths or []) + (default_eval_paths(shared_data) if shared_data else [])
         if not paths:
             raise ValueError("no evaluation sets given: pass --eval PATH (repeatable) or --shared-data DIR")
+        from discmed.data.lineage import fingerprint, stamp
+
+        before = fingerprint(src)
         index = EvalIndex.from_paths(paths, n=ngram)
         s = decontam_file(src, out, index, threshold=threshold, report=report or out.with_name(out.name + ".removed.jsonl"),
                           on_error=on_error, progress=progress, workers=workers)
+        if "lineage" not in s:
+            stamp(s, [before], out)
         _finish(s, out, as_json, f"decontam: kept {s['kept']:,}, removed {s['removed']:,} "
                                  f"({s['eval_items']:,} eval items from {s['eval_files']} files)")
 
@@ -238,16 +251,21 @@ def register(app: typer.Typer) -> None:
     def card(
         data: Annotated[Path, typer.Argument(help="The final DISC-Med-SFT JSONL")],
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for DATA_CARD.md and data_card.png")],
-        summaries: Annotated[list[Path] | None, typer.Option("--summary", help="Step summary JSON or a folder of *.summary.json (repeatable)")] = None,
+        summaries: Annotated[list[Path] | None, typer.Option("--summary", help="Folder of *.summary.json or one summary "
+                                                             "(repeatable; default the data file's folder). Only the "
+                                                             "summaries in the file's history are used")] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Write the data card: counts per source, lengths, scrub counts, rejects by reason (Markdown + PNG)."""
+        """Write the data card: sources, lengths, and the file's history as a funnel (Markdown + PNG)."""
         from discmed.data.card import write_card
 
         found: list[Path] = []
         for p in summaries or [data.parent]:
             found += sorted(p.glob("*.summary.json")) if p.is_dir() else [p]
-        steps = [read_json(p) for p in found]
+        steps = [{**read_json(p), "_file": str(p)} for p in found]
         s = write_card(data, out_dir, steps)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _finish(s, out_dir / "DATA_CARD.md", as_json, f"data card: {s['markdown']} and {s['png']} ({len(steps)} step summaries)")
+        for w in s["warnings"]:
+            typer.echo(f"warning: {w}", err=True)
+        used = len(s["funnel"])
+        _finish(s, out_dir / "DATA_CARD.md", as_json, f"data card: {s['markdown']} and {s['png']} ({used} of "
+                                                      f"{len(steps)} step summaries in the file's history)")

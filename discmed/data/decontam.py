@@ -137,10 +137,12 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
 
     from tqdm import tqdm
 
+    from discmed.data.lineage import fingerprint, stamp
     from discmed.data.sources import map_records
 
     global _INDEX
     _INDEX = index
+    read = fingerprint(src)  # lineage: what was read (the data card follows it)
     errors = error_sink(on_error)
     kept = 0
     removed: list[dict] = []
@@ -161,11 +163,11 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
         with atomic_writer(report) as f:
             for r in removed:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return {"step": "decontam", "input": str(src), "output": str(dst), "kept": kept, "removed": len(removed),
+    return stamp({"step": "decontam", "input": str(src), "output": str(dst), "kept": kept, "removed": len(removed),
             "removed_by_eval_file": dict(by_file), "threshold": threshold, "ngram": index.n,
             "eval_items": len(index.items), "eval_files": len(index.files),
             "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]],
-            "report": str(report) if report else None}
+            "report": str(report) if report else None}, [read], dst)
 
 
 def default_eval_paths(shared: str | Path) -> list[Path]:

@@ -113,27 +113,33 @@ def _fingerprint_record(field: str, conv: Conversation) -> tuple:
     return conv.id, conv.source, json.dumps(conv.to_record(), ensure_ascii=False), digest, sig
 
 
-def dedup_file(src: str | Path, dst: str | Path, *, threshold: float = 0.8, num_perm: int = 64, ngram: int = 5,
+def dedup_file(src: str | Path | list, dst: str | Path, *, threshold: float = 0.8, num_perm: int = 64, ngram: int = 5,
                field: str = "all", report: str | Path | None = None, on_error: str = "skip",
                progress: bool = True, workers: int = 1) -> dict[str, Any]:
-    """Write `src` without exact or near duplicates to `dst` (atomically); returns a summary.
+    """Write `src` (one file, or several read one after another: the rewritten consultations and
+    the KG QA, say) without exact or near duplicates to `dst` (atomically); returns a summary.
 
     `report` (JSONL) lists every removed record with the id it duplicates and the similarity.
     Deterministic: the first occurrence in file order is kept. Resuming is re-running.
     `workers` processes compute the fingerprints; the comparison itself is one pass in order.
     """
     import functools
+    import itertools
 
     from tqdm import tqdm
 
+    from discmed.data.lineage import fingerprint, stamp
     from discmed.data.sources import map_records
 
     global _DEDUPER
+    srcs = list(src) if isinstance(src, list | tuple) else [src]
+    inputs = [fingerprint(p) for p in srcs]
     errors = error_sink(on_error)
     d = _DEDUPER = Deduper(threshold=threshold, num_perm=num_perm, ngram=ngram)
     kept = exact = near = 0
     removed: list[dict] = []
-    records = map_records(src, functools.partial(_fingerprint_record, field), errors, workers=workers)
+    records = itertools.chain.from_iterable(
+        map_records(p, functools.partial(_fingerprint_record, field), errors, workers=workers) for p in srcs)
     with atomic_writer(dst) as f:
         for key, source, line, digest, sig in tqdm(records, desc="dedup", unit="rec", disable=not progress):
             hit = d.check_fingerprint(key, digest, sig)
@@ -149,7 +155,8 @@ def dedup_file(src: str | Path, dst: str | Path, *, threshold: float = 0.8, num_
         with atomic_writer(report) as f:
             for r in removed:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return {"step": "dedup", "input": str(src), "output": str(dst), "kept": kept, "removed_exact": exact,
-            "removed_near": near, "threshold": threshold, "num_perm": num_perm, "ngram": ngram, "field": field,
-            "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]],
-            "report": str(report) if report else None}
+    summary = {"step": "dedup", "input": str(srcs[0]) if len(srcs) == 1 else [str(p) for p in srcs], "output": str(dst),
+               "kept": kept, "removed_exact": exact, "removed_near": near, "threshold": threshold, "num_perm": num_perm,
+               "ngram": ngram, "field": field, "bad_records": len(errors or []),
+               "errors": [str(e) for e in (errors or [])[:20]], "report": str(report) if report else None}
+    return stamp(summary, inputs, dst)

@@ -17,28 +17,18 @@ more than the offsets in memory.
 
 from __future__ import annotations
 
+import codecs
 import json
 import random
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, atomic_writer, parse_record
+from discmed.chat import DataError, atomic_writer, decode_line, parse_record
+from discmed.data.sources import ALIASES, canonical_source  # noqa: F401 (one name per source; imported from here too)
 
 DISC_RECIPE = {"MedDialog": 400_000, "cMedQA2": 20_000, "CMeKG": 50_000, "behavior": 2_000,
                "MedMCQA": 8_000, "MOSS-SFT": 33_000, "Alpaca-GPT4-zh": 1_000}
-
-# Source names seen in the wild (DISC's own release says "meddial") → the recipe's names.
-ALIASES = {"meddial": "MedDialog", "meddialog": "MedDialog", "cmedqa": "cMedQA2", "cmedqa2": "cMedQA2",
-           "cmekg": "CMeKG", "kgqa": "CMeKG", "behavior": "behavior", "behaviour": "behavior", "curated": "behavior",
-           "medmcqa": "MedMCQA", "moss": "MOSS-SFT", "mosssft": "MOSS-SFT", "alpaca": "Alpaca-GPT4-zh",
-           "alpacagpt4zh": "Alpaca-GPT4-zh"}
-
-
-def canonical_source(source: str) -> str:
-    key = re.sub(r"[^a-z0-9]", "", source.lower())
-    return ALIASES.get(key, source)
 
 
 def plan_counts(available: dict[str, int], *, counts: dict[str, int] | None = None,
@@ -65,8 +55,13 @@ def mix_files(inputs: list[str | Path], out: str | Path, *, seed: int = 42, coun
     """Mix DISC-format JSONL files by source into `out` (atomically); returns a summary."""
     from tqdm import tqdm
 
-    offsets: dict[str, list[tuple[int, int]]] = defaultdict(list)  # source → (file index, byte offset)
+    from discmed.data.lineage import fingerprint, stamp
+
+    inputs_fp = [fingerprint(p) for p in inputs]
+    # source → (file index, byte offset, the record's own source name when it is not the canonical one)
+    offsets: dict[str, list[tuple[int, int, str | None]]] = defaultdict(list)
     errors: list[str] = []
+    renamed: dict[str, int] = defaultdict(int)
     for fi, path in enumerate(inputs):
         with open(path, "rb") as f:
             lineno = 0
@@ -79,8 +74,9 @@ def mix_files(inputs: list[str | Path], out: str | Path, *, seed: int = 42, coun
                 if not raw.strip():
                     continue
                 try:
+                    text = decode_line(raw, path, lineno)
                     try:
-                        obj = json.loads(raw)
+                        obj = json.loads(text)
                     except json.JSONDecodeError as e:
                         raise DataError(path, lineno, "json", f"invalid JSON ({e.msg})") from None
                     conv = parse_record(obj, path=path, line=lineno)
@@ -89,24 +85,34 @@ def mix_files(inputs: list[str | Path], out: str | Path, *, seed: int = 42, coun
                         raise
                     errors.append(str(e))
                     continue
-                offsets[canonical_source(conv.source or Path(path).stem)].append((fi, pos))
+                own = conv.source or Path(path).stem
+                name = canonical_source(own)
+                if name != conv.source:
+                    renamed[f"{conv.source or '(none)'} → {name}"] += 1
+                offsets[name].append((fi, pos, None if name == conv.source else name))
     available = {s: len(v) for s, v in sorted(offsets.items())}
     plan = plan_counts(available, counts=counts, weights=weights, total=total)
     rng = random.Random(seed)
-    chosen: list[tuple[int, int]] = []
+    chosen: list[tuple[int, int, str | None]] = []
     for s in sorted(plan):
         chosen.extend(rng.sample(offsets[s], plan[s]))
     rng.shuffle(chosen)
     handles = [open(p, "rb") for p in inputs]
     try:
         with atomic_writer(out, "wb") as f:
-            for fi, pos in tqdm(chosen, desc="mix", unit="rec", disable=not progress):
+            for fi, pos, rename in tqdm(chosen, desc="mix", unit="rec", disable=not progress):
                 handles[fi].seek(pos)
-                f.write(handles[fi].readline().rstrip(b"\r\n") + b"\n")
+                line = handles[fi].readline().removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
+                if rename:  # the output says each source by its one name, as the summary counts it
+                    obj = json.loads(line)
+                    obj["source"] = rename
+                    line = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+                f.write(line + b"\n")
     finally:
         for h in handles:
             h.close()
     recipe = "counts" if counts else ("weights" if weights else "DISC")
-    return {"step": "mix", "inputs": [str(p) for p in inputs], "output": str(out), "records": len(chosen),
-            "recipe": recipe, "seed": seed, "available": available, "taken": plan,
-            "bad_records": len(errors), "errors": errors[:20]}
+    summary = {"step": "mix", "inputs": [str(p) for p in inputs], "output": str(out), "records": len(chosen),
+               "recipe": recipe, "seed": seed, "available": available, "taken": plan,
+               "renamed_sources": dict(renamed), "bad_records": len(errors), "errors": errors[:20]}
+    return stamp(summary, inputs_fp, out)

@@ -8,7 +8,8 @@ code against the original turn (`check_rewrite`):
 
 - every number of the original is present (doses, lab values, durations; 三次 counts as 3次;
   the number 1 is not checked: 一天三次 and 每天3次 say the same);
-- no new numbers (beyond those anywhere in the conversation, and list markers "1." "2、");
+- no new numbers (beyond those anywhere in the conversation); list markers "1." "2、" are
+  not numbers on either side;
 - drugs, tests and diagnoses named in the original are present (a written lexicon plus
   suffix rules: …西林, …沙星, …拉唑, …炎, …癌, …综合征 …);
 - length within bounds; no "as an AI" phrasing; mostly Chinese.
@@ -131,12 +132,15 @@ def check_rewrite(original: str, rewrite: str, context: str = "", *, min_ratio: 
                            max_chars=min(max_chars, int(len(original) * max_ratio) + 200))
     if reasons == ["empty"]:
         return reasons
-    orig_nums, new_nums = numbers(original), numbers(rewrite, drop_list_marks=True)
+    # List markers ("1." "2、") are not facts on either side: the rewrite need not keep the
+    # original's (a word-for-word copy of a numbered list drops none), nor may it add its own
+    # as facts; any number written in the original, a marker's included, may appear.
+    orig_nums, new_nums = numbers(original, drop_list_marks=True), numbers(rewrite, drop_list_marks=True)
     # 1 is left out both ways: 一天三次 / 每天3次 and 每次一片 / 每次1片 say the same thing.
     missing = [str(n) for n in orig_nums if n not in new_nums and n != 1]
     if missing:
         reasons.append(f"missing numbers: {', '.join(missing)}")
-    allowed = orig_nums | numbers(context)
+    allowed = numbers(original) | numbers(context)
     added = [str(n) for n in new_nums if n not in allowed and n != 1]
     if added:
         reasons.append(f"new numbers: {', '.join(added)}")

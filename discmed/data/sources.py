@@ -20,6 +20,7 @@ record. JSON arrays are walked element by element with their line numbers, so an
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -31,11 +32,30 @@ from discmed.chat import (  # noqa: F401  (iter_json_records: read here, and imp
     Conversation,
     DataError,
     atomic_writer,
+    decode_line,
     error_sink,
     iter_conversations,
     iter_json_records,
     validate_messages,
 )
+
+# ---------------------------------------------------------------- source names
+
+# One name per source, everywhere (load writes it, mix groups by it, the card counts by it):
+# the names of DISC-MedLLM's paper (table 1), which discmed's loaders write.
+SOURCES = ("MedDialog", "cMedQA2", "CMeKG", "behavior", "MedMCQA", "MOSS-SFT", "Alpaca-GPT4-zh")
+# Names seen in the wild (DISC's own release says "meddial") → the canonical ones.
+ALIASES = {"meddial": "MedDialog", "meddialog": "MedDialog", "cmedqa": "cMedQA2", "cmedqa2": "cMedQA2",
+           "cmekg": "CMeKG", "kgqa": "CMeKG", "behavior": "behavior", "behaviour": "behavior", "curated": "behavior",
+           "medmcqa": "MedMCQA", "moss": "MOSS-SFT", "mosssft": "MOSS-SFT", "alpaca": "Alpaca-GPT4-zh",
+           "alpacagpt4zh": "Alpaca-GPT4-zh"}
+
+
+def canonical_source(source: str) -> str:
+    """The canonical name of a source (meddial, MedDialog, med-dialog → MedDialog); other names as they are."""
+    key = re.sub(r"[^a-z0-9]", "", source.lower())
+    return ALIASES.get(key, source)
+
 
 # ---------------------------------------------------------------- JSON helpers
 
@@ -76,7 +96,8 @@ def _merge_turns(turns: list[tuple[str, str]]) -> list[dict]:
 
 
 SPEAKER = {"病人": "user", "患者": "user", "医生": "assistant"}
-RE_SPEAKER = re.compile(r"^(病人|患者|医生)[：:]\s*(.*)$")
+# A turn may run over several lines ("医生：你好\n1. 多喝水\n2. …"): the text is everything after the colon.
+RE_SPEAKER = re.compile(r"^(病人|患者|医生)[：:]\s*(.*)\Z", re.S)
 
 # ---------------------------------------------------------------- MedDialog-CN
 
@@ -126,18 +147,25 @@ def load_meddialog_txt(path: str | Path, errors: list[DataError] | None = None) 
         extra = {"department": " ".join(faculty), "url": url}
         return _conv(path, speaker_line or start, f"meddialog-{conv_id}", "MedDialog", messages, errors, extra)
 
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
+    bad_block = False  # a line of this dialogue was not UTF-8 (reported): the dialogue is skipped
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = decode_line(raw, path, lineno).rstrip("\r\n")
+            except DataError as e:
+                _fail(errors, e)
+                bad_block = True
+                continue
             if line.startswith("id="):
-                conv = flush()
+                conv = None if bad_block else flush()
                 if conv:
                     yield conv
-                block = []
+                block, bad_block = [], False
             if block or line.startswith("id="):
-                block.append((lineno, line.rstrip("\n")))
+                block.append((lineno, line))
             elif line.strip():
                 _fail(errors, DataError(path, lineno, "id", "text before the first 'id=' line"))
-    conv = flush()
+    conv = None if bad_block else flush()
     if conv:
         yield conv
 
@@ -167,18 +195,33 @@ def load_meddialog_json(path: str | Path, errors: list[DataError] | None = None)
 
 
 def _csv_rows(path: Path, required: tuple[str, ...], errors) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(path, 1, missing[0], f"missing column (header has {reader.fieldnames})")
-        for row in reader:
-            line = reader.line_num
-            bad = next((c for c in required if not (row.get(c) or "").strip()), None)
-            if bad:
-                _fail(errors, DataError(path, line, bad, "empty"))
-                continue
-            yield line, row
+    undecodable: list[int] = []  # physical lines that were not UTF-8 (reported; their rows skipped)
+
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    yield decode_line(raw, path, lineno)
+                except DataError as e:
+                    _fail(errors, e)
+                    undecodable.append(lineno)
+                    yield raw.decode("utf-8", "replace")  # keeps the CSV's quoting in step; the row is dropped
+
+    reader = csv.DictReader(lines())
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(path, 1, missing[0], f"missing column (header has {reader.fieldnames})")
+    first = reader.line_num + 1
+    for row in reader:
+        line = reader.line_num
+        row_lines, first = (first, line), line + 1
+        if undecodable and row_lines[0] <= undecodable[-1] <= row_lines[1]:
+            continue
+        bad = next((c for c in required if not (row.get(c) or "").strip()), None)
+        if bad:
+            _fail(errors, DataError(path, line, bad, "empty"))
+            continue
+        yield line, row
 
 
 def load_cmedqa2(path: str | Path, errors: list[DataError] | None = None, all_answers: bool = False) -> Iterator[Conversation]:
@@ -334,9 +377,15 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
     if kind not in LOADERS:
         hint = " (CMeKG triples are read by `discmed data kgqa`)" if kind == "cmekg" else ""
         raise ValueError(f"unknown source kind {kind!r}: expected one of {', '.join(LOADERS)}{hint}")
+    from discmed.data.lineage import fingerprint, stamp
+
     errors = error_sink(on_error)
+    # What was read, fingerprinted before reading (cMedQA2: the two CSV files of its folder).
+    inputs = [fingerprint(f) for p in paths
+              for f in ([Path(p) / "question.csv", Path(p) / "answer.csv"] if Path(p).is_dir() else [p])]
     n, ids = 0, set()
     dup = 0
+    renamed: dict[str, int] = {}
     with atomic_writer(out) as f, tqdm(desc=f"load {kind}", unit="rec", disable=not progress) as bar:
         for p in paths:
             for conv in LOADERS[kind](p, errors, **options):
@@ -344,6 +393,11 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
                     dup += 1
                     conv.id = f"{conv.id}~{dup}"
                 ids.add(conv.id)
+                name = canonical_source(conv.source)
+                if name != conv.source:  # one name per source from here on (meddial → MedDialog)
+                    key = f"{conv.source} → {name}"
+                    renamed[key] = renamed.get(key, 0) + 1
+                    conv.source = name
                 f.write(json.dumps(conv.to_record(), ensure_ascii=False) + "\n")
                 n += 1
                 bar.update(1)
@@ -351,20 +405,23 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
                     break
             if limit and n >= limit:
                 break
-    return {"step": "load", "kind": kind, "inputs": [str(p) for p in paths], "output": str(out), "records": n,
-            "bad_records": len(errors or []), "renamed_duplicate_ids": dup,
-            "errors": [str(e) for e in (errors or [])[:20]]}
+    summary = {"step": "load", "kind": kind, "inputs": [str(p) for p in paths], "output": str(out), "records": n,
+               "bad_records": len(errors or []), "renamed_duplicate_ids": dup, "renamed_sources": renamed,
+               "limit": limit, "stopped_at_limit": bool(limit and n >= limit),
+               "errors": [str(e) for e in (errors or [])[:20]]}
+    return stamp(summary, inputs, out)
 
 
 # ---------------------------------------------------------------- parallel record processing
 
 
-def _map_chunk(fn: Callable, path: str, require_assistant: bool, chunk: list[tuple[int, str]]) -> list:
+def _map_chunk(fn: Callable, path: str, require_assistant: bool, chunk: list[tuple[int, bytes]]) -> list:
     from discmed.chat import parse_record
 
     out = []
-    for lineno, text in chunk:
+    for lineno, raw in chunk:
         try:
+            text = decode_line(raw, path, lineno)  # a line that is not UTF-8 is one bad record
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
@@ -391,12 +448,12 @@ def map_records(path: str | Path, fn: Callable[[Conversation], Any], errors: lis
     import functools
     import multiprocessing as mp
 
-    def chunks() -> Iterator[list[tuple[int, str]]]:
-        buf: list[tuple[int, str]] = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, text in enumerate(f, start=1):
-                if text.strip():
-                    buf.append((lineno, text))
+    def chunks() -> Iterator[list[tuple[int, bytes]]]:
+        buf: list[tuple[int, bytes]] = []
+        with open(path, "rb") as f:  # bytes: each line is decoded where it is parsed (`decode_line`)
+            for lineno, raw in enumerate(f, start=1):
+                if raw.strip() and raw.strip() != codecs.BOM_UTF8:
+                    buf.append((lineno, raw))
                 if len(buf) >= chunk:
                     yield buf
                     buf = []
