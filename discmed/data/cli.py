@@ -126,14 +126,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Rewrite doctor turns with a teacher LLM; check fidelity; retry once; reject with reasons."""
-        from discmed.data.lineage import fingerprint, stamp
         from discmed.data.rewrite import rewrite_file
 
-        before = fingerprint(src)
         s = rewrite_file(src, out, teacher, journal=journal, concurrency=concurrency, rate=rate,
                          max_new_tokens=max_new_tokens, temperature=temperature, limit=limit, on_error=on_error,
                          cache=cache, progress=progress)
-        stamp(s, [before], out)["limit"] = limit
         _finish(s, out, as_json, f"rewrite: {s['accepted']:,} accepted ({s['accepted_after_retry']:,} after a retry), "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
                                  + _not_attempted(s), final=False)
@@ -161,13 +158,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Knowledge-graph triples → patient question + doctor answer, checked against the triples."""
         from discmed.data.kgqa import kgqa_file
-        from discmed.data.lineage import fingerprint, stamp
 
-        before = [fingerprint(p) for p in paths]
         s = kgqa_file(list(paths), out, teacher, k=k, min_facts=min_facts, seed=seed, limit=limit,
                       concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
                       on_error=on_error, progress=progress, json_output=not free_text)
-        stamp(s, before, out)
         _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
                                  + _not_attempted(s), final=False)

@@ -101,11 +101,13 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
     """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary.
     With `json_output` the teacher is held to QA_SCHEMA where its backend can."""
     from discmed.backend import GenParams, cut_off
+    from discmed.data.lineage import fingerprint, stamp
     from discmed.jobs import JobRunner, backend_for, job_outcome
 
     prompts = load_prompts()["kgqa"]
     errors = error_sink(on_error)
     paths = src if isinstance(src, list) else [src]
+    before = [fingerprint(p) for p in paths]  # what the step read, for the data card's lineage
     triples = [t for p in paths for t in load_cmekg(p, errors)]
     entities = sample_entities(triples, k=k, min_facts=min_facts, seed=seed)
     if limit is not None:
@@ -170,4 +172,4 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
                     "teacher_calls": run["calls"], "cache_hits": run["cache_hits"],
                     "prompt_tokens": run["prompt_tokens"], "completion_tokens": run["completion_tokens"],
                     "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]})
-    return summary
+    return stamp(summary, before, dst)

@@ -176,8 +176,10 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     killed run resumes where it stopped and a finished one re-exports at no cost.
     """
     from discmed.backend import GenParams, cut_off
+    from discmed.data.lineage import fingerprint, stamp
     from discmed.jobs import JobRunner, backend_for, job_outcome
 
+    before = fingerprint(src)  # what the step read, for the data card's lineage
     prompts = load_prompts()["rewrite"]
     backend = backend_for(teacher, retries=retries)
     name = teacher_name or (teacher if isinstance(teacher, str) else getattr(backend, "name", type(backend).__name__))
@@ -242,8 +244,9 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
                     "cache_hits": run["cache_hits"], "prompt_tokens": run["prompt_tokens"],
                     "completion_tokens": run["completion_tokens"], "tokens_estimated": all(
                         c["tokens_estimated"] for c in run["clients"].values()),
-                    "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]})
-    return summary
+                    "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]],
+                    "limit": limit})
+    return stamp(summary, [before], dst)
 
 
 def export(runner, dst: Path) -> dict[str, Any]:
