@@ -219,7 +219,8 @@ class Demo:
                 rec = c.to_record()
                 rec["source"] = "MedDialog-raw"
                 carried.append(rec)
-        write_jsonl(accepted + carried, d / "for_training.jsonl")
+        # A file of its own, so the data card shows it as what it is: made by the demo, not by a step.
+        write_jsonl(carried, d / "carried_raw.jsonl")
         return {"counts": {"input": len(done) + len(carried), "accepted": s["accepted"], "rejected": s["rejected"],
                            "failed": s["failed"], "accepted_after_retry": s["accepted_after_retry"],
                            "teacher_calls": s["teacher_calls"], "carried_raw": len(carried),
@@ -244,10 +245,12 @@ class Demo:
         from discmed.data.dedup import dedup_file
 
         d = self.dir("dedup")
-        pool = _jsonl(self.out / "rewrite" / "for_training.jsonl") + _jsonl(self.out / "kgqa" / "kgqa.jsonl")
-        write_jsonl(pool, d / "input.jsonl")
-        s = dedup_file(d / "input.jsonl", d / "dedup.jsonl", threshold=0.8, report=d / "removed.jsonl",
-                       progress=self.progress)
+        # The sources themselves, as `discmed data dedup A B C --out …` reads them: a pool written
+        # here first would cut the card's lineage at dedup.
+        sources = [self.out / "rewrite" / "rewritten.jsonl", self.out / "rewrite" / "carried_raw.jsonl",
+                   self.out / "kgqa" / "kgqa.jsonl"]
+        pool = [r for src in sources for r in _jsonl(src)]
+        s = dedup_file(sources, d / "dedup.jsonl", threshold=0.8, report=d / "removed.jsonl", progress=self.progress)
         return {"counts": {"input": len(pool), "kept": s["kept"], "removed_exact": s["removed_exact"],
                            "removed_near": s["removed_near"]}, "removed": _jsonl(d / "removed.jsonl"), "summary": s}
 
