@@ -64,6 +64,7 @@ class Rules:
     threshold: float = 0.5    # share of a text's n-grams that marks it present (exact = 1.0)
     min_text: int = 10        # a standalone text this long counts when it appears exactly
     min_fuzzy: int = 30       # ... and this long when `threshold` of its n-grams appear
+    short_threshold: float = 0.8  # the share for a text between min_text and min_fuzzy characters
     question_alone: int = 12  # an exam question this long counts alone (exactly)
     min_options: int = 2      # options found beside (most of) the question
     min_evidence: int = 12    # characters of question + options (or + answer) at least
@@ -320,10 +321,8 @@ class EvalIndex:
         it, R = self.items[idx], self.rules
         found: list[tuple[float, float, list[str]]] = []
         for f, t, alone in it.texts:
-            if len(t) >= max(alone, R.min_text):
-                cov = 1.0 if t in r else self._present(t, r, grams) if len(t) >= R.min_fuzzy else 0.0
-                if cov >= R.threshold:
-                    found.append((cov * len(t), cov, [f]))
+            if len(t) >= max(alone, R.min_text) and (cov := self._present(t, r, grams)) >= self._needed(t):
+                found.append((cov * len(t), cov, [f]))
         for (fq, q), (fa, a) in it.pairs:
             if R.threshold <= 1.0 and self._pair(q, a, r):
                 found.append((len(q) + len(a), 1.0, [fq, fa]))
@@ -332,16 +331,23 @@ class EvalIndex:
             qcov = self._present(q, r, grams) if len(q) >= R.n else float(q in r)
             if qcov >= R.threshold:
                 exact = qcov == 1.0
-                if (exact and len(q) >= R.question_alone) or len(q) >= R.min_fuzzy:
+                if len(q) >= R.question_alone and qcov >= self._needed(q):
                     found.append((qcov * len(q), qcov, [fq]))
                 rest = r.replace(q, "", 1) if exact else r  # an option inside the question is no evidence
                 opts = [(f, o) for f, o in it.options if o and o in rest]
                 ev = qcov * len(q) + sum(len(o) for _, o in opts)
-                if len(opts) >= R.min_options and ev >= R.min_evidence:
+                # Half a question is common words (…最常用的免疫抑制剂是): then all its options but one.
+                need = R.min_options if exact else max(R.min_options, len(it.options) - 1)
+                if len(opts) >= need and ev >= R.min_evidence:
                     found.append((ev, qcov, [fq] + [f for f, _ in opts]))
                 if exact:
                     found += [(len(q) + len(a), 1.0, [fq, "answer"]) for a in it.answer if self._pair(q, a, r)]
         return max(found, key=lambda m: m[0]) if found else None
+
+    def _needed(self, text: str) -> float:
+        """The share of a text's n-grams that marks it present: more of a shorter one."""
+        R = self.rules
+        return R.threshold if len(text) >= R.min_fuzzy else max(R.threshold, R.short_threshold)
 
     def _pair(self, q: str, a: str, r: str) -> bool:
         """`a` starts within `pair_window` characters after an occurrence of `q` in `r`."""
