@@ -37,6 +37,7 @@ reported on the other half there.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 import unicodedata
@@ -217,6 +218,11 @@ def _grams(text: str, n: int) -> list[str]:
     return [text[i:i + n] for i in range(len(text) - n + 1)]
 
 
+@functools.lru_cache(maxsize=8192)  # the parts that common phrases keep proposing are checked again and again
+def _gram_set(text: str, n: int) -> frozenset[str]:
+    return frozenset(_grams(text, n))
+
+
 class EvalIndex:
     """Evaluation items, found in a record through a few rare n-grams of each part."""
 
@@ -227,7 +233,7 @@ class EvalIndex:
         self.too_short: list[dict] = []  # items no rule can fire on, with why
         self.anchors: dict[str, list[int]] = {}  # n-gram (or a whole short part) → items
         self.whole: dict[str, list[int]] = {}    # a short text → items, found as a whole message
-        self.lengths: list[int] = []             # the anchors' lengths
+        self.short: dict[str, list[int]] = {}    # a whole part shorter than n → items (a few)
 
     @property
     def n(self) -> int:
@@ -277,7 +283,7 @@ class EvalIndex:
         df: Counter = Counter()
         for it in self.items:
             df.update({g for p in it.parts() for g in _grams(p, n)} | {p for p in it.parts() if 3 <= len(p) < n})
-        self.anchors, self.whole, self.too_short = {}, {}, []
+        self.anchors, self.short, self.whole, self.too_short = {}, {}, {}, []
         for idx, it in enumerate(self.items):
             why = self._why_short(it)
             chosen: set[str] = set()
@@ -295,23 +301,22 @@ class EvalIndex:
                 if not chosen:
                     why = f"no part of 3+ characters is shared by at most {cap} items (all too common)"
             if why is not None:
+                whole = [t for _, t, alone in it.texts if alone == R.min_text and len(t) >= 2]
+                for t in whole:
+                    self.whole.setdefault(t, []).append(idx)
                 f = it.question[0] if it.question else (it.texts[0][0] if it.texts else "")
-                self.too_short.append({"eval_file": it.file, "eval_line": it.line, "eval_field": f,
-                                       "eval_text": it.preview, "reason": why})
-                for _, t, alone in it.texts:
-                    if alone == R.min_text and len(t) >= 2:
-                        self.whole.setdefault(t, []).append(idx)
+                self.too_short.append({"eval_file": it.file, "eval_line": it.line, "eval_field": f, "eval_text": it.preview,
+                                       "reason": why + ("; found only as a whole message" if whole else "")})
                 continue
             for g in chosen:
-                self.anchors.setdefault(g, []).append(idx)
-        self.lengths = sorted({len(g) for g in self.anchors})
+                (self.anchors if len(g) == n else self.short).setdefault(g, []).append(idx)
 
     def _present(self, part: str, r: str, grams: set[str]) -> float:
         """1.0 when `part` is in `r`, else the share of its n-grams in `grams`."""
         if part in r:
             return 1.0
-        gs = _grams(part, self.rules.n)
-        return sum(g in grams for g in gs) / len(gs) if gs else 0.0
+        gs = _gram_set(part, self.rules.n)
+        return len(gs & grams) / len(gs) if gs else 0.0
 
     def check(self, idx: int, r: str, grams: set[str]) -> tuple[float, float, list[str]] | None:
         """(score, coverage, fields matched) when item `idx` leaks into normalised text `r`, else None.
@@ -364,18 +369,19 @@ class EvalIndex:
     def match(self, messages: str | list[str]) -> tuple[Item, float, list[str]] | None:
         """The item a conversation (its messages, or one text) leaks most of: (item, coverage of
         its main part, fields found), else None."""
-        messages = [messages] if isinstance(messages, str) else messages
-        for m in messages:  # a short text that is a whole message (too short to look for inside one)
-            if (idxs := self.whole.get(normalize(m))) is not None:
+        norms = [normalize(m) for m in ([messages] if isinstance(messages, str) else messages)]
+        for m in norms:  # a short text that is a whole message (too short to look for inside one)
+            if (idxs := self.whole.get(m)) is not None:
                 it = self.items[idxs[0]]
-                return it, 1.0, [next(f for f, t, _ in it.texts if t == normalize(m)) + " (whole message)"]
-        r = normalize("\n".join(messages))
-        grams = {r[i:i + k] for k in self.lengths for i in range(len(r) - k + 1)}
-        hits = grams & self.anchors.keys()  # set intersection in C: the common case is no hit
-        if not hits:
+                return it, 1.0, [next(f for f, t, _ in it.texts if t == m) + " (whole message)"]
+        r, n = "".join(norms), self.rules.n
+        grams = {r[i:i + n] for i in range(len(r) - n + 1)}
+        cands = {i for g in grams & self.anchors.keys() for i in self.anchors[g]}  # set intersection in C
+        cands.update(i for a, idxs in self.short.items() if a in r for i in idxs)
+        if not cands:
             return None
         best = None
-        for idx in sorted({i for g in hits for i in self.anchors[g]}):
+        for idx in sorted(cands):
             m = self.check(idx, r, grams)
             if m is not None and (best is None or m[0] > best[0]):
                 best = (m[0], idx, m[1], m[2])
