@@ -74,11 +74,15 @@ def test_cmmlu_light_edits_are_removed_and_clean_records_kept(tmp_path, shared_d
     assert removed["relabelled"]["eval_field"] == "Question+A+B+C+D" and removed["relabelled"]["eval_line"] == 4
 
 
-def test_half_a_question_needs_all_options_but_one(tmp_path):
+def test_weak_evidence_is_not_a_leak(tmp_path):
     # A real false positive found while tuning: a consultation reply about 免疫抑制剂 holding two of the options.
     csv = tmp_path / "internal_medicine.csv"
-    csv.write_text(",Question,A,B,C,D,Answer\n0,ITP 最常用的免疫抑制剂是,硫唑嘌呤,长春新碱,甲氨喋呤,环磷酰胺,C\n", encoding="utf-8")
+    csv.write_text(",Question,A,B,C,D,Answer\n0,ITP 最常用的免疫抑制剂是,硫唑嘌呤,长春新碱,甲氨喋呤,环磷酰胺,C\n"
+                   "1,胃溃疡与肠溃疡谁易癌变,胃溃疡,肠溃疡,一样,都不会,A\n", encoding="utf-8")
     index = EvalIndex.from_paths([csv])
+    # A short question alone, whose own words are two of its options: those are not options found.
+    assert index.match("胃溃疡与肠溃疡谁易癌变？") is None
+    assert index.match("胃溃疡与肠溃疡谁易癌变？一样还是都不会？")[2] == ["Question", "C", "D"]
     assert index.match("间质性肺炎可用免疫抑制剂。最常用的免疫抑制剂是环磷酰胺，也有人用硫唑嘌呤。") is None
     hit = index.match("最常用的免疫抑制剂是环磷酰胺、硫唑嘌呤还是长春新碱？")  # half the question, three options
     assert hit is not None and hit[2] == ["Question", "A", "B", "D"] and 0.5 <= hit[1] < 1
@@ -110,15 +114,16 @@ def test_mlecqa_and_cmb_exam_shapes(tmp_path):
          "options": {"A": "白秃疮", "B": "肥疮", "C": "鹅掌风", "D": "疥疮", "E": "白疕"}, "answer": ["B"]}],
         ensure_ascii=False), encoding="utf-8")
     cmb = tmp_path / "CMB-test-merge.jsonl"  # CMB-Exam's test split: no answers, still indexed
-    cmb.write_text(json.dumps({"id": 7, "exam_type": "医师考试", "question": "关于胃溃疡的描述，正确的是",
+    cmb.write_text(json.dumps({"id": 7, "exam_type": "医师考试", "question": "胃溃疡的描述，正确的是",
                                "question_type": "单项选择题", "option": {"A": "多见于胃大弯", "B": "常为多发",
                                                                     "C": "直径多在2cm以内", "D": "癌变率高于十二指肠溃疡"}},
                               ensure_ascii=False) + "\n", encoding="utf-8")
-    items = read_eval_file(mlec) + read_eval_file(cmb)
-    assert [it.question[0] for it in items] == ["qtext", "question"] and items[0].answer == ["肥疮"] and not items[1].answer
+    (s1, a), (s2, b) = read_eval_file(mlec), read_eval_file(cmb)
+    assert (s1, s2) == ("mlecqa", "cmb_exam") and [it.question[0] for it in a + b] == ["qtext", "question"]
+    assert a[0].answer == ["肥疮"] and not b[0].answer
     index = EvalIndex.from_paths([mlec, cmb])
     recs = [_rec("mlec", "治愈后遗留有萎缩性瘢痕的皮肤病是？\nA、白秃疮 B、肥疮 C、鹅掌风", "B"),
-            _rec("cmb", "请问：关于胃溃疡的描述, 正确的是 (1)常为多发 (2)多见于胃大弯", "(1)"),
+            _rec("cmb", "请问：胃溃疡的描述, 正确的是 (1)直径多在２ｃｍ以内 (2)常为多发", "(1)"),  # full-width: NFKC
             _rec("clean", "胃溃疡会癌变吗？", "胃溃疡有一定癌变风险，建议定期复查胃镜。")]
     src = _write(tmp_path / "in.jsonl", recs)
     s = decontam_file(src, tmp_path / "out.jsonl", index, report=tmp_path / "rm.jsonl", progress=False)
@@ -152,6 +157,7 @@ def test_too_short_items_reported_and_cli_line(tmp_path, shared_data):
     line = r.stdout.strip().splitlines()[-2]
     assert line == f"decontam: kept 2, removed 2 (4 eval items from 2 files; 2 of them too short to index, listed in {short_file})"
     s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["eval_files_by_shape"] == {"cmmlu": 1, "cases": 1}
     assert s["too_short"] == 2 and s["too_short_by_eval_file"] == {"tcm.csv": 1, "cmid_samples.json": 1}
     short = _lines(short_file)
     assert [(x["eval_file"], x["eval_line"], x["eval_field"], x["eval_text"]) for x in short] == [

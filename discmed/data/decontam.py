@@ -142,7 +142,7 @@ def _strings(obj: Any, field: str = "") -> list[tuple[str, str]]:
 def _case_item(path: Path, line: int, rec: dict, rules: Rules) -> Item:
     """CMB-Clin ({description, QA_pairs}) or one of DISC's samples (case / first_question / question / raw_anwser)."""
     texts, pairs = [], []
-    for key in ("description", "case", "first_question", "question"):
+    for key in ("description", "case", "first_question", "question", "originalText"):  # originalText: CMID's own file
         if isinstance(rec.get(key), str):
             texts.append((key, normalize(rec[key]), rules.min_text))
     if isinstance(rec.get("raw_anwser"), str):  # CMD's real doctor's answer (sic): long, counts alone when long
@@ -161,32 +161,33 @@ def _case_item(path: Path, line: int, rec: dict, rules: Rules) -> Item:
     return Item(str(path), line, preview[:80], texts=texts, pairs=pairs)
 
 
-def read_eval_file(path: str | Path, rules: Rules | None = None) -> list[Item]:
-    """The items of one evaluation file, by its shape (unknown shapes: every string leaf is a text)."""
+def read_eval_file(path: str | Path, rules: Rules | None = None) -> tuple[str, list[Item]]:
+    """(the shape read, the items) of one evaluation file: an exam format of `discmed.eval.loaders`,
+    `cases` (CMB-Clin, DISC's samples, CMID), or `leaves` (an unknown shape: every string leaf)."""
     path, rules = Path(path), rules or Rules()
     if path.suffix == ".csv":
         with open(path, encoding="utf-8-sig", newline="") as f:
             header = set(next(csv.reader(f), []))
         if {"Question", "A", "B", "C", "D", "Answer"} <= header:
-            return _load_mcq(path, "cmmlu")
+            return "cmmlu", _load_mcq(path, "cmmlu")
         if {"Question", "Options", "Answer"} <= header:
-            return _load_mcq(path, "cmexam")
+            return "cmexam", _load_mcq(path, "cmexam")
         items = []
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             start = 2
             for row in reader:
-                texts = [(str(k), normalize(v), rules.min_text) for k, v in row.items() if isinstance(v, str)]
+                texts = [(str(k), normalize(v), rules.min_fuzzy) for k, v in row.items() if isinstance(v, str)]
                 items.append(Item(str(path), start, " ".join(str(v) for v in row.values())[:80], texts=texts))
                 start = reader.line_num + 1
-        return items
+        return "leaves", items
     records = list(iter_json_records(path))
     first = next((r for _, r in records if isinstance(r, dict)), {})
     if "qtext" in first and "options" in first:
-        return _load_mcq(path, "mlecqa")
+        return "mlecqa", _load_mcq(path, "mlecqa")
     if isinstance(first.get("option"), dict) and "question" in first:
         if all(isinstance(r, dict) and "answer" in r for _, r in records):
-            return _load_mcq(path, "cmb_exam")
+            return "cmb_exam", _load_mcq(path, "cmb_exam")
         # CMB-Exam's test split ships without answers: question and options still leak.
         out = []
         for line, r in records:
@@ -194,21 +195,23 @@ def read_eval_file(path: str | Path, rules: Rules | None = None) -> list[Item]:
                 raise DataError(path, line, "question/option", "expected CMB-Exam's question and option object")
             out.append(_mcq(path, line, "question", r["question"], {str(k): str(v) for k, v in r["option"].items()},
                             lambda k: f"option.{k}", ""))
-        return out
+        return "cmb_exam", out
     if isinstance(first.get("options"), dict) and "question" in first:
-        return _load_mcq(path, "medqa")
+        return "medqa", _load_mcq(path, "medqa")
     if "opa" in first and "question" in first:
         try:
-            return _load_mcq(path, "medmcqa")
+            return "medmcqa", _load_mcq(path, "medmcqa")
         except DataError as e:  # the Hugging Face copy counts `cop` from 0
             if e.field != "cop":
                 raise
-            return _load_mcq(path, "medmcqa", cop_base=0)
-    if ("description" in first and "QA_pairs" in first) or "case" in first or (
+            return "medmcqa", _load_mcq(path, "medmcqa", cop_base=0)
+    if ("description" in first and "QA_pairs" in first) or "case" in first or "originalText" in first or (
             isinstance(first.get("question"), str) and not first.get("options")):
-        return [_case_item(path, line, r, rules) for line, r in records if isinstance(r, dict)]
-    return [Item(str(path), line, json.dumps(r, ensure_ascii=False)[:80],
-                 texts=[(f, normalize(t), rules.min_text) for f, t in _strings(r)]) for line, r in records]
+        return "cases", [_case_item(path, line, r, rules) for line, r in records if isinstance(r, dict)]
+    # An unknown shape (DISC's released dialogues, judge prompts …): every string leaf, counted alone
+    # only when long (a short leaf of an unknown file may be a stock phrase such as 请问您还有其他问题吗).
+    return "leaves", [Item(str(path), line, json.dumps(r, ensure_ascii=False)[:80],
+                 texts=[(f, normalize(t), rules.min_fuzzy) for f, t in _strings(r)]) for line, r in records]
 
 
 # ---------------------------------------------------------------- the index
@@ -230,6 +233,7 @@ class EvalIndex:
         self.rules = rules or Rules(**kw)
         self.items: list[Item] = []
         self.files: list[str] = []
+        self.shapes: dict[str, str] = {}  # file → the shape it was read as
         self.too_short: list[dict] = []  # items no rule can fire on, with why
         self.anchors: dict[str, list[int]] = {}  # n-gram (or a whole short part) → items
         self.whole: dict[str, list[int]] = {}    # a short text → items, found as a whole message
@@ -248,13 +252,14 @@ class EvalIndex:
             if not p.exists():
                 raise FileNotFoundError(f"evaluation set not found: {p}")
             for f in sorted(f for f in p.rglob("*") if f.suffix in EVAL_SUFFIXES) if p.is_dir() else [p]:
-                ix.add_items(read_eval_file(f, ix.rules), str(f))
+                ix.add_items(*read_eval_file(f, ix.rules), str(f))
         ix.build()
         return ix
 
-    def add_items(self, items: list[Item], file: str) -> None:
+    def add_items(self, shape: str, items: list[Item], file: str) -> None:
         self.items += items
         self.files.append(file)
+        self.shapes[file] = shape
 
     def _why_short(self, it: Item) -> str | None:
         """Why no rule can fire on `it`, or None when one can."""
@@ -447,6 +452,7 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
     return {"step": "decontam", "input": str(src), "output": str(dst), "kept": kept, "removed": len(removed),
             "removed_by_eval_file": dict(by_file), "rules": vars(index.rules),
             "eval_items": len(index.items), "eval_files": len(index.files),
+            "eval_files_by_shape": dict(Counter(index.shapes.values())),
             "too_short": len(index.too_short), "too_short_by_eval_file": dict(short_by_file),
             "too_short_report": str(too_short) if too_short else None,
             "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]],
