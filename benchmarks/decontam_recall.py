@@ -461,7 +461,7 @@ def main() -> None:
     edits = [k for k in kinds if k != "V"]
     too_short = Counter()
     for s, ix in new.items():
-        too_short[s] = len(ix.too_short)
+        too_short[s] = sum(not r["part"] for r in ix.too_short)
     print(f"rules: {vars(rules)}")
     for h in halves:
         print(f"\n== {h} half ({'tuned kinds only' if args.half == 'tune' else 'every kind'}): removed / planted")
@@ -474,21 +474,24 @@ def main() -> None:
         print(f"{'all':16} {sum(1 for x in items if half(x) == h):6} {sum(too_short.values()):6}  "
               f"{pct(recall('discmed', hs=[h], ks=['V'])):>20}  {pct(recall('discmed', hs=[h], ks=edits)):>22}  "
               f"{pct(recall('peer', hs=[h], ks=['V'])):>20}  {pct(recall('peer', hs=[h], ks=edits)):>22}")
+        if args.half != "tune":
+            print(f"{'':16} {'':6} {'':6}  {'untuned kinds H1-H4:':>20}  {pct(recall('discmed', hs=[h], ks=KINDS[4:])):>22}  "
+                  f"{'':20}  {pct(recall('peer', hs=[h], ks=KINDS[4:])):>22}")
         print("by kind: " + "  ".join(f"{k} {100 * (lambda a: a[0] / max(a[1], 1))(recall('discmed', hs=[h], ks=[k])):.1f}%"
                                       for k in kinds))
-    print("\n(short: items too short to index, listed by the index; they stay in the denominators)")
+    print("\n(short: the set's items too short to index, both halves; listed by the index, kept in the denominators)")
     fp_total = [0, 0]
     print("\nclean records removed (one index of every set; peer in brackets):")
     for name, recs in clean.items():
         fp = [m for m in recs if union.match(m) is not None]
         old_fp = sum(old_union.match(m) for m in recs)
-        print(f"  {name:28} n={len(recs):5}  removed {len(fp)} = {100 * len(fp) / len(recs):.2f}%  [peer {old_fp}]")
+        print(f"  {name:30} n={len(recs):5}  removed {len(fp)} = {100 * len(fp) / len(recs):.2f}%  [peer {old_fp}]")
         for m in fp[:3]:
             it, cov, fields = union.match(m)
             print(f"      e.g. {'+'.join(fields)} of {Path(it.file).name}:{it.line} {it.preview[:40]!r} in {m[0][:60]!r}")
         if "generated" not in name:
             fp_total = [fp_total[0] + len(fp), fp_total[1] + len(recs)]
-    print(f"  {'real clean records in all':28} n={fp_total[1]:5}  removed {fp_total[0]} = {100 * fp_total[0] / fp_total[1]:.2f}%")
+    print(f"  {'real clean records in all':30} n={fp_total[1]:5}  removed {fp_total[0]} = {100 * fp_total[0] / fp_total[1]:.2f}%")
     gen_fp = sum(union.match(m) is not None for m in clean["generated (data_cpu)"]) / len(clean["generated (data_cpu)"])
 
     print("\nharder negatives: medical text that holds no exam item, against the exam sets' index:")
@@ -498,12 +501,12 @@ def main() -> None:
         fp = [(m, hit) for m in recs if (hit := exams.match(m)) is not None]
         old_fp = sum(old_exams.match(m) for m in recs)
         dia[h] = (len(fp), len(recs))
-        print(f"  {'consultations, ' + h + ' models':28} n={len(recs):5}  removed {len(fp)} = {100 * len(fp) / len(recs):.2f}%  "
+        print(f"  {'consultations, ' + h + ' models':30} n={len(recs):5}  removed {len(fp)} = {100 * len(fp) / len(recs):.2f}%  "
               f"[peer {old_fp}]")
         for _, (it, cov, fields) in fp[:3]:
             print(f"      e.g. {'+'.join(fields)} of {Path(it.file).name}:{it.line} {it.preview[:30]!r} (question {cov:.0%})")
     exam_fp, exam_dup, exam_n, old_exam_fp = other_exam_questions(rules)
-    print(f"  {'other exam questions':28} n={exam_n:5}  removed {len(exam_fp)} = {100 * len(exam_fp) / exam_n:.2f}%  "
+    print(f"  {'other exam questions':30} n={exam_n:5}  removed {len(exam_fp)} = {100 * len(exam_fp) / exam_n:.2f}%  "
           f"[peer {old_exam_fp}]   (CMMLU items against the other subjects' files; "
           f"{len(exam_dup)} more removed as near-duplicates of an indexed question)")
     for x, it, fields, like in exam_fp + exam_dup[:3]:
@@ -522,6 +525,8 @@ def main() -> None:
         "unit": f"share of verbatim planted leaks removed ({last} half)", "ratio": round(rv / max(rpv, 1e-9), 2),
         "goal": "verbatim >= 0.99, edited >= 0.95, clean removed <= 0.005", "met": met,
         "edited": round(re_, 4), "peer_edited": round(rpe, 4), "half": last,
+        "untuned_kinds": round((lambda a: a[0] / max(a[1], 1))(recall("discmed", hs=[last], ks=KINDS[4:])), 4)
+        if args.half != "tune" else None,
         "tune_verbatim": round((lambda a: a[0] / max(a[1], 1))(recall("discmed", hs=["tune"], ks=["V"])), 4),
         "tune_edited": round((lambda a: a[0] / max(a[1], 1))(recall("discmed", hs=["tune"], ks=[k for k in TUNED if k != "V"])), 4),
         "clean_removed": round(fp_rate, 4), "clean_n": fp_total[1], "generated_clean_removed": round(gen_fp, 4),

@@ -139,14 +139,18 @@ def test_too_short_items_reported_and_cli_line(tmp_path, shared_data):
     csv = tmp_path / "tcm.csv"
     csv.write_text(",Question,A,B,C,D,Answer\n0,肾在液为,唾,泪,涎,尿,A\n1,甲状腺的动脉来自,颈内动脉,颈外动脉,锁骨下动脉的分支,颈总动脉,D\n",
                    encoding="utf-8")
-    cmid = tmp_path / "cmid_samples.json"
-    cmid.write_text(json.dumps([{"id": "1", "question": "经前肚子疼怎么办"},
-                                {"id": "2", "question": "你好，我想咨询一下，我小便时有疼痛感，请问是怎么回事？"}], ensure_ascii=False),
-                    encoding="utf-8")
+    cmid = tmp_path / "cmid_samples.jsonl"
+    cmid.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"id": "1", "question": "经前肚子疼怎么办"},
+        {"id": "2", "question": "你好，我想咨询一下，我小便时有疼痛感，请问是怎么回事？"},
+        {"id": "3", "question": "睾丸炎是怎么引起的？",  # CMD-like: a short question, a long answer
+         "raw_anwser": "睾丸炎多由细菌或病毒感染引起，常见的是腮腺炎病毒，也可继发于附睾炎。建议到泌尿外科就诊。"}]),
+        encoding="utf-8")
     recs = [_rec("short-mcq", "肾在液为\nA. 唾\nB. 泪\nC. 涎\nD. 尿", "A"),      # too short: kept, and listed
             _rec("whole", "经前肚子疼怎么办？", "可以热敷。"),                       # a short question that is the whole message
             _rec("inside", "医生您好，经前肚子疼怎么办？量也少。", "建议查激素。"),       # ... inside a longer one: not found
-            _rec("cmid", "你好，我想咨询一下，我小便时有疼痛感，请问是怎么回事？", "建议查尿常规。")]
+            _rec("cmid", "你好，我想咨询一下，我小便时有疼痛感，请问是怎么回事？", "建议查尿常规。"),
+            _rec("cmd-question", "睾丸炎是怎么引起的", "多为感染。")]
     src = _write(tmp_path / "in.jsonl", recs)
     from discmed.cli import app
 
@@ -155,12 +159,14 @@ def test_too_short_items_reported_and_cli_line(tmp_path, shared_data):
     assert r.exit_code == 0, r.stderr
     short_file = tmp_path / "out.jsonl.too_short.jsonl"
     line = r.stdout.strip().splitlines()[-2]
-    assert line == f"decontam: kept 2, removed 2 (4 eval items from 2 files; 2 of them too short to index, listed in {short_file})"
+    assert line == (f"decontam: kept 2, removed 3 (5 eval items from 2 files; 2 of them too short to index "
+                    f"and 1 with a part too short, listed in {short_file})")
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["eval_files_by_shape"] == {"cmmlu": 1, "cases": 1}
-    assert s["too_short"] == 2 and s["too_short_by_eval_file"] == {"tcm.csv": 1, "cmid_samples.json": 1}
+    assert s["too_short"] == 2 and s["too_short_by_eval_file"] == {"tcm.csv": 1, "cmid_samples.jsonl": 1}
     short = _lines(short_file)
-    assert [(x["eval_file"], x["eval_line"], x["eval_field"], x["eval_text"]) for x in short] == [
-        (str(csv), 2, "Question", "肾在液为"), (str(cmid), 1, "question", "经前肚子疼怎么办")]
-    assert "under 12" in short[0]["reason"] and "found only as a whole message" in short[1]["reason"]
+    assert [(x["eval_file"], x["eval_line"], x["eval_field"], x["eval_text"], x["part"]) for x in short] == [
+        (str(csv), 2, "Question", "肾在液为", False), (str(cmid), 1, "question", "经前肚子疼怎么办", False),
+        (str(cmid), 3, "question", "睾丸炎是怎么引起的？", True)]
+    assert "under 12" in short[0]["reason"] and all("found only as a whole message" in x["reason"] for x in short[1:])
     assert [x["_id"] for x in _lines(tmp_path / "out.jsonl")] == ["short-mcq", "inside"]

@@ -202,7 +202,9 @@ def register(app: typer.Typer) -> None:
                           on_error=on_error, progress=progress, workers=workers)
         _finish(s, out, as_json, f"decontam: kept {s['kept']:,}, removed {s['removed']:,} "
                                  f"({s['eval_items']:,} eval items from {s['eval_files']} files; "
-                                 f"{s['too_short']:,} of them too short to index, listed in {short})")
+                                 f"{s['too_short']:,} of them too short to index"
+                                 + (f" and {s['too_short_parts']:,} with a part too short" if s["too_short_parts"] else "")
+                                 + f", listed in {short})")
 
     @app.command("mix")
     @guard

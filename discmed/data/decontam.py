@@ -305,13 +305,19 @@ class EvalIndex:
                     chosen = {short[0][1]} if short else set()
                 if not chosen:
                     why = f"no part of 3+ characters is shared by at most {cap} items (all too common)"
-            if why is not None:
-                whole = [t for _, t, alone in it.texts if alone == R.min_text and len(t) >= 2]
-                for t in whole:
-                    self.whole.setdefault(t, []).append(idx)
-                f = it.question[0] if it.question else (it.texts[0][0] if it.texts else "")
+            # A patient's question under min_text characters (经前肚子疼怎么办) is too common to look
+            # for inside a message; a message that is exactly it is still a copy.
+            whole = [(f, t) for f, t, alone in it.texts if alone == R.min_text and 2 <= len(t) < R.min_text]
+            for _, t in whole:
+                self.whole.setdefault(t, []).append(idx)
+            if why is not None or whole:
+                f = it.question[0] if it.question else (whole or it.texts or [("",)])[0][0]
+                note = "; found only as a whole message" if whole else ""
                 self.too_short.append({"eval_file": it.file, "eval_line": it.line, "eval_field": f, "eval_text": it.preview,
-                                       "reason": why + ("; found only as a whole message" if whole else "")})
+                                       "part": why is None,
+                                       "reason": (why or f"{f} under {R.min_text} characters (the item's other parts are "
+                                                         "indexed)") + note})
+            if why is not None:
                 continue
             for g in chosen:
                 (self.anchors if len(g) == n else self.short).setdefault(g, []).append(idx)
@@ -448,12 +454,13 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
         with atomic_writer(too_short) as f:
             for r in index.too_short:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    short_by_file = Counter(Path(r["eval_file"]).name for r in index.too_short)
+    short_by_file = Counter(Path(r["eval_file"]).name for r in index.too_short if not r["part"])
     return {"step": "decontam", "input": str(src), "output": str(dst), "kept": kept, "removed": len(removed),
             "removed_by_eval_file": dict(by_file), "rules": vars(index.rules),
             "eval_items": len(index.items), "eval_files": len(index.files),
             "eval_files_by_shape": dict(Counter(index.shapes.values())),
-            "too_short": len(index.too_short), "too_short_by_eval_file": dict(short_by_file),
+            "too_short": sum(short_by_file.values()), "too_short_by_eval_file": dict(short_by_file),
+            "too_short_parts": sum(r["part"] for r in index.too_short),
             "too_short_report": str(too_short) if too_short else None,
             "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]],
             "report": str(report) if report else None}
