@@ -4,9 +4,11 @@ DISC's CMD set was drawn from the same kind of consultation site as its 400k tra
 dialogues, and exam questions circulate on the web, so training data can hold evaluation
 items. This step reads every evaluation set discmed evaluates on as *structured items* —
 an exam question with its options and answer (CMMLU, MLEC-QA, CMB-Exam, CMExam, MedQA,
-MedMCQA, read by `discmed.eval.loaders`), a CMB-Clin case (description and QA pairs), one
-of DISC's CMB-clin / CMD / CMID samples (case, patient question, reference answer) — and
-drops a training record that contains one.
+MedMCQA, read by `discmed.eval.loaders`; CMB-Exam's test split without answers too), a
+CMB-Clin case (description and QA pairs), one of DISC's CMB-clin / CMD / CMID samples
+(case, patient question, reference answer) — and drops a training record that contains one.
+A file of another shape (DISC's released dialogues, say) falls back to its string leaves,
+each counted alone only when long; the summary says which shape each file was read as.
 
 Exam questions are short (CMMLU's median is 17 characters, options 5), so a record is
 compared with each part of an item separately, after normalisation (NFKC, lower case, no
@@ -14,21 +16,24 @@ whitespace or punctuation: option labels "A." / "(1)" / "①" and reformatting l
 intact), and the rules say how much of an item makes a leak:
 
 - a standalone text (a case, a patient question, a CMB-Clin description) of at least
-  `min_text` characters appears exactly, or one of at least `min_fuzzy` characters has
-  `threshold` of its character n-grams in the record (a partial or edited copy);
-- an exam question of at least `question_alone` characters appears exactly;
-- most of a question (`threshold` of its n-grams, or all of it) and at least `min_options`
-  of its options elsewhere in the record, `min_evidence` characters in all;
+  `min_text` characters appears whole, or `short_threshold` of its character n-grams do
+  (`threshold` of them for one of at least `min_fuzzy` characters: a partial or edited copy);
+- an exam question of at least `question_alone` characters appears (by the same measure);
+- a question, exactly, and at least `min_options` of its options elsewhere in the record —
+  or `threshold` of the question's n-grams and all its options but one — `min_evidence`
+  characters in all;
 - a question with its answer right after it (within `pair_window` characters): an MCQ's
   question and correct option text, a CMB-Clin QA pair, `min_evidence` characters together.
 
 Options alone never count (common words: 蛋白质, 肝, 1); neither does a CMB-Clin answer under
 `min_fuzzy` characters (a diagnosis name is not a leak without its question). An item no rule
-can ever fire on — a 4-character question with one-character options — is *too short to
-index*: it is counted and listed (`too_short`), not silently passed. Candidates are found
-through a few rare n-grams of each part (`anchors`), then checked with the rules above.
-The defaults were tuned on half of the items of `benchmarks/decontam_recall.py` and are
-reported on the other half there.
+can fire on — a 4-character question with one-character options — is *too short to index*:
+counted and listed (`too_short`), not silently passed. A patient question under `min_text`
+characters (经前肚子疼怎么办) is too common to look for inside a message; it is listed too,
+and found only when a whole message is that question. Candidates are found through a few
+rare n-grams of each part (`anchors`), then checked with the rules above. The rules were
+set on the tuning half of `benchmarks/decontam_recall.py` and are measured on its other half;
+where that half could not tell settings apart (most of them), the defaults are reasoned.
 
     index = EvalIndex.from_paths(["../shared/data/cmb", "../shared/data/cmmlu"])
     summary = decontam_file("in.jsonl", "out.jsonl", index, report="removed.jsonl", too_short="short.jsonl")
@@ -59,14 +64,14 @@ def normalize(text: str) -> str:
 
 @dataclass
 class Rules:
-    """What counts as a leak; the defaults are the tuned ones (see the module docstring)."""
+    """What counts as a leak (see the module docstring for how the defaults were set)."""
 
     n: int = 5                # n-gram length: anchors and coverage
     threshold: float = 0.5    # share of a text's n-grams that marks it present (exact = 1.0)
-    min_text: int = 10        # a standalone text this long counts when it appears exactly
-    min_fuzzy: int = 30       # ... and this long when `threshold` of its n-grams appear
+    min_text: int = 10        # a standalone text this long counts alone (shorter: only as a whole message)
+    min_fuzzy: int = 30       # ... and from this long, when `threshold` of its n-grams appear
     short_threshold: float = 0.8  # the share for a text between min_text and min_fuzzy characters
-    question_alone: int = 12  # an exam question this long counts alone (exactly)
+    question_alone: int = 12  # an exam question this long counts alone, as a standalone text does
     min_options: int = 2      # options found beside (most of) the question
     min_evidence: int = 12    # characters of question + options (or + answer) at least
     pair_window: int = 40     # the answer starts within this many characters after the question
