@@ -34,7 +34,13 @@ Clean records (false positives, against one index of every set together, as a us
 DISC-Med-SFT's 163 real records (../shared/data/disc-medllm/train/test_examples.jsonl), the
 demo's curation records (6) and MedDialog text (14; its 15th quotes a demo CMD case on purpose
 and is left out), the CMeKG texts (24) as messages; separately, 3,000 generated dialogues from
-benchmarks/data_cpu.py (templated, so a weaker check, but a larger n).
+benchmarks/data_cpu.py (templated, so a weaker check, but a larger n). Harder negatives, medical
+text that holds no exam item, against the exam sets' index only: DISC's 1,884 released
+consultations (../shared/data/disc-medllm/eval/dialogues; they quote DISC's consultation sets,
+so not against those), split by model into a tuning and a held-out half; and every CMMLU item
+against an index of the other eight subjects (a match to a question at least 80% alike is a
+near-duplicate of an indexed question, counted apart). The goal's false-positive figure is
+the 207 real records'; they are not split (too few), so they were seen while tuning.
 
 The peer is the decontamination discmed had before this change (character 10-grams of every
 JSON string leaf and of each CSV row joined into one string, a record removed when it covers
