@@ -133,6 +133,10 @@ def test_mlecqa_and_cmb_exam_shapes(tmp_path):
     mlec.write_text('[{"qid": "x", "qtext": "题干", "options": {"A": "甲", "C": "丙"}, "answer": "A"}]', encoding="utf-8")
     with pytest.raises(DataError, match=r"Clinic_test.json:1: options: option letters AC are not consecutive"):
         EvalIndex.from_paths([mlec])
+    cmd = tmp_path / "cmd_samples.jsonl"
+    cmd.write_text('{"id": "1", "question": "孩子发烧三天了，要不要去医院？"}\n{"id": "2", "department": "儿科"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"cmd_samples.jsonl:2: question: missing"):
+        EvalIndex.from_paths([cmd])
 
 
 def test_too_short_items_reported_and_cli_line(tmp_path, shared_data):

@@ -162,6 +162,9 @@ def _case_item(path: Path, line: int, rec: dict, rules: Rules) -> Item:
         # A CMB-Clin answer alone only when long: a short one is a diagnosis name, not a leak without its question.
         texts.append((a[0], a[1], rules.min_fuzzy))
         pairs.append((q, a))
+    if not texts:
+        raise DataError(path, line, "question", "missing: a case needs case, first_question, question, description "
+                                                "or QA_pairs text")
     preview = next((str(rec[k]) for k in ("title", "question", "first_question", "case", "description") if rec.get(k)), "")
     return Item(str(path), line, preview[:80], texts=texts, pairs=pairs)
 
@@ -212,7 +215,10 @@ def read_eval_file(path: str | Path, rules: Rules | None = None) -> tuple[str, l
             return "medmcqa", _load_mcq(path, "medmcqa", cop_base=0)
     if ("description" in first and "QA_pairs" in first) or "case" in first or "originalText" in first or (
             isinstance(first.get("question"), str) and not first.get("options")):
-        return "cases", [_case_item(path, line, r, rules) for line, r in records if isinstance(r, dict)]
+        for line, r in records:
+            if not isinstance(r, dict):
+                raise DataError(path, line, "record", "not a JSON object")
+        return "cases", [_case_item(path, line, r, rules) for line, r in records]
     # An unknown shape (DISC's released dialogues, judge prompts …): every string leaf, counted alone
     # only when long (a short leaf of an unknown file may be a stock phrase such as 请问您还有其他问题吗).
     return "leaves", [Item(str(path), line, json.dumps(r, ensure_ascii=False)[:80],
@@ -387,7 +393,7 @@ class EvalIndex:
         its main part, fields found), else None."""
         norms = [normalize(m) for m in ([messages] if isinstance(messages, str) else messages)]
         for m in norms:  # a short text that is a whole message (too short to look for inside one)
-            if (idxs := self.whole.get(m)) is not None:
+            if (idxs := self.whole.get(m)) is not None and self.rules.threshold <= 1.0:
                 it = self.items[idxs[0]]
                 return it, 1.0, [next(f for f, t, _ in it.texts if t == m) + " (whole message)"]
         r, n = "".join(norms), self.rules.n
