@@ -195,30 +195,30 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Argument()],
         eval_paths: Annotated[list[Path] | None, typer.Option("--eval", help="Eval set file or folder (repeatable)")] = None,
         shared_data: Annotated[Path | None, typer.Option(help="A folder laid out like ../shared/data: use its eval sets")] = None,
-        threshold: Annotated[float, typer.Option(help="Share of an eval item's n-grams that marks a record contaminated")] = 0.5,
-        ngram: Annotated[int, typer.Option(help="Character n-gram length")] = 10,
+        threshold: Annotated[float, typer.Option(help="Share of an eval text's n-grams that marks it present (exact copies: 1)")] = 0.5,
+        ngram: Annotated[int, typer.Option(help="Character n-gram length (anchors and partial copies)")] = 5,
         report: Annotated[Path | None, typer.Option(help="JSONL of removed records (default OUT.removed.jsonl)")] = None,
+        too_short: Annotated[Path | None, typer.Option(help="JSONL of eval items too short to index (default OUT.too_short.jsonl)")] = None,
         on_error: OnErrorOpt = "skip",
         workers: WorkersOpt = 1,
         progress: ProgressOpt = True,
         as_json: JsonOpt = False,
     ) -> None:
         """Remove records that contain evaluation items (CMB-Clin, CMD, CMID, MCQ files …)."""
-        from discmed.data.decontam import EvalIndex, decontam_file, default_eval_paths
+        from discmed.data.decontam import EvalIndex, Rules, decontam_file, default_eval_paths
 
         paths = list(eval_paths or []) + (default_eval_paths(shared_data) if shared_data else [])
         if not paths:
             raise ValueError("no evaluation sets given: pass --eval PATH (repeatable) or --shared-data DIR")
-        from discmed.data.lineage import fingerprint, stamp
-
-        before = fingerprint(src)
-        index = EvalIndex.from_paths(paths, n=ngram)
-        s = decontam_file(src, out, index, threshold=threshold, report=report or out.with_name(out.name + ".removed.jsonl"),
+        index = EvalIndex.from_paths(paths, Rules(n=ngram, threshold=threshold))
+        short = too_short or out.with_name(out.name + ".too_short.jsonl")
+        s = decontam_file(src, out, index, report=report or out.with_name(out.name + ".removed.jsonl"), too_short=short,
                           on_error=on_error, progress=progress, workers=workers)
-        if "lineage" not in s:
-            stamp(s, [before], out)
         _finish(s, out, as_json, f"decontam: kept {s['kept']:,}, removed {s['removed']:,} "
-                                 f"({s['eval_items']:,} eval items from {s['eval_files']} files)")
+                                 f"({s['eval_items']:,} eval items from {s['eval_files']} files; "
+                                 f"{s['too_short']:,} of them too short to index"
+                                 + (f" and {s['too_short_parts']:,} with a part too short" if s["too_short_parts"] else "")
+                                 + f", listed in {short})")
 
     @app.command("mix")
     @guard
