@@ -72,7 +72,7 @@ def emit_json(summary: dict) -> None:
 @tiny_app.command("build")
 @guard
 def tiny_build(
-    out: Annotated[Path | None, typer.Argument(help="Folder to write (default: the shared cache)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (default: the shared cache)")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary last")] = False,
 ) -> None:

@@ -35,16 +35,16 @@ discmed data load alpaca "$RAW"/alpaca_gpt4_data_zh.json --out "$DATA"/alpaca.js
 
 # De-identify before any text reaches a teacher. CPU, regular expressions: ~5 minutes for 420k
 # dialogues on 2 cores; no GPU, no tokens.
-discmed data scrub "$DATA"/meddialog.jsonl "$DATA"/meddialog.scrubbed.jsonl --json
-discmed data scrub "$DATA"/cmedqa2.jsonl "$DATA"/cmedqa2.scrubbed.jsonl --json
+discmed data scrub "$DATA"/meddialog.jsonl -o "$DATA"/meddialog.scrubbed.jsonl --json
+discmed data scrub "$DATA"/cmedqa2.jsonl -o "$DATA"/cmedqa2.scrubbed.jsonl --json
 
 # Teacher rewrites of every doctor turn, checked for fidelity (numbers, drugs, tests, diagnoses).
 # THE expensive stage: ~1M doctor turns → ~1.2M teacher calls with retries, ~0.8B prompt tokens
 # + ~0.35B completion tokens. Self-hosted 72B teacher on 8×A100: ~20-30 hours at concurrency
 # 256; a hosted API: rate-limited by your tier (--rate). Journaled: a killed run resumes.
-discmed data rewrite "$DATA"/meddialog.scrubbed.jsonl "$DATA"/meddialog.rewritten.jsonl --teacher "$TEACHER" --concurrency 256 --json
+discmed data rewrite "$DATA"/meddialog.scrubbed.jsonl -o "$DATA"/meddialog.rewritten.jsonl --teacher "$TEACHER" --concurrency 256 --json
 # cMedQA2: 20k single answers → ~25k calls, ~20M prompt + ~8M completion tokens, ~1 hour.
-discmed data rewrite "$DATA"/cmedqa2.scrubbed.jsonl "$DATA"/cmedqa2.rewritten.jsonl --teacher "$TEACHER" --concurrency 256 --json
+discmed data rewrite "$DATA"/cmedqa2.scrubbed.jsonl -o "$DATA"/cmedqa2.rewritten.jsonl --teacher "$TEACHER" --concurrency 256 --json
 
 # Knowledge-graph QA: 50k CMeKG entities → ~60k calls with retries, ~25M prompt + ~15M
 # completion tokens; ~2 hours on the self-hosted teacher.
@@ -62,8 +62,8 @@ discmed data kgqa "$RAW"/cmekg/*.json --out "$DATA"/kgqa.jsonl --teacher "$TEACH
 # (dedup ~10 minutes for 470k on 2 cores; decontam indexes every eval file first). dedup reads
 # the sources itself (not a `cat` of them), so the data card can follow each back to its step.
 discmed data dedup "$DATA"/meddialog.rewritten.jsonl "$DATA"/cmedqa2.rewritten.jsonl "$DATA"/kgqa.jsonl \
-    "$DATA"/medmcqa.jsonl "$DATA"/moss.jsonl "$DATA"/alpaca.jsonl "$DATA"/dedup.jsonl --threshold 0.8 --json
-discmed data decontam "$DATA"/dedup.jsonl "$DATA"/clean.jsonl --eval "$SAMPLES" --eval "$EXAMS" --json
+    "$DATA"/medmcqa.jsonl "$DATA"/moss.jsonl "$DATA"/alpaca.jsonl -o "$DATA"/dedup.jsonl --threshold 0.8 --json
+discmed data decontam "$DATA"/dedup.jsonl -o "$DATA"/clean.jsonl --eval "$SAMPLES" --eval "$EXAMS" --json
 
 # The final mix in DISC's proportions (paper, table 1) and its data card. CPU, a minute.
 discmed data mix "$DATA"/clean.jsonl --out "$DATA"/disc-med-sft.jsonl --seed 42 --json

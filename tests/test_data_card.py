@@ -34,19 +34,19 @@ def test_two_runs_in_one_folder_each_card_tells_its_own_history(tmp_path, shared
     d.mkdir()
     train = shared_data / "disc-medllm" / "train" / "test_examples.jsonl"
     discmed("load", "disc", train, "-o", d / "meddialog.jsonl", "--no-progress")
-    discmed("scrub", d / "meddialog.jsonl", d / "scrubbed.jsonl", "--no-progress")
-    discmed("dedup", d / "scrubbed.jsonl", d / "dedup.jsonl", "--no-progress")
-    discmed("decontam", d / "dedup.jsonl", d / "clean.jsonl", "--shared-data", shared_data, "--no-progress")
+    discmed("scrub", d / "meddialog.jsonl", "-o", d / "scrubbed.jsonl", "--no-progress")
+    discmed("dedup", d / "scrubbed.jsonl", "-o", d / "dedup.jsonl", "--no-progress")
+    discmed("decontam", d / "dedup.jsonl", "-o", d / "clean.jsonl", "--shared-data", shared_data, "--no-progress")
     discmed("mix", d / "clean.jsonl", "-o", d / "sft.jsonl", "--no-progress")
     # Another run in the same folder: evaluation questions planted, so its decontam removes some;
     # and a second scrub of another file.
     cmd = json.loads((shared_data / "disc-medllm" / "eval" / "samples" / "cmd_samples.json").read_text(encoding="utf-8"))
     leaks = [rec(100 + i, user=q["question"]) for i, q in enumerate(cmd[:5])]
     write(d / "other.jsonl", leaks + [rec(i) for i in range(20)])
-    other = json.loads(discmed("decontam", d / "other.jsonl", d / "other.clean.jsonl", "--shared-data", shared_data,
+    other = json.loads(discmed("decontam", d / "other.jsonl", "-o", d / "other.clean.jsonl", "--shared-data", shared_data,
                                "--no-progress", "--json").stdout.splitlines()[-1])
     assert other["removed"] >= 5
-    discmed("scrub", d / "other.jsonl", d / "other.scrubbed.jsonl", "--no-progress")
+    discmed("scrub", d / "other.jsonl", "-o", d / "other.scrubbed.jsonl", "--no-progress")
 
     r = discmed("card", d / "sft.jsonl", "-o", d / "card", "--json")
     s = json.loads(r.stdout.splitlines()[-1])

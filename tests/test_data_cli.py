@@ -43,7 +43,7 @@ def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
     assert s["records"] == 166 and s["renamed_sources"] == {"meddial → MedDialog": 166}
 
     scrubbed = tmp_path / "scrubbed.jsonl"
-    s = last_json(discmed("scrub", loaded, scrubbed, "--no-progress", "--json"))
+    s = last_json(discmed("scrub", loaded, "-o", scrubbed, "--no-progress", "--json"))
     assert s["records"] == 166 and s["replaced"]["phone"] >= 1 and s["replaced"]["name"] >= 1
     assert "13912345678" not in scrubbed.read_text(encoding="utf-8")
     changes = [json.loads(x) for x in (tmp_path / "scrubbed.jsonl.changes.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -51,13 +51,13 @@ def test_cpu_pipeline_load_scrub_dedup_decontam_mix_card(tmp_path, shared_data):
             "replacement": "[电话]", "rule": "rule:phone_mobile", "role": "user"} in changes
 
     deduped = tmp_path / "deduped.jsonl"
-    s = last_json(discmed("dedup", scrubbed, deduped, "--no-progress", "--json"))
+    s = last_json(discmed("dedup", scrubbed, "-o", deduped, "--no-progress", "--json"))
     assert s["removed_exact"] >= 1 and s["kept"] <= 165
     removed = [json.loads(x) for x in (tmp_path / "deduped.jsonl.removed.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {"_id": "copy", "duplicate_of": first["_id"]}.items() <= next(r for r in removed if r["_id"] == "copy").items()
 
     clean = tmp_path / "clean.jsonl"
-    s = last_json(discmed("decontam", deduped, clean, "--shared-data", shared_data, "--no-progress", "--json"))
+    s = last_json(discmed("decontam", deduped, "-o", clean, "--shared-data", shared_data, "--no-progress", "--json"))
     assert s["removed"] >= 1 and s["removed_by_eval_file"].get("cmd_samples.json", 0) >= 1
     assert "leak" not in {json.loads(x)["_id"] for x in clean.read_text(encoding="utf-8").splitlines()}
 
@@ -84,12 +84,12 @@ def test_bom_and_gbk_input_through_the_commands(tmp_path, shared_data):
     bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
     s = last_json(discmed("load", "disc", bom, "-o", tmp_path / "b.jsonl", "--no-progress", "--json"))
     assert (s["records"], s["bad_records"]) == (3, 0)  # record 1 is read, not dropped
-    s = last_json(discmed("scrub", bom, tmp_path / "bs.jsonl", "--no-progress", "--json"))
+    s = last_json(discmed("scrub", bom, "-o", tmp_path / "bs.jsonl", "--no-progress", "--json"))
     assert (s["records"], s["bad_records"]) == (3, 0)
     # Line 2 saved as GBK: skipped with its file:line and what it looks like, or the step stops there.
     gbk = tmp_path / "gbk.jsonl"
     gbk.write_bytes((lines[0] + "\n").encode() + (lines[1] + "\n").encode("gb18030") + (lines[2] + "\n").encode())
-    for step in (("load", "disc", gbk, "-o", tmp_path / "g.jsonl"), ("scrub", gbk, tmp_path / "gs.jsonl"),
+    for step in (("load", "disc", gbk, "-o", tmp_path / "g.jsonl"), ("scrub", gbk, "-o", tmp_path / "gs.jsonl"),
                  ("mix", gbk, "-o", tmp_path / "gm.jsonl")):
         r = discmed(*step, "--no-progress", "--json")
         assert (last_json(r)["records"], last_json(r)["bad_records"]) == (2, 1), step
@@ -102,8 +102,8 @@ def test_bad_input_stops_with_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"conversation": [{"role": "user", "content": "头疼"}, {"role": "assistant", "content": "休息"}]}\n'
                    '{"conversation": [{"role": "user", "content": ""}]}\n', encoding="utf-8")
-    r = discmed("scrub", bad, tmp_path / "out.jsonl", "--on-error", "stop", check=False)
+    r = discmed("scrub", bad, "-o", tmp_path / "out.jsonl", "--on-error", "stop", check=False)
     assert r.returncode == 2 and f"error: {bad}:2: conversation[0].content: empty content" in r.stderr
     assert not (tmp_path / "out.jsonl").exists()
-    r = discmed("scrub", bad, tmp_path / "out.jsonl", "--no-progress", "--json")
+    r = discmed("scrub", bad, "-o", tmp_path / "out.jsonl", "--no-progress", "--json")
     assert last_json(r)["bad_records"] == 1 and f"skipped: {bad}:2:" in r.stderr

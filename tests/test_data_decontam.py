@@ -158,7 +158,7 @@ def test_too_short_items_reported_and_cli_line(tmp_path, shared_data):
     src = _write(tmp_path / "in.jsonl", recs)
     from discmed.cli import app
 
-    r = CliRunner().invoke(app, ["data", "decontam", str(src), str(tmp_path / "out.jsonl"), "--eval", str(csv),
+    r = CliRunner().invoke(app, ["data", "decontam", str(src), "-o", str(tmp_path / "out.jsonl"), "--eval", str(csv),
                                  "--eval", str(cmid), "--no-progress", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
     short_file = tmp_path / "out.jsonl.too_short.jsonl"

