@@ -461,11 +461,14 @@ def _register_rubric(eval_app: typer.Typer) -> None:
             table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail_with(e, as_json)
-        report = rb.markdown(table)
+        coverage = (f"{summary['graded']} of {summary['matched']} dialogues with a rubric graded "
+                    f"({summary['failed']} failed" + (f", listed in {summary['failed_file']}" if summary.get("failed_file")
+                                                      else "") + f"; {summary['unmatched']} dialogues had no rubric); "
+                    f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
+                    "(their dialogues left out of the scores)")
+        # The report says what it scored: n of N, and why the rest are missing.
+        report = rb.markdown(table).replace("\n", f"\n\n{coverage}.\n", 1)  # under the heading, above the table
         typer.echo(report)
-        typer.echo(f"{summary['graded']}/{summary['matched']} dialogues graded ({summary['unmatched']} without a rubric); "
-                   f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
-                   f"(their dialogues left out of the scores), {summary['failed']} failed")
         for fname, text in (("report.md", report), ("scores.json", json.dumps(table, ensure_ascii=False, indent=2))):
             tmp = out / (fname + ".tmp")
             tmp.write_text(text, encoding="utf-8")
