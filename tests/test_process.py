@@ -148,8 +148,8 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_a
         from discmed.serve.process import running
         cmd = [sys.executable, "-c", {server!r}]
         with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60):
-            print("serving", flush=True)
-            try:
+            try:  # "serving" inside the try: a Ctrl+C sent the moment it is read must land here
+                print("serving", flush=True)
                 while True:
                     time.sleep(0.5)
             except KeyboardInterrupt:
