@@ -268,6 +268,28 @@ def test_bad_tokens_get_401(server):
     assert httpx.get(server.url + "/api/next", headers=headers("张三", good)).json()["item"]["id"] == "q1"
 
 
+def test_the_server_refuses_before_it_reads_and_shows_only_your_own_progress(server, tmp_path):
+    """A stranger's big body is refused from its headers (413 over the limit; 401 without a valid
+    token, the body never read), and an annotator sees the set's counts and their own, not the
+    other annotators' names."""
+    import socket
+
+    def head_only(length: int, token: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+            c.sendall(f"POST /api/decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"X-Annotator: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n".encode())
+            return c.recv(200)  # answered at once, though the body has not been sent
+
+    assert head_only(100 << 20, "wrong").startswith(b"HTTP/1.1 413")
+    assert head_only(500 << 10, "wrong").startswith(b"HTTP/1.1 401")
+    mine = httpx.get(server.url + "/api/progress", headers=headers("张三", server.tokens["张三"])).json()
+    assert mine["mine"] == 0 and mine["items"] >= 1 and "李四" not in json.dumps(mine, ensure_ascii=False)
+    assert httpx.get(server.url + "/api/progress").status_code == 401
+    r = subprocess.run([sys.executable, "-m", "discmed", "data", "curate", "serve", "--db", str(server.db),
+                        "--host", "0.0.0.0", "--port", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--allow-remote" in r.stderr
+
+
 def test_two_annotators_at_once_never_get_the_same_non_overlap_item(tmp_path, free_port):
     db = tmp_path / "c.sqlite"
     items = {

@@ -277,6 +277,13 @@ def test_api_key_and_full_queue():
         assert_error(httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
         assert httpx.get(url + "/health").status_code == 200  # health stays open for probes
         assert httpx.get(url + "/").status_code == 200  # and the page, which asks for the key
+        # Everything else needs the key, not only /v1/*: tokenizing is work, metrics say what is served.
+        for method, path, payload in (("POST", "/tokenize", {"prompt": "你好"}), ("POST", "/detokenize", {"tokens": [1]}),
+                                      ("GET", "/metrics", None), ("GET", "/openapi.json", None)):
+            r = httpx.request(method, url + path, json=payload)
+            assert r.status_code == 401, (path, r.status_code)
+        keyed = httpx.post(url + "/tokenize", json={"prompt": "你好"}, headers={"Authorization": "Bearer s3cret-key"})
+        assert keyed.status_code == 200 and keyed.json()["count"] >= 1
         client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret-key")
         assert client.chat.completions.create(**body).usage.completion_tokens >= 1
         with pytest.raises(openai.AuthenticationError):
@@ -298,12 +305,14 @@ def test_api_key_and_full_queue():
             assert httpx.get(url + "/health").json()["load"] == 1
 
 
-def test_binding_beyond_loopback_needs_a_key():
+@pytest.mark.parametrize("key, says", [("", "pass --api-key"), (" ", "blank or has spaces"),
+                                       ("short", "at least 16 characters")], ids=["none", "a-space", "short"])
+def test_binding_beyond_loopback_needs_a_real_key(key, says):
     r = subprocess.run(
         [sys.executable, "-m", "discmed.cli", "serve", "--model", "tiny", "--host", "0.0.0.0", "--port", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "DISCMED_API_KEY": ""},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "DISCMED_API_KEY": key},
     )  # fmt: skip
-    assert r.returncode != 0 and "--api-key" in r.stderr
+    assert r.returncode == 2 and says in r.stderr, r.stderr
 
 
 def test_page_is_served(tiny_server):

@@ -47,6 +47,12 @@ POISONS = [  # (route, body, the param a 400 must name, or None when it must suc
     ("/chat/completions", {**chat("头痛"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ("/chat/completions", {**chat("头痛"), "logit_bias": {"5": 100}}, None),
     ("/completions", {**ASK, "prompt": [5, 10**9]}, "prompt"),
+    # A schema nested 200 deep was a 500 (the serializer's recursion); a chat of 10,000 messages
+    # held the event loop for seconds while it was checked.
+    ("/chat/completions", {**chat("头痛"), "response_format": {"type": "json_schema", "json_schema": {
+        "name": "deep", "schema": json.loads('{"type": "object", "properties": {"a": ' * 200 + "{}" + "}}" * 200)}}},
+     "response_format.json_schema.schema"),
+    ("/chat/completions", {**ASK, "messages": [{"role": "user", "content": "痛"}] * 10_000}, "messages"),
 ]
 
 
@@ -204,3 +210,55 @@ def test_safety_verdict_always_travels_and_the_prefix_is_counted(tiny_server):
     backend = load_backend(f"openai:{tiny_server}@tiny")
     text = backend.chat([urgent["messages"]], GenParams(max_new_tokens=24, temperature=0))[0]
     assert not text.startswith("【紧急】")
+
+
+def test_tokenizing_a_megabyte_does_not_hold_other_requests(tiny_server):
+    """Four 1 MB /tokenize calls at once (the body limit): tokenizing runs in threads, so a
+    health probe and a chat request beside them are answered while they work."""
+    import threading
+    import time
+
+    big = {"model": "tiny", "prompt": "头痛发热" * 87_000}  # ~1 MB of UTF-8, under the body limit
+    done: list[float] = []
+
+    def tokenize():
+        t0 = time.perf_counter()
+        r = httpx.post(root(tiny_server) + "/tokenize", json=big, timeout=120)
+        assert r.status_code == 200 and r.json()["count"] > 1000
+        done.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=tokenize) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # the four are being read and tokenized
+    t0 = time.perf_counter()
+    assert httpx.get(root(tiny_server) + "/health", timeout=30).status_code == 200
+    health_s = time.perf_counter() - t0
+    r = httpx.post(tiny_server + "/chat/completions", json={**chat("头痛"), "max_tokens": 2}, timeout=60)
+    chat_s = time.perf_counter() - t0
+    for t in threads:
+        t.join()
+    assert r.status_code == 200
+    # Not a timing goal: only that neither waited for all four tokenizations to end.
+    assert health_s < max(done) and chat_s < sum(done), (health_s, chat_s, done)
+
+
+def test_a_client_that_sends_its_headers_slowly_is_dropped(tiny_server):
+    """Half-open connections (a request head a byte at a time) are closed after the server's
+    --header-timeout (10 s by default), while a normal request goes through beside them."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    u = urlparse(tiny_server)
+    slow = []
+    for _ in range(40):
+        c = socket.create_connection((u.hostname, u.port), timeout=30)
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        slow.append(c)
+    assert httpx.get(root(tiny_server) + "/health").status_code == 200
+    t0 = time.perf_counter()
+    for c in slow:
+        assert c.recv(100) == b""  # closed by the server
+        c.close()
+    assert 5 < time.perf_counter() - t0 < 25

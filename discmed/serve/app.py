@@ -354,14 +354,8 @@ def create_app(
             raise APIError(400, "this server's engine does not expose its tokenizer")
         if (body.prompt is None) == (body.messages is None):
             raise APIError(400, "give exactly one of prompt and messages", param="prompt")
-        if body.prompt is not None:
-            ids = served.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
-        else:
-            msgs = [{"role": m.role, "content": m.text_content()} for m in body.messages]
-            try:
-                ids = served.encode(msgs)
-            except Exception as e:
-                raise APIError(400, f"messages: {e}", param="messages") from None
+        # Tokenizing a megabyte is CPU work: in a thread, not in the event loop every request shares.
+        ids = await asyncio.to_thread(_tokenize, served, body)
         return TokenizeResponse(count=len(ids), max_model_len=served.max_model_len, tokens=ids)
 
     @app.post("/detokenize", response_model=DetokenizeResponse, responses=errors(400, 404, 413))
@@ -372,7 +366,7 @@ def create_app(
         bad = next((t for t in body.tokens if not 0 <= t < served.vocab_size), None)
         if bad is not None:
             raise APIError(400, f"tokens: token id {bad} is outside the vocabulary (size {served.vocab_size})", param="tokens")
-        return DetokenizeResponse(prompt=served.tokenizer.decode(body.tokens))
+        return DetokenizeResponse(prompt=await asyncio.to_thread(served.tokenizer.decode, body.tokens))
 
     @app.post(
         "/v1/chat/completions",
@@ -424,6 +418,16 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _tokenize(served: ServedModel, body: TokenizeRequest) -> list[int]:
+    if body.prompt is not None:
+        return served.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+    msgs = [{"role": m.role, "content": m.text_content()} for m in body.messages]
+    try:
+        return served.encode(msgs)
+    except Exception as e:
+        raise APIError(400, f"messages: {e}", param="messages") from None
 
 
 def openapi_schema(app: FastAPI) -> dict:
@@ -500,7 +504,7 @@ class Guard:
         length = headers.get(b"content-length", b"").decode("latin-1")
         if length and (not length.isdigit() or int(length) > self.max_body):
             return await error_response(413, too_large, code="body_too_large")(scope, receive, send)
-        if self.api_key and scope["path"].startswith("/v1/"):
+        if self.api_key and not _public(scope["path"]):
             given = headers.get(b"authorization", b"").decode("latin-1")
             token = given[7:] if given[:7].lower() == "bearer " else ""
             # compare_digest's time does not depend on where the first difference is.
@@ -522,6 +526,13 @@ class Guard:
             return message
 
         await self.app(scope, limited, send)
+
+
+def _public(path: str) -> bool:
+    """What answers without the API key: the chat page and its files (the page asks for the key
+    and sends it with every API call), and the health and version probes of a load balancer.
+    Everything else — the API, /tokenize, /detokenize, /metrics, /openapi.json — needs it."""
+    return path in ("/", "/health", "/version", "/favicon.ico") or path.startswith("/static/")
 
 
 _ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version",
@@ -561,3 +572,50 @@ class EventStream(StreamingResponse):
             watcher.cancel()
             self.cancel()
             self.metrics.observe_jobs(self.jobs)
+
+
+def header_timeout_protocol(seconds: float) -> Any:
+    """uvicorn's httptools protocol with a deadline on a request's headers: a connection that
+    has not sent a whole request head within `seconds` of connecting (or of starting its next
+    request) is closed. uvicorn closes idle keep-alive connections but waits forever on one
+    that sends its headers a byte at a time, so a few hundred such clients hold every socket
+    (slowloris). Returns the protocol class for `uvicorn.Config(http=...)`, or "auto" where
+    httptools is not installed."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline: Any = None
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+    return HeaderDeadline

@@ -12,6 +12,7 @@ import typer
 
 from discmed.errors import fail
 
+MIN_KEY = 16  # characters of an API key for a server beyond loopback
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -65,7 +66,8 @@ def register(app: typer.Typer) -> None:
         api_key: Annotated[
             str | None,
             typer.Option(
-                envvar="DISCMED_API_KEY", help="Required Bearer key for /v1/* (env DISCMED_API_KEY)"
+                envvar="DISCMED_API_KEY", help="Bearer key every request needs but the page, /health and /version "
+                "(env DISCMED_API_KEY)"
             ),
         ] = None,
         served_model_name: Annotated[str | None, typer.Option(help="Model id reported to clients")] = None,
@@ -100,14 +102,21 @@ def register(app: typer.Typer) -> None:
         ] = None,
         triage_timeout: Annotated[float, typer.Option(help="Seconds to wait for --triage-model, then rules alone")] = 3.0,
         tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs to shard the model over")] = 1,
+        header_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a request's headers "
+                                                      "before its connection is closed")] = 10.0,
         log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
     ) -> None:
         """Serve a model over an OpenAI-compatible API, with the chat page at /."""
-        if not is_loopback(host) and not api_key:
-            raise typer.BadParameter(
-                f"binding to {host} exposes the server beyond this machine: pass --api-key (or set DISCMED_API_KEY)",
-                param_hint="--host",
-            )
+        if api_key is not None and (api_key != api_key.strip() or not api_key.strip()):
+            raise typer.BadParameter("the API key is blank or has spaces around it", param_hint="--api-key")
+        if not is_loopback(host):
+            if not api_key:
+                raise typer.BadParameter(f"binding to {host} exposes the server beyond this machine: pass --api-key "
+                                         "(or set DISCMED_API_KEY)", param_hint="--host")
+            if len(api_key) < MIN_KEY:
+                raise typer.BadParameter(f"binding to {host} needs a key of at least {MIN_KEY} characters "
+                                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')",
+                                         param_hint="--api-key")
         import uvicorn
 
         from discmed.backend import BackendError, check_spec
@@ -174,7 +183,10 @@ def register(app: typer.Typer) -> None:
             f"discmed serve: {served.name} on http://{shown}:{port}/v1 (chat page at http://{shown}:{port}/)",
             err=True,
         )
-        config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3)
+        from discmed.serve.app import header_timeout_protocol
+
+        config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3,
+                                http=header_timeout_protocol(header_timeout))
         from discmed.serve.engine import freeze_startup_heap
 
         freeze_startup_heap()  # everything loaded so far stays out of the collector's pauses

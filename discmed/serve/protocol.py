@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -70,12 +70,38 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# Caps that keep one request from holding the server: a chat of more messages than any context
+# holds, or a schema nested past what a grammar compiler (or a serializer's recursion) survives.
+MAX_MESSAGES = 1024
+MAX_SCHEMA_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests (dicts and lists), counted without recursion and stopping past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 class JSONSchemaFormat(BaseModel):
     name: str = Field(default="schema", max_length=64)
     description: str | None = None
     # `schema` shadows a BaseModel attribute in pydantic; the wire name is kept by alias.
     schema_: dict | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _depth(cls, v):
+        if v is not None and json_depth(v, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        return v
 
 
 class ResponseFormat(BaseModel):
@@ -129,7 +155,7 @@ class SamplingFields(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     model: str
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -185,7 +211,7 @@ class TokenizeRequest(BaseModel):
 
     model: str | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_MESSAGES)
     add_special_tokens: bool = True
 
     @field_validator("prompt")

@@ -184,22 +184,28 @@ def submit_all(served: Any, prompts: list[list[int]], params: GenParams, n: int,
 # -- chat completions --------------------------------------------------------------------------
 
 
-async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, prefix_default: bool, triage_model: Any = None):
-    """Validate a chat request and submit its choices; returns (jobs, prompt, safety info)."""
-    refuse_unsupported(body, served.engine)
-    if body.top_logprobs is not None and not body.logprobs:
-        raise APIError(400, "top_logprobs: needs logprobs: true", param="top_logprobs")
-    messages = body.message_dicts()
+def _checked_prompt(body: ChatCompletionRequest, served: Any) -> tuple[list[dict], list[int]]:
+    """The request's messages, checked, and their prompt ids (400s name the field)."""
     try:
-        messages = validate_messages(messages, field_name="messages", require_assistant=False)
+        messages = validate_messages(body.message_dicts(), field_name="messages", require_assistant=False)
     except DataError as e:
         raise APIError(400, f"{e.field}: {e.message}", param=e.field, code="invalid_messages") from None
     if messages[-1]["role"] != "user":
         raise APIError(400, "messages: the last message must be from the user", param="messages", code="invalid_messages")
     try:
-        prompt = served.encode(messages)
+        return messages, served.encode(messages)
     except Exception as e:  # a format that cannot render these messages
         raise APIError(400, f"messages: {e}", param="messages", code="invalid_messages") from None
+
+
+async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, prefix_default: bool, triage_model: Any = None):
+    """Validate a chat request and submit its choices; returns (jobs, prompt, safety info)."""
+    refuse_unsupported(body, served.engine)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs: needs logprobs: true", param="top_logprobs")
+    # Checking and tokenizing a long chat is CPU work: off the event loop, so that one large
+    # request does not hold every other one (streams, health checks) while it is read.
+    messages, prompt = await asyncio.to_thread(_checked_prompt, body, served)
     limit = served.max_model_len
     max_tokens = body.max_completion_tokens or body.max_tokens
     check_length(len(prompt), max_tokens, limit, "messages")

@@ -12,7 +12,12 @@ shuffled per annotator and item, so neither the source nor the position sways th
     POST /api/decision   {item_id, best, rejected: {id: reason}, edited, edited_from} -> {decision_id, progress}
     POST /api/undo       -> {decision, item, progress}
     POST /api/release    -> give back the held item (sign-out)
-    GET  /api/progress   -> the whole set and per annotator
+    GET  /api/progress   -> the whole set's counts and the caller's own (never other annotators':
+                            `discmed data curate progress` shows those to whoever holds the database)
+
+Before any route reads a body, a guard refuses a body over `MAX_BODY` (413) and, on the API
+routes that need a sign-in, a request without the annotator's headers (401): a stranger cannot
+make the server read 100 MB to learn that the token is wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +36,43 @@ from discmed import SAFETY_NOTICE_ZH
 from discmed.data.curate.store import REASONS, CurationError, Item, Store
 
 STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1 << 20  # a decision with an edited reply is a few kB
+OPEN = ("/api/login", "/api/info")  # API routes that answer without the annotator's headers
+
+
+class Guard:
+    """Pure ASGI, before FastAPI reads a body: the size limit (declared or counted as it
+    arrives) and, for signed-in routes, the presence and validity of name and token."""
+
+    def __init__(self, app, store: Store):
+        self.app, self.store = app, store
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        length = headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            return await JSONResponse({"detail": f"请求过大（上限 {MAX_BODY} 字节）"}, status_code=413)(scope, receive, send)
+        path = scope["path"]
+        if path.startswith("/api/") and path not in OPEN:
+            name = unquote(headers.get("x-annotator", ""))
+            token = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not name or not token or not self.store.check_token(name, token):
+                return await JSONResponse({"detail": "姓名或令牌不正确"}, status_code=401,
+                                          headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY:
+                    raise HTTPException(413, f"请求过大（上限 {MAX_BODY} 字节）")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class Login(BaseModel):
@@ -131,9 +173,10 @@ def create_app(db: str | Path, lease_s: float | None = None) -> FastAPI:
 
     @app.get("/api/progress")
     def progress(name: str = Depends(annotator)) -> dict:
-        return store.progress()
+        return progress_for(name)  # the set's counts and the caller's own; no one else's names
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, store=store)
     return app
 
 

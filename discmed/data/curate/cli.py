@@ -184,8 +184,10 @@ def register(app: typer.Typer) -> None:
     @curate.command("serve")
     def serve(
         db: DbOpt = Path("curation.sqlite"),
-        host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+        host: Annotated[str, typer.Option(help="Address to listen on (beyond loopback needs --allow-remote)")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port")] = 8765,
+        allow_remote: Annotated[bool, typer.Option(help="Listen beyond this machine: tokens and consultations travel "
+                                                   "in clear HTTP, so put a TLS proxy in front")] = False,
         overlap: Annotated[
             float | None, typer.Option(help="Fraction of items annotated twice, for agreement")
         ] = None,
@@ -196,6 +198,11 @@ def register(app: typer.Typer) -> None:
         """Serve the annotation page and its API."""
         from discmed.data.curate.app import serve as run
         from discmed.data.curate.store import CurationError, Store
+        from discmed.serve.cli import is_loopback
+
+        if not is_loopback(host) and not allow_remote:
+            _fail(f"listening on {host} exposes the annotators' tokens and the consultations beyond this machine "
+                  "over plain HTTP: pass --allow-remote (behind a TLS proxy), or use 127.0.0.1")
 
         _existing(db)
         if overlap is not None:
