@@ -255,6 +255,67 @@ def check_spec(spec: str) -> tuple[str, str]:
     return kind, target
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model spec names, resolved once for every command (serve, train, eval, quantize …):
+    its kind, the target as written, and for local kinds the folder or hub id to load from."""
+
+    spec: str
+    kind: str  # tiny | hf | openai | vllm
+    target: str
+
+    @property
+    def local(self) -> bool:
+        """Weights this process loads itself (tiny, hf:…, a path), not an API."""
+        return self.kind in ("tiny", "hf")
+
+    @property
+    def path(self) -> str:
+        """The folder or hub id to load (`tiny`: the embedded model's folder, built on first use)."""
+        if self.kind == "tiny":
+            from discmed.tiny import ensure_tiny
+
+            return str(ensure_tiny())
+        if self.kind == "openai":
+            raise SpecError(f"model {self.spec!r} is an API endpoint, not weights this command can load")
+        return self.target
+
+    @property
+    def name(self) -> str:
+        """For people and for clients: "tiny", a folder's name, a hub id, an API's model."""
+        if self.kind == "tiny":
+            return "tiny"
+        if self.kind == "openai":
+            from discmed.backends.openai import split_target
+
+            base, model = split_target(self.target)
+            return model or base
+        folder = Path(self.target).expanduser()
+        return folder.resolve().name if folder.is_dir() else self.target
+
+
+def adapter_base(folder: str | os.PathLike) -> str | None:
+    """The base a LoRA adapter folder names (`base_model_name_or_path`, as the recipe wrote it:
+    `tiny`, a hub id, a path), or None for a folder that is not an adapter. The one reader of
+    adapter_config.json; resolve it with `resolve(base).path`."""
+    import json
+
+    cfg = Path(folder) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
+    if not base:
+        raise SpecError(f"{cfg}: base_model_name_or_path is empty")
+    return base
+
+
+def resolve(spec: str) -> ModelRef:
+    """The one reading of a model spec (`tiny`, `hf:ID_OR_PATH`, a bare path, `openai:URL@MODEL`,
+    `vllm:PATH`), checked as far as can be known before loading (`check_spec`)."""
+    kind, target = check_spec(spec)
+    return ModelRef(spec, kind, target)
+
+
 def _load_hf(target: str, **options: Any) -> Backend:
     from discmed.backends.hf import HFBackend
 

@@ -113,13 +113,11 @@ def inspect(
     from rich.console import Console
     from transformers import AutoTokenizer
 
-    from discmed.backend import check_spec
+    from discmed.backend import resolve
     from discmed.backends.hf import pick_format
     from discmed.chat import iter_conversations
-    from discmed.tiny import ensure_tiny
 
-    kind, target = check_spec(model)
-    path = str(ensure_tiny()) if kind == "tiny" else target
+    path = resolve(model).path
     tokenizer = AutoTokenizer.from_pretrained(path)
     if format is None:
         from transformers import GenerationConfig

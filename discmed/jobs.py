@@ -174,10 +174,10 @@ def backend_for(model: str | Any, *, retries: int | None = None, timeout: float 
     (the SDK's, the only retry layer) and a per-request `timeout`."""
     if not isinstance(model, str):
         return model
-    from discmed.backend import load_backend, parse_spec
+    from discmed.backend import load_backend, resolve
 
     options: dict[str, Any] = {}
-    if parse_spec(model)[0] == "openai":
+    if resolve(model).kind == "openai":
         options = {k: v for k, v in (("max_retries", retries), ("timeout", timeout)) if v is not None}
     return load_backend(model, **options)
 

@@ -315,3 +315,19 @@ def test_frequency_and_presence_penalties_alike_in_chat_and_serve(tiny, tiny_ser
         return max(Counter(text).values())
     before, after = tiny.chat([CONSULT], plain)[0], tiny.chat([CONSULT], pen)[0]
     assert before != after and most_repeated(after) < most_repeated(before), (before, after)
+
+
+def test_one_resolver_for_every_spec(tiny_model, tmp_path):
+    import json as _json
+
+    from discmed.backend import SpecError, adapter_base, resolve
+
+    assert (resolve("tiny").kind, resolve("tiny").path, resolve("tiny").name) == ("tiny", str(tiny_model), "tiny")
+    folder = resolve(str(tiny_model))
+    assert (folder.kind, folder.path, folder.local) == ("hf", str(tiny_model), True)
+    api = resolve("openai:http://127.0.0.1:8000/v1@qwen")
+    assert (api.kind, api.local, api.name) == ("openai", False, "qwen")
+    with pytest.raises(SpecError):
+        api.path  # noqa: B018  (an API has no weights to load)
+    (tmp_path / "adapter_config.json").write_text(_json.dumps({"base_model_name_or_path": "tiny"}))
+    assert adapter_base(tmp_path) == "tiny" and adapter_base(tiny_model) is None

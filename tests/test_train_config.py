@@ -246,3 +246,16 @@ def test_cli_version_and_train_keys():
     keys = run("train", "keys", "grpo", "--json")
     assert keys.returncode == 0 and "num_generations" in {r["key"] for r in json.loads(keys.stdout)}
     assert "grpo" in run("train", "--help").stdout
+
+
+def test_a_recipe_names_its_model_as_every_command_does(tiny_model):
+    """`model=hf:…` in a recipe reads as `--model hf:…` does everywhere (one resolver); an API
+    endpoint is refused as something that cannot be trained."""
+    from discmed.train.runtime import resolve_model
+
+    assert resolve_model("tiny") == resolve_model(f"hf:{tiny_model}") == resolve_model(str(tiny_model)) == str(tiny_model)
+    assert resolve_model("hf:Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"  # a hub id, as given
+    with pytest.raises(ConfigError, match="is not weights to train"):
+        resolve_model("openai:http://127.0.0.1:8000/v1@m")
+    with pytest.raises(ConfigError, match="unknown model kind 'hff'"):
+        resolve_model("hff:/x")

@@ -58,18 +58,11 @@ def _meta_model(config_path: str, path: str, trust_remote_code: bool):
 
 
 def _adapter_base(path: str) -> str | None:
-    """The base model of a LoRA adapter folder (`tiny` resolved to the embedded model), else None."""
-    cfg = Path(path) / "adapter_config.json"
-    if not cfg.is_file():
-        return None
-    from discmed.chat import read_json
+    """The folder to load a LoRA adapter folder's base from, else None (not an adapter)."""
+    from discmed.backend import adapter_base, resolve
 
-    base = read_json(cfg).get("base_model_name_or_path") or ""
-    if base == "tiny":
-        from discmed.tiny import ensure_tiny
-
-        return str(ensure_tiny())
-    return base
+    base = adapter_base(path)
+    return resolve(base).path if base is not None else None
 
 
 def default_device() -> str:

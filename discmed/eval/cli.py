@@ -56,7 +56,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         """Score a model on an exam task; an interrupted run resumes from its folder."""
         from collections import Counter
 
-        from discmed.backend import BackendError, load_backend, parse_spec
+        from discmed.backend import BackendError, load_backend, resolve
         from discmed.eval.loaders import load_questions, load_task
         from discmed.eval.mcq import run_mcq
         from discmed.eval.mcq_report import render_table
@@ -78,8 +78,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
                 settings["max_new_tokens"] = max_new_tokens
             slug = re.sub(r"[^\w.-]+", "_", model).strip("_")[-60:]
             folder = out or Path("runs") / "mcq" / f"{t.name}-{slug}-{mode}-{shots}shot"
-            kind = parse_spec(model)[0]
-            backend = load_backend(model, **({"batch_size": batch_size} if kind in ("hf", "tiny") else {}))
+            backend = load_backend(model, **({"batch_size": batch_size} if resolve(model).local else {}))
             summary = run_mcq(backend, t, questions, folder, settings=settings, dev=dev, shots=shots,
                               mode=mode, batch_size=batch_size, max_new_tokens=max_new_tokens,
                               progress=sys.stderr.isatty() or not as_json, available=available)

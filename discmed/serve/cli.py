@@ -27,13 +27,10 @@ def is_loopback(host: str) -> bool:
 
 def served_name(spec: str, backend_name: str | None) -> str:
     """The model id clients use: "tiny" for the tiny model, a folder's name, or a hub id."""
-    from discmed.backend import parse_spec
+    from discmed.backend import resolve
 
-    kind, target = parse_spec(spec)
-    if kind == "tiny":
-        return "tiny"
-    path = Path(target)
-    return path.name if path.exists() else (backend_name or target)
+    ref = resolve(spec)
+    return ref.name if ref.kind == "tiny" or Path(ref.target).exists() else (backend_name or ref.target)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -45,16 +45,12 @@ def load_quantized(path: str | Path, bits: str | None, device: str | None = None
 
 def local_path(spec: str) -> Path:
     """The folder a model spec names; quantizing needs a local model (tiny, hf:PATH, PATH)."""
-    from discmed.backend import parse_spec
+    from discmed.backend import resolve
 
-    kind, target = parse_spec(spec)
-    if kind == "tiny":
-        from discmed.tiny import ensure_tiny
-
-        return ensure_tiny()
-    if kind != "hf":
+    ref = resolve(spec)
+    if not ref.local:
         raise QuantizeError(f"--model {spec!r}: quantizing needs a local model (tiny, hf:PATH or PATH)")
-    path = Path(target)
+    path = Path(ref.path)
     if not (path / "config.json").exists():
         raise QuantizeError(
             f"--model {spec!r}: no config.json in {path}; pass a local Hugging Face model folder"

@@ -53,12 +53,12 @@ class TriageModel:
     """A backend asked for a structured urgent/not verdict, bounded by `timeout` seconds."""
 
     def __init__(self, spec: str, timeout: float = 3.0, backend=None, max_new_tokens: int = 64):
-        from discmed.backend import GenParams, load_backend, parse_spec
+        from discmed.backend import GenParams, load_backend, resolve
 
         self.spec = spec
         self.timeout = timeout
         # An endpoint gets one try within the budget: retrying past the timeout helps nobody.
-        options = {"max_retries": 0, "timeout": timeout} if parse_spec(spec)[0] == "openai" else {}
+        options = {"max_retries": 0, "timeout": timeout} if resolve(spec).kind == "openai" else {}
         self.backend = backend if backend is not None else load_backend(spec, **options)
         self.params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
         # Two threads: one answer may still be running (past its timeout) while the next starts.

@@ -101,16 +101,13 @@ def served_model(
     trust_remote_code: bool = False,
 ):
     """A ServedModel for `discmed serve --engine vllm --model SPEC` (hf:PATH, vllm:PATH or PATH)."""
-    from discmed.backend import parse_spec
+    from discmed.backend import resolve
     from discmed.serve.app import ServedModel
 
-    kind, path = parse_spec(spec)
-    if kind == "tiny":
-        from discmed.tiny import ensure_tiny
-
-        path = str(ensure_tiny())
-    elif kind not in ("hf", "vllm"):
+    ref = resolve(spec)
+    if ref.kind not in ("tiny", "hf", "vllm"):
         raise BackendError(f"--engine vllm serves a local model or hub id, not {spec!r}")
+    kind, path = ref.kind, ref.path
     import_vllm()
     from vllm import AsyncEngineArgs, AsyncLLMEngine
 

@@ -43,12 +43,15 @@ def generation_config_for(model_config: Any, tokenizer: Any, fmt_name: str) -> A
 def adapter_base(adapter_dir: str | os.PathLike, resolve: bool = True) -> str:
     """The base an adapter names (`tiny`, a hub id, a path as the recipe wrote it); with
     `resolve`, what to load it from (`tiny` → the embedded model's folder)."""
-    cfg = Path(adapter_dir) / "adapter_config.json"
-    if not cfg.is_file():
+    from discmed.backend import adapter_base as read_base
+    from discmed.errors import SpecError
+
+    try:
+        base = read_base(adapter_dir)
+    except SpecError as e:
+        raise ConfigError(f"{e}; pass --base") from None
+    if base is None:
         raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
-    base = read_json(cfg).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{cfg}: base_model_name_or_path is empty; pass --base")
     if resolve:
         from discmed.train.runtime import resolve_model
 

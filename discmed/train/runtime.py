@@ -36,12 +36,18 @@ def _cuda() -> bool:
 
 
 def resolve_model(name: str) -> str:
-    """`tiny` → the embedded default's folder; anything else is a folder or a hub id, as given."""
-    if name == "tiny":
-        from discmed.tiny import ensure_tiny
+    """The folder or hub id a recipe's `model` names, read as every command reads a model spec
+    (`tiny`, `hf:Qwen/…`, a bare folder or hub id); an API endpoint cannot be trained."""
+    from discmed.backend import resolve
+    from discmed.errors import SpecError
 
-        return str(ensure_tiny())
-    return name
+    try:
+        ref = resolve(name)
+    except SpecError as e:
+        raise ConfigError(f"model: {e}") from None
+    if not ref.local:
+        raise ConfigError(f"model: {name!r} is not weights to train (tiny, hf:HUB_ID_OR_PATH or a folder)")
+    return ref.path
 
 
 def model_family(model_path: str) -> str:

@@ -123,7 +123,7 @@ def generate_candidates(
     replies arrive; `batch_size` replies are in flight at once (a local model batches them).
     Failed calls are listed in the summary (`failures`, with each one's reason); a model whose
     endpoint keeps failing stops the run (`stopped`), and the models after it are not asked."""
-    from discmed.backend import GenParams, parse_spec
+    from discmed.backend import GenParams, resolve
     from discmed.jobs import JobRunner, backend_for
 
     temperatures = temperatures or [0.7]
@@ -136,7 +136,7 @@ def generate_candidates(
         summary["skipped"] += n * len(prompts) - len(todo)
         if not todo:
             continue
-        local = parse_spec(spec)[0] in ("hf", "tiny")
+        local = resolve(spec).local
         backend = backend_for(spec) if not local else _local(spec, batch_size)
         runner = JobRunner(journal, concurrency=batch_size, rate=rate, cache=cache, progress=False)
         client = runner.client(backend, name=spec)
