@@ -382,7 +382,7 @@ def draw_charts(summary: dict, out_dir: str | Path) -> list[Path]:
         low = min(min(_span(r[c], r["ci95"][c])[0] for c in CRITERIA) for r in rows.values())
         # The axis starts near the lowest interval, as DISC's scores sit between 3.9 and 5 and a
         # scale from 1 hides the differences; it ends above 5 (TOP), the scale's maximum.
-        floor = max(1.0, np.floor((low - 0.2) * 2) / 2)
+        floor = max(0.7, np.floor((low - 0.2) * 2) / 2)  # below 1: a score of 1 stays off the frame too
 
         # Radar: small multiples, never stacked filled polygons that merge into one blob.
         angles = np.linspace(0, 2 * np.pi, len(CRITERIA), endpoint=False)
