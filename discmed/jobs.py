@@ -348,12 +348,25 @@ class Client:
                 "tokens_estimated": self.tokenizer is None}
 
 
+@dataclasses.dataclass
+class Outcome:
+    """What `JobRunner.map` gives back: one result per item in order (None for a failed or not
+    attempted one), the failed items' errors by key, and the run's summary."""
+
+    results: list[dict | None]
+    failures: dict[str, str]
+    summary: dict
+
+
 class JobRunner:
     """Runs `work(key, payload)` over items with a journal; see the module docstring."""
 
-    def __init__(self, journal: str | Path, *, concurrency: int = 16, rate: float | None = None,
+    def __init__(self, journal: str | Path | None, *, concurrency: int = 16, rate: float | None = None,
                  cache: str | Path | None | bool = None, progress: bool = True, restart: bool = True):
-        self.journal = Path(journal)
+        """`journal`: the SQLite file that makes the run resumable, or None for work that is
+        not resumed (RL rollouts: a resumed run samples afresh), kept in memory.
+        `cache`: a file, True for the shared one, None or False for no call cache."""
+        self.journal = Path(journal) if journal is not None else None
         self.concurrency = max(1, int(concurrency))
         self.progress = progress
         self.restart = restart  # a journal made with another model: start over (True) or refuse
@@ -365,8 +378,17 @@ class JobRunner:
         self.clients: list[Client] = []
         self.limiter = RateLimiter(rate)
 
+    def __enter__(self) -> JobRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def _open(self) -> None:
-        self.con = _connect(self.journal)
+        if self.journal is None:
+            self.con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            self.con = _connect(self.journal)
         self.con.execute("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, seq INTEGER, status TEXT, "
                          "result TEXT, error TEXT, provenance TEXT, finished REAL, kind TEXT)")
         _add_column(self.con, "items", "kind", "TEXT")  # a journal written before failures had kinds
@@ -458,6 +480,18 @@ class JobRunner:
                 row = {"key": key, "kind": kind, "error": error, **(describe(key, payload) if describe else {})}
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         return len(self.failed_items)
+
+    def map(self, items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict]], *,
+            desc: str = "jobs") -> Outcome:
+        """`run`, then what a caller wants from it: the results of exactly these items in their
+        order (None where an item failed or was not attempted), their failures, and the summary."""
+        items = list(items)
+        summary = self.run(items, work, desc=desc, total=len(items))
+        keys = [str(k) for k, _ in items]
+        wanted = set(keys)
+        done = {k: r for k, r in self.results() if k in wanted}
+        failures = {k: e for k, e in self.failures() if k in wanted}
+        return Outcome([done.get(k) for k in keys], failures, summary)
 
     def run(self, items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict]],
             *, desc: str = "jobs", total: int | None = None, stop_on_error: bool = False) -> dict:
@@ -596,7 +630,7 @@ class JobRunner:
                 "cache_hits": sum(c.cache_hits for c in self.clients),
                 "prompt_tokens": sum(c.prompt_tokens for c in self.clients),
                 "completion_tokens": sum(c.completion_tokens for c in self.clients),
-                "clients": tokens, "journal": str(self.journal), "restarted": self.restarted}
+                "clients": tokens, "journal": str(self.journal) if self.journal else None, "restarted": self.restarted}
 
     def close(self) -> None:
         self.con.close()

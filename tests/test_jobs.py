@@ -333,3 +333,20 @@ def test_identities(tmp_path):
     assert model_identity(str(tmp_path)) == f"{tmp_path.name}@{fingerprint(tmp_path)}"
     api = load_backend("openai:http://127.0.0.1:9/v1/@m1")
     assert api.identity == "openai:http://127.0.0.1:9/v1@m1"
+
+
+def test_map_without_a_journal_gives_results_in_order(endpoint):
+    """Work that is not resumed (RL rollouts) runs with no journal file; `map` hands back exactly
+    the items asked for, in order, with None for a failed one."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.jobs import JobRunner
+
+    with JobRunner(None, concurrency=4, cache=None, progress=False) as runner:
+        c = runner.client(load_backend(f"openai:{endpoint}@echo", max_retries=0))
+
+        async def work(key, text):
+            return {"reply": await c.chat([{"role": "user", "content": text}], GenParams(max_new_tokens=8))}
+
+        out = runner.map([("a", "一"), ("b", "FAULT:500 二"), ("c", "三")], work)
+    assert [r and r["reply"] for r in out.results] == ["回复：一", None, "回复：三"]
+    assert list(out.failures) == ["b"] and out.summary["journal"] is None

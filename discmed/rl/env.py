@@ -22,7 +22,6 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from discmed.eval.consult import Case, clean_patient, dialogue_record, find_leaks, patient_messages
@@ -138,30 +137,20 @@ class Consultations:
 
     def patient_replies(self, episodes: list[Episode], tag: str) -> list[str]:
         """The patient's next line for each episode, concurrently through the job engine."""
-        import shutil
-        import tempfile
-
         from discmed.jobs import JobRunner
 
-        # A journal per batch: rollouts are not resumed (a resumed run samples afresh), while
-        # the call cache still answers a conversation the patient has already seen.
-        folder = Path(tempfile.mkdtemp(prefix="discmed-rollout-"))
-        runner = JobRunner(folder / "patient.journal.sqlite", concurrency=max(1, len(episodes)), cache=self.cache, progress=False)
-        try:
+        # No journal: rollouts are not resumed (a resumed run samples afresh), while the call
+        # cache still answers a conversation the patient has already seen.
+        with JobRunner(None, concurrency=max(1, len(episodes)), cache=self.cache, progress=False) as runner:
             client = runner.client(self.patient, name="patient")
             params = self.patient_params
 
             async def work(key: str, e: Episode) -> dict:
                 return {"reply": await client.chat(patient_messages(e.case, e.conversation), params)}
 
-            keys = [f"{tag}/{i}" for i in range(len(episodes))]
-            runner.run(list(zip(keys, episodes, strict=True)), work, desc="patient")
-            done = dict(runner.results())
-        finally:
-            runner.close()
-            shutil.rmtree(folder, ignore_errors=True)
+            out = runner.map([(f"{tag}/{i}", e) for i, e in enumerate(episodes)], work, desc="patient")
         # A patient call that failed (after the API client's own retries) ends that episode (an empty line).
-        return [done.get(k, {"reply": ""})["reply"] for k in keys]
+        return [r["reply"] if r else "" for r in out.results]
 
 
 def hf_generator(model: Any, tokenizer: Any, stop_ids: list[int], *, temperature: float = 1.0,

@@ -86,32 +86,21 @@ class Rewards:
     # -- the model-judged rewards ---------------------------------------------------------
 
     def _run(self, records: list[dict[str, Any]], work: Any, backend: Any, name: str, spec: str) -> list[dict]:
-        import shutil
-        import tempfile
         import time
-        from pathlib import Path
 
-        t0 = time.perf_counter()
         from discmed.jobs import JobRunner
 
-        folder = Path(tempfile.mkdtemp(prefix=f"discmed-{name}-"))
-        runner = JobRunner(folder / "journal.sqlite", concurrency=max(1, len(records)), cache=self.cache,
-                           progress=False)
-        try:
+        t0 = time.perf_counter()
+        with JobRunner(None, concurrency=max(1, len(records)), cache=self.cache, progress=False) as runner:
             client = runner.client(backend, name=name)
 
             async def job(key: str, record: dict) -> dict:
                 return await work(client, record)
 
-            keys = [str(i) for i in range(len(records))]
-            runner.run(list(zip(keys, records, strict=True)), job, desc=name)
-            done = dict(runner.results())
-        finally:
-            runner.close()
-            shutil.rmtree(folder, ignore_errors=True)
-        self.stats[f"{name}_failed"] += sum(k not in done for k in keys)
+            out = runner.map([(str(i), r) for i, r in enumerate(records)], job, desc=name)
+        self.stats[f"{name}_failed"] += sum(r is None for r in out.results)
         self.stats[f"{name}_wait_ms"] += int(1000 * (time.perf_counter() - t0))  # the step's share spent on this model
-        return [done.get(k) for k in keys]
+        return out.results
 
     def judge_scores(self, records: list[dict[str, Any]]) -> list[float | None]:
         from discmed.backend import GenParams
