@@ -1,8 +1,8 @@
 """GRPO rollout throughput: a group of G consultation episodes generated as one batch vs one at a time.
 
 Goal (issue 17): episodes per second for a group of G = 8 episodes of one case, the doctor's
-turns sampled from the policy together (`discmed.rl.env.Consultations` with batched
-`hf_generator`), at least 3x the same episodes run one by one. The patient is the tiny model
+turns sampled from the policy together (`discmed.rl.env.Consultations` through the engine,
+`policy_sampler`), at least 3x the same episodes run one by one. The patient is the tiny model
 in-process (hf backend, its calls of one turn batched by the job engine), no call cache, the
 same seeds: the only difference is batching. With `--turns 1` the patient is not involved.
 
@@ -38,7 +38,7 @@ def main() -> None:
     from discmed.backend import GenParams, load_backend
     from discmed.eval.consult import load_cases
     from discmed.formats import get_format
-    from discmed.rl.env import Consultations, hf_generator
+    from discmed.rl.env import Consultations, policy_sampler
     from discmed.train.runtime import resolve_model
 
     path = resolve_model(args.model)
@@ -50,26 +50,26 @@ def main() -> None:
                         max_new_tokens=args.tokens, max_completion_length=args.turns * (args.tokens + 64),
                         patient_params=GenParams(max_new_tokens=32), cache=False)
     case = load_cases("cmb-clin", SAMPLES)[0]
-    generate = hf_generator(model, tok, env.stop_ids)
 
-    def timed(batched: bool) -> tuple[float, int, int]:
-        torch.manual_seed(0)
-        t0 = time.perf_counter()
-        episodes = env.run([case] * args.group, generate) if batched else \
-            [e for _ in range(args.group) for e in env.run([case], generate)]
-        wall = time.perf_counter() - t0
-        tokens = sum(sum(e.env_mask) for e in episodes)
-        return wall, tokens, sum(sum(t["role"] == "doctor" for t in e.conversation) for e in episodes)
+    with policy_sampler(model, tok, env.stop_ids, max_batch=args.group) as generate:
+        def timed(batched: bool) -> tuple[float, int, int]:
+            torch.manual_seed(0)
+            t0 = time.perf_counter()
+            episodes = env.run([case] * args.group, generate) if batched else \
+                [e for _ in range(args.group) for e in env.run([case], generate)]
+            wall = time.perf_counter() - t0
+            tokens = sum(sum(e.env_mask) for e in episodes)
+            return wall, tokens, sum(sum(t["role"] == "doctor" for t in e.conversation) for e in episodes)
 
-    timed(True)  # warm-up: first-call allocations
-    figures = {}
-    for batched in (False, True):
-        runs = [timed(batched) for _ in range(args.repeats)]
-        wall = min(r[0] for r in runs)
-        figures[batched] = {"wall_s": round(wall, 3), "episodes_per_s": round(args.group / wall, 3),
-                            "doctor_tokens_per_s": round(runs[0][1] / wall, 1), "doctor_turns": runs[0][2]}
-        print(f"{'batched' if batched else 'one at a time'}: {args.group} episodes in {wall:.2f} s = "
-              f"{args.group / wall:.2f} episodes/s, {runs[0][1] / wall:.0f} doctor tokens/s ({runs[0][2]} doctor turns)")
+        timed(True)  # warm-up: first-call allocations
+        figures = {}
+        for batched in (False, True):
+            runs = [timed(batched) for _ in range(args.repeats)]
+            wall = min(r[0] for r in runs)
+            figures[batched] = {"wall_s": round(wall, 3), "episodes_per_s": round(args.group / wall, 3),
+                                "doctor_tokens_per_s": round(runs[0][1] / wall, 1), "doctor_turns": runs[0][2]}
+            print(f"{'batched' if batched else 'one at a time'}: {args.group} episodes in {wall:.2f} s = "
+                  f"{args.group / wall:.2f} episodes/s, {runs[0][1] / wall:.0f} doctor tokens/s ({runs[0][2]} doctor turns)")
     ratio = round(figures[True]["episodes_per_s"] / figures[False]["episodes_per_s"], 2)
     print(json.dumps({"benchmark": "grpo_rollout", "discmed": figures[True]["episodes_per_s"],
                       "peer": figures[False]["episodes_per_s"], "unit": "episodes/s", "ratio": ratio, "goal": 3.0,

@@ -92,7 +92,7 @@ def bare(backend, clients: int, per_client: int, tokens: int) -> dict:
 
     from discmed.backend import GenParams
     from discmed.compat import cache_kwargs, output_cache
-    from discmed.sampling import greedy_pick
+    from discmed.engine.sampler import greedy_pick
 
     # The engine's own argmax (NumPy on CPU: ~12x faster than torch's), so that the overhead
     # measured is the engine's work, not a slower pick here.
@@ -104,7 +104,10 @@ def bare(backend, clients: int, per_client: int, tokens: int) -> dict:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(prompts), clients):
-            ids, mask = backend._left_pad(prompts[start : start + clients])
+            rows = prompts[start : start + clients]
+            width = max(map(len, rows))
+            ids = torch.tensor([[backend.tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             nxt, cache, pos = pick(out.logits[:, -1]), output_cache(out), pos[:, -1:] + 1
@@ -132,7 +135,7 @@ def main() -> None:
     import torch
 
     from discmed.backend import load_backend
-    from discmed.serve.engine import freeze_startup_heap
+    from discmed.cpu import freeze_heap
     from discmed.serve.process import free_port, running, served
     from discmed.tiny import ensure_tiny
 
@@ -153,7 +156,7 @@ def main() -> None:
     # This process is the client of both servers and holds a model for the bare passes: its heap
     # is frozen, as the server's is, so that a full collection (~300 ms with torch loaded) does
     # not land in either server's measured TTFT.
-    freeze_startup_heap()
+    freeze_heap()
     n = args.tokens
     # eos_token_id -1: transformers' continuous batching then never stops early (its way of
     # ignore_eos); no repetition penalty on either side: the same plain greedy work.

@@ -10,8 +10,9 @@ evaluation: all are a `Backend`, picked by one model-spec string.
     load_backend("vllm:/path/to/model")                   # in-process vLLM (optional extra, GPU)
 
 Beside `chat` (batched), `stream` and `choice_logprobs`, every backend has `achat`, one async
-call (the job engine's way in: the official AsyncOpenAI client for APIs, calls batched into
-`chat` for local models), and an `identity` that changes when the weights do: a fingerprint
+call (the job engine's way in: the official AsyncOpenAI client for APIs, a request joining the
+engine's running batch for local models, discmed.engine), and an `identity` that changes when
+the weights do: a fingerprint
 of a local folder's config and weight files, a hub revision, an API's base URL and model id.
 Caches and journals key on `identity`, never on `name`, so a model retrained in place is
 never answered from the old one's results.
@@ -19,12 +20,11 @@ never answered from the old one's results.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,51 +174,6 @@ def model_identity(path: str) -> str:
     if isinstance(cached, str):
         return f"{path}@{Path(cached).parent.name}"
     return path
-
-
-# -- async calls ------------------------------------------------------------------------
-class Batcher:
-    """`achat` for a local model: concurrent single calls that arrive within `window` seconds
-    (or `max_batch` of them) become one batched `chat` in a worker thread, since a local model
-    generates a batch for about the price of one. One `chat` per distinct set of params."""
-
-    def __init__(self, chat: Callable[[list[list[Message]], GenParams], list[str]], max_batch: int = 8,
-                 window: float = 0.02):
-        self.chat, self.max_batch, self.window = chat, max(1, max_batch), window
-        self._pending: list[tuple[list[Message], GenParams, asyncio.Future]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def __call__(self, messages: list[Message], params: GenParams) -> str:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._pending.append((messages, params, fut))
-        if len(self._pending) >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.window, self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        groups: dict[str, list] = {}
-        for item in batch:
-            groups.setdefault(repr(item[1]), []).append(item)
-        for group in groups.values():
-            asyncio.ensure_future(self._run(group))
-
-    async def _run(self, group: list) -> None:
-        try:
-            outs = await asyncio.to_thread(self.chat, [m for m, _, _ in group], group[0][1])
-            for (_, _, fut), out in zip(group, outs, strict=True):
-                if not fut.done():
-                    fut.set_result(out)
-        except Exception as e:  # every caller in the batch sees the error
-            for _, _, fut in group:
-                if not fut.done():
-                    fut.set_exception(e)
 
 
 # -- specs ------------------------------------------------------------------------------

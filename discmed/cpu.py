@@ -88,3 +88,41 @@ def tree_cpu_seconds(pid: int) -> float | None:
         except (OSError, ValueError, IndexError):
             continue
     return total if pid in parents else None
+
+
+# -- process tuning, done once by an entry point (`discmed serve`, the engine process) ---------
+
+
+def tune_threads(threads: int | None = None) -> int:
+    """Size torch's intra-op pool: `threads` if given, else $OMP_NUM_THREADS if the user set it,
+    else the cores free right now (a server on a 2-core machine where another process computes
+    ran 10x slower with 2 threads than with 1). Returns the number set."""
+    import torch
+
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else free_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def tune_switch_interval(seconds: float = 0.001) -> None:
+    """A short GIL switch interval for a process where an engine thread and an event loop share
+    the GIL: the engine thread runs Python between torch ops, and with the default 5 ms the loop
+    (which streams the tokens out) could wait that long for every token."""
+    import sys
+
+    if sys.getswitchinterval() > seconds:
+        sys.setswitchinterval(seconds)
+
+
+def freeze_heap() -> None:
+    """Move everything allocated so far (torch, transformers, the model, the tokenizer) out of
+    the garbage collector's reach, as vLLM's engine does once loaded: a full collection then
+    scans only what serving allocates. Without it, collections of the oldest generation took
+    up to ~300 ms each in the server and in the engine process, pausing every request at once
+    (the TTFT p95 outliers of benchmarks/serve_vs_transformers.py)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -27,7 +27,7 @@ characters, not a control token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,3 +358,23 @@ def render_masked(ids: Sequence[int], mask: Sequence[int], tokenizer: Any, color
         out.append(text)
         i = j
     return "".join(out)
+
+
+def choice_split(prompts: list[str], choices: list[str],
+                 encode: Callable[[list[str]], list[list[int]]]) -> list[tuple[list[int], list[list[int]]]]:
+    """How every backend tokenizes an exam question for scoring: (context ids, each choice's
+    continuation ids) per prompt, exactly as lm-evaluation-harness splits them.
+
+    Trailing whitespace of the prompt moves onto the choice; `encode` is the tokenizer's own
+    encoding with its default special tokens (bos where it adds one: the hf and vLLM backends
+    pass the tokenizer, the openai backend the server's /tokenize); a continuation is
+    `encode(prompt + choice)[len(encode(prompt)):]`."""
+    ctx_texts, cont_texts = [], []
+    for p in prompts:
+        n = len(p) - len(p.rstrip())
+        ctx_texts.append(p[: len(p) - n])
+        cont_texts.append([p[len(p) - n :] + c for c in choices])
+    ctx_ids = encode(ctx_texts)
+    whole_ids = encode([cx + ct for cx, cts in zip(ctx_texts, cont_texts, strict=True) for ct in cts])
+    k = len(choices)
+    return [(ctx, [w[len(ctx) :] for w in whole_ids[i * k : (i + 1) * k]]) for i, ctx in enumerate(ctx_ids)]

@@ -6,8 +6,8 @@ one JSON result. This module runs that work:
 
 - asyncio concurrency against any `Backend`, called through the contract's `achat`: an
   openai backend through the official AsyncOpenAI client (64 requests in flight on one event
-  loop, the SDK's own retries with backoff), a local one (hf, vllm) with concurrent calls
-  batched into one `backend.chat` in a worker thread (`backend.Batcher`);
+  loop, the SDK's own retries with backoff), a local one (hf, vllm) through its engine, where
+  concurrent calls join the running batch (continuous batching, discmed.engine);
 - a rate limit (request starts per second);
 - a SQLite journal (WAL): an item's result is committed the moment it finishes, so a run
   killed at any moment (even SIGKILL) restarts without redoing or duplicating finished items.

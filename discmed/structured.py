@@ -2,9 +2,9 @@
 
 llguidance computes, at every decode step, the set of tokens that keep the output a prefix
 of something the grammar accepts; every other token's logit is set to -inf before the shared
-sampler picks (discmed.sampling: in the serving engine, and in the hf backend for a
-`GenParams.json_schema`), so the reply is valid JSON by construction, not parsed after the
-fact. Chosen over xgrammar on fit, at a per-token cost measured close to it (benchmarks/grammar_cpu.py: 0.19 vs 0.15 ms per token on the tiny model's vocabulary, both
+sampler picks (discmed.engine: for a `response_format` in `discmed serve`, for a
+`GenParams.json_schema` on the hf backend), so the reply is valid JSON by construction, not
+parsed after the fact. Chosen over xgrammar on fit, at a per-token cost measured close to it (benchmarks/grammar_cpu.py: 0.19 vs 0.15 ms per token on the tiny model's vocabulary, both
 far below a decode step; figures in benchmarks/RESULTS.md): llguidance is one abi3 wheel with
 no dependencies, where xgrammar requires triton (a GPU compiler) and a TVM runtime.
 """

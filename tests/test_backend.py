@@ -227,15 +227,16 @@ def test_openai_backend_against_discmed_server(tiny_server, tiny):
 
 
 def test_backends_know_nothing_of_the_server():
-    """The contract's implementations stand alone: the vLLM engine adapter for `serve` lives in
-    discmed/serve/vllm.py, so nothing in backends/ (or the engine that calls them) imports serve."""
+    """The contract's implementations stand alone: nothing in backends/, in the engines under them
+    (discmed/engine/, vLLM's adapter included) or in the job engine that calls them imports serve."""
     import ast
     from pathlib import Path
 
     import discmed
 
     root = Path(discmed.__file__).parent
-    for path in [*sorted((root / "backends").glob("*.py")), root / "backend.py", root / "jobs.py"]:
+    for path in [*sorted((root / "backends").glob("*.py")), *sorted((root / "engine").glob("*.py")),
+                 root / "backend.py", root / "jobs.py"]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
@@ -294,7 +295,7 @@ def test_frequency_and_presence_penalties_alike_in_chat_and_serve(tiny, tiny_ser
     reply repeats itself less than the plain one."""
     from collections import Counter
 
-    from discmed.sampling import sample
+    from discmed.engine.sampler import sample
 
     logits = torch.tensor([[2.0, 1.9, 0.0], [2.0, 1.9, 0.0]])
     counts = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

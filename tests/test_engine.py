@@ -1,5 +1,5 @@
-"""The serving engine in process, on the tiny model: one sampler with `discmed chat`'s hf
-backend, and a request that breaks inside a batch step failing alone."""
+"""The engine in process, on the tiny model: one sampler with `discmed chat`'s hf backend, and a
+request that breaks inside a batch step failing alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import math
 import pytest
 
 from discmed.backend import GenParams
-from discmed.sampling import normalized, sample
+from discmed.engine.protocol import Request
+from discmed.engine.sampler import normalized, sample
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +22,9 @@ def backend(tiny_model):
 
 @pytest.fixture(scope="module")
 def engine(backend):
-    from discmed.serve.engine import BatchEngine
+    from discmed.engine.core import LocalEngine
 
-    eng = BatchEngine(backend.model, backend.tokenizer, backend.format.stop_token_ids(backend.tokenizer), max_batch=8)
+    eng = LocalEngine(backend.model, backend.tokenizer, backend.format.stop_token_ids(backend.tokenizer), max_batch=8)
     yield eng
     eng.shutdown()
 
@@ -36,7 +37,7 @@ def run(engine, jobs: list[tuple[list[int], GenParams, dict]], stagger: float = 
 
         async def collect(k, ids, p, opts):
             await asyncio.sleep(stagger * k)
-            r = engine.submit(ids, p, loop, **opts)
+            r = engine.submit(Request(ids, p, **opts), loop)
             text = ""
             while True:
                 d = await r.out.get()
@@ -178,7 +179,7 @@ def test_greedy_pick_is_torch_argmax():
     through torch for a dtype NumPy lacks."""
     import torch
 
-    from discmed.sampling import greedy_pick
+    from discmed.engine.sampler import greedy_pick
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 500, generator=g)

@@ -178,14 +178,15 @@ def test_process_engine_answers_and_shuts_down(tiny_model):
     import asyncio
 
     from discmed.backend import GenParams, load_backend
-    from discmed.serve.engine_proc import EngineProcessError, ProcessEngine
+    from discmed.engine.proc import EngineProcessError, ProcessEngine
+    from discmed.engine.protocol import Request
 
     light = load_backend("tiny", load_weights=False)
-    engine = ProcessEngine("tiny", {}, light.tokenizer, max_batch=4, max_queue=4)
+    engine = ProcessEngine("tiny", {}, max_batch=4, max_queue=4)
     ids = light.prompt_ids(MESSAGES[0], GenParams())
 
     async def ask():
-        req = engine.submit(ids, GenParams(max_new_tokens=5), asyncio.get_running_loop(), ignore_eos=True)
+        req = engine.submit(Request(ids, GenParams(max_new_tokens=5), ignore_eos=True), asyncio.get_running_loop())
         while (d := await req.out.get()).finish_reason is None:
             pass
         return d
@@ -195,4 +196,4 @@ def test_process_engine_answers_and_shuts_down(tiny_model):
     engine.shutdown()
     assert wait_gone(engine.pid)
     with pytest.raises(EngineProcessError, match="has died"):  # shutdown waits for the reader
-        engine.submit(ids, GenParams(max_new_tokens=1), None)
+        engine.submit(Request(ids, GenParams(max_new_tokens=1)))

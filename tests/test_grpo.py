@@ -82,12 +82,13 @@ def test_episode_mask_covers_the_doctor_only(doctor, tiny_server):
     exactly the doctor's sampled ones; the patient's turn is in the ids, masked out."""
     from discmed.backend import load_backend
     from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, get_format
-    from discmed.rl.env import Consultations, hf_generator
+    from discmed.rl.env import Consultations, policy_sampler
 
     model, tok = doctor
     env = Consultations(tok, get_format("disc"), patient=load_backend(f"openai:{tiny_server}@tiny"),
                         patient_spec="tiny", turns=2, max_new_tokens=24, max_completion_length=200, cache=False)
-    episodes = env.run([URGENT, URGENT, ROUTINE], hf_generator(model, tok, env.stop_ids))
+    with policy_sampler(model, tok, env.stop_ids) as generate:
+        episodes = env.run([URGENT, URGENT, ROUTINE], generate)
     two_turn = [e for e in episodes if sum(t["role"] == "doctor" for t in e.conversation) == 2]
     assert two_turn, [e.conversation for e in episodes]
     for e in episodes:

@@ -3,22 +3,29 @@
 bf16 on a GPU, fp32 on the CPU. Prompts come from `discmed.formats` (the format is read from
 the model: `user_token_id` in its generation config means DISC's format, otherwise its
 tokenizer's chat template), so what the model is served is what it was trained on.
+
+Generation is the engine's (`discmed.engine.core`, started on first use): `chat` submits its
+conversations and waits for them all, `achat` awaits one (concurrent calls from the job engine
+join the running batch: continuous batching), `stream` reads one request's deltas. So
+`discmed chat`, data and eval jobs and `discmed serve` pick the same tokens for the same seed.
+`choice_logprobs` scores with forward passes of its own (no generation).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backend import BackendError, Batcher, GenParams, Reply, apply_stop, model_identity
+from discmed.backend import BackendError, GenParams, Reply, model_identity
 from discmed.chat import Message
 from discmed.compat import cache_kwargs, output_cache
-from discmed.formats import DiscFormat, get_format
+from discmed.engine.core import LocalEngine
+from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
+from discmed.formats import DiscFormat, choice_split, get_format
 
 log = logging.getLogger("discmed")
 
@@ -131,9 +138,9 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.format = pick_format(self.model, self.tokenizer, format)
-        # generate() fills fields left at library defaults from the model's generation config, so
-        # a request's top_p=1.0 would silently become DISC's 0.85. Keep the model's defaults for
-        # default_params() and give generate() a neutral config to merge with.
+        # The model's own sampling defaults are kept for default_params(); the model gets a
+        # neutral generation config, so a caller of generate() (a benchmark's peer) is not
+        # silently given DISC's top_p=0.85 for a top_p it left at 1.0.
         from transformers import GenerationConfig
 
         self.model_defaults = self.model.generation_config
@@ -143,11 +150,27 @@ class HFBackend:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         self.max_length = max_length or _context_length(self.model.config, self.tokenizer)
-        self._lock = threading.Lock()  # one generate at a time on this model
-        self._grammars: Any = None  # structured output (discmed.structured), built on first use
+        self._engine: LocalEngine | None = None
+        self._engine_lock = threading.Lock()
         self._grammar_cache: dict[str, str | None] = {}
         self.identity = model_identity(path)
-        self._batcher = Batcher(self.chat, max_batch=batch_size)
+
+    @property
+    def engine(self) -> LocalEngine:
+        """The engine that generates for this backend, started on first use. `batch_size` is
+        its running batch: more concurrent requests wait their turn."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = LocalEngine(self.model, self.tokenizer, self.format.stop_token_ids(self.tokenizer),
+                                           max_batch=self.batch_size, max_queue=1 << 30,
+                                           max_model_len=self.max_length)  # fmt: skip
+            return self._engine
+
+    def close(self) -> None:
+        """Stop the engine's thread (a backend dropped without it stops at exit)."""
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
 
     # -- parameters ---------------------------------------------------------------------
     def default_params(self) -> GenParams:
@@ -162,51 +185,19 @@ class HFBackend:
             repetition_penalty=float(getattr(gc, "repetition_penalty", None) or 1.0),
         )
 
-    def _generation_config(self, params: GenParams):
-        from transformers import GenerationConfig
-
-        # Token choice is the shared sampler's (discmed.sampling, passed as a logits processor):
-        # generate() decodes greedily over what it leaves, so chat and serve pick alike.
-        stop_ids = self.format.stop_token_ids(self.tokenizer)
-        return GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-            stop_strings=params.stop or None,
-        )
-
     def prompt_ids(self, messages: list[Message], params: GenParams) -> list[int]:
         return self.format.prompt(messages, self.tokenizer, max_length=self.max_length, reserve=params.max_new_tokens)
 
+    def request(self, messages: list[Message], params: GenParams, **options: Any) -> Request:
+        """The engine request for a reply to `messages` (a JSON schema compiled to its grammar)."""
+        grammar = self._grammar(params.json_schema) if params.json_schema is not None else None
+        return Request(self.prompt_ids(messages, params), params, grammar=grammar, **options)
+
     # -- the contract -------------------------------------------------------------------
     def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
-        """Batched generation: prompts sorted by length, left-padded, `batch_size` at a time."""
-        import torch
-
-        prompts = [self.prompt_ids(m, params) for m in conversations]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        results: list[str] = [""] * len(prompts)
-        config = self._generation_config(params)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            input_ids, attention = self._left_pad([prompts[i] for i in idx])
-            with self._lock, torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    generation_config=config,
-                    logits_processor=self._sampler(params, attention),
-                    tokenizer=self.tokenizer if params.stop else None,
-                )
-            stop_ids = set(self.format.stop_token_ids(self.tokenizer))
-            for row, i in enumerate(idx):
-                new = out[row, input_ids.shape[1] :].tolist()
-                text, stopped = apply_stop(self.tokenizer.decode(new, skip_special_tokens=True), params.stop)
-                ended = stopped or any(t in stop_ids for t in new) or len(new) < params.max_new_tokens
-                results[i] = Reply(text, "stop" if ended else "length")
-        return results
+        """Every conversation's reply, generated together (the engine batches them)."""
+        outs = collect(self.engine, [self.request(m, params, final_only=True) for m in conversations])
+        return [_reply(d) for d in outs]
 
     @property
     def context_limit(self) -> int:
@@ -219,95 +210,31 @@ class HFBackend:
         return len(self.format.prompt(messages, self.tokenizer, max_length=1 << 30, reserve=0))
 
     async def achat(self, messages: list[Message], params: GenParams) -> str:
-        """One reply; concurrent calls are batched into `chat` (see backend.Batcher)."""
-        return await self._batcher(messages, params)
+        """One reply; concurrent calls join the engine's running batch."""
+        return _reply(await acollect(self.engine, self.request(messages, params, final_only=True)))
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
-        """Token-by-token text deltas; closing the iterator stops the generation."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        input_ids, attention = self._left_pad([self.prompt_ids(messages, params)])
-        tokens: queue.Queue = queue.Queue()
-        cancel = threading.Event()
-        failure: list[BaseException] = []
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, ids, scores, **kw):
-                return torch.full((ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=ids.device)
-
-        def run() -> None:
-            try:
-                with self._lock, torch.inference_mode():
-                    self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention,
-                        generation_config=self._generation_config(params),
-                        logits_processor=self._sampler(params, attention),
-                        streamer=_TokenStreamer(tokens),
-                        tokenizer=self.tokenizer if params.stop else None,
-                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                    )
-            except BaseException as e:  # surfaced to the consumer below
-                failure.append(e)
-            finally:
-                tokens.put(None)
-
-        # Not a daemon, and started inside the try: a Ctrl+C that lands in start() must still
-        # cancel and join it, or a generation left running aborts the interpreter at exit.
-        thread = threading.Thread(target=run, name="discmed-generate")
-        ids: list[int] = []
-        sent = 0
-        holdback = max((len(s) for s in params.stop), default=0)
-        try:
-            thread.start()
-            while (item := tokens.get()) is not None:
-                ids.extend(item)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # a character split across tokens: wait for the rest of it
-                text, stopped = apply_stop(text, params.stop)
-                ready = len(text) if stopped else max(sent, len(text) - holdback)
-                if ready > sent:
-                    yield text[sent:ready]
-                    sent = ready
-                if stopped:
-                    return
-            if failure:
-                raise BackendError(f"generation failed: {failure[0]}") from failure[0]
-            text = apply_stop(self.tokenizer.decode(ids, skip_special_tokens=True), params.stop)[0]
-            if len(text) > sent:
-                yield text[sent:]
-        finally:
-            cancel.set()
-            if thread.ident is not None:
-                thread.join()
+        """Text deltas as they are generated; closing the iterator stops the generation."""
+        for d in deltas(self.engine, self.request(messages, params)):
+            if d.finish_reason == "error":
+                raise BackendError(f"generation failed: {d.error}")
+            if d.text:
+                yield d.text
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
-        """log P(choice | prompt) for every choice, exactly as lm-evaluation-harness computes it.
-
-        lm_eval's split: trailing whitespace of the prompt moves onto the choice, the tokenizer's
-        default special tokens are used (bos where it adds one), and the continuation is
-        `encode(prompt + choice)[len(encode(prompt)):]`. When every choice is one token after
-        the prompt (the usual "答案：A"), one forward pass per prompt scores them all, batched
-        by length; otherwise each (prompt, choice) pair gets its own pass.
+        """log P(choice | prompt) for every choice, exactly as lm-evaluation-harness computes it
+        (its split of context and continuation: `formats.choice_split`, as in every backend).
+        When every choice is one token after the prompt (the usual "答案：A"), one forward pass
+        per prompt scores them all, batched by length; otherwise each (prompt, choice) pair gets
+        its own pass.
         """
         import torch
 
-        tok = self.tokenizer
-        ctx_texts, cont_texts = [], []
-        for p in prompts:
-            n = len(p) - len(p.rstrip())
-            ctx_texts.append(p[: len(p) - n])
-            cont_texts.append([p[len(p) - n :] + c for c in choices])
-        ctx_ids = tok(ctx_texts)["input_ids"]
-        whole_ids = tok([cx + ct for cx, cts in zip(ctx_texts, cont_texts, strict=True) for ct in cts])["input_ids"]
-        k = len(choices)
+        splits = choice_split(prompts, choices, lambda texts: self.tokenizer(texts)["input_ids"])
         results: list[list[float] | None] = [None] * len(prompts)
         single: list[tuple[int, list[int], list[int]]] = []  # (index, context ids, choice ids)
         multi: list[tuple[int, list[int], list[list[int]]]] = []
-        for i, ctx in enumerate(ctx_ids):
-            conts = [w[len(ctx) :] for w in whole_ids[i * k : (i + 1) * k]]
+        for i, (ctx, conts) in enumerate(splits):
             if all(len(c) == 1 for c in conts):
                 single.append((i, ctx[-self.max_length :], [c[0] for c in conts]))
             else:
@@ -330,49 +257,26 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     # -- helpers ------------------------------------------------------------------------
-    def _sampler(self, params: GenParams, attention: Any):
-        from transformers import LogitsProcessorList
-
-        from discmed.sampling import SamplerProcessor
-
-        starts = (attention.shape[1] - attention.sum(-1)).tolist()  # left padding per row
-        constraints = None
-        if params.json_schema is not None and (grammar := self._grammar(params.json_schema)) is not None:
-            constraints = [self._grammars.constraint(grammar) for _ in starts]
-        return LogitsProcessorList([SamplerProcessor(params, starts, self.model.device, constraints)])
-
     def _grammar(self, schema: dict) -> str | None:
         """The compiled grammar of `schema` (cached), or None where this model cannot be
         constrained (a tokenizer llguidance cannot read, such as a slow sentencepiece one):
         then it generates unconstrained, as GenParams.json_schema allows, and says so once."""
         import json
 
-        from discmed.structured import GrammarError, Grammars, TokenizerNotSupported
+        from discmed.structured import GrammarError, TokenizerNotSupported
 
         key = json.dumps(schema, sort_keys=True)
         if key in self._grammar_cache:
             return self._grammar_cache[key]
         grammar = None
         try:
-            if self._grammars is None:
-                vocab = self.model.get_output_embeddings().weight.shape[0]
-                self._grammars = Grammars(self.tokenizer, vocab, self.format.stop_token_ids(self.tokenizer))
-            grammar = self._grammars.schema_grammar(schema)
+            grammar = self.engine.grammars.schema_grammar(schema)
         except TokenizerNotSupported as e:
             log.warning("%s: JSON output not constrained (%s); the reply is parsed as prose", self.name, e)
         except GrammarError as e:
             raise BackendError(f"json_schema: {e}") from None
         self._grammar_cache[key] = grammar
         return grammar
-
-    def _left_pad(self, rows: list[list[int]]):
-        import torch
-
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
-        return ids, mask
 
     def _last_logprobs(self, rows: list[list[int]]):
         """log-softmax of the next-token logits after each row.
@@ -413,21 +317,11 @@ class HFBackend:
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
-class _TokenStreamer:
-    """transformers streamer that hands generated ids (not the prompt) to a queue."""
-
-    def __init__(self, q: queue.Queue):
-        self.q = q
-        self.prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.q.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        pass
+def _reply(d: Delta) -> Reply:
+    """An engine's last delta as the contract's reply, or the request's own error."""
+    if d.finish_reason == "error":
+        raise BackendError(f"generation failed: {d.error}")
+    return Reply(d.text, d.finish_reason)
 
 
 def quantization_config(kind: str, device: str):

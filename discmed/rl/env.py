@@ -18,12 +18,16 @@ are supported; `auto` (a tokenizer's template) is refused, as it may re-render e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from discmed.backend import GenParams
+from discmed.engine.core import LocalEngine
+from discmed.engine.protocol import Request, collect
 from discmed.eval.consult import Case, clean_patient, dialogue_record, find_leaks, patient_messages
 
 # generate(contexts, max_new_tokens) -> one (sampled ids, stopped on an end-of-turn token) per context
@@ -53,7 +57,6 @@ class Consultations:
     def __init__(self, tokenizer: Any, fmt: Any, *, patient: Any = None, patient_spec: str = "", turns: int = 3,
                  max_new_tokens: int = 128, max_completion_length: int = 1024, patient_params: Any = None,
                  doctor_system: str | None = None, cache: Any = True):
-        from discmed.backend import GenParams
         from discmed.formats import _PieceFormat
 
         if not isinstance(fmt, _PieceFormat):
@@ -153,32 +156,31 @@ class Consultations:
         return [r["reply"] if r else "" for r in out.results]
 
 
-def hf_generator(model: Any, tokenizer: Any, stop_ids: list[int], *, temperature: float = 1.0,
-                 top_p: float = 1.0) -> Generate:
-    """Batched sampling from a transformers model (left-padded), cut after the first stop token."""
-    import torch
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+@contextlib.contextmanager
+def policy_sampler(model: Any, tokenizer: Any, stop_ids: list[int], *, temperature: float = 1.0, top_p: float = 1.0,
+                   max_batch: int = 64) -> Iterator[Generate]:
+    """Doctor turns sampled from the live policy through the engine (`discmed.engine`: the one
+    sampler, continuous batching), each cut after its first stop token. The policy is put in
+    eval mode for the rollout and back in the mode it was in after it; the engine reads the
+    weights as they are now, so each training step's rollouts come from its current policy."""
+    was_training = model.training
+    model.eval()
+    engine = LocalEngine(model, tokenizer, stop_ids, max_batch=max_batch, max_queue=1 << 30,
+                         max_model_len=1 << 30)  # fmt: skip
 
     def generate(contexts: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], bool]]:
-        width = max(len(c) for c in contexts)
-        ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts])
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                                     temperature=temperature if temperature > 0 else None,
-                                     top_p=top_p, top_k=0, eos_token_id=stop_ids, pad_token_id=pad)
-        finally:
-            model.train(was_training)
+        params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         results = []
-        for row in out[:, width:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in stop_ids), None)
-            results.append((row[: cut + 1], True) if cut is not None else (row, False))
+        for d in collect(engine, [Request(c, params, final_only=True) for c in contexts]):
+            if d.finish_reason == "error":
+                raise RuntimeError(f"rollout generation failed: {d.error}")
+            ids = list(d.token_ids or [])
+            stopped = isinstance(d.stop_reason, int)  # ended by a stop token, which is the policy's too
+            results.append((ids + [d.stop_reason], True) if stopped else (ids, False))
         return results
 
-    return generate
+    try:
+        yield generate
+    finally:
+        engine.shutdown()
+        model.train(was_training)

@@ -32,8 +32,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import discmed
-from discmed.backend import GenParams
 from discmed.serve import serving
 from discmed.serve.metrics import Metrics
 from discmed.serve.protocol import (
@@ -64,7 +61,7 @@ from discmed.serve.protocol import (
     VersionInfo,
 )
 from discmed.serve.safety import Rules, load_rules
-from discmed.serve.serving import APIError
+from discmed.serve.serving import APIError, ServedModel
 
 log = logging.getLogger("discmed.serve")
 access_log = logging.getLogger("discmed.access")
@@ -93,132 +90,6 @@ def error_response(
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-@dataclass
-class ServedModel:
-    """What the app serves: a name, a prompt builder and an engine with `submit`.
-
-    `engine.submit(prompt_ids, params, loop, ignore_eos, **options)` returns a request with
-    an asyncio `out` queue of `Delta`s and a `cancel()`; it raises `QueueFull` when the
-    engine is saturated. `engine.features` says which options it takes (logprobs,
-    prompt_logprobs, structured_output); requests for others are refused with a 400.
-    """
-
-    name: str
-    engine: Any
-    encode: Callable[[list[dict]], list[int]]  # messages -> prompt ids, no truncation
-    max_model_len: int
-    default_max_tokens: int = 512
-    defaults: GenParams = field(default_factory=lambda: GenParams(temperature=1.0))
-    tokenizer: Any = None  # for /v1/completions, /tokenize, logprob token strings
-    engine_name: str = "hf"
-
-    @classmethod
-    def from_backend(
-        cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256,
-        engine_process: tuple[str, dict[str, Any]] | None = None,
-    ) -> ServedModel:
-        """Dynamic batching over an hf backend's model (`.model`, `.tokenizer`, `.format`).
-
-        `engine_process` = (spec, load options): the engine runs in a child process that loads
-        the model from the same spec (discmed.serve.engine_proc); this process keeps the
-        tokenizer and prompt format (the backend may be one loaded without its weights)."""
-        from discmed.serve.engine import BatchEngine
-
-        if not hasattr(backend, "model") or not hasattr(backend, "format"):
-            raise ValueError(
-                f"cannot serve backend {type(backend).__name__}: discmed serves local models (hf, tiny) "
-                "or vLLM (--engine vllm); point OpenAI clients at an OpenAI endpoint directly"
-            )
-        tok, fmt = backend.tokenizer, backend.format
-        max_len = int(getattr(backend, "max_length", 0) or 4096)
-        if engine_process is not None:
-            import gc
-
-            from discmed.serve.engine_proc import ProcessEngine
-
-            backend.model = None  # a meta-device model, or weights this process no longer needs
-            gc.collect()
-            spec, options = engine_process
-            engine = ProcessEngine(spec, options, tok, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len)
-        else:
-            engine = BatchEngine(
-                backend.model,
-                tok,
-                fmt.stop_token_ids(tok),
-                max_batch=max_batch,
-                max_queue=max_queue,
-                max_model_len=max_len,
-            )
-        # No truncation here: a prompt that does not fit is refused with the limit, as OpenAI
-        # does, rather than silently losing the start of the conversation.
-        encode = lambda msgs: fmt.prompt(msgs, tok, max_length=10**9, reserve=0)  # noqa: E731
-        defaults = (
-            backend.default_params() if hasattr(backend, "default_params") else GenParams(temperature=1.0)
-        )
-        return cls(
-            name or getattr(backend, "name", "model"),
-            engine,
-            encode,
-            max_len,
-            defaults.max_new_tokens,
-            defaults,
-            tokenizer=tok,
-        )
-
-    @property
-    def vocab_size(self) -> int:
-        v = getattr(self.engine, "vocab", None)
-        return int(v) if v else len(self.tokenizer)
-
-    @property
-    def retry_after(self) -> int:
-        return int(getattr(self.engine, "retry_after", 1))
-
-    @property
-    def grammars(self):
-        return self.engine.grammars  # the engine's own, which its matchers use
-
-    def grammar(self, response_format: Any) -> str:
-        """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""
-        from discmed.structured import GrammarError
-
-        key = response_format.model_dump_json(by_alias=True)
-        try:
-            return _compile(self.grammars, key)
-        except GrammarError as e:
-            raise APIError(400, str(e), param=e.param, code="invalid_response_format") from None
-
-    def token_text(self, token_id: int) -> tuple[str, bytes]:
-        """A token as text and as the bytes it stands for (a byte-level token may be part of
-        a character: its text is then the replacement character, its bytes are exact)."""
-        return _token_text(self.tokenizer, token_id)
-
-
-@lru_cache(maxsize=64)
-def _compile(grammars: Any, key: str) -> str:
-    from discmed.serve.protocol import ResponseFormat
-
-    return grammars.compile(ResponseFormat.model_validate(json.loads(key)))
-
-
-_BYTE_DECODER: dict[str, int] | None = None
-
-
-@lru_cache(maxsize=1 << 16)
-def _token_text(tokenizer: Any, token_id: int) -> tuple[str, bytes]:
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-        _BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if piece is not None and all(c in _BYTE_DECODER for c in piece):
-        raw = bytes(_BYTE_DECODER[c] for c in piece)
-    else:
-        raw = tokenizer.decode([int(token_id)]).encode("utf-8")
-    return raw.decode("utf-8", errors="replace"), raw
 
 
 def create_app(
@@ -312,22 +183,21 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        eng = served.engine
-        alive = bool(getattr(eng, "alive", True))
+        st = served.engine.stats()
         body = {
-            "status": "ok" if alive else "engine down",
+            "status": "ok" if st.alive else "engine down",
             "model": served.name,
             "uptime_s": round(time.time() - started, 1),
-            "load": getattr(eng, "load", None),
-            "batches": getattr(eng, "batches", None),
-            "max_batch_seen": getattr(eng, "max_batch_seen", None),
-            "cancelled": getattr(eng, "cancelled", None),
-            "failed": getattr(eng, "failed", None),
-            "engine_pid": getattr(eng, "pid", None),  # with --engine-process
+            "load": st.load,
+            "batches": st.batches,
+            "max_batch_seen": st.max_batch_seen,
+            "cancelled": st.cancelled,
+            "failed": st.failed,
+            "engine_pid": st.pid,  # with the engine in a process of its own
             "safety": bool(rules),
         }
         # 503 once the engine cannot serve, so that a supervisor or load balancer restarts it.
-        return body if alive else JSONResponse(body, status_code=503)
+        return body if st.alive else JSONResponse(body, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from discmed.backend import BackendError, check_spec
+        from discmed.cpu import freeze_heap, tune_switch_interval, tune_threads
         from discmed.serve.app import ServedModel, create_app
         from discmed.serve.safety import Rules
 
@@ -133,6 +134,12 @@ def register(app: typer.Typer) -> None:
             sock = bind(host, port)
         except (BackendError, ValueError, OSError) as e:
             fail(f"discmed serve: {e}")
+        # This process's tuning, here at its entry point: torch's threads sized by the cores free
+        # now, and (with the engine's thread in this process) a short GIL switch interval so the
+        # event loop streaming tokens out is not kept waiting by the engine's Python.
+        if engine == "hf" and not engine_process:
+            tune_threads()
+            tune_switch_interval()
         try:
             if engine == "vllm":
                 from discmed.serve.vllm import served_model as vllm_served
@@ -184,9 +191,7 @@ def register(app: typer.Typer) -> None:
 
         config = uvicorn.Config(app_, log_level=log_level, timeout_graceful_shutdown=3,
                                 http=header_timeout_protocol(header_timeout))
-        from discmed.serve.engine import freeze_startup_heap
-
-        freeze_startup_heap()  # everything loaded so far stays out of the collector's pauses
+        freeze_heap()  # everything loaded so far stays out of the collector's pauses
         uvicorn.Server(config).run(sockets=[sock])  # the app's lifespan ends the engine
 
     @app.command()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from discmed.engine.protocol import Engine
+
 # Latency buckets from 10 ms to 2 minutes: the tiny model answers in tens of milliseconds, a
 # 13B model on a busy GPU in tens of seconds.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
 
 
 class Metrics:
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Engine):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -31,10 +33,10 @@ class Metrics:
         )  # fmt: skip
         self.safety = Counter("discmed_safety_verdicts", "Triage verdicts on the patient's message", ["verdict"], registry=r)
         Gauge("discmed_queue_depth", "Requests waiting for the engine", registry=r).set_function(
-            lambda: getattr(engine, "queued", 0)
+            lambda: engine.stats().queued
         )
         Gauge("discmed_running_batch", "Requests in the engine's running batch", registry=r).set_function(
-            lambda: getattr(engine, "running", 0)
+            lambda: engine.stats().running
         )
         r.register(_EngineCounters(engine))
 
@@ -59,17 +61,17 @@ class Metrics:
 class _EngineCounters:
     """The engine's own running totals, read at scrape time."""
 
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily
 
-        e = self.engine
+        st = self.engine.stats()
         for name, doc, attr in (
             ("discmed_prompt_tokens", "Prompt tokens prefilled", "prompt_tokens"),
             ("discmed_generation_tokens", "Tokens generated", "generated_tokens"),
             ("discmed_cancelled_requests", "Requests cancelled because the client went away", "cancelled"),
             ("discmed_failed_requests", "Requests that failed alone inside a batch", "failed"),
         ):
-            yield CounterMetricFamily(name, doc, value=float(getattr(e, attr, 0) or 0))
+            yield CounterMetricFamily(name, doc, value=float(getattr(st, attr)))

@@ -13,13 +13,16 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 from discmed.backend import GenParams
 from discmed.chat import DataError, validate_messages
-from discmed.sampling import SEED_RANGE, normalized
-from discmed.serve.engine import Delta, EngineUnavailable, QueueFull, TokenLogprob
+from discmed.engine.core import LocalEngine
+from discmed.engine.proc import ProcessEngine
+from discmed.engine.protocol import Delta, Engine, EngineUnavailable, QueueFull, Request, TokenLogprob, merge
+from discmed.engine.sampler import SEED_RANGE, normalized
 from discmed.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -68,6 +71,129 @@ class APIError(Exception):
 
 
 @dataclass
+class ServedModel:
+    """What the app serves: a name, a prompt builder, and an engine (discmed.engine.protocol's
+    `Engine`: `submit(Request, loop)` → a stream of `Delta`s, `abort`, `stats`, `features`,
+    `shutdown`). A request for an option the engine's `features` lack is refused with a 400."""
+
+    name: str
+    engine: Engine
+    encode: Callable[[list[dict]], list[int]]  # messages -> prompt ids, no truncation
+    max_model_len: int
+    default_max_tokens: int = 512
+    defaults: GenParams = field(default_factory=lambda: GenParams(temperature=1.0))
+    tokenizer: Any = None  # for /v1/completions, /tokenize, logprob token strings
+    engine_name: str = "hf"
+    vocab: int | None = None  # the model's output size (logit_bias, token ids), else the tokenizer's
+    stop_ids: list[int] = field(default_factory=list)  # the format's end-of-turn tokens (for grammars)
+
+    @classmethod
+    def from_backend(
+        cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256,
+        engine_process: tuple[str, dict[str, Any]] | None = None,
+    ) -> ServedModel:
+        """The engine over an hf backend's model (`.model`, `.tokenizer`, `.format`).
+
+        `engine_process` = (spec, load options): the engine runs in a child process that loads
+        the model from the same spec (discmed.engine.proc); this process keeps the tokenizer
+        and prompt format (the backend may be one loaded without its weights)."""
+        if not hasattr(backend, "model") or not hasattr(backend, "format"):
+            raise ValueError(
+                f"cannot serve backend {type(backend).__name__}: discmed serves local models (hf, tiny) "
+                "or vLLM (--engine vllm); point OpenAI clients at an OpenAI endpoint directly"
+            )
+        tok, fmt = backend.tokenizer, backend.format
+        max_len = int(getattr(backend, "max_length", 0) or 4096)
+        stop_ids = fmt.stop_token_ids(tok)
+        engine: Engine
+        if engine_process is not None:
+            import gc
+
+            backend.model = None  # a meta-device model, or weights this process no longer needs
+            gc.collect()
+            spec, options = engine_process
+            engine = ProcessEngine(spec, options, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len)
+            vocab = engine.vocab
+        else:
+            engine = LocalEngine(backend.model, tok, stop_ids, max_batch=max_batch, max_queue=max_queue,
+                                 max_model_len=max_len)  # fmt: skip
+            vocab = engine.vocab
+        # No truncation here: a prompt that does not fit is refused with the limit, as OpenAI
+        # does, rather than silently losing the start of the conversation.
+        encode = lambda msgs: fmt.prompt(msgs, tok, max_length=10**9, reserve=0)  # noqa: E731
+        defaults = (
+            backend.default_params() if hasattr(backend, "default_params") else GenParams(temperature=1.0)
+        )
+        return cls(
+            name or getattr(backend, "name", "model"),
+            engine,
+            encode,
+            max_len,
+            defaults.max_new_tokens,
+            defaults,
+            tokenizer=tok,
+            vocab=vocab,
+            stop_ids=stop_ids,
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.vocab) if self.vocab else len(self.tokenizer)
+
+    @property
+    def retry_after(self) -> int:
+        return self.engine.stats().retry_after
+
+    @cached_property
+    def grammars(self):
+        """Structured-output grammars for this model's tokenizer: response formats are compiled
+        here, and the engine builds each request's matcher from the compiled grammar."""
+        from discmed.structured import Grammars
+
+        return Grammars(self.tokenizer, self.vocab_size, self.stop_ids)
+
+    def grammar(self, response_format: Any) -> str:
+        """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""
+        from discmed.structured import GrammarError
+
+        key = response_format.model_dump_json(by_alias=True)
+        try:
+            return _compile(self.grammars, key)
+        except GrammarError as e:
+            raise APIError(400, str(e), param=e.param, code="invalid_response_format") from None
+
+    def token_text(self, token_id: int) -> tuple[str, bytes]:
+        """A token as text and as the bytes it stands for (a byte-level token may be part of
+        a character: its text is then the replacement character, its bytes are exact)."""
+        return _token_text(self.tokenizer, token_id)
+
+
+@lru_cache(maxsize=64)
+def _compile(grammars: Any, key: str) -> str:
+    from discmed.serve.protocol import ResponseFormat
+
+    return grammars.compile(ResponseFormat.model_validate(json.loads(key)))
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+@lru_cache(maxsize=1 << 16)
+def _token_text(tokenizer: Any, token_id: int) -> tuple[str, bytes]:
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        _BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if piece is not None and all(c in _BYTE_DECODER for c in piece):
+        raw = bytes(_BYTE_DECODER[c] for c in piece)
+    else:
+        raw = tokenizer.decode([int(token_id)]).encode("utf-8")
+    return raw.decode("utf-8", errors="replace"), raw
+
+
+@dataclass
 class Job:
     """One choice of a request: its engine request and what to put before its text."""
 
@@ -109,7 +235,7 @@ def refuse_unsupported(body: Any, engine: Any) -> None:
 def gen_params(body: Any, served: Any, max_tokens: int) -> GenParams:
     """GenParams of a request: fields the client left out take the model's own defaults (its
     generation_config), as vLLM does; values too small to compute become their safe
-    equivalents (discmed.sampling.normalized), as vLLM treats a temperature below 1e-5."""
+    equivalents (discmed.engine.sampler.normalized), as vLLM treats a temperature below 1e-5."""
     d = served.defaults
     pick = lambda v, default: default if v is None else v  # noqa: E731
     return normalized(
@@ -167,7 +293,7 @@ def submit_all(served: Any, prompts: list[list[int]], params: GenParams, n: int,
     try:
         for prompt in prompts:
             for i in range(n):
-                reqs.append(served.engine.submit(prompt, choice_params(params, i), loop, **options))
+                reqs.append(served.engine.submit(Request(prompt, choice_params(params, i), **options), loop))
     except QueueFull as e:
         for r in reqs:
             r.cancel()
@@ -319,7 +445,7 @@ async def merged(jobs: list[Job]) -> AsyncIterator[tuple[Job, Delta]]:
         while True:
             delta = await job.req.out.get()
             while delta.finish_reason is None and not job.req.out.empty():
-                delta = _join(delta, job.req.out.get_nowait())
+                delta = merge(delta, job.req.out.get_nowait())
             yield job, delta
             if delta.finish_reason is not None:
                 return
@@ -342,11 +468,6 @@ async def merged(jobs: list[Job]) -> AsyncIterator[tuple[Job, Delta]]:
     finally:
         for t in tasks:
             t.cancel()
-
-
-def _join(a: Delta, b: Delta) -> Delta:
-    lps = None if a.logprobs is None and b.logprobs is None else (a.logprobs or []) + (b.logprobs or [])
-    return Delta(a.text + b.text, b.finish_reason, b.completion_tokens, b.error, lps, a.prompt_logprobs or b.prompt_logprobs)
 
 
 def sse_error(message: str) -> str:

@@ -162,10 +162,12 @@ def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
 
 def policy_rewards(model: Any, env: Any, rewards: Any, cases: list, samples: int, recipe: GRPORecipe) -> dict[str, Any]:
     """Mean of each reward (and of the weighted total) over `samples` sampled episodes per case."""
-    from discmed.rl.env import hf_generator
+    from discmed.rl.env import policy_sampler
 
-    gen = hf_generator(model, env.tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p)
-    episodes = env.run([c for c in cases for _ in range(samples)], gen)
+    cases = [c for c in cases for _ in range(samples)]
+    with policy_sampler(model, env.tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p,
+                        max_batch=max(1, len(cases))) as generate:  # fmt: skip
+        episodes = env.run(cases, generate)
     records = [e.record() for e in episodes]
     values = rewards.score(records)
     totals = rewards.total(values)
@@ -200,7 +202,7 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
 
     from discmed.backend import GenParams, load_backend
     from discmed.formats import get_format
-    from discmed.rl.env import Consultations, hf_generator
+    from discmed.rl.env import Consultations, policy_sampler
     from discmed.train.runtime import (
         common_args,
         load_model,
@@ -233,10 +235,11 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
         cases = [by_opening[p[-1]["content"]] for p in prompts]
         model = trainer.accelerator.unwrap_model(trainer.model)
         if trainer.use_vllm:
-            generate = vllm_generator(trainer)
+            episodes = env.run(cases, vllm_generator(trainer))
         else:
-            generate = hf_generator(model, tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p)
-        episodes = env.run(cases, generate)
+            with policy_sampler(model, tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p,
+                                max_batch=max(1, len(cases))) as generate:  # fmt: skip
+                episodes = env.run(cases, generate)
         return {"prompt_ids": [e.prompt_ids for e in episodes], "completion_ids": [e.completion_ids for e in episodes],
                 "logprobs": None, "env_mask": [e.env_mask for e in episodes],
                 "episode": [e.record() for e in episodes]}

@@ -1,55 +1,53 @@
-"""The batching engine in a process of its own (`discmed serve`'s default; `--no-engine-process`
-keeps it in the server's process).
+"""The engine in a process of its own (`discmed serve`'s default; `--no-engine-process` keeps it
+in the server's process).
 
 In one process the engine thread and the event loop that parses requests and streams tokens
 share one GIL: on a small model, where a decode step is mostly Python, every millisecond the
 event loop spends on HTTP is a millisecond the engine does not step (py-spy at 64 streaming
 clients: engine thread 86% busy, event loop 22%). vLLM V1 splits the two for this reason
-(its EngineCore). Here the child process runs `BatchEngine` unchanged with a `sink`: each
+(its EngineCore). Here the child process runs `LocalEngine` unchanged with a `sink`: each
 step's deltas go to the parent as one pickled message, and a reader thread in the parent
-hands them to the requests' event loops as the in-process engine does.
+hands them to the streams' readers as the in-process engine does.
 
 The parent keeps what must answer at once: the queue limit (429 without a round trip),
-`cancel()` (one message), the counters `/health` and `/metrics` show (sent with every
-step). The child loads the model itself from the same spec (a CUDA model cannot cross a
-fork); the parent loads the model without its weights (`load_weights=False`: its config,
-tokenizer, prompt format and sampling defaults). The child ends when the parent does: on
-`shutdown`, and on the end of its request pipe if the parent dies without one.
+`abort` (one message), the counters `stats()` shows (sent with every step). The child loads
+the model itself from the same spec (a CUDA model cannot cross a fork); the parent loads the
+model without its weights (`load_weights=False`: its config, tokenizer, prompt format and
+sampling defaults). The child ends when the parent does: on `shutdown`, and on the end of its
+request pipe if the parent dies without one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
 import threading
-import time
 from typing import Any
 
-from discmed.backend import GenParams
-from discmed.serve.engine import (
-    BatchEngine,
+from discmed.backend import load_backend
+from discmed.cpu import freeze_heap, tune_switch_interval, tune_threads
+from discmed.engine.core import LocalEngine
+from discmed.engine.protocol import (
+    Delivery,
     Delta,
+    EngineStats,
     EngineUnavailable,
-    GenRequest,
     QueueFull,
-    _Mailbox,
-    deliver,
-    freeze_startup_heap,
+    Request,
+    Stream,
 )
 
-log = logging.getLogger("discmed.serve")
-
-# Counters the child sends with every step, shown by /health and /metrics.
-STATS = ("batches", "max_batch_seen", "running", "cancelled", "failed", "prompt_tokens", "generated_tokens",
-         "mean_seconds", "step_s")  # fmt: skip
+log = logging.getLogger("discmed.engine")
 
 
-def _wire(d: Delta) -> Delta | str:
-    """A delta as sent to the parent: the common one (text, nothing else) as its text alone,
-    which pickles and unpickles ~10x faster than the dataclass (64 of them every step)."""
-    plain = d.finish_reason is None and d.logprobs is None and d.prompt_logprobs is None and d.error is None
-    return d.text if plain and not d.completion_tokens else d
+def _wire(d: Delta) -> Delta | tuple:
+    """A delta as sent to the parent: the common one (text and its ids, nothing else) as a
+    tuple, which pickles and unpickles ~10x faster than the dataclass (64 of them every step)."""
+    plain = (d.finish_reason is None and d.logprobs is None and d.prompt_logprobs is None and d.error is None
+             and not d.completion_tokens)  # fmt: skip
+    return (d.text, d.token_ids) if plain else d
 
 
 class EngineProcessError(EngineUnavailable):
@@ -59,7 +57,6 @@ class EngineProcessError(EngineUnavailable):
 def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engine_options: dict[str, Any]) -> None:
     """The engine process: load the model, answer `ready`, then run requests until told to stop
     (or until the parent's end of the request pipe closes)."""
-    import asyncio
     import signal
 
     # The server owns the shutdown: a Ctrl+C or a SIGTERM sent to the whole process group (a
@@ -70,28 +67,27 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        from discmed.backend import load_backend
-
+        tune_threads()  # this process's entry point: its threads, its GIL hand-offs, its heap (below)
+        tune_switch_interval()
         backend = load_backend(spec, **options)
-        stop_ids = backend.format.stop_token_ids(backend.tokenizer)
         lock = threading.Lock()  # the output pipe and `running`, shared with the engine thread
-        running: dict[int, GenRequest] = {}
+        running: dict[int, Stream] = {}
 
-        def sink(items: list[tuple[GenRequest, Delta]]) -> None:
-            stats = tuple(getattr(engine, k) for k in STATS)
+        def sink(items: list[tuple[Stream, Delta]]) -> None:
+            stats = engine.stats()
             with lock:
-                outputs.send(("deltas", [(r.rid, _wire(d)) for r, d in items], stats))
-                for r, d in items:
+                outputs.send(("deltas", [(s.rid, _wire(d)) for s, d in items], stats))
+                for s, d in items:
                     if d.finish_reason is not None:
-                        running.pop(r.rid, None)
+                        running.pop(s.rid, None)
 
-        engine = BatchEngine(backend.model, backend.tokenizer, stop_ids, sink=sink, **engine_options)
+        engine = LocalEngine(backend.model, backend.tokenizer, backend.format.stop_token_ids(backend.tokenizer),
+                             sink=sink, **engine_options)  # fmt: skip
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the start
         outputs.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    freeze_startup_heap()
+    freeze_heap()
     outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids)}))
-    loop = asyncio.new_event_loop()  # GenRequest's queue wants one; nothing runs on it here
     while True:
         try:
             msg = requests.recv()
@@ -99,49 +95,35 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
             break
         kind = msg[0]
         if kind == "submit":
-            _, rid, prompt_ids, params, ignore_eos, opts = msg
+            _, rid, request = msg
             with lock:  # held until `running` has it: its first deltas may come at once
                 try:
-                    running[rid] = engine.submit(prompt_ids, params, loop, ignore_eos=ignore_eos, rid=rid, **opts)
+                    running[rid] = engine.submit(request, None, rid=rid)
                 except Exception as e:  # noqa: BLE001 - this request alone
                     outputs.send(("deltas", [(rid, Delta("", "error", error=f"{type(e).__name__}: {e}"))], None))
         elif kind == "cancel":
             with lock:
-                req = running.get(msg[1])
-            if req is not None:
-                req.cancel()
+                stream = running.get(msg[1])
+            if stream is not None:
+                stream.cancel()
         elif kind == "stop":
             break
     engine.shutdown()
 
 
-class _Request(GenRequest):
-    """The parent's side of a request: `out` fills from the child's deltas; `cancel` tells it."""
-
-    engine: Any = None
-
-    def cancel(self) -> None:
-        if not self.cancelled.is_set():
-            self.cancelled.set()
-            self.engine._send(("cancel", self.rid))
-
-
 class ProcessEngine:
-    """`BatchEngine`'s interface (submit, features, counters, grammars) over a child process."""
+    """The Engine contract over a `LocalEngine` in a child process."""
 
-    features = BatchEngine.features
+    features = LocalEngine.features
 
-    def __init__(self, spec: str, options: dict[str, Any], tokenizer: Any, *, max_batch: int = 32,
-                 max_queue: int = 256, max_model_len: int | None = None, start_timeout: float = 1200.0):  # fmt: skip
-        self.tokenizer = tokenizer
+    def __init__(self, spec: str, options: dict[str, Any], *, max_batch: int = 32, max_queue: int = 256,
+                 max_model_len: int | None = None, start_timeout: float = 1200.0):  # fmt: skip
         self.max_batch, self.max_queue = max_batch, max_queue
-        for k in STATS:
-            setattr(self, k, 0)
-        self.mean_seconds = 1.0
+        self._stats = EngineStats(max_batch=max_batch)
         self._ids = itertools.count(1)
-        self._live: dict[int, _Request] = {}
+        self._live: dict[int, Stream] = {}
         self._lock = threading.Lock()  # _live and the request pipe
-        self._mailboxes: dict[int, _Mailbox] = {}
+        self._deliver = Delivery()
         self._dead: str | None = None
         ctx = mp.get_context("spawn")
         req_r, self._req_w = ctx.Pipe(duplex=False)
@@ -165,52 +147,39 @@ class ProcessEngine:
             self.proc.join(timeout=5)
             raise EngineProcessError(f"the engine process could not load {spec}: {info}")
         self.vocab, self.stop_ids = info["vocab"], set(info["stop_ids"])
-        self.pid = self.proc.pid  # shown by /health
+        self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, name="discmed-engine-reader", daemon=True)
         self._reader.start()
 
-    # -- BatchEngine's interface ----------------------------------------------------------
+    # -- the contract ---------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: GenParams, loop: Any, ignore_eos: bool = False,
-               **options: Any) -> GenRequest:  # fmt: skip
-        if options.get("constraint") is not None:
-            raise ValueError("the engine process builds its matchers from `grammar`, not `constraint`")
-        opts = {k: v for k, v in options.items() if v is not None and k != "constraint"}
+    def submit(self, request: Request, loop: Any = None) -> Stream:
         with self._lock:
             if self._dead:
                 raise EngineProcessError(f"the engine process has died ({self._dead})")
             if len(self._live) >= self.max_queue:
                 raise QueueFull(f"the server is busy: {len(self._live)} requests queued or running "
                                 f"(limit {self.max_queue})")  # fmt: skip
-            req = _Request(list(prompt_ids), params, loop, ignore_eos=ignore_eos, rid=next(self._ids),
-                           logprobs=opts.get("logprobs"), prompt_logprobs=opts.get("prompt_logprobs"),
-                           logit_bias=opts.get("logit_bias"))  # fmt: skip
-            req.engine = self
+            stream = Stream(request, loop, self, next(self._ids))
             try:
-                self._req_w.send(("submit", req.rid, req.prompt_ids, params, ignore_eos, opts))
+                self._req_w.send(("submit", stream.rid, request))
             except (OSError, ValueError) as e:  # the child is gone and the reader has not seen it yet
                 raise EngineProcessError(f"the engine process has died ({e})") from None
-            self._live[req.rid] = req
-        return req
+            self._live[stream.rid] = stream
+        return stream
 
-    @property
-    def alive(self) -> bool:
-        return self._dead is None
+    def abort(self, stream: Stream) -> None:
+        stream.cancelled.set()
+        if stream.rid in self._live:
+            try:
+                self._send(("cancel", stream.rid))
+            except EngineProcessError:
+                pass  # its end is on the way from the reader
 
-    @property
-    def load(self) -> int:
-        return len(self._live)
-
-    @property
-    def queued(self) -> int:
-        return max(0, len(self._live) - self.running)
-
-    # The same arithmetic as the in-process engine, on the counters the child sends; the
-    # grammars validate and compile response formats here, and the child builds its matchers
-    # from the compiled grammar with the same tokenizer.
-    retry_after = BatchEngine.retry_after
-    grammars = BatchEngine.grammars
-    _grammars: Any = None
+    def stats(self) -> EngineStats:
+        load = len(self._live)
+        return dataclasses.replace(self._stats, load=load, queued=max(0, load - self._stats.running),
+                                   max_batch=self.max_batch, alive=self._dead is None, pid=self.pid)  # fmt: skip
 
     def shutdown(self) -> None:
         try:
@@ -236,7 +205,7 @@ class ProcessEngine:
                 raise EngineProcessError(f"the engine process is gone: {e}") from None
 
     def _read(self) -> None:
-        """Deltas from the child, handed to each request's event loop (one wake-up per loop)."""
+        """Deltas from the child, handed to each stream's reader (one wake-up per event loop)."""
         while True:
             try:
                 msg = self._out_r.recv()
@@ -244,22 +213,19 @@ class ProcessEngine:
                 break
             _, items, stats = msg
             if stats is not None:
-                for k, v in zip(STATS, stats, strict=True):
-                    setattr(self, k, v)
+                self._stats = stats
             ready = []
             with self._lock:
                 for rid, delta in items:
-                    req = self._live.get(rid)
-                    if req is None:
+                    stream = self._live.get(rid)
+                    if stream is None:
                         continue
-                    if type(delta) is str:
-                        delta = Delta(delta)
-                    if req.first_token_at is None and (delta.text or delta.completion_tokens):
-                        req.first_token_at = time.perf_counter()  # when it reached this process
+                    if type(delta) is tuple:
+                        delta = Delta(delta[0], token_ids=delta[1])
                     if delta.finish_reason is not None:
                         del self._live[rid]
-                    ready.append((req, delta))
-            deliver(self._mailboxes, ready)
+                    ready.append((stream, delta))
+            self._deliver(ready)
         self.proc.join(timeout=2)
         self._fail_all(f"exit status {self.proc.exitcode}")
 
@@ -269,10 +235,4 @@ class ProcessEngine:
             live, self._live = list(self._live.values()), {}
         if live:
             log.error("the engine process has died (%s): %d requests fail", why, len(live))
-        for req in live:
-            try:
-                req.loop.call_soon_threadsafe(
-                    req.out.put_nowait, Delta("", "error", error=f"the engine process has died ({why})")
-                )
-            except RuntimeError:  # that caller's event loop has already closed
-                pass
+        self._deliver([(s, Delta("", "error", error=f"the engine process has died ({why})")) for s in live])

@@ -1,8 +1,8 @@
 """The one sampler: how the next token is picked from a model's logits on every local path.
 
-The serving engine (`discmed.serve.engine`) calls `sample` on each decode step of its batch;
-the hf backend calls it through `generate()` as a logits processor (`SamplerProcessor`), so
-the same `GenParams` and seed give the same tokens in `discmed chat` and `discmed serve`.
+The engine (`discmed.engine.core`) calls `sample` on each decode step of its batch, and every
+local path — `discmed chat`, data and eval jobs, `discmed serve`, GRPO rollouts — generates
+through the engine, so the same `GenParams` and seed give the same tokens everywhere.
 
 Order, as in vLLM: repetition penalty (on tokens seen in the prompt or the reply), frequency
 and presence penalties (on tokens of the reply), then greedy rows by argmax, the rest by
@@ -153,58 +153,3 @@ def _is_normal(p: GenParams) -> bool:
         and PENALTY_RANGE[0] <= p.frequency_penalty <= PENALTY_RANGE[1]
         and PENALTY_RANGE[0] <= p.presence_penalty <= PENALTY_RANGE[1]
     )
-
-
-class SamplerProcessor:
-    """`sample` as a transformers logits processor, for `generate(do_sample=False)`: it picks
-    each row's token with the shared sampler and leaves only that token finite, so greedy
-    decoding inside generate() takes exactly it. `prompt_starts[i]` is where row i's real
-    tokens begin in the left-padded batch (pads are not penalized, as in the engine)."""
-
-    def __init__(self, params: GenParams, prompt_starts: list[int], device: Any = "cpu",
-                 constraints: list[Any] | None = None):
-        self.params = normalized(params)
-        self.starts = prompt_starts
-        self.generators = [make_generator(params.seed, device) for _ in prompt_starts]
-        # One structured-output matcher per row (discmed.structured.Constraint), or None. A
-        # row's matcher stops once it has taken its stop token; generate() then pads the row.
-        self.constraints = constraints
-        self.prompt_width: int | None = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        live = []
-        if self.constraints:
-            scores = scores.float().clone()
-            for i, c in enumerate(self.constraints):
-                if c is not None:
-                    if not c.done():
-                        live.append(i)
-                    c.mask(scores[i])  # a finished value leaves only the stop token
-
-        seen = None
-        if self.params.repetition_penalty != 1.0:
-            width = input_ids.shape[1]
-            real = torch.arange(width, device=input_ids.device).unsqueeze(0) >= torch.tensor(
-                self.starts, device=input_ids.device
-            ).unsqueeze(-1)
-            seen = torch.zeros_like(scores, dtype=torch.bool)
-            seen.scatter_(1, input_ids.clamp(max=scores.shape[-1] - 1), real)
-        if self.prompt_width is None:  # the first call sees the (left-padded) prompts alone
-            self.prompt_width = input_ids.shape[1]
-        counts = None
-        if uses_counts(self.params):
-            reply = input_ids[:, self.prompt_width :].clamp(max=scores.shape[-1] - 1)
-            counts = torch.zeros_like(scores, dtype=torch.float32)
-            counts.scatter_add_(1, reply, torch.ones_like(reply, dtype=torch.float32))
-        toks, errors = sample(scores.float(), [self.params] * scores.shape[0], seen, self.generators, counts)
-        if any(errors):
-            from discmed.backend import BackendError
-
-            raise BackendError(next(e for e in errors if e))
-        for i in live:
-            self.constraints[i].accept(toks[i])
-        out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(scores.shape[0]), torch.tensor(toks, device=scores.device)] = 0.0
-        return out

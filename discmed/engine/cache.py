@@ -1,0 +1,112 @@
+"""The running batch's tensors: its KV cache, attention mask, positions and penalty records,
+and the two operations continuous batching needs on them — join another batch, keep a subset.
+
+This is the only module that reaches into transformers' cache (`cache.layers[i].keys` and
+`.values`, tensors of batch × heads × time × dim): the scheduler decides who joins and who
+leaves, this module moves the tensors. Rows are left-padded to a common width; a padded slot is
+masked out, so every row attends to exactly its own tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Batch:
+    """The running batch: its rows (the engine's per-request state, opaque here), each row's
+    next input id, and the tensors they share.
+
+    A finished row is not taken out of the tensors at once (that copies the whole KV cache):
+    it stays as a dead row, outside `live`, until enough have finished to be worth a copy or
+    room is needed for joining requests (`compact`)."""
+
+    rows: list[Any]
+    next_ids: list[int]
+    cache: Any
+    mask: Any  # batch × width, 1 on real tokens
+    pos: Any  # batch × 1, the position of each row's next token
+    seen: Any  # batch × vocab, bool: tokens the repetition penalty applies to (prompt and reply)
+    live: list[int] = field(default_factory=list)  # indices of the rows still generating
+    counts: Any = None  # batch × vocab, generated-token counts (frequency/presence), where a row has them
+
+    def __post_init__(self) -> None:
+        if not self.live:
+            self.live = list(range(len(self.rows)))
+
+    @property
+    def dead(self) -> int:
+        return len(self.rows) - len(self.live)
+
+    def compact(self) -> Batch | None:
+        return self.select(self.live)
+
+    def join(self, other: Batch | None) -> Batch:
+        """`other`'s rows appended to this batch's (the shorter side left-padded in time)."""
+        import torch
+
+        if other is None or not other.rows:
+            return self
+        if not self.rows:
+            return other
+        self.cache, self.mask = join_caches(self.cache, self.mask, other.cache, other.mask)
+        if self.counts is not None or other.counts is not None:  # a side without counts has none yet
+            self.counts = torch.cat([_counts(self), _counts(other)])
+        self.pos, self.seen = torch.cat([self.pos, other.pos]), torch.cat([self.seen, other.seen])
+        self.live += [len(self.rows) + i for i in other.live]
+        self.rows += other.rows
+        self.next_ids += other.next_ids
+        return self
+
+    def select(self, keep: list[int]) -> Batch | None:
+        """Only the rows `keep` (indices), in that order; None when none is kept."""
+        import torch
+
+        if len(keep) == len(self.rows):
+            return self
+        if not keep:
+            return None
+        idx = torch.tensor(keep, device=self.mask.device)
+        mask = self.mask[idx]
+        # The rows that remain may all start later than the longest one that left: the columns
+        # of padding they share on the left are cut, so attention and the cache stop paying for
+        # them (under steady load the batch never empties, and its width would only grow).
+        real = mask.any(0).nonzero()
+        cut = int(real[0]) if len(real) else 0
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx, :, cut:], layer.values[idx, :, cut:]
+        self.mask, self.pos, self.seen = mask[:, cut:], self.pos[idx], self.seen[idx]
+        if self.counts is not None:
+            self.counts = self.counts[idx]
+        self.rows = [self.rows[i] for i in keep]
+        self.next_ids = [self.next_ids[i] for i in keep]
+        self.live = list(range(len(keep)))
+        return self
+
+
+def _counts(b: Batch) -> Any:
+    import torch
+
+    return b.counts if b.counts is not None else b.seen.new_zeros(b.seen.shape, dtype=torch.float32)
+
+
+def join_caches(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> tuple[Any, Any]:
+    """Stack two batches' KV caches (and attention masks) into one, left-padding the shorter
+    in time; padded slots are masked out, so every row attends to exactly its own tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    gap = mask.shape[1] - new_mask.shape[1]
+    if gap > 0:
+        new_mask = F.pad(new_mask, (gap, 0))
+    elif gap < 0:
+        mask = F.pad(mask, (-gap, 0))
+    for old, new in zip(cache.layers, new_cache.layers, strict=True):
+        ok, ov, nk, nv = old.keys, old.values, new.keys, new.values
+        if gap > 0:
+            nk, nv = F.pad(nk, (0, 0, gap, 0)), F.pad(nv, (0, 0, gap, 0))
+        elif gap < 0:
+            ok, ov = F.pad(ok, (0, 0, -gap, 0)), F.pad(ov, (0, 0, -gap, 0))
+        old.keys, old.values = torch.cat([ok, nk]), torch.cat([ov, nv])
+    return cache, torch.cat([mask, new_mask])

@@ -1,0 +1,249 @@
+"""The engine's parts on a small random model built here (milliseconds per test, as nanochat's
+engine tests): the scheduler alone, the output processor alone, then the engine — joins,
+leaves, cancellation, shutdown, prompt logprobs — against plain full forwards."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from discmed.backend import GenParams
+from discmed.engine.core import LocalEngine
+from discmed.engine.output import OutputProcessor, find_stop
+from discmed.engine.protocol import QueueFull, Request, acollect, collect, deltas
+from discmed.engine.scheduler import Scheduler
+
+TEXTS = ["头痛两天了，怎么办？", "孩子发烧咳嗽，晚上更厉害", "胃胀气，吃完饭更明显", "血压150/95，头有点晕"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A byte-level BPE trained here on a few lines (Chinese characters split across tokens)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXTS * 4, vocab_size=300, min_frequency=1, special_tokens=["<eos>"])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<eos>", pad_token="<eos>")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    m = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)  # peaked distributions, so the engine's choices are far from ties
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def engine(model, tokenizer):
+    with LocalEngine(model, tokenizer, [tokenizer.eos_token_id], max_batch=8) as eng:
+        yield eng
+
+
+def prompts(tokenizer):
+    return [tokenizer(t)["input_ids"] for t in TEXTS]
+
+
+def reference(model, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding by full forwards, no cache, no batch: what every path must equal."""
+    out = list(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            out.append(int(model(torch.tensor([out])).logits[0, -1].argmax()))
+    return out[len(ids):]
+
+
+# -- the scheduler, alone ------------------------------------------------------------------
+
+
+def item(age: float = 0.0) -> SimpleNamespace:
+    return SimpleNamespace(arrived=time.perf_counter() - age, cancelled=threading.Event())
+
+
+def test_scheduler_refuses_past_the_queue_limit_and_frees_places():
+    s = Scheduler(max_batch=4, max_queue=2)
+    s.add(item())
+    s.add(item())
+    with pytest.raises(QueueFull, match="limit 2"):
+        s.add(item())
+    s.finished()
+    s.add(item())
+    assert s.load == 2
+
+
+def test_scheduler_admits_in_order_and_returns_the_cancelled_apart():
+    s = Scheduler(max_batch=4, max_queue=10)
+    items = [item() for _ in range(5)]
+    for x in items:
+        s.add(x)
+    items[1].cancelled.set()
+    assert s.next_idle(timeout=0.01)
+    taken, cancelled = s.admit(3)
+    assert taken == [items[0], items[2], items[3]] and cancelled == [items[1]]
+    assert s.queued == 1 and s.drain() == [items[4]] and s.queued == 0
+
+
+def test_scheduler_joins_a_group_at_once_and_a_straggler_after_two_steps():
+    s = Scheduler(max_batch=32, max_queue=64)
+    s.add(item())
+    assert not s.join_now(room=16, live=16, step_s=1.0)  # one waits, fresh: gather a group first
+    s.add(item())
+    assert s.join_now(room=16, live=16, step_s=1.0)  # 2 = an eighth of the running 16
+    lone = Scheduler(max_batch=32, max_queue=64)
+    lone.add(item(age=0.05))
+    assert lone.join_now(room=16, live=16, step_s=0.02) and not lone.join_now(room=0, live=32, step_s=0.02)
+
+
+# -- the output processor, alone -------------------------------------------------------------
+
+
+def test_find_stop_takes_the_earliest_of_several():
+    assert find_stop("abcXYdefXZ", ["XZ", "XY"]) == ("abc", "XY")
+    assert find_stop("abc", ["", "q"]) == ("abc", None)
+
+
+def run_output(tokenizer, ids: list[int], **options) -> list:
+    proc = OutputProcessor(tokenizer, [tokenizer.eos_token_id], max_model_len=1000)
+    params = GenParams(**{"max_new_tokens": 100, **options.pop("params", {})})
+    out = proc.start(Request([1], params, **options))
+    got = []
+    for tok in ids:
+        delta, done = proc.step(out, tok)
+        if delta is not None:
+            got.append(delta)
+        if done:
+            break
+    return got
+
+
+def test_output_streams_whole_characters_and_holds_back_what_may_stop(tokenizer):
+    ids = tokenizer("孩子发烧咳嗽，晚上更厉害")["input_ids"]
+    streamed = run_output(tokenizer, ids + [tokenizer.eos_token_id])
+    assert "".join(d.text for d in streamed) == "孩子发烧咳嗽，晚上更厉害"
+    assert all("\ufffd" not in d.text for d in streamed)  # a split character waits for its last byte
+    assert streamed[-1].finish_reason == "stop" and streamed[-1].stop_reason == tokenizer.eos_token_id
+    assert streamed[-1].completion_tokens == len(ids)
+    assert [t for d in streamed for t in d.token_ids] == ids  # the end token is not output
+    cut = run_output(tokenizer, ids, params={"stop": ["晚上", "不会出现的句子"]})
+    assert "".join(d.text for d in cut) == "孩子发烧咳嗽，" and cut[-1].stop_reason == "晚上"
+    # While a stop string may still complete, its possible start is not sent.
+    assert all(not d.text.endswith("晚") for d in cut[:-1])
+
+
+def test_output_final_only_is_one_delta_with_everything(tokenizer):
+    ids = tokenizer("胃胀气，吃完饭更明显")["input_ids"]
+    (final,) = run_output(tokenizer, ids, params={"max_new_tokens": len(ids)}, final_only=True)
+    assert (final.text, final.finish_reason, final.token_ids) == ("胃胀气，吃完饭更明显", "length", ids)
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+def submit_all(engine, requests, stagger: float = 0.0):
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def one(k, req):
+            await asyncio.sleep(stagger * k)
+            stream = engine.submit(req, loop)
+            text, ids = "", []
+            while True:
+                d = await stream.out.get()
+                text, ids = text + d.text, ids + (d.token_ids or [])
+                if d.finish_reason:
+                    return text, ids, d.finish_reason
+
+        return await asyncio.gather(*(one(k, r) for k, r in enumerate(requests)))
+
+    return asyncio.run(main())
+
+
+def test_every_row_equals_full_forwards_alone_and_joined(model, tokenizer, engine):
+    """Greedy rows of different lengths that join a running batch at different steps and leave
+    at different steps decode exactly what full forwards without a cache decode."""
+    ps = prompts(tokenizer) * 2
+    lengths = [3, 17, 9, 25, 5, 12, 30, 2]
+    want = [reference(model, p, n) for p, n in zip(ps, lengths, strict=True)]
+    reqs = [Request(p, GenParams(max_new_tokens=n), ignore_eos=True) for p, n in zip(ps, lengths, strict=True)]
+    before = engine.batches
+    together = submit_all(engine, reqs, stagger=0.003)
+    assert engine.batches - before > 1  # they did arrive apart
+    assert [ids for _, ids, _ in together] == want
+    assert [f for *_, f in together] == ["length"] * len(ps)
+
+
+def test_collect_acollect_and_deltas_agree(tokenizer, engine):
+    """The three ways a backend waits give one reply, seeded sampling included."""
+    p = GenParams(max_new_tokens=12, temperature=0.9, top_k=40, seed=11)
+    ids = prompts(tokenizer)[0]
+    batch = collect(engine, [Request(ids, p, final_only=True), Request(prompts(tokenizer)[1], p, final_only=True)])
+    one = asyncio.run(acollect(engine, Request(ids, p, final_only=True)))
+    streamed = list(deltas(engine, Request(ids, p)))
+    assert batch[0].text == one.text == "".join(d.text for d in streamed)
+    assert batch[0].token_ids == one.token_ids == [t for d in streamed for t in d.token_ids or []]
+
+
+def test_cancel_ends_a_row_and_the_others_go_on(model, tokenizer, engine):
+    ps = prompts(tokenizer)
+    cancelled_before = engine.cancelled
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        long = engine.submit(Request(ps[0], GenParams(max_new_tokens=200), ignore_eos=True), loop)
+        other = engine.submit(Request(ps[1], GenParams(max_new_tokens=20), ignore_eos=True), loop)
+        await long.out.get()
+        long.cancel()
+        while (d := await long.out.get()).finish_reason is None:
+            pass
+        ids = []
+        while True:
+            e = await other.out.get()
+            ids += e.token_ids or []
+            if e.finish_reason:
+                return d, ids
+
+    last, ids = asyncio.run(main())
+    assert last.finish_reason == "cancelled" and last.completion_tokens < 200
+    assert ids == reference(model, ps[1], 20) and engine.cancelled == cancelled_before + 1
+
+
+def test_prompt_logprobs_are_the_models(model, tokenizer, engine):
+    """A scoring request (max_new_tokens 0): each prompt token's logprob under full forwards."""
+    ids = prompts(tokenizer)[2]
+    (d,) = collect(engine, [Request(ids, GenParams(max_new_tokens=0), prompt_logprobs=2, final_only=True)])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), -1)
+    assert d.finish_reason == "length" and d.completion_tokens == 0 and d.prompt_logprobs[0].logprob is None
+    assert [e.id for e in d.prompt_logprobs] == ids and all(len(e.top) == 2 for e in d.prompt_logprobs[1:])
+    got = torch.tensor([e.logprob for e in d.prompt_logprobs[1:]])
+    assert torch.allclose(got, lp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])], atol=1e-5)
+
+
+def test_shutdown_answers_what_is_left_and_refuses_more(model, tokenizer):
+    from discmed.engine.protocol import EngineUnavailable
+
+    eng = LocalEngine(model, tokenizer, [tokenizer.eos_token_id], max_batch=1)
+    ps = prompts(tokenizer)
+    running = eng.submit(Request(ps[0], GenParams(max_new_tokens=10_000), ignore_eos=True))
+    waiting = eng.submit(Request(ps[1], GenParams(max_new_tokens=5)))
+    running.out.get()  # it runs
+    eng.shutdown()
+    for s in (running, waiting):
+        while (d := s.out.get()).finish_reason is None:
+            pass
+        assert d.finish_reason == "error" and "shut down" in d.error
+    with pytest.raises(EngineUnavailable):
+        eng.submit(Request(ps[0], GenParams()))
+    assert not eng.stats().alive and eng.stats().load == 0
