@@ -59,6 +59,21 @@ def test_logprob_scores_equal_a_direct_forward_pass(backend, cmmlu):
     assert row == pytest.approx([direct_logprob(backend, prompts[0], c) for c in combos], abs=1e-4)
 
 
+def test_logprob_scores_through_discmed_serve_equal_the_local_ones(backend, cmmlu, tiny_server):
+    """`--mode logprob` against an endpoint: the openai backend splits each (prompt, choice) as
+    the local backend does (the server's /tokenize), and the server's echoed prompt logprobs
+    give the same scores, multi-token continuations included."""
+    from discmed.backend import load_backend
+
+    task, qs = cmmlu
+    prompts = [build_prompt(q, task, []) for q in qs[:3]]
+    api = load_backend(f"openai:{tiny_server}@tiny")
+    for choices in (["A", "B", "C", "D"], ["A", "AB", "ACD"]):
+        got = api.choice_logprobs(prompts, choices)
+        for row, want in zip(got, backend.choice_logprobs(prompts, choices), strict=True):
+            assert row == pytest.approx(want, abs=1e-4)
+
+
 def test_run_records_every_question_and_resumes(backend, cmmlu, tmp_path):
     task, qs = cmmlu
     settings = {"task": "cmmlu", "model": "tiny", "mode": "logprob", "shots": 0}

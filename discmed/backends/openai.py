@@ -13,8 +13,9 @@ status and the server's message, with its kind (unreachable, auth, not_found, co
 retry), so a dead server, a URL without `/v1`, a refused key or a wrong model id fails in
 seconds instead of once per record. The model's context length (`max_model_len`, which vLLM
 and discmed's server list) and `/tokenize` (at the server's root, both have it) let the job
-engine count a prompt before sending it (`count_prompt`). Its identity is the base URL and the
-server's model id.
+engine count a prompt before sending it (`count_prompt`), and score exam choices
+(`choice_logprobs`: the prompt's logprobs echoed by `/v1/completions`, as lm-evaluation-harness
+scores). Its identity is the base URL and the server's model id.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 from discmed.backend import BackendError, CallError, GenParams, Reply
 from discmed.chat import Message
+from discmed.formats import choice_split
 
 log = logging.getLogger("discmed")
 
@@ -394,7 +396,54 @@ class OpenAIBackend:
             resp.close()  # a closed iterator closes the connection, which stops the server's work
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
-        raise NotImplementedError(
-            "chat completions do not return prompt logprobs: use --mode generate with an API backend, "
-            "or a local (hf, vllm) backend for --mode logprob"
-        )
+        """log P(choice | prompt) from the server's prompt logprobs, as lm-evaluation-harness's
+        `local-completions` scores: each (prompt, choice) is split as every backend splits it
+        (`formats.choice_split`, tokenized by the server's `/tokenize`), sent as token ids to
+        `/v1/completions` with `echo`, `logprobs: 0` and `max_tokens: 1`, and the continuation's
+        token logprobs are summed. discmed serve and vLLM answer so; an endpoint without
+        `/tokenize` or echo (hosted chat APIs) is refused with the reason."""
+        splits = choice_split(prompts, choices, self._encode)
+        seqs = [ctx + cont for ctx, conts in splits for cont in conts]
+        spans = [(len(ctx), len(ctx) + len(cont)) for ctx, conts in splits for cont in conts]
+        scores: list[float] = []
+        step = 32  # prompts per request (discmed serve's queue holds 256)
+        for start in range(0, len(seqs), step):
+            chunk = seqs[start : start + step]
+            resp = self._call(lambda c=chunk: self.client.completions.create(
+                model=self.model, prompt=c, echo=True, logprobs=0, max_tokens=1, temperature=0))
+            for choice, (a, b) in zip(sorted(resp.choices, key=lambda c: c.index), spans[start : start + step],
+                                      strict=True):  # fmt: skip
+                lps = (choice.logprobs.token_logprobs if choice.logprobs is not None else None) or []
+                if len(lps) < b or any(x is None for x in lps[a:b]):
+                    raise NotImplementedError(f"{self.base_url} did not echo the prompt's logprobs (echo with "
+                                              "logprobs on /v1/completions): use --mode generate with this endpoint")
+                scores.append(float(sum(lps[a:b])))
+        n = len(choices)
+        return [scores[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text as the served model's tokenizer gives them (default special
+        tokens), from the server's `/tokenize`."""
+        import httpx
+
+        root = re.sub(r"/v1/?$", "", self.base_url.rstrip("/"))
+        headers = {"Authorization": f"Bearer {self._client_options['api_key']}"}
+        with httpx.Client(timeout=self._client_options["timeout"], headers=headers) as client:
+
+            def one(text: str) -> list[int]:
+                try:
+                    r = client.post(f"{root}/tokenize", json={"model": self.model, "prompt": text,
+                                                              "add_special_tokens": True})  # fmt: skip
+                except httpx.HTTPError as e:
+                    raise CallError(f"cannot reach {root}/tokenize ({e})", kind="unreachable",
+                                    endpoint=self.base_url, model=self._model) from e  # fmt: skip
+                if r.status_code in (404, 405):
+                    raise NotImplementedError(f"{root} has no /tokenize, which scoring choices needs (discmed serve "
+                                              "and vLLM have it): use --mode generate with this endpoint")
+                if r.status_code != 200:
+                    raise CallError(f"{root}/tokenize answered {r.status_code}: {r.text[:200]}", kind="bad_request",
+                                    endpoint=self.base_url, model=self._model, status=r.status_code)  # fmt: skip
+                return list(r.json()["tokens"])
+
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                return list(pool.map(one, texts))

@@ -2,9 +2,10 @@
 
     discmed eval mcq --model tiny --task cmmlu --data-dir ../shared/data/cmmlu --shots 0
 
-`logprob` (local backends) reads the next-token log-probability of each option letter after
-the prompt — one forward pass per question, lm-evaluation-harness's `multiple_choice` with
-`target_delimiter` "" — and picks the largest. `generate` (any backend, APIs included) lets
+`logprob` (local backends, and endpoints that echo prompt logprobs: discmed serve, vLLM)
+reads the log-probability of each option after the prompt — one forward pass per question
+locally, lm-evaluation-harness's `multiple_choice` with `target_delimiter` "" — and picks the
+largest. `generate` (any backend, APIs included) lets
 the model answer and extracts the letters (`extract.parse_choice`); replies that commit to no
 option count wrong and are listed.
 
