@@ -155,6 +155,8 @@ def chat(
     stream: Annotated[bool, typer.Option(help="Stream the reply as it is generated")] = True,
     max_new_tokens: Annotated[int | None, typer.Option(help="Reply length limit")] = None,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy; default: the model's own")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed: the same seed gives the same reply "
+                                                  "here, in jobs and through discmed serve")] = None,
     system: Annotated[str | None, typer.Option(help="A system message")] = None,
     safety: Annotated[bool, typer.Option(help="Red-flag triage and the standing notice")] = True,
     quantize: Annotated[Literal["int8", "int4"] | None, typer.Option(help="int8 | int4 (local models)")] = None,
@@ -174,6 +176,8 @@ def chat(
         params.max_new_tokens = max_new_tokens
     if temperature is not None:
         params.temperature = temperature
+    if seed is not None:
+        params.seed = seed
     second = None
     if safety and triage_model:
         from discmed.serve.triage_model import TriageModel
