@@ -4,7 +4,7 @@ A recipe is a flat YAML mapping (two nested blocks: `data` and `lora`), read int
 models below (`extra="forbid"`): every key is declared with its type and default, so a typo
 (`learnig_rate`) is an error that names the file and suggests the right key, raised before a
 tokenizer or model is loaded. Every recipe shares `CommonRecipe` (SFT and DPO through
-`DataRecipe`, GRPO in discmed.train.grpo); each adds its own keys and defaults. How each key reaches TRL is written out in `discmed.train.runtime.TRL_FIELDS`, so no
+`DataRecipe`, and `GRPORecipe`); each adds its own keys and defaults. How each key reaches TRL is written out in `discmed.train.runtime.TRL_FIELDS`, so no
 key is left to a library default. Data files are read and validated here too (`check_sft_data`,
 `check_dpo_data`), so a bad line in a 470k-line file fails in seconds, not after the model has
 spent minutes loading.
@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from discmed.errors import DiscmedError
+from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../discmed
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -82,14 +83,14 @@ class CommonRecipe(_Strict):
     resume: StrictBool | str = "auto"
     report_to: Literal["none", "tensorboard"] = "none"
     dataloader_workers: StrictInt = 0
+    guard_steps: StrictInt = 5  # a loss of NaN (SFT, DPO: or 0) within these optimizer steps stops the run
 
 
 class DataRecipe(CommonRecipe):
-    """The keys SFT and DPO add: training files, their length, the loss guard."""
+    """The keys SFT and DPO add: training files and their length."""
 
     data: list[DataSource] = Field(default_factory=list)
     max_length: StrictInt = Field(1200, ge=16)
-    guard_steps: StrictInt = 5  # loss 0 or NaN within these optimizer steps stops the run
 
     @field_validator("data", mode="before")
     @classmethod
@@ -114,7 +115,53 @@ class DPORecipe(DataRecipe):
     learning_rate: float = 5e-7
 
 
-Recipe = SFTRecipe | DPORecipe
+class GRPORecipe(CommonRecipe):
+    """The keys GRPO adds (discmed.train.grpo): the cases, the environment, the rewards."""
+
+    output_dir: str = "runs/grpo"
+    method: Literal["full", "lora"] = "full"
+    format: Literal["disc", "chatml", "llama3"] = "disc"
+    # The cases: a DISC set (cmb-clin, cmd, cmid) or samples file; `holdout` of them (a share, seeded) set aside.
+    cases: str = "cmb-clin"
+    samples: str | None = None
+    limit: StrictInt | None = None
+    holdout: float = Field(0.2, ge=0, lt=1)
+    holdout_seed: StrictInt = 0  # the split's own seed: runs with other training seeds hold out the same cases
+    eval_cases: str | None = None  # another set or file to measure before/after on (added to the held-out share)
+    # The environment.
+    patient: str | None = None  # model spec; needed when turns > 1
+    turns: StrictInt = Field(1, ge=1)  # doctor turns per episode
+    max_new_tokens: StrictInt = 64  # per doctor turn
+    max_completion_length: StrictInt = 256  # the whole episode after the opening
+    temperature: float = 1.0
+    top_p: float = 1.0
+    doctor_system: str | None = None
+    # Rewards: weights by name (discmed.rl.rewards); model-judged ones need their models.
+    rewards: dict[str, float] = Field(default_factory=lambda: {"asks": 1.0, "safety": 1.0}, min_length=1)
+    judge: str | None = None
+    grader: str | None = None
+    rubrics: str | None = None
+    length_budget: StrictInt = 300
+    # GRPO.
+    num_generations: StrictInt = Field(4, ge=2)  # episodes per case: the group advantages are relative to
+    beta: float = 0.04  # KL to the reference model (0 = none, no reference kept)
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"  # group | batch | none
+    epsilon: float = 0.2
+    mask_truncated: StrictBool = False  # true: episodes whose last reply hit max_new_tokens get no gradient
+    eval_samples: StrictInt = 4  # episodes per held-out case for the before/after figures
+    use_vllm: StrictBool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    # Optimisation defaults of GRPO (the keys are train sft's).
+    batch_size: StrictInt = 4  # episodes per device per micro-step
+    grad_accum: StrictInt = 1
+    learning_rate: float = 1e-6
+    scheduler: str = "constant"
+    logging_steps: StrictInt = 1
+
+
+Recipe = SFTRecipe | DPORecipe | GRPORecipe
+RECIPES: dict[str, type[CommonRecipe]] = {"sft": SFTRecipe, "dpo": DPORecipe, "grpo": GRPORecipe}
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -174,30 +221,52 @@ def config_error(e: ValidationError, cls: type[BaseModel], where: str,
 
 def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<config>",
                      overrides: list[str] | None = None) -> Recipe:
-    """Build a checked recipe from a plain dict (what the YAML file holds, `overrides` applied:
-    they are passed so an error in one is reported as the override's)."""
-    cls = SFTRecipe if kind == "sft" else DPORecipe
+    """Build a checked recipe of `kind` (sft, dpo, grpo) from a plain dict (what the YAML file
+    holds, `overrides` applied: they are passed so an error in one is reported as the override's)."""
+    cls = RECIPES[kind]
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of recipe keys, got {type(raw).__name__}")
     try:
         recipe = cls.model_validate(raw)
     except ValidationError as e:
         raise config_error(e, cls, where, overrides) from None
-    if not recipe.data:
+    if isinstance(recipe, DataRecipe) and not recipe.data:
         raise ConfigError(f"{where}: data: no training files given")
     if recipe.bf16 is True and recipe.fp16:
         raise ConfigError(f"{where}: bf16 and fp16 are both on; choose one")
     if isinstance(recipe, DPORecipe) and recipe.max_prompt_length >= recipe.max_length:
         raise ConfigError(f"{where}: max_prompt_length must be shorter than max_length (room is needed for the reply)")
+    if isinstance(recipe, GRPORecipe):
+        _check_grpo(recipe, where, overrides)
     if recipe.deepspeed is not None:
         deepspeed_config_path(recipe.deepspeed, where)
     return recipe
 
 
+def _check_grpo(r: GRPORecipe, where: str, overrides: list[str] | None) -> None:
+    known = list(PROGRAMMATIC + MODEL_JUDGED)
+    for name in r.rewards:
+        if name not in known:
+            raise ConfigError(f"{origin('rewards.' + name, where, overrides)}: rewards.{name}: unknown reward"
+                              f"{_suggest(name, known)} (expected {', '.join(known)})")
+    checks = [
+        ((r.batch_size * r.grad_accum) % r.num_generations == 0,
+         f"batch_size × grad_accum ({r.batch_size} × {r.grad_accum}) must be a multiple of num_generations "
+         f"({r.num_generations})"),
+        (r.turns == 1 or r.patient, "patient: a model spec is needed when turns > 1"),
+        (not r.rewards.get("judge") or r.judge, "judge: a model spec is needed for rewards.judge"),
+        (not r.rewards.get("rubric") or (r.grader and r.rubrics), "grader and rubrics are needed for rewards.rubric"),
+    ]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+
+
 def load_recipe(
     path: str | os.PathLike | None, overrides: list[str] | None = None, kind: str = "sft"
 ) -> Recipe:
-    """Read a recipe YAML (or none: defaults) and apply `key=value` overrides (`lora.r=8` for nested)."""
+    """Read a recipe YAML of `kind` (sft, dpo, grpo; or none: defaults) and apply `key=value`
+    overrides (`lora.r=8` for nested)."""
     where = str(path) if path else "<command line>"
     raw: dict[str, Any] = {}
     if path:
@@ -364,7 +433,7 @@ KEY_HELP: dict[str, str] = {
     "data": "training files: a list of paths or {path, weight} (weight 2.0 repeats a file, 0.5 keeps a seeded half)",
     "max_length": "tokens per example; longer conversations are cut at a turn boundary, and one left without an "
                   "assistant token is dropped and counted",
-    "guard_steps": "a loss of 0 or NaN within this many optimizer steps stops the run, saying why",
+    "guard_steps": "a loss of NaN (SFT, DPO: or 0) within this many optimizer steps stops the run, saying why",
     "packing": "pack whole conversations into max_length rows (best-fit decreasing; SFT)",
     "max_prompt_length": "DPO: tokens kept of the prompt (the rest of max_length is for the replies)",
     "beta": "DPO: the preference temperature; GRPO: the KL weight to the starting model (0: none, no reference kept)",
@@ -402,12 +471,7 @@ def recipe_keys(kind: str) -> list[dict[str, str]]:
     """Every key of a recipe kind (sft, dpo, grpo): name, type, default, what it means."""
     import typing
 
-    if kind == "grpo":
-        from discmed.train.grpo import GRPORecipe
-
-        cls: type[BaseModel] = GRPORecipe
-    else:
-        cls = SFTRecipe if kind == "sft" else DPORecipe
+    cls = RECIPES[kind]
     rows = []
     for name, field in cls.model_fields.items():
         default = field.get_default(call_default_factory=True)

@@ -9,9 +9,10 @@ rewards (`discmed.rl.rewards`) are TRL reward functions weighted by the recipe; 
 group-relative over the episodes of one case; `beta` is the KL to the reference model (the
 starting weights, or for LoRA the base with the adapter off).
 
-Recipes share `train sft`'s machinery: YAML plus `key=value` overrides, unknown keys refused
-with a suggestion, full or LoRA, resume from the newest complete checkpoint, the same final
-folder. Part of the cases (`holdout`) is set aside before training; the summary reports the
+Recipes share `train sft`'s machinery: the recipe (`config.GRPORecipe`, YAML plus `key=value`
+overrides, unknown keys refused with a suggestion), the loss guard (`runtime.guarded`: NaN
+stops an early step; a loss of 0 is normal here), full or LoRA, resume from the newest complete
+checkpoint, the same final folder. Part of the cases (`holdout`) is set aside before training; the summary reports the
 mean reward on them before and after, with the reward curve of training (`rewards.jsonl`).
 """
 
@@ -19,119 +20,49 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import Field, StrictBool, StrictInt, ValidationError
-
-from discmed.train.config import (
-    CommonRecipe,
-    ConfigError,
-    _suggest,
-    apply_overrides,
-    config_error,
-    deepspeed_config_path,
-    origin,
+from discmed.backend import GenParams, load_backend
+from discmed.chat import atomic_write_text
+from discmed.eval.consult import SETS, load_cases
+from discmed.eval.rubric import read_rubrics
+from discmed.formats import get_format
+from discmed.rl.env import Consultations, policy_sampler
+from discmed.rl.rewards import Rewards
+from discmed.train import config
+from discmed.train.config import ConfigError, GRPORecipe, apply_overrides, resolve_path
+from discmed.train.runtime import (
+    common_args,
+    guarded,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    marker_callback,
+    precision,
+    resolve_model,
+    resume_checkpoint,
+    save_final,
+    trained_on,
 )
 
 log = logging.getLogger("discmed.train")
 
 
-class GRPORecipe(CommonRecipe):
-    """The keys GRPO adds to those every recipe shares (discmed.train.config.CommonRecipe)."""
-
-    output_dir: str = "runs/grpo"
-    method: Literal["full", "lora"] = "full"
-    format: Literal["disc", "chatml", "llama3"] = "disc"
-    # The cases: a DISC set (cmb-clin, cmd, cmid) or samples file; `holdout` of them (a share, seeded) set aside.
-    cases: str = "cmb-clin"
-    samples: str | None = None
-    limit: StrictInt | None = None
-    holdout: float = Field(0.2, ge=0, lt=1)
-    holdout_seed: StrictInt = 0  # the split's own seed: runs with other training seeds hold out the same cases
-    eval_cases: str | None = None  # another set or file to measure before/after on (added to the held-out share)
-    # The environment.
-    patient: str | None = None  # model spec; needed when turns > 1
-    turns: StrictInt = Field(1, ge=1)  # doctor turns per episode
-    max_new_tokens: StrictInt = 64  # per doctor turn
-    max_completion_length: StrictInt = 256  # the whole episode after the opening
-    temperature: float = 1.0
-    top_p: float = 1.0
-    doctor_system: str | None = None
-    # Rewards: weights by name (discmed.rl.rewards); model-judged ones need their models.
-    rewards: dict[str, float] = Field(default_factory=lambda: {"asks": 1.0, "safety": 1.0}, min_length=1)
-    judge: str | None = None
-    grader: str | None = None
-    rubrics: str | None = None
-    length_budget: StrictInt = 300
-    # GRPO.
-    num_generations: StrictInt = Field(4, ge=2)  # episodes per case: the group advantages are relative to
-    beta: float = 0.04  # KL to the reference model (0 = none, no reference kept)
-    loss_type: str = "grpo"
-    scale_rewards: str = "group"  # group | batch | none
-    epsilon: float = 0.2
-    mask_truncated: StrictBool = False  # true: episodes whose last reply hit max_new_tokens get no gradient
-    eval_samples: StrictInt = 4  # episodes per held-out case for the before/after figures
-    use_vllm: StrictBool = False
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    # Optimisation defaults of GRPO (the keys are train sft's).
-    batch_size: StrictInt = 4  # episodes per device per micro-step
-    grad_accum: StrictInt = 1
-    learning_rate: float = 1e-6
-    scheduler: str = "constant"
-    logging_steps: StrictInt = 1
-
-
 def recipe_from_dict(raw: dict[str, Any], where: str = "<config>", overrides: list[str] | None = None) -> GRPORecipe:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of recipe keys")
-    try:
-        r = GRPORecipe.model_validate(raw)
-    except ValidationError as e:
-        raise config_error(e, GRPORecipe, where, overrides) from None
-    from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
-
-    for name in r.rewards:
-        if name not in PROGRAMMATIC + MODEL_JUDGED:
-            raise ConfigError(f"{origin('rewards.' + name, where, overrides)}: rewards.{name}: unknown reward{_suggest(name, list(PROGRAMMATIC + MODEL_JUDGED))} "
-                              f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED)})")
-    checks = [
-        ((r.batch_size * r.grad_accum) % r.num_generations == 0,
-         f"batch_size × grad_accum ({r.batch_size} × {r.grad_accum}) must be a multiple of num_generations ({r.num_generations})"),
-        (r.turns == 1 or r.patient, "patient: a model spec is needed when turns > 1"),
-        (not r.rewards.get("judge") or r.judge, "judge: a model spec is needed for rewards.judge"),
-        (not r.rewards.get("rubric") or (r.grader and r.rubrics), "grader and rubrics are needed for rewards.rubric"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {message}")
-    if r.deepspeed is not None:
-        deepspeed_config_path(r.deepspeed, where)
-    return r
+    """A checked GRPO recipe (discmed.train.config, as for every recipe kind)."""
+    return config.recipe_from_dict(raw, "grpo", where, overrides)  # type: ignore[return-value]
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> GRPORecipe:
-    where = str(path) if path else "<command line>"
-    raw: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{where}: recipe file not found")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: invalid YAML: {e}") from None
-    return recipe_from_dict(apply_overrides(raw, overrides), where, overrides)
+    """A GRPO recipe YAML with `key=value` overrides (discmed.train.config, as for every kind)."""
+    return config.load_recipe(path, overrides, "grpo")  # type: ignore[return-value]
 
 
 def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
     """(training cases, held-out cases): a seeded share set aside before any training."""
-    from discmed.eval.consult import SETS, load_cases
-    from discmed.train.config import resolve_path
 
     def read(name: str) -> list:
         return load_cases(name if name.lower() in SETS else str(resolve_path(name)), recipe.samples)
@@ -149,9 +80,6 @@ def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
 
 
 def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
-    from discmed.backend import load_backend
-    from discmed.eval.rubric import read_rubrics
-    from discmed.rl.rewards import Rewards
 
     rubrics = {e.prompt_id: e for e in read_rubrics(recipe.rubrics)} if recipe.rubrics else None
     return Rewards(recipe.rewards, cases={c.id: c for c in cases}, length_budget=recipe.length_budget,
@@ -162,7 +90,6 @@ def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
 
 def policy_rewards(model: Any, env: Any, rewards: Any, cases: list, samples: int, recipe: GRPORecipe) -> dict[str, Any]:
     """Mean of each reward (and of the weighted total) over `samples` sampled episodes per case."""
-    from discmed.rl.env import policy_sampler
 
     cases = [c for c in cases for _ in range(samples)]
     with policy_sampler(model, env.tokenizer, env.stop_ids, temperature=recipe.temperature, top_p=recipe.top_p,
@@ -180,38 +107,12 @@ def policy_rewards(model: Any, env: Any, rewards: Any, cases: list, samples: int
             "samples": [{"id": r["id"], "conversation": r["conversation"]} for r in records[:: max(1, samples)][:4]]}
 
 
-def _nan_guard(trainer_cls: type) -> type:
-    """A NaN or infinite loss stops the run (a GRPO loss of 0 is normal: a group of equal rewards)."""
-    from discmed.train.runtime import TrainingGuardError
-
-    class Guarded(trainer_cls):  # type: ignore[misc, valid-type]
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            if self.state.global_step < 5 and not math.isfinite(float(loss.detach().float().item())):
-                raise TrainingGuardError("loss is not finite at an early step: lower learning_rate, or use bf16 not fp16")
-            return loss
-
-    return Guarded
-
-
 def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None = None,
                   trained: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
     """(trainer, environment, rewards) for the recipe, the model loaded."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from discmed.backend import GenParams, load_backend
-    from discmed.formats import get_format
-    from discmed.rl.env import Consultations, policy_sampler
-    from discmed.train.runtime import (
-        common_args,
-        load_model,
-        load_tokenizer,
-        lora_config,
-        marker_callback,
-        precision,
-        resolve_model,
-    )
 
     model_path = resolve_model(recipe.model)
     bf16, fp16 = precision(recipe, model_path)
@@ -260,9 +161,10 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
         mask_truncated_completions=recipe.mask_truncated,
     )
     model = load_model(recipe, model_path, bf16)
-    trainer = _nan_guard(GRPOTrainer)(
+    trainer = guarded(GRPOTrainer, zero_ok=True)(
         model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=lora_config(recipe), rollout_func=rollout, callbacks=[marker_callback(trained), *(callbacks or [])])
+    trainer.discmed_recipe = recipe
     return trainer, env, rewards
 
 
@@ -315,8 +217,6 @@ def draw_curve(curve: list[dict[str, Any]], path: Path, baseline: list[dict[str,
 def run_grpo(config: dict[str, Any] | GRPORecipe | str | Path, overrides: list[str] | None = None,
              callbacks: list[Any] | None = None, evaluate: bool = True) -> dict[str, Any]:
     """GRPO as the recipe says; returns the summary (also saved as discmed_train.json)."""
-    from discmed.chat import atomic_write_text
-    from discmed.train.runtime import resolve_model, resume_checkpoint, save_final, trained_on
 
     if isinstance(config, str | Path):
         recipe = load_recipe(config, overrides)

@@ -255,7 +255,7 @@ def diagnose(loss: float, recipe: Recipe, tokenizer: Any, inputs: dict[str, Any]
             "fp16: activations overflow or underflow in fp16 (DISC-MedLLM's known failure); use bf16"
         )
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    if pad is not None and pad == eos:
+    if labels is not None and pad is not None and pad == eos:
         causes.append(
             f"pad id equals eos id ({pad}): a collator that masks pad tokens also masks every eos target; "
             "give the tokenizer a separate pad token"
@@ -265,8 +265,10 @@ def diagnose(loss: float, recipe: Recipe, tokenizer: Any, inputs: dict[str, Any]
     return f"loss is {what} at an early step — likely cause: " + "; ".join(causes)
 
 
-def guarded(trainer_cls: type) -> type:
-    """A subclass of `trainer_cls` that checks the loss of its first `guard_steps` optimizer steps."""
+def guarded(trainer_cls: type, *, zero_ok: bool = False) -> type:
+    """A subclass of `trainer_cls` that checks the loss of its first `guard_steps` optimizer steps:
+    NaN or infinite stops the run, and so does exactly 0 unless `zero_ok` (GRPO: a group of
+    equal rewards has no advantage, and its loss is 0)."""
 
     class Guarded(trainer_cls):  # type: ignore[misc, valid-type]
         discmed_recipe: Recipe | None = None
@@ -276,7 +278,7 @@ def guarded(trainer_cls: type) -> type:
             recipe = self.discmed_recipe
             if recipe is not None and self.state.global_step < recipe.guard_steps:
                 value = float(loss.detach().float().item())  # one sync per step, first steps only
-                if not math.isfinite(value) or value == 0.0:
+                if not math.isfinite(value) or (value == 0.0 and not zero_ok):
                     raise TrainingGuardError(diagnose(value, recipe, self.processing_class, inputs))
             return loss
 
