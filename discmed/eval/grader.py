@@ -168,10 +168,14 @@ class Protocol:
         return f"[{points}] {criterion}" if self.name == "healthbench" else f"[{points:g}] {criterion}"
 
     def render(self, conversation: list[dict[str, str]], criterion: str, points: float) -> str:
-        return (self.template.replace("<<conversation>>" if self.name == "healthbench" else "{conversation}",
-                                      self.render_conversation(conversation))
-                .replace("<<rubric_item>>" if self.name == "healthbench" else "{criterion}",
-                         self.render_criterion(criterion, points)))
+        return self.render_item(conversation, self.render_criterion(criterion, points))
+
+    def render_item(self, conversation: list[dict[str, str]], item: str) -> str:
+        """The prompt with the rubric item as given (HealthBench's meta-evaluation rows carry it
+        as one string)."""
+        hb = self.name == "healthbench"
+        return (self.template.replace("<<conversation>>" if hb else "{conversation}", self.render_conversation(conversation))
+                .replace("<<rubric_item>>" if hb else "{criterion}", item))
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": prompt}]
@@ -231,8 +235,15 @@ def _try(reply: str, met: bool | None) -> dict[str, Any]:
 async def grade_criterion(client: Any, proto: Protocol, conversation: list[dict[str, str]], criterion: Any,
                           params: Any = None) -> dict[str, Any]:
     """One criterion graded, with its receipt (module docstring)."""
-    params = params or proto.params()
     prompt = proto.render(conversation, criterion.criterion, criterion.points)
+    return {**criterion.as_dict(), **await grade_prompt(client, proto, prompt, params)}
+
+
+async def grade_prompt(client: Any, proto: Protocol, prompt: str, params: Any = None) -> dict[str, Any]:
+    """A rendered grader prompt asked until a verdict (at most `proto.attempts` calls): the
+    verdict and its receipt (`criteria_met`, `explanation`, `grade` — the raw reply —,
+    `reasoning`, `finish_reason`, `prompt_sha256`, `asked`, and the unreadable `tries`)."""
+    params = params or proto.params()
     messages = proto.messages(prompt)
     tries: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
@@ -255,7 +266,7 @@ async def grade_criterion(client: Any, proto: Protocol, conversation: list[dict[
             break
     if chosen is None:  # no verdict: keep the first reply that said anything, for the reader
         chosen = next((t for t in tries if t["reply"].strip()), tries[-1])
-    return {**criterion.as_dict(), "criteria_met": chosen["criteria_met"], "explanation": explanation,
+    return {"criteria_met": chosen["criteria_met"], "explanation": explanation,
             "grade": chosen["reply"], "reasoning": chosen["reasoning"], "finish_reason": chosen["finish_reason"],
             "prompt_sha256": sha256(prompt), "asked": len(tries),
             "tries": [t for t in tries if t is not chosen]}

@@ -79,7 +79,7 @@ def write_report(out: Path, report: str, scores: dict) -> None:
 
 def register_rubric(eval_app: typer.Typer) -> None:
     """Add the rubric commands to the `eval` group."""
-    from discmed.errors import fail_with
+    from discmed.errors import fail, fail_with
 
     @eval_app.command("rubrics")
     def rubrics(
@@ -228,3 +228,181 @@ def register_rubric(eval_app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({"grading": {k: v for k, v in summary.items() if k != "failures"},
                                    "scores": rb.json_summary(table)}, ensure_ascii=False))
+
+    @eval_app.command("receipts")
+    def receipts(
+        run: Annotated[Path, typer.Argument(help="a rubric run folder (its grades.jsonl), a grades file, or an eval "
+                                            "judge judgement / pairwise file")],
+        ids: Annotated[list[str] | None, Opt("--id", help="only these dialogue ids (repeatable)")] = None,
+        model: Annotated[str | None, Opt("--model", help="only this model's verdicts")] = None,
+        show: Annotated[bool, Opt("--show", help="print each verdict in full: the re-rendered prompt, the reply, "
+                                  "the reasoning, earlier unreadable tries")] = False,
+        top: Annotated[int, Opt("--top", help="rows printed in the table (all go to --out)")] = 20,
+        out: Annotated[Path | None, Opt("--out", "-o", help="export every row to a .jsonl or .csv file")] = None,
+        as_json: Annotated[bool, Opt("--json", help="print the counts as JSON on the last line")] = False,
+    ) -> None:
+        """Every verdict with its grader, prompt hash (re-rendered and checked), raw reply, reasoning and
+        parsed result; exits 2 when a prompt does not match its receipt."""
+        from discmed.chat import DataError
+        from discmed.eval import receipts as rc
+
+        try:
+            items = rc.rows(run)
+            if ids:
+                items = [r for r in items if r["id"] in set(ids)]
+            if model:
+                items = [r for r in items if r["model"] == model]
+            if out:
+                rc.export(items, out)
+        except (ValueError, DataError, OSError) as e:
+            fail_with(e, as_json)
+        counts = rc.summary(items)
+        typer.echo(f"{counts['verdicts']} verdicts in {rc.run_file(run)} by {'; '.join(counts['graders']) or 'nobody'} "
+                   f"(protocol {', '.join(counts['protocols']) or '—'}): {counts['verified']} prompts re-rendered and "
+                   f"matching their receipt, {len(counts['mismatched'])} not matching, {counts['not_checkable']} not "
+                   f"checkable; {counts['without_verdict']} without a verdict; {counts['asked_again']} asked more than "
+                   f"once; {counts['with_reasoning']} with the grader's reasoning kept apart")
+        if show:
+            for r in items[:top]:
+                typer.echo(f"\n--- line {r['line']}: {r['model']} {r['id']} {r['item']} → {r['verdict']} "
+                           f"({r['grader']}, {r['identity']}; prompt sha256 {r['prompt_sha256']}, "
+                           f"{ {True: 'verified', False: 'MISMATCH', None: 'not checkable'}[r['verified']]})")
+                if r["prompt"]:
+                    typer.echo(f"[prompt]\n{r['prompt']}")
+                typer.echo(f"[reply]\n{r['reply']}")
+                if r["reasoning"]:
+                    typer.echo(f"[reasoning, not parsed]\n{r['reasoning']}")
+                for i, t in enumerate(r["tries"], 1):
+                    typer.echo(f"[unreadable try {i}]\n{t.get('reply')}")
+        else:
+            typer.echo(rc.table(items[:top]))
+        if out:
+            typer.echo(f"{len(items)} rows → {out}")
+        if counts["mismatched"]:
+            fail(f"{len(counts['mismatched'])} receipts do not match the prompt re-rendered from their line "
+                 f"(an edited file or another template): {'; '.join(counts['mismatched'][:5])}", as_json, 2, counts)
+        if as_json:
+            typer.echo(json.dumps(counts, ensure_ascii=False))
+
+    @eval_app.command("rubric-meta")
+    def rubric_meta(
+        meta_file: Annotated[Path, typer.Argument(help="HealthBench's meta-evaluation JSONL "
+                                                  "(2025-05-07-06-14-12_oss_meta_eval.jsonl), or the folder holding it")],
+        grader: Annotated[str, Opt("--grader", help="the grader to measure (a model spec)")],
+        protocol_name: Annotated[Literal["healthbench", "discmed"], Opt(
+            "--protocol", help="how the grader is asked: healthbench (as published) or discmed (its Chinese grader)")] = "healthbench",
+        limit: Annotated[int | None, Opt("--limit", help="N lines drawn at random with --seed (HealthBench's draw)")] = None,
+        seed: Annotated[int, Opt("--seed", help="the --limit draw's seed")] = 0,
+        out: Annotated[Path, Opt("--out", "-o", help="folder for meta_grades.jsonl, report.md, scores.json")] = Path("runs/rubric-meta"),
+        concurrency: Annotated[int, Opt("--concurrency", help="lines graded at once")] = 8,
+        max_tokens: GraderTokensOpt = None,
+        grader_temperature: GraderTempOpt = None,
+        grader_attempts: AttemptsOpt = None,
+        free_text: FreeTextOpt = False,
+        json_schema: SchemaOpt = False,
+        timeout: TimeoutOpt = 300.0,
+        cache: CacheOpt = True,
+        cache_file: CacheFileOpt = None,
+        shared_cache: SharedCacheOpt = False,
+        as_json: Annotated[bool, Opt("--json", help="print {run, scores} as JSON on the last line")] = False,
+    ) -> None:
+        """Score a grader against physicians' verdicts (HealthBench's meta-evaluation): macro F1 as
+        published, per-category agreement, and where it stands among the physicians."""
+        from discmed.backend import BackendError
+        from discmed.chat import DataError
+        from discmed.eval import meta
+        from discmed.eval.rubric import healthbench_file, sample
+
+        try:
+            source = healthbench_file(meta_file, "meta") if meta_file.is_dir() else meta_file
+            rows = meta.read_meta(source)
+            drawn = sample(rows, limit, seed)
+            proto = grader_protocol(protocol_name, [], max_tokens=max_tokens, temperature=grader_temperature,
+                                    attempts=grader_attempts, free_text=free_text, json_schema=json_schema)
+            summary = meta.run_meta(drawn, backend(grader, timeout), out / "meta_grades.jsonl", grader_spec=grader,
+                                    proto=proto, concurrency=concurrency,
+                                    cache=cache_choice(cache, cache_file, shared_cache),
+                                    progress=sys.stderr.isatty() or not as_json)
+            graded = [json.loads(x) for x in (out / "meta_grades.jsonl").read_text(encoding="utf-8").splitlines()]
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail_with(e, as_json)
+        scores = meta.meta_scores(graded)
+        identity = summary.get("grader_identity") or grader
+        head = (f"Meta-evaluation file: {source} ({len(drawn)} of {len(rows)} lines"
+                + (f", drawn with seed {seed}" if len(drawn) < len(rows) else "") + f"). Graded by {grader} ({identity}); "
+                f"{protocol_line(proto)}; {summary['failed'] or 0} lines failed.\n")
+        report = meta.markdown(scores, grader).replace("\n", f"\n\n{head}", 1)
+        typer.echo(report)
+        write_report(out, report, {"grader": {"spec": grader, "identity": identity}, "protocol": proto.describe(),
+                                   "file": str(source), **scores})
+        end_job(summary, what="lines", as_json=as_json)
+        if as_json:
+            typer.echo(json.dumps({"run": {k: v for k, v in summary.items() if k != "failures"}, "scores": scores},
+                                  ensure_ascii=False))
+
+    @eval_app.command("judges")
+    def judges(
+        runs: Annotated[list[Path], typer.Argument(help="eval rubric run folders (or their grades.jsonl): the "
+                                                   "dialogues to grade again and their own grader's verdicts")],
+        graders: Annotated[str, Opt("--graders", help="comma-separated model specs, each grading every dialogue "
+                                    "of the runs on the same criteria")],
+        out: Annotated[Path, Opt("--out", "-o", help="folder: one grades.jsonl per grader, report.md, judges.json")] = Path("runs/judges"),
+        concurrency: Annotated[int, Opt("--concurrency", help="dialogues graded at once")] = 8,
+        max_tokens: GraderTokensOpt = None,
+        grader_attempts: AttemptsOpt = None,
+        seed: Annotated[int, Opt("--seed", help="the bootstrap's seed")] = 0,
+        timeout: TimeoutOpt = 300.0,
+        cache: CacheOpt = True,
+        cache_file: CacheFileOpt = None,
+        shared_cache: SharedCacheOpt = False,
+        as_json: Annotated[bool, Opt("--json", help="print the comparison as JSON on the last line")] = False,
+    ) -> None:
+        """Grade the same dialogues with several graders under the runs' protocol; how the models'
+        scores and ranking change (Kendall tau), and how far graders agree (agreement, Cohen's kappa)."""
+        from discmed.backend import BackendError
+        from discmed.chat import DataError
+        from discmed.eval import judges as jd
+        from discmed.eval.grader import protocol_from
+        from discmed.eval.rubric import read_grades, run_grading
+
+        specs = [s.strip() for s in graders.split(",") if s.strip()]
+        summaries = []
+        try:
+            if not specs:
+                raise ValueError("--graders: give at least one model spec")
+            lines = [x for r in runs for x in jd.read_run(r)]
+            described = {json.dumps(x["protocol"], sort_keys=True) for x in lines}
+            if len(described) > 1:
+                raise ValueError(f"the runs were graded under {len(described)} different protocols; compare runs of one")
+            described_one = lines[0]["protocol"]
+            proto = protocol_from(described_one)
+            if max_tokens is not None or grader_attempts is not None:
+                from dataclasses import replace
+
+                proto = replace(proto, **{k: v for k, v in (("max_new_tokens", max_tokens),
+                                                            ("attempts", grader_attempts)) if v is not None})
+            dialogues, examples = jd.dialogues_and_examples(lines)
+            graded = {}
+            for label in sorted({(x.get("grader") or {}).get("spec") or "?" for x in lines}):
+                graded[f"{label} (the runs')"] = [x for x in lines if ((x.get("grader") or {}).get("spec") or "?") == label]
+            for spec in specs:
+                target = out / jd.slug(spec) / "grades.jsonl"
+                summary = run_grading(dialogues, examples, backend(spec, timeout), target, grader_spec=spec, proto=proto,
+                                      concurrency=concurrency, cache=cache_choice(cache, cache_file, shared_cache),
+                                      progress=sys.stderr.isatty() or not as_json)
+                summaries.append(summary)
+                graded[spec] = read_grades(target)
+        except (ValueError, DataError, BackendError, OSError) as e:
+            fail_with(e, as_json)
+        result = jd.compare(graded, seed=seed)
+        head = (f"{len(dialogues)} dialogues of {len(runs)} run(s), {sum(len(x['grades']) for x in lines)} criteria, "
+                f"graded again under {protocol_line(proto)}; "
+                + "; ".join(f"{s['grader']}: {s['graded']} graded, {s['failed']} failed, {s['unreadable']} without a "
+                            "verdict" for s in summaries) + ".\n")
+        report = jd.markdown(result).replace("\n", f"\n\n{head}", 1)
+        typer.echo(report)
+        write_report(out, report, {"protocol": proto.describe(), **result})
+        for s in summaries:
+            end_job(s, what=f"dialogues graded by {s['grader']}", as_json=as_json)
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False))
