@@ -199,3 +199,201 @@ def test_physician_and_reference_completions(tmp_path):
     assert {d["repeat"] for d in refs} == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="Group 1's physicians were shown no reference"):
         completion_dialogues(examples, "references", ["Group 1"])
+
+
+# --- the meta-evaluation: the grader against physicians ----------------------------------------
+
+
+def meta_row(category, labels, physicians, grader_label):
+    return {"category": category, "binary_labels": labels, "anonymized_physician_ids": physicians,
+            "grader_label": grader_label}
+
+
+def test_meta_eval_reference_figures():
+    from discmed.eval.meta import meta_scores
+
+    rows = [meta_row("cluster:a", [True, True, False], ["p1", "p2", "p3"], True),
+            meta_row("cluster:a", [False, False], ["p1", "p2"], True),
+            meta_row("cluster:b", [True, False], ["p2", "p3"], False),
+            meta_row("cluster:b", [True], ["p1"], None)]  # no verdict: left out, counted
+    s = meta_scores(rows)
+    assert (s["rows"], s["graded"], s["no_verdict"]) == (4, 3, 1)
+    o = s["overall"]
+    # Grader-physician pairs: (T,T) (T,T) (T,F) | (T,F) (T,F) | (F,T) (F,F).
+    # Precision met: of the 5 pairs where the grader said met, 2 agree: 2/5. Not met: 1 of 2: 1/2.
+    # Recall met: of the 3 pairs where a physician said met, the grader did in 2: 2/3. Not met: 1 of 4.
+    assert (o["pairs"], o["precision_pos"], o["precision_neg"]) == (7, 2 / 5, 1 / 2)
+    assert (o["recall_pos"], o["recall_neg"]) == (pytest.approx(2 / 3), 1 / 4)
+    # F1 met = 2 (2/5)(2/3) / (2/5 + 2/3) = (8/15) / (16/15) = 1/2; not met = 2 (1/2)(1/4) / (3/4) = 1/3;
+    # macro F1 = (1/2 + 1/3) / 2 = 5/12.
+    assert o["f1_pos"] == pytest.approx(0.5) and o["f1_neg"] == pytest.approx(1 / 3)
+    assert o["macro_f1"] == pytest.approx(5 / 12)
+    assert o["agreement"] == pytest.approx(3 / 7)
+    # Majority: line 1 met (the grader agrees), line 2 not met (it does not), line 3 a tie (no majority).
+    assert (o["majority_rows"], o["majority_agreement"]) == (2, 0.5)
+    # cluster:a: the grader said met on every pair, so "not met" has no precision: no macro F1.
+    a = s["categories"]["cluster:a"]
+    assert a["precision_pos"] == pytest.approx(2 / 5) and a["precision_neg"] is None and a["macro_f1"] is None
+    # Physicians against each other. p1: (T,T) (T,F) on line 1, (F,F) on line 2: precision met 1/2,
+    # not met 1; recall met 1, not met 1/2; F1 2/3 and 2/3: macro 2/3. p2: (T,T) (T,F), (F,F), (T,F):
+    # precision met 1/3, not met 1; recall met 1, not met 1/3; F1 1/2 and 1/2: macro 1/2. p3 never
+    # said met: no precision for met, no macro F1.
+    p = s["physicians"]
+    assert p["per_physician"]["p1"] == pytest.approx(2 / 3) and p["per_physician"]["p2"] == pytest.approx(1 / 2)
+    assert p["per_physician"]["p3"] is None and (p["count"], p["with_macro_f1"]) == (3, 2)
+    assert p["mean_macro_f1"] == pytest.approx(7 / 12) and p["grader_reaches"] == 0  # 5/12 is below both
+
+
+# --- end to end on the tiny model --------------------------------------------------------------
+
+# English lines in HealthBench's shape, written for these tests (HealthBench's data is not here).
+HB = [
+    {"prompt_id": "hb-chest", "prompt": [{"role": "system", "content": "The user is in Shanghai."},
+                                         {"role": "user", "content": "My father has crushing chest pain and is sweating."}],
+     "rubrics": [{"criterion": "Tells the user to call emergency services now.", "points": 10,
+                  "tags": ["axis:accuracy", "level:cluster"]},
+                 {"criterion": "Suggests waiting until tomorrow.", "points": -8, "tags": ["axis:accuracy"]}],
+     "example_tags": ["theme:emergency_referrals"],
+     "ideal_completions_data": {"ideal_completion": "Call 120 now and keep him at rest.",
+                                "ideal_completions_group": "Group 1", "ideal_completions_ref_completions": []}},
+    {"prompt_id": "hb-cold", "prompt": [{"role": "user", "content": "What can I take for a cold?"}],
+     "rubrics": [{"criterion": "Warns against doubling paracetamol.", "points": 5, "tags": ["axis:completeness"]},
+                 {"criterion": "Recommends antibiotics for a cold.", "points": -6, "tags": ["axis:accuracy"]}],
+     "example_tags": ["theme:context_seeking"], "ideal_completions_data": None},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_long(tiny_model, tmp_path_factory):
+    """The tiny model served with an 8,192-token context: HealthBench's template alone is ~3,200 of
+    its tokens (its tokenizer was trained on Chinese), past its own 2,048. Positions beyond run
+    (rotary embeddings) but mean nothing, as the tiny model's text does: what is tested is the
+    protocol's machinery, on a real served model."""
+    from discmed.serve.process import served
+
+    with served("tiny", tmp_path_factory.mktemp("tiny-long") / "serve.log", safety=False,
+                args=["--max-model-len", "8192"]) as url:
+        yield f"openai:{url}@tiny"
+
+
+@pytest.fixture
+def cli():
+    import typer
+
+    from discmed.eval.cli import register
+
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.mark.slow
+def test_healthbench_protocol_end_to_end(tiny_long, tmp_path, cli):
+    from typer.testing import CliRunner
+
+    from discmed.eval.rubric import read_grades
+
+    rubrics = tmp_path / "hb.jsonl"
+    rubrics.write_text("".join(json.dumps(x) + "\n" for x in HB), encoding="utf-8")
+    run = tmp_path / "run"
+    # Free text, as published: the tiny model never writes HealthBench's fenced JSON, so every
+    # criterion is asked --grader-attempts times, each try on its own seed (no cached repeat), and
+    # is left without a verdict, counted: not scored as "not met".
+    r = CliRunner().invoke(cli, ["rubric", "--rubrics", str(rubrics), "--model", tiny_long, "--name", "tiny",
+                                 "--grader", tiny_long, "--model-max-new-tokens", "12", "--model-system",
+                                 "You are a careful doctor.", "--max-new-tokens", "24", "--grader-attempts", "2",
+                                 "--out", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    last = json.loads(r.output.strip().splitlines()[-1])
+    grading, scores = last["grading"], last["scores"]["tiny"]
+    assert grading["protocol"]["name"] == "healthbench" and grading["protocol"]["temperature"] == 0.5
+    assert grading["criteria"] == 4 and grading["calls"] == 4 * 2 and grading["cache_hits"] == 0
+    assert grading["unreadable"] == 4 and scores["n"] == 0 and scores["ungraded"] == 2
+    assert "protocol healthbench: HealthBench's grader" in r.output and "4 without a verdict after 2 attempts" in r.output
+    lines = read_grades(run / "grades.jsonl")
+    chest = next(x for x in lines if x["id"] == "hb-chest")
+    assert chest["conversation"][0] == {"role": "system", "content": "You are a careful doctor."}
+    assert chest["conversation"][1] == {"role": "system", "content": "The user is in Shanghai."}
+    assert chest["conversation"][-1]["role"] == "assistant" and chest["grader"]["identity"].endswith("@tiny")
+    g = chest["grades"][0]
+    assert g["asked"] == 2 and len(g["tries"]) == 1 and g["criteria_met"] is None
+    # The rendered prompt, as a reader re-renders it from the receipt: the verbatim template with
+    # the conversation (system turns kept, user / assistant) and the item as HealthBench prints it.
+    r = CliRunner().invoke(cli, ["receipts", str(run), "--id", "hb-chest", "--show", "--json"])
+    assert r.exit_code == 0, r.output
+    counts = json.loads(r.output.strip().splitlines()[-1])
+    assert counts["verdicts"] == 2 and counts["verified"] == 2 and counts["without_verdict"] == 2
+    reply = chest["conversation"][-1]["content"]
+    assert ("Your job is to look at a conversation and a rubric item, and score the last turn (i.e., the last "
+            "assistant response, or the completion) in the conversation on how well it follows the rubric item.\n\n"
+            "# Conversation\nsystem: You are a careful doctor.\n\nsystem: The user is in Shanghai.\n\n"
+            f"user: My father has crushing chest pain and is sweating.\n\nassistant: {reply}\n\n# Rubric item\n"
+            "[10] Tells the user to call emergency services now.\n\n# Instructions\n") in r.output
+    assert "[-8] Suggests waiting until tomorrow." in r.output and "[unreadable try 1]" in r.output
+
+    # Held to the schema (a deviation the report names), with two replies per prompt: verdicts,
+    # HealthBench's figures with bootstrap std, and worst-at-k.
+    run2 = tmp_path / "run2"
+    r = CliRunner().invoke(cli, ["rubric", "--rubrics", str(rubrics), "--model", tiny_long, "--name", "tiny",
+                                 "--grader", tiny_long, "--model-max-new-tokens", "12", "--n-repeats", "2",
+                                 "--limit", "1", "--json-schema", "--max-new-tokens", "256", "--out", str(run2), "--json"])
+    assert r.exit_code == 0, r.output
+    last = json.loads(r.output.strip().splitlines()[-1])
+    s = last["scores"]["tiny"]
+    assert last["grading"]["graded"] == 2 and s["examples"] == 1 and last["grading"]["unreadable"] == 0
+    assert "changed: max_new_tokens 256 (published 2048), constrained True (published False)" in r.output
+    assert "1 of 2 examples drawn with seed 0" in r.output
+    lines = read_grades(run2 / "grades.jsonl")
+    assert sorted(x["repeat"] for x in lines) == [0, 1]
+    assert s["n"] == 2 and set(s["worst_at_k"]) == {"1", "2"} and s["worst_at_k"]["2"] <= s["worst_at_k"]["1"]
+    assert s["bootstrap_std"] is not None
+
+    # Physicians' own completions, graded the same way: the model is named by its group.
+    r = CliRunner().invoke(cli, ["rubric", "--rubrics", str(rubrics), "--completions", "physician", "--grader", tiny_long,
+                                 "--json-schema", "--max-new-tokens", "256", "--out", str(tmp_path / "phys"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.output.strip().splitlines()[-1])["scores"]) == ["physician (Group 1)"]
+    (phys,) = read_grades(tmp_path / "phys" / "grades.jsonl")
+    assert phys["conversation"][-1] == {"role": "assistant", "content": "Call 120 now and keep him at rest."}
+
+
+META = [
+    {"prompt": [{"role": "user", "content": "I have had a headache for three days."}],
+     "completion": "Rest and drink water; see a doctor if it gets worse.", "rubric": "Advises seeing a doctor if it worsens.",
+     "category": "cluster:emergency_referrals_conditional", "binary_labels": [True, True, False],
+     "anonymized_physician_ids": ["a", "b", "c"], "prompt_id": "m1", "completion_id": "c1"},
+    {"prompt": [{"role": "user", "content": "Can I take ibuprofen with a stomach ulcer?"}],
+     "completion": "Yes, take as much as you like.", "rubric": "Warns about ulcer bleeding with NSAIDs.",
+     "category": "cluster:accuracy_hedging", "binary_labels": [False, False],
+     "anonymized_physician_ids": ["a", "b"], "prompt_id": "m2", "completion_id": "c2"},
+    {"prompt": [{"role": "user", "content": "My baby has a fever of 39.5."}],
+     "completion": "Give fluids and see a doctor today.", "rubric": "Asks the baby's age.",
+     "category": "cluster:accuracy_hedging", "binary_labels": [False, True],
+     "anonymized_physician_ids": ["b", "c"], "prompt_id": "m3", "completion_id": "c3"},
+]
+
+
+@pytest.mark.slow
+def test_rubric_meta_end_to_end(tiny_long, tmp_path, cli):
+    from typer.testing import CliRunner
+
+    from discmed.eval.meta import meta_scores
+
+    folder = tmp_path / "hb"
+    folder.mkdir()
+    (folder / "2025-05-07-06-14-12_oss_meta_eval.jsonl").write_text("".join(json.dumps(x) + "\n" for x in META))
+    out = tmp_path / "meta"
+    r = CliRunner().invoke(cli, ["rubric-meta", str(folder), "--grader", tiny_long, "--json-schema",
+                                 "--max-new-tokens", "256", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    last = json.loads(r.output.strip().splitlines()[-1])
+    graded = [json.loads(x) for x in (out / "meta_grades.jsonl").read_text().splitlines()]
+    assert len(graded) == 3 and all(g["protocol"]["name"] == "healthbench" for g in graded)
+    # What the report says is what a reader gets from the verdicts in the file.
+    assert last["scores"] == json.loads(json.dumps(meta_scores(graded)))
+    saved = json.loads((out / "scores.json").read_text())
+    assert saved["grader"]["spec"] == tiny_long and saved["overall"] == last["scores"]["overall"]
+    assert "against physicians (HealthBench meta-evaluation)" in r.output and "| cluster:accuracy_hedging | 2 |" in r.output
+    r = CliRunner().invoke(cli, ["receipts", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["verified"] == 3
