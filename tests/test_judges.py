@@ -33,6 +33,9 @@ def test_compare_reference_figures():
     assert r["ranks"]["G1"] == {"m1": 1, "m2": 2, "m3": 3} and r["ranks"]["G2"] == {"m2": 1, "m1": 2, "m3": 3}
     # Per criterion tag: axis:x is criterion 0 alone: (T,T) (T,T) (F,F): all agree, kappa 1.
     assert p["by_tag"]["axis:x"] == {"n": 3, "agreement": 1.0, "kappa": 1.0}
+    # Models a grader scores alike share a rank.
+    assert compare({"G": [graded("m1", [True, False]), graded("m2", [False, True]), graded("m3", [False, False])]}
+                   )["ranks"]["G"] == {"m1": 1, "m2": 1, "m3": 3}
     # A dialogue one grader left without a verdict is left out of every grader's scores.
     g2[1]["grades"][1]["criteria_met"] = None
     r = compare({"G1": g1, "G2": g2})
@@ -57,7 +60,7 @@ def test_judges_end_to_end_on_tiny(tiny_server, tmp_path):
         {"prompt_id": "2", "prompt": [{"role": "user", "content": "感冒了能喝什么药？"}],
          "rubrics": [{"criterion": "询问是否发烧", "points": 4, "tags": ["axis:completeness"]}]}]), encoding="utf-8")
     common = ["--rubrics", str(rubrics), "--model", spec, "--grader", spec, "--protocol", "discmed",
-              "--model-max-new-tokens", "16", "--max-new-tokens", "48"]
+              "--model-max-new-tokens", "16", "--max-new-tokens", "256"]  # room for the schema's 200-character reason
     for name, extra in (("greedy", []), ("hot", ["--model-temperature", "1.0"])):
         r = CliRunner().invoke(app, ["rubric", *common, "--name", name, *extra, "--out", str(tmp_path / name)])
         assert r.exit_code == 0, r.output

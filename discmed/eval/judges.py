@@ -121,8 +121,8 @@ def compare(graded: dict[str, list[dict[str, Any]]], seed: int = 0) -> dict[str,
                       "agreement": sum(x == y for x, y in zip(va, vb, strict=True)) / len(shared) if shared else None,
                       "kappa": kappa(va, vb), "by_tag": by_tag, "models": len(ranked),
                       "kendall_tau": kendall([table[a][m] for m in ranked], [table[b][m] for m in ranked])})
-    ranks = {g: {m: i + 1 for i, m in enumerate(sorted((m for m in models if row[m] is not None),
-                                                          key=lambda m, row=row: -row[m]))}
+    # Competition ranking: models a grader scores alike share a rank (1, 1, 3).
+    ranks = {g: {m: 1 + sum(v is not None and v > row[m] for v in row.values()) for m in models if row[m] is not None}
              for g, row in table.items()}
     return {"graders": list(graded), "dialogues_compared": len(complete), "models": models, "scores": table,
             "ranks": ranks, "pairs": pairs,
@@ -151,6 +151,8 @@ def markdown(result: dict[str, Any]) -> str:
     for p in result["pairs"]:
         lines.append(f"| {p['a']} | {p['b']} | {p['verdicts']} | {_f(p['agreement'])} | {_f(p['kappa'])} "
                      f"| {_f(p['kendall_tau'])} (n={p['models']}) |")
+    lines += ["", "— : undefined (kappa: one grader gives one verdict throughout and the other does not; tau: fewer "
+              "than two models, or a grader that scores them all alike)."]
     for p in result["pairs"]:
         if p["by_tag"]:
             lines += ["", f"#### Per criterion tag: {p['a']} vs {p['b']}", "",
