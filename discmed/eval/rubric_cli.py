@@ -193,6 +193,9 @@ def register_rubric(eval_app: typer.Typer) -> None:
                 hb = proto.name == "healthbench"
                 params = GenParams(max_new_tokens=model_tokens or (2048 if hb else 512),
                                    temperature=model_temperature if model_temperature is not None else 0.5 if hb else 0.0)
+                if n_repeats > 1 and params.temperature == 0:
+                    typer.echo(f"warning: --n-repeats {n_repeats} at temperature 0: the replies differ only where the "
+                               "model is not deterministic (set --model-temperature)", err=True)
                 records = rb.run_respond(examples, doc, out / "dialogues.json", model_spec=model, name=name or doc.name,
                                          params=params, system=model_system, repeats=n_repeats,
                                          concurrency=concurrency, cache=store, progress=progress)
