@@ -362,7 +362,8 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     # Each line names its judge (the spec as given and the backend's identity, which changes with
     # the weights), so a table that puts judgements side by side can tell who wrote them.
     who = {"spec": judge_spec, "identity": str(judge.identity)}
-    write_jsonl([{**r["line"], "judge": who} for r in results], out)
+    write_jsonl([{**{k: v for k, v in r["line"].items() if k != "receipt"}, "judge": who,
+                  **({"receipt": r["line"]["receipt"]} if "receipt" in r["line"] else {})} for r in results], out)
     unparsed = [f"{r['line']['model']}/{r['line']['source']}/{r['line']['id']}" for r in results if not r["parsed"]]
     return {"out": str(out), "judge": judge_spec, "rubric": rubric, "dialogues": len(dialogues),
             "judged": len(results), "parsed": len(results) - len(unparsed), "unparsed": len(unparsed),
