@@ -312,7 +312,7 @@ class Client:
         # The backend's own retries (the openai SDK's backoff for API models) are the only ones.
         reply = separate(await self.backend.achat(messages, fitted))
         pt = sum(self.count_tokens(m.get("content", "")) for m in messages)
-        ct = self.count_tokens(reply)
+        ct = self.count_tokens(reply) + self.count_tokens(getattr(reply, "reasoning", None) or "")  # thinking is output too
         self.prompt_tokens += pt
         self.completion_tokens += ct
         self.calls += 1
