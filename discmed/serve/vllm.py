@@ -29,6 +29,6 @@ def served_model(
                           max_length=max_model_len, tensor_parallel_size=tensor_parallel_size, max_queue=max_queue,
                           trust_remote_code=trust_remote_code)  # fmt: skip
     fmt, tok = backend.format, backend.tokenizer
-    encode = lambda msgs: fmt.prompt(msgs, tok, max_length=10**9, reserve=0)  # noqa: E731
+    encode = lambda msgs, kw=None: fmt.prompt(msgs, tok, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
     return ServedModel(backend.name, backend.engine, encode, backend.max_length, tokenizer=tok, engine_name="vllm",
                        vocab=len(tok), stop_ids=backend.stop_ids)  # fmt: skip
