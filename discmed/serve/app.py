@@ -5,9 +5,11 @@
 Routes: `POST /v1/chat/completions` and `POST /v1/completions` (streaming and not, `n`
 choices, logprobs, structured output), `GET /v1/models[/{id}]`, `POST /tokenize`,
 `POST /detokenize`, `GET /version`, `GET /health`, `GET /metrics` (Prometheus),
-`GET /openapi.json`, the chat page at `/`. The serving logic is in `serving.py`; this module
-routes, and turns every error a client can cause into a 4xx in OpenAI's error shape
-(`{"error": {"message", "type", "param", "code"}}`), never a 500 or a traceback.
+`GET /openapi.json`, the chat page at `/`. The routes are thin: each calls the app's
+`OpenAIServing` (serving.py, built once by `create_app`), whose responses and streams are
+built in responses.py. This module routes, guards (request id, body size, API key), and turns
+every error a client can cause into a 4xx in OpenAI's error shape (`{"error": {"message",
+"type", "param", "code"}}`), never a 500 or a traceback.
 
 Safety: the red-flag triage of `discmed.serve.safety` runs on the patient's latest message
 and its verdict travels in every chat response's `safety` field (a discmed extra). Whether
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -43,7 +45,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import discmed
-from discmed.serve import serving
 from discmed.serve.metrics import Metrics
 from discmed.serve.protocol import (
     ChatCompletionRequest,
@@ -60,8 +61,11 @@ from discmed.serve.protocol import (
     TokenizeResponse,
     VersionInfo,
 )
+from discmed.serve.responses import APIError
 from discmed.serve.safety import Rules, load_rules
-from discmed.serve.serving import APIError, ServedModel
+from discmed.serve.serving import OpenAIServing, ServedModel, Streamed
+
+__all__ = ["ServedModel", "create_app", "header_timeout_protocol"]
 
 log = logging.getLogger("discmed.serve")
 access_log = logging.getLogger("discmed.access")
@@ -92,6 +96,87 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def serving(request: Request) -> OpenAIServing:
+    return request.app.state.serving
+
+
+def respond(result: dict | Streamed | None, request: Request) -> Any:
+    """What `OpenAIServing` gives, as a response: a body, a stream that stops its generation the
+    moment the client goes away, or 499 (nginx's "client closed request", for the access log)."""
+    if result is None:
+        return Response(status_code=499)
+    if isinstance(result, Streamed):
+        return EventStream(result.content, result.jobs, request.app.state.metrics)
+    return result
+
+
+def errors(*codes: int) -> dict:
+    """The error responses of a route, for /openapi.json."""
+    return {c: {"model": ErrorResponse, "description": ERRORS[c]} for c in codes}
+
+
+GENERATING = {**errors(400, 401, 404, 413, 429, 500, 503),
+              200: {"content": {"text/event-stream": {}}, "description": "A completion, or its stream"}}  # fmt: skip
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    body, alive = serving(request).health()
+    return body if alive else JSONResponse(body, status_code=503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus(request: Request):
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/version", response_model=VersionInfo)
+async def version(request: Request):
+    return serving(request).version()
+
+
+@router.get("/v1/models", response_model=ModelList, responses=errors(401))
+async def models(request: Request):
+    return serving(request).models()
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=errors(401, 404))
+async def model_card(model_id: str, request: Request):
+    return serving(request).model_card(model_id)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, responses=errors(400, 404, 413))
+async def tokenize(body: TokenizeRequest, request: Request):
+    return await serving(request).tokenize(body)
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse, responses=errors(400, 404, 413))
+async def detokenize(body: DetokenizeRequest, request: Request):
+    return await serving(request).detokenize(body)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=GENERATING)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    return respond(await serving(request).chat(body, request), request)
+
+
+@router.post("/v1/completions", response_model=CompletionResponse, responses=GENERATING)
+async def completions(body: CompletionRequest, request: Request):
+    return respond(await serving(request).completion(body, request), request)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request):
+    return JSONResponse(openapi_schema(request.app))
+
+
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 def create_app(
     served: ServedModel,
     *,
@@ -115,189 +200,66 @@ def create_app(
 
     app = FastAPI(title="discmed", version=discmed.__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)  # fmt: skip
-    app.state.served = served
     if not access_log.handlers:  # one JSON object a line on stderr, whatever uvicorn's log level
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
-    rules = (rules or load_rules()) if safety else None
-    metrics = app.state.metrics = Metrics(served.engine)
-    started = time.time()
-
-    # -- errors: always OpenAI's shape, never a traceback --------------------------------
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, e: APIError):
-        return error_response(e.status, e.message, e.type, e.param, e.code, e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, e: RequestValidationError):
-        # A union reports one error per member; the deepest one names the field best
-        # (`messages.0.content.0.text`, not `messages.0.content`).
-        err = max(e.errors(), key=lambda x: len(x.get("loc", ())), default={})
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        if err.get("type") == "json_invalid":
-            return error_response(
-                400,
-                f"request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}",
-                code="invalid_json",
-            )
-        # pydantic names union members in the path (`content.list[TextPart].0.text`); clients
-        # know only the field names.
-        loc = [x for x in loc if not re.match(r"^(str|int|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$", x)]
-        param = ".".join(loc) or None
-        msg = err.get("msg", "invalid request")
-        if err.get("type") == "missing":
-            msg = "required field is missing"
-        elif err.get("type") in ("model_attributes_type", "dict_type") and not loc:
-            msg = "request body must be a JSON object"
-        return error_response(400, f"{param + ': ' if param else ''}{msg}", param=param, code="invalid_value")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, e: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status_code)
-        return error_response(e.status_code, str(e.detail), code=code)
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception):
-        log.exception("internal error")
-        return error_response(500, "internal server error", type="server_error")
-
+    metrics = Metrics(served.engine)
+    app.state.served, app.state.metrics = served, metrics
+    app.state.serving = OpenAIServing(served, rules=(rules or load_rules()) if safety else None, metrics=metrics,
+                                      urgent_in_content=urgent_in_content, triage_model=triage_model)  # fmt: skip
+    for kind, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(kind, handler)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)
-
-    def check_model(model: str | None) -> None:
-        if model is not None and model != served.name:
-            raise APIError(
-                404,
-                f"The model `{model}` does not exist. This server serves `{served.name}`.",
-                param="model",
-                code="model_not_found",
-            )
-
-    errors = lambda *codes: {c: {"model": ErrorResponse, "description": ERRORS[c]} for c in codes}  # noqa: E731
-    generating = errors(400, 401, 404, 413, 429, 500, 503)
-
-    # -- routes ---------------------------------------------------------------------------
-
-    @app.get("/health")
-    async def health():
-        st = served.engine.stats()
-        body = {
-            "status": "ok" if st.alive else "engine down",
-            "model": served.name,
-            "uptime_s": round(time.time() - started, 1),
-            "load": st.load,
-            "batches": st.batches,
-            "max_batch_seen": st.max_batch_seen,
-            "cancelled": st.cancelled,
-            "failed": st.failed,
-            "engine_pid": st.pid,  # with the engine in a process of its own
-            "safety": bool(rules),
-        }
-        # 503 once the engine cannot serve, so that a supervisor or load balancer restarts it.
-        return body if st.alive else JSONResponse(body, status_code=503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus():
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
-
-    @app.get("/version", response_model=VersionInfo)
-    async def version():
-        return VersionInfo(version=discmed.__version__, model=served.name, engine=served.engine_name)
-
-    @app.get("/v1/models", response_model=ModelList, responses=errors(401))
-    async def models():
-        return ModelList(data=[ModelCard(id=served.name, max_model_len=served.max_model_len)])
-
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=errors(401, 404))
-    async def model_card(model_id: str):
-        check_model(model_id)
-        return ModelCard(id=served.name, max_model_len=served.max_model_len)
-
-    @app.post("/tokenize", response_model=TokenizeResponse, responses=errors(400, 404, 413))
-    async def tokenize(body: TokenizeRequest):
-        check_model(body.model)
-        if served.tokenizer is None:
-            raise APIError(400, "this server's engine does not expose its tokenizer")
-        if (body.prompt is None) == (body.messages is None):
-            raise APIError(400, "give exactly one of prompt and messages", param="prompt")
-        # Tokenizing a megabyte is CPU work: in a thread, not in the event loop every request shares.
-        ids = await asyncio.to_thread(_tokenize, served, body)
-        return TokenizeResponse(count=len(ids), max_model_len=served.max_model_len, tokens=ids)
-
-    @app.post("/detokenize", response_model=DetokenizeResponse, responses=errors(400, 404, 413))
-    async def detokenize(body: DetokenizeRequest):
-        check_model(body.model)
-        if served.tokenizer is None:
-            raise APIError(400, "this server's engine does not expose its tokenizer")
-        bad = next((t for t in body.tokens if not 0 <= t < served.vocab_size), None)
-        if bad is not None:
-            raise APIError(400, f"tokens: token id {bad} is outside the vocabulary (size {served.vocab_size})", param="tokens")
-        return DetokenizeResponse(prompt=await asyncio.to_thread(served.tokenizer.decode, body.tokens))
-
-    @app.post(
-        "/v1/chat/completions",
-        response_model=ChatCompletionResponse,
-        responses={**generating, 200: {"content": {"text/event-stream": {}}, "description": "A completion, or its stream"}},
-    )
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        check_model(body.model)
-        if body.safety is None and request.headers.get("x-discmed-safety", "").lower() in ("off", "0", "false"):
-            body.safety = False  # discmed's openai backend: the verdict in `safety`, not in content
-        jobs, prompt, info, verdict = await serving.chat_request(body, served, rules, urgent_in_content, triage_model)
-        request.state.jobs = jobs  # for the access log's ttft_ms
-        metrics.verdict(verdict)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = serving.chat_stream(served, jobs, len(prompt), info, include_usage, lambda: None)
-            return EventStream(stream, jobs, metrics)
-        results = await serving.collect_all(jobs, request.is_disconnected)
-        metrics.observe_jobs(jobs)
-        if any(last.finish_reason == "cancelled" for _, last, _ in results):
-            return Response(status_code=499)  # nginx's "client closed request", for the access log
-        return serving.chat_response(served, jobs, results, len(prompt), info)
-
-    @app.post(
-        "/v1/completions",
-        response_model=CompletionResponse,
-        responses={**generating, 200: {"content": {"text/event-stream": {}}, "description": "A completion, or its stream"}},
-    )
-    async def completions(body: CompletionRequest, request: Request):
-        check_model(body.model)
-        jobs, prompts = serving.completion_request(body, served)
-        request.state.jobs = jobs
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventStream(serving.completion_stream(served, jobs, include_usage, lambda: None), jobs, metrics)
-        results = await serving.collect_all(jobs, request.is_disconnected)
-        metrics.observe_jobs(jobs)
-        if any(last.finish_reason == "cancelled" for _, last, _ in results):
-            return Response(status_code=499)
-        return serving.completion_response(served, body, jobs, results, prompts)
-
-    @app.get("/openapi.json", include_in_schema=False)
-    async def openapi():
-        return JSONResponse(openapi_schema(app))
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
-
+    app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
-def _tokenize(served: ServedModel, body: TokenizeRequest) -> list[int]:
-    if body.prompt is not None:
-        return served.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
-    msgs = [{"role": m.role, "content": m.text_content()} for m in body.messages]
-    try:
-        return served.encode(msgs)
-    except Exception as e:
-        raise APIError(400, f"messages: {e}", param="messages") from None
+# -- errors: always OpenAI's shape, never a traceback ------------------------------------------
+
+
+async def _api_error(request: Request, e: APIError):
+    return error_response(e.status, e.message, e.type, e.param, e.code, e.headers)
+
+
+async def _validation_error(request: Request, e: RequestValidationError):
+    # A union reports one error per member; the deepest one names the field best
+    # (`messages.0.content.0.text`, not `messages.0.content`).
+    err = max(e.errors(), key=lambda x: len(x.get("loc", ())), default={})
+    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    if err.get("type") == "json_invalid":
+        return error_response(
+            400,
+            f"request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}",
+            code="invalid_json",
+        )
+    # pydantic names union members in the path (`content.list[TextPart].0.text`); clients
+    # know only the field names.
+    loc = [x for x in loc if not re.match(r"^(str|int|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$", x)]
+    param = ".".join(loc) or None
+    msg = err.get("msg", "invalid request")
+    if err.get("type") == "missing":
+        msg = "required field is missing"
+    elif err.get("type") in ("model_attributes_type", "dict_type") and not loc:
+        msg = "request body must be a JSON object"
+    return error_response(400, f"{param + ': ' if param else ''}{msg}", param=param, code="invalid_value")
+
+
+async def _http_error(request: Request, e: StarletteHTTPException):
+    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status_code)
+    return error_response(e.status_code, str(e.detail), code=code)
+
+
+async def _internal(request: Request, e: Exception):
+    log.exception("internal error")
+    return error_response(500, "internal server error", type="server_error")
+
+
+ERROR_HANDLERS = {APIError: _api_error, RequestValidationError: _validation_error,
+                  StarletteHTTPException: _http_error, Exception: _internal}  # fmt: skip
 
 
 def openapi_schema(app: FastAPI) -> dict:

@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from discmed.backend import GenParams
+from discmed.engine.sampler import normalized
+
 # ---------------------------------------------------------------------------- requests
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what a torch generator can be seeded with
@@ -152,6 +155,25 @@ class SamplingFields(BaseModel):
             if not -100 <= b <= 100:
                 raise ValueError(f"bias for token {k} must be within [-100, 100]")
         return v
+
+    def to_params(self, defaults: GenParams, max_tokens: int) -> GenParams:
+        """The request's sampling parameters (as vLLM's `to_sampling_params`): fields the client
+        left out take the model's own defaults (its generation_config); values too small to
+        compute become their safe equivalents (`sampler.normalized`), as vLLM treats a
+        temperature below 1e-5."""
+        pick = lambda v, default: default if v is None else v  # noqa: E731
+        return normalized(GenParams(
+            max_new_tokens=max_tokens,
+            temperature=pick(self.temperature, defaults.temperature),
+            top_p=pick(self.top_p, defaults.top_p),
+            top_k=pick(self.top_k, defaults.top_k),
+            min_p=pick(self.min_p, defaults.min_p),
+            repetition_penalty=pick(self.repetition_penalty, defaults.repetition_penalty),
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            stop=list(self.stop or []),
+            seed=self.seed,
+        ))  # fmt: skip
 
 
 class ChatCompletionRequest(SamplingFields):
