@@ -82,7 +82,7 @@ def main() -> None:
                 model="tiny", turns=args.turns, concurrency=concurrency,
                 doctor_params=GenParams(max_new_tokens=args.doctor_tokens),
                 patient_params=GenParams(max_new_tokens=args.patient_tokens),  # greedy: both runs do the same work
-                cache=False, progress=False)
+                cache="none", progress=False)
             assert summary["dialogues"] == len(cases), summary
             figures[concurrency] = summary
             # The server's own count: how many generate batches served this run's calls.

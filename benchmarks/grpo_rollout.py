@@ -48,7 +48,7 @@ def main() -> None:
     patient = load_backend(args.model if args.model != "tiny" else "tiny") if args.turns > 1 else None
     env = Consultations(tok, get_format("disc"), patient=patient, patient_spec=args.model, turns=args.turns,
                         max_new_tokens=args.tokens, max_completion_length=args.turns * (args.tokens + 64),
-                        patient_params=GenParams(max_new_tokens=32), cache=False)
+                        patient_params=GenParams(max_new_tokens=32), cache="none")
     case = load_cases("cmb-clin", SAMPLES)[0]
 
     with policy_sampler(model, tok, env.stop_ids, max_batch=args.group) as generate:

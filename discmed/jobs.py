@@ -26,8 +26,8 @@ Example::
     from discmed.backend import load_backend, GenParams
     from discmed.jobs import JobRunner
 
-    runner = JobRunner("out/rewrite.journal.sqlite", concurrency=64, rate=None, cache=True)
-    # (cache=True: the shared ~/.cache/discmed/llm_cache.sqlite, a PATH, or None; progress=False)
+    runner = JobRunner("out/rewrite.journal.sqlite", concurrency=64, rate=None, cache=cache_path("shared"))
+    # (cache: a file or None; cache_path names the choices: "run", "shared", "none", a file)
     teacher = runner.client(load_backend("openai:http://127.0.0.1:8000/v1@tiny"), name="teacher")
 
     async def work(key: str, payload: dict) -> dict:
@@ -165,10 +165,32 @@ def default_cache_path() -> Path:
     return Path(base) / "llm_cache.sqlite"
 
 
-def run_cache(out: Path, cache: str | Path | bool | None) -> str | Path | bool:
-    """An evaluation run's call cache: its own file beside `out` (None), the shared one (True),
-    a given file, or none (False). Per run by default, so a sampled patient is sampled anew."""
-    return out.with_name(out.name + ".cache.sqlite") if cache is None else cache
+def cache_choice(cache: bool = True, file: str | Path | None = None, shared: bool = False) -> str | Path:
+    """A command line's cache options (--cache/--no-cache, --cache-file, --shared-cache) as one
+    explicit choice for `cache_path`."""
+    return "none" if not cache else (Path(file) if file else ("shared" if shared else "run"))
+
+
+def cache_path(choice: str | Path, out: str | Path | None = None) -> Path | None:
+    """The call cache file a step uses, chosen explicitly:
+
+    - "run": its own file beside `out` (`<out>.cache.sqlite`): a rerun of the same step costs
+      nothing, while a new run samples a sampled patient anew (evaluation's default);
+    - "shared": the shared cache (~/.cache/discmed/llm_cache.sqlite, $DISCMED_CACHE), reused
+      across runs and commands (data construction's default: a teacher's rewrite is kept);
+    - "none": no cache, neither read nor written;
+    - a path: that file."""
+    if isinstance(choice, Path):
+        return choice
+    if choice == "run":
+        if out is None:
+            raise ValueError('cache "run" needs the output it sits beside')
+        return Path(out).with_name(Path(out).name + ".cache.sqlite")
+    if choice == "shared":
+        return default_cache_path()
+    if choice == "none":
+        return None
+    raise ValueError(f"cache: {choice!r} is not one of run, shared, none or a file path")
 
 
 def backend_for(model: str | Any, *, retries: int | None = None, timeout: float | None = None) -> Any:
@@ -368,21 +390,39 @@ class JobRunner:
     """Runs `work(key, payload)` over items with a journal; see the module docstring."""
 
     def __init__(self, journal: str | Path | None, *, concurrency: int = 16, rate: float | None = None,
-                 cache: str | Path | None | bool = None, progress: bool = True, restart: bool = True):
+                 cache: str | Path | None = None, progress: bool = True, restart: bool = True,
+                 failed_file: str | Path | None = None):  # fmt: skip
         """`journal`: the SQLite file that makes the run resumable, or None for work that is
         not resumed (RL rollouts: a resumed run samples afresh), kept in memory.
-        `cache`: a file, True for the shared one, None or False for no call cache."""
+        `cache`: the call cache file, or None for none (`cache_path` says which a choice names).
+        `failed_file`: where `map` writes the items that failed and why."""
         self.journal = Path(journal) if journal is not None else None
         self.concurrency = max(1, int(concurrency))
         self.progress = progress
         self.restart = restart  # a journal made with another model: start over (True) or refuse
         self.restarted: str | None = None  # why this run started over, if it did
+        self.failed_file = Path(failed_file) if failed_file is not None else None
         self._open()
-        if cache is True:
-            cache = default_cache_path()
-        self.cache = Cache(cache) if cache else None
+        self.cache = Cache(cache) if cache is not None else None
         self.clients: list[Client] = []
         self.limiter = RateLimiter(rate)
+
+    @classmethod
+    def beside(cls, out: str | Path, *, cache: str | Path = "run", settings: dict[str, Any] | None = None,
+               **options: Any) -> JobRunner:
+        """The runner of a step that writes `out`: its journal `<out>.journal.sqlite`, the items
+        that failed in `<out stem>.failed.jsonl`, its call cache as `cache` chooses (`cache_path`),
+        and `settings` kept (a journal written with other settings is refused, not mixed into)."""
+        out = Path(out)
+        runner = cls(out.with_name(out.name + ".journal.sqlite"), cache=cache_path(cache, out),
+                     failed_file=out.with_name(out.stem + ".failed.jsonl"), **options)  # fmt: skip
+        if settings is not None:
+            try:
+                runner.keep_settings(settings)
+            except BaseException:
+                runner.close()
+                raise
+        return runner
 
     def __enter__(self) -> JobRunner:
         return self
@@ -488,15 +528,20 @@ class JobRunner:
         return len(self.failed_items)
 
     def map(self, items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict]], *,
-            desc: str = "jobs") -> Outcome:
+            desc: str = "jobs", describe: Callable[[str, Any], dict] | None = None) -> Outcome:
         """`run`, then what a caller wants from it: the results of exactly these items in their
-        order (None where an item failed or was not attempted), their failures, and the summary."""
+        order (None where an item failed or was not attempted), their failures, and the summary.
+        With a `failed_file`, the failed items are written there (`describe(key, payload)` adds
+        what identifies each) and the summary carries the failure fields `raise_for_failures` reads."""
         items = list(items)
         summary = self.run(items, work, desc=desc, total=len(items))
         keys = [str(k) for k, _ in items]
         wanted = set(keys)
         done = {k: r for k, r in self.results() if k in wanted}
         failures = {k: e for k, e in self.failures() if k in wanted}
+        if self.failed_file is not None:
+            self.write_failures(self.failed_file, describe)
+            summary.update(job_outcome(summary, self.failed_file))
         return Outcome([done.get(k) for k in keys], failures, summary)
 
     def run(self, items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Awaitable[dict]],

@@ -165,7 +165,7 @@ def test_unreachable_server_fails_the_run_before_any_case(samples, tmp_path, fre
     with pytest.raises(CallError, match=f"cannot reach the OpenAI-compatible endpoint at http://127.0.0.1:{free_port}/v1"):
         run_consult(load_cases("cmid", samples)[:2], backend, backend, tmp_path / "down.json", doctor_spec=spec,
                     patient_spec=spec, model="tiny", turns=2, concurrency=2,
-                    doctor_params=GenParams(max_new_tokens=8), cache=False, progress=False)
+                    doctor_params=GenParams(max_new_tokens=8), cache="none", progress=False)
     assert time.time() - t0 < 10
     assert not (tmp_path / "down.json").exists()
 

@@ -118,7 +118,7 @@ def test_kgqa_names_a_reply_cut_off_at_the_token_limit(tmp_path, tiny_server, sh
     for the teacher's "format" (the reviewer saw all 8 entities rejected as format)."""
     out = tmp_path / "kgqa.jsonl"
     s = kgqa_file(shared_data / "cmekg" / "train_example.json", out, f"openai:{tiny_server}@tiny", limit=2,
-                  max_new_tokens=6, concurrency=2, cache=False, progress=False)
+                  max_new_tokens=6, concurrency=2, cache="none", progress=False)
     assert s["rejected"] == 2 and s["failed"] == 0
     assert s["rejected_by_reason"] == {"cut off": 2}, s["rejected_by_reason"]
     rejects = [json.loads(x) for x in (tmp_path / "kgqa.jsonl.rejects.jsonl").read_text(encoding="utf-8").splitlines()]

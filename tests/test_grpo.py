@@ -60,7 +60,7 @@ def test_judge_and_rubric_rewards_through_the_server(tiny_server, tmp_path):
     rubric = Example("u", [{"role": "user", "content": URGENT.opening}],
                      [Criterion("建议立即拨打120", 10, ["safety"]), Criterion("建议先观察", -5, [])])
     r = Rewards({"judge": 1.0, "rubric": 1.0}, cases={"u": URGENT}, judge=load_backend(spec), judge_spec=spec,
-                grader=load_backend(spec), grader_spec=spec, rubrics={"u": rubric}, cache=False)
+                grader=load_backend(spec), grader_spec=spec, rubrics={"u": rubric}, cache="none")
     records = [record(URGENT, "请立即拨打120。"), record(URGENT, "多喝热水。")]
     values = r.score(records)
     for name, key in (("judge", "judge_unreadable"), ("rubric", "rubric_ungraded")):
@@ -86,7 +86,7 @@ def test_episode_mask_covers_the_doctor_only(doctor, tiny_server):
 
     model, tok = doctor
     env = Consultations(tok, get_format("disc"), patient=load_backend(f"openai:{tiny_server}@tiny"),
-                        patient_spec="tiny", turns=2, max_new_tokens=24, max_completion_length=200, cache=False)
+                        patient_spec="tiny", turns=2, max_new_tokens=24, max_completion_length=200, cache="none")
     with policy_sampler(model, tok, env.stop_ids) as generate:
         episodes = env.run([URGENT, URGENT, ROUTINE], generate)
     two_turn = [e for e in episodes if sum(t["role"] == "doctor" for t in e.conversation) == 2]

@@ -144,7 +144,7 @@ def test_json_mode_judge_always_gives_scores_in_process_and_over_http(tiny_model
     for name, judge in (("hf", load_backend("tiny")), ("http", OpenAIBackend(f"{tiny_server}@tiny"))):
         out = tmp_path / f"{name}.jsonl"
         summary = run_judge(_dialogues(), judge, out, judge_spec=name, rubric="zh", params=GenParams(max_new_tokens=80),
-                            cache=False, progress=False)  # fmt: skip
+                            cache="none", progress=False)  # fmt: skip
         assert (summary["judged"], summary["parsed"], summary["asked_again"]) == (3, 3, 0), summary
         lines[name] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
         for line in lines[name]:
@@ -155,6 +155,6 @@ def test_json_mode_judge_always_gives_scores_in_process_and_over_http(tiny_model
     assert [x["scores"] for x in lines["hf"]] == [x["scores"] for x in lines["http"]]
     # Free text is still there for DISC's own protocol: the schema is what changed the reply.
     free = run_judge(_dialogues()[:1], load_backend("tiny"), tmp_path / "free.jsonl", judge_spec="hf", rubric="zh",
-                     params=GenParams(max_new_tokens=80), cache=False, progress=False, json_output=False)  # fmt: skip
+                     params=GenParams(max_new_tokens=80), cache="none", progress=False, json_output=False)  # fmt: skip
     text = json.loads((tmp_path / "free.jsonl").read_text(encoding="utf-8").splitlines()[0])["scores"]
     assert free["judged"] == 1 and text != lines["hf"][0]["scores"]

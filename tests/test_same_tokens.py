@@ -36,7 +36,7 @@ def test_chat_jobs_and_serve_give_the_same_tokens_for_a_seed(tiny_model, tiny_se
     (direct,) = collect(backend.engine, [backend.request(messages, params, final_only=True)])
 
     # an eval job: the job engine calling the backend's achat
-    with JobRunner(None, concurrency=4, cache=False, progress=False) as runner:
+    with JobRunner(None, concurrency=4, cache=None, progress=False) as runner:
         client = runner.client(backend, name="doctor")
 
         async def work(key: str, _: None) -> dict:

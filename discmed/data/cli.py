@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         temperature: Annotated[float, typer.Option(help="The teacher's sampling temperature (0: greedy)")] = 0.7,
         limit: Annotated[int | None, typer.Option(help="Only the first N conversations")] = None,
         journal: Annotated[Path | None, typer.Option(help="Journal (default OUT.journal.sqlite); rerun to resume")] = None,
-        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the cache")] = True,
+        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the shared call cache")] = True,
         on_error: OnErrorOpt = "skip",
         progress: ProgressOpt = True,
         as_json: JsonOpt = False,
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
 
         s = rewrite_file(src, out, teacher, journal=journal, concurrency=concurrency, rate=rate,
                          max_new_tokens=max_new_tokens, temperature=temperature, limit=limit, on_error=on_error,
-                         cache=cache, progress=progress)
+                         cache="shared" if cache else "none", progress=progress)
         _finish(s, out, as_json, f"rewrite: {s['accepted']:,} accepted ({s['accepted_after_retry']:,} after a retry), "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"
                                  + _not_attempted(s), final=False)
@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option(help="Entities in flight")] = 16,
         rate: Annotated[float | None, typer.Option(help="At most this many teacher calls per second")] = None,
         max_new_tokens: Annotated[int, typer.Option(help="Longest teacher reply, in tokens")] = 512,
-        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the cache")] = True,
+        cache: Annotated[bool, typer.Option(help="Reuse identical teacher calls from the shared call cache")] = True,
         free_text: Annotated[bool, typer.Option("--free-text", help="do not hold the teacher's reply to a JSON "
                                                 "schema; its 问题：/回答： prose is parsed")] = False,
         on_error: OnErrorOpt = "skip",
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         from discmed.data.kgqa import kgqa_file
 
         s = kgqa_file(list(paths), out, teacher, k=k, min_facts=min_facts, seed=seed, limit=limit,
-                      concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache=cache,
+                      concurrency=concurrency, rate=rate, max_new_tokens=max_new_tokens, cache="shared" if cache else "none",
                       on_error=on_error, progress=progress, json_output=not free_text)
         _finish(s, out, as_json, f"kgqa: {s['entities']:,} entities, {s['accepted']:,} accepted, "
                                  f"{s['rejected']:,} rejected {s['rejected_by_reason']}, {s['failed']} failed"

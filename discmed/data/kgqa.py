@@ -96,13 +96,13 @@ def check_qa(question: str, answer: str, facts: list[tuple[str, str, str]], *,
 def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k: int = 4, min_facts: int = 1,
               seed: int = 0, limit: int | None = None, journal: str | Path | None = None, concurrency: int = 8,
               rate: float | None = None, retries: int = 3, max_new_tokens: int = 512, temperature: float = 0.7,
-              on_error: str = "skip", cache: str | Path | bool | None = True, progress: bool = True,
+              on_error: str = "skip", cache: str | Path = "shared", progress: bool = True,
               teacher_name: str | None = None, json_output: bool = True) -> dict[str, Any]:
     """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary.
     With `json_output` the teacher is held to QA_SCHEMA where its backend can."""
     from discmed.backend import GenParams, cut_off
     from discmed.data.lineage import fingerprint, stamp
-    from discmed.jobs import JobRunner, backend_for, job_outcome
+    from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
 
     prompts = load_prompts()["kgqa"]
     errors = error_sink(on_error)
@@ -115,58 +115,57 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
     backend = backend_for(teacher, retries=retries)
     name = teacher_name or (teacher if isinstance(teacher, str) else getattr(backend, "name", type(backend).__name__))
     dst = Path(dst)
-    runner = JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
-                       cache=cache, progress=progress)
-    runner.set_meta(step="kgqa", teacher=name, prompt_version=prompts["version"], inputs=[str(p) for p in paths])
-    client = runner.client(backend, name="teacher")
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                       json_schema=QA_SCHEMA if json_output else None)
+    with JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
+                   cache=cache_path(cache), progress=progress) as runner:
+        runner.set_meta(step="kgqa", teacher=name, prompt_version=prompts["version"], inputs=[str(p) for p in paths])
+        client = runner.client(backend, name="teacher")
+        params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           json_schema=QA_SCHEMA if json_output else None)
 
-    def check(reply: str, facts) -> tuple[list[str], tuple[str, str] | None]:
-        qa = parse_qa(reply)
-        if qa is None:
-            if cut_off(reply):  # a reply cut off at the limit is not the teacher's format fault
-                return [f"cut off: the reply reached --max-new-tokens {max_new_tokens} before it was complete"], None
-            return ["format: no 问题：… 回答：… in the reply"], None
-        return check_qa(qa[0], qa[1], facts), qa
+        def check(reply: str, facts) -> tuple[list[str], tuple[str, str] | None]:
+            qa = parse_qa(reply)
+            if qa is None:
+                if cut_off(reply):  # a reply cut off at the limit is not the teacher's format fault
+                    return [f"cut off: the reply reached --max-new-tokens {max_new_tokens} before it was complete"], None
+                return ["format: no 问题：… 回答：… in the reply"], None
+            return check_qa(qa[0], qa[1], facts), qa
 
-    async def work(key: str, entity) -> dict:
-        subject, facts = entity
-        facts_text = "\n".join(f"- {s} —{p}→ {o}" for s, p, o in facts)
-        base = [{"role": "system", "content": prompts["system"]},
-                {"role": "user", "content": prompts["user"].format(subject=subject, facts=facts_text)}]
-        reply = await client.chat(base, params)
-        text = reply.strip()
-        reasons, qa = check(reply, facts)
-        first = reasons
-        calls = 1
-        if reasons:
-            retry = base + [{"role": "assistant", "content": text},
-                            {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
-            reply = await client.chat(retry, params)
+        async def work(key: str, entity) -> dict:
+            subject, facts = entity
+            facts_text = "\n".join(f"- {s} —{p}→ {o}" for s, p, o in facts)
+            base = [{"role": "system", "content": prompts["system"]},
+                    {"role": "user", "content": prompts["user"].format(subject=subject, facts=facts_text)}]
+            reply = await client.chat(base, params)
             text = reply.strip()
             reasons, qa = check(reply, facts)
-            calls += 1
-        triples_json = [list(f) for f in facts]
-        if reasons:
-            return {"status": "rejected", "_id": key, "source": "CMeKG", "subject": subject, "triples": triples_json,
-                    "reasons": reasons, "first_reasons": first, "output": text, "teacher": name,
-                    "prompt_version": prompts["version"]}
-        record = {"_id": key, "source": "CMeKG",
-                  "conversation": [{"role": "user", "content": qa[0]}, {"role": "assistant", "content": qa[1]}],
-                  "provenance": {"source_id": subject, "triples": triples_json, "teacher": name,
-                                 "prompt_version": prompts["version"], "step": "kgqa", "teacher_calls": calls,
-                                 "retried": calls > 1}}
-        return {"status": "accepted", "record": record}
+            first = reasons
+            calls = 1
+            if reasons:
+                retry = base + [{"role": "assistant", "content": text},
+                                {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
+                reply = await client.chat(retry, params)
+                text = reply.strip()
+                reasons, qa = check(reply, facts)
+                calls += 1
+            triples_json = [list(f) for f in facts]
+            if reasons:
+                return {"status": "rejected", "_id": key, "source": "CMeKG", "subject": subject, "triples": triples_json,
+                        "reasons": reasons, "first_reasons": first, "output": text, "teacher": name,
+                        "prompt_version": prompts["version"]}
+            record = {"_id": key, "source": "CMeKG",
+                      "conversation": [{"role": "user", "content": qa[0]}, {"role": "assistant", "content": qa[1]}],
+                      "provenance": {"source_id": subject, "triples": triples_json, "teacher": name,
+                                     "prompt_version": prompts["version"], "step": "kgqa", "teacher_calls": calls,
+                                     "retried": calls > 1}}
+            return {"status": "accepted", "record": record}
 
-    def key(subject: str) -> str:
-        return "kgqa-" + hashlib.sha1(subject.encode("utf-8")).hexdigest()[:12]
+        def key(subject: str) -> str:
+            return "kgqa-" + hashlib.sha1(subject.encode("utf-8")).hexdigest()[:12]
 
-    run = runner.run([(key(s), (s, f)) for s, f in entities], work, desc="kgqa")
-    summary = export(runner, dst)
-    failed_file = dst.with_name(dst.name + ".failed.jsonl")
-    runner.write_failures(failed_file, lambda k, entity: {"subject": entity[0], "triples": [list(f) for f in entity[1]]})
-    runner.close()
+        run = runner.run([(key(s), (s, f)) for s, f in entities], work, desc="kgqa")
+        summary = export(runner, dst)
+        failed_file = dst.with_name(dst.name + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, entity: {"subject": entity[0], "triples": [list(f) for f in entity[1]]})
     summary.update({"step": "kgqa", "inputs": [str(p) for p in paths], "entities": len(entities), "triples": len(triples),
                     "teacher": name, "prompt_version": prompts["version"], **job_outcome(run, failed_file),
                     "teacher_calls": run["calls"], "cache_hits": run["cache_hits"],

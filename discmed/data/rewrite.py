@@ -167,7 +167,7 @@ def _context(messages: list[dict], upto: int) -> str:
 def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journal: str | Path | None = None,
                  concurrency: int = 8, rate: float | None = None, retries: int = 3, max_new_tokens: int = 768,
                  temperature: float = 0.7, seed: int = 0, limit: int | None = None, on_error: str = "skip",
-                 cache: str | Path | bool | None = True, progress: bool = True,
+                 cache: str | Path = "shared", progress: bool = True,
                  teacher_name: str | None = None) -> dict[str, Any]:
     """Rewrite every doctor turn of `src` with `teacher` (a model spec or a Backend); returns a summary.
 
@@ -177,68 +177,67 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     """
     from discmed.backend import GenParams, cut_off
     from discmed.data.lineage import fingerprint, stamp
-    from discmed.jobs import JobRunner, backend_for, job_outcome
+    from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
 
     before = fingerprint(src)  # what the step read, for the data card's lineage
     prompts = load_prompts()["rewrite"]
     backend = backend_for(teacher, retries=retries)
     name = teacher_name or (teacher if isinstance(teacher, str) else getattr(backend, "name", type(backend).__name__))
     dst = Path(dst)
-    runner = JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
-                       cache=cache, progress=progress)
-    runner.set_meta(step="rewrite", teacher=name, prompt_version=prompts["version"], input=str(src))
-    client = runner.client(backend, name="teacher")
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    with JobRunner(journal or dst.with_name(dst.name + ".journal.sqlite"), concurrency=concurrency, rate=rate,
+                   cache=cache_path(cache), progress=progress) as runner:
+        runner.set_meta(step="rewrite", teacher=name, prompt_version=prompts["version"], input=str(src))
+        client = runner.client(backend, name="teacher")
+        params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
-    async def ask(messages: list[dict]) -> tuple[str, list[str]]:
-        """The teacher's rewrite, and a reason when it was cut off at the token limit."""
-        reply = await client.chat(messages, params)
-        cut = [f"cut off: the reply reached --max-new-tokens {max_new_tokens}"] if cut_off(reply) else []
-        return reply.strip(), cut
+        async def ask(messages: list[dict]) -> tuple[str, list[str]]:
+            """The teacher's rewrite, and a reason when it was cut off at the token limit."""
+            reply = await client.chat(messages, params)
+            cut = [f"cut off: the reply reached --max-new-tokens {max_new_tokens}"] if cut_off(reply) else []
+            return reply.strip(), cut
 
-    async def work(key: str, conv: Conversation) -> dict:
-        out = [dict(m) for m in conv.messages]
-        attempts = 0
-        for i, m in enumerate(conv.messages):
-            if m["role"] != "assistant":
-                continue
-            context = _context(conv.messages, i)
-            base = [{"role": "system", "content": prompts["system"]},
-                    {"role": "user", "content": prompts["user"].format(context=context, original=m["content"])}]
-            text, cut = await ask(base)
-            attempts += 1
-            reasons = cut + check_rewrite(m["content"], text, context)
-            first_reasons = reasons
-            if reasons:  # one retry, told what was wrong
-                retry = base + [{"role": "assistant", "content": text},
-                                {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
-                text, cut = await ask(retry)
+        async def work(key: str, conv: Conversation) -> dict:
+            out = [dict(m) for m in conv.messages]
+            attempts = 0
+            for i, m in enumerate(conv.messages):
+                if m["role"] != "assistant":
+                    continue
+                context = _context(conv.messages, i)
+                base = [{"role": "system", "content": prompts["system"]},
+                        {"role": "user", "content": prompts["user"].format(context=context, original=m["content"])}]
+                text, cut = await ask(base)
                 attempts += 1
                 reasons = cut + check_rewrite(m["content"], text, context)
-            if reasons:
-                return {"status": "rejected", "_id": conv.id, "source": conv.source, "turn": i,
-                        "reasons": reasons, "first_reasons": first_reasons,
-                        "original": m["content"], "rewrite": text, "teacher": name, "prompt_version": prompts["version"]}
-            out[i] = {"role": "assistant", "content": text}
-        record = Conversation(conv.id, conv.source, out, dict(conv.extra)).to_record()
-        record["provenance"] = {"source_id": conv.id, "teacher": name, "prompt_version": prompts["version"],
-                                "step": "rewrite", "teacher_calls": attempts,
-                                "retried": attempts > sum(1 for m in conv.messages if m["role"] == "assistant")}
-        return {"status": "accepted", "record": record}
+                first_reasons = reasons
+                if reasons:  # one retry, told what was wrong
+                    retry = base + [{"role": "assistant", "content": text},
+                                    {"role": "user", "content": prompts["retry"].format(reasons="；".join(reasons), previous=text)}]
+                    text, cut = await ask(retry)
+                    attempts += 1
+                    reasons = cut + check_rewrite(m["content"], text, context)
+                if reasons:
+                    return {"status": "rejected", "_id": conv.id, "source": conv.source, "turn": i,
+                            "reasons": reasons, "first_reasons": first_reasons,
+                            "original": m["content"], "rewrite": text, "teacher": name, "prompt_version": prompts["version"]}
+                out[i] = {"role": "assistant", "content": text}
+            record = Conversation(conv.id, conv.source, out, dict(conv.extra)).to_record()
+            record["provenance"] = {"source_id": conv.id, "teacher": name, "prompt_version": prompts["version"],
+                                    "step": "rewrite", "teacher_calls": attempts,
+                                    "retried": attempts > sum(1 for m in conv.messages if m["role"] == "assistant")}
+            return {"status": "accepted", "record": record}
 
-    errors = error_sink(on_error)
+        errors = error_sink(on_error)
 
-    def items():
-        for n, conv in enumerate(iter_conversations(src, errors)):
-            if limit is not None and n >= limit:
-                return
-            yield conv.id, conv
+        def items():
+            for n, conv in enumerate(iter_conversations(src, errors)):
+                if limit is not None and n >= limit:
+                    return
+                yield conv.id, conv
 
-    run = runner.run(items(), work, desc="rewrite")
-    summary = export(runner, dst)
-    failed_file = dst.with_name(dst.name + ".failed.jsonl")
-    runner.write_failures(failed_file, lambda k, conv: {"record": conv.to_record()})
-    runner.close()
+        run = runner.run(items(), work, desc="rewrite")
+        summary = export(runner, dst)
+        failed_file = dst.with_name(dst.name + ".failed.jsonl")
+        runner.write_failures(failed_file, lambda k, conv: {"record": conv.to_record()})
     summary.update({"step": "rewrite", "input": str(src), "teacher": name, "prompt_version": prompts["version"],
                     **job_outcome(run, failed_file), "skipped_already_done": run["skipped"], "teacher_calls": run["calls"],
                     "cache_hits": run["cache_hits"], "prompt_tokens": run["prompt_tokens"],

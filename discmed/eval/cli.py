@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.jobs import end_job
+from discmed.jobs import cache_choice, end_job
 
 # The options the model-calling commands share: API timeout, the call cache, the JSON summary.
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds before an API request is abandoned "
@@ -155,9 +155,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
 
         return backend_for(spec, retries=2, timeout=timeout)
 
-    def _cache_choice(cache: bool, cache_file: Path | None, shared: bool):
-        return False if not cache else cache_file or (True if shared else None)  # None: the run's own
-
 
     @eval_app.command("consult")
     def consult(
@@ -197,7 +194,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 cases, doc, pat, target, doctor_spec=doctor, patient_spec=patient, model=model, turns=turns,
                 concurrency=concurrency, doctor_params=GenParams(max_new_tokens=doctor_tokens),
                 patient_params=GenParams(max_new_tokens=patient_tokens, temperature=patient_temperature, top_p=0.9),
-                doctor_system=doctor_system, cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
+                doctor_system=doctor_system, cache=cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
         except (ValueError, DataError, BackendError, OSError) as e:
             fail_with(e, as_json)
         typer.echo(f"{summary['dialogues']}/{summary['cases']} consultations → {summary['out']} "
@@ -250,7 +247,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 target = out or Path("runs") / "judge" / f"pairwise_{x[0]['model']}_vs_{y[0]['model']}.jsonl"
                 summary = run_pairwise(x, y, model, target, judge_spec=judge_spec,
                                        params=GenParams(max_new_tokens=max_tokens or 256),
-                                       concurrency=concurrency, cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
+                                       concurrency=concurrency, cache=cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['x']} vs {summary['y']} on {summary['cases']} cases: "
                            f"{summary['x_wins']} / {summary['y_wins']} wins, {summary['ties']} ties, "
                            f"{summary['undecided']} undecided; verdict kept after swapping: {summary['consistent']}; "
@@ -264,7 +261,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
                 summary = run_judge(flat, model, target, judge_spec=judge_spec, rubric=rubric,
                                     params=GenParams(max_new_tokens=max_tokens or 128), concurrency=concurrency,
                                     json_output=not free_text,
-                                    cache=_cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
+                                    cache=cache_choice(cache, cache_file, shared_cache), progress=progress(as_json))
                 typer.echo(f"{summary['judged']}/{summary['dialogues']} judged → {summary['out']}: "
                            f"{summary['parsed']} parsed, {summary['unparsed']} unparsed after asking again "
                            f"({summary['asked_again']} asked twice), {summary['failed']} failed")

@@ -304,7 +304,7 @@ def write_dialogues(records: list[dict[str, Any]], path: str | Path) -> None:
 
 def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *, doctor_spec: str,
                 patient_spec: str, model: str, turns: int = 3, concurrency: int = 8, doctor_params: Any = None,
-                patient_params: Any = None, doctor_system: str | None = None, cache: Any = None,
+                patient_params: Any = None, doctor_system: str | None = None, cache: str | Path = "run",
                 progress: bool = True) -> dict[str, Any]:
     """Run every case through the engine and write DISC's dialogue file to `out`.
 
@@ -313,7 +313,7 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     to `<out>.leaks.jsonl`, one line per flagged dialogue.
     """
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome, run_cache
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     doctor_params = doctor_params or GenParams(max_new_tokens=512)
@@ -321,25 +321,20 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     settings = {"doctor": doctor_spec, "patient": patient_spec, "model": model, "turns": turns,
                 "doctor_params": vars(doctor_params), "patient_params": vars(patient_params),
                 "doctor_system": doctor_system}
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings(settings)
+    settings = settings
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         doc = runner.client(doctor, name="doctor")
         pat = runner.client(patient, name="patient")
-        by_id = {c.id: c for c in cases}
 
         async def work(key: str, case: Case) -> dict:
             return await consult(case, doc, pat, turns=turns, doctor_params=doctor_params,
                                  patient_params=patient_params, model=model, doctor_system=doctor_system)
 
-        stats = runner.run([(c.id, c) for c in cases], work, desc=f"consult {model}")
-        results = [r for key, r in runner.results() if key in by_id]
-        failures = [{"id": k, "error": e} for k, e in runner.failures() if k in by_id]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, case: {"id": case.id})
-    finally:
-        runner.close()
+        outcome = runner.map([(c.id, c) for c in cases], work, desc=f"consult {model}",
+                             describe=lambda k, case: {"id": case.id})
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
+    failures = [{"id": k, "error": e} for k, e in outcome.failures.items()]
     write_dialogues([r["dialogue"] for r in results], out)
     leaky = [{"id": r["dialogue"]["id"], "leaks": r["leaks"]} for r in results if r["leaks"]]
     leak_path = out.with_name(out.stem + ".leaks.jsonl")

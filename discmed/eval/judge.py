@@ -309,7 +309,7 @@ def agreement(pairs: Iterable[tuple[dict[str, float], dict[str, float]]]) -> lis
 
 
 def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, judge_spec: str,
-              rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: Any = None,
+              rubric: str = "disc", params: Any = None, concurrency: int = 8, cache: str | Path = "run",
               progress: bool = True, json_output: bool = True) -> dict[str, Any]:
     """Judge every dialogue; write DISC-format judgement lines to `out` (JSONL).
 
@@ -322,14 +322,12 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     from dataclasses import replace
 
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome, run_cache
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=128), json_schema=SCORES_SCHEMA if json_output else None)
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings({"judge": judge_spec, "rubric": rubric, "params": vars(params)})
+    settings = {"judge": judge_spec, "rubric": rubric, "params": vars(params)}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(judge, name="judge")
         retry_prompt = load_prompt("judge_retry.txt")
 
@@ -351,14 +349,11 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
             return {"line": line, "asked": asked, "parsed": parse_scores(reply) is not None}
 
         items = [(f"{d['model']}/{d['source']}/{d['id']}", d) for d in dialogues]
-        wanted = {k for k, _ in items}
-        stats = runner.run(items, work, desc="judge")
-        results = [r for k, r in runner.results() if k in wanted]
-        failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"]})
-    finally:
-        runner.close()
+        outcome = runner.map(items, work, desc="judge",
+                             describe=lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"]})
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
+    failures = [{"key": k, "error": e} for k, e in outcome.failures.items()]
     # Each line names its judge (the spec as given and the backend's identity, which changes with
     # the weights), so a table that puts judgements side by side can tell who wrote them.
     who = {"spec": judge_spec, "identity": str(judge.identity)}
@@ -375,7 +370,7 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
 
 
 def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judge: Any, out: str | Path, *,
-                 judge_spec: str, params: Any = None, concurrency: int = 8, cache: Any = None,
+                 judge_spec: str, params: Any = None, concurrency: int = 8, cache: str | Path = "run",
                  progress: bool = True) -> dict[str, Any]:
     """Compare two doctors on the cases both consulted, each case judged in both orders.
 
@@ -383,7 +378,7 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
     from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome, run_cache
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=256)
@@ -392,10 +387,8 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
     if not pairs:
         raise ValueError("the two dialogue files share no (source, id) case to compare")
     model_x, model_y = pairs[0][0]["model"], pairs[0][1]["model"]
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings({"judge": judge_spec, "x": model_x, "y": model_y, "params": vars(params)})
+    settings = {"judge": judge_spec, "x": model_x, "y": model_y, "params": vars(params)}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(judge, name="judge")
 
         async def work(key: str, pair: tuple[dict, dict]) -> dict:
@@ -412,13 +405,10 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
                                  for r, v, p, o in ((ab_reply, ab, prompts[0], "x first"),
                                                     (ba_reply, ba, prompts[1], "y first"))]}
 
-        stats = runner.run([(f"{x['source']}/{x['id']}", (x, y)) for x, y in pairs], work, desc="pairwise")
-        wanted = {f"{x['source']}/{x['id']}" for x, _ in pairs}
-        results = [r for k, r in runner.results() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, pair: {"source": pair[0]["source"], "id": pair[0]["id"]})
-    finally:
-        runner.close()
+        outcome = runner.map([(f"{x['source']}/{x['id']}", (x, y)) for x, y in pairs], work, desc="pairwise",
+                             describe=lambda k, pair: {"source": pair[0]["source"], "id": pair[0]["id"]})
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
     write_jsonl([{**r, "judge": {"spec": judge_spec, "identity": str(judge.identity)}} for r in results], out)
     decided = [r for r in results if r["ab"] is not None and r["ba"] is not None]
     # Consistent: the same doctor (or a tie) in both orders. First-position rate: how often a

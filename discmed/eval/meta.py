@@ -120,20 +120,18 @@ def meta_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_meta(rows: list[dict[str, Any]], grader: Any, out: str | Path, *, grader_spec: str, proto: Any,
-             concurrency: int = 8, cache: Any = None, progress: bool = True) -> dict[str, Any]:
+             concurrency: int = 8, cache: str | Path = "run", progress: bool = True) -> dict[str, Any]:
     """Grade every line with `proto`; write one JSON line per line graded to `out` (its fields,
     the `grader`, the `protocol`, the graded `conversation`, `grader_label` and the verdict's
     receipt under `grade`); return the run's counts. Resumable (journal)."""
     from discmed.eval.grader import grade_prompt
-    from discmed.jobs import JobRunner, job_outcome, run_cache
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = proto.params()
     who: dict[str, Any] = {"spec": grader_spec, "identity": None}
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings({"grader": grader_spec, "protocol": proto.describe()})
+    settings = {"grader": grader_spec, "protocol": proto.describe()}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(grader, name="grader")
         who["identity"] = client.model
 
@@ -147,13 +145,10 @@ def run_meta(rows: list[dict[str, Any]], grader: Any, out: str | Path, *, grader
                     "grader_label": grade["criteria_met"], "grade": grade}
 
         items = [(r["key"], r) for r in rows]
-        wanted = {k for k, _ in items}
-        stats = runner.run(items, work, desc="meta-eval")
-        results = [r for k, r in runner.results() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, row: {"key": k, "prompt_id": row.get("prompt_id")})
-    finally:
-        runner.close()
+        outcome = runner.map(items, work, desc="meta-eval",
+                             describe=lambda k, row: {"key": k, "prompt_id": row.get("prompt_id")})
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
     write_jsonl(results, out)
     return {"out": str(out), "grader": grader_spec, "grader_identity": who["identity"], "protocol": proto.describe(),
             "lines": len(rows), "graded": len(results), "no_verdict": sum(r["grader_label"] is None for r in results),

@@ -305,14 +305,14 @@ async def grade_dialogue(client: Any, conversation: list[dict[str, str]], criter
 
 def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader: Any, out: str | Path, *,
                 grader_spec: str, proto: Protocol | None = None, params: Any = None, concurrency: int = 8,
-                cache: Any = None, progress: bool = True) -> dict[str, Any]:
+                cache: str | Path = "run", progress: bool = True) -> dict[str, Any]:
     """Grade each dialogue against the rubric of its case (matched on id) with `proto` (default:
     discmed's); write one JSON line per dialogue to `out`: `id`, `model`, `source`, `repeat`,
     `example_tags`, the `grader` (spec and identity), the `protocol`, the graded `conversation`,
     and `grades` — each criterion with `criteria_met` true / false / null and its receipt
     (discmed.eval.grader). Resumable (journal)."""
     from discmed.eval.grader import grade_dialogue as grade
-    from discmed.jobs import JobRunner, job_outcome, run_cache
+    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     proto = proto or protocol("discmed")
@@ -323,10 +323,8 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
         raise ValueError(f"none of the {len(dialogues)} dialogues has an id in the rubric file "
                          f"(ids there look like {', '.join(list(by_id)[:3])})")
     who = {"spec": grader_spec, "identity": None}
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings({"grader": grader_spec, "protocol": proto.describe(), "params": vars(params)})
+    settings = {"grader": grader_spec, "protocol": proto.describe(), "params": vars(params)}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(grader, name="grader")
         who["identity"] = client.model
 
@@ -339,15 +337,12 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
                     "conversation": conversation, "grades": grades}
 
         items = [(dialogue_key(d), d) for d in matched]
-        wanted = {k for k, _ in items}
-        stats = runner.run(items, work, desc="rubric grading")
-        results = [r for k, r in runner.results() if k in wanted]
-        failures = [{"key": k, "error": e} for k, e in runner.failures() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"],
+        outcome = runner.map(items, work, desc="rubric grading",
+                             describe=lambda k, d: {"model": d["model"], "source": d["source"], "id": d["id"],
                                                          "repeat": d.get("repeat")})
-    finally:
-        runner.close()
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
+    failures = [{"key": k, "error": e} for k, e in outcome.failures.items()]
     write_jsonl(results, out)
     grades = [g for r in results for g in r["grades"]]
     return {"out": str(out), "grader": grader_spec, "grader_identity": who["identity"], "protocol": proto.describe(),
@@ -361,20 +356,18 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
 
 def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_spec: str, name: str,
                 params: Any = None, system: str | None = None, repeats: int = 1, concurrency: int = 8,
-                cache: Any = None, progress: bool = True) -> list[dict]:
+                cache: str | Path = "run", progress: bool = True) -> list[dict]:
     """A model's reply to each example's prompt (HealthBench's protocol: one reply to the
     conversation so far), `repeats` times each, written as a dialogue file in DISC's format.
     Repeat r > 0 is sampled with seed r, so each is a call of its own (and a cache entry)."""
     from discmed.backend import GenParams
     from discmed.eval.consult import write_dialogues
-    from discmed.jobs import JobRunner, job_outcome, raise_for_failures, run_cache
+    from discmed.jobs import JobRunner, job_outcome, raise_for_failures
 
     out = Path(out)
     params = params or GenParams(max_new_tokens=512)
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=run_cache(out, cache), progress=progress)
-    try:
-        runner.keep_settings({"model": model_spec, "name": name, "params": vars(params), "system": system})
+    settings = {"model": model_spec, "name": name, "params": vars(params), "system": system}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(model, name="model")
 
         async def work(key: str, item: tuple[Example, int | None]) -> dict:
@@ -389,13 +382,10 @@ def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_s
 
         items = [(e.prompt_id if repeats == 1 else f"{e.prompt_id}#{r}", (e, None if repeats == 1 else r))
                  for e in examples for r in range(repeats)]
-        wanted = {k for k, _ in items}
-        stats = runner.run(items, work, desc=f"respond {name}")
-        records = [r for k, r in runner.results() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, item: {"prompt_id": item[0].prompt_id, "repeat": item[1]})
-    finally:
-        runner.close()
+        outcome = runner.map(items, work, desc=f"respond {name}",
+                             describe=lambda k, item: {"prompt_id": item[0].prompt_id, "repeat": item[1]})
+    stats, failed_file = outcome.summary, runner.failed_file
+    records = [r for r in outcome.results if r is not None]
     write_dialogues(records, out)
     raise_for_failures(job_outcome(stats, failed_file), what=f"prompts answered by {name}")
     return records

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from discmed.eval.cli import CacheFileOpt, CacheOpt, SharedCacheOpt, TimeoutOpt
-from discmed.jobs import end_job
+from discmed.jobs import cache_choice, end_job
 
 Opt = typer.Option
 
@@ -36,10 +36,6 @@ def backend(spec: str, timeout: float):
     from discmed.jobs import backend_for
 
     return backend_for(spec, retries=2, timeout=timeout)
-
-
-def cache_choice(cache: bool, cache_file: Path | None, shared: bool):
-    return False if not cache else cache_file or (True if shared else None)  # None: the run's own
 
 
 def grader_protocol(name: str, examples: list, *, max_tokens: int | None, temperature: float | None,
@@ -107,7 +103,7 @@ def register_rubric(eval_app: typer.Typer) -> None:
             items = load_rubric_cases(cases, samples, reference)[:limit] if limit else load_rubric_cases(cases, samples, reference)
             summary = run_write(items, backend(writer, timeout), out, writer_spec=writer,
                                 params=GenParams(max_new_tokens=max_tokens), concurrency=concurrency,
-                                cache=cache, progress=sys.stderr.isatty() or not as_json,
+                                cache="shared" if cache else "none", progress=sys.stderr.isatty() or not as_json,
                                 json_output=not free_text)
         except (ValueError, DataError, BackendError, OSError) as e:
             fail_with(e, as_json)

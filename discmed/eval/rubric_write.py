@@ -188,7 +188,7 @@ def prompt_version() -> str:
 
 
 def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: str, params: Any = None,
-              concurrency: int = 8, cache: Any = True, progress: bool = True,
+              concurrency: int = 8, cache: str | Path = "shared", progress: bool = True,
               json_output: bool = True) -> dict[str, Any]:
     """Write a checked rubric per case to `out` (HealthBench-shaped JSONL) and the rubrics that
     failed the checks twice to `<out>.rejects.jsonl`; returns counts. With `json_output` the
@@ -201,10 +201,8 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=1024), json_schema=RUBRIC_SCHEMA if json_output else None)
     version = prompt_version()
-    runner = JobRunner(out.with_name(out.name + ".journal.sqlite"), concurrency=concurrency,
-                       cache=cache, progress=progress)
-    try:
-        runner.keep_settings({"writer": writer_spec, "params": vars(params), "prompt_version": version})
+    settings = {"writer": writer_spec, "params": vars(params), "prompt_version": version}
+    with JobRunner.beside(out, cache=cache, settings=settings, concurrency=concurrency, progress=progress) as runner:
         client = runner.client(writer, name="writer")
         retry = load_prompt("rubric_writer_retry.txt")
 
@@ -229,14 +227,11 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
                            {"source": case["source"], "provenance": provenance}).as_dict()
             return {"ok": True, "line": line}
 
-        stats = runner.run([(c["id"], c) for c in cases], work, desc="rubrics")
-        wanted = {c["id"] for c in cases}
-        results = [r for k, r in runner.results() if k in wanted]
-        failures = [{"id": k, "error": e} for k, e in runner.failures() if k in wanted]
-        failed_file = out.with_name(out.stem + ".failed.jsonl")
-        runner.write_failures(failed_file, lambda k, case: {"id": case["id"], "source": case.get("source")})
-    finally:
-        runner.close()
+        outcome = runner.map([(c["id"], c) for c in cases], work, desc="rubrics",
+                             describe=lambda k, case: {"id": case["id"], "source": case.get("source")})
+    stats, failed_file = outcome.summary, runner.failed_file
+    results = [r for r in outcome.results if r is not None]
+    failures = [{"id": k, "error": e} for k, e in outcome.failures.items()]
     kept = [r["line"] for r in results if r["ok"]]
     rejects = [{k: r[k] for k in ("id", "problems", "reply", "provenance")} for r in results if not r["ok"]]
     write_jsonl(kept, out)

@@ -23,12 +23,14 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from discmed.backend import GenParams
 from discmed.engine.core import LocalEngine
 from discmed.engine.protocol import Request, collect
 from discmed.eval.consult import Case, clean_patient, dialogue_record, find_leaks, patient_messages
+from discmed.jobs import JobRunner, cache_path
 
 # generate(contexts, max_new_tokens) -> one (sampled ids, stopped on an end-of-turn token) per context
 Generate = Callable[[list[list[int]], int], list[tuple[list[int], bool]]]
@@ -56,7 +58,7 @@ class Consultations:
 
     def __init__(self, tokenizer: Any, fmt: Any, *, patient: Any = None, patient_spec: str = "", turns: int = 3,
                  max_new_tokens: int = 128, max_completion_length: int = 1024, patient_params: Any = None,
-                 doctor_system: str | None = None, cache: Any = True):
+                 doctor_system: str | None = None, cache: str | Path = "shared"):
         from discmed.formats import _PieceFormat
 
         if not isinstance(fmt, _PieceFormat):
@@ -140,11 +142,9 @@ class Consultations:
 
     def patient_replies(self, episodes: list[Episode], tag: str) -> list[str]:
         """The patient's next line for each episode, concurrently through the job engine."""
-        from discmed.jobs import JobRunner
-
         # No journal: rollouts are not resumed (a resumed run samples afresh), while the call
         # cache still answers a conversation the patient has already seen.
-        with JobRunner(None, concurrency=max(1, len(episodes)), cache=self.cache, progress=False) as runner:
+        with JobRunner(None, concurrency=max(1, len(episodes)), cache=cache_path(self.cache), progress=False) as runner:
             client = runner.client(self.patient, name="patient")
             params = self.patient_params
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from discmed.eval.consult import Case
+from discmed.jobs import JobRunner, cache_path
 
 _ESCALATE = re.compile(r"120|急诊|急救|立即就医|马上就医|立刻就医|尽快就医|立即去医院|马上去医院|呼叫救护车|拨打")
 _QUESTION = re.compile(r"[?？]|请问|是否|有没有|多久|多长时间|哪里|什么时候|几天")
@@ -47,7 +49,7 @@ class Rewards:
 
     def __init__(self, weights: dict[str, float], *, cases: dict[str, Case], length_budget: int = 300,
                  judge: Any = None, judge_spec: str = "", grader: Any = None, grader_spec: str = "",
-                 rubrics: dict[str, Any] | None = None, cache: Any = True):
+                 rubrics: dict[str, Any] | None = None, cache: str | Path = "shared"):
         unknown = set(weights) - set(PROGRAMMATIC) - set(MODEL_JUDGED)
         if unknown:
             raise ValueError(f"rewards: unknown reward {sorted(unknown)[0]!r} "
@@ -88,10 +90,8 @@ class Rewards:
     def _run(self, records: list[dict[str, Any]], work: Any, backend: Any, name: str, spec: str) -> list[dict]:
         import time
 
-        from discmed.jobs import JobRunner
-
         t0 = time.perf_counter()
-        with JobRunner(None, concurrency=max(1, len(records)), cache=self.cache, progress=False) as runner:
+        with JobRunner(None, concurrency=max(1, len(records)), cache=cache_path(self.cache), progress=False) as runner:
             client = runner.client(backend, name=name)
 
             async def job(key: str, record: dict) -> dict:

@@ -114,7 +114,7 @@ def generate_candidates(
     seed: int = 0,
     batch_size: int = 8,
     rate: float | None = None,
-    cache: str | Path | bool | None = True,
+    cache: str | Path = "shared",
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Add `prompts` to the store and generate `n` candidates per prompt from each model spec,
@@ -123,8 +123,8 @@ def generate_candidates(
     replies arrive; `batch_size` replies are in flight at once (a local model batches them).
     Failed calls are listed in the summary (`failures`, with each one's reason); a model whose
     endpoint keeps failing stops the run (`stopped`), and the models after it are not asked."""
-    from discmed.backend import GenParams, resolve
-    from discmed.jobs import JobRunner, backend_for
+    from discmed.backend import resolve
+    from discmed.jobs import JobRunner, backend_for, cache_path
 
     temperatures = temperatures or [0.7]
     store.add_many(prompts)
@@ -138,37 +138,47 @@ def generate_candidates(
             continue
         local = resolve(spec).local
         backend = backend_for(spec) if not local else _local(spec, batch_size)
-        runner = JobRunner(journal, concurrency=batch_size, rate=rate, cache=cache, progress=False)
-        client = runner.client(backend, name=spec)
-
-        async def work(key: str, job: tuple[dict, int], client=client, spec=spec) -> dict:
-            p, i = job
-            params = GenParams(max_new_tokens=max_new_tokens, temperature=temperatures[i % len(temperatures)],
-                               top_p=top_p, seed=seed + i)
-            text = (await client.chat(p["messages"], params)).strip()
-            if on_progress:
-                on_progress(1)
-            if not text:
-                summary["empty"] += 1
-                raise EmptyReply("empty reply")  # a failed job, not stored: a rerun tries this sample again
-            store.add_many([{"id": p["id"], "candidates": [{"text": text, "model": spec, "params": {
-                **params.as_dict(), "model_identity": client.model}, "sample": i, "created": time.time()}]}])
-            return {"stored": True}
-
-        run = runner.run([(f"{spec}|{p['id']}|{i}", (p, i)) for p, i in todo], work, desc=f"candidates {spec}")
-        failures = [(k, p, e, kind) for k, (p, e, kind) in runner.failed_items.items() if not e.startswith("EmptyReply")]
-        runner.close()
-        summary["generated"] += run["done"]
-        summary["failed"] += len(failures)
-        summary["failures"] += [{"key": k, "model": spec, "id": p[0]["id"], "sample": p[1], "kind": kind, "error": e}
-                                for k, p, e, kind in failures]
-        summary["first_error"] = summary["first_error"] or (failures[0][2] if failures else None)
-        if run["stopped"]:
-            summary["stopped"] = f"{spec}: {run['stopped']}"
-            summary["not_attempted"] += run["not_attempted"]
+        with JobRunner(journal, concurrency=batch_size, rate=rate, cache=cache_path(cache), progress=False) as runner:
+            stopped = _generate(runner, store, spec, backend, todo, summary, temperatures, max_new_tokens, top_p, seed,
+                                on_progress)
+        if stopped:
             break
     summary["duplicates"] = store.progress()["duplicates"]
     return summary
+
+
+def _generate(runner: Any, store: Any, spec: str, backend: Any, todo: list, summary: dict, temperatures: list[float],
+              max_new_tokens: int, top_p: float, seed: int, on_progress: Callable[[int], None] | None) -> bool:
+    """One model's candidates through the job engine; whether its endpoint stopped the run."""
+    from discmed.backend import GenParams
+
+    client = runner.client(backend, name=spec)
+
+    async def work(key: str, job: tuple[dict, int]) -> dict:
+        p, i = job
+        params = GenParams(max_new_tokens=max_new_tokens, temperature=temperatures[i % len(temperatures)],
+                           top_p=top_p, seed=seed + i)
+        text = (await client.chat(p["messages"], params)).strip()
+        if on_progress:
+            on_progress(1)
+        if not text:
+            summary["empty"] += 1
+            raise EmptyReply("empty reply")  # a failed job, not stored: a rerun tries this sample again
+        store.add_many([{"id": p["id"], "candidates": [{"text": text, "model": spec, "params": {
+            **params.as_dict(), "model_identity": client.model}, "sample": i, "created": time.time()}]}])
+        return {"stored": True}
+
+    run = runner.run([(f"{spec}|{p['id']}|{i}", (p, i)) for p, i in todo], work, desc=f"candidates {spec}")
+    failures = [(k, p, e, kind) for k, (p, e, kind) in runner.failed_items.items() if not e.startswith("EmptyReply")]
+    summary["generated"] += run["done"]
+    summary["failed"] += len(failures)
+    summary["failures"] += [{"key": k, "model": spec, "id": p[0]["id"], "sample": p[1], "kind": kind, "error": e}
+                            for k, p, e, kind in failures]
+    summary["first_error"] = summary["first_error"] or (failures[0][2] if failures else None)
+    if run["stopped"]:
+        summary["stopped"] = f"{spec}: {run['stopped']}"
+        summary["not_attempted"] += run["not_attempted"]
+    return bool(run["stopped"])
 
 
 def _local(spec: str, batch_size: int):
