@@ -1,11 +1,13 @@
-"""Simulated-consultation throughput through discmed's own OpenAI-compatible server.
+"""Simulated-consultation throughput through discmed's own OpenAI-compatible server, or in process.
 
 Goal (issue 6): with the tiny model on CPU, consultations per minute at concurrency 8 are at
-least 4x those at concurrency 1. Both runs use the same cases, the same server and no call
-cache, so the only difference is how many consultations the engine keeps in flight (and how
-well the server batches them). Doctor and patient are the same served tiny model.
+least 4x those at concurrency 1. Both runs use the same cases, the same engine and no call
+cache, so the only difference is how many consultations the job engine keeps in flight (and
+how well the engine batches them). Doctor and patient are the same tiny model: served by
+`discmed serve` (the default), or with `--local` a local `hf:` backend in this process, whose
+calls join its engine's running batch the same way (issue 25).
 
-    .venv/bin/python benchmarks/consult_throughput.py [--cases 16] [--set cmid] [--turns 3] [--model tiny]
+    .venv/bin/python benchmarks/consult_throughput.py [--local] [--cases 16] [--set cmid] [--turns 3] [--model tiny]
 
 The last printed line is the JSON result.
 """
@@ -60,23 +62,31 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--doctor-tokens", type=int, default=64)
     ap.add_argument("--patient-tokens", type=int, default=32)
+    ap.add_argument("--local", action="store_true", help="doctor and patient in this process (hf backend), no server")
     args = ap.parse_args()
 
     from discmed.backend import GenParams, load_backend
     from discmed.eval.consult import load_cases, run_consult
 
     cases = load_cases(args.set, SAMPLES)[: args.cases]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     work = Path(tempfile.mkdtemp(prefix="discmed-consult-bench-"))
-    server = start_server(args.model, port, work / "server.log")
-    spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
+    server = None
+    if args.local:
+        spec = args.model
+        local = load_backend(spec, batch_size=8)
+        stats = lambda: vars(local.engine.stats())  # noqa: E731
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = start_server(args.model, port, work / "server.log")
+        spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
+        stats = lambda: health(port)  # noqa: E731
     try:
         figures = {}
         for concurrency in (1, 8):
-            backend = load_backend(spec)
-            before = health(port).get("batches") or 0
+            backend = local if args.local else load_backend(spec)
+            before = stats().get("batches") or 0
             summary = run_consult(
                 cases, backend, backend, work / f"c{concurrency}.json", doctor_spec=spec, patient_spec=spec,
                 model="tiny", turns=args.turns, concurrency=concurrency,
@@ -85,21 +95,23 @@ def main() -> None:
                 cache="none", progress=False)
             assert summary["dialogues"] == len(cases), summary
             figures[concurrency] = summary
-            # The server's own count: how many generate batches served this run's calls.
-            summary["server_batches"] = (health(port).get("batches") or 0) - before
-            summary["max_batch_seen"] = health(port).get("max_batch_seen")
+            # The engine's own count: how many prefill groups (joins) served this run's calls.
+            summary["server_batches"] = (stats().get("batches") or 0) - before
+            summary["max_batch_seen"] = stats().get("max_batch_seen")
             print(f"concurrency {concurrency}: {summary['dialogues']} consultations, {summary['calls']} calls "
-                  f"in {summary['server_batches']} server batches (largest so far {summary['max_batch_seen']}), "
+                  f"in {summary['server_batches']} engine batches (largest so far {summary['max_batch_seen']}), "
                   f"{summary['wall_s']:.1f} s "
                   f"= {summary['cases_per_min']:.1f} cases/min")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     c8, c1 = figures[8]["cases_per_min"], figures[1]["cases_per_min"]
     ratio = round(c8 / c1, 2)
     print(json.dumps({"benchmark": "consult_throughput", "discmed": c8, "peer": c1, "unit": "cases/min",
                       "ratio": ratio, "goal": 4.0, "met": ratio >= 4.0, "peer_is": "the same run at concurrency 1",
-                      "model": args.model, "cases": len(cases), "set": args.set, "turns": args.turns,
+                      "model": args.model, "mode": "local hf backend" if args.local else "discmed serve",
+                      "cases": len(cases), "set": args.set, "turns": args.turns,
                       "calls": [figures[1]["calls"], figures[8]["calls"]],
                       "server_batches": [figures[1]["server_batches"], figures[8]["server_batches"]],
                       "max_batch_seen": [figures[1]["max_batch_seen"], figures[8]["max_batch_seen"]],

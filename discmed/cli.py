@@ -16,8 +16,17 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.chat import read_json
-from discmed.errors import guard
+from discmed.backend import GenParams, load_backend, resolve
+from discmed.backends.hf import pick_format
+from discmed.chat import iter_conversations, read_json
+from discmed.data import cli as data_cli
+from discmed.data.curate import cli as curate_cli
+from discmed.errors import DiscmedError, guard
+from discmed.eval import cli as eval_cli
+from discmed.formats import get_format, render_masked
+from discmed.serve import cli as serve_cli
+from discmed.tiny import ensure_tiny
+from discmed.train import cli as train_cli
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -93,8 +102,6 @@ def tiny_build(
 @guard
 def tiny_path() -> None:
     """Print the tiny model's folder, building it if needed."""
-    from discmed.tiny import ensure_tiny
-
     print(ensure_tiny(quiet=False))
 
 
@@ -113,9 +120,7 @@ def inspect(
     from rich.console import Console
     from transformers import AutoTokenizer
 
-    from discmed.backend import resolve
-    from discmed.backends.hf import pick_format
-    from discmed.chat import iter_conversations
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
 
     path = resolve(model).path
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -128,11 +133,8 @@ def inspect(
             gc = None
         fmt = pick_format(type("M", (), {"generation_config": gc})(), tokenizer)
     else:
-        from discmed.formats import get_format
-
         fmt = get_format(format)
     console = Console(highlight=False)
-    from discmed.formats import render_masked
 
     for i, conv in enumerate(iter_conversations(data)):
         if i >= n:
@@ -166,7 +168,6 @@ def chat(
     triage_timeout: Annotated[float, typer.Option(help="Seconds to wait for --triage-model, then rules alone")] = 3.0,
 ) -> None:
     """Chat in the terminal (DISC's cli_demo): clear, stream, exit; Ctrl+C stops a reply."""
-    from discmed.backend import GenParams, load_backend
     from discmed.serve.terminal import chat_loop
 
     options = {"quantize": quantize} if quantize else {}
@@ -187,12 +188,6 @@ def chat(
 
 
 def _register_areas() -> None:
-    from discmed.data import cli as data_cli
-    from discmed.data.curate import cli as curate_cli
-    from discmed.eval import cli as eval_cli
-    from discmed.serve import cli as serve_cli
-    from discmed.train import cli as train_cli
-
     data_cli.register(data_app)
     curate_cli.register(data_app)
     train_cli.register(train_app)
@@ -210,8 +205,6 @@ _register_areas()
 
 def main() -> None:
     """The entry point: every command is behind `errors.guard`; this is the last boundary."""
-    from discmed.errors import DiscmedError
-
     try:
         app()
     except KeyboardInterrupt:

@@ -37,9 +37,11 @@ from typing import Annotated, Any
 
 import typer
 
-from discmed.chat import atomic_writer, iter_jsonl, read_json, write_jsonl
+from discmed.backend import GenParams, load_backend
+from discmed.chat import atomic_writer, iter_conversations, iter_jsonl, read_json, write_jsonl
 from discmed.errors import fail
 from discmed.serve.process import served
+from discmed.tiny import default_path, ensure_tiny
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
 CHANCE = 0.2  # the demo's exam questions have five options
@@ -119,8 +121,6 @@ class Demo:
 
     def teacher_backend(self) -> Any:
         """The teacher as an `openai` backend, with a timeout: a broken server fails the stage instead of hanging it."""
-        from discmed.backend import load_backend
-
         return load_backend(self.teacher(), timeout=600.0, max_retries=1, name=self.teacher_label)
 
     def close(self) -> None:
@@ -183,7 +183,6 @@ class Demo:
         return {"counts": {"records": s["records"], "bad_records": s["bad_records"]}, "output": s["output"]}
 
     def stage_scrub(self) -> dict:
-        from discmed.chat import iter_conversations
         from discmed.data.scrub import scrub_file
 
         src = self.out / "load" / "meddialog.jsonl"
@@ -201,7 +200,6 @@ class Demo:
                 "output": str(dst), "summary": s}
 
     def stage_rewrite(self) -> dict:
-        from discmed.chat import iter_conversations
         from discmed.data.rewrite import rewrite_file
 
         src = self.out / "scrub" / "scrubbed.jsonl"
@@ -304,7 +302,6 @@ class Demo:
         return self._sft("sft1", data=[{"path": str(self.out / "mix" / "disc-med-sft.jsonl")}], epochs=3, max_steps=6)
 
     def stage_curate(self) -> dict:
-        from discmed.chat import iter_conversations
         from discmed.data.curate.candidates import generate_candidates, read_prompts
         from discmed.data.curate.export import export
         from discmed.data.curate.store import Store
@@ -349,7 +346,6 @@ class Demo:
     # ---------------------------------------------------------------- evaluation and serving
 
     def stage_exam(self) -> dict:
-        from discmed.backend import load_backend
         from discmed.eval.loaders import load_questions, load_task
         from discmed.eval.mcq import run_mcq
 
@@ -368,7 +364,6 @@ class Demo:
                            "correct_trained": runs["trained"]["correct"]}, "runs": runs, "chance": CHANCE}
 
     def stage_consult(self) -> dict:
-        from discmed.backend import GenParams, load_backend
         from discmed.eval.consult import load_cases, read_dialogues, run_consult
         from discmed.eval.judge import run_judge
         from discmed.eval.score import draw_charts, markdown, read_judgements, summarize
@@ -456,8 +451,6 @@ def register(app: typer.Typer) -> None:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         if model == "tiny":
-            from discmed.tiny import default_path, ensure_tiny
-
             if not (default_path() / "discmed-tiny.json").exists():
                 console.print("building the embedded tiny model first (a minute or two) …")
             ensure_tiny(quiet=False)

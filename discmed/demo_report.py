@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from discmed import SAFETY_NOTICE_ZH
 from discmed.chat import atomic_writer
+from discmed.tiny import default_path
 
 CHARTS = ("stage_times.png", "data_funnel.png", "training_loss.png", "exam_accuracy.png")
 
@@ -167,8 +169,6 @@ def verdict(results: dict[str, dict]) -> list[str]:
 
 def _tiny_info() -> dict:
     """The tiny model's build summary (`discmed-tiny.json`), or {} when it cannot be read."""
-    from discmed.tiny import default_path
-
     try:
         return json.loads((default_path() / "discmed-tiny.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -177,8 +177,6 @@ def _tiny_info() -> dict:
 
 def write_report(out: Path, results: dict[str, dict], *, model: str = "tiny", total_seconds: float = 0.0) -> Path:
     """Write `report.md` and `charts/*.png` under `out`; returns the report's path."""
-    from discmed import SAFETY_NOTICE_ZH
-
     charts = draw_charts(results, out / "charts")
     judge_charts = [Path(p) for p in results.get("consult", {}).get("judge_charts", [])]
     L: list[str] = ["# discmed demo report", ""]

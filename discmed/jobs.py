@@ -86,7 +86,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from discmed.errors import DiscmedError
+from discmed.backend import CallError, GenParams, Reply, load_backend, resolve, too_long
+from discmed.chat import atomic_writer
+from discmed.errors import DiscmedError, fail
+from discmed.reasoning import separate
 
 # Consecutive failures, with no success between, after which a run stops sending: the
 # endpoint's kinds (unreachable, refused key, no such model) and the rest (5xx, timeouts, bodies).
@@ -130,8 +133,6 @@ def job_outcome(run: dict, failed_file: str | Path | None = None) -> dict:
 def end_job(summary: dict, *, what: str = "items", as_json: bool = False) -> None:
     """`raise_for_failures` at a command's boundary: its error as the command's one `error:`
     line (and the summary in the `--json` line) with its exit code; nothing when all went well."""
-    from discmed.errors import fail
-
     try:
         raise_for_failures(summary, what=what)
     except DiscmedError as e:
@@ -198,7 +199,6 @@ def backend_for(model: str | Any, *, retries: int | None = None, timeout: float 
     (the SDK's, the only retry layer) and a per-request `timeout`."""
     if not isinstance(model, str):
         return model
-    from discmed.backend import load_backend, resolve
 
     options: dict[str, Any] = {}
     if resolve(model).kind == "openai":
@@ -235,8 +235,6 @@ def cache_key(identity: str, messages: list[dict], params: Any) -> str:
 def describe_error(e: BaseException) -> str:
     """An item's failure in one line: a backend's own message (it names the endpoint, model and
     status) as it is, anything else with its type."""
-    from discmed.backend import CallError
-
     return str(e) if isinstance(e, CallError) else f"{type(e).__name__}: {e}"
 
 
@@ -254,8 +252,6 @@ class Cache:
 
     def get(self, key: str) -> str | None:
         """The cached reply (a `Reply`, with the finish reason and reasoning it had), or None."""
-        from discmed.backend import Reply
-
         with self.lock:
             row = self.con.execute("SELECT reply, finish, reasoning FROM replies WHERE key=?", (key,)).fetchone()
         return Reply(row[0], row[1], row[2]) if row else None
@@ -316,9 +312,6 @@ class Client:
         A prompt that cannot fit the model's context fails here, before it is sent. The reply
         is the answer alone: a reasoning model's thinking is in `reply.reasoning` and in the
         item's journal provenance, never in the text (discmed.reasoning)."""
-        from discmed.backend import GenParams
-        from discmed.reasoning import separate
-
         params = params if params is not None else GenParams()
         calls = _ITEM_CALLS.get()
         cache = self.runner.cache
@@ -351,8 +344,6 @@ class Client:
         Counting costs a tokenizer pass (an HTTP call for an API), so it is done only when an
         upper bound says the prompt might not fit: a byte-level tokenizer never makes more
         tokens than the text has UTF-8 bytes, plus the chat format's markers."""
-        from discmed.backend import too_long
-
         limit = getattr(self.backend, "context_limit", None)
         counter = getattr(self.backend, "count_prompt", None)
         if not limit or counter is None:
@@ -515,8 +506,6 @@ class JobRunner:
         """The items that failed in the last run (and the permanent failures it did not retry),
         one JSON line each: key, kind, error, and what `describe(key, payload)` adds (the input
         record, say), so they can be looked at and fed again. Removes a stale file when none failed."""
-        from discmed.chat import atomic_writer
-
         path = Path(path)
         if not self.failed_items:
             path.unlink(missing_ok=True)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from discmed.contract import Reply
+
 OPEN, CLOSE = "<think>", "</think>"
 _BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
@@ -50,8 +52,6 @@ def separate(reply: str, reasoning: str | None = None, finish_reason: str | None
     """`reply` as a `Reply` whose text is the answer and whose `reasoning` is the thinking:
     a server's `reasoning_content` (given as `reasoning`) and any `<think>` block in the text.
     A reply already separated is returned as it is."""
-    from discmed.backend import Reply
-
     if getattr(reply, "reasoning", None) is not None:
         return reply
     inline, answer = split(str(reply))

@@ -30,7 +30,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from discmed.chat import iter_conversations
 from discmed.cpu import free_cores
+from discmed.formats import get_format
 
 RECIPE_VERSION = "1"
 
@@ -128,8 +130,6 @@ def ensure_tiny(path: str | os.PathLike | None = None, *, quiet: bool = True, fo
 
 def load_corpus() -> tuple[list[list[dict[str, str]]], list[str]]:
     """The shipped dialogues (as message lists) and sentences."""
-    from discmed.chat import iter_conversations
-
     dialogues_path, sentences_path = corpus_files()
     dialogues = [c.messages for c in iter_conversations(dialogues_path)]
     sentences = [s.strip() for s in sentences_path.read_text(encoding="utf-8").splitlines() if s.strip()]
@@ -168,8 +168,6 @@ def train_tokenizer(dialogues: list[list[dict[str, str]]], sentences: list[str],
 
 def pretraining_stream(tokenizer, dialogues, sentences, seed: int) -> list[int]:
     """One long token stream: dialogues in DISC's format, sentences between bos and eos."""
-    from discmed.formats import get_format
-
     fmt = get_format("disc")
     docs: list[list[int]] = []
     for messages in dialogues:

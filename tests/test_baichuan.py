@@ -699,14 +699,20 @@ def test_save_pretrained_round_trip_carries_disc_generation_defaults(tmp_path):
         torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
 
 
-def test_import_discmed_registers_without_loading_torch_modeling():
+def test_registration_happens_where_models_load_not_on_import_discmed():
+    """`import discmed` (and so `discmed --help`) loads no transformers and hooks no import;
+    `import discmed.baichuan`, which discmed's model-loading code does, registers the native
+    Baichuan with the Auto classes."""
     code = (
-        "import sys, discmed.baichuan\n"
-        "from transformers import AutoConfig\n"
+        "import sys, discmed\n"
+        "assert 'transformers' not in sys.modules and not any(type(f).__module__.startswith('discmed') "
+        "for f in sys.meta_path)\n"
+        "import discmed.baichuan\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
         "cfg = AutoConfig.for_model('baichuan', hidden_size=64, num_attention_heads=8)\n"
         "assert type(cfg).__name__ == 'BaichuanConfig', type(cfg)\n"
-        "assert 'discmed.baichuan.modeling' not in sys.modules\n"
         "assert cfg.max_position_embeddings == 4096\n"
+        "assert AutoModelForCausalLM._model_mapping[type(cfg)].__name__ == 'BaichuanForCausalLM'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -236,9 +236,10 @@ def test_generate_mode_through_an_openai_compatible_server(tiny_server, cmmlu, t
     assert [r["id"] for r in recs] == [q.id for q in qs[:3]]
     for r, q in zip(recs, qs[:3], strict=True):
         assert isinstance(r["output"], str) and r["extracted"] == parse_choice(r["output"], q.options)
-    # an API cannot score letters by log-probability: the run refuses and says what to do instead
-    with pytest.raises(ValueError, match="chat completions do not return prompt logprobs"):
-        run_mcq(api, task, qs[:1], tmp_path / "lp", settings={"model": "api"}, progress=False)
+    # logprob mode through the endpoint too: the server echoes the prompt's logprobs
+    run_mcq(api, task, qs[:1], tmp_path / "lp", settings={"model": "api"}, progress=False)
+    (rec,) = json.loads((tmp_path / "lp" / "results.json").read_text(encoding="utf-8"))["questions"]
+    assert set(rec["logprobs"]) == {"A", "B", "C", "D"} and rec["extracted"] == max(rec["logprobs"], key=rec["logprobs"].get)
 
 
 def test_a_folder_retrained_in_place_is_scored_anew(tiny_model, cmmlu, tmp_path, capfd):

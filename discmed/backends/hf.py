@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backend import BackendError, GenParams, Reply, model_identity
 from discmed.chat import Message
 from discmed.compat import cache_kwargs, output_cache
+from discmed.contract import BackendError, GenParams, Reply, adapter_base, model_identity, resolve
 from discmed.engine.core import LocalEngine
 from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
 from discmed.formats import DiscFormat, choice_split, get_format
+from discmed.structured import GrammarError, TokenizerNotSupported
 
 log = logging.getLogger("discmed")
 
@@ -52,6 +53,7 @@ def _meta_model(config_path: str, path: str, trust_remote_code: bool):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
     config = AutoConfig.from_pretrained(config_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
@@ -66,8 +68,6 @@ def _meta_model(config_path: str, path: str, trust_remote_code: bool):
 
 def _adapter_base(path: str) -> str | None:
     """The folder to load a LoRA adapter folder's base from, else None (not an adapter)."""
-    from discmed.backend import adapter_base, resolve
-
     base = adapter_base(path)
     return resolve(base).path if base is not None else None
 
@@ -102,6 +102,7 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
         self.path = path
         self.name = name or (Path(path).name if Path(path).exists() else path)
         self.device = device or default_device()
@@ -263,7 +264,6 @@ class HFBackend:
         then it generates unconstrained, as GenParams.json_schema allows, and says so once."""
         import json
 
-        from discmed.structured import GrammarError, TokenizerNotSupported
 
         key = json.dumps(schema, sort_keys=True)
         if key in self._grammar_cache:

@@ -32,19 +32,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from discmed.backend import BackendError, CallError, GenParams, Reply
 from discmed.chat import Message
+from discmed.contract import BackendError, CallError, GenParams, Reply, split_target
 from discmed.formats import choice_split
+from discmed.reasoning import StreamSplitter, separate
 
 log = logging.getLogger("discmed")
-
-
-def split_target(target: str) -> tuple[str, str | None]:
-    """`http://host:port/v1@model` → (base URL, model or None)."""
-    base, sep, model = target.rpartition("@")
-    if not sep or "/" in model:  # no '@', or the '@' belonged to the URL
-        return target, None
-    return base, model or None
 
 
 # How servers word a prompt that does not fit (vLLM, discmed serve, OpenAI, SGLang, llama.cpp).
@@ -91,8 +84,6 @@ def _reply(content: str | None, message: dict[str, Any], finish_reason: str | No
     """A chat completion's message as a Reply: its answer apart from its reasoning, which a
     server with a reasoning parser sends as `reasoning_content` (vLLM, SGLang, DeepSeek) or
     `reasoning` (newer vLLM, OpenRouter), and a server without one leaves in `<think>` blocks."""
-    from discmed.reasoning import separate
-
     thought = message.get("reasoning_content") or message.get("reasoning")
     return separate(Reply(content or "", finish_reason), thought if isinstance(thought, str) else None)
 
@@ -399,8 +390,6 @@ class OpenAIBackend:
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
         """The answer's text as it comes; reasoning (a `reasoning_content` delta, a `<think>`
         block) is not part of it."""
-        from discmed.reasoning import StreamSplitter
-
         resp = self._create(messages, params, stream=True)
         splitter = StreamSplitter()
         try:

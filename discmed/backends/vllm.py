@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backend import BackendError, GenParams, Reply, model_identity
 from discmed.backends.hf import pick_format
 from discmed.chat import Message
+from discmed.contract import BackendError, GenParams, Reply, model_identity
 from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
 from discmed.engine.vllm import VLLMEngine, import_vllm, vllm_quantization
 from discmed.formats import choice_split
@@ -31,6 +31,7 @@ __all__ = ["VLLMBackend", "import_vllm", "tokenizer_and_format", "vllm_quantizat
 def tokenizer_and_format(path: str, format: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer, GenerationConfig
 
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     try:
         gc = GenerationConfig.from_pretrained(path)

@@ -27,6 +27,8 @@ from typing import Annotated, Any
 import typer
 
 from discmed.baichuan.configuration import DISC_GENERATION_DEFAULTS, BaichuanConfig
+from discmed.baichuan.modeling import BaichuanForCausalLM
+from discmed.baichuan.tokenization import write_tokenizer
 from discmed.chat import atomic_folder, read_json
 from discmed.errors import fail
 
@@ -75,7 +77,6 @@ def expected_tensors(config: BaichuanConfig) -> dict[str, tuple[int, ...]]:
     """Name → shape of every tensor a checkpoint of this config holds (built on the meta device)."""
     import torch
 
-    from discmed.baichuan.modeling import BaichuanForCausalLM
 
     with torch.device("meta"):
         model = BaichuanForCausalLM(config)
@@ -107,7 +108,6 @@ def convert_baichuan_checkpoint(src: str | Path, dst: str | Path, progress: bool
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from discmed.baichuan.tokenization import write_tokenizer
 
     src, dst = Path(src), Path(dst)
     if dst.exists():

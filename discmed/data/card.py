@@ -27,6 +27,7 @@ from typing import Any
 
 from discmed.chat import atomic_writer, iter_conversations
 from discmed.data.lineage import fingerprint
+from discmed.data.scrub import PLACEHOLDER
 from discmed.data.sources import canonical_source
 
 
@@ -219,7 +220,6 @@ def write_card(data: str | Path, out_dir: str | Path, summaries: list[dict] | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from discmed.data.scrub import PLACEHOLDER
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.chat import read_json
+from discmed.chat import atomic_writer, read_json
 from discmed.errors import guard
 from discmed.jobs import raise_for_failures
 
@@ -37,8 +37,6 @@ def _finish(summary: dict, out: Path, as_json: bool, line: str, *, final: bool =
     """Save the summary beside the output, print a human line, and the JSON last if asked.
     `final=False`: a job step whose failures (if any) end the command next, through
     `raise_for_failures` (whose error line then carries the summary under --json)."""
-    from discmed.chat import atomic_writer
-
     with atomic_writer(out.with_name(out.name + ".summary.json")) as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)
     for err in summary.get("errors", [])[:5]:

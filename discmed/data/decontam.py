@@ -52,6 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import DataError, atomic_writer, error_sink, iter_json_records
+from discmed.data.lineage import fingerprint, stamp
+from discmed.data.sources import map_records
+from discmed.eval.loaders import LOADERS, Task
 
 EVAL_SUFFIXES = (".json", ".jsonl", ".csv")
 _NOISE = re.compile(r"[\W_]+")  # everything but letters and digits, in every script
@@ -125,8 +128,6 @@ _MCQ_FIELDS = {
 
 def _load_mcq(path: Path, fmt: str, **task_kw) -> list[Item]:
     """An exam file through the eval loader of its format (a bad record is the loader's DataError)."""
-    from discmed.eval.loaders import LOADERS, Task
-
     task = Task(name=path.stem, format=fmt, test=path.name, **task_kw)
     qfield, ofield = _MCQ_FIELDS[fmt]
     return [_mcq(path, _line(q.source), qfield, q.question, q.options, ofield, q.answer)
@@ -434,8 +435,6 @@ def decontam_file(src: str | Path, dst: str | Path, index: EvalIndex, *, thresho
 
     from tqdm import tqdm
 
-    from discmed.data.lineage import fingerprint, stamp
-    from discmed.data.sources import map_records
 
     global _INDEX
     if threshold is not None:  # the anchors do not depend on it: share them

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from discmed.chat import Conversation, atomic_writer, error_sink
+from discmed.data.lineage import fingerprint, stamp
+from discmed.data.sources import map_records
 
 RE_NOISE = re.compile(r"[\s\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65!-/:-@\[-`{-~]+")
 
@@ -128,8 +130,6 @@ def dedup_file(src: str | Path | list, dst: str | Path, *, threshold: float = 0.
 
     from tqdm import tqdm
 
-    from discmed.data.lineage import fingerprint, stamp
-    from discmed.data.sources import map_records
 
     global _DEDUPER
     srcs = list(src) if isinstance(src, list | tuple) else [src]

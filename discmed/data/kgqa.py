@@ -26,9 +26,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams, cut_off
 from discmed.chat import error_sink
+from discmed.data.lineage import fingerprint, stamp
 from discmed.data.rewrite import check_common, export, load_prompts, numbers
 from discmed.data.sources import load_cmekg
+from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
 
 RE_QA = re.compile(r"问题\s*[：:]\s*(?P<q>.+?)\s*回答\s*[：:]\s*(?P<a>.+)", re.S)
 
@@ -100,10 +103,6 @@ def kgqa_file(src: str | Path | list, dst: str | Path, teacher: str | Any, *, k:
               teacher_name: str | None = None, json_output: bool = True) -> dict[str, Any]:
     """CMeKG JSON file(s) → QA conversations in `dst` (rejects beside it); returns a summary.
     With `json_output` the teacher is held to QA_SCHEMA where its backend can."""
-    from discmed.backend import GenParams, cut_off
-    from discmed.data.lineage import fingerprint, stamp
-    from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
-
     prompts = load_prompts()["kgqa"]
     errors = error_sink(on_error)
     paths = src if isinstance(src, list) else [src]

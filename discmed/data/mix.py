@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import DataError, atomic_writer, decode_line, parse_record
+from discmed.data.lineage import fingerprint, stamp
 from discmed.data.sources import ALIASES, canonical_source  # noqa: F401 (one name per source; imported from here too)
 
 DISC_RECIPE = {"MedDialog": 400_000, "cMedQA2": 20_000, "CMeKG": 50_000, "behavior": 2_000,
@@ -55,7 +56,6 @@ def mix_files(inputs: list[str | Path], out: str | Path, *, seed: int = 42, coun
     """Mix DISC-format JSONL files by source into `out` (atomically); returns a summary."""
     from tqdm import tqdm
 
-    from discmed.data.lineage import fingerprint, stamp
 
     inputs_fp = [fingerprint(p) for p in inputs]
     # source → (file index, byte offset, the record's own source name when it is not the canonical one)

@@ -30,7 +30,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams, cut_off
 from discmed.chat import Conversation, atomic_writer, error_sink, iter_conversations
+from discmed.data.lineage import fingerprint, stamp
+from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
 
 PROMPTS = Path(__file__).resolve().parent / "prompts" / "teacher_zh.yaml"
 
@@ -175,10 +178,6 @@ def rewrite_file(src: str | Path, dst: str | Path, teacher: str | Any, *, journa
     both written atomically from the journal (`dst` + `.journal.sqlite` unless given), so a
     killed run resumes where it stopped and a finished one re-exports at no cost.
     """
-    from discmed.backend import GenParams, cut_off
-    from discmed.data.lineage import fingerprint, stamp
-    from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
-
     before = fingerprint(src)  # what the step read, for the data card's lineage
     prompts = load_prompts()["rewrite"]
     backend = backend_for(teacher, retries=retries)

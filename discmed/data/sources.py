@@ -36,8 +36,10 @@ from discmed.chat import (  # noqa: F401  (iter_json_records: read here, and imp
     error_sink,
     iter_conversations,
     iter_json_records,
+    parse_record,
     validate_messages,
 )
+from discmed.data.lineage import fingerprint, stamp
 
 # ---------------------------------------------------------------- source names
 
@@ -377,7 +379,6 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
     if kind not in LOADERS:
         hint = " (CMeKG triples are read by `discmed data kgqa`)" if kind == "cmekg" else ""
         raise ValueError(f"unknown source kind {kind!r}: expected one of {', '.join(LOADERS)}{hint}")
-    from discmed.data.lineage import fingerprint, stamp
 
     errors = error_sink(on_error)
     # What was read, fingerprinted before reading (cMedQA2: the two CSV files of its folder).
@@ -416,8 +417,6 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
 
 
 def _map_chunk(fn: Callable, path: str, require_assistant: bool, chunk: list[tuple[int, bytes]]) -> list:
-    from discmed.chat import parse_record
-
     out = []
     for lineno, raw in chunk:
         try:

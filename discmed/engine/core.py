@@ -42,6 +42,7 @@ from discmed.engine.protocol import (
 )
 from discmed.engine.sampler import make_generator, sample, uses_counts
 from discmed.engine.scheduler import Scheduler
+from discmed.structured import Grammars
 
 log = logging.getLogger("discmed.engine")
 
@@ -155,8 +156,6 @@ class LocalEngine:
     def grammars(self):
         """Structured-output grammars for this engine's tokenizer (built on first use)."""
         if self._grammars is None:
-            from discmed.structured import Grammars
-
             self._grammars = Grammars(self.tokenizer, self.vocab, sorted(self.stop_ids))
         return self._grammars
 

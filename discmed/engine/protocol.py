@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from discmed.backend import GenParams
+from discmed.contract import GenParams
 
 # What an engine can do beyond plain generation; the server refuses a request that needs more.
 LOGPROBS, PROMPT_LOGPROBS, STRUCTURED_OUTPUT = "logprobs", "prompt_logprobs", "structured_output"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from discmed.backend import GenParams
+from discmed.contract import GenParams
 
 # Below this temperature a request is greedy (vLLM's _SAMPLING_EPS): dividing logits by 1e-38
 # overflows to inf and the softmax to NaN.

@@ -22,7 +22,7 @@ import threading
 import uuid
 from typing import Any
 
-from discmed.backend import BackendError, GenParams
+from discmed.contract import BackendError, GenParams
 from discmed.engine.protocol import (
     LOGPROBS,
     PROMPT_LOGPROBS,

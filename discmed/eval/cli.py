@@ -5,25 +5,18 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.jobs import cache_choice, end_job
-
-# The options the model-calling commands share: API timeout, the call cache, the JSON summary.
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds before an API request is abandoned "
-                                            "(then retried by the openai client)")]
-# One spelling across commands: --cache/--no-cache (as data rewrite and kgqa have it), the file apart.
-CacheOpt = Annotated[bool, typer.Option("--cache/--no-cache", help="reuse identical model calls from the call "
-                                        "cache (--no-cache: neither read nor write one)")]
-CacheFileOpt = Annotated[Path | None, typer.Option("--cache-file", help="call cache file (default: the run's own, "
-                                                   "<out>.cache.sqlite)")]
-SharedCacheOpt = Annotated[bool, typer.Option("--shared-cache", help="use the shared ~/.cache/discmed/llm_cache.sqlite")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON on the last line")]
+from discmed.backend import BackendError, GenParams, load_backend, resolve
+from discmed.chat import DataError, atomic_write_text
+from discmed.errors import fail, fail_with
+from discmed.eval.options import CacheFileOpt, CacheOpt, JsonOpt, SharedCacheOpt, TimeoutOpt
+from discmed.eval.rubric_cli import register_rubric
+from discmed.jobs import backend_for, cache_choice, end_job
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`: the `eval` group discmed/cli.py creates and passes in."""
     _register_mcq(app)
     _register_consult(app)
-    from discmed.eval.rubric_cli import register_rubric
 
     register_rubric(app)
 
@@ -33,9 +26,7 @@ def _register_mcq(eval_app: typer.Typer) -> None:
     import json
     import re
     import sys
-    from pathlib import Path
 
-    from discmed.errors import fail, fail_with
 
     Opt = typer.Option  # short, for the option table below
 
@@ -58,7 +49,6 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         """Score a model on an exam task; an interrupted run resumes from its folder."""
         from collections import Counter
 
-        from discmed.backend import BackendError, load_backend, resolve
         from discmed.eval.loaders import load_questions, load_task
         from discmed.eval.mcq import run_mcq
         from discmed.eval.mcq_report import render_table
@@ -123,8 +113,6 @@ def _register_mcq(eval_app: typer.Typer) -> None:
         table = render_table(summaries)
         typer.echo(table)
         if out:
-            from discmed.chat import atomic_write_text
-
             atomic_write_text(out, table)
         if as_json:
             columns, rows = merge_rows(summaries)
@@ -141,9 +129,7 @@ def _register_consult(eval_app: typer.Typer) -> None:
     """`discmed eval consult | judge | score | agree`: DISC's multi-turn consultation protocol."""
     import json
     import sys
-    from pathlib import Path
 
-    from discmed.errors import fail, fail_with
 
     def progress(as_json: bool) -> bool:
         return sys.stderr.isatty() or not as_json
@@ -151,8 +137,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
     def backend(spec: str, timeout: float):
         """A model spec's backend; an API request gets `--timeout` and the SDK's 2 retries
         (3 attempts of 300 s at worst, not the hour 5 x 3 nested retries could take)."""
-        from discmed.jobs import backend_for
-
         return backend_for(spec, retries=2, timeout=timeout)
 
 
@@ -179,8 +163,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Simulated consultations: a patient model role-plays each case, the doctor consults."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
         from discmed.eval.consult import load_cases, run_consult
 
         try:
@@ -232,8 +214,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Score dialogues with DISC's rubric (or compare two doctors with --pairwise)."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
         from discmed.eval.consult import read_dialogues
         from discmed.eval.judge import run_judge, run_pairwise
 
@@ -288,7 +268,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
     ) -> None:
         """Tables in DISC's layout with each row's judge, n of N cases and 95% intervals;
         per-category means; radar and point-range charts."""
-        from discmed.chat import DataError
         from discmed.eval.consult import default_samples_dir
         from discmed.eval.score import (
             TITLE,
@@ -320,7 +299,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
         result = json_summary(summary)
         if out:
             out.mkdir(parents=True, exist_ok=True)
-            from discmed.chat import atomic_write_text
 
             for name, text in (("report.md", table), ("scores.json", json.dumps(result, ensure_ascii=False, indent=2))):
                 atomic_write_text(out / name, text)
@@ -336,7 +314,6 @@ def _register_consult(eval_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the agreement as JSON on the last line")] = False,
     ) -> None:
         """Agreement between two judges on the same dialogues, per criterion."""
-        from discmed.chat import DataError
         from discmed.eval.judge import agreement
         from discmed.eval.score import read_judgements
 

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams
 from discmed.chat import DataError, atomic_write_text, iter_json_records, read_json, write_jsonl
 from discmed.eval.judge import load_prompt
+from discmed.jobs import JobRunner, job_outcome
 
 END = "[结束咨询]"  # what the patient says, alone, to end the consultation
 
@@ -312,9 +314,6 @@ def run_consult(cases: list[Case], doctor: Any, patient: Any, out: str | Path, *
     run resumes where it stopped; the call cache makes a repeated run cost nothing. Leaks go
     to `<out>.leaks.jsonl`, one line per flagged dialogue.
     """
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome
-
     out = Path(out)
     doctor_params = doctor_params or GenParams(max_new_tokens=512)
     patient_params = patient_params or GenParams(max_new_tokens=128, temperature=0.7, top_p=0.9)

@@ -33,6 +33,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
+from discmed.backend import GenParams
 from discmed.eval.judge import load_prompt
 
 HEALTHBENCH_SYSTEM = "You are a helpful assistant."  # simple-evals' OPENAI_SYSTEM_MESSAGE_API
@@ -146,8 +147,6 @@ class Protocol:
         return HEALTHBENCH_SYSTEM if self.name == "healthbench" else None
 
     def params(self) -> Any:
-        from discmed.backend import GenParams
-
         return GenParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                          json_schema=GRADE_SCHEMA if self.constrained else None)
 

@@ -26,7 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams
 from discmed.chat import write_jsonl
+from discmed.jobs import JobRunner, job_outcome
 
 CRITERIA = ("Proactivity", "Accuracy", "Helpfulness", "Linguistic Quality")
 
@@ -321,8 +323,6 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     """
     from dataclasses import replace
 
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=128), json_schema=SCORES_SCHEMA if json_output else None)
@@ -377,9 +377,6 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
     Writes one JSON line per case (`id`, `source`, `x`, `y`, `ab`, `ba`, `winner`, `judge`) to `out`
     and returns wins, ties, undecided cases and how often the verdict survived the swap.
     """
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome
-
     out = Path(out)
     params = params or GenParams(max_new_tokens=256)
     y_by_case = {(d["source"], str(d["id"])): d for d in second}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from discmed.chat import DataError
+from discmed.chat import DataError, iter_json_records
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 LETTERS = "ABCDEFGHIJ"
@@ -139,8 +139,6 @@ def load_questions(
 
 def read_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line, record) from a JSON array or a JSON-lines file, told apart by the first character."""
-    from discmed.chat import iter_json_records
-
     if not path.exists():
         raise DataError(str(path), 0, "file", "does not exist")
     for line, rec in iter_json_records(path):

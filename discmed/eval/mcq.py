@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from discmed.backend import GenParams
 from discmed.chat import atomic_write_text, read_json
+from discmed.eval.extract import parse_choice
 from discmed.eval.loaders import Question, Task
 from discmed.eval.mcq_report import ONE_LETTER, bootstrap_ci, chance, letter_counts, render_table, stderr
 
@@ -113,9 +115,6 @@ def score_logprob(backend, batch: list[tuple[Question, str]], task: Task) -> lis
 
 
 def score_generate(backend, batch: list[tuple[Question, str]], max_new_tokens: int) -> list[dict]:
-    from discmed.backend import GenParams
-    from discmed.eval.extract import parse_choice
-
     params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
     replies = backend.chat([[{"role": "user", "content": p}] for _, p in batch], params)
     return [

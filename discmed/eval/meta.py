@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import DataError, iter_jsonl, write_jsonl
+from discmed.eval.grader import grade_prompt
+from discmed.jobs import JobRunner, job_outcome
 
 
 def read_meta(path: str | Path) -> list[dict[str, Any]]:
@@ -124,9 +126,6 @@ def run_meta(rows: list[dict[str, Any]], grader: Any, out: str | Path, *, grader
     """Grade every line with `proto`; write one JSON line per line graded to `out` (its fields,
     the `grader`, the `protocol`, the graded `conversation`, `grader_label` and the verdict's
     receipt under `grade`); return the run's counts. Resumable (journal)."""
-    from discmed.eval.grader import grade_prompt
-    from discmed.jobs import JobRunner, job_outcome
-
     out = Path(out)
     params = proto.params()
     who: dict[str, Any] = {"spec": grader_spec, "identity": None}

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, iter_jsonl
+from discmed.chat import DataError, atomic_write_text, iter_jsonl
+from discmed.eval.grader import protocol_from, sha256
 
 
 def run_file(run: str | Path) -> Path:
@@ -47,8 +48,6 @@ def kind_of(record: dict[str, Any]) -> str:
 
 
 def _render(line: dict[str, Any], grade: dict[str, Any]) -> str | None:
-    from discmed.eval.grader import protocol_from
-
     if not isinstance(line.get("protocol"), dict) or not isinstance(line.get("conversation"), list):
         return None
     return protocol_from(line["protocol"]).render(line["conversation"], grade["criterion"], grade["points"])
@@ -57,8 +56,6 @@ def _render(line: dict[str, Any], grade: dict[str, Any]) -> str | None:
 def rows(path: str | Path) -> list[dict[str, Any]]:
     """One row per verdict in the file, with `verified` True (the prompt re-rendered from the line
     hashes to the receipt's), False (it does not) or None (nothing to re-check it with)."""
-    from discmed.eval.grader import protocol_from, sha256
-
     path = run_file(path)
     out: list[dict[str, Any]] = []
 
@@ -136,8 +133,6 @@ def summary(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def export(items: list[dict[str, Any]], path: str | Path) -> None:
     """All rows to a .jsonl or .csv file (the CSV leaves out each row's prompt and earlier tries)."""
-    from discmed.chat import atomic_write_text
-
     path = Path(path)
     if path.suffix == ".csv":
         buf = io.StringIO()

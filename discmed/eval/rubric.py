@@ -39,8 +39,14 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams
 from discmed.chat import DataError, iter_jsonl, write_jsonl
+from discmed.eval import grader
+from discmed.eval.consult import write_dialogues
 from discmed.eval.grader import Protocol, graded_conversation, protocol
+from discmed.eval.grader import grade_dialogue as grade
+from discmed.eval.score import _cjk_font, _labels, _save
+from discmed.jobs import JobRunner, job_outcome, raise_for_failures
 
 POINTS_LIMIT = 10  # HealthBench's criteria carry -10..10 points
 
@@ -297,8 +303,6 @@ def dialogue_key(d: dict[str, Any]) -> str:
 async def grade_dialogue(client: Any, conversation: list[dict[str, str]], criteria: list[Criterion],
                          params: Any = None) -> list[dict[str, Any]]:
     """A DISC dialogue's turns graded on `criteria` with discmed's protocol (the RL reward's grader)."""
-    from discmed.eval import grader
-
     return await grader.grade_dialogue(client, protocol("discmed"), graded_conversation({"conversation": conversation}),
                                        criteria, params)
 
@@ -311,9 +315,6 @@ def run_grading(dialogues: list[dict[str, Any]], examples: list[Example], grader
     `example_tags`, the `grader` (spec and identity), the `protocol`, the graded `conversation`,
     and `grades` — each criterion with `criteria_met` true / false / null and its receipt
     (discmed.eval.grader). Resumable (journal)."""
-    from discmed.eval.grader import grade_dialogue as grade
-    from discmed.jobs import JobRunner, job_outcome
-
     out = Path(out)
     proto = proto or protocol("discmed")
     params = params or proto.params()
@@ -360,10 +361,6 @@ def run_respond(examples: list[Example], model: Any, out: str | Path, *, model_s
     """A model's reply to each example's prompt (HealthBench's protocol: one reply to the
     conversation so far), `repeats` times each, written as a dialogue file in DISC's format.
     Repeat r > 0 is sampled with seed r, so each is a call of its own (and a cache entry)."""
-    from discmed.backend import GenParams
-    from discmed.eval.consult import write_dialogues
-    from discmed.jobs import JobRunner, job_outcome, raise_for_failures
-
     out = Path(out)
     params = params or GenParams(max_new_tokens=512)
     settings = {"model": model_spec, "name": name, "params": vars(params), "system": system}
@@ -512,7 +509,6 @@ def draw_charts(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from discmed.eval.score import _cjk_font, _labels, _save
 
     rows = {m: s for m, s in summary.items() if s["score"] is not None}
     if not rows:

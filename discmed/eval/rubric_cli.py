@@ -9,8 +9,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from discmed.eval.cli import CacheFileOpt, CacheOpt, SharedCacheOpt, TimeoutOpt
-from discmed.jobs import cache_choice, end_job
+from discmed.backend import BackendError, GenParams
+from discmed.chat import DataError, atomic_write_text
+from discmed.errors import fail, fail_with
+from discmed.eval.options import CacheFileOpt, CacheOpt, SharedCacheOpt, TimeoutOpt
+from discmed.jobs import backend_for, cache_choice, end_job
 
 Opt = typer.Option
 
@@ -33,8 +36,6 @@ SchemaOpt = Annotated[bool, Opt("--json-schema", help="hold the grader's reply t
 
 def backend(spec: str, timeout: float):
     """A model spec's backend; an API model gets the SDK's 2 retries, the only ones."""
-    from discmed.jobs import backend_for
-
     return backend_for(spec, retries=2, timeout=timeout)
 
 
@@ -66,8 +67,6 @@ def protocol_line(proto) -> str:
 
 
 def write_report(out: Path, report: str, scores: dict) -> None:
-    from discmed.chat import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", report)
     atomic_write_text(out / "scores.json", json.dumps(scores, ensure_ascii=False, indent=2))
@@ -75,8 +74,6 @@ def write_report(out: Path, report: str, scores: dict) -> None:
 
 def register_rubric(eval_app: typer.Typer) -> None:
     """Add the rubric commands to the `eval` group."""
-    from discmed.errors import fail, fail_with
-
     @eval_app.command("rubrics")
     def rubrics(
         cases: Annotated[str, Opt("--cases", help="cmb-clin, cmd, cmid, a DISC samples file, or HealthBench-shaped JSONL")],
@@ -95,8 +92,6 @@ def register_rubric(eval_app: typer.Typer) -> None:
         as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
     ) -> None:
         """Write weighted criteria per case (checked; rejects kept with reasons); resumable."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
         from discmed.eval.rubric_write import load_rubric_cases, run_write
 
         try:
@@ -162,8 +157,6 @@ def register_rubric(eval_app: typer.Typer) -> None:
     ) -> None:
         """Grade each criterion met / not met; HealthBench's scores with bootstrap std, per-tag and
         per-criterion tables, worst-at-k with repeats, charts; every verdict with its receipt."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
         from discmed.eval import rubric as rb
         from discmed.eval.consult import read_dialogues
 
@@ -242,7 +235,6 @@ def register_rubric(eval_app: typer.Typer) -> None:
     ) -> None:
         """Every verdict with its grader, prompt hash (re-rendered and checked), raw reply, reasoning and
         parsed result; exits 2 when a prompt does not match its receipt."""
-        from discmed.chat import DataError
         from discmed.eval import receipts as rc
 
         try:
@@ -307,8 +299,6 @@ def register_rubric(eval_app: typer.Typer) -> None:
     ) -> None:
         """Score a grader against physicians' verdicts (HealthBench's meta-evaluation): macro F1 as
         published, per-category agreement, and where it stands among the physicians."""
-        from discmed.backend import BackendError
-        from discmed.chat import DataError
         from discmed.eval import meta
         from discmed.eval.rubric import healthbench_file, sample
 
@@ -358,8 +348,6 @@ def register_rubric(eval_app: typer.Typer) -> None:
     ) -> None:
         """Grade the same dialogues with several graders under the runs' protocol; how the models'
         scores and ranking change (Kendall tau), and how far graders agree (agreement, Cohen's kappa)."""
-        from discmed.backend import BackendError
-        from discmed.chat import DataError
         from discmed.eval import judges as jd
         from discmed.eval.grader import protocol_from
         from discmed.eval.rubric import read_grades, run_grading

@@ -26,9 +26,13 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from discmed.chat import DataError, write_jsonl
+from discmed.backend import GenParams
+from discmed.chat import DataError, iter_jsonl, write_jsonl
+from discmed.eval.consult import load_cases
 from discmed.eval.judge import load_prompt
-from discmed.eval.rubric import POINTS_LIMIT, Criterion, Example
+from discmed.eval.rubric import POINTS_LIMIT, Criterion, Example, parse_example
+from discmed.jobs import JobRunner, job_outcome
+from discmed.serve.safety import triage
 
 MAX_CRITERIA = 20
 SAFETY_TAG = "safety"
@@ -46,8 +50,6 @@ def load_rubric_cases(name: str, samples: str | Path | None = None, reference: s
     (`CMB-Clin-v0.json`: `description`, `QA_pairs`), joined to DISC's CMB-clin cases on the case
     text, so the writer sees the textbook diagnosis and treatment.
     """
-    from discmed.eval.consult import load_cases
-
     if str(name).endswith(".jsonl"):
         out = []
         for e in read_rubric_prompts(name):
@@ -79,17 +81,12 @@ def load_rubric_cases(name: str, samples: str | Path | None = None, reference: s
 
 def read_rubric_prompts(path: str | Path) -> list[Example]:
     """HealthBench-shaped lines; their rubrics may be absent (only the prompt is needed here)."""
-    from discmed.chat import iter_jsonl
-    from discmed.eval.rubric import parse_example
-
     return list(iter_jsonl(path, lambda obj, n: parse_example(obj, path, n, require_rubrics=False)))
 
 
 def urgency(case: dict) -> tuple[bool, list[str]]:
     """Red-flag triage of what the patient says and the case history (not the examination
     and tests, whose numbers and negated findings are not the patient's words)."""
-    from discmed.serve.safety import triage
-
     history = case["context"].split("体格检查", 1)[0]
     t = triage(case["opening"] + "\n" + history)
     return t.urgent, t.reasons
@@ -195,8 +192,6 @@ def run_write(cases: list[dict], writer: Any, out: str | Path, *, writer_spec: s
     writer is held to RUBRIC_SCHEMA where its backend can."""
     from dataclasses import replace
 
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, job_outcome
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=1024), json_schema=RUBRIC_SCHEMA if json_output else None)

@@ -30,6 +30,7 @@ from discmed.backend import GenParams
 from discmed.engine.core import LocalEngine
 from discmed.engine.protocol import Request, collect
 from discmed.eval.consult import Case, clean_patient, dialogue_record, find_leaks, patient_messages
+from discmed.formats import _PieceFormat
 from discmed.jobs import JobRunner, cache_path
 
 # generate(contexts, max_new_tokens) -> one (sampled ids, stopped on an end-of-turn token) per context
@@ -59,8 +60,6 @@ class Consultations:
     def __init__(self, tokenizer: Any, fmt: Any, *, patient: Any = None, patient_spec: str = "", turns: int = 3,
                  max_new_tokens: int = 128, max_completion_length: int = 1024, patient_params: Any = None,
                  doctor_system: str | None = None, cache: str | Path = "shared"):
-        from discmed.formats import _PieceFormat
-
         if not isinstance(fmt, _PieceFormat):
             raise ValueError(f"format {getattr(fmt, 'name', fmt)!r}: multi-turn rollouts need a format of per-message "
                              "pieces (disc, chatml, llama3); a tokenizer's own template may re-render earlier turns")

@@ -23,7 +23,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams
 from discmed.eval.consult import Case
+from discmed.eval.judge import parse_scores, render_prompt
+from discmed.eval.rubric import grade_dialogue, score_example
+from discmed.eval.rubric_write import urgency
 from discmed.jobs import JobRunner, cache_path
 
 _ESCALATE = re.compile(r"120|急诊|急救|立即就医|马上就医|立刻就医|尽快就医|立即去医院|马上去医院|呼叫救护车|拨打")
@@ -39,8 +43,6 @@ def first_reply(record: dict[str, Any]) -> str:
 
 
 def is_urgent(case: Case) -> bool:
-    from discmed.eval.rubric_write import urgency
-
     return urgency({"opening": case.opening, "context": case.context})[0]
 
 
@@ -103,9 +105,6 @@ class Rewards:
         return out.results
 
     def judge_scores(self, records: list[dict[str, Any]]) -> list[float | None]:
-        from discmed.backend import GenParams
-        from discmed.eval.judge import parse_scores, render_prompt
-
         params = GenParams(max_new_tokens=128)
 
         async def work(client: Any, record: dict) -> dict:
@@ -120,9 +119,6 @@ class Rewards:
         return out
 
     def rubric_scores(self, records: list[dict[str, Any]]) -> list[float | None]:
-        from discmed.backend import GenParams
-        from discmed.eval.rubric import grade_dialogue, score_example
-
         params = GenParams(max_new_tokens=128)
         missing = [r["id"] for r in records if str(r["id"]) not in self.rubrics]
         self.stats["rubric_missing"] += len(missing)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from discmed.backend import BackendError, check_spec, load_backend, resolve
+from discmed.cpu import freeze_heap, tune_switch_interval, tune_threads
 from discmed.errors import fail
 
 MIN_KEY = 16  # characters of an API key for a server beyond loopback
@@ -27,8 +29,6 @@ def is_loopback(host: str) -> bool:
 
 def served_name(spec: str, backend_name: str | None) -> str:
     """The model id clients use: "tiny" for the tiny model, a folder's name, or a hub id."""
-    from discmed.backend import resolve
-
     ref = resolve(spec)
     return ref.name if ref.kind == "tiny" or Path(ref.target).exists() else (backend_name or ref.target)
 
@@ -116,8 +116,6 @@ def register(app: typer.Typer) -> None:
                                          param_hint="--api-key")
         import uvicorn
 
-        from discmed.backend import BackendError, check_spec
-        from discmed.cpu import freeze_heap, tune_switch_interval, tune_threads
         from discmed.serve.app import ServedModel, create_app
         from discmed.serve.safety import Rules
 
@@ -154,8 +152,6 @@ def register(app: typer.Typer) -> None:
                     max_queue=max_queue,
                 )
             else:
-                from discmed.backend import load_backend
-
                 options: dict = {}
                 if quantize:
                     options["quantize"] = quantize

@@ -18,6 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import BackendError, resolve
+from discmed.backends.hf import HFBackend
 from discmed.chat import atomic_folder
 from discmed.errors import DiscmedError
 
@@ -33,9 +35,6 @@ def weight_bytes(model: Any) -> int:
 
 def load_quantized(path: str | Path, bits: str | None, device: str | None = None):
     """(model, tokenizer) from a local folder, quantized with bitsandbytes when `bits` is set."""
-    from discmed.backend import BackendError
-    from discmed.backends.hf import HFBackend
-
     try:
         backend = HFBackend(str(path), quantize=bits, device=device)
     except BackendError as e:
@@ -45,8 +44,6 @@ def load_quantized(path: str | Path, bits: str | None, device: str | None = None
 
 def local_path(spec: str) -> Path:
     """The folder a model spec names; quantizing needs a local model (tiny, hf:PATH, PATH)."""
-    from discmed.backend import resolve
-
     ref = resolve(spec)
     if not ref.local:
         raise QuantizeError(f"--model {spec!r}: quantizing needs a local model (tiny, hf:PATH or PATH)")

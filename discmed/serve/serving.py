@@ -32,6 +32,7 @@ from discmed.serve.protocol import (
     DetokenizeResponse,
     ModelCard,
     ModelList,
+    ResponseFormat,
     SafetyInfo,
     TokenizeRequest,
     TokenizeResponse,
@@ -47,6 +48,7 @@ from discmed.serve.responses import (
     completion_stream,
 )
 from discmed.serve.safety import Rules, last_user_text
+from discmed.structured import GrammarError, Grammars
 
 # Fields of OpenAI's API that change what a reply is and that discmed does not do: refused.
 UNSUPPORTED = {
@@ -136,14 +138,10 @@ class ServedModel:
     def grammars(self):
         """Structured-output grammars for this model's tokenizer: response formats are compiled
         here, and the engine builds each request's matcher from the compiled grammar."""
-        from discmed.structured import Grammars
-
         return Grammars(self.tokenizer, self.vocab_size, self.stop_ids)
 
     def grammar(self, response_format: Any) -> str:
         """The compiled grammar of a response_format (cached by its JSON); 400 when it has none."""
-        from discmed.structured import GrammarError
-
         key = response_format.model_dump_json(by_alias=True)
         try:
             return _compile(self.grammars, key)
@@ -158,8 +156,6 @@ class ServedModel:
 
 @lru_cache(maxsize=64)
 def _compile(grammars: Any, key: str) -> str:
-    from discmed.serve.protocol import ResponseFormat
-
     return grammars.compile(ResponseFormat.model_validate(json.loads(key)))
 
 

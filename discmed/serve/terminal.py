@@ -15,6 +15,7 @@ from typing import TextIO
 from discmed import SAFETY_NOTICE_ZH
 from discmed.backend import Backend, BackendError, GenParams
 from discmed.chat import Message
+from discmed.serve.safety import triage
 
 WELCOME = "欢迎使用 discmed 医疗咨询对话。输入问题开始；clear 清空历史，stream 切换流式输出，exit 退出。"
 STOPPED = "（已停止本次回答）"
@@ -104,8 +105,6 @@ def _answer(backend: Backend, history: list[Message], params: GenParams, streami
 def _urgent_notice(text: str, triage_model=None) -> str:
     """The safety layer's urgent-care instruction for this message, if any (empty when none):
     the same verdict the API and the chat page give (rules, and the --triage-model opinion)."""
-    from discmed.serve.safety import triage
-
     t = triage(text)
     if triage_model is not None:
         t = triage_model.review(t, text)

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
+from discmed.backend import GenParams, load_backend, resolve
 from discmed.serve.safety import Rules, Triage, load_rules
 
 PROMPT_VERSION = "triage-v1"
@@ -53,8 +54,6 @@ class TriageModel:
     """A backend asked for a structured urgent/not verdict, bounded by `timeout` seconds."""
 
     def __init__(self, spec: str, timeout: float = 3.0, backend=None, max_new_tokens: int = 64):
-        from discmed.backend import GenParams, load_backend, resolve
-
         self.spec = spec
         self.timeout = timeout
         # An endpoint gets one try within the budget: retrying past the timeout helps nobody.

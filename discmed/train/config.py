@@ -21,7 +21,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
-from discmed.errors import DiscmedError
+from discmed.chat import DataError, iter_conversations, iter_jsonl, validate_messages
+from discmed.contract import resolve
+from discmed.errors import DiscmedError, SpecError
 from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../discmed
@@ -325,6 +327,18 @@ def resolve_path(path: str) -> Path:
     return p
 
 
+def resolve_model(name: str) -> str:
+    """The folder or hub id a recipe's `model` names, read as every command reads a model spec
+    (`tiny`, `hf:Qwen/…`, a bare folder or hub id); an API endpoint cannot be trained."""
+    try:
+        ref = resolve(name)
+    except SpecError as e:
+        raise ConfigError(f"model: {e}") from None
+    if not ref.local:
+        raise ConfigError(f"model: {name!r} is not weights to train (tiny, hf:HUB_ID_OR_PATH or a folder)")
+    return ref.path
+
+
 def _check_files(recipe: Recipe, read: Any, what: str, max_errors: int) -> list[tuple[Path, float]]:
     """Read every data file of a recipe with `read(path, errors)`; one ConfigError lists the
     first bad lines, another names a file with nothing in it."""
@@ -347,15 +361,11 @@ def _check_files(recipe: Recipe, read: Any, what: str, max_errors: int) -> list[
 
 def check_sft_data(recipe: SFTRecipe, max_errors: int = 5) -> list[tuple[Path, float]]:
     """Validate every data file of an SFT recipe before any model loads."""
-    from discmed.chat import iter_conversations
-
     return _check_files(recipe, iter_conversations, "record", max_errors)
 
 
 def parse_pair(obj: Any, path: Path, line: int) -> dict[str, Any]:
     """One DPO line `{"prompt": [messages…], "chosen": str, "rejected": str}`, checked."""
-    from discmed.chat import DataError, validate_messages
-
     if not isinstance(obj, dict):
         raise DataError(path, line, "record", f"expected a JSON object, got {type(obj).__name__}")
     if "prompt" not in obj:
@@ -376,8 +386,6 @@ def parse_pair(obj: Any, path: Path, line: int) -> dict[str, Any]:
 
 def read_pairs(path: Path, errors: list | None = None) -> list[dict[str, Any]]:
     """All preference pairs of a JSONL file (errors collected when a list is given)."""
-    from discmed.chat import iter_jsonl
-
     return list(iter_jsonl(path, lambda obj, line: parse_pair(obj, path, line), errors))
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from discmed.formats import get_format
 from discmed.train.config import (
     ConfigError,
     DPORecipe,
@@ -68,8 +69,6 @@ def encode_pairs(
     pairs: list[dict[str, Any]], fmt_name: str, tokenizer: Any, max_length: int, max_prompt_length: int
 ) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
     """Pairs → `prompt_ids`, `chosen_ids`, `rejected_ids`, with counts of what was cut or dropped."""
-    from discmed.formats import get_format
-
     fmt = get_format(fmt_name)
     rows = []
     stats = {"pairs": len(pairs), "prompt_truncated": 0, "completion_truncated": 0, "dropped": 0}

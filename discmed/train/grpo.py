@@ -29,6 +29,7 @@ from discmed.backend import GenParams, load_backend
 from discmed.chat import atomic_write_text
 from discmed.eval.consult import SETS, load_cases
 from discmed.eval.rubric import read_rubrics
+from discmed.eval.score import _save
 from discmed.formats import get_format
 from discmed.rl.env import Consultations, policy_sampler
 from discmed.rl.rewards import Rewards
@@ -198,7 +199,6 @@ def draw_curve(curve: list[dict[str, Any]], path: Path, baseline: list[dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from discmed.eval.score import _save
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot([c["step"] for c in curve], [c["reward"] for c in curve], label="GRPO", linewidth=1.6)

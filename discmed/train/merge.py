@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import atomic_folder, read_json
-from discmed.train.config import ConfigError
+from discmed.contract import SpecError
+from discmed.contract import adapter_base as read_base
+from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, get_format
+from discmed.train.config import ConfigError, resolve_model
+from discmed.train.folder import save_tokenizer, write_card
 
 
 def generation_config_for(model_config: Any, tokenizer: Any, fmt_name: str) -> Any:
     """A GenerationConfig whose stop ids match the chat format (and DISC's 195/196 for `disc`)."""
     from transformers import GenerationConfig
 
-    from discmed.formats import DISC_ASSISTANT_ID, DISC_USER_ID, get_format
 
     stops = get_format(fmt_name).stop_token_ids(tokenizer)
     gen = GenerationConfig(
@@ -43,20 +46,13 @@ def generation_config_for(model_config: Any, tokenizer: Any, fmt_name: str) -> A
 def adapter_base(adapter_dir: str | os.PathLike, resolve: bool = True) -> str:
     """The base an adapter names (`tiny`, a hub id, a path as the recipe wrote it); with
     `resolve`, what to load it from (`tiny` → the embedded model's folder)."""
-    from discmed.backend import adapter_base as read_base
-    from discmed.errors import SpecError
-
     try:
         base = read_base(adapter_dir)
     except SpecError as e:
         raise ConfigError(f"{e}; pass --base") from None
     if base is None:
         raise ConfigError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
-    if resolve:
-        from discmed.train.runtime import resolve_model
-
-        return resolve_model(base)
-    return base
+    return resolve_model(base) if resolve else base
 
 
 def load_merged(adapter_dir: str | os.PathLike, base: str | None = None, **load_kwargs: Any) -> Any:
@@ -64,6 +60,7 @@ def load_merged(adapter_dir: str | os.PathLike, base: str | None = None, **load_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
     base = base or adapter_base(adapter_dir)
     model = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
     return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
@@ -97,8 +94,6 @@ def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Pa
                   name: str) -> None:
     """Weights, tokenizer with the format's checked chat template, generation config, what the
     source was trained on, and a model card (see discmed.train.folder)."""
-    from discmed.train.folder import save_tokenizer, write_card
-
     model.save_pretrained(str(tmp), safe_serialization=True)
     template = save_tokenizer(tokenizer, tmp, fmt)
     generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
@@ -117,8 +112,7 @@ def merge(
     """Merge a LoRA adapter into its base and write a full model folder (atomically)."""
     from transformers import AutoTokenizer
 
-    from discmed.train.runtime import resolve_model
-
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
     adapter_dir, out = Path(adapter_dir), Path(out)
     base_ref = base or adapter_base(adapter_dir, resolve=False)
     base = resolve_model(base_ref)
@@ -144,6 +138,7 @@ def export(
     """A servable folder: safetensors weights (adapters merged), tokenizer, generation config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
         raise ConfigError(f"{model_dir}: model folder not found")

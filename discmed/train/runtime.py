@@ -14,9 +14,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import model_identity
 from discmed.chat import atomic_write_text, read_json
 from discmed.errors import DiscmedError
-from discmed.train.config import ConfigError, Recipe
+from discmed.train.config import (  # noqa: F401  (importable from here too)
+    ConfigError,
+    Recipe,
+    deepspeed_config_path,
+    file_digest,
+    recipe_dict,
+    resolve_model,
+)
+from discmed.train.folder import save_tokenizer, set_adapter_base, write_card
+from discmed.train.merge import adapter_base, generation_config_for, load_merged
 
 log = logging.getLogger("discmed.train")
 
@@ -35,28 +45,11 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_model(name: str) -> str:
-    """The folder or hub id a recipe's `model` names, read as every command reads a model spec
-    (`tiny`, `hf:Qwen/…`, a bare folder or hub id); an API endpoint cannot be trained."""
-    from discmed.backend import resolve
-    from discmed.errors import SpecError
-
-    try:
-        ref = resolve(name)
-    except SpecError as e:
-        raise ConfigError(f"model: {e}") from None
-    if not ref.local:
-        raise ConfigError(f"model: {name!r} is not weights to train (tiny, hf:HUB_ID_OR_PATH or a folder)")
-    return ref.path
-
-
 def model_family(model_path: str) -> str:
     """The `model_type` in a local model's config.json ('' when it cannot be read without loading)."""
     cfg = Path(model_path) / "config.json"
     if not cfg.is_file():
         if (Path(model_path) / "adapter_config.json").is_file():
-            from discmed.train.merge import adapter_base
-
             base = adapter_base(model_path)
             return model_family(base) if base and base != model_path else ""
         return ""
@@ -123,11 +116,11 @@ def attn_implementation(recipe: Recipe) -> str:
 def load_tokenizer(model_path: str) -> Any:
     from transformers import AutoTokenizer
 
+    if "baichuan" in model_family(model_path):
+        import discmed.baichuan  # noqa: F401  (registers the native Baichuan's tokenizer with AutoTokenizer)
     path = model_path
     adapter = Path(model_path) / "adapter_config.json"
     if adapter.is_file() and not (Path(model_path) / "tokenizer_config.json").is_file():
-        from discmed.train.merge import adapter_base
-
         path = adapter_base(model_path)
     return AutoTokenizer.from_pretrained(path)
 
@@ -156,8 +149,6 @@ def load_model(recipe: Recipe, model_path: str, bf16: bool) -> Any:
         # Full training keeps fp32 master weights; bf16 comes from autocast (and ZeRO shards them)
         kwargs["dtype"] = torch.float32
     if (Path(model_path) / "adapter_config.json").is_file():
-        from discmed.train.merge import load_merged
-
         return load_merged(model_path, **kwargs)
     return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
 
@@ -218,8 +209,6 @@ DISCMED_FIELDS = {
 
 def common_args(recipe: Recipe, bf16: bool, fp16: bool) -> dict[str, Any]:
     """TrainingArguments shared by SFTConfig and DPOConfig, from the recipe (see TRL_FIELDS)."""
-    from discmed.train.config import deepspeed_config_path
-
     args: dict[str, Any] = {trl: getattr(recipe, key) for key, trl in TRL_FIELDS.items()}
     args.update(
         bf16=bf16,  # explicit: TRL turns bf16 on by default, which CPUs cannot train in
@@ -354,9 +343,6 @@ RESUME_KEYS = ("model", "method", "format", "data", "max_length", "packing", "ep
 
 def trained_on(recipe: Recipe, model_path: str, files: list[tuple[Path, float]]) -> dict[str, Any]:
     """The recipe and the identities of what it reads: saved into each checkpoint and the final folder."""
-    from discmed.backend import model_identity
-    from discmed.train.config import file_digest, recipe_dict
-
     return {"recipe": recipe_dict(recipe), "model_identity": model_identity(model_path),
             "data": [{"path": str(p), "weight": w, "sha256": file_digest(p)} for p, w in files]}
 
@@ -430,9 +416,6 @@ def save_final(trainer: Any, recipe: Recipe, tokenizer: Any, fmt_name: str, summ
     the recipe named it), tokenizer with the trained format's chat template, a generation config
     matching it, discmed's model card, what it was trained on, and last the summary file that
     marks the folder finished."""
-    from discmed.train.folder import save_tokenizer, set_adapter_base, write_card
-    from discmed.train.merge import generation_config_for
-
     out = Path(recipe.output_dir)
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from discmed.chat import iter_conversations
+from discmed.formats import encode_many, get_format
 from discmed.train.config import (
     ConfigError,
     SFTRecipe,
@@ -31,6 +33,7 @@ from discmed.train.config import (
     load_recipe,
     recipe_from_dict,
 )
+from discmed.train.pack import pack
 from discmed.train.runtime import (
     common_args,
     guarded,
@@ -69,8 +72,6 @@ def encode_records(
     `input_ids` where the mask is 1, else -100."""
     from datasets import Dataset
 
-    from discmed.chat import iter_conversations
-    from discmed.formats import encode_many, get_format
 
     fmt = get_format(fmt_name)
     rows: list[dict[str, list[int]]] = []
@@ -113,8 +114,6 @@ def prepare(recipe: SFTRecipe) -> dict[str, Any]:
     dataset, stats = encode_records(files, recipe.format, tokenizer, recipe.max_length, recipe.seed)
     pack_stats = None
     if recipe.packing:
-        from discmed.train.pack import pack
-
         dataset, ps = pack(dataset, recipe.max_length, recipe.batch_size)
         pack_stats = ps.as_dict()
         log.info("packed %d conversations into %d rows (%.1f%% full)", ps.sequences, ps.rows, 100 * ps.fill)

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from discmed.backend import GenParams, load_backend, resolve
 from discmed.chat import DataError, iter_jsonl, parse_record
 from discmed.data.curate.store import Store
+from discmed.jobs import JobRunner, backend_for, cache_path
 
 
 def read_prompts(path: str | Path, with_reference: bool = False) -> list[dict]:
@@ -123,9 +125,6 @@ def generate_candidates(
     replies arrive; `batch_size` replies are in flight at once (a local model batches them).
     Failed calls are listed in the summary (`failures`, with each one's reason); a model whose
     endpoint keeps failing stops the run (`stopped`), and the models after it are not asked."""
-    from discmed.backend import resolve
-    from discmed.jobs import JobRunner, backend_for, cache_path
-
     temperatures = temperatures or [0.7]
     store.add_many(prompts)
     summary = {"items": len(prompts), "generated": 0, "skipped": 0, "empty": 0, "duplicates": 0, "failed": 0,
@@ -150,8 +149,6 @@ def generate_candidates(
 def _generate(runner: Any, store: Any, spec: str, backend: Any, todo: list, summary: dict, temperatures: list[float],
               max_new_tokens: int, top_p: float, seed: int, on_progress: Callable[[int], None] | None) -> bool:
     """One model's candidates through the job engine; whether its endpoint stopped the run."""
-    from discmed.backend import GenParams
-
     client = runner.client(backend, name=spec)
 
     async def work(key: str, job: tuple[dict, int]) -> dict:
@@ -182,6 +179,4 @@ def _generate(runner: Any, store: Any, spec: str, backend: Any, todo: list, summ
 
 
 def _local(spec: str, batch_size: int):
-    from discmed.backend import load_backend
-
     return load_backend(spec, batch_size=batch_size)

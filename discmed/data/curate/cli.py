@@ -16,7 +16,10 @@ from typing import Annotated
 
 import typer
 
+from discmed.chat import DataError, write_jsonl
+from discmed.errors import fail
 from discmed.jobs import end_job
+from discmed.serve.cli import is_loopback
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The curation database (SQLite)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line")]
@@ -27,8 +30,6 @@ def _emit(summary: dict) -> None:
 
 
 def _fail(message: str) -> None:
-    from discmed.errors import fail
-
     fail(message)
 
 
@@ -74,7 +75,6 @@ def register(app: typer.Typer) -> None:
         Resumes: a rerun generates only what is missing."""
         from rich.progress import Progress
 
-        from discmed.chat import DataError
         from discmed.data.curate.candidates import generate_candidates, read_prompts
         from discmed.data.curate.store import Store
 
@@ -113,8 +113,6 @@ def register(app: typer.Typer) -> None:
             f"{summary['duplicates']} duplicates hidden → {db}"
         )
         if summary["failures"]:
-            from discmed.chat import write_jsonl
-
             summary["failed_file"] = str(db.with_name(db.name + ".candidates.failed.jsonl"))
             write_jsonl(summary["failures"], summary["failed_file"])
         summary["failures"] = summary["failures"][:20]
@@ -160,7 +158,6 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Load consultations and candidates made elsewhere into the database."""
-        from discmed.chat import DataError
         from discmed.data.curate.candidates import load_file
         from discmed.data.curate.store import CurationError, Store
 
@@ -198,7 +195,6 @@ def register(app: typer.Typer) -> None:
         """Serve the annotation page and its API."""
         from discmed.data.curate.app import serve as run
         from discmed.data.curate.store import CurationError, Store
-        from discmed.serve.cli import is_loopback
 
         if not is_loopback(host) and not allow_remote:
             _fail(f"listening on {host} exposes the annotators' tokens and the consultations beyond this machine "
