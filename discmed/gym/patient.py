@@ -196,15 +196,25 @@ def check_reply(say: str, cited: list[str], turn: DoctorTurn, state: State) -> l
             leaked.append(f.id)
     if leaked:
         problems.append(f"leak: says {', '.join(leaked)} before it was asked")
+    results = [f.id for f in led.findings if f.kind in ("exam", "test") and f.id in ok and f.id not in leaked
+               and (f.id in cited or _says(say, f))]
+    if results:  # exam findings and test results are the measurement agent's to give
+        problems.append(f"reads out a result: {', '.join(results)}")
     held = " ".join(f.fact + f.say for f in led.findings if f.id in ok) + led.opening
     numbers = [n for n in RE_NUMBER.findall(say) if n not in RE_NUMBER.findall(held) + ["1"]]
     if numbers:
         problems.append(f"a number the case does not give: {', '.join(numbers)}")
     whole = norm(" ".join(f.fact + f.say + " ".join(f.synonyms) for f in led.findings) + led.opening)
-    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and f"没{s}" not in say and f"不{s}" not in say]
+    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and not _denied(say, s)]
     if invented:
         problems.append(f"invents a symptom: {', '.join(invented)}")
     return problems
+
+
+def _denied(text: str, symptom: str) -> bool:
+    """Whether every mention of `symptom` in `text` is denied (没有胸痛, 不发烧, 无腹泻)."""
+    starts = [m.start() for m in re.finditer(re.escape(symptom), text)]
+    return all(re.search(r"(?:没有|没|不|无|未)[^，。,；;？?]{0,2}$", text[max(0, i - 4):i]) for i in starts)
 
 
 def _says(text: str, f: Finding) -> bool:
