@@ -144,9 +144,9 @@ def test_switch_off_and_own_rules(tmp_path):
         "urgent_zh: '【紧急】请去急诊：{reasons}'\n",
         encoding="utf-8",
     )
-    t = triage("耳朵剧痛", rules=own)
-    assert t.urgent and t.instruction == "【紧急】请去急诊：耳朵剧痛"
-    assert not triage("胸口压榨样疼痛，出冷汗", rules=own).urgent  # only the given rules apply
+    t = triage("耳朵剧痛", rules=own, learned=False)
+    assert t.urgent and t.instruction == "【紧急】请去急诊：耳朵剧痛" and t.score is None
+    assert not triage("胸口压榨样疼痛，出冷汗", rules=own, learned=False).urgent  # only the given rules apply
     bad = tmp_path / "bad.yaml"
     bad.write_text("concepts:\n  x: ['(unclosed']\ncategories: []\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml: concepts\.x: bad pattern"):
