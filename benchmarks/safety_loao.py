@@ -10,8 +10,9 @@ triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, tests/safety_cases.json
 - classifier: trained on every other author's messages (the project's included), scored on
   k's — mechanical leave-one-author-out (discmed.serve.triage_clf, same settings as served);
 - rules: the shipped catalogue (discmed/serve/rules/redflags.yaml). Rules written by hand
-  cannot "un-see" a writer, so the table says which writers the catalogue was developed on
-  (their figure is not blind) and which were locked away until the end (blind);
+  cannot "un-see" a writer: three writers were locked away until the catalogue was frozen
+  and scored once (the blind figure, BLIND below and in the summary); the rules' column as
+  printed now is developed on every writer and is not blind;
 - combined: urgent when the rules fire or the classifier's probability ≥ its threshold —
   what `discmed.serve.safety.triage` does.
 
@@ -36,11 +37,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The development protocol (issue 24): the catalogue and the classifier's settings were
-# developed on these writers and the project's own sets; the others were locked away —
-# never opened or printed — until the rules were frozen, then scored once.
-DEVELOPED_ON = ["a1_ed_nurse", "a2_peds_parent", "a4_obstetrics", "a5_onco_dialysis", "a7_rural", "project"]
+# The development protocol (issue 24). The catalogue and the classifier's settings were
+# developed on DEVELOPED_FIRST and the project's own sets while LOCKED was kept away (never
+# opened or printed) until the catalogue was frozen at commit 76e2301; that run, the one
+# blind figure for the rules, is BLIND below (rules, classifier, combined: recall, false
+# alarms). The locked writers' errors were read afterwards and the catalogue extended, so
+# from then on the rules' column is developed on every writer (not blind); the
+# classifier's column stays leave-one-author-out whatever happens to the rules.
+DEVELOPED_FIRST = ["a1_ed_nurse", "a2_peds_parent", "a4_obstetrics", "a5_onco_dialysis", "a7_rural", "project"]
 LOCKED = ["a3_elder_care", "a6_mental_health", "a8_english"]
+LOCKED_UNTIL = "76e2301"
+BLIND = {
+    "a1_ed_nurse": {"rules": [1.0, 0.0], "classifier": [0.925, 0.0], "combined": [1.0, 0.0]},
+    "a2_peds_parent": {"rules": [1.0, 0.02], "classifier": [0.825, 0.04], "combined": [1.0, 0.06]},
+    "a3_elder_care": {"rules": [0.825, 0.1], "classifier": [0.9, 0.0], "combined": [0.975, 0.1]},
+    "a4_obstetrics": {"rules": [1.0, 0.0], "classifier": [0.775, 0.02], "combined": [1.0, 0.02]},
+    "a5_onco_dialysis": {"rules": [1.0, 0.0], "classifier": [0.925, 0.0], "combined": [1.0, 0.0]},
+    "a6_mental_health": {"rules": [0.55, 0.04], "classifier": [0.85, 0.0], "combined": [0.85, 0.04]},
+    "a7_rural": {"rules": [1.0, 0.0], "classifier": [0.925, 0.02], "combined": [1.0, 0.02]},
+    "a8_english": {"rules": [0.575, 0.04], "classifier": [0.725, 0.02], "combined": [0.875, 0.06]},
+}
 BLIND_WORST_RECALL = 0.225  # main before this work, worst writer (tests/data/authors/README.md)
 GOAL_RECALL, GOAL_FALSE_ALARMS = 0.90, 0.05
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -89,7 +105,7 @@ def main() -> None:
 
         en_urgent = [x for x, u, e in zip(comb, urg, en, strict=True) if u and e]
         table[k] = {
-            "n": len(test), "urgent": sum(urg), "developed_on": k in DEVELOPED_ON,
+            "n": len(test), "urgent": sum(urg),
             "rules": score(rule), "classifier": score(clf_v) if not args.no_classifier else None,
             "combined": score(comb),
             "english_urgent": (sum(en_urgent), len(en_urgent)),
@@ -111,15 +127,18 @@ def main() -> None:
         en = f"{v['english_urgent'][0]}/{v['english_urgent'][1]}" if v["english_urgent"][1] else "-"
         ctx = f"{v['context_removed_fa'][0]}/{v['context_removed_fa'][1]}, {v['context_silenced_urgent'][0]}/" \
               f"{v['context_silenced_urgent'][1]}"
-        tag = "" if v["developed_on"] else "  (locked: blind)"
+        tag = f"  (locked until {LOCKED_UNTIL}; blind combined {BLIND[k]['combined'][0]:.3f} {BLIND[k]['combined'][1]:.3f})" \
+            if k in LOCKED else ""
         print(f"{k:18} {v['n']:>4}  {fmt(v['rules']):13} {fmt(v['classifier']):13} {fmt(v['combined']):17} "
               f"{en:8} {ctx:>36}{tag}")
     writers = {k: v for k, v in table.items() if k != "project"}
     summary = {"benchmark": "safety_loao", "unit": "worst-writer triage recall, leave-one-author-out, combined",
                "peer": BLIND_WORST_RECALL, "goal": GOAL_RECALL, "goal_false_alarms": GOAL_FALSE_ALARMS,
                "threshold": threshold, "seconds": round(time.perf_counter() - t0, 1),
-               "developed_on": [k for k in table if table[k]["developed_on"]],
-               "locked": [k for k in table if not table[k]["developed_on"]],
+               "developed_first": DEVELOPED_FIRST, "locked_until": {"commit": LOCKED_UNTIL, "writers": LOCKED},
+               "blind": {"per_author": BLIND,
+                         "worst_recall": min(v["combined"][0] for v in BLIND.values()),
+                         "worst_false_alarms": max(v["combined"][1] for v in BLIND.values())},
                "per_author": {k: {"rules": v["rules"], "classifier": v["classifier"], "combined": v["combined"],
                                   "english_urgent": v["english_urgent"]} for k, v in table.items()}}
     if writers:

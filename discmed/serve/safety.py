@@ -160,6 +160,8 @@ class Rules:
         self.neg_pre, self.resolved_post, self.scope_end = cue("negation_pre"), cue("resolved_post"), cue("scope_end")
         self.history_pre, self.history_post, self.present = cue("history_pre"), cue("history_post"), cue("present")
         self.history_clause, self.chronic = cue("history_clause"), cue("chronic")
+        self.resolved_sentence = cue("resolved_sentence")
+        self.remeasure = self._compile(ctx["remeasure"], "context.remeasure") if ctx.get("remeasure") else None
         self.hypo_pre, self.hypo_post = cue("hypothetical_pre"), cue("hypothetical_post")
         self.educational, self.professional = cue("message_educational"), cue("message_professional")
         self.dose, self.hypo_end = cue("message_dose"), cue("hypothetical_end")
@@ -320,7 +322,7 @@ class _Message:
     def spans(self, name: str) -> list[tuple[int, int]]:
         if name in VITALS:
             if self._vitals is None:
-                self._vitals = read_vitals(self.text, self.r.vitals)
+                self._vitals = read_vitals(self.text, self.r.vitals, self.r.remeasure)
             return self._vitals.get(name, [])
         found: list[tuple[int, int]] = []
         for pattern, first in self.r.concepts[name]:
@@ -366,6 +368,8 @@ class _Message:
         if res and not re.search(r"(没|不|未)[^，。]{0,2}$", after[: res.start()]):
             return "resolved"
         sent_start, sent_end = self._start_of(self.sentences, start), self._end_of(self.sentences, end)
+        if r.resolved_sentence.search(text[clause_end:sent_end]):
+            return "resolved"
         sent_before = text[sent_start:start]
         if r.history_post.search(text[end:sent_end]) or r.history_clause.search(near):
             return "history"

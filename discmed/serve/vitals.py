@@ -18,7 +18,7 @@ VITALS = {
     "vital_hr_high", "vital_hr_extreme", "vital_hr_low", "vital_rr_high", "vital_temp_fever", "vital_temp_fn",
     "vital_temp_high", "vital_temp_very_high", "vital_temp_extreme", "vital_temp_low", "vital_temp_hypothermia",
     "vital_glucose_low", "vital_glucose_high", "vital_glucose_extreme", "vital_infant_young", "vital_age_older",
-    "vital_k_high", "vital_k_very_high", "vital_inr_high", "vital_inr_very_high", "vital_anc_low",
+    "vital_k_high", "vital_k_very_high", "vital_k_low", "vital_k_very_low", "vital_inr_high", "vital_inr_very_high", "vital_anc_low",
     "vital_pain_severe",
 }
 
@@ -32,9 +32,9 @@ _BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]
                        r"|(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})")
 _BP_SINGLE = re.compile(r"(?:血压|雪压)[^0-9，。/]{0,6}(\d{3})(?![0-9/.])|(?:左手|右手)(\d{3})(?![0-9/.])")
 _SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|sats|oxygen( level| saturation| sat)?"
-                   r"|血氧仪|血氧夹|pulse ox)[^0-9。，]{0,10}?(\d{2,3}(?![0-9.])|" + _CN2 + r")")
+                   r"|血氧仪|血氧夹|pulse ox)[^0-9。，]{0,10}?(\d{2,3}(?![0-9]|\.\d)|" + _CN2 + r")")
 _HR = re.compile(r"(心率|心跳|脉搏|脉率|摸[^，。]{0,3}脉|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。，]{0,10}?"
-                 r"(\d{2,3}(?![0-9.])|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
+                 r"(\d{2,3}(?![0-9]|\.\d)|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
 _RR = re.compile(r"(呼吸|喘气|breathing rate|breaths|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?"
                  + _NUM + r"多?(次|下|/min)|(?:数了?|数)[^。]{0,8}(?:一分钟|每分钟)" + _NUM + r"多?(次|下)")
 _TEMP = re.compile(r"(?<![0-9.])(?P<v1>\d{2,3}(?:\.\d{1,2})?)\s*(?P<unit>度|℃|°\s*[cf]?|摄氏度|degrees|deg|f\b|c\b)"
@@ -45,7 +45,7 @@ _TEMP = re.compile(r"(?<![0-9.])(?P<v1>\d{2,3}(?:\.\d{1,2})?)\s*(?P<unit>度|℃
 _TEMP_WORDS = re.compile(r"([三四]十[一二三四五六七八九]?)度([一二三四五六七八九]|半|多)?")
 _TEMP_BODY = re.compile(r"体温|量|腋|肛温|耳温|额温|temp|measured")
 _GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])bg(?![a-z]))[^0-9。]{0,12}?"
-                      r"(\d{1,3}(?:\.\d{1,2}|点\d|点几)?|[一二三四五六七八九十]{1,3}点[一二三四五六七八九])(?![0-9.%])\s*(mg)?")
+                      r"(\d{1,3}(?:\.\d{1,2}|点\d|点几)?|[一二三四五六七八九十]{1,3}点[一二三四五六七八九])(?![0-9%]|\.\d)\s*(mg)?")
 _GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^。]{0,12}?(?:(?<![a-z])(hi|lo|high|low)(?![a-z])"
                            r"|(显示高|测不出来?|爆表|超出范围|超过量程))")
 _POTASSIUM = re.compile(r"(血钾|钾离子|钾|potassium|(?<![a-z])k\+?(?= ?(is|was|of|:|=|\d)))[^0-9。，]{0,6}(\d(?:\.\d{1,2})?)(?![0-9])")
@@ -72,7 +72,7 @@ _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\
                         r"|(?<![一二两三四五六七八九十])([一二两三四五六七八九十]{1,3})(岁|周岁)(半)?"
                         r"|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公|老伴|老头|grand(ma|pa|mother|father)|elderly")
 _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature")
-_BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9.%]|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
+_BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9%]|\.\d|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
 _ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout|gym")
 _PREG_BP = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期|(?<![0-9])(2\d|3\d|4[0-2])周"
@@ -151,11 +151,41 @@ def _band(age: float | None) -> str:
     return "infant" if age < 1 else "child" if age < 6 else "school"
 
 
-def read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, int]]]:
+_SPO2_AGAIN = re.compile(r"(?<![0-9.])(9[4-9]|100)(?![0-9.])")
+_GLUCOSE_AGAIN = re.compile(r"(?<![0-9.])([4-9]\.\d|1[0-5]\.\d)(?![0-9])")
+_BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)\s*[/／]\s*([5-8]\d)(?![0-9])")
+
+
+def _remeasured_normal(text: str, remeasure: re.Pattern | None) -> dict[str, int]:
+    """{quantity: position} for readings measured again and found normal: after a
+    re-measure cue, a normal value of the same kind. An abnormal reading of that quantity
+    before the position is set aside (a fingertip with nail varnish, unwashed hands)."""
+    if remeasure is None:
+        return {}
+    cue = remeasure.search(text)
+    if cue is None:
+        return {}
+    rest, found = text[cue.start():], {}
+    for name, again in (("spo2", _SPO2_AGAIN), ("glucose", _GLUCOSE_AGAIN), ("bp", _BP_AGAIN)):
+        last = None
+        for last in again.finditer(rest):  # noqa: B007 - the loop keeps the last one
+            pass
+        if last is not None:
+            found[name] = cue.start() + last.start()
+    return found
+
+
+def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = None) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
+    normal_again = _remeasured_normal(text, remeasure)
 
     def add(name: str, m: re.Match | tuple[int, int]) -> None:
-        out.setdefault(name, []).append(m if isinstance(m, tuple) else m.span())
+        span = m if isinstance(m, tuple) else m.span()
+        quantity = "spo2" if name == "vital_spo2_low" else "glucose" if name.startswith("vital_glucose") else \
+            "bp" if name.startswith("vital_bp") else ""
+        if quantity in normal_again and span[1] <= normal_again[quantity]:
+            return  # measured again and normal
+        out.setdefault(name, []).append(span)
 
     ages, youngest = _ages(text)
     band = _band(youngest)
@@ -288,6 +318,10 @@ def read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, int
             add("vital_k_high", m)
         if t.get("potassium_very_high", 6.5) <= v <= 10:
             add("vital_k_very_high", m)
+        if 1.0 <= v < t.get("potassium_low", 3.0):
+            add("vital_k_low", m)
+        if 1.0 <= v <= t.get("potassium_very_low", 2.5):
+            add("vital_k_very_low", m)
     for m in _INR.finditer(text):
         v = float(m.group(1))
         if v >= t.get("inr_high", 5.0):
