@@ -33,7 +33,7 @@ _BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]
 _BP_SINGLE = re.compile(r"(?:血压|雪压)[^0-9，。/]{0,6}(\d{3})(?![0-9/.])|(?:左手|右手)(\d{3})(?![0-9/.])")
 _SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|sats|oxygen( level| saturation| sat)?"
                    r"|血氧仪|血氧夹|pulse ox)[^0-9。，]{0,10}?(\d{2,3}(?![0-9]|\.\d)|" + _CN2 + r")")
-_HR = re.compile(r"(心率|心跳|脉搏|脉率|摸[^，。]{0,3}脉|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。，]{0,10}?"
+_HR = re.compile(r"(心率|心跳|脉搏|脉率|摸[^，。]{0,3}脉|(?<![a-z])hr(?![a-z])|heart rate|pulse|watch (?:says|shows|reads))[^0-9。，]{0,10}?"
                  r"(\d{2,3}(?![0-9]|\.\d)|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
 _RR = re.compile(r"(呼吸|喘气|breathing rate|breaths|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?"
                  + _NUM + r"多?(次|下|/min)|(?:数了?|数)[^。]{0,8}(?:一分钟|每分钟)" + _NUM + r"多?(次|下)")
