@@ -132,7 +132,9 @@ def main() -> None:
         print(f"{k:18} {v['n']:>4}  {fmt(v['rules']):13} {fmt(v['classifier']):13} {fmt(v['combined']):17} "
               f"{en:8} {ctx:>36}{tag}")
     writers = {k: v for k, v in table.items() if k != "project"}
-    summary = {"benchmark": "safety_loao", "unit": "worst-writer triage recall, leave-one-author-out, combined",
+    summary = {"benchmark": "safety_loao",
+               "unit": "worst-writer triage recall, combined: classifier leave-one-author-out, rules developed on "
+                       f"every writer since {LOCKED_UNTIL} (not blind; the blind figure is under 'blind')",
                "peer": BLIND_WORST_RECALL, "goal": GOAL_RECALL, "goal_false_alarms": GOAL_FALSE_ALARMS,
                "threshold": threshold, "seconds": round(time.perf_counter() - t0, 1),
                "developed_first": DEVELOPED_FIRST, "locked_until": {"commit": LOCKED_UNTIL, "writers": LOCKED},
