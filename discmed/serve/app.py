@@ -252,6 +252,8 @@ def create_app(
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
     rules = (rules or load_rules()) if safety else None
+    if rules is not None:
+        rules.classifier()  # the learned triage layer, trained or loaded now rather than on the first request
     metrics = app.state.metrics = Metrics(served.engine)
     started = time.time()
 
