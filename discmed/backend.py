@@ -104,13 +104,16 @@ class Reply(str):
     """A reply's text (a plain `str` to every caller) that also says why generation ended:
     `finish_reason` "stop" (the model ended it, or a stop string) or "length" (cut off at
     `max_new_tokens`), None where the backend cannot tell. A parser that fails on a reply cut
-    off at the limit can then say so instead of blaming the model's format."""
+    off at the limit can then say so instead of blaming the model's format. `reasoning`: a
+    reasoning model's thinking, kept apart from the text (discmed.reasoning), else None."""
 
     finish_reason: str | None
+    reasoning: str | None
 
-    def __new__(cls, text: str, finish_reason: str | None = None) -> Reply:
+    def __new__(cls, text: str, finish_reason: str | None = None, reasoning: str | None = None) -> Reply:
         self = super().__new__(cls, text)
         self.finish_reason = finish_reason
+        self.reasoning = reasoning
         return self
 
 

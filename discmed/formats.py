@@ -115,8 +115,11 @@ class _PieceFormat:
         return _join_turns(self.prefix(tokenizer), turns, max_length)
 
     def prompt(
-        self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512
+        self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> list[int]:
+        # template_kwargs (a request's chat_template_kwargs) are a template's variables: a
+        # built-in format has none, so they change nothing here, as an unused variable in vLLM.
         messages = validate_messages(list(messages), field_name="messages", require_assistant=False)
         if messages[-1]["role"] != "user":
             raise FormatError("a generation prompt must end with a user message")
@@ -214,10 +217,10 @@ class TemplateFormat:
 
     name: str = "auto"
 
-    def _render(self, tokenizer: Any, messages: list[Message], generation: bool) -> str:
+    def _render(self, tokenizer: Any, messages: list[Message], generation: bool, **template_kwargs: Any) -> str:
         if not getattr(tokenizer, "chat_template", None):
             raise FormatError("format 'auto' needs a tokenizer with a chat template; pass a format name instead")
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation, **template_kwargs)
 
     def _segments(self, messages: list[Message], tokenizer: Any) -> list[tuple[str, int, int]]:
         """(text, target, message index) segments whose concatenation is the full rendering."""
@@ -257,8 +260,11 @@ class TemplateFormat:
         return _join_turns([], turns, max_length)
 
     def prompt(
-        self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512
+        self, messages: Sequence[Message], tokenizer: Any, max_length: int = 4096, reserve: int = 512,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> list[int]:
+        """`template_kwargs`: variables for the template (a request's chat_template_kwargs, e.g.
+        Qwen3's enable_thinking)."""
         messages = validate_messages(list(messages), field_name="messages", require_assistant=False)
         if messages[-1]["role"] != "user":
             raise FormatError("a generation prompt must end with a user message")
@@ -267,7 +273,7 @@ class TemplateFormat:
         # Re-render with fewer rounds until it fits: templates may add defaults per rendering.
         for start in range(len(rounds)):
             kept = system + [m for rnd in rounds[start:] for m in rnd]
-            ids = _markup(tokenizer, self._render(tokenizer, kept, generation=True))
+            ids = _markup(tokenizer, self._render(tokenizer, kept, generation=True, **(template_kwargs or {})))
             if len(ids) <= budget:
                 return ids
         if budget <= 0:

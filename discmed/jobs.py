@@ -17,7 +17,9 @@ one JSON result. This module runs that work:
 - a content-addressed cache keyed by (model identity, messages, params): a re-run of the same
   prompts on the same weights costs nothing, even from a fresh journal; new weights miss;
 - a token tally (the backend's tokenizer when it has one, else an estimate that says so),
-  a progress bar, and provenance (which models answered, how many calls, cache hits).
+  a progress bar, and provenance (which models answered, how many calls, cache hits);
+- a reasoning model's thinking (`<think>` blocks, `reasoning_content`) taken out of every
+  reply (discmed.reasoning): work sees the answer, the item's provenance keeps the thinking.
 
 Example::
 
@@ -225,22 +227,23 @@ class Cache:
         self.con.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, "
                          "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL, finish TEXT)")
         _add_column(self.con, "replies", "finish", "TEXT")  # a cache written before finish reasons were kept
+        _add_column(self.con, "replies", "reasoning", "TEXT")  # … or a reasoning model's thinking
         self.lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
-        """The cached reply (a `Reply`, with the finish reason it had), or None."""
+        """The cached reply (a `Reply`, with the finish reason and reasoning it had), or None."""
         from discmed.backend import Reply
 
         with self.lock:
-            row = self.con.execute("SELECT reply, finish FROM replies WHERE key=?", (key,)).fetchone()
-        return Reply(row[0], row[1]) if row else None
+            row = self.con.execute("SELECT reply, finish, reasoning FROM replies WHERE key=?", (key,)).fetchone()
+        return Reply(row[0], row[1], row[2]) if row else None
 
     def put(self, key: str, model: str, reply: str, prompt_tokens: int, completion_tokens: int) -> None:
         with self.lock:
             self.con.execute("INSERT OR REPLACE INTO replies (key, model, reply, prompt_tokens, completion_tokens, "
-                             "created, finish) VALUES (?,?,?,?,?,?,?)",
+                             "created, finish, reasoning) VALUES (?,?,?,?,?,?,?,?)",
                              (key, model, reply, prompt_tokens, completion_tokens, time.time(),
-                              getattr(reply, "finish_reason", None)))
+                              getattr(reply, "finish_reason", None), getattr(reply, "reasoning", None)))
 
 
 def _add_column(con: sqlite3.Connection, table: str, column: str, kind: str) -> None:
@@ -288,8 +291,11 @@ class Client:
 
     async def chat(self, messages: list[dict], params: Any = None) -> str:
         """One reply to `messages`, from the cache when this model made this exact call before.
-        A prompt that cannot fit the model's context fails here, before it is sent."""
+        A prompt that cannot fit the model's context fails here, before it is sent. The reply
+        is the answer alone: a reasoning model's thinking is in `reply.reasoning` and in the
+        item's journal provenance, never in the text (discmed.reasoning)."""
         from discmed.backend import GenParams
+        from discmed.reasoning import separate
 
         params = params if params is not None else GenParams()
         calls = _ITEM_CALLS.get()
@@ -299,21 +305,21 @@ class Client:
         if hit is not None:
             self.cache_hits += 1
             if calls is not None:
-                calls.append((self.name, self.model, True))
+                calls.append((self.name, self.model, True, hit.reasoning))
             return hit
         await self.runner.limiter.wait()
         fitted = await self.fit(messages, params)
         # The backend's own retries (the openai SDK's backoff for API models) are the only ones.
-        reply = await self.backend.achat(messages, fitted)
+        reply = separate(await self.backend.achat(messages, fitted))
         pt = sum(self.count_tokens(m.get("content", "")) for m in messages)
-        ct = self.count_tokens(reply)
+        ct = self.count_tokens(reply) + self.count_tokens(getattr(reply, "reasoning", None) or "")  # thinking is output too
         self.prompt_tokens += pt
         self.completion_tokens += ct
         self.calls += 1
         if cache is not None:
             cache.put(key, self.model, reply, pt, ct)
         if calls is not None:
-            calls.append((self.name, self.model, False))
+            calls.append((self.name, self.model, False, getattr(reply, "reasoning", None)))
         return reply
 
     async def fit(self, messages: list[dict], params: Any) -> Any:
@@ -568,8 +574,11 @@ class JobRunner:
                         first_error.append(e)
                 finally:
                     _ITEM_CALLS.reset(token)
-                prov = {"models": sorted({f"{n}={m}" for n, m, _ in calls}), "calls": len(calls),
-                        "cache_hits": sum(1 for *_, hit in calls if hit)}
+                prov = {"models": sorted({f"{n}={m}" for n, m, *_ in calls}), "calls": len(calls),
+                        "cache_hits": sum(1 for _, _, hit, _ in calls if hit)}
+                thoughts = [{"role": n, "call": i, "reasoning": r} for i, (n, _, _, r) in enumerate(calls) if r]
+                if thoughts:  # a reasoning model's thinking: kept here, never in the result
+                    prov["reasoning"] = thoughts
                 # One autocommitted statement per item: the item is done exactly when this returns.
                 self.con.execute("INSERT OR REPLACE INTO items (key, seq, status, result, error, provenance, "
                                  "finished, kind) VALUES (?,?,?,?,?,?,?,?)",

@@ -2,6 +2,7 @@
 server, and in-process for resume and the call cache. The tiny model proves the machinery,
 not medicine: its judgements are mostly unreadable, which the harness must report honestly."""
 
+import hashlib
 import json
 import os
 import signal
@@ -69,8 +70,9 @@ def test_consult_judge_score_over_http(tiny_server, samples, tmp_path, cli):
     assert run.exit_code == 0, run.output
     jsum = json.loads(run.output.strip().splitlines()[-1])
     lines = [json.loads(x) for x in judged.read_text(encoding="utf-8").splitlines()]
-    assert len(lines) == 2 and all(list(x) == ["id", "model", "source", "scores", "prompt", "judge"]
+    assert len(lines) == 2 and all(list(x) == ["id", "model", "source", "scores", "prompt", "judge", "receipt"]
                                    for x in lines), jsum
+    assert all(x["receipt"]["prompt_sha256"] == hashlib.sha256(x["prompt"].encode()).hexdigest() for x in lines)
     by_id = {d["id"]: d for d in written}
     assert all(x["prompt"] == render_prompt(by_id[x["id"]], rubric="zh") for x in lines)
     unreadable = sum(parse_scores(x["scores"]) is None for x in lines)

@@ -6,11 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from discmed.chat import DataError
+from discmed.eval.grader import parse_grade
 from discmed.eval.rubric import (
     Criterion,
     bootstrap,
     clipped_mean,
-    parse_grade,
     read_rubrics,
     score_example,
     summarize,
@@ -134,7 +134,9 @@ def test_cmb_clin_cases_with_reference(shared_data):
     assert len(cases) == 73 and all(c["reference"] for c in cases)  # every DISC case found in CMB-Clin's release
     assert "嵌顿性腹股沟斜疝" in cases[0]["reference"]
     urgent = [c["id"] for c in cases if urgency(c)[0]]
-    assert "30" in urgent and "0" not in urgent  # convulsions with loss of consciousness; a hernia is not flagged
+    # convulsions with loss of consciousness, and (since issue 24's classifier) case 0: an incarcerated
+    # hernia with bowel obstruction, a surgical emergency; reflux disease and haemorrhoids are not flagged
+    assert {"30", "0"} <= set(urgent) and not {"1", "2"} & set(urgent)
 
 
 def test_rubric_end_to_end_on_tiny_server(tiny_server, tmp_path, hb_file, shared_data):
@@ -170,11 +172,12 @@ def test_rubric_end_to_end_on_tiny_server(tiny_server, tmp_path, hb_file, shared
     assert again["written"] == summary["written"] and again["rejected"] == summary["rejected"]
 
     r = CliRunner().invoke(app, ["rubric", "--rubrics", str(hb_file), "--model", spec, "--grader", spec,
-                                 "--out", str(tmp_path / "rb"), "--limit", "2", "--max-new-tokens", "24", "--json"])
+                                 "--out", str(tmp_path / "rb"), "--limit", "2", "--max-new-tokens", "24", "--protocol", "discmed",
+                                 "--json"])
     assert r.exit_code == 0, r.output
     last = json.loads(r.output.strip().splitlines()[-1])
     grading, scores = last["grading"], last["scores"]["tiny"]
-    assert grading["graded"] == 2 and grading["criteria"] == 5
+    assert grading["graded"] == 2 and grading["criteria"] == 3  # hb-2 and hb-3: random.Random(0)'s draw of 2
     # Whatever the tiny grader wrote, every dialogue is either scored or counted as left out.
     assert scores["n"] + scores["ungraded"] == 2
     lines = [json.loads(x) for x in (tmp_path / "rb" / "grades.jsonl").read_text().splitlines()]

@@ -85,6 +85,16 @@ def _bad_body(resp: Any) -> str | None:
     return None
 
 
+def _reply(content: str | None, message: dict[str, Any], finish_reason: str | None) -> Reply:
+    """A chat completion's message as a Reply: its answer apart from its reasoning, which a
+    server with a reasoning parser sends as `reasoning_content` (vLLM, SGLang, DeepSeek) or
+    `reasoning` (newer vLLM, OpenRouter), and a server without one leaves in `<think>` blocks."""
+    from discmed.reasoning import separate
+
+    thought = message.get("reasoning_content") or message.get("reasoning")
+    return separate(Reply(content or "", finish_reason), thought if isinstance(thought, str) else None)
+
+
 def _async_client(options: dict[str, Any]) -> Any:
     """AsyncOpenAI over the SDK's aiohttp transport (the `openai[aiohttp]` extra) where it has
     one, else over httpx."""
@@ -324,7 +334,8 @@ class OpenAIBackend:
                 time.sleep(_backoff(attempt))
         self._tally(*_usage(resp.usage))
         choice = resp.choices[0]
-        return Reply(choice.message.content or "", choice.finish_reason)
+        extra = getattr(choice.message, "model_extra", None) or {}
+        return _reply(choice.message.content, extra, choice.finish_reason)
 
     async def achat(self, messages: list[Message], params: GenParams) -> str:
         """One reply through AsyncOpenAI (one client per event loop: its connections are the loop's).
@@ -343,7 +354,8 @@ class OpenAIBackend:
         usage = data.get("usage") or {}
         self._tally(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         choice = data["choices"][0]
-        return Reply((choice.get("message") or {}).get("content") or "", choice.get("finish_reason"))
+        message = choice.get("message") or {}
+        return _reply(message.get("content"), message, choice.get("finish_reason"))
 
     async def _apost(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
         """POST /chat/completions; the parsed body. A body that is empty, cut off or not a chat
@@ -383,13 +395,23 @@ class OpenAIBackend:
             return list(pool.map(lambda m: self._one(m, params), conversations))
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
+        """The answer's text as it comes; reasoning (a `reasoning_content` delta, a `<think>`
+        block) is not part of it."""
+        from discmed.reasoning import StreamSplitter
+
         resp = self._create(messages, params, stream=True)
+        splitter = StreamSplitter()
         try:
             for chunk in resp:
                 if chunk.usage is not None:
                     self._tally(*_usage(chunk.usage))
                 if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                    answer = splitter.feed(chunk.choices[0].delta.content)[1]
+                    if answer:
+                        yield answer
+            rest = splitter.flush()[1]
+            if rest:
+                yield rest
         finally:
             resp.close()  # a closed iterator closes the connection, which stops the server's work
 

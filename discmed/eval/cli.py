@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`: the `eval` group discmed/cli.py creates and passes in."""
     _register_mcq(app)
     _register_consult(app)
-    _register_rubric(app)
+    from discmed.eval.rubric_cli import register_rubric
+
+    register_rubric(app)
 
 
 def _register_mcq(eval_app: typer.Typer) -> None:
@@ -360,122 +362,3 @@ def _register_consult(eval_app: typer.Typer) -> None:
                                    "criteria": {r.criterion: {"exact": r.exact, "within_one": r.within_one,
                                                               "kappa": r.kappa, "spearman": r.spearman}
                                                 for r in rows}}, ensure_ascii=False))
-
-
-def _register_rubric(eval_app: typer.Typer) -> None:
-    """`discmed eval rubrics` (write case-specific rubrics) and `discmed eval rubric` (grade
-    dialogues against them, HealthBench's way)."""
-    import json
-    import sys
-    from pathlib import Path
-
-    from discmed.errors import fail_with
-
-    def backend(spec: str, timeout: float):
-        from discmed.jobs import backend_for
-
-        return backend_for(spec, retries=2, timeout=timeout)  # the SDK's retries, the only ones
-
-    Opt = typer.Option
-
-    @eval_app.command("rubrics")
-    def rubrics(
-        cases: Annotated[str, Opt("--cases", help="cmb-clin, cmd, cmid, a DISC samples file, or HealthBench-shaped JSONL")],
-        writer: Annotated[str, Opt("--writer", help="the model that writes the criteria (a model spec)")],
-        out: Annotated[Path, Opt("--out", "-o", help="rubric JSONL in HealthBench's shape")] = Path("runs/rubrics/rubrics.jsonl"),
-        samples: Annotated[Path | None, Opt("--samples", help="DISC's eval/samples folder (else $DISCMED_EVAL_SAMPLES)")] = None,
-        reference: Annotated[Path | None, Opt("--reference", help="CMB-Clin's own release (CMB-Clin-v0.json): "
-                                                  "its answers shown to the writer")] = None,
-        limit: Annotated[int | None, Opt("--limit", help="only the first N cases")] = None,
-        concurrency: Annotated[int, Opt("--concurrency", help="cases written at once")] = 8,
-        max_tokens: Annotated[int, Opt("--max-new-tokens", help="longest writer reply, in tokens")] = 1024,
-        free_text: Annotated[bool, Opt("--free-text", help="do not hold the writer's reply to a JSON schema "
-                                                "(constrained decoding, structured outputs); its prose is parsed")] = False,
-        timeout: TimeoutOpt = 300.0,
-        cache: CacheOpt = True,
-        as_json: Annotated[bool, Opt("--json", help="print the summary as JSON on the last line")] = False,
-    ) -> None:
-        """Write weighted criteria per case (checked; rejects kept with reasons); resumable."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
-        from discmed.eval.rubric_write import load_rubric_cases, run_write
-
-        try:
-            items = load_rubric_cases(cases, samples, reference)[:limit] if limit else load_rubric_cases(cases, samples, reference)
-            summary = run_write(items, backend(writer, timeout), out, writer_spec=writer,
-                                params=GenParams(max_new_tokens=max_tokens), concurrency=concurrency,
-                                cache=cache, progress=sys.stderr.isatty() or not as_json,
-                                json_output=not free_text)
-        except (ValueError, DataError, BackendError, OSError) as e:
-            fail_with(e, as_json)
-        typer.echo(f"{summary['written']}/{summary['cases']} rubrics → {summary['out']} ({summary['criteria']} criteria; "
-                   f"{summary['urgent']} urgent cases; {summary['rejected']} rejected → {summary['rejects']}; "
-                   f"{summary['failed']} failed; {summary['resumed']} resumed)")
-        if summary["reject_reasons"]:
-            typer.echo("reject reasons: " + "; ".join(f"{k} ×{v}" for k, v in summary["reject_reasons"].items()))
-        end_job(summary, what="cases", as_json=as_json)
-        if as_json:
-            typer.echo(json.dumps(summary, ensure_ascii=False))
-
-    @eval_app.command("rubric")
-    def rubric(
-        dialogues: Annotated[list[Path] | None, typer.Argument(help="dialogue files in DISC's format (ids matching "
-                                                                "the rubric file's prompt_id)")] = None,
-        rubrics_file: Annotated[Path, Opt("--rubrics", help="rubric JSONL: HealthBench's own file or eval rubrics'")] = ...,
-        grader: Annotated[str, Opt("--grader", help="the model that grades each criterion (a model spec)")] = ...,
-        model: Annotated[str | None, Opt("--model", help="instead of dialogue files: this model answers each "
-                                         "rubric line's prompt first (HealthBench's protocol)")] = None,
-        name: Annotated[str | None, Opt("--name", help="with --model: the name written in the dialogues")] = None,
-        out: Annotated[Path, Opt("--out", "-o", help="folder for grades.jsonl, report.md, scores.json, charts")] = Path("runs/rubric"),
-        limit: Annotated[int | None, Opt("--limit", help="only the first N rubric lines")] = None,
-        concurrency: Annotated[int, Opt("--concurrency", help="dialogues graded (or answered) at once")] = 8,
-        max_tokens: Annotated[int, Opt("--max-new-tokens", help="longest grader reply, in tokens")] = 128,
-        free_text: Annotated[bool, Opt("--free-text", help="do not hold the grader's reply to a JSON schema "
-                                       "(constrained decoding, structured outputs); its prose is parsed")] = False,
-        timeout: TimeoutOpt = 300.0,
-        cache: CacheOpt = True,
-        as_json: Annotated[bool, Opt("--json", help="print {model: {score, ci, n, ungraded, tags}} last")] = False,
-    ) -> None:
-        """Grade each criterion met / not met; HealthBench's scores, per-tag and per-criterion tables, charts."""
-        from discmed.backend import BackendError, GenParams
-        from discmed.chat import DataError
-        from discmed.eval import rubric as rb
-        from discmed.eval.consult import read_dialogues
-
-        progress = sys.stderr.isatty() or not as_json
-        try:
-            examples = rb.read_rubrics(rubrics_file)[:limit] if limit else rb.read_rubrics(rubrics_file)
-            if model:
-                doc = backend(model, timeout)
-                records = rb.run_respond(examples, doc, out / "dialogues.json", model_spec=model, name=name or doc.name,
-                                         concurrency=concurrency, cache=None if cache else False, progress=progress)
-            elif dialogues:
-                records = [d for f in dialogues for d in read_dialogues(f)]
-            else:
-                raise ValueError("give dialogue files, or --model to answer the rubric file's prompts")
-            summary = rb.run_grading(records, examples, backend(grader, timeout), out / "grades.jsonl",
-                                     grader_spec=grader, params=GenParams(max_new_tokens=max_tokens),
-                                     concurrency=concurrency, cache=None if cache else False, progress=progress,
-                                     json_output=not free_text)
-            table = rb.summarize(rb.read_grades(out / "grades.jsonl"))
-        except (ValueError, DataError, BackendError, OSError) as e:
-            fail_with(e, as_json)
-        coverage = (f"{summary['graded']} of {summary['matched']} dialogues with a rubric graded "
-                    f"({summary['failed']} failed" + (f", listed in {summary['failed_file']}" if summary.get("failed_file")
-                                                      else "") + f"; {summary['unmatched']} dialogues had no rubric); "
-                    f"{summary['criteria']} criteria, {summary['unreadable']} unreadable grades after asking again "
-                    "(their dialogues left out of the scores)")
-        # The report says what it scored: n of N, and why the rest are missing.
-        report = rb.markdown(table).replace("\n", f"\n\n{coverage}.\n", 1)  # under the heading, above the table
-        typer.echo(report)
-        for fname, text in (("report.md", report), ("scores.json", json.dumps(table, ensure_ascii=False, indent=2))):
-            tmp = out / (fname + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(out / fname)
-        charts = rb.draw_charts(table, out)
-        if charts:
-            typer.echo("charts: " + ", ".join(str(c) for c in charts))
-        end_job(summary, what="dialogues", as_json=as_json)
-        if as_json:
-            typer.echo(json.dumps({"grading": {k: v for k, v in summary.items() if k != "failures"},
-                                   "scores": rb.json_summary(table)}, ensure_ascii=False))

@@ -8,8 +8,10 @@ variants: CMB-clin, and CMD/CMID whose Proactivity text adds a clause for non-pe
 questions). `--rubric zh` is discmed's Chinese rendering of the same rubric.
 
 A judgement line is DISC's: `{"id", "model", "source", "scores", "prompt"}` where `scores` is
-the judge's raw text, plus `"judge": {"spec", "identity"}` (the model spec as given and the
-backend's identity) that DISC's released lines lack. Parsing happens when scores are read (`parse_scores`), so a line whose
+the judge's raw text (its answer: a reasoning model's thinking is kept apart), plus what DISC's
+released lines lack: `"judge": {"spec", "identity"}` (the model spec as given and the backend's
+identity) and `"receipt"` (the prompt's sha256, the reasoning, the finish reason, the parsed
+scores, the calls made and any unreadable reply before; `discmed eval receipts` reads them). Parsing happens when scores are read (`parse_scores`), so a line whose
 text could not be parsed stays on disk, is counted, and is never silently dropped.
 """
 
@@ -179,6 +181,19 @@ def render_prompt(dialogue: dict[str, Any], rubric: str = "disc") -> str:
     return template.replace("{conversation}", render_conversation(dialogue["conversation"]))
 
 
+def sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def receipt_try(reply: str, parsed: Any) -> dict[str, Any]:
+    """One call's part of a verdict's receipt: the raw reply, the reasoning a reasoning model
+    gave apart from it (never parsed), why generation ended, and what was read from it."""
+    return {"reply": str(reply), "reasoning": getattr(reply, "reasoning", None),
+            "finish_reason": getattr(reply, "finish_reason", None), "parsed": parsed}
+
+
 def judgement_line(dialogue: dict[str, Any], scores: str, prompt: str) -> dict[str, Any]:
     """One output line in DISC's field order."""
     return {
@@ -322,15 +337,18 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
             prompt = render_prompt(dialogue, rubric)
             messages = [{"role": "user", "content": prompt}]
             reply = await client.chat(messages, params)
-            asked = 1
+            asked, tries = 1, []
             if parse_scores(reply) is None:
                 again = messages + [{"role": "assistant", "content": reply}, {"role": "user", "content": retry_prompt}]
                 second = await client.chat(again, params)
                 asked = 2
                 if parse_scores(second) is not None or not reply.strip():
-                    reply = second
-            return {"line": judgement_line(dialogue, reply, prompt), "asked": asked,
-                    "parsed": parse_scores(reply) is not None}
+                    reply, second = second, reply
+                tries = [receipt_try(second, parse_scores(second))]
+            line = judgement_line(dialogue, reply, prompt)
+            line["receipt"] = {**receipt_try(reply, parse_scores(reply)), "prompt_sha256": sha256(prompt),
+                               "asked": asked, "tries": tries}
+            return {"line": line, "asked": asked, "parsed": parse_scores(reply) is not None}
 
         items = [(f"{d['model']}/{d['source']}/{d['id']}", d) for d in dialogues]
         wanted = {k for k, _ in items}
@@ -344,7 +362,8 @@ def run_judge(dialogues: list[dict[str, Any]], judge: Any, out: str | Path, *, j
     # Each line names its judge (the spec as given and the backend's identity, which changes with
     # the weights), so a table that puts judgements side by side can tell who wrote them.
     who = {"spec": judge_spec, "identity": str(judge.identity)}
-    write_jsonl([{**r["line"], "judge": who} for r in results], out)
+    write_jsonl([{**{k: v for k, v in r["line"].items() if k != "receipt"}, "judge": who,
+                  **({"receipt": r["line"]["receipt"]} if "receipt" in r["line"] else {})} for r in results], out)
     unparsed = [f"{r['line']['model']}/{r['line']['source']}/{r['line']['id']}" for r in results if not r["parsed"]]
     return {"out": str(out), "judge": judge_spec, "rubric": rubric, "dialogues": len(dialogues),
             "judged": len(results), "parsed": len(results) - len(unparsed), "unparsed": len(unparsed),
@@ -381,13 +400,17 @@ def run_pairwise(first: list[dict[str, Any]], second: list[dict[str, Any]], judg
 
         async def work(key: str, pair: tuple[dict, dict]) -> dict:
             x, y = pair
-            ab_reply = await client.chat([{"role": "user", "content": render_pairwise(x, y)}], params)
-            ba_reply = await client.chat([{"role": "user", "content": render_pairwise(y, x)}], params)
+            prompts = [render_pairwise(x, y), render_pairwise(y, x)]
+            ab_reply = await client.chat([{"role": "user", "content": prompts[0]}], params)
+            ba_reply = await client.chat([{"role": "user", "content": prompts[1]}], params)
             ab, ba = parse_verdict(ab_reply), parse_verdict(ba_reply)
             outcome = combine_verdicts(ab, ba)
             winner = {"x": x["model"], "y": y["model"], "tie": "tie", None: None}[outcome]
             return {"id": x["id"], "source": x["source"], "x": x["model"], "y": y["model"], "ab": ab, "ba": ba,
-                    "outcome": outcome, "winner": winner, "replies": [ab_reply, ba_reply]}
+                    "outcome": outcome, "winner": winner, "replies": [ab_reply, ba_reply],
+                    "receipts": [{**receipt_try(r, v), "prompt_sha256": sha256(p), "order": o}
+                                 for r, v, p, o in ((ab_reply, ab, prompts[0], "x first"),
+                                                    (ba_reply, ba, prompts[1], "y first"))]}
 
         stats = runner.run([(f"{x['source']}/{x['id']}", (x, y)) for x, y in pairs], work, desc="pairwise")
         wanted = {f"{x['source']}/{x['id']}" for x, _ in pairs}

@@ -107,7 +107,7 @@ class ServedModel:
 
     name: str
     engine: Any
-    encode: Callable[[list[dict]], list[int]]  # messages -> prompt ids, no truncation
+    encode: Callable[..., list[int]]  # (messages, chat_template_kwargs=None) -> prompt ids, no truncation
     max_model_len: int
     default_max_tokens: int = 512
     defaults: GenParams = field(default_factory=lambda: GenParams(temperature=1.0))
@@ -153,7 +153,7 @@ class ServedModel:
             )
         # No truncation here: a prompt that does not fit is refused with the limit, as OpenAI
         # does, rather than silently losing the start of the conversation.
-        encode = lambda msgs: fmt.prompt(msgs, tok, max_length=10**9, reserve=0)  # noqa: E731
+        encode = lambda msgs, kw=None: fmt.prompt(msgs, tok, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
         defaults = (
             backend.default_params() if hasattr(backend, "default_params") else GenParams(temperature=1.0)
         )
@@ -252,6 +252,8 @@ def create_app(
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
     rules = (rules or load_rules()) if safety else None
+    if rules is not None:
+        rules.classifier()  # the learned triage layer, trained or loaded now rather than on the first request
     metrics = app.state.metrics = Metrics(served.engine)
     started = time.time()
 

@@ -169,6 +169,9 @@ class ChatCompletionRequest(SamplingFields):
     # The verdict itself always travels in the response's `safety` field. None: the server's
     # setting (on for people); discmed's own openai backend sends False (evaluation, judges).
     safety: bool | None = None
+    # vLLM's: variables for the model's chat template (Qwen3's and Baichuan-M2's
+    # {"enable_thinking": false} turns thinking off); a built-in format has none to set.
+    chat_template_kwargs: dict | None = None
 
     def message_dicts(self) -> list[dict]:
         return [{"role": m.role, "content": m.text_content()} for m in self.messages]
@@ -266,6 +269,8 @@ class ChoiceLogprobs(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    # discmed extras (vLLM's): a reasoning model's thinking, apart from its answer
+    reasoning_content: str | None = None
 
 
 class Choice(BaseModel):
@@ -294,6 +299,8 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # discmed extras (vLLM's)
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -75,6 +75,8 @@ class Job:
     req: Any
     prefix: str = ""
     prefix_tokens: int = 0
+    # Whether the reply starts inside a <think> block (`thinking`); None: a model without reasoning.
+    started: bool | None = None
 
 
 # -- building requests -------------------------------------------------------------------------
@@ -193,8 +195,9 @@ def _checked_prompt(body: ChatCompletionRequest, served: Any) -> tuple[list[dict
     if messages[-1]["role"] != "user":
         raise APIError(400, "messages: the last message must be from the user", param="messages", code="invalid_messages")
     try:
-        return messages, served.encode(messages)
-    except Exception as e:  # a format that cannot render these messages
+        kwargs = body.chat_template_kwargs
+        return messages, served.encode(messages, kwargs) if kwargs else served.encode(messages)
+    except Exception as e:  # a format that cannot render these messages (or these template variables)
         raise APIError(400, f"messages: {e}", param="messages", code="invalid_messages") from None
 
 
@@ -234,7 +237,8 @@ async def chat_request(body: ChatCompletionRequest, served: Any, rules: Any, pre
         logit_bias=logit_bias(body, served.vocab_size),
         grammar=grammar,
     )
-    jobs = [Job(i, r, prefix, prefix_tokens) for i, r in enumerate(reqs)]
+    started = thinking(served, prompt)
+    jobs = [Job(i, r, prefix, prefix_tokens, started) for i, r in enumerate(reqs)]
     return jobs, prompt, info, t
 
 
@@ -295,14 +299,29 @@ async def collect_all(jobs: list[Job], is_disconnected: Callable) -> list[tuple[
     return results
 
 
+def thinking(served: Any, prompt: list[int]) -> bool | None:
+    """None when the model's chat template has no reasoning (no `</think>` in it); else whether
+    this prompt opened a `<think>` block itself (DeepSeek-R1's template does; Qwen3's with
+    enable_thinking false closes an empty one), so the reply starts as reasoning."""
+    tok = getattr(served, "tokenizer", None)
+    if "</think>" not in str(getattr(tok, "chat_template", None) or ""):
+        return None
+    return tok.decode(prompt[-16:], skip_special_tokens=False).rstrip().endswith("<think>")
+
+
 def chat_response(served: Any, jobs: list[Job], results: list, prompt_len: int, info: Any) -> dict:
+    """A reasoning model's reply (a job `started` not None) has its thinking in
+    `reasoning_content`, apart from its `content` (discmed.reasoning.split)."""
+    from discmed.reasoning import split
+
     choices, completion = [], 0
     for job, (text, last, lps) in zip(jobs, results, strict=True):
         completion += last.completion_tokens + job.prefix_tokens
+        reasoning, text = split(text, job.started) if job.started is not None else (None, text)
         choices.append(
             Choice(
                 index=job.index,
-                message=ResponseMessage(content=job.prefix + text),
+                message=ResponseMessage(content=job.prefix + text, reasoning_content=reasoning),
                 logprobs=chat_logprobs(served, lps),
                 finish_reason=last.finish_reason,
             )
@@ -357,7 +376,11 @@ def sse_error(message: str) -> str:
 async def chat_stream(
     served: Any, jobs: list[Job], prompt_len: int, info: Any, include_usage: bool, on_token: Callable
 ) -> AsyncIterator[str]:
+    """A reasoning model's thinking streams as `reasoning_content` deltas, apart from `content`."""
+    from discmed.reasoning import StreamSplitter
+
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), served.name
+    splitters = {job.index: StreamSplitter(job.started) for job in jobs if job.started is not None}
 
     def chunk(index: int, delta: DeltaMessage, finish: str | None = None, **extra: Any) -> str:
         c = ChatCompletionChunk(
@@ -377,7 +400,18 @@ async def chat_stream(
             if delta.finish_reason == "error":
                 yield sse_error(delta.error or "generation failed")
                 break
-            if delta.text or delta.logprobs:
+            if job.index in splitters and (delta.text or delta.finish_reason is not None):
+                if delta.text:
+                    on_token()
+                thought, answer = splitters[job.index].feed(delta.text)
+                if delta.finish_reason is not None:
+                    rest = splitters[job.index].flush()
+                    thought, answer = thought + rest[0], answer + rest[1]
+                if thought:
+                    yield chunk(job.index, DeltaMessage(reasoning_content=thought))
+                if answer or delta.logprobs:
+                    yield chunk(job.index, DeltaMessage(content=answer), logprobs=chat_logprobs(served, delta.logprobs))
+            elif delta.text or delta.logprobs:
                 on_token()
                 if delta.logprobs is None:
                     yield f'{head}{job.index},"delta":{{"content":{json.dumps(delta.text, ensure_ascii=False)}{tail}'

@@ -123,7 +123,7 @@ def served_model(
     config = getattr(engine, "model_config", None) or engine.engine.model_config  # V1, V0
     limit = max_model_len or config.max_model_len
     stop_ids = fmt.stop_token_ids(tokenizer)
-    encode = lambda msgs: fmt.prompt(msgs, tokenizer, max_length=10**9, reserve=0)  # noqa: E731
+    encode = lambda msgs, kw=None: fmt.prompt(msgs, tokenizer, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
     served_name = name or ("tiny" if kind == "tiny" else (Path(path).name if Path(path).exists() else path))
     return ServedModel(
         served_name, VLLMEngine(engine, stop_ids, max_queue), encode, int(limit), tokenizer=tokenizer, engine_name="vllm"
