@@ -403,7 +403,8 @@ class Demo:
         # one that advises at once), against the rule-based patient: no model call for the patient,
         # every score from the ledgers.
         g = run_gym(read_ledgers(SHIPPED), [self.results["dpo"]["model"], "scripted:ask-all", "scripted:advise-now"],
-                    "rule", self.dir("gym"), max_new_tokens=48, cache=self.cache, progress=self.progress)
+                    "rule", self.dir("gym"), max_new_tokens=48, cache=self.cache, progress=self.progress,
+                    names={self.results["dpo"]["model"]: SERVED_NAME})
         return {"counts": {"ledgers": len(read_ledgers(SHIPPED)), "episodes": g["episodes"], "failed": g["failed"]},
                 "report_md": (self.dir("gym") / "report.md").read_text(encoding="utf-8"), "doctors": g["doctors"]}
 

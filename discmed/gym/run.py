@@ -33,9 +33,10 @@ def _doctor_name(spec: str) -> str:
 
 def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | Path, *, repeats: int = 1,
             concurrency: int = 8, max_new_tokens: int = 96, temperature: float = 0.0, cache: Any = None,
-            progress: bool = True, seed: int = 0) -> dict[str, Any]:
+            progress: bool = True, seed: int = 0, names: dict[str, str] | None = None) -> dict[str, Any]:
     """Play every (doctor, ledger, repeat) once; write `episodes.jsonl`, `report.md` and
-    `scores.json` under `out`; return the summary (with the job outcome of each doctor's run)."""
+    `scores.json` under `out`; return the summary (with the job outcome of each doctor's run).
+    `names` gives a doctor spec the name its rows carry (default: from the spec)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     episodes: list[dict[str, Any]] = []
@@ -43,7 +44,7 @@ def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | 
     for spec in doctors:
         name, eps, outcome = _play(spec, ledgers, patient, out, repeats=repeats, concurrency=concurrency,
                                    max_new_tokens=max_new_tokens, temperature=temperature, cache=cache,
-                                   progress=progress, seed=seed)
+                                   progress=progress, seed=seed, name=(names or {}).get(spec))
         runs[name] = outcome
         episodes += eps
     with open(out / "episodes.jsonl", "w", encoding="utf-8") as f:
@@ -58,13 +59,13 @@ def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | 
 
 
 def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats: int, concurrency: int,
-          max_new_tokens: int, temperature: float, cache: Any, progress: bool,
-          seed: int) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+          max_new_tokens: int, temperature: float, cache: Any, progress: bool, seed: int,
+          name: str | None = None) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """One doctor's episodes through the job engine (journaled under `out`, one file per doctor)."""
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner, backend_for, job_outcome, run_cache
 
-    name = _doctor_name(spec)
+    name = name or _doctor_name(spec)
     scripted = SCRIPTED.get(spec.removeprefix("scripted:")) if spec.startswith("scripted:") else None
     if spec.startswith("scripted:") and scripted is None:
         raise ValueError(f"unknown scripted doctor {spec!r} (expected scripted:{' | scripted:'.join(SCRIPTED)})")
