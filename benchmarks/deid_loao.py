@@ -56,8 +56,13 @@ TAXONOMY = [
 ]
 
 
-def category(type_word: str) -> str:
+def category(type_word: str, text: str = "") -> str:
+    """The taxonomy category of a writer's type word; an age under 90 is `age<90`: Safe Harbor
+    does not count it as an identifier and discmed keeps it (it is medicine)."""
     t = type_word.lower()
+    if re.search(TAXONOMY[0][0], t):
+        m = re.search(r"\d+", text)
+        return "age" if not m or int(m.group(0)) >= 90 else "age<90"
     for pattern, cat in TAXONOMY:
         if re.search(pattern, t):
             return cat
@@ -78,7 +83,7 @@ def score(author: str, ner: bool, show: bool) -> dict:
     for r in load(author):
         out, _ = scrub_text(r["text"], ner=ner)
         for ident in r["identifiers"]:
-            cat = category(ident["type"])
+            cat = category(ident["type"], ident["text"])
             total[cat] += 1
             if ident["text"] in out:
                 misses.append((cat, ident["type"], ident["text"]))
@@ -96,6 +101,7 @@ def score(author: str, ner: bool, show: bool) -> dict:
         for m in lost:
             print(f"    lost {author} medical: {m}")
     return {"removed": sum(removed.values()), "identifiers": sum(total.values()), "kept": kept, "medical": meds,
+            "removed_sh": sum(removed.values()) - removed["age<90"], "identifiers_sh": sum(total.values()) - total["age<90"],
             "by_type": {c: (removed[c], total[c]) for c in total}}
 
 
@@ -111,37 +117,44 @@ def main() -> None:
     rows = {}
     for a in authors:
         rows[a] = score(a, not args.no_ner, show=not args.quiet and a not in LOCKED)
-    print(f"\n{'writer':18s} {'set':10s} {'identifiers removed (strict)':>30s} {'medical values kept':>22s}")
+    print(f"\n{'writer':18s} {'set':10s} {'identifiers removed (strict)':>30s} {'Safe Harbor (ages<90 out)':>27s}"
+          f" {'medical values kept':>22s}")
     groups: dict[str, Counter] = defaultdict(Counter)
     by_type: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for a, r in rows.items():
         group = "locked" if a in LOCKED else "developed"
         print(f"{a:18s} {group:10s} {r['removed'] / r['identifiers']:10.3f} ({r['removed']:3d}/{r['identifiers']:3d})"
+              f"        {r['removed_sh'] / r['identifiers_sh']:10.3f} ({r['removed_sh']:3d}/{r['identifiers_sh']:3d})"
               f"        {r['kept'] / r['medical']:10.3f} ({r['kept']:3d}/{r['medical']:3d})")
-        for k in ("removed", "identifiers", "kept", "medical"):
+        for k in ("removed", "identifiers", "removed_sh", "identifiers_sh", "kept", "medical"):
             groups[group][k] += r[k]
         for cat, (hit, n) in r["by_type"].items():
             by_type[group][cat]["hit"] += hit
             by_type[group][cat]["n"] += n
     for group, g in groups.items():
         print(f"{'all ' + group:29s} {g['removed'] / g['identifiers']:10.3f} ({g['removed']:3d}/{g['identifiers']:3d})"
+              f"        {g['removed_sh'] / g['identifiers_sh']:10.3f} ({g['removed_sh']:3d}/{g['identifiers_sh']:3d})"
               f"        {g['kept'] / g['medical']:10.3f} ({g['kept']:3d}/{g['medical']:3d})")
     worst_ids = min(rows, key=lambda a: rows[a]["removed"] / rows[a]["identifiers"])
     worst_med = min(rows, key=lambda a: rows[a]["kept"] / rows[a]["medical"])
-    print(f"\nper identifier type (strict removed): " + "  ".join(groups))
+    print("\nper identifier type (strict removed): " + "  ".join(groups))
     cats = sorted({c for g in by_type.values() for c in g})
     for c in cats:
         cells = [f"{by_type[g][c]['hit'] / by_type[g][c]['n']:.3f} ({by_type[g][c]['hit']}/{by_type[g][c]['n']})"
                  if by_type[g][c]["n"] else "-" for g in groups]
         print(f"  {c:16s} " + "   ".join(f"{x:>18s}" for x in cells))
     ids_worst = rows[worst_ids]["removed"] / rows[worst_ids]["identifiers"]
+    worst_sh = min(rows, key=lambda a: rows[a]["removed_sh"] / rows[a]["identifiers_sh"])
+    sh_worst = rows[worst_sh]["removed_sh"] / rows[worst_sh]["identifiers_sh"]
     med_worst = rows[worst_med]["kept"] / rows[worst_med]["medical"]
     print(json.dumps({
         "benchmark": "deid_loao", "discmed": round(ids_worst, 4), "peer": 0.151,
         "unit": "identifiers removed (strict), worst writer (peer: main's blind figure, worst writer)",
         "ratio": round(ids_worst / 0.151, 2), "goal": 0.95, "worst_writer": worst_ids,
+        "safe_harbor_worst": round(sh_worst, 4), "safe_harbor_worst_writer": worst_sh,
         "medical_kept_worst": round(med_worst, 4), "medical_worst_writer": worst_med, "medical_goal": 0.995,
         "writers": {a: {"removed": round(r["removed"] / r["identifiers"], 4), "kept": round(r["kept"] / r["medical"], 4),
+                        "removed_safe_harbor": round(r["removed_sh"] / r["identifiers_sh"], 4),
                         "locked": a in LOCKED} for a, r in rows.items()},
         "locked_scored": args.locked, "ner": not args.no_ner,
         "met": bool(args.locked and ids_worst >= 0.95 and med_worst >= 0.995)}, ensure_ascii=False))

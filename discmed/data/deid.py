@@ -148,8 +148,7 @@ class CharContextEnhancer(ContextAwareEnhancer):
 
 # ------------------------------------------------------------------------------ the taxonomy's patterns
 
-SURNAMES_FULL = (S.SURNAMES_ALL + "楼倪鞠卓傅应戴裘缪闻巫芮郁晏岑蔺宓冀井籍邰隗钮弓荀羊於惠甘"
-                 "查计伏蒯桓斯喻怀佴漆郜禹訾阚那简饶薄暴郦龚佟毋")
+SURNAMES_FULL = S.SURNAMES_FULL
 _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
 MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
@@ -165,17 +164,19 @@ RE_BED = re.compile(
     f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
     f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
     r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房)(?:\s*\d{1,2}\s*床)?"
-    f"|[一二三四五六七八九十\\d]{{1,3}}\\s*病区|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
+    f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
     r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
-RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号|房间号?|房号|病房号?|病区)\\s*(?:[:：]|为|是)?\\s*([A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
+RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号?|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*([A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
-CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|后四位|"
-            r"分机|密码|[\u4e00-\u9fff]{1,6}号)")
-RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?:[A-Za-z]{1,6}[-_]?)?#?[A-Za-z]{0,4}\d[\dA-Za-z\-_/]{2,30}"
-                         r"|[A-Za-z\u4e00-\u9fff]{1,6}\[?\d{4}\]?第?\d+号)(?![\dA-Za-z])")
+CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|"
+            r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
+RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
+# An official document number: 乐公交认字[2024]第01275号, 京卫医字〔2023〕12号.
+RE_DOC_NUMBER = re.compile(f"[{HAN}]{{1,8}}字?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
+RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员|工作人员)(?:编号)?\s*[:：]?\s*(\d{2,6}号?)")
 # An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
-RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}\d{4,}[A-Z]?"
+RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}|[A-Z]{1,6}\d{4,}[A-Z]?"
                      r"|[A-Z]{1,4}[-_]\d{4,}|\d{2,}-[A-Z]\d{3,}|[A-Z]{2,6}\d{2,}-\d{3,})(?![A-Za-z0-9])")
 RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?![\d.\-/%])")  # with a cue only (context)
 RE_LONG_DIGITS = re.compile(r"(?<![\d.])\d{9,14}(?![\d.]|\s*(?:IU|iu|U|u|拷贝|copies|个|/))")
@@ -194,7 +195,7 @@ RE_ORG = re.compile(
     f"事务所|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险)")
-ORG_BREAK = re.compile(S.HOSPITAL_BREAK.pattern + r"|.*(?:和|与|或|、|，)")
+ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，)"))
 ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小区|家门口|保险|工厂|公司|银行|药店|药房|超市|商场|酒店)*"
                          r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
 RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
@@ -210,7 +211,7 @@ STAFF_TITLES = ("医生|大夫|主任|副主任|教授|医师|护士长|护士|�
                 "辅导员|社工|村医|师傅|阿姨|叔叔|大爷|大妈|奶奶|爷爷|先生|女士|小姐|同学|经理|书记|警官|民警|律师|主管|护工|保姆")
 RE_NAME_TITLE_WIDE = re.compile(
     f"(?<![{HAN}])([{SURNAMES_FULL}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
-    f"|(?:找|请|问|是|和|跟|给|让|说|与|及|、|被|经|由|向|对|谢谢|感谢|联系|通知|告诉|转告|陪同|带|叫)([{SURNAMES_FULL}][{HAN}]{{0,2}}?)"
+    f"|(?:找|请|问|是|和|跟|给|让|说|与|及|、|被|经|由|向|对|谢谢|感谢|联系|通知|告诉|转告|陪同|带|叫|{STAFF_TITLES})([{SURNAMES_FULL}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
 NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
@@ -221,6 +222,18 @@ RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)")
+# A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
+RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
+                                f"([{SURNAMES_FULL}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
+
+
+def _name_after_role(text: str):
+    for m in RE_NAME_AFTER_ROLE.finditer(text):
+        word = m.group(1)
+        if word not in S._dictionary() and not S.NOT_IN_NAMES.search(word):  # 高烧, 发热: words, not names
+            yield m.start(1), m.end(1), "name", "rule:name_after_role"
+
+
 RE_NAME_MASKED = re.compile(f"(?<![{HAN}])[{SURNAMES_FULL}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
 RE_NAME_FOREIGN = re.compile(f"[{HAN}]{{1,5}}[·•・][{HAN}]{{1,8}}")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam)\.?\s+"
@@ -241,7 +254,7 @@ RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
 RE_ADMIN_CHAIN = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|自治区|市|自治州|州|盟)){{0,2}}[{HAN}]{{2,6}}?(?:市辖区|区|县|旗)(?![级城里委长域内外])"
                             f"(?:[{HAN}]{{2,6}}?(?:镇|乡|街道))?(?:[{HAN}]{{1,6}}?(?:村|社区|居委会|组))?"
                             f"|[{HAN}]{{2,6}}?(?:镇|乡)[{HAN}]{{1,6}}?村(?:\\d+组|[一二三四五六七八九十]+组)?")
-ADMIN_BREAK = re.compile(S.ADDRESS_BREAK.pattern + r"|.*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有)")
+ADMIN_BREAK = (S.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有)"))
 # Words that end like a district or a village and are none: 社区, 地区, 小区, 病区 …
 ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|小区|景区|园区|病区|校区|院区|分区|专区|保护区|开发区|服务区|"
                                 r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡)$")
@@ -258,6 +271,11 @@ HOSPITAL_EXTRA_TAIL = re.compile(
     f"((?:[{HAN}]{{1,3}}院区|[{HAN}]{{1,3}}分院)?)")
 
 
+def _cut(word: str, breaks) -> int:
+    """Where a candidate's proper name starts: after the last break word any of `breaks` finds."""
+    return max((m.end() for r in breaks if (m := r.match(word))), default=0)
+
+
 def _school(text: str):
     for m in RE_SCHOOL.finditer(text):
         a, word = m.start(), m.group(0)
@@ -271,20 +289,25 @@ def _school(text: str):
 def _org(text: str):
     for m in RE_ORG.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = ORG_BREAK.match(word)
-        if cut and cut.end() < len(word):
-            a, word = a + cut.end(), word[cut.end():]
+        cut = _cut(word, ORG_BREAK)
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
         if len(word) >= 3 and not ORG_GENERIC.match(word):
             yield a, m.end(), "org", "rule:org"
+
+
+# 左侧基底节区, 右腹股沟区, 双肺门区: anatomy ends in 区 too.
+ANATOMY_SIDE = re.compile(r"^(?:左|右|双|两|上|下|前|后|内|外|中|远|近|全)")
 
 
 def _admin_place(text: str):
     for m in RE_ADMIN_CHAIN.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = ADMIN_BREAK.match(word)
-        if cut and cut.end() < len(word):
-            a, word = a + cut.end(), word[cut.end():]
-        if len(word) >= 3 and not ADMIN_GENERIC.match(word) and not ADMIN_GENERIC_TAIL.search(word):
+        cut = _cut(word, ADMIN_BREAK)
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
+        if (len(word) >= 3 and not ADMIN_GENERIC.match(word) and not ADMIN_GENERIC_TAIL.search(word)
+                and not ANATOMY_SIDE.match(word) and not lexicon.protected_spans(word)):
             yield a, m.end(), "address", "rule:place_admin"
 
 
@@ -299,7 +322,10 @@ def _poi(text: str):
 
 
 # A hospital's proper name does not run over a conjunction (药店和医院) unless the name has one (协和, 仁和).
-HOSPITAL_EXTRA_BREAK = re.compile(S.HOSPITAL_BREAK.pattern + r"|.*[与或及、]|.*(?<![协仁平中共保])和")
+# 和 joins two places when what stands before it is a generic place (药店和医院) or a hospital is named
+# after it ("协和医院和省人医"); otherwise it is part of a name (北京朝阳恩和医院, 仁和).
+HOSPITAL_EXTRA_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*[与或及、]"),
+                        re.compile(f".*(?:药店|药房|诊所|医院|社区|学校|单位|家里|门诊|私立|公立|大|小)和|.*和(?=[{HAN}]{{2}})"))
 
 
 def _hospital_extra(text: str):
@@ -307,9 +333,7 @@ def _hospital_extra(text: str):
     南京脑科医院, 湖北光谷仁和妇产医院): a name of three or more characters that is not generic."""
     for m in HOSPITAL_EXTRA_TAIL.finditer(text):
         name = m.group(1)
-        cut = HOSPITAL_EXTRA_BREAK.match(name)
-        if cut:
-            name = name[cut.end():]
+        name = name[_cut(name, HOSPITAL_EXTRA_BREAK):]
         core = S.GENERIC_PREFIX.sub("", name)
         if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
             continue
@@ -373,11 +397,13 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
         RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
         RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm)"))),
-        RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房|病区"))),
+        RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
         RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
         RuleRecognizer("passport", "document", RE_PASSPORT, CUED, gate=latin),
         RuleRecognizer("code_cue", "code", RE_CODE_CUE, CODE, group=1, gate=has_digit),
         RuleRecognizer("code", "code", RE_CODE, PATTERN, gate=latin),
+        RuleRecognizer("document_number", "code", RE_DOC_NUMBER, CUED, gate=_has("字")),
+        RuleRecognizer("staff_number", "code", RE_STAFF_NUMBER, CUED, group=1, gate=has_digit),
         RuleRecognizer("long_digits", "long_number", RE_LONG_DIGITS, PATTERN, gate=digits),
         RuleRecognizer("digit_code", "code", RE_DIGIT_CODE, 0.3, gate=has_digit,
                        context=["号", "编号", "单号", "No", "ID", "码", "证", "卡"]),
@@ -387,7 +413,8 @@ def recognizers() -> list[EntityRecognizer]:
         FunctionRecognizer("school", "school", _school, PATTERN,
                            gate=_re_gate(re.compile(r"学|校|园|班|级|初|高|舍"))),
         FunctionRecognizer("org", "org", _org, PATTERN),
-        FunctionRecognizer("hospital_name", "hospital", _hospital_extra, PATTERN, gate=_re_gate(S.RE_HOSPITAL_GATE)),
+        FunctionRecognizer("hospital_name", "hospital", _hospital_extra, PATTERN,
+                           gate=_re_gate(re.compile("院|中心|诊所|门诊部|卫生室|卫生所"))),
         FunctionRecognizer("place_admin", "address", _admin_place, PATTERN, gate=_re_gate(re.compile("[区县镇乡村旗]"))),
         FunctionRecognizer("place_poi", "address", _poi, PATTERN),
         RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN),
@@ -395,6 +422,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None),
         RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=_has(":", "：")),
         RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE),
+        FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE),
         RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
@@ -443,14 +471,18 @@ class Entity:
 RE_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9.,'’&/\- ]*[A-Za-z.]")
 
 
+RE_EN_WORD = re.compile(r"\b[a-z]{3,}\b")
+RE_EN_TITLECASE = re.compile(r"\b[A-Z][a-z]+\b")
+
+
 def english_runs(text: str) -> list[tuple[int, str]]:
-    """Latin-script stretches worth an English NER pass: three words or more, or two capitalised."""
+    """Latin-script stretches worth an English NER pass: prose (two lowercase words or more) or
+    two capitalised words (a name); lab lines (ALT 156 U/L, SpO2 93%) are not English."""
     out = []
     for m in RE_LATIN_RUN.finditer(text):
-        words = m.group(0).split()
-        caps = sum(w[:1].isupper() for w in words)
-        if len(words) >= 3 or caps >= 2:
-            out.append((m.start(), m.group(0)))
+        run = m.group(0)
+        if len(RE_EN_WORD.findall(run)) >= 2 or len(RE_EN_TITLECASE.findall(run)) >= 2:
+            out.append((m.start(), run))
     return out
 
 
@@ -547,6 +579,7 @@ class LacRecognizer(EntityRecognizer):
 
 RE_EN_HOSPITAL = re.compile(r"(?i)hospital|clinic|medical cent|health cent|infirmary|surgery|practice|maternity")
 RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
+RE_EN_PERSON = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z]\.?)?(?:\s+(?:van|de|von|da|del|le|la|Mc|O')?\s*[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,3}")
 
 
 class EnglishNerRecognizer(EntityRecognizer):
@@ -569,12 +602,14 @@ class EnglishNerRecognizer(EntityRecognizer):
             if e.source != "spacy":
                 continue
             word = text[e.start:e.end]
-            if e.label == "PERSON" and re.search(r"[A-Z]", word[:1]) and not RE_EN_NOT_NAME.match(word):
+            if not RE_EN_TITLECASE.search(word):
+                continue  # acronyms and units (GDM, BMI, U/L) are no one's name or employer
+            if e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and not RE_EN_NOT_NAME.match(word):
                 out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
             elif e.label == "ORG" and word[:1].isupper():
                 kind = "hospital" if RE_EN_HOSPITAL.search(word) else "org"
                 out.append(_result(kind, e.start, e.end, NER, "ner:spacy:ORG", self.name))
-            elif e.label == "FAC":
+            elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
         return out
 
@@ -609,6 +644,7 @@ def placeholders() -> dict[str, str]:
 
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
+HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON"}
 
 
 def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
@@ -632,6 +668,9 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                 keep = False
                 break
             if a < pa and pb < b:
+                if r.recognition_metadata.get("rule") in HOLDS_NO_TERM:
+                    keep = False  # a ward or a district pattern around an organ (左附件区) is anatomy
+                    break
                 continue  # the identifier holds the term (王灵芝, 南京脑科医院): the identifier wins
             if pa <= a:
                 a = pb

@@ -37,6 +37,18 @@ EPONYMS = """
 明尼苏达 MMPI 艾森克 EPQ 耶鲁 Y-BOCS 爱丁堡 EPDS 卡氏 KPS ECOG NYHA 格拉斯哥评分 GCS 布里斯托 Bristol 纽约心功能
 """
 
+# The same in English (eponyms, stagings and scales a name recognizer may take for a person or a place).
+EPONYMS_EN = """
+Ann Arbor Parkinson Parkinson's Alzheimer Alzheimer's Crohn Crohn's Kawasaki Hashimoto Hashimoto's Down's Cushing Cushing's Addison
+Addison's Graves Graves' Hodgkin Hodgkin's Guillain-Barre Guillain-Barré Bell's Raynaud Raynaud's Wilson's Huntington Huntington's
+Tourette Tourette's Asperger Asperger's Sjogren Sjögren Behcet Behçet Meniere Ménière Stevens-Johnson Wernicke Korsakoff Apgar Glasgow
+Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burkitt Ewing Wilms Marfan Turner Klinefelter Noonan
+Gilbert's Reye's Lyme Epstein-Barr Coombs Gleason Breslow Clark Child-Pugh Ranson Wells Centor Killip NYHA GOLD FIGO TNM BI-RADS
+TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harris Weber Gustilo Tanner Denver Mallampati Allen
+Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
+Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
+"""
+
 # Drugs, generic and brand (Chinese trade names people write), vaccines and common herbal medicines.
 DRUGS = """
 阿莫西林 头孢 头孢克肟 头孢呋辛 头孢曲松 头孢他啶 头孢哌酮 阿奇霉素 红霉素 克拉霉素 左氧氟沙星 莫西沙星 环丙沙星 甲硝唑 替硝唑
@@ -147,8 +159,10 @@ PATTERNS = [
 
 @cache
 def _pattern() -> re.Pattern:
-    words = set()
+    words = set(["Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy"])
     for block in (EPONYMS, DRUGS, ANATOMY_DEPARTMENTS_LABS):
+        words.update(block.split())
+    for block in (EPONYMS_EN,):
         words.update(block.split())
     # Longest first, so 桥本甲状腺炎 wins over 桥本; Latin words must stand alone (CT, not CTx).
     alts = []

@@ -335,14 +335,19 @@ def _tag(windows: list[str]) -> list[list]:
 # What a person's name looks like: a surname (single or compound, after 小/老 or not) and one
 # or two characters, or a nickname (小X, 老X, 阿X, a doubled character, a surname and one).
 SURNAMES_ALL = SURNAMES_WIDE + "岳欧时和明沈"
+# The surnames of issue 24's taxonomy work: the rarer ones too (楼, 倪, 鞠, 傅 …), for names judged
+# by shape or taken before a title; the rules of issue 14 keep their narrower lists.
+SURNAMES_FULL = (SURNAMES_ALL + "楼倪鞠卓傅应戴裘缪闻芮郁蔺宓冀井籍邰隗钮弓荀羊於惠查计伏蒯桓斯怀佴漆郜禹訾阚那薄暴郦"
+                 "毋付牛邢樊葛温鲍喻")
 COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
-RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_ALL}]([{HAN}])\\1|[小老]?[{SURNAMES_ALL}][{HAN}]{{1,2}}"
+RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}]([{HAN}])\\1|[小老]?[{SURNAMES_FULL}][{HAN}]{{1,2}}"
                            f"|[小老阿][{HAN}]|([{HAN}])\\2")
 # Characters of chemistry and pharmacy that no given name carries (米氮平, 氯雷他定, 甘油三酯).
 NOT_IN_NAMES = re.compile("[氮氯氟氨氧氢氰硫磷碘溴硒砷钾钠钙镁锌铝锰钴汞铅唑嗪酮酯胺醇酚酶酸碱肽苷烷烯炔醛酐脲胍]")
 # Where a name is said to be one: a family word, 叫/是 or a cue before it; a title, the sex or
 # the age after it, or a verb of speech.
-NAME_CUE_BEFORE = re.compile(f"(?:(?:{RELATIONS})(?:叫|是)?|我是|我叫|名叫|叫做|姓名|名字|患者|病人|患儿|家属|联系人)[：:，, ]?$")
+NAME_CUE_BEFORE = re.compile(f"(?:(?:{RELATIONS})(?:叫|是)?|我是|我叫|名叫|叫做|姓名|名字|患者|病人|患儿|家属|联系人|"
+                             f"参保人|申请人|投保人|被保险人|受益人|陪同人?|室友|男友|女友|未婚夫|未婚妻|妻|夫|尊敬的|亲爱的|签名|签字)[：:，, ]?$")
 NAME_CUE_AFTER = re.compile(f"^(?:{TITLES}|[，,、（(\\s]*[男女][性孩]?[，,、）)\\s]|[，,\\s]*\\d{{1,3}}岁|说|讲|告诉|问)")
 # LAC's span confidence (mean CRF marginal, `ner.Tagger`) below which a PER span is noise, and
 # the confidence a dictionary word needs to be taken as a name with no cue around it: on the
