@@ -60,7 +60,8 @@ NEW_PLACEHOLDERS = {
 }
 
 # Scores: the resolution keeps the higher score where candidates overlap, then the longer span.
-VALIDATED, CUED, CODE, PATTERN, NAME_RULE, NER = 1.0, 0.95, 0.9, 0.85, 0.8, 0.6
+# NER above the name rules: where both find a name, the audit file credits the model (as before).
+VALIDATED, CUED, CODE, PATTERN, NER, NAME_RULE = 1.0, 0.95, 0.9, 0.85, 0.82, 0.8
 
 
 def entity(kind: str) -> str:
@@ -149,6 +150,9 @@ class CharContextEnhancer(ContextAwareEnhancer):
 # ------------------------------------------------------------------------------ the taxonomy's patterns
 
 SURNAMES_FULL = S.SURNAMES_FULL
+# Surnames that are not also everyday function words (向, 和, 时, 于, 与, 及, 对 … open clauses:
+# "及时向医生咨询"): the ones rules may take with no other sign of a name.
+SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双")
 _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
 MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
@@ -166,7 +170,7 @@ RE_BED = re.compile(
     r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房)(?:\s*\d{1,2}\s*床)?"
     f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
     r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
-RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号?|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*([A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
+RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
 CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|"
@@ -186,7 +190,7 @@ RE_IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2
 RE_SCHOOL = re.compile(
     f"(?:[{HAN}]{{2,12}}?(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专)(?:[{HAN}]{{1,6}}?(?:学院|校区|分校|园区))?)"
     f"|(?:[初高]|小学|大学)?[一二三四五六七八九]?\\s*(?:年级)?\\s*[（(]?\\s*\\d{{1,2}}\\s*[）)]?\\s*班|(?:19|20)\\d{{2}}\\s*级(?:[{HAN}]{{0,6}}?(?:专业|班))?"
-    f"|(?<![{HAN}])[初高][一二三](?:年级)?(?![{HAN}]{{0,1}}(?:阳|学历))|[一二三四五六]年级|(?:大班|中班|小班)(?:[（(]?\\d[）)]?班)?"
+    f"|(?<![{HAN}])[初高][一二三](?:年级)?(?![{HAN}]{{0,1}}(?:阳|学历))|(?:大班|中班|小班)[（(]?\\d[）)]?班"
     f"|[{HAN}]{{1,4}}班(?=[，,。\\s的])")
 SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|那|本|该|某|一所|一家|好|大|小|中|各|全|同)*"
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
@@ -200,7 +204,7 @@ ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小�
                          r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
 RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
 RE_ACCOUNT = re.compile(
-    f"(?:网名|昵称|微博|抖音号?|小红书号?|快手号?|B站|用户名|账户名|ID|群名|群昵称)\\s*(?:[:：]|是|叫|为)?\\s*[「“\"'『《（(]?"
+    f"(?:网名|昵称|微博|抖音号?|小红书号?|快手号?|B站|用户名|账户名|ID|群名|群昵称)\\s*(?:[:：]|是|叫|为|号[:：]?)\\s*[「“\"'『《（(]?"
     f"([^\\s，。；;,」”\"'』》)）]{{1,20}}?)(?=[」”\"'』》)）]|[，。；;,\\s]|$)"
     f"|[{HAN}]{{1,8}}(?:家族|亲友|病友|宝妈|妈妈|家长|互助|交流|家人|姐妹|同学|同事)[{HAN}]{{0,4}}群\\d*"
     r"|(?<![A-Za-z0-9.])@[A-Za-z0-9_\u4e00-\u9fff]{2,20}")
@@ -209,9 +213,11 @@ ACCOUNT_GATE = re.compile(r"网名|昵称|微博|抖音|小红书|快手|B站|�
 # after a form's name field, a masked name (王**, 李某), or a foreign name written in Chinese (约翰·史密斯).
 STAFF_TITLES = ("医生|大夫|主任|副主任|教授|医师|护士长|护士|护师|药师|技师|治疗师|咨询师|心理师|营养师|助产士|院长|老师|班主任|"
                 "辅导员|社工|村医|师傅|阿姨|叔叔|大爷|大妈|奶奶|爷爷|先生|女士|小姐|同学|经理|书记|警官|民警|律师|主管|护工|保姆")
+# Words before a title that are no name: thanks, and staff words whose first character is a surname.
+NOT_NAME_BEFORE_TITLE = "谢谢|谢(?:医生|大夫|老师|护士)|全科|专科|主治|主管|管床|实习|门诊|急诊|值班|责任|家庭|乡村|上级|经治|首诊|主诊|签约"
 RE_NAME_TITLE_WIDE = re.compile(
-    f"(?<![{HAN}])([{SURNAMES_FULL}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
-    f"|(?:找|请|问|是|和|跟|给|让|说|与|及|、|被|经|由|向|对|谢谢|感谢|联系|通知|告诉|转告|陪同|带|叫|{STAFF_TITLES})([{SURNAMES_FULL}][{HAN}]{{0,2}}?)"
+    f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
+    f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
 NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
@@ -222,9 +228,10 @@ RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)")
+SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
 # A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
 RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
-                                f"([{SURNAMES_FULL}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
+                                f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
 
 
 def _name_after_role(text: str):
@@ -254,10 +261,10 @@ RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
 RE_ADMIN_CHAIN = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|自治区|市|自治州|州|盟)){{0,2}}[{HAN}]{{2,6}}?(?:市辖区|区|县|旗)(?![级城里委长域内外])"
                             f"(?:[{HAN}]{{2,6}}?(?:镇|乡|街道))?(?:[{HAN}]{{1,6}}?(?:村|社区|居委会|组))?"
                             f"|[{HAN}]{{2,6}}?(?:镇|乡)[{HAN}]{{1,6}}?村(?:\\d+组|[一二三四五六七八九十]+组)?")
-ADMIN_BREAK = (S.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有)"))
+ADMIN_BREAK = (S.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有|过|了|着)"))
 # Words that end like a district or a village and are none: 社区, 地区, 小区, 病区 …
 ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|小区|景区|园区|病区|校区|院区|分区|专区|保护区|开发区|服务区|"
-                                r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡)$")
+                                r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡|暗区|盲区|禁区|误区|高发区|流行区)$")
 ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
                            r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
 RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
@@ -276,13 +283,21 @@ def _cut(word: str, breaks) -> int:
     return max((m.end() for r in breaks if (m := r.match(word))), default=0)
 
 
+# Words a clause opens with before a place's name ("相信安徽医科大学", "最近幼儿园"): cut after them.
+LEAD_BREAK = re.compile(r".*(?:相信|最近|觉得|认为|希望|建议|推荐|听说|知道|发现|很|也|都|还|就|才|又|再|想|要|能|会|打算|准备|"
+                        r"报考|考上|考入|就读|毕业|读|上|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家)")
+# Words inside a candidate that make it a generic mention, not a proper name.
+GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一每各多]家|正规|其他|别的|大型|综合|公立|私立|民营|三甲|二甲|好的|"
+                             r"好一点|大一点|县城|城里|哪个|什么|药物|红十字")
+
+
 def _school(text: str):
     for m in RE_SCHOOL.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = S.HOSPITAL_BREAK.match(word)
-        if cut and cut.end() < len(word):
-            a, word = a + cut.end(), word[cut.end():]
-        if len(word) >= 2 and not SCHOOL_GENERIC.match(word):
+        cut = _cut(word, (S.HOSPITAL_BREAK, LEAD_BREAK))
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
+        if len(word) >= 2 and not SCHOOL_GENERIC.match(word) and not GENERIC_IN_NAME.search(word):
             yield a, m.end(), "school", "rule:school"
 
 
@@ -296,6 +311,8 @@ def _org(text: str):
             yield a, m.end(), "org", "rule:org"
 
 
+RE_ADMIN_UNIT = re.compile(r"省|自治区|市(?!场)|自治州|州|盟|区|县|旗|镇|乡|街道|村")
+PLACE_CUE = re.compile(r"住|地址|住址|家在|来自|户籍|籍贯|老家|参保地|出生地|位于|[：:]$")
 # 左侧基底节区, 右腹股沟区, 双肺门区: anatomy ends in 区 too.
 ANATOMY_SIDE = re.compile(r"^(?:左|右|双|两|上|下|前|后|内|外|中|远|近|全)")
 
@@ -306,6 +323,9 @@ def _admin_place(text: str):
         cut = _cut(word, ADMIN_BREAK)
         if cut < len(word):
             a, word = a + cut, word[cut:]
+        levels = len(RE_ADMIN_UNIT.findall(word))
+        if levels < 2 and not PLACE_CUE.search(text[max(0, a - 4):a]):
+            continue  # "一般县", "什么区", "液性暗区": one unit and nothing saying it is a place
         if (len(word) >= 3 and not ADMIN_GENERIC.match(word) and not ADMIN_GENERIC_TAIL.search(word)
                 and not ANATOMY_SIDE.match(word) and not lexicon.protected_spans(word)):
             yield a, m.end(), "address", "rule:place_admin"
@@ -333,13 +353,19 @@ def _hospital_extra(text: str):
     南京脑科医院, 湖北光谷仁和妇产医院): a name of three or more characters that is not generic."""
     for m in HOSPITAL_EXTRA_TAIL.finditer(text):
         name = m.group(1)
-        name = name[_cut(name, HOSPITAL_EXTRA_BREAK):]
+        cut = _cut(name, HOSPITAL_EXTRA_BREAK + (LEAD_BREAK,))
+        start = m.end(1) - len(name) + cut
+        name = name[cut:]
         core = S.GENERIC_PREFIX.sub("", name)
         if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
             continue
-        if len(core) < 3 and not S.HOSPITAL_MARK.search(core):
+        if GENERIC_IN_NAME.search(core) or (len(core) < 3 and not S.HOSPITAL_MARK.search(core)):
             continue
-        yield m.end(1) - len(name), m.end(), "hospital", "rule:hospital_name"
+        # A proper name starts a clause or follows a cut word; one that begins inside a run of
+        # words ("者使用医院") is a fragment.
+        if not cut and start > 0 and re.match(f"[{HAN}]", text[start - 1]) and not S.HOSPITAL_MARK.search(core):
+            continue
+        yield start, m.end(), "hospital", "rule:hospital_name"
 
 
 def _rules_of_scrub(text: str):
@@ -382,7 +408,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("phone_landline", "phone", S.RE_LANDLINE, VALIDATED, gate=digits),
         RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
         RuleRecognizer("record_number", "record_number", S.RE_RECORD, CUED, group=2, gate=_re_gate(S.RE_RECORD_GATE)),
-        RuleRecognizer("long_number", "long_number", S.RE_LONG, PATTERN, gate=digits),
+        RuleRecognizer("long_number", "long_number", S.RE_LONG, CUED, gate=digits),
         RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED),
         FunctionRecognizer("scrub_rules", "hospital", _rules_of_scrub, PATTERN),
         RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1),
