@@ -158,6 +158,9 @@ PATTERNS = [
 ]
 
 
+MAX_TERM = 24  # the longest term a pattern or a list word spans, in characters (a window's margin)
+
+
 @cache
 def _pattern() -> re.Pattern:
     words = set(["Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy"])

