@@ -210,7 +210,7 @@ def _org_en(text: str):
 
 
 # A village's production group: 李家村三组, 王庄村5组12号.
-RE_VILLAGE_GROUP = re.compile(f"[{HAN}]{{2,4}}村[一二三四五六七八九十\\d]{{1,3}}(?:组|队|社)(?:\\d+号)?")
+RE_VILLAGE_GROUP = re.compile(f"(?:(?![住在到去从是的了我你他她和与及])[{HAN}]){{2,4}}村[一二三四五六七八九十\\d]{{1,3}}(?:组|队|社)(?:\\d+号)?")
 RE_SHORT_NUMBER = re.compile(r"(?<![\d.A-Za-z])#?\d{4,8}(?![\d.%])")  # with a cue only (context)
 RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b([A-Z]{0,2}\d{6,9}[A-Z]?)\b"
                          r"|(?<![A-Za-z0-9])[EGDSP]\d{8}(?![A-Za-z0-9])")
@@ -237,7 +237,7 @@ RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主
 RE_ACCOUNT = re.compile(
     f"(?:网名|昵称|微博|抖音号?|小红书号?|快手号?|B站|用户名|账户名|ID|群名|群昵称)\\s*(?:[:：]|是|叫|为|号[:：]?)\\s*[「“\"'『《（(]?"
     f"([^\\s，。；;,」”\"'』》)）]{{1,20}}?)(?=[」”\"'』》)）]|[，。；;,\\s]|$)"
-    f"|[{HAN}]{{1,8}}(?:家族|亲友|病友|宝妈|妈妈|家长|互助|交流|家人|姐妹|同学|同事)[{HAN}]{{0,4}}群\\d*"
+    f"|(?:(?![在进加拉入的我你他她们个这那了])[{HAN}]){{1,8}}(?:家族|亲友|病友|宝妈|妈妈|家长|互助|交流|家人|姐妹|同学|同事)[{HAN}]{{0,4}}群\\d*"
     r"|(?<![A-Za-z0-9.])@[A-Za-z0-9_\u4e00-\u9fff]{2,20}")
 ACCOUNT_GATE = re.compile(r"网名|昵称|微博|抖音|小红书|快手|B站|用户名|账户名|ID|群|@")
 # Names: a surname (the full list) and one or two characters before a staff or courtesy title,
@@ -272,8 +272,13 @@ def _name_after_role(text: str):
             yield m.start(1), m.end(1), "name", "rule:name_after_role"
 
 
-RE_NAME_MASKED = re.compile(f"(?<![{HAN}])[{SURNAMES_FULL}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
-RE_NAME_FOREIGN = re.compile(f"[{HAN}]{{1,5}}[·•・][{HAN}]{{1,8}}")
+RE_NAME_MASKED = re.compile(f"[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
+# Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
+TRANSLIT = ("阿埃艾安奥巴拜班邦保鲍贝本比彼毕宾波伯博布查达黛戴丹道德迪蒂丁东杜多敦厄恩法范菲费芬丰冯弗福盖甘高戈格葛哥古瓜哈海汉豪"
+            "赫亨洪胡华霍基吉济加嘉贾杰金卡凯坎康柯科克肯库奎拉莱赖兰朗劳勒雷蕾里丽利莉林琳卢鲁路伦罗洛吕马玛迈麦曼梅蒙米密明"
+            "莫姆穆纳娜奈南内尼妮纽努诺欧帕潘庞佩彭皮珀普齐奇恰乔切琴丘萨塞桑瑟森沙莎山善尚什施史斯松苏索塔泰坦汤唐陶特提"
+            "汀廷图托瓦万旺威韦维温翁沃乌伍武西希锡夏辛欣休雅亚扬杨耶伊依因英尤于约扎泽詹朱卓兹佐翰尔顿夫娃娅丝琪瑞莲霞露薇佛茨赛")
+RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam)\.?\s+"
                         r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|"
@@ -309,14 +314,23 @@ HOSPITAL_EXTRA_TAIL = re.compile(
     f"((?:[{HAN}]{{1,3}}院区|[{HAN}]{{1,3}}分院)?)")
 
 
-def _cut(word: str, breaks) -> int:
-    """Where a candidate's proper name starts: after the last break word any of `breaks` finds."""
+def _cut(word: str, breaks, tail: re.Pattern | None = None) -> int:
+    """Where a candidate's proper name starts: after the last break word any of `breaks` finds
+    before its `tail` (有限公司 holds 有, a break word elsewhere)."""
+    if tail is not None and (t := tail.search(word)):
+        word = word[:t.start()]
     return max((m.end() for r in breaks if (m := r.match(word))), default=0)
+
+
+ORG_TAIL = re.compile(r"(?:有限责任公司|有限公司|股份公司|公司|集团|[^\W\d]?厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|事务所|"
+                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|药房|药店|超市|菜市场|商场|酒店|"
+                      r"保险公司|人寿|财险|支行|分行|营业部|分理处|网点|局|委|办|政府|农商行|银行|信用社)(?:[（(][^）)]{1,8}[）)])?$")
+SCHOOL_TAIL = re.compile(r"(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专|校区|分校|园区|班|级)$")
 
 
 # Words a clause opens with before a place's name ("相信安徽医科大学", "最近幼儿园"): cut after them.
 LEAD_BREAK = re.compile(r".*(?:相信|最近|觉得|认为|希望|建议|推荐|听说|知道|发现|很|也|都|还|就|才|又|再|想|要|能|会|打算|准备|"
-                        r"报考|考上|考入|就读|毕业|读|上|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家)")
+                        r"报考|考上|考入|就读|毕业|读|上学|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家)")
 # Words inside a candidate that make it a generic mention, not a proper name.
 GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一每各多]家|正规|其他|别的|大型|综合|公立|私立|民营|三甲|二甲|好的|"
                              r"好一点|大一点|县城|城里|哪个|什么|药物|红十字")
@@ -325,7 +339,7 @@ GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一�
 def _school(text: str):
     for m in RE_SCHOOL.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = _cut(word, (S.HOSPITAL_BREAK, LEAD_BREAK))
+        cut = _cut(word, (S.HOSPITAL_BREAK, LEAD_BREAK), SCHOOL_TAIL)
         if cut < len(word):
             a, word = a + cut, word[cut:]
         if len(word) >= 2 and not SCHOOL_GENERIC.match(word) and not GENERIC_IN_NAME.search(word):
@@ -335,7 +349,7 @@ def _school(text: str):
 def _org(text: str):
     for m in RE_ORG.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = _cut(word, ORG_BREAK)
+        cut = _cut(word, ORG_BREAK, ORG_TAIL)
         if cut < len(word):
             a, word = a + cut, word[cut:]
         if S.RE_PUBLIC_BODY.match(word) and re.search(r"(?:委|局|办|政府)$", word):
@@ -469,7 +483,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm)"))),
         RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
         RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
-        RuleRecognizer("passport", "document", RE_PASSPORT, CUED, gate=latin),
+        RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
         RuleRecognizer("code_cue", "code", RE_CODE_CUE, CODE, group=None, gate=has_digit),
         RuleRecognizer("code", "code", RE_CODE, PATTERN, gate=latin),
         RuleRecognizer("document_number", "code", RE_DOC_NUMBER, CUED, gate=_has("字")),
@@ -494,7 +508,7 @@ def recognizers() -> list[EntityRecognizer]:
         FunctionRecognizer("place_admin", "address", _admin_place, PATTERN, gate=_re_gate(re.compile("[区县镇乡村旗]"))),
         FunctionRecognizer("place_poi", "address", _poi, PATTERN, gate=_re_gate(POI_GATE)),
         RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN),
-        RuleRecognizer("account", "account", RE_ACCOUNT, CUED, gate=_re_gate(ACCOUNT_GATE)),
+        RuleRecognizer("account", "account", RE_ACCOUNT, CUED, group=None, gate=_re_gate(ACCOUNT_GATE)),
         RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None),
         RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=_has(":", "：")),
         RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE),
@@ -649,6 +663,8 @@ class LacRecognizer(EntityRecognizer):
             judged = S._judge(text, e.start, e.end, e.label, e.score, medical)
             if judged:
                 a, b, kind = judged
+                if kind == "org" and SCHOOL_GATE.search(text[a:b]):
+                    kind = "school"
                 out.append(_result(kind, a, b, NER, f"ner:lac:{e.label}", self.name))
         return out
 
@@ -776,9 +792,14 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
             if pa <= a and b <= pb:
                 keep = False
                 break
-            if a < pa and pb < b:
+            if a <= pa and pb <= b:
                 if r.recognition_metadata.get("rule") in HOLDS_NO_TERM:
-                    keep = False  # a ward or a district pattern around an organ (左附件区) is anatomy
+                    # A ward or district pattern around a medical word: a department before a bed
+                    # is cut off (心内科|3病区21床); an organ inside one (左附件区) makes it anatomy.
+                    if pa == a:
+                        a = pb
+                        continue
+                    keep = False
                     break
                 continue  # the identifier holds the term (王灵芝, 南京脑科医院): the identifier wins
             if pa <= a:
