@@ -85,8 +85,12 @@ class RuleRecognizer(EntityRecognizer):
         pass
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        if self.gate is not None and not self.gate(text):
+        if self.gate is not None and not self.gate.search(text):
             return []
+        return self.find(text, nlp_artifacts)
+
+    def find(self, text, nlp_artifacts=None):
+        """`analyze` once the gate has passed (`DeidAnalyzer` tests each distinct gate once a text)."""
         out = []
         for m in self.regex.finditer(text):
             if self.keep is not None and self.keep(m):
@@ -112,8 +116,11 @@ class FunctionRecognizer(EntityRecognizer):
         pass
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        if self.gate is not None and not self.gate(text):
+        if self.gate is not None and not self.gate.search(text):
             return []
+        return self.find(text, nlp_artifacts)
+
+    def find(self, text, nlp_artifacts=None):
         return [_result(kind, a, b, self.score, rule, self.name) for a, b, kind, rule in self.fn(text)]
 
 
@@ -265,11 +272,20 @@ RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|�
                                 f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
 
 
+# A name with its relation in brackets after it: 方小芬（女儿）, 李强(患者之子).
+RE_NAME_BEFORE_ROLE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})\\s*[（(](?:患者|病人)?之?(?:{S.RELATIONS}|女儿|儿子|母亲|父亲|"
+                                 f"妻|夫|子|女|父|母|家属|配偶|监护人|本人|护士|医生|医师|主任|护工|保姆|社工|同事|室友)[）)]")
+
+
 def _name_after_role(text: str):
     for m in RE_NAME_AFTER_ROLE.finditer(text):
         word = m.group(1)
         if word not in S._dictionary() and not S.NOT_IN_NAMES.search(word):  # 高烧, 发热: words, not names
             yield m.start(1), m.end(1), "name", "rule:name_after_role"
+    if "（" in text or "(" in text:
+        for m in RE_NAME_BEFORE_ROLE.finditer(text):
+            if m.group(1) not in S._dictionary():
+                yield m.start(1), m.end(1), "name", "rule:name_before_role"
 
 
 RE_NAME_MASKED = re.compile(f"[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
@@ -279,8 +295,8 @@ TRANSLIT = ("阿埃艾安奥巴拜班邦保鲍贝本比彼毕宾波伯博布查�
             "莫姆穆纳娜奈南内尼妮纽努诺欧帕潘庞佩彭皮珀普齐奇恰乔切琴丘萨塞桑瑟森沙莎山善尚什施史斯松苏索塔泰坦汤唐陶特提"
             "汀廷图托瓦万旺威韦维温翁沃乌伍武西希锡夏辛欣休雅亚扬杨耶伊依因英尤于约扎泽詹朱卓兹佐翰尔顿夫娃娅丝琪瑞莲霞露薇佛茨赛")
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
-RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam)\.?\s+"
-                        r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Midwife|Pharmacist|Therapist)\.?\s+"
+                        r"((?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|"
                               r"signed|signature|doctor|physician|attending|nurse|pharmacist|referred by|seen by)\s*(?:name)?\s*[:：]\s*)"
                               r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
@@ -438,20 +454,32 @@ def _rules_of_scrub(text: str):
         yield from S._hospital(text)
 
 
-def _has(*words):
-    return lambda text: any(w in text for w in words)
+def _has(*words, flags=0) -> re.Pattern:
+    """A gate: the text holds one of `words`."""
+    return re.compile("|".join(map(re.escape, words)), flags)
 
 
-def _re_gate(regex: re.Pattern):
-    return lambda text: regex.search(text) is not None
+def _re_gate(regex: re.Pattern) -> re.Pattern:
+    return regex
+
+
+HAS_DIGIT = re.compile(r"\d")
+# Name rules' gates: the cue each rule's pattern cannot match without.
+TITLE_GATE = re.compile(f"{S.TITLES}|{STAFF_TITLES}")
+RELATION_GATE = re.compile(S.RELATIONS)
+ROLE_GATE = re.compile(f"{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工")
+COMPOUND_GATE = re.compile(S.COMPOUND_SURNAMES)
+NAME_CUE_GATE = re.compile(S.RE_NAME_CUE.pattern.split(")(")[0].lstrip("("))
+COLON_GATE = re.compile("[:：]")
+LATIN = re.compile(r"[A-Za-z]{2}")
 
 
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `scrub`, then the taxonomy's patterns."""
-    low_gate = lambda *ws: (lambda t: any(w in t.lower() for w in ws))  # noqa: E731
-    digits = _re_gate(S.RE_DIGIT_GATE)
-    has_digit = _re_gate(re.compile(r"\d"))
-    latin = _re_gate(re.compile(r"[A-Za-z]{2}"))
+    def low_gate(*ws):
+        return _has(*ws, flags=re.I)
+
+    digits, has_digit, latin = S.RE_DIGIT_GATE, HAS_DIGIT, LATIN
     rules: list[EntityRecognizer] = [
         RuleRecognizer("email", "email", S.RE_EMAIL, VALIDATED, gate=_has("@")),
         RuleRecognizer("url", "url", S.RE_URL, VALIDATED, gate=low_gate(*S.URL_CUES)),
@@ -467,15 +495,15 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
         RuleRecognizer("record_number", "record_number", S.RE_RECORD, CUED, group=2, gate=_re_gate(S.RE_RECORD_GATE)),
         RuleRecognizer("long_number", "long_number", S.RE_LONG, CUED, gate=digits),
-        RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED),
+        RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED, gate=re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z]")),
         FunctionRecognizer("scrub_rules", "hospital", _rules_of_scrub, PATTERN),
-        RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1),
-        RuleRecognizer("name_compound", "name", S.RE_COMPOUND_NAME, NAME_RULE),
-        RuleRecognizer("name_nickname", "name", S.RE_NICKNAME, NAME_RULE),
-        RuleRecognizer("name_cue", "name", S.RE_NAME_CUE, NAME_RULE, group=3),
-        RuleRecognizer("name_colon", "name", S.RE_NAME_COLON, NAME_RULE, group=3),
-        RuleRecognizer("name_self", "name", S.RE_NAME_SELF, NAME_RULE, group=1),
-        RuleRecognizer("name_title", "name", S.RE_NAME_TITLE, NAME_RULE, group=1),
+        RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1, gate=RELATION_GATE),
+        RuleRecognizer("name_compound", "name", S.RE_COMPOUND_NAME, NAME_RULE, gate=COMPOUND_GATE),
+        RuleRecognizer("name_nickname", "name", S.RE_NICKNAME, NAME_RULE, gate=re.compile("[小老]")),
+        RuleRecognizer("name_cue", "name", S.RE_NAME_CUE, NAME_RULE, group=3, gate=NAME_CUE_GATE),
+        RuleRecognizer("name_colon", "name", S.RE_NAME_COLON, NAME_RULE, group=3, gate=COLON_GATE),
+        RuleRecognizer("name_self", "name", S.RE_NAME_SELF, NAME_RULE, group=1, gate=re.compile("我是|替|帮|叫")),
+        RuleRecognizer("name_title", "name", S.RE_NAME_TITLE, NAME_RULE, group=1, gate=TITLE_GATE),
     ]
     taxonomy: list[EntityRecognizer] = [
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
@@ -507,12 +535,12 @@ def recognizers() -> list[EntityRecognizer]:
                            gate=_re_gate(re.compile("院|中心|诊所|门诊部|卫生室|卫生所"))),
         FunctionRecognizer("place_admin", "address", _admin_place, PATTERN, gate=_re_gate(re.compile("[区县镇乡村旗]"))),
         FunctionRecognizer("place_poi", "address", _poi, PATTERN, gate=_re_gate(POI_GATE)),
-        RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN),
+        RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN, gate=re.compile("部|总经理|董事长|总裁|CEO|CTO|CFO")),
         RuleRecognizer("account", "account", RE_ACCOUNT, CUED, group=None, gate=_re_gate(ACCOUNT_GATE)),
-        RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None),
+        RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None, gate=TITLE_GATE),
         RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=_has(":", "：")),
-        RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE),
-        FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE),
+        RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE, gate=re.compile("[*xX×某○]")),
+        FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE, gate=ROLE_GATE),
         RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
@@ -696,7 +724,10 @@ class EnglishNerRecognizer(EntityRecognizer):
             word = text[e.start:e.end]
             if not RE_EN_TITLECASE.search(word):
                 continue  # acronyms and units (GDM, BMI, U/L) are no one's name or employer
-            if e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and not RE_EN_NOT_NAME.match(word):
+            # A person: two capitalised words or more (Emily Carter); one word alone is as often a brand
+            # or an eponym (Ventolin, Kawasaki), and after a title the title rule has it.
+            if (e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and len(RE_EN_TITLECASE.findall(word)) >= 2
+                    and not RE_EN_NOT_NAME.match(word)):
                 out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
             elif e.label == "ORG" and (len(RE_EN_TITLECASE.findall(word)) >= 2 or RE_EN_HOSPITAL.search(word)):
                 kind = "hospital" if RE_EN_HOSPITAL.search(word) else "org"
@@ -721,8 +752,17 @@ class DeidAnalyzer(AnalyzerEngine):
             return super().analyze(text, language, entities=entities, nlp_artifacts=nlp_artifacts, **kwargs)
         recs = self._recognizers()
         results = []
+        gates: dict[int, bool] = {}  # recognizers share gates (a digit, a Latin word): each is tested once
         for rec in recs:
-            found = rec.analyze(text=text, entities=entities, nlp_artifacts=nlp_artifacts)
+            gate = getattr(rec, "gate", None)
+            if gate is not None:
+                ok = gates.get(id(gate))
+                if ok is None:
+                    ok = gates[id(gate)] = gate.search(text) is not None
+                if not ok:
+                    continue
+            found = rec.find(text, nlp_artifacts) if hasattr(rec, "find") else rec.analyze(
+                text=text, entities=entities, nlp_artifacts=nlp_artifacts)
             for r in found:
                 r.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY] = rec.id
             results.extend(found)
@@ -766,7 +806,8 @@ def placeholders() -> dict[str, str]:
 
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
-HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON"}
+HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
+                 "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON"}
 
 
 def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:

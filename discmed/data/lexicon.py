@@ -49,6 +49,29 @@ Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 """
 
+# Drugs in English, generic and brand (an English NER takes a capitalised brand for a person or a company).
+DRUGS_EN = """
+Tylenol Panadol Advil Motrin Nurofen Calpol Aspirin Lipitor Crestor Zocor Norvasc Glucophage Januvia Lantus Humalog NovoRapid
+Levemir Tresiba Ventolin Seretide Symbicort Pulmicort Flixotide Singulair Augmentin Zithromax Tamiflu Plavix Eliquis Xarelto
+Coumadin Warfarin Zoloft Prozac Lexapro Cipralex Xanax Valium Ambien Stilnox Seroquel Risperdal Abilify Lithium Depakote Lamictal
+Keppra Tegretol Synthroid Euthyrox Eltroxin Nexium Losec Zantac Gaviscon Imodium Buscopan Clarityne Claritin Zyrtec Benadryl
+Piriton EpiPen Diprivan Ozempic Wegovy Metformin Insulin Prednisone Prednisolone Medrol Dexamethasone Amoxicillin Ibuprofen
+Paracetamol Acetaminophen Codeine Tramadol Morphine Salbutamol Albuterol Montelukast Loratadine Cetirizine Oseltamivir
+Azithromycin Ceftriaxone Clopidogrel Atorvastatin Rosuvastatin Amlodipine Losartan Lisinopril Bisoprolol Metoprolol Furosemide
+Spironolactone Levothyroxine Sertraline Fluoxetine Escitalopram Quetiapine Olanzapine Risperidone Aripiprazole Lorazepam Diazepam
+Clonazepam Zolpidem Mirtazapine Venlafaxine Duloxetine Bupropion Methylphenidate Ritalin Concerta Strattera Duphaston Utrogestan
+Progesterone Clomid Letrozole Gonal-f Cyclogest Clexane Enoxaparin Heparin Oxytocin Syntocinon Misoprostol Mifepristone Labetalol
+Nifedipine Methyldopa Hydralazine Rhogam Anti-D Smecta Dioralyte Pedialyte Oralyte Calpol Ciprofloxacin Levofloxacin Doxycycline
+Metronidazole Nitrofurantoin Cephalexin Clarithromycin Penicillin Vancomycin Gentamicin Fluconazole Acyclovir Valacyclovir
+Omeprazole Pantoprazole Esomeprazole Ranitidine Famotidine Domperidone Ondansetron Loperamide Lactulose Movicol Senna Dulcolax
+Hydrocortisone Betamethasone Mometasone Clobetasol Fucidin Bactroban Daktarin Canesten Lamisil Voltaren Diclofenac Naproxen
+Celecoxib Gabapentin Pregabalin Lyrica Neurontin Sumatriptan Propranolol Atenolol Carvedilol Ramipril Enalapril Valsartan
+Candesartan Irbesartan Hydrochlorothiazide Indapamide Digoxin Amiodarone Nitroglycerin GTN Rivaroxaban Apixaban Dabigatran
+Tamoxifen Herceptin Keytruda Opdivo Avastin Rituximab Cisplatin Carboplatin Paclitaxel Docetaxel Capecitabine Xeloda Gemcitabine
+Erythropoietin EPO Epogen Sevelamer Calcitriol Cinacalcet Tacrolimus Cyclosporine Mycophenolate Methotrexate Hydroxychloroquine
+Allopurinol Colchicine Febuxostat Vitamin Multivitamin Elevit Pregnacare Folate Ferrous Iron Calcium Zinc Melatonin
+"""
+
 # Drugs, generic and brand (Chinese trade names people write), vaccines and common herbal medicines.
 DRUGS = """
 阿莫西林 头孢 头孢克肟 头孢呋辛 头孢曲松 头孢他啶 头孢哌酮 阿奇霉素 红霉素 克拉霉素 左氧氟沙星 莫西沙星 环丙沙星 甲硝唑 替硝唑
@@ -155,6 +178,14 @@ PATTERNS = [
     f"{_T}{{1,8}}(?:片|胶囊|颗粒|注射液|口服液|混悬液|滴剂|缓释片|肠溶片|软膏|乳膏|凝胶|喷雾剂|气雾剂|栓|贴剂|糖浆|冲剂|丸)(?![{HAN}]{{0,1}}(?:区|路|街|村))",
     f"{_T}{{1,6}}(?:综合征|综合症|氏病|氏症|氏征|氏综合征|病毒|杆菌|球菌|螺旋体)",
     r"HLA-[A-Z]+\*?\d*(?::\d+)?",
+    # English drug names by their stems (amoxicillin, omeprazole, atorvastatin, trastuzumab …)
+    r"(?i:\b[a-z]{2,}(?:cillin|mycin|floxacin|cycline|conazole|prazole|tidine|olol|pril|sartan|dipine|statin|gliptin|gliflozin|"
+    r"glutide|parin|xaban|gatran|zumab|ximab|umab|tinib|navir|ciclovir|clovir|semide|thiazide|formin|profen|fenac|coxib|dronate|"
+    r"triptan|setron|lukast|terol|tropium|sonide|solone|olone|asone|zepam|zolam|oxetine|pramine|triptyline|peridol|apine|idone|"
+    r"caine|barbital|vastatin)\b)",
+    # English syndromes and eponymous diseases: X's disease, X syndrome, X-Y syndrome
+    r"\b[A-Z][a-z]+(?:[-–][A-Z][a-z]+)*(?:'s)?\s+(?:disease|syndrome|palsy|sign|test|score|scale|classification|stage|staging|"
+    r"criteria|maneuver|manoeuvre|reflex|phenomenon|fracture|ulcer|tumou?r|lymphoma|sarcoma|anomaly|procedure|operation)\b",
 ]
 
 
@@ -163,19 +194,54 @@ MAX_TERM = 24  # the longest term a pattern or a list word spans, in characters 
 
 @cache
 def _pattern() -> re.Pattern:
-    words = set(["Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy"])
-    for block in (EPONYMS, DRUGS, ANATOMY_DEPARTMENTS_LABS):
+    """The patterns (gestational ages, drug endings, syndromes …) as one regex."""
+    return re.compile("|".join(PATTERNS))
+
+
+@cache
+def _words() -> dict[str, list[str]]:
+    """The listed words by their first character, longest first (桥本甲状腺炎 before 桥本). Matched
+    by lookup at each position: a regex alternation of ~1,500 words costs ~1,500 tries a position."""
+    words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy"}
+    for block in (EPONYMS, EPONYMS_EN, DRUGS, DRUGS_EN, ANATOMY_DEPARTMENTS_LABS):
         words.update(block.split())
-    for block in (EPONYMS_EN,):
-        words.update(block.split())
-    # Longest first, so 桥本甲状腺炎 wins over 桥本; Latin words must stand alone (CT, not CTx).
-    alts = []
+    index: dict[str, list[str]] = {}
     for w in sorted(words, key=len, reverse=True):
-        e = re.escape(w)
-        alts.append(f"(?<![A-Za-z]){e}(?![A-Za-z])" if re.fullmatch(r"[A-Za-z0-9\-./]+", w) else e)
-    return re.compile("|".join(PATTERNS + alts))
+        index.setdefault(w[0].lower(), []).append(w)
+    return index
+
+
+def _latin(c: str) -> bool:
+    return c.isascii() and c.isalpha()
 
 
 def protected_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every medical term in `text`, in order, not overlapping."""
-    return [m.span() for m in _pattern().finditer(text) if m.end() > m.start()]
+    """(start, end) of every medical term in `text`, in order, not overlapping (the longest wins)."""
+    found = [m.span() for m in _pattern().finditer(text) if m.end() > m.start()]
+    index = _words()
+    low = text.lower()
+    i, n = 0, len(text)
+    while i < n:
+        hit = 0
+        for w in index.get(low[i], ()):
+            if low.startswith(w.lower(), i):
+                end = i + len(w)
+                # Latin words stand alone (CT, not CTx); Chinese words need no boundary.
+                if _latin(w[0]) and ((i and _latin(text[i - 1])) or (end < n and _latin(text[end]))):
+                    continue
+                hit = len(w)
+                break
+        if hit:
+            found.append((i, i + hit))
+            i += hit
+        else:
+            i += 1
+    found.sort(key=lambda s: (s[0], -s[1]))
+    out: list[tuple[int, int]] = []
+    for a, b in found:
+        if out and a < out[-1][1]:
+            if b > out[-1][1] and a == out[-1][0]:
+                out[-1] = (a, b)
+            continue
+        out.append((a, b))
+    return out
