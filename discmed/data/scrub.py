@@ -1,13 +1,18 @@
 """De-identification: remove personal identifiers from consultation text before any of it
 reaches a teacher model, and leave the medicine alone.
 
-Two layers. Rules (regular expressions plus validators) take the structured identifiers:
+Since issue 24 the pipeline is Microsoft Presidio's (`discmed.data.deid`): this module holds the
+validated rules it runs as recognizers, the NER's windows and judgement, and the file step; `deid`
+adds issue 24's taxonomy (dates, beds, every kind of number, schools, employers, accounts, English
+names …), the medical lexicon matched first (`discmed.data.lexicon`), and Presidio's anonymizer.
+
+The rules (regular expressions plus validators) take the structured identifiers:
 phone numbers, resident ID numbers in any grouping (checksum- and date-validated), bank
 cards (Luhn), other 15+ digit runs, emails, URLs, WeChat and QQ ids, record numbers after
 their cue words (病历号, 住院号, 门诊号, 医保卡号, 就诊卡号 …), licence plates, street
 addresses through building, unit and room, hospitals with a proper name or a common
 abbreviation (北医三院, 省人医, 华西), and names next to a title or cue word. A learned
-Chinese NER (`discmed.data.ner`, Baidu's LAC) then tags people, organisations and places
+Chinese NER (`discmed.data.ner`, Baidu's LAC) tags people, organisations and places
 in the short windows where they can occur (a clause with a family word, a title, a
 greeting, a nickname shape, a hospital word, or a message's opening words), so names after
 家人 words, compound surnames, 老X/小X and doubled-character nicknames go too.
@@ -25,14 +30,15 @@ diseases such as 香港脚), anatomical places (左下腹) and specialties (消�
 country alone is not an identifier and is kept; a place down to a district, street or
 compound is an address.
 
-Every replacement is recorded (`_Edits`): `scrub_file` writes `OUT.changes.jsonl`, one line
-per replacement with the record id, the message, the span and text in the original, the type,
-the placeholder and the rule or model that made it (`rule:phone_mobile`, `ner:lac:PER`), so a
-reviewer can read what was removed.
+Every replacement is recorded (`_Edits`, offsets in the original message): `scrub_file` writes
+`OUT.changes.jsonl`, one line per replacement with the record id, the message, the span and text
+in the original, the type, the placeholder and the rule or model that made it (`rule:phone_mobile`,
+`ner:lac:PER`), so a reviewer can read what was removed.
 
 Measured on sets written for discmed (tests/data/scrub_dev.jsonl, and a held-out fifth):
-identifiers fully removed and medical values intact, per type; and on words that must stay
-(tests/data/scrub_words.jsonl) (tests/test_data_scrub.py, benchmarks/RESULTS.md).
+identifiers fully removed and medical values intact, per type; on words that must stay
+(tests/data/scrub_words.jsonl) (tests/test_data_scrub.py); and leave-one-writer-out on eight
+blind writers' texts (tests/data/authors, benchmarks/deid_loao.py, benchmarks/RESULTS.md).
 
     text, counts = scrub_text("王医生您好，我电话13812345678")   # → "[姓名]医生您好，我电话[电话]"
     summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type; out.jsonl.changes.jsonl
