@@ -162,11 +162,12 @@ SURNAMES_FULL = S.SURNAMES_FULL
 SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双")
 _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
+_TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?)?"
 MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
 RE_DATE = re.compile(
     r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.]))" + _TIME
     + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
-    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b"
+    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b{_TIME_EN}|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b{_TIME_EN}"
     + r"|\b(?:January|February|March|April|June|July|August|September|October|November|December)\s+(?:19|20)\d{2}\b"
     + rf"|\b\d{{1,2}}[-/ ]{MONTHS_EN}[-/ ](?:19|20)\d{{2}}\b|\b{MONTHS_EN}\s+(?:19|20)\d{{2}}\b"
     + r"|\b\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
@@ -201,13 +202,34 @@ RE_NUMBER_TAIL = re.compile(r"(?:\*{2,}|[xX]{3,}|尾号|后四位|末四位|(?i:
 RE_NATIONALITY = re.compile(f"(?:国籍|籍贯)\\s*[:：]?\\s*([{HAN}]{{2,8}}?)(?=[，,。；;、\\s（(]|$)"
                             r"|(?i:nationality|citizenship)\s*[:：]?\s*([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)"
                             r"|\b([A-Z][a-z]+)\s+(?:national|citizen|passport holder)\b")
+# A child's doubled pet name after "my family's" (我家豆豆, 俺家朵朵); kinship words are no pet names.
+KIN_DOUBLES = "爸妈爷奶姥哥姐弟妹叔舅姑婆公伯宝太娃孩"
+RE_NICKNAME_HOME = re.compile(f"(?:我家|俺家|咱家|我们家|家里)的?(((?![{KIN_DOUBLES}])[{HAN}])\\2)(?!了|的确)")
 # Pet names and given names in a form or a message: 小名叫豆豆, 乳名：乐乐, English name: Tom.
 RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称|外号)\\s*(?:叫|是|为|[:：])\\s*[“\"「]?([{HAN}]{{1,3}}|[A-Z][a-z]+)"
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
 RE_ORG_EN = re.compile(r"\b(?:[A-Z][A-Za-z'&.\-]*\s+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
-                       r"Bank|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b")
+                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
+                       r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
+                       r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
+                       r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH)\b"
+                       r"(?:\s+(?:[A-Z][a-z]+\s+){0,3}(?:Branch|Global|International|Health|Insurance|Bank))*")
+# Employers and groups said in English prose: works at X, the group "X".
+RE_EMPLOYER_EN = re.compile(r"\b(?:work(?:s|ed|ing)?|employed|teach(?:es|ing)?|job)\s+(?:at|for|with)\s+"
+                            r"((?:[A-Z][\w&.\-]*)(?:\s+(?:[A-Z][\w&.\-]*|of)){0,5})"
+                            r"|\b(?:group|chat|channel)\s+(?:called|named)?\s*[\"“']([^\"”']{2,40})[\"”']")
+# Nationalities: a person's country identifies among expatriates (i2b2's COUNTRY).
+DEMONYMS = ("British|English|Scottish|Welsh|Irish|American|Canadian|Australian|New Zealander|German|French|Italian|Spanish|"
+            "Portuguese|Dutch|Belgian|Swiss|Austrian|Swedish|Norwegian|Danish|Finnish|Polish|Russian|Ukrainian|Czech|Hungarian|"
+            "Greek|Turkish|Israeli|Indian|Pakistani|Bangladeshi|Sri Lankan|Nepali|Japanese|Korean|Singaporean|Malaysian|Thai|"
+            "Vietnamese|Filipino|Indonesian|Brazilian|Mexican|Argentine|Chilean|Colombian|Peruvian|South African|Nigerian|Kenyan|"
+            "Egyptian|Moroccan|Emirati|Saudi|Iranian")
+RE_NATIONALITY_EN = re.compile(rf"\b(?:{DEMONYMS})\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
+RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|新西兰|德国|法国|意大利|西班牙|葡萄牙|荷兰|比利时|瑞士|奥地利|瑞典|挪威|丹麦|芬兰|"
+                               "波兰|俄罗斯|乌克兰|日本|韩国|新加坡|马来西亚|泰国|越南|菲律宾|印尼|印度|巴基斯坦|巴西|墨西哥|南非|尼日利亚)"
+                               "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
 RE_PLACE_EN = re.compile(r"\b(?:[A-Z][a-z]+\s+){1,3}(?:District|Road|Street|Garden|Gardens|Estate|Village|Residence|Court|Tower|Plaza|"
                          r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township)\b")
 def _org_en(text: str):
@@ -234,7 +256,8 @@ RE_ORG = re.compile(
     f"事务所|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
-    f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府)"
+    f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
+    f"(?:农业农村|教育|卫生|民政|人社|财政|住建|交通|水利|林业|市场监管|药监|税务|应急管理|残联|妇联|团委|工会)(?:局|委|厅|办|会))"
     f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
     f"卓正医疗|和睦家|嘉会医疗|百汇医疗|新世界妇儿|美中宜和|爱帝宫)")
 ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，)"))
@@ -288,7 +311,7 @@ def _name_after_role(text: str):
                 yield m.start(1), m.end(1), "name", "rule:name_before_role"
 
 
-RE_NAME_MASKED = re.compile(f"[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
+RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
 # Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
 TRANSLIT = ("阿埃艾安奥巴拜班邦保鲍贝本比彼毕宾波伯博布查达黛戴丹道德迪蒂丁东杜多敦厄恩法范菲费芬丰冯弗福盖甘高戈格葛哥古瓜哈海汉豪"
             "赫亨洪胡华霍基吉济加嘉贾杰金卡凯坎康柯科克肯库奎拉莱赖兰朗劳勒雷蕾里丽利莉林琳卢鲁路伦罗洛吕马玛迈麦曼梅蒙米密明"
@@ -319,7 +342,7 @@ ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|�
                                 r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡|暗区|盲区|禁区|误区|高发区|流行区)$")
 ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
                            r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
-RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
+RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:小卖部|集市|菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
                     f"小区|花园|家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
 POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老新]|附近|楼下|家门口|旁边|一个|一家|公共|农贸|城市|周边)*"
                          r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
@@ -437,7 +460,7 @@ ABBR_GATE = re.compile(r"人医|妇幼|[一二三四五六七八九]院|附[一�
                        r"和睦家|301|北医")
 ORG_GATE = re.compile(r"公司|集团|厂|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
-POI_GATE = re.compile(r"市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口")
+POI_GATE = re.compile(r"小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
 
 
@@ -519,6 +542,11 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("nationality", "address", RE_NATIONALITY, CUED, group=None),
         RuleRecognizer("nickname_field", "name", RE_NICKNAME_FIELD, CUED, group=None),
         FunctionRecognizer("org_en", "org", _org_en, PATTERN, gate=latin),
+        RuleRecognizer("employer_en", "org", RE_EMPLOYER_EN, CUED, group=None, gate=latin),
+        RuleRecognizer("nationality_en", "address", RE_NATIONALITY_EN, PATTERN, gate=latin),
+        RuleRecognizer("nationality_zh", "address", RE_NATIONALITY_ZH, PATTERN,
+                       gate=re.compile("籍|公民|人")),
+        RuleRecognizer("nickname_home", "name", RE_NICKNAME_HOME, NAME_RULE, group=1, gate=re.compile("家")),
         RuleRecognizer("place_en", "address", RE_PLACE_EN, PATTERN, gate=latin),
         RuleRecognizer("village_group", "address", RE_VILLAGE_GROUP, PATTERN, gate=_re_gate(re.compile("村"))),
         RuleRecognizer("staff_number", "code", RE_STAFF_NUMBER, CUED, group=1, gate=has_digit),

@@ -46,6 +46,7 @@ Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burki
 Gilbert's Reye's Lyme Epstein-Barr Coombs Gleason Breslow Clark Child-Pugh Ranson Wells Centor Killip NYHA GOLD FIGO TNM BI-RADS
 TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harris Weber Gustilo Tanner Denver Mallampati Allen
 Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
+German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 """
 
@@ -203,7 +204,8 @@ def _pattern() -> re.Pattern:
 def _words() -> dict[str, list[str]]:
     """The listed words by their first character, longest first (桥本甲状腺炎 before 桥本). Matched
     by lookup at each position: a regex alternation of ~1,500 words costs ~1,500 tries a position."""
-    words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy"}
+    words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy", "German measles", "Spanish flu",
+             "Japanese encephalitis", "Mediterranean diet"}
     for block in (EPONYMS, EPONYMS_EN, DRUGS, DRUGS_EN, ANATOMY_DEPARTMENTS_LABS):
         words.update(block.split())
     index: dict[str, list[str]] = {}
