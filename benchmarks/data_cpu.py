@@ -112,6 +112,13 @@ def main() -> None:
         gen = generate(tmp / "in.jsonl", args.n)
         print(f"generated {gen} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
 
+        # The scrub's one-time cost (importing Presidio, which imports transformers; loading LAC, spaCy's
+        # English model and jieba's dictionary) is paid once per run, not per dialogue: measured apart
+        # on 20 dialogues, so the full-size projection is setup + per-dialogue time x 470,000.
+        generate(tmp / "warm.jsonl", 20, seed=1)
+        ts = time.perf_counter()
+        scrub_file(tmp / "warm.jsonl", tmp / "warm.out.jsonl", progress=False, workers=args.workers, ner=not args.no_ner)
+        setup_s = time.perf_counter() - ts
         t0, c0 = time.perf_counter(), time.process_time()
         s1 = scrub_file(tmp / "in.jsonl", tmp / "scrubbed.jsonl", progress=False, workers=args.workers, ner=not args.no_ner)
         t1, c1 = time.perf_counter(), time.process_time()
@@ -136,14 +143,15 @@ def main() -> None:
           f"peak RSS {peak_gb:.2f} GB")
     # The scrub's time at full size, projected linearly from this run (issue 24's goal: ≤ 20 minutes
     # on 2 cores with NER); exact when n is 470,000.
-    scrub_full = (t1 - t0) * 470_000 / args.n
+    scrub_full = setup_s + (t1 - t0) * 470_000 / args.n
     print(f"scrub at 470,000 dialogues ({'NER on' if not args.no_ner else 'rules alone'}, {args.workers} workers): "
-          f"{scrub_full / 60:.1f} min {'(measured)' if args.n >= 470_000 else '(projected from n=' + str(args.n) + ')'}")
+          f"{scrub_full / 60:.1f} min ({'measured' if args.n >= 470_000 else 'projected from n=' + str(args.n)}; "
+          f"setup {setup_s:.1f}s once)")
     print(json.dumps({"benchmark": "data_cpu", "discmed": round(wall, 1), "peer": 600.0, "unit": "s (wall, lower is better)",
                       "ratio": round(wall / 600.0, 4), "goal": 1.0, "peak_rss_gb": round(peak_gb, 3), "peak_goal_gb": 4.0,
                       "cpu_s": round(cpu, 1), "workers": args.workers, "n": args.n, "met": wall <= 600.0 and peak_gb <= 4.0 and args.n >= 470_000,
                       "scrub_ner": not args.no_ner, "scrub_s": round(t1 - t0, 1), "scrub_full_s": round(scrub_full),
-                      "scrub_full_goal_s": 1200, "scrub_full_met": scrub_full <= 1200, "dedup_s": round(t2 - t1, 1), "decontam_s": round(t3 - t2, 1)}))
+                      "scrub_full_goal_s": 1200, "scrub_full_met": scrub_full <= 1200, "scrub_setup_s": round(setup_s, 1), "dedup_s": round(t2 - t1, 1), "decontam_s": round(t3 - t2, 1)}))
 
 
 if __name__ == "__main__":
