@@ -170,6 +170,9 @@ RE_DATE = re.compile(
     + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b{_TIME_EN}|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b{_TIME_EN}"
     + r"|\b(?:January|February|March|April|June|July|August|September|October|November|December)\s+(?:19|20)\d{2}\b"
     + rf"|\b\d{{1,2}}[-/ ]{MONTHS_EN}[-/ ](?:19|20)\d{{2}}\b|\b{MONTHS_EN}\s+(?:19|20)\d{{2}}\b"
+    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN}(?!\w)(?!\s+(?:19|20)\d{{2}}){_TIME_EN}"
+    + rf"|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?!,?\s+(?:19|20)\d{{2}}){_TIME_EN}"
+    + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
     + r"|\b\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
 RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
 # Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
@@ -194,7 +197,7 @@ RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员
 # An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
 RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}|[A-Z]{1,6}\d{4,}[A-Z]?"
                      r"|[A-Z]{1,4}[-_]\d{4,}|\d{2,}-[A-Z]\d{3,}|[A-Z]{2,6}\d{2,}-\d{3,})(?![A-Za-z0-9])")
-RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?![\d.\-/%])")  # with a cue only (context)
+RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?!\d|[.\-/]\d|%)")  # with a cue only (context)
 RE_LONG_DIGITS = re.compile(r"(?<![\d.])\d{9,14}(?![\d.]|\s*(?:IU|iu|U|u|拷贝|copies|个|/))")
 # The end of a card or account number (尾号6624, ending 4321, ****4321).
 RE_NUMBER_TAIL = re.compile(r"(?:\*{2,}|[xX]{3,}|尾号|后四位|末四位|(?i:ending(?: in)?|last (?:four|4)(?: digits)?))\s*(?:是|为|[:：])?\s*(\d{3,6})(?!\d)")
@@ -209,12 +212,14 @@ RE_NICKNAME_HOME = re.compile(f"(?:我家|俺家|咱家|我们家|家里)的?(((
 RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称|外号)\\s*(?:叫|是|为|[:：])\\s*[“\"「]?([{HAN}]{{1,3}}|[A-Z][a-z]+)"
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
-RE_ORG_EN = re.compile(r"\b(?:[A-Z][A-Za-z'&.\-]*\s+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
+RE_ORG_EN = re.compile(r"\b(?:[A-Z]{2,}\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
+                       r"|\b(?:[A-Z][A-Za-z'&.\-]*\s+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
-                       r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH)\b"
+                       r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH|Medibank|"
+                       r"Manulife|Prudential|AIA|MetLife|Sun Life|Zurich)\b"
                        r"(?:\s+(?:[A-Z][a-z]+\s+){0,3}(?:Branch|Global|International|Health|Insurance|Bank))*")
 # Employers and groups said in English prose: works at X, the group "X".
 RE_EMPLOYER_EN = re.compile(r"\b(?:work(?:s|ed|ing)?|employed|teach(?:es|ing)?|job)\s+(?:at|for|with)\s+"
@@ -226,7 +231,9 @@ DEMONYMS = ("British|English|Scottish|Welsh|Irish|American|Canadian|Australian|N
             "Greek|Turkish|Israeli|Indian|Pakistani|Bangladeshi|Sri Lankan|Nepali|Japanese|Korean|Singaporean|Malaysian|Thai|"
             "Vietnamese|Filipino|Indonesian|Brazilian|Mexican|Argentine|Chilean|Colombian|Peruvian|South African|Nigerian|Kenyan|"
             "Egyptian|Moroccan|Emirati|Saudi|Iranian")
-RE_NATIONALITY_EN = re.compile(rf"\b(?:{DEMONYMS})\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
+RE_NATIONALITY_EN = re.compile(r"\((?:GBR|USA|CAN|AUS|NZL|IRL|DEU|FRA|ITA|ESP|PRT|NLD|BEL|CHE|AUT|SWE|NOR|DNK|FIN|POL|RUS|UKR|IND|PAK|"
+                               r"JPN|KOR|SGP|MYS|THA|VNM|PHL|IDN|BRA|MEX|ZAF|NGA|KEN|EGY|ISR|TUR)\)"
+                               rf"|\b(?:{DEMONYMS})s?\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
 RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|新西兰|德国|法国|意大利|西班牙|葡萄牙|荷兰|比利时|瑞士|奥地利|瑞典|挪威|丹麦|芬兰|"
                                "波兰|俄罗斯|乌克兰|日本|韩国|新加坡|马来西亚|泰国|越南|菲律宾|印尼|印度|巴基斯坦|巴西|墨西哥|南非|尼日利亚)"
                                "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
@@ -241,7 +248,7 @@ def _org_en(text: str):
 # A village's production group: 李家村三组, 王庄村5组12号.
 RE_VILLAGE_GROUP = re.compile(f"(?:(?![住在到去从是的了我你他她和与及])[{HAN}]){{2,4}}村[一二三四五六七八九十\\d]{{1,3}}(?:组|队|社)(?:\\d+号)?")
 RE_SHORT_NUMBER = re.compile(r"(?<![\d.A-Za-z])#?\d{4,8}(?![\d.%])")  # with a cue only (context)
-RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b([A-Z]{0,2}\d{6,9}[A-Z]?)\b"
+RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b((?=[A-Z0-9]*\d)(?=[A-Z0-9]*[0-9]{4})[A-Z0-9]{6,12})\b"
                          r"|(?<![A-Za-z0-9])[EGDSP]\d{8}(?![A-Za-z0-9])")
 RE_IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
 RE_SCHOOL = re.compile(
@@ -280,7 +287,7 @@ RE_NAME_TITLE_WIDE = re.compile(
     f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
     f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
-NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
               "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
               "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
@@ -288,7 +295,8 @@ NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者
 RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
-    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)")
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+[A-Z][a-z]+){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
 SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
 # A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
 RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
@@ -311,18 +319,37 @@ def _name_after_role(text: str):
                 yield m.start(1), m.end(1), "name", "rule:name_before_role"
 
 
+# WeChat handles and group names said in English ("WeChat me on sam_sz", "Expat Parents Shenzhen – WeChat group").
+RE_ACCOUNT_EN = re.compile(r"(?i:wechat|whatsapp|telegram|instagram|twitter|facebook|line)\s+(?:me\s+)?(?:on|at|id|handle)?\s*[:：]?\s*"
+                           r"@?((?=[A-Za-z0-9_\-]*[_\d])[A-Za-z][-_A-Za-z0-9]{4,19})\b"
+                           r"|((?:[A-Z][\w&']*\s+){1,5}[A-Z][\w&']*)\s*[–—-]\s*(?:WeChat|WhatsApp|Facebook|Telegram)\s+group")
+# An employer after its field: 工作单位：中铁十八局安哥拉罗安达项目部.
+RE_EMPLOYER_FIELD = re.compile("(?:工作单位|就职单位|单位名称|所在单位|就职于|工作于|任职于|供职于)\\s*[:：]?\\s*([^\\s，。；;,、（(]{3,30})")
+# A name followed by the sex and the age (韩老栓，男，78岁) or before a parent (顾小北的妈妈).
+RE_NAME_SEX_AGE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[，,、\\s]*[男女](?:性)?[，,、\\s]*(?:约)?\\d{{1,3}}岁)")
+RE_NAME_PARENT_OF = re.compile(f"([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?:的|之)(?:妈妈|爸爸|母亲|父亲|家长|奶奶|爷爷|外婆|外公|姥姥|姥爷|监护人)")
 RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
 # Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
-TRANSLIT = ("阿埃艾安奥巴拜班邦保鲍贝本比彼毕宾波伯博布查达黛戴丹道德迪蒂丁东杜多敦厄恩法范菲费芬丰冯弗福盖甘高戈格葛哥古瓜哈海汉豪"
-            "赫亨洪胡华霍基吉济加嘉贾杰金卡凯坎康柯科克肯库奎拉莱赖兰朗劳勒雷蕾里丽利莉林琳卢鲁路伦罗洛吕马玛迈麦曼梅蒙米密明"
-            "莫姆穆纳娜奈南内尼妮纽努诺欧帕潘庞佩彭皮珀普齐奇恰乔切琴丘萨塞桑瑟森沙莎山善尚什施史斯松苏索塔泰坦汤唐陶特提"
-            "汀廷图托瓦万旺威韦维温翁沃乌伍武西希锡夏辛欣休雅亚扬杨耶伊依因英尤于约扎泽詹朱卓兹佐翰尔顿夫娃娅丝琪瑞莲霞露薇佛茨赛")
+TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Midwife|Pharmacist|Therapist)\.?\s+"
                         r"((?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
-RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|"
-                              r"signed|signature|doctor|physician|attending|nurse|pharmacist|referred by|seen by)\s*(?:name)?\s*[:：]\s*)"
-                              r"([A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+_EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
+            r"|(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
+RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
+                              r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
+                              r"referred by|seen by)\s*(?:name)?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
+# A first name after a family word or a greeting, and the name that signs a message.
+RE_NAME_EN_CONTEXT = re.compile(
+    r"\b(?:[Oo]ur|[Mm]y|[Hh]is|[Hh]er|[Tt]heir)\s+(?:(?:\d+[- ](?:year|month|week)[- ]old|little|baby|eldest|youngest|older|younger)\s+)?"
+    r"(?:son|daughter|husband|wife|partner|baby|boy|girl|mum|mom|dad|father|mother|brother|sister|friend|colleague|flatmate|"
+    r"roommate|neighbou?r|nanny|ayi|helper|child|kid|toddler|grandson|granddaughter)\s*,?\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\b"
+    r"|\b(?:Hi|Hello|Dear|Thanks|Thank you|Cheers|Regards|Kind regards|Best regards|Best wishes|Warm regards|Many thanks|Sincerely|"
+    r"Yours sincerely|Love|Best)\s*,?\s*\n?\s*((?!(?:Doctor|Dr|Sir|Madam|All|Everyone|Team|all|everyone)\b)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\b"
+    r"|\b(?:seeing|see|saw|update on|news on|about|with)\s+([A-Z][a-z]{2,})\s+\((?:our|my|his|her)\b"
+    r"|\b([A-Z][a-z]+)\s+(?=\((?:[A-Z][a-z]+'s\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\))"
+    r"|\(([A-Z][a-z]+)'s\s+(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
+    r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b")
 RE_ADDRESS_EN = re.compile(
     r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
     r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
@@ -566,12 +593,17 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN, gate=re.compile("部|总经理|董事长|总裁|CEO|CTO|CFO")),
         RuleRecognizer("account", "account", RE_ACCOUNT, CUED, group=None, gate=_re_gate(ACCOUNT_GATE)),
         RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None, gate=TITLE_GATE),
-        RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=_has(":", "：")),
+        RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=COLON_GATE),
         RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE, gate=re.compile("[*xX×某○]")),
         FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE, gate=ROLE_GATE),
         RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
+        RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),
+        RuleRecognizer("account_en", "account", RE_ACCOUNT_EN, CUED, group=None, gate=latin),
+        RuleRecognizer("employer_field", "org", RE_EMPLOYER_FIELD, CUED, group=1, gate=re.compile("单位|就职|工作于|任职|供职")),
+        RuleRecognizer("name_sex_age", "name", RE_NAME_SEX_AGE, NAME_RULE, group=1, gate=re.compile("[男女]")),
+        RuleRecognizer("name_parent_of", "name", RE_NAME_PARENT_OF, NAME_RULE, group=1, gate=re.compile("的|之")),
         RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
         _phone_recognizer(),
         LacRecognizer(),
@@ -726,6 +758,8 @@ class LacRecognizer(EntityRecognizer):
 
 
 RE_EN_HOSPITAL = re.compile(r"(?i)hospital|clinic|medical cent|health cent|infirmary|surgery|practice|maternity")
+# A department, a unit or a job title is not an organisation (Burns Unit, International Medical Department).
+RE_EN_DEPARTMENT = re.compile(r"(?i)(?:department|dept|unit|ward|service|surgeon|physician|consultant|registrar|nurse|team)$")
 RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
 RE_EN_PERSON = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z]\.?)?(?:\s+(?:van|de|von|da|del|le|la|Mc|O')?\s*[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,3}")
 
@@ -757,7 +791,8 @@ class EnglishNerRecognizer(EntityRecognizer):
             if (e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and len(RE_EN_TITLECASE.findall(word)) >= 2
                     and not RE_EN_NOT_NAME.match(word)):
                 out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
-            elif e.label == "ORG" and (len(RE_EN_TITLECASE.findall(word)) >= 2 or RE_EN_HOSPITAL.search(word)):
+            elif (e.label == "ORG" and (len(RE_EN_TITLECASE.findall(word)) >= 2 or RE_EN_HOSPITAL.search(word))
+                  and not RE_EN_DEPARTMENT.search(word)):
                 kind = "hospital" if RE_EN_HOSPITAL.search(word) else "org"
                 out.append(_result(kind, e.start, e.end, NER, "ner:spacy:ORG", self.name))
             elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
@@ -835,7 +870,7 @@ def placeholders() -> dict[str, str]:
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
 HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
-                 "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON"}
+                 "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 
 
 def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
@@ -862,11 +897,16 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                 keep = False
                 break
             if a <= pa and pb <= b:
-                if r.recognition_metadata.get("rule") in HOLDS_NO_TERM:
-                    # A ward or district pattern around a medical word: a department before a bed
-                    # is cut off (心内科|3病区21床); an organ inside one (左附件区) makes it anatomy.
-                    if pa == a:
-                        a = pb
+                holds_none = r.recognition_metadata.get("rule") in HOLDS_NO_TERM
+                # A ward or district pattern around a medical word: a department before a bed is cut
+                # off (心内科|3病区21床), a unit after a hospital's name too (… Hospital ED); an organ
+                # inside one (左附件区) makes it anatomy. A name does not begin with a medical word.
+                if pa == a and (holds_none or kind == "name"):
+                    a = pb
+                    continue
+                if holds_none:
+                    if pb == b:
+                        b = pa
                         continue
                     keep = False
                     break

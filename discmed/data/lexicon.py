@@ -28,7 +28,7 @@ EPONYMS = """
 墨菲 麦氏 巴宾斯基 克尼格 布鲁津斯基 霍纳 霍夫曼 奥本海姆 戈登 查多克 罗姆伯格 拉塞格 直腿抬高 托马斯 福斯特 麦克默里
 贝克 贝克囊肿 奥斯古德 施拉特 佩尔特斯 德奎尔万 腱鞘 莫顿 夏科 雷特尔 赖特 费尔蒂 舍格伦 干燥综合征 雷诺现象 皮罗 斯皮格
 科利斯 史密斯 孟氏 盖氏 蒙泰贾 加莱亚齐 巴顿 本内特 乔帕特 波特 哈里斯 席汉 希恩 卡尔曼 康恩 嗜铬 佐林格-埃利森
-卓-艾 马洛里-魏斯 巴雷特 希尔施普龙 先天性巨结肠 梅克尔 贾第 幽门螺杆 布加 布-加 巴德-基亚里 威尔逊病 肝豆状
+卓-艾 马洛里-魏斯 巴雷特 希尔施普龙 先天性巨结肠 梅克尔 麦克尔 亨诺 许兰 过敏性紫癜 贾第 幽门螺杆 布加 布-加 巴德-基亚里 威尔逊病 肝豆状
 吉兰 巴利 格林 重症肌无力 兰伯特-伊顿 杜氏 贝克型 德尚 埃默里 图雷特 抽动秽语 阿斯伯格 孟乔森 斯德哥尔摩 科塔尔
 卡普格拉 弗雷戈利 德克莱朗博 埃克博姆 奥赛罗 巴林特 格斯特曼 韦伯 本尼迪克特 瓦伦贝格 米亚尔-居布勒 布朗-塞卡
 高血压 糖尿病 桥本甲状腺炎 桥本氏 格雷夫斯病 唐氏筛查 唐筛 无创DNA NIPT 福氏 宫内节育器 曼月乐 宫颈TCT
@@ -166,6 +166,12 @@ HLA-B HLA-B27 羊水穿刺 无创DNA 唐筛 四维 大排畸 小排畸 NT检查 
 NOT_IN_TERM = "的了是在有和与或及患得诊断查出为因伴并说医院科我你他她们孩子吃用服打做去到从给被把让要会能可也都还又再就这那哪个位些叫姓名"
 _T = f"(?:(?![{NOT_IN_TERM}])[{HAN}])"
 
+# Characters of transliterated foreign names and eponyms (as `deid.TRANSLIT`).
+TRANSLIT = ("阿埃艾安奥巴拜班邦保鲍贝本比彼毕宾波伯博布查达黛戴丹道德迪蒂丁东杜多敦厄恩法范菲费芬丰冯弗福盖甘高戈格葛哥古瓜哈海汉豪"
+            "赫亨洪胡华霍基吉济加嘉贾杰金卡凯坎康柯科克肯库奎拉莱赖兰朗劳勒雷蕾里丽利莉林琳卢鲁路伦罗洛吕马玛迈麦曼梅蒙米密明"
+            "莫姆穆纳娜奈南内尼妮纽努诺欧帕潘庞佩彭皮珀普齐奇恰乔切琴丘萨塞桑瑟森沙莎山善尚什施史斯松苏索塔泰坦汤唐陶特提"
+            "汀廷图托瓦万旺威韦维温翁沃乌伍武西希锡夏辛欣休雅亚扬杨耶伊依因英尤于约扎泽詹朱卓兹佐翰尔顿夫娃娅丝琪瑞莲霞露薇佛茨赛许")
+
 # Patterns: gestational ages (孕12+3周, 12周+3天, 孕8周), drug endings, scale scores, gene names.
 PATTERNS = [
     r"(?:孕|妊娠|怀孕)?\d{1,2}\s*(?:\+|＋)\s*\d\s*周",
@@ -177,9 +183,17 @@ PATTERNS = [
     f"{_T}{{1,5}}(?:西林|法林|匹林|沙星|霉素|洛尔|普利|沙坦|地平|他汀|替尼|单抗|格雷|双胍|拉唑|替丁|昔布|洛芬|沙班|培南|米松|尼松|"
     f"西汀|必得|卡因|芬太尼|西泮|唑仑|哌酮|哌啶|肝素|铂|他赛|比星|嘧啶|瑞林|鲁肽|列净|列汀|格列|膦酸|昔芬|米芬|"
     "唑|嗪|酯|肽|铵)",
-    f"{_T}{{1,8}}(?:片|胶囊|颗粒|注射液|口服液|混悬液|滴剂|缓释片|肠溶片|软膏|乳膏|凝胶|喷雾剂|气雾剂|栓|贴剂|糖浆|冲剂|丸)(?![{HAN}]{{0,1}}(?:区|路|街|村))",
+    f"{_T}{{1,8}}(?:片|胶囊|颗粒|注射液|口服液|混悬液|滴剂|缓释片|肠溶片|软膏|乳膏|凝胶|喷雾剂|气雾剂|栓剂|贴剂|糖浆|冲剂|丸)(?![{HAN}]{{0,1}}(?:区|路|街|村))",
     f"{_T}{{1,6}}(?:综合征|综合症|氏病|氏症|氏征|氏综合征|病毒|杆菌|球菌|螺旋体)",
     r"HLA-[A-Z]+\*?\d*(?::\d+)?",
+    # departments by specialty (消化科, 心血管内科 …)
+    "(?:[内外妇产儿眼骨皮肤口腔耳鼻喉头颈消化呼吸心血管神经肾内分泌血液肿瘤感染风湿免疫泌尿肝胆胃肠乳腺甲状腺烧伤整形疼痛麻醉"
+    "急诊康复中医精神心理老年全营养检验病理放射影像超声核医学普胸足踝手脊柱关节创伤生殖遗传]{1,6})科(?![大学技研院])",
+    # transliterated eponyms before a disease word (麦克尔憩室, 亨诺-许兰紫癜, 格林-巴利综合征)
+    f"[{TRANSLIT}]{{2,6}}(?:[-－·][{TRANSLIT}]{{1,6}})*氏?(?:病|综合征|综合症|憩室|紫癜|囊肿|骨折|征|症|瘤|试验|评分|分级|分期|手法|反射|现象|畸形|脑病)",
+    # English departments and roles, and the bacteria written with an initial
+    r"\b(?:[A-Z][a-z]+\s+){0,3}(?:Department|Dept\.?|Unit|Surgeon|Physician|Consultant|Registrar)\b|\b(?:ED|A&E|ER|ICU|HDU|NICU)\b",
+    r"\b[A-Z]\.\s?(?:coli|aureus|pneumoniae|influenzae|pylori|difficile|aeruginosa|albicans)\b",
     # English drug names by their stems (amoxicillin, omeprazole, atorvastatin, trastuzumab …)
     r"(?i:\b[a-z]{2,}(?:cillin|mycin|floxacin|cycline|conazole|prazole|tidine|olol|pril|sartan|dipine|statin|gliptin|gliflozin|"
     r"glutide|parin|xaban|gatran|zumab|ximab|umab|tinib|navir|ciclovir|clovir|semide|thiazide|formin|profen|fenac|coxib|dronate|"
@@ -220,7 +234,7 @@ def _latin(c: str) -> bool:
 
 def protected_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every medical term in `text`, in order, not overlapping (the longest wins)."""
-    found = [m.span() for m in _pattern().finditer(text) if m.end() > m.start()]
+    found: list[tuple[int, int]] = []
     index = _words()
     low = text.lower()
     i, n = 0, len(text)
@@ -239,6 +253,13 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
             i += hit
         else:
             i += 1
+    # The patterns where no listed word is: a listed word is exact (克罗恩 in 侯兰克罗恩病), a pattern's
+    # free prefix is not (it would take the name before the eponym).
+    words = list(found)
+    for m in _pattern().finditer(text):
+        a, b = m.span()
+        if b > a and not any(wa < b and a < wb for wa, wb in words):
+            found.append((a, b))
     found.sort(key=lambda s: (s[0], -s[1]))
     out: list[tuple[int, int]] = []
     for a, b in found:

@@ -496,9 +496,23 @@ def scrub_many(texts: list[str], everywhere: list[bool] | None = None, *, ner: b
     return [_Edits(t, spans) for t, spans in zip(texts, analyze_many(texts, everywhere, ner=ner), strict=True)]
 
 
+def _repeat_names(docs: list[_Edits]) -> None:
+    """A full name found once (患者李明, Dr. Sarah Johnson) is removed wherever else it appears in
+    these messages (李明您好, "Sarah said …"), with rule `name_repeat`."""
+    names = sorted({d.original[a:b] for d in docs for a, b, kind, _ in d.changes if kind == "name"
+                    and b - a >= 2 and "某" not in d.original[a:b] and "*" not in d.original[a:b]},
+                   key=len, reverse=True)
+    if names:
+        # Latin names as whole words (Ada, not Adam); Chinese names need no boundary.
+        pattern = re.compile("|".join(f"\\b{re.escape(n)}\\b" if n.isascii() else re.escape(n) for n in names))
+        for doc in docs:
+            doc.add([(m.start(), m.end(), "name", "rule:name_repeat") for m in pattern.finditer(doc.original)])
+
+
 def scrub_edits(text: str, found: set | None = None, *, ner: bool = True, everywhere: bool = True) -> _Edits:
     """`text` scrubbed, with every replacement (see `_Edits`); `scrub_text` returns its text."""
     doc = scrub_many([text], [everywhere], ner=ner)[0]
+    _repeat_names([doc])
     if found is not None:
         found.update(("name", text[a:b]) for a, b, kind, _ in doc.changes if kind == "name")
     return doc
@@ -536,14 +550,7 @@ def scrub_records(convs: list[Conversation], *, ner: bool = True) -> list[tuple[
     out = []
     for conv in convs:
         docs = [next(docs_all) for _ in conv.messages]
-        # A full name found once (患者李明) is removed wherever else it appears (李明您好).
-        names = sorted({d.original[a:b] for d in docs for a, b, kind, _ in d.changes if kind == "name"
-                        and b - a >= 2 and "某" not in d.original[a:b] and "*" not in d.original[a:b]},
-                       key=len, reverse=True)
-        if names:
-            pattern = re.compile("|".join(map(re.escape, names)))
-            for doc in docs:
-                doc.add([(m.start(), m.end(), "name", "rule:name_repeat") for m in pattern.finditer(doc.original)])
+        _repeat_names(docs)
         counts: Counter = Counter()
         changes = []
         for i, (m, doc) in enumerate(zip(conv.messages, docs, strict=True)):
