@@ -105,12 +105,13 @@ def _authors():
 
 def test_blind_writers_per_type_and_per_writer():
     """tests/data/authors: 8 writers x 20 texts. The pipeline was built on five of them; a2, a7 and
-    a8 were locked until the end (benchmarks/deid_loao.py, benchmarks/RESULTS.md); every writer
-    is scored here. Floors are a little under the measured figures."""
+    a8 were locked and scored once, blind (benchmarks/RESULTS.md has that figure), then tuned on
+    too: every writer is scored here, and these floors (a little under the measured figures) are
+    tuned-on figures, not a forecast for a new writer."""
     loao = _authors()
     per_type_hit, per_type_n = Counter(), Counter()
     worst_sh, worst_med = 1.0, 1.0
-    for author in sorted(p.stem for p in loao.AUTHORS.glob("a*.jsonl") if p.stem not in loao.LOCKED):
+    for author in sorted(p.stem for p in loao.AUTHORS.glob("a*.jsonl")):
         r = loao.score(author, ner=True, show=False)
         for cat, (hit, n) in r["by_type"].items():
             per_type_hit[cat] += hit
@@ -121,11 +122,11 @@ def test_blind_writers_per_type_and_per_writer():
     print("\nper type:", {c: f"{per_type_hit[c]}/{per_type_n[c]}" for c in sorted(per_type_n)},
           f"worst writer (Safe Harbor) {worst_sh:.3f}, medical kept worst {worst_med:.3f}")
     assert recall["age<90"] < 0.5  # kept on purpose: medicine, not a Safe Harbor identifier
-    floors = {"name": 0.95, "date": 0.98, "phone": 0.97, "record_number": 0.93, "hospital_care": 0.9,
-              "address_place": 0.85, "ward_room_bed": 0.9, "id_document": 0.9, "school": 0.85, "employer_org": 0.8}
+    floors = {"name": 0.97, "date": 0.97, "phone": 0.98, "record_number": 0.98, "hospital_care": 0.97,
+              "address_place": 0.9, "ward_room_bed": 0.97, "id_document": 0.95, "school": 0.95, "employer_org": 0.9}
     for cat, floor in floors.items():
         assert recall[cat] >= floor, (cat, recall[cat])
-    assert worst_med >= 0.99
+    assert worst_sh >= 0.95 and worst_med >= 0.995
 
 
 def test_real_sample_changes_are_identifiers(shared_data):
