@@ -1,5 +1,5 @@
 """De-identification, leave-one-author-out (issue 24): identifiers removed and medical values kept,
-per blind writer of tests/data/authors/, per identifier type.
+per blind writer of discmed/assets/safety/authors/, per identifier type.
 
     .venv/bin/python benchmarks/deid_loao.py                 # the authors developed on, with their misses
     .venv/bin/python benchmarks/deid_loao.py --locked        # the final figure: every author, the locked ones too
@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-AUTHORS = ROOT / "tests" / "data" / "authors"
+AUTHORS = ROOT / "discmed" / "assets" / "safety" / "authors"
 LOCKED = ("a2_peds_parent", "a7_rural", "a8_english")
 
 # Writers' type words → taxonomy category: the first keyword (a regex on the lowercased type) that

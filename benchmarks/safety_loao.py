@@ -3,9 +3,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/safety_loao.py               # all writers
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/safety_loao.py --authors a1_ed_nurse,a7_rural
 
-The corpus is tests/data/authors/ (eight independent writers, 40 urgent + 50 not urgent
+The corpus is discmed/assets/safety/authors/ (eight independent writers, 40 urgent + 50 not urgent
 each; see its README) and the project's own sets as a ninth "author" (tests/data/
-triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, tests/safety_cases.jsonl). For each author k:
+triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, safety_cases.jsonl beside it). For each author k:
 
 - classifier: trained on every other author's messages (the project's included), scored on
   k's — mechanical leave-one-author-out (discmed.serve.triage_clf, same settings as served);
@@ -22,7 +22,7 @@ removed, and the urgent messages they wrongly silenced.
 
 The last line is the JSON summary: worst-author combined recall against the goal (0.90,
 English included) with false alarms ≤ 0.05; "peer" is main's blind figure before this work
-(worst author recall 0.225, tests/data/authors/README.md).
+(worst author recall 0.225, discmed/assets/safety/authors/README.md).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ BLIND = {
     "a7_rural": {"rules": [1.0, 0.0], "classifier": [0.925, 0.02], "combined": [1.0, 0.02]},
     "a8_english": {"rules": [0.575, 0.04], "classifier": [0.725, 0.02], "combined": [0.875, 0.06]},
 }
-BLIND_WORST_RECALL = 0.225  # main before this work, worst writer (tests/data/authors/README.md)
+BLIND_WORST_RECALL = 0.225  # main before this work, worst writer (discmed/assets/safety/authors/README.md)
 GOAL_RECALL, GOAL_FALSE_ALARMS = 0.90, 0.05
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/triage_latency.py            # every triage text, 5 passes
 
-Each message of tests/data/triage_*.jsonl and tests/data/authors/*.jsonl (online-
+Each message of discmed/assets/safety/triage_*.jsonl and authors/*.jsonl (online-
 consultation messages: the project's own and eight independent writers') and each patient
 message of the real DISC-Med-SFT sample in shared/data is triaged through
 `discmed.serve.safety.triage` as served — the shipped catalogue and the learned classifier
@@ -35,7 +35,7 @@ def main() -> None:
     rules = load_rules()
     if rules.classifier() is None:
         raise SystemExit("triage_latency: the triage classifier could not be built (see the warning above)")
-    data = ROOT / "tests" / "data"
+    data = ROOT / "discmed" / "assets" / "safety"
     files = sorted(data.glob("triage_*.jsonl")) + sorted((data / "authors").glob("a*.jsonl"))
     texts = [obj["text"] for path in files for obj in map(json.loads, path.read_text(encoding="utf-8").splitlines())
              if obj.get("kind", "triage") != "deid"]

@@ -1,5 +1,5 @@
 """Issue 24's de-identification: the Presidio pipeline, the full identifier taxonomy, the medical
-lexicon, and the eight blind writers' texts (tests/data/authors) per identifier type."""
+lexicon, and the eight blind writers' texts (discmed/assets/safety/authors) per identifier type."""
 
 import json
 import sys
@@ -104,7 +104,7 @@ def _authors():
 
 
 def test_blind_writers_per_type_and_per_writer():
-    """tests/data/authors: 8 writers x 20 texts. The pipeline was built on five of them; a2, a7 and
+    """discmed/assets/safety/authors: 8 writers x 20 texts. The pipeline was built on five of them; a2, a7 and
     a8 were locked and scored once, blind (benchmarks/RESULTS.md has that figure), then tuned on
     too: every writer is scored here, and these floors (a little under the measured figures) are
     tuned-on figures, not a forecast for a new writer."""

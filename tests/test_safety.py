@@ -1,8 +1,8 @@
 """The red-flag safety layer: the shipped catalogue against the corpus written for discmed.
 
-The corpus: tests/data/authors/ (eight independent writers, each 40 urgent + 50 not urgent;
-tests/data/authors/triage_categories.jsonl gives each urgent message its category) and the
-project's own sets (tests/data/triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl).
+The corpus: discmed/assets/safety/authors/ (eight independent writers, each 40 urgent + 50 not urgent;
+authors/triage_categories.jsonl gives each urgent message its category) and the
+project's own sets (triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, beside authors/).
 The catalogue has been developed on all of it — the writers a3, a6 and a8 only after their
 one blind run (benchmarks/safety_loao.py keeps that figure) — so the recall asserted here is
 a regression net per category, not the figure of merit: that is leave-one-author-out, in
@@ -21,7 +21,7 @@ import pytest
 
 from discmed.serve.safety import Rules, first_strings, last_user_text, load_rules, triage
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "discmed" / "assets" / "safety"  # the shipped corpus
 AUTHORS = DATA / "authors"
 
 

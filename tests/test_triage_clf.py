@@ -16,11 +16,11 @@ from discmed.chat import DataError
 from discmed.serve import safety, triage_clf
 from discmed.serve.safety import Rules, _normalize, triage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = triage_clf.ROOT  # discmed/assets/safety: the shipped corpus
 
 
 def _small_root(tmp_path: Path, lines: int = 30) -> Path:
-    """A source tree with the corpus's files, each cut to its first `lines` lines."""
+    """A corpus folder like the shipped one, each file cut to its first `lines` lines."""
     for path in triage_clf._files(ROOT):
         dest = tmp_path / path.relative_to(ROOT)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def test_trained_at_first_use_and_cached_by_the_data(tmp_path, monkeypatch):
     assert cached.exists() and first.n_train == len(triage_clf.corpus(root))
     again = triage_clf.load_classifier(root)  # from the cache: same key, same model
     assert again.key == first.key and again.weights == first.weights
-    author = root / "tests" / "data" / "authors" / "a1_ed_nurse.jsonl"
+    author = root / "authors" / "a1_ed_nurse.jsonl"
     author.write_text(author.read_text(encoding="utf-8").replace("胸口", "心口", 1), encoding="utf-8")
     changed = triage_clf.load_classifier(root)  # the data changed: a new model under a new key
     assert changed.key != first.key and (tmp_path / "cache" / "triage_clf" / f"{changed.key}.json").exists()
@@ -55,13 +55,13 @@ def test_trained_at_first_use_and_cached_by_the_data(tmp_path, monkeypatch):
 
 def test_bad_training_data_is_named(tmp_path):
     root = _small_root(tmp_path)
-    dev = root / "tests" / "data" / "triage_dev.jsonl"
+    dev = root / "triage_dev.jsonl"
     lines = dev.read_text(encoding="utf-8").splitlines()
     lines[4] = json.dumps({"category": "acs", "urgent": "yes", "text": "胸痛"}, ensure_ascii=False)
     dev.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"triage_dev\.jsonl:5: urgent: missing or not true/false"):
         triage_clf.corpus(root)
-    shutil.rmtree(root / "tests" / "data" / "authors")
+    shutil.rmtree(root / "authors")
     with pytest.raises(OSError, match="triage training data not found"):
         triage_clf.corpus(root)
 

@@ -38,7 +38,7 @@ in the original, the type, the placeholder and the rule or model that made it (`
 Measured on sets written for discmed (tests/data/scrub_dev.jsonl, and a held-out fifth):
 identifiers fully removed and medical values intact, per type; on words that must stay
 (tests/data/scrub_words.jsonl) (tests/test_data_scrub.py); and leave-one-writer-out on eight
-blind writers' texts (tests/data/authors, benchmarks/deid_loao.py, benchmarks/RESULTS.md).
+blind writers' texts (discmed/assets/safety/authors, benchmarks/deid_loao.py, benchmarks/RESULTS.md).
 
     text, counts = scrub_text("王医生您好，我电话13812345678")   # → "[姓名]医生您好，我电话[电话]"
     summary = scrub_file("in.jsonl", "out.jsonl")                 # counts per type; out.jsonl.changes.jsonl

@@ -1,8 +1,8 @@
 """The learned layer of red-flag triage: a logistic regression over character n-grams.
 
-Trained with scikit-learn on the multi-author corpus (`tests/data/authors/*.jsonl`, the
+Trained with scikit-learn on the multi-author corpus (`discmed/assets/safety/authors/*.jsonl`, the
 triage lines of eight independent writers) and the project's own sets
-(`tests/data/triage_dev.jsonl`, `triage_heldout.jsonl`, `triage_en.jsonl`, `tests/safety_cases.jsonl`): a
+(`discmed/assets/safety/`: `triage_dev.jsonl`, `triage_heldout.jsonl`, `triage_en.jsonl`, `safety_cases.jsonl`): a
 TF-IDF of character 2- to 4-grams (sublinear term frequency, l2-normalised) and a
 class-balanced logistic regression. Nothing is shipped as weights: the model is trained at
 first use (a few seconds) and cached under `$DISCMED_CACHE/triage_clf/` (default
@@ -31,7 +31,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# The labelled corpus ships with discmed (written for it): an installed package trains too.
+ROOT = Path(__file__).resolve().parents[1] / "assets" / "safety"
 NGRAMS = (2, 4)  # character n-gram lengths (single characters added false alarms, LOAO)
 MIN_DF = 2       # an n-gram seen in one message only is noise
 C = 10.0         # inverse regularisation strength
@@ -71,8 +72,8 @@ def corpus(root: Path = ROOT) -> list[Row]:
     files = _files(root)
     missing = [str(p) for p in files if not p.exists()]
     if len(files) < 5 or missing:
-        raise OSError(f"triage training data not found under {root} (a source checkout's tests/data): "
-                      f"{', '.join(missing) or 'no tests/data/authors/a*.jsonl'}")
+        raise OSError(f"triage training data not found under {root}: "
+                      f"{', '.join(missing) or 'no authors/a*.jsonl'}")
     rows = []
     for path in files:
         author = path.stem if path.parent.name == "authors" else "project"
@@ -81,10 +82,8 @@ def corpus(root: Path = ROOT) -> list[Row]:
 
 
 def _files(root: Path) -> list[Path]:
-    data = root / "tests" / "data"
-    return sorted((data / "authors").glob("a*.jsonl")) + [
-        data / "triage_dev.jsonl", data / "triage_heldout.jsonl", data / "triage_en.jsonl",
-        root / "tests" / "safety_cases.jsonl"]
+    return sorted((root / "authors").glob("a*.jsonl")) + [
+        root / "triage_dev.jsonl", root / "triage_heldout.jsonl", root / "triage_en.jsonl", root / "safety_cases.jsonl"]
 
 
 def _key(root: Path) -> str:
