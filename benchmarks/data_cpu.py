@@ -11,6 +11,8 @@ not timed. Timed: the three steps exactly as `discmed data scrub|dedup|decontam`
 file to file, JSON parsing included, with `--workers` processes per step (default 2: the
 goal machine has 2 cores; the per-record work is shared, dedup's comparison stays in order). Goals: wall time ≤ 10 minutes and peak memory ≤ 4 GB
 (the process's max RSS). The "peer" is the 600 s budget: ratio = wall / 600, met when ≤ 1.
+The scrub's full-size time is printed on its own (`scrub_full_s`, projected from a smaller `--n`):
+issue 24's goal is ≤ 20 minutes on 2 cores with the NER on.
 """
 
 from __future__ import annotations
@@ -110,6 +112,13 @@ def main() -> None:
         gen = generate(tmp / "in.jsonl", args.n)
         print(f"generated {gen} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
 
+        # The scrub's one-time cost (importing Presidio, which imports transformers; loading LAC, spaCy's
+        # English model and jieba's dictionary) is paid once per run, not per dialogue: measured apart
+        # on 20 dialogues, so the full-size projection is setup + per-dialogue time x 470,000.
+        generate(tmp / "warm.jsonl", 20, seed=1)
+        ts = time.perf_counter()
+        scrub_file(tmp / "warm.jsonl", tmp / "warm.out.jsonl", progress=False, workers=args.workers, ner=not args.no_ner)
+        setup_s = time.perf_counter() - ts
         t0, c0 = time.perf_counter(), time.process_time()
         s1 = scrub_file(tmp / "in.jsonl", tmp / "scrubbed.jsonl", progress=False, workers=args.workers, ner=not args.no_ner)
         t1, c1 = time.perf_counter(), time.process_time()
@@ -132,10 +141,17 @@ def main() -> None:
           f"decontam {t3 - t2:.1f}s (removed {s3['removed']} of {gen['eval_copies_planted']} planted)")
     print(f"wall {wall:.1f}s ({args.n / wall:.0f} dialogues/s), CPU {cpu:.1f}s (all processes), "
           f"peak RSS {peak_gb:.2f} GB")
+    # The scrub's time at full size, projected linearly from this run (issue 24's goal: ≤ 20 minutes
+    # on 2 cores with NER); exact when n is 470,000.
+    scrub_full = setup_s + (t1 - t0) * 470_000 / args.n
+    print(f"scrub at 470,000 dialogues ({'NER on' if not args.no_ner else 'rules alone'}, {args.workers} workers): "
+          f"{scrub_full / 60:.1f} min ({'measured' if args.n >= 470_000 else 'projected from n=' + str(args.n)}; "
+          f"setup {setup_s:.1f}s once)")
     print(json.dumps({"benchmark": "data_cpu", "discmed": round(wall, 1), "peer": 600.0, "unit": "s (wall, lower is better)",
                       "ratio": round(wall / 600.0, 4), "goal": 1.0, "peak_rss_gb": round(peak_gb, 3), "peak_goal_gb": 4.0,
                       "cpu_s": round(cpu, 1), "workers": args.workers, "n": args.n, "met": wall <= 600.0 and peak_gb <= 4.0 and args.n >= 470_000,
-                      "scrub_ner": not args.no_ner, "scrub_s": round(t1 - t0, 1), "dedup_s": round(t2 - t1, 1), "decontam_s": round(t3 - t2, 1)}))
+                      "scrub_ner": not args.no_ner, "scrub_s": round(t1 - t0, 1), "scrub_full_s": round(scrub_full),
+                      "scrub_full_goal_s": 1200, "scrub_full_met": scrub_full <= 1200, "scrub_setup_s": round(setup_s, 1), "dedup_s": round(t2 - t1, 1), "decontam_s": round(t3 - t2, 1)}))
 
 
 if __name__ == "__main__":

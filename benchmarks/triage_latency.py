@@ -1,10 +1,12 @@
 """Red-flag triage latency per message on one core (it runs on every chat request).
 
-    .venv/bin/python benchmarks/triage_latency.py            # the dev + held-out sets, 5 passes
+    .venv/bin/python benchmarks/triage_latency.py            # every triage text, 5 passes
 
-Each message of tests/data/triage_*.jsonl (online-consultation messages written for
-discmed) and each patient message of the real DISC-Med-SFT sample in shared/data is triaged through `discmed.serve.safety.triage` with the shipped catalogue,
-after one warm-up pass; CPU time (this thread's, i.e. the work on one core) and wall time
+Each message of discmed/assets/safety/triage_*.jsonl and authors/*.jsonl (online-
+consultation messages: the project's own and eight independent writers') and each patient
+message of the real DISC-Med-SFT sample in shared/data is triaged through
+`discmed.serve.safety.triage` as served — the shipped catalogue and the learned classifier
+(trained or loaded from its cache before timing) — after one warm-up pass; CPU time (this thread's, i.e. the work on one core) and wall time
 per call are recorded. The goal is on one core, so the headline is the CPU p95; the wall
 p95 is printed beside it and equals it on an idle core, but on a shared machine (load
 average above the core count) it also counts the time the process waited for a core.
@@ -31,8 +33,12 @@ def main() -> None:
     from discmed.serve.safety import load_rules
 
     rules = load_rules()
-    texts = [json.loads(line)["text"] for name in ("triage_dev.jsonl", "triage_heldout.jsonl")
-             for line in (ROOT / "tests" / "data" / name).read_text(encoding="utf-8").splitlines()]
+    if rules.classifier() is None:
+        raise SystemExit("triage_latency: the triage classifier could not be built (see the warning above)")
+    data = ROOT / "discmed" / "assets" / "safety"
+    files = sorted(data.glob("triage_*.jsonl")) + sorted((data / "authors").glob("a*.jsonl"))
+    texts = [obj["text"] for path in files for obj in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+             if obj.get("kind", "triage") != "deid"]
     if SAMPLE.exists():  # real patients' messages too (DISC-Med-SFT sample, up to ~900 characters)
         texts += [m["content"] for line in SAMPLE.read_text(encoding="utf-8").splitlines()
                   for m in json.loads(line)["conversation"] if m["role"] == "user"]

@@ -24,6 +24,7 @@ from discmed.data.curate import cli as curate_cli
 from discmed.errors import DiscmedError, guard
 from discmed.eval import cli as eval_cli
 from discmed.formats import get_format, render_masked
+from discmed.gym import cli as gym_cli
 from discmed.serve import cli as serve_cli
 from discmed.tiny import ensure_tiny
 from discmed.train import cli as train_cli
@@ -49,6 +50,8 @@ app.add_typer(tiny_app, name="tiny")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+gym_app = typer.Typer(**PLAIN, help="The consultation gym: case ledgers from real cases, checked.", no_args_is_help=True)
+app.add_typer(gym_app, name="gym")
 
 
 def _version(value: bool) -> None:
@@ -192,6 +195,7 @@ def _register_areas() -> None:
     curate_cli.register(data_app)
     train_cli.register(train_app)
     eval_cli.register(eval_app)
+    gym_cli.register(gym_app, eval_app)
     serve_cli.register(app)
     try:
         from discmed import demo

@@ -62,6 +62,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dpo": ("DPO on the curated preference pairs", ("sft2", "curate")),
     "exam": ("Exam evaluation (multiple choice)", ("dpo",)),
     "consult": ("Simulated consultations + judge", ("dpo",)),
+    "gym": ("The consultation gym: the trained doctor against checked patients", ("dpo",)),
     "rl": ("GRPO against programmatic rewards, before/after on held-out cases", ("dpo",)),
     "serve": ("Serve the trained model, one chat request", ("dpo",)),
 }
@@ -387,6 +388,20 @@ class Demo:
                            "judged": j["judged"], "parsed": j["parsed"], "unparsed": j["unparsed"]},
                 "scores_md": markdown(summary) if j["parsed"] else None, "scores": summary, "judge_charts": charts,
                 "example_dialogue": first, "example_judgement": next(iter(_jsonl(d / "judgements.jsonl")), None)}
+
+    def stage_gym(self) -> dict:
+        from discmed.gym import SHIPPED
+        from discmed.gym.ledger import read_ledgers
+        from discmed.gym.run import run_gym
+
+        # The trained model between the scale's two ends (a scripted doctor that asks what matters,
+        # one that advises at once), against the rule-based patient: no model call for the patient,
+        # every score from the ledgers.
+        g = run_gym(read_ledgers(SHIPPED), [self.results["dpo"]["model"], "scripted:ask-all", "scripted:advise-now"],
+                    "rule", self.dir("gym"), max_new_tokens=48, cache=self.cache, progress=self.progress,
+                    names={self.results["dpo"]["model"]: SERVED_NAME})
+        return {"counts": {"ledgers": len(read_ledgers(SHIPPED)), "episodes": g["episodes"], "failed": g["failed"]},
+                "report_md": (self.dir("gym") / "report.md").read_text(encoding="utf-8"), "doctors": g["doctors"]}
 
     def stage_rl(self) -> dict:
         from discmed.train.grpo import run_grpo

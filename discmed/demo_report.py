@@ -270,6 +270,11 @@ def write_report(out: Path, results: dict[str, dict], *, model: str = "tiny", to
         if j := r.get("example_judgement"):
             L += [f"The judge's raw reply on {j['id']}: {_cut(j['scores'], 200)}", ""]
         L += [r["scores_md"], ""] if r.get("scores_md") else ["No judgement could be parsed into scores, so no score table or chart.", ""]
+    if r := section("gym", "The consultation gym"):
+        L += ["The trained model as the doctor on the eight shipped case ledgers, against the rule-based patient "
+              "(it answers only what is asked, from the ledger; exam findings and test results come from the "
+              "measurement agent), beside two scripted doctors that mark the scale's ends. Every score is computed "
+              "from the ledger, none by a model judge.", "", r.get("report_md", ""), ""]
     if r := section("rl", "Reinforcement learning (GRPO on consultations)"):
         L += ["GRPO (TRL's GRPOTrainer, `discmed train grpo`) on the DPO model: each step samples four one-turn "
               "episodes per CMB-clin-shaped case and rewards the first reply for asking the patient something "

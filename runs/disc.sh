@@ -124,7 +124,7 @@ for set in cmb-clin cmd cmid; do
 done
 
 # The judge, DISC's four criteria: 313 judgements ≈ 0.8M prompt + 40k completion tokens of
-# gpt-4o-class API (DISC: gpt-4). Then DISC's tables, radar and bar charts.
+# gpt-4o-class API (DISC: gpt-4). Then DISC's tables, radar and point-range charts with intervals.
 discmed eval judge runs/eval/consult/disc-medllm-dpo_*.json --judge "$JUDGE" --rubric disc --out runs/eval/judge/result_disc-medllm-dpo.jsonl --json
 discmed eval score runs/eval/judge --samples "$SAMPLES" --out runs/eval/report --json
 

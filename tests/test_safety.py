@@ -1,12 +1,14 @@
-"""The red-flag safety layer: the shipped catalogue against the sets written for discmed.
+"""The red-flag safety layer: the shipped catalogue against the corpus written for discmed.
 
-tests/data/triage_dev.jsonl is the development set (the rules were tuned on it: its first
-499 lines were written before any rule changed, the lines with a `batch` number afterwards,
-against the rules). tests/data/triage_heldout.jsonl is a fifth of the first batch, set aside
-before any rule changed and scored at the end (figures in benchmarks/RESULTS.md): it is the
-honest figure, the dev figure is not. Both are online-consultation language: long messages
-with the flag buried, third person, typos, dialect, mixed Chinese and English, numbers,
-and at least 40% hard negatives (negated, past, hypothetical, professional, news)."""
+The corpus: discmed/assets/safety/authors/ (eight independent writers, each 40 urgent + 50 not urgent;
+authors/triage_categories.jsonl gives each urgent message its category) and the
+project's own sets (triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, beside authors/).
+The catalogue has been developed on all of it — the writers a3, a6 and a8 only after their
+one blind run (benchmarks/safety_loao.py keeps that figure) — so the recall asserted here is
+a regression net per category, not the figure of merit: that is leave-one-author-out, in
+benchmarks/RESULTS.md. The classifier's own leave-one-author-out figure is asserted in
+tests/test_triage_clf.py. triage_dev.jsonl was written for issue 14 (its first 499 lines
+before any rule changed); triage_heldout.jsonl was that issue's held-out fifth."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from discmed.serve.safety import Rules, last_user_text, load_rules, triage
+from discmed.serve.safety import Rules, first_strings, last_user_text, load_rules, triage
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "discmed" / "assets" / "safety"  # the shipped corpus
+AUTHORS = DATA / "authors"
 
 
 def _rows(name: str) -> list[dict]:
@@ -144,9 +147,9 @@ def test_switch_off_and_own_rules(tmp_path):
         "urgent_zh: '【紧急】请去急诊：{reasons}'\n",
         encoding="utf-8",
     )
-    t = triage("耳朵剧痛", rules=own)
-    assert t.urgent and t.instruction == "【紧急】请去急诊：耳朵剧痛"
-    assert not triage("胸口压榨样疼痛，出冷汗", rules=own).urgent  # only the given rules apply
+    t = triage("耳朵剧痛", rules=own, learned=False)
+    assert t.urgent and t.instruction == "【紧急】请去急诊：耳朵剧痛" and t.score is None
+    assert not triage("胸口压榨样疼痛，出冷汗", rules=own, learned=False).urgent  # only the given rules apply
     bad = tmp_path / "bad.yaml"
     bad.write_text("concepts:\n  x: ['(unclosed']\ncategories: []\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml: concepts\.x: bad pattern"):
@@ -166,3 +169,168 @@ def test_last_user_text():
             {"role": "user", "content": "c"}]  # fmt: skip
     assert last_user_text(msgs) == "c"
     assert last_user_text([]) == ""
+
+
+# -- the catalogue and the pooled corpus (issue 24) ---------------------------------------------------
+
+RULES = Rules(learned=False)  # the rules' verdict alone: the classifier can only add to it
+
+
+def _pooled() -> list[tuple[str, str, str, bool]]:
+    """(writer, category, text, urgent) for every triage message: the eight writers'
+    (categories from triage_categories.jsonl) and the project's own sets."""
+    cats = {(o["file"], o["line"]): o["category"] for o in map(
+        json.loads, (AUTHORS / "triage_categories.jsonl").read_text(encoding="utf-8").splitlines())}
+    rows = []
+    for path in sorted(AUTHORS.glob("a*.jsonl")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            o = json.loads(line)
+            if o["kind"] == "triage":
+                urgent = o["label"] == "urgent"
+                rows.append((path.stem, cats.pop((path.name, i)) if urgent else "", o["text"], urgent))
+    assert not cats, f"categories for lines that are not urgent triage messages: {sorted(cats)}"
+    for name in ("triage_dev.jsonl", "triage_heldout.jsonl", "triage_en.jsonl"):
+        rows += [("project", r["category"] if r["urgent"] else "", r["text"], r["urgent"]) for r in _rows(name)]
+    return rows
+
+
+POOLED = _pooled()
+
+
+def test_every_concept_and_category_names_its_source_and_speaks_both_languages():
+    import yaml
+
+    raw = yaml.safe_load((Path(RULES.path)).read_text(encoding="utf-8"))
+    sources = raw["sources"]
+    for key in ("CTAS", "CN2018", "NICE_FEVER", "FN", "KIDNEY", "TRANSPLANT", "ANTICOAG", "OBS", "CSSRS"):
+        assert key in sources and len(sources[key]) > 40, key  # the standards the issue names, cited in full
+    for name, c in raw["concepts"].items():
+        assert str(c.get("source", "")).split()[0] in sources, f"concept {name} names no known source"
+        assert c.get("zh") and c.get("en"), f"concept {name} needs Chinese and English forms"
+    for c in raw["categories"]:
+        assert str(c.get("source", "")).split()[0] in sources and c.get("level"), c["id"]
+    # every concept is used by a category, and the issue's missing kinds are categories now
+    used = {n for c in RULES.categories for n in c.any + c.unless + [x for combo in c.all for x in combo]}
+    assert set(RULES.concepts) <= used, set(RULES.concepts) - used
+    ids = {c.id for c in RULES.categories}
+    assert {"neutropenic_fever", "renal", "transplant", "anticoagulated", "kawasaki", "paediatric_surgical",
+            "limb_threat", "rabies", "child_abuse", "psychiatric", "postpartum"} <= ids
+    assert len(POOLED) > 2000 and sum(r[3] for r in POOLED) > 1000
+
+
+def test_recall_per_category_on_the_pooled_corpus():
+    hit, total = Counter(), Counter()
+    missed = []
+    for writer, category, text, urgent in POOLED:
+        if urgent:
+            fired = bool(RULES.categories_for(text))
+            total[category] += 1
+            hit[category] += fired
+            if not fired:
+                missed.append((writer, category, text[:60]))
+    recall = {c: hit[c] / total[c] for c in total}
+    print(f"\npooled: {sum(total.values())} urgent in {len(total)} categories; recall "
+          f"{sum(hit.values()) / sum(total.values()):.3f}; lowest: "
+          f"{sorted(recall.items(), key=lambda kv: kv[1])[:5]}")
+    assert len(total) >= 55  # the writers' 54 categories and the project's own
+    low = {c: (round(v, 2), total[c]) for c, v in recall.items() if v < 0.9}
+    assert not low, f"categories under 0.9 recall: {low}; missed: {missed}"
+
+
+def test_false_alarms_per_writer_on_the_pooled_corpus():
+    alarms, negatives = Counter(), Counter()
+    for writer, _, text, urgent in POOLED:
+        if not urgent:
+            negatives[writer] += 1
+            alarms[writer] += bool(RULES.categories_for(text))
+    rates = {w: alarms[w] / negatives[w] for w in negatives}
+    print(f"\nfalse alarms per writer (rules): {({w: round(v, 3) for w, v in rates.items()})}")
+    assert all(v <= 0.05 for v in rates.values()), rates
+
+
+def test_context_measured_on_its_own():
+    # The context rules, switched off and on: the hard negatives they silence, and the urgent
+    # messages they must not silence.
+    removed = raw_fa = silenced = raw_urgent = 0
+    for _, _, text, urgent in POOLED:
+        raw = bool(RULES.categories_for(text, context=False))
+        kept = bool(RULES.categories_for(text))
+        if urgent:
+            raw_urgent += raw
+            silenced += raw and not kept
+        else:
+            raw_fa += raw
+            removed += raw and not kept
+    print(f"\ncontext: removed {removed} of {raw_fa} false alarms, silenced {silenced} of {raw_urgent} urgent")
+    assert raw_fa > 100 and removed / raw_fa >= 0.9
+    assert silenced / raw_urgent <= 0.005
+
+
+@pytest.mark.parametrize("text, context", [
+    ("我爸三年前心梗过，现在挺好的", "history"),                           # past
+    ("我爸十年前中风过，一直右边腿脚不利索，这几年一直这样没加重", "history"),   # chronic and unchanged
+    ("如果孩子突然抽搐，家长应该怎么做", "hypothetical"),                  # hypothetical
+    ("网上说胸口压榨样疼痛是心梗", "hypothetical"),                        # something read
+    ("昨晚梦见自己喘不上气，醒来就好了", "hypothetical"),                  # a dream
+    ("保姆以为她咳血了，其实是牙龈出的血", "hypothetical"),                # a mistaken belief
+    ("疼了一会儿就好了，现在一点不疼", "resolved"),                        # resolved
+    ("没有不想活的想法，就是情绪低落", "negated"),                          # a denied negation
+    ("My grandfather had a heart attack ten years ago", "history"),
+    ("I read an article about strokes in young people", "hypothetical"),
+    ("no thoughts of harming myself, just tired", "negated"),
+    ("lots of blood on her shirt, but it stopped after pinching for 10 minutes", "resolved"),
+])
+def test_mention_context(text, context):
+    found = [ctx for mentions in RULES.mentions(text).values() for _, ctx in mentions]
+    assert context in found and "current" not in found or not RULES.categories_for(text), (text, found)
+    assert not RULES.categories_for(text), (text, [c.id for c in RULES.categories_for(text)])
+
+
+@pytest.mark.parametrize("text, category", [
+    ("上周四刚打完化疗，今天下午开始发冷打寒战，体温38.6", "neutropenic_fever"),  # background: chemo last week
+    ("我爱人透析的，这周少做了一次，今天腿软站不起来，心跳一下快一下慢", "renal"),
+    ("刚才说话突然说不清楚，右手没劲，十分钟就好了", "stroke"),                # a TIA that passed still counts
+    ("女儿高烧第6天了，眼睛发红没有眼屎，嘴唇通红干裂，舌头像草莓", "kawasaki"),
+    ("宝宝10个月，一阵一阵哭，大便像果酱一样", "paediatric_surgical"),
+    ("俺娘摔了一跤起不来，右腿比左腿短一截，脚往外撇", "trauma"),
+    ("她把存款和银行卡密码都交代给我了，还说以后拜托你了", "suicide"),        # farewells, said indirectly
+    ("He's been giving away his things and texted me goodbye", "suicide"),
+    ("I'm on chemo, last cycle 9 days ago, and my temperature is 38.4", "neutropenic_fever"),
+    ("My 5 week old baby has a fever of 100.8F", "infant"),                    # Fahrenheit, infant age in English
+    ("孩子3岁，呼吸一分钟45次，鼻翼一扇一扇的", "breathing"),                # breathing rate by age band
+    ("儿子7岁，血压160/110，头痛看东西模糊", "hypertensive"),                 # a child's blood pressure
+    ("俺爹量了四十度五，身上干干的没汗，叫他不搭理，晌午在地里干活", "heat_stroke"),  # a temperature in words
+    ("吃华法林，INR 9.2，牙龈一直渗血", "anticoagulated"),
+    ("透析病人，化验血钾6.9", "renal"),
+])
+def test_populations_vitals_and_english(text, category):
+    t = triage(text, learned=False)
+    assert t.urgent and category in t.rule_ids, (text, t.rule_ids)
+
+
+@pytest.mark.parametrize("text", [
+    "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
+    "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal
+    "吃奶的时候奶从嘴角流出来，宝宝精神很好",      # an infant-feeding sign is not a stroke sign
+    "我弟血锂化验单上写着中毒浓度>1.5，他这次0.8，人好好的",
+    "上周一透析前查血钾6.1，当天透完复查是4.0，这周饮食注意了",
+    "家里买了个胎心仪，宝宝心跳一分钟150多下，正常吗",
+    "Measured my BP right after climbing 6 floors: 160/95; 15 minutes later it was 122/78",
+])
+def test_numbers_read_in_context(text):
+    t = triage(text, learned=False)
+    assert not t.urgent, (text, t.rule_ids)
+
+
+def test_start_string_prefilter_is_exact():
+    # The prefilter must never skip a concept that matches: every pattern that matches a
+    # message starts with one of its start strings.
+    assert first_strings("(肚子|腹|右下腹)[^，。]{0,4}(疼|痛)") == {"肚子", "腹", "右下腹"}
+    assert first_strings("(把)?药") == {"把药", "药"} and first_strings("a?b|[^x]") is None
+    for _, _, text, _ in POOLED[::7]:
+        norm = text.lower()
+        starts = {norm[i:i + k] for k in range(1, 5) for i in range(len(norm) - k + 1)}
+        for name, patterns in RULES.concepts.items():
+            for pattern, first in patterns:
+                if first is not None and pattern.search(norm):
+                    assert not first.isdisjoint(starts), (name, pattern.pattern[:60], text)

@@ -416,8 +416,9 @@ def load_to_jsonl(kind: str, paths: list[str | Path], out: str | Path, *, on_err
 # ---------------------------------------------------------------- parallel record processing
 
 
-def _map_chunk(fn: Callable, path: str, require_assistant: bool, chunk: list[tuple[int, bytes]]) -> list:
-    out = []
+def _map_chunk(fn: Callable, path: str, require_assistant: bool, many: bool, chunk: list[tuple[int, bytes]]) -> list:
+    out: list = []
+    good: list[tuple[int, Conversation]] = []  # (position in out, record) when `fn` takes a list
     for lineno, raw in chunk:
         try:
             text = decode_line(raw, path, lineno)  # a line that is not UTF-8 is one bad record
@@ -425,9 +426,17 @@ def _map_chunk(fn: Callable, path: str, require_assistant: bool, chunk: list[tup
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
                 raise DataError(path, lineno, "json", f"invalid JSON ({e.msg} at column {e.colno})") from None
-            out.append(fn(parse_record(obj, path=path, line=lineno, require_assistant=require_assistant)))
+            conv = parse_record(obj, path=path, line=lineno, require_assistant=require_assistant)
+            if many:
+                good.append((len(out), conv))
+                out.append(None)
+            else:
+                out.append(fn(conv))
         except DataError as e:  # sent back as fields: DataError's constructor does not unpickle
             out.append(_BadRecord((e.path, e.line, e.field, e.message)))
+    if good:
+        for (i, _), r in zip(good, fn([c for _, c in good]), strict=True):
+            out[i] = r
     return out
 
 
@@ -436,13 +445,15 @@ class _BadRecord(tuple):
 
 
 def map_records(path: str | Path, fn: Callable[[Conversation], Any], errors: list[DataError] | None = None, *,
-                workers: int = 1, chunk: int = 500, require_assistant: bool = True) -> Iterator[Any]:
+                workers: int = 1, chunk: int = 500, require_assistant: bool = True, many: bool = False) -> Iterator[Any]:
     """`fn(conversation)` for every record of a JSONL, in file order, over `workers` processes.
 
     The CPU steps (scrub, dedup signatures, decontam matching) are per-record work: with two
     cores, two processes halve the wall time. `fn` must be a module-level function (or a
     functools.partial of one); state it needs can be a module global set before the call, as
     the workers are forked. Bad records follow `errors` as in `iter_conversations`.
+    `many=True`: `fn` takes a chunk's good records as a list and returns their results in
+    order (scrub batches its NER over them).
     """
     import functools
     import multiprocessing as mp
@@ -459,7 +470,7 @@ def map_records(path: str | Path, fn: Callable[[Conversation], Any], errors: lis
         if buf:
             yield buf
 
-    work = functools.partial(_map_chunk, fn, str(path), require_assistant)
+    work = functools.partial(_map_chunk, fn, str(path), require_assistant, many)
     pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(work, chunks()) if pool else map(work, chunks())

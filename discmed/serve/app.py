@@ -206,10 +206,13 @@ def create_app(
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
+    rules = (rules or load_rules()) if safety else None
+    if rules is not None:
+        rules.classifier()  # the learned triage layer, trained or loaded now rather than on the first request
     metrics = Metrics(served.engine)
     app.state.served, app.state.metrics = served, metrics
-    app.state.serving = OpenAIServing(served, rules=(rules or load_rules()) if safety else None, metrics=metrics,
-                                      urgent_in_content=urgent_in_content, triage_model=triage_model)  # fmt: skip
+    app.state.serving = OpenAIServing(served, rules=rules, metrics=metrics, urgent_in_content=urgent_in_content,
+                                      triage_model=triage_model)  # fmt: skip
     for kind, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(kind, handler)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)

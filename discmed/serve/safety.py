@@ -1,53 +1,71 @@
 """The safety layer: red-flag triage of a patient's message and the standing notice.
 
 One layer for terminal chat, the API and the web page. `triage(text)` reads the patient's
-latest message against a catalogue of red-flag concepts written for discmed
-(`rules/redflags.yaml`) and returns whether it describes an emergency, which red flags it
-saw, the urgent-care instruction to put before the model's reply (in the patient's
-language), and the standing notice that the assistant is not a doctor.
+latest message and returns whether it describes an emergency (go to the emergency
+department or get care today), which red flags it saw, the urgent-care instruction to put
+before the model's reply (in the patient's language), and the standing notice that the
+assistant is not a doctor.
 
-How a message is read:
-  1. Concepts (chest pain, sweating, a drooping mouth corner …) are found as mentions by
-     regular expressions with colloquial, dialect and typo variants; vital signs are read
-     as numbers (blood pressure, SpO2, heart and breathing rate, temperature, glucose, an
-     infant's age) and become concepts such as `vital_bp_low`.
-  2. Each mention gets its own context, as the ConText algorithm does for clinical
-     English: negated ("没有胸痛"), resolved ("疼了一会儿就好了"), historical ("三年前心梗",
-     "中风过"), hypothetical or informational ("如果…", "…有哪些症状", news), each cue
-     reaching only the mentions in its scope. A message that is an exam question or a
-     professional asking a dose is informational as a whole.
-  3. A category is urgent when one of its single concepts, or all concepts of one of its
-     combinations ("胸痛" + "出冷汗"), have a current, affirmed mention.
+Two layers decide, and a message is urgent when either does:
+  1. The rules: a catalogue of red-flag concepts built on published triage standards
+     (`rules/redflags.yaml`: CTAS/CEDIS complaints with their modifiers, the Chinese
+     pre-triage consensus, guidelines for the populations those under-serve), each concept
+     naming its source, with Chinese (colloquial, dialect, typo, pinyin) and English forms.
+     Concepts are found as mentions by regular expressions; vital signs are read as numbers
+     with thresholds by age (`discmed.serve.vitals`). Each mention gets its own context, as
+     the ConText algorithm does for clinical English: negated ("没有胸痛"), resolved ("疼了
+     一会儿就好了"), historical ("三年前心梗", "十年前中风…一直没加重"), hypothetical, read or
+     heard ("如果…", "网上说…", "梦见…"); a message that is an exam question or a professional
+     asking a dose is informational as a whole. A category is urgent when one of its single
+     concepts, or all concepts of one of its combinations ("胸痛" + "出冷汗"), have a current
+     mention — background concepts (on chemotherapy, on dialysis, pregnant, anticoagulated)
+     count whenever they are not denied.
+  2. A learned classifier (`discmed.serve.triage_clf`: character n-grams and a logistic
+     regression trained on the multi-author corpus) that calls a message urgent when it is
+     confident (probability ≥ its threshold) — the rules stay the floor, the classifier only
+     adds.
 
-The rules are fast (p95 well under 2 ms a message, benchmarks/triage_latency.py),
-auditable and editable by a clinician. A model can add a second opinion
-(`discmed.serve.triage_model`); the rules stay the floor.
+The rules are auditable and editable by a clinician; both layers together stay under 2 ms a
+message at p95 (benchmarks/triage_latency.py). How well they do is measured leave-one-
+author-out over eight independent writers (benchmarks/safety_loao.py). A language model
+can add a second opinion on top (`discmed.serve.triage_model`).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from discmed import SAFETY_NOTICE_EN, SAFETY_NOTICE_ZH
+from discmed.serve.vitals import VITALS, read_vitals
 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "redflags.yaml"
+log = logging.getLogger(__name__)
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _SENTENCE = re.compile(r"[。！？!?；;\n]|(?<=[a-z0-9)])\.(?:\s+|$)")
-_CLAUSE = re.compile(r"[，,、：:（）()]|[。！？!?；;\n]|(?<=[a-z0-9)])\.(?:\s+|$)")
-_CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_NUM = r"(\d+(?:\.\d+)?|[零一二两三四五六七八九十百]+)"
+# A space between two Chinese characters ends a clause: voice input and hurried typing use
+# spaces where commas would be ("俺爹打胰岛素的 今天早上打了针没吃饭").
+_CLAUSE = re.compile(r"[，,、：:（）()~～]|[。！？!?；;\n]|(?<=[a-z0-9)])\.(?:\s+|$)|(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+# A mention that is itself a negation ("不想活") is denied by a "没有" just before it
+# ("没有不想活的想法").
+_DOUBLE_NEG = re.compile(r"(没有|并没有|从没有|从来没有|没|无)(什么|任何)?$")
+# Contexts in which a mention counts: a current one, and a resolved one for categories that
+# keep it (a TIA that has passed is still a stroke warning).
+_COUNTS = {False: ("current",), True: ("current", "resolved")}
 
 
 @dataclass
 class Triage:
     """Result of triage: `instruction` is empty unless `urgent`; `notice` is always set
     (empty only when safety is switched off). `source` says who made the verdict: "rules",
-    or "rules+model" when a second-opinion model was asked (`model` holds its answer)."""
+    "classifier" (only the learned layer found it urgent), or "rules+model" when a
+    second-opinion model was asked (`model` holds its answer). `score` is the classifier's
+    probability (None when the learned layer was off or unavailable)."""
 
     urgent: bool
     reasons: list[str] = field(default_factory=list)
@@ -57,6 +75,7 @@ class Triage:
     rule_ids: list[str] = field(default_factory=list)
     source: str = "rules"
     model: dict | None = None
+    score: float | None = None
 
     def prefix(self) -> str:
         """Text to put before the model's reply: the urgent instruction, or nothing."""
@@ -70,18 +89,18 @@ class _Category:
     reason_en: str
     any: list[str]
     all: list[list[str]]
-
-
-VITALS = {"vital_bp_low", "vital_bp_high", "vital_bp_extreme", "vital_bp_preg", "vital_spo2_low", "vital_hr_high",
-          "vital_hr_extreme", "vital_rr_high", "vital_temp_fever", "vital_temp_high", "vital_temp_very_high",
-          "vital_temp_extreme", "vital_temp_low", "vital_glucose_low", "vital_glucose_high", "vital_glucose_extreme",
-          "vital_infant_young", "vital_age_older", "vital_bp_preg_mild"}
+    source: str = ""
+    level: str = ""
+    keep_resolved: bool = False
+    unless: list[str] = field(default_factory=list)
+    all_sets: list[frozenset[str]] = field(default_factory=list)
 
 
 class Rules:
-    """The compiled red-flag catalogue (concepts, categories, context cues, thresholds)."""
+    """The compiled red-flag catalogue (sources, concepts, categories, context cues,
+    thresholds) and, beside it, the learned classifier (`learned=False` leaves it out)."""
 
-    def __init__(self, path: str | Path = DEFAULT_RULES):
+    def __init__(self, path: str | Path = DEFAULT_RULES, learned: bool = True):
         import yaml
 
         self.path = Path(path)
@@ -91,13 +110,29 @@ class Rules:
             raise ValueError(f"{self.path}: cannot read safety rules: {e}") from e
         if not isinstance(raw, dict) or not isinstance(raw.get("categories"), list):
             raise ValueError(f"{self.path}: categories: expected a list under the key 'categories'")
-        self.concepts: dict[str, re.Pattern] = {}
-        for name, patterns in (raw.get("concepts") or {}).items():
-            if isinstance(patterns, str):
-                patterns = [patterns]
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise ValueError(f"{self.path}: concepts.{name}: expected a list of regular expressions")
-            self.concepts[name] = self._compile("|".join(f"(?:{p})" for p in patterns), f"concepts.{name}")
+        self.sources: dict[str, str] = {str(k): str(v) for k, v in (raw.get("sources") or {}).items()}
+        # Each concept is one or more compiled patterns (its zh, en and pinyin forms apart),
+        # each with the strings (one to four characters) a match can start with: a message
+        # containing none of them is not searched at all (most concepts, most messages:
+        # this is what keeps the layer inside 2 ms).
+        self.concepts: dict[str, list[tuple[re.Pattern, frozenset[str] | None]]] = {}
+        self.concept_sources: dict[str, str] = {}
+        self.background: set[str] = set()
+        for name, spec in (raw.get("concepts") or {}).items():
+            self.concepts[name] = [(self._compile(p, f"concepts.{name}"), first_strings(p))
+                                   for p in self._concept_patterns(name, spec)]
+        # Which concepts a message can contain, from its substrings of up to four characters
+        # alone: an index from a start string to the concepts it can begin, and those that
+        # can begin anywhere.
+        self._by_char: dict[str, set[str]] = {}
+        self._anywhere: set[str] = set(VITALS)
+        for name, patterns in self.concepts.items():
+            for _, first in patterns:
+                if first is None:
+                    self._anywhere.add(name)
+                else:
+                    for ch in first:
+                        self._by_char.setdefault(ch, set()).add(name)
         self.categories: list[_Category] = []
         for i, c in enumerate(raw["categories"]):
             where = f"{self.path}: categories[{i}]"
@@ -107,17 +142,26 @@ class Rules:
                 if not isinstance(c.get(key), str):
                     raise ValueError(f"{where}: {key}: missing or not a string")
             any_, all_ = list(c.get("any") or []), [list(x) for x in (c.get("all") or [])]
+            unless = list(c.get("unless") or [])
             if not any_ and not all_:
                 raise ValueError(f"{where} ({c['id']}): needs 'any' or 'all'")
-            for name in any_ + [n for combo in all_ for n in combo]:
+            for name in any_ + unless + [n for combo in all_ for n in combo]:
                 if name not in self.concepts and name not in VITALS:
                     raise ValueError(f"{where} ({c['id']}): unknown concept {name!r}")
-            self.categories.append(_Category(c["id"], c["reason_zh"], c["reason_en"], any_, all_))
+            source = str(c.get("source") or "")
+            self._check_source(source, f"{where} ({c['id']}): source")
+            self.categories.append(_Category(c["id"], c["reason_zh"], c["reason_en"], any_, all_, source,
+                                             str(c.get("level") or ""), bool(c.get("keep_resolved")), unless,
+                                             [frozenset(combo) for combo in all_]))
         ctx = raw.get("context") or {}
         self.window = int(ctx.get("negation_window", 8))
+        self.window_en = int(ctx.get("negation_window_en", 30))
         cue = lambda key: self._compile(ctx.get(key) or r"(?!x)x", f"context.{key}")  # noqa: E731
         self.neg_pre, self.resolved_post, self.scope_end = cue("negation_pre"), cue("resolved_post"), cue("scope_end")
         self.history_pre, self.history_post, self.present = cue("history_pre"), cue("history_post"), cue("present")
+        self.history_clause, self.chronic = cue("history_clause"), cue("chronic")
+        self.resolved_sentence = cue("resolved_sentence")
+        self.remeasure = self._compile(ctx["remeasure"], "context.remeasure") if ctx.get("remeasure") else None
         self.hypo_pre, self.hypo_post = cue("hypothetical_pre"), cue("hypothetical_post")
         self.educational, self.professional = cue("message_educational"), cue("message_professional")
         self.dose, self.hypo_end = cue("message_dose"), cue("hypothetical_end")
@@ -127,6 +171,44 @@ class Rules:
         self.urgent_en = raw.get("urgent_en", "[URGENT] Call 120 or go to the emergency department now. ({reasons})")
         self.suicide_zh = raw.get("urgent_suicide_zh", "")
         self.suicide_en = raw.get("urgent_suicide_en", "")
+        self.model_zh = raw.get("urgent_model_zh", "分诊模型判断为可能需要急诊（置信度 {score:.2f}）")
+        self.model_en = raw.get("urgent_model_en", "the triage classifier judged this likely urgent ({score:.2f})")
+        self.learned = learned
+        self._classifier = None  # loaded at first use (discmed.serve.triage_clf)
+        self._classifier_failed = False
+
+    def _concept_patterns(self, name: str, spec) -> list[str]:
+        """A concept is a list of patterns, or a mapping with `source`, `zh`, `en`,
+        `pinyin` (lists of patterns) and `background` (true: a standing state of the
+        patient, such as being on dialysis, which counts unless denied)."""
+        where = f"{self.path}: concepts.{name}"
+        if isinstance(spec, str):
+            spec = [spec]
+        if isinstance(spec, list):
+            patterns = spec
+        elif isinstance(spec, dict):
+            unknown = set(spec) - {"source", "zh", "en", "pinyin", "background"}
+            if unknown:
+                raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected source, zh, en, pinyin, background)")
+            source = str(spec.get("source") or "")
+            self._check_source(source, f"{where}: source")
+            self.concept_sources[name] = source
+            if spec.get("background"):
+                self.background.add(name)
+            lists = [spec.get(key) or [] for key in ("zh", "en", "pinyin")]
+            if not all(isinstance(x, list) and all(isinstance(p, str) for p in x) for x in lists):
+                raise ValueError(f"{where}: zh, en, pinyin: expected lists of regular expressions")
+            return ["|".join(f"(?:{p})" for p in x) for x in lists if x] or self._concept_patterns(name, None)
+        else:
+            patterns = None
+        if not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ValueError(f"{where}: expected a list of regular expressions (or zh/en/pinyin lists)")
+        return ["|".join(f"(?:{p})" for p in patterns)]
+
+    def _check_source(self, source: str, where: str) -> None:
+        # When the file has a `sources` registry, every cited source starts with one of its keys.
+        if self.sources and source and source.split()[0] not in self.sources:
+            raise ValueError(f"{where}: {source.split()[0]!r} is not a key of sources ({', '.join(self.sources)})")
 
     def _compile(self, pattern: str, where: str) -> re.Pattern:
         try:
@@ -136,36 +218,80 @@ class Rules:
 
     # -- the verdict ------------------------------------------------------------------------
 
+    def classifier(self):
+        """The learned layer (trained and cached at first use), or None when it is off or
+        cannot be built here (said once in the log; the rules still decide)."""
+        if not self.learned or self._classifier_failed:
+            return None
+        if self._classifier is None:
+            from discmed.serve.triage_clf import load_classifier
+
+            try:
+                self._classifier = load_classifier()
+            except (OSError, ValueError) as e:
+                self._classifier_failed = True
+                log.warning("triage classifier unavailable, rules only: %s", e)
+                return None
+        return self._classifier
+
     def triage(self, text: str) -> Triage:
         lang = "zh" if _CJK.search(text or "") else "en"
         notice = SAFETY_NOTICE_ZH if lang == "zh" else SAFETY_NOTICE_EN
         hits = self.categories_for(text or "")
-        if not hits:
-            return Triage(False, [], notice, "", lang, [])
-        reasons = [c.reason_zh if lang == "zh" else c.reason_en for c in hits]
-        sep = "；" if lang == "zh" else "; "
-        instruction = (self.urgent_zh if lang == "zh" else self.urgent_en).format(reasons=sep.join(reasons))
-        if any(c.id == "suicide" for c in hits):
-            extra = self.suicide_zh if lang == "zh" else self.suicide_en
-            instruction = f"{instruction}{'' if lang == 'zh' else ' '}{extra}".strip()
-        return Triage(True, reasons, notice, instruction, lang, [c.id for c in hits])
+        clf = self.classifier()
+        score = clf.probability(_normalize(text or "")) if clf is not None else None
+        zh = lang == "zh"
+        sep = "；" if zh else "; "
+        if hits:
+            reasons = [c.reason_zh if zh else c.reason_en for c in hits]
+            instruction = (self.urgent_zh if zh else self.urgent_en).format(reasons=sep.join(reasons))
+            if any(c.id == "suicide" for c in hits):
+                extra = self.suicide_zh if zh else self.suicide_en
+                instruction = f"{instruction}{'' if zh else ' '}{extra}".strip()
+            return Triage(True, reasons, notice, instruction, lang, [c.id for c in hits], score=score)
+        if score is not None and score >= clf.threshold:
+            reasons = [(self.model_zh if zh else self.model_en).format(score=score)]
+            instruction = (self.urgent_zh if zh else self.urgent_en).format(reasons=reasons[0])
+            return Triage(True, reasons, notice, instruction, lang, ["classifier"], source="classifier", score=score)
+        return Triage(False, [], notice, "", lang, [], score=score)
 
-    def categories_for(self, text: str) -> list[_Category]:
-        """The categories whose concepts have current, affirmed mentions in `text`."""
-        m = _Message(self, _normalize(text))
+    def categories_for(self, text: str, context: bool = True) -> list[_Category]:
+        """The categories whose concepts have current mentions in `text` (the rules'
+        verdict alone). `context=False` counts every mention, whatever its context: the
+        difference is what the context rules did (benchmarks/safety_loao.py measures it)."""
+        m = _Message(self, _normalize(text), context)
         if m.informational:
             return []
-        return [c for c in self.categories
-                if any(m.has(n) for n in c.any) or any(all(m.has(n) for n in combo) for combo in c.all)]
+        return [c for c in self.categories if self._fires(m, c)]
+
+    def possible(self, starts: set[str]) -> set[str]:
+        """The concepts a message can mention, from the set of its substrings of up to
+        `PREFIX` characters (a superset: no regex is run)."""
+        found = set(self._anywhere)
+        by_char = self._by_char
+        for ch in starts:
+            names = by_char.get(ch)
+            if names:
+                found |= names
+        return found
+
+    @staticmethod
+    def _fires(m: _Message, c: _Category) -> bool:
+        possible, has, keep = m.possible, m.has, c.keep_resolved
+        if c.unless and any(has(n) for n in c.unless if n in possible):
+            return False
+        # A combination is looked at only when every one of its concepts can be present.
+        return any(has(n, keep) for n in c.any if n in possible) or \
+            any(all(has(n, keep) for n in combo) for combo, need in zip(c.all, c.all_sets, strict=True) if need <= possible)
 
     def mentions(self, text: str) -> dict[str, list[tuple[str, str]]]:
-        """Every mention found, with its context ("current", "negated", "history",
-        "hypothetical"): for reading why a message was or was not flagged."""
+        """Every mention found, with its context ("current", "negated", "resolved",
+        "history", "hypothetical"): for reading why a message was or was not flagged."""
         m = _Message(self, _normalize(text))
         out: dict[str, list[tuple[str, str]]] = {}
         for name in list(self.concepts) + sorted(VITALS):
             for s, e in m.spans(name):
-                out.setdefault(name, []).append((m.text[s:e], m.context(s, e)))
+                out.setdefault(name, []).append((m.text[s:e], m.context(s, e, name)))
         return out
 
 
@@ -173,26 +299,36 @@ class _Message:
     """One normalised message with its clause and sentence boundaries and a cache of
     mentions per concept; the context of each mention is decided here."""
 
-    def __init__(self, rules: Rules, text: str):
-        self.r, self.text = rules, text
+    def __init__(self, rules: Rules, text: str, use_context: bool = True):
+        self.r, self.text, self.use_context = rules, text, use_context
+        n = len(text)
+        self.starts = {text[i:i + k] for k in range(1, PREFIX + 1) for i in range(n - k + 1)}
+        self.possible = rules.possible(self.starts)
         self.clauses = [0] + [m.end() for m in _CLAUSE.finditer(text)]
         self.sentences = [0] + [m.end() for m in _SENTENCE.finditer(text)]
-        self._cache: dict[str, bool] = {}
+        self._cache: dict[tuple[str, bool], bool] = {}
         self._vitals: dict[str, list[tuple[int, int]]] | None = None
-        self.informational = bool(rules.educational.search(text)
-                                  or (rules.professional.search(text) and rules.dose.search(text)))
+        self.informational = use_context and bool(
+            rules.educational.search(text) or (rules.professional.search(text) and rules.dose.search(text)))
 
-    def has(self, name: str) -> bool:
-        if name not in self._cache:
-            self._cache[name] = any(self.context(s, e) == "current" for s, e in self.spans(name))
-        return self._cache[name]
+    def has(self, name: str, keep_resolved: bool = False) -> bool:
+        key = (name, keep_resolved)
+        if key not in self._cache:
+            counts = _COUNTS[keep_resolved]
+            self._cache[key] = any(not self.use_context or self.context(s, e, name) in counts
+                                   for s, e in self.spans(name))
+        return self._cache[key]
 
     def spans(self, name: str) -> list[tuple[int, int]]:
         if name in VITALS:
             if self._vitals is None:
-                self._vitals = _read_vitals(self.text, self.r.vitals)
+                self._vitals = read_vitals(self.text, self.r.vitals, self.r.remeasure)
             return self._vitals.get(name, [])
-        return [m.span() for m in self.r.concepts[name].finditer(self.text)]
+        found: list[tuple[int, int]] = []
+        for pattern, first in self.r.concepts[name]:
+            if first is None or not first.isdisjoint(self.starts):
+                found += [m.span() for m in pattern.finditer(self.text)]
+        return found
 
     def _start_of(self, bounds: list[int], pos: int) -> int:
         return bounds[bisect.bisect_right(bounds, pos) - 1]
@@ -201,35 +337,126 @@ class _Message:
         i = bisect.bisect_right(bounds, pos)
         return bounds[i] if i < len(bounds) else len(self.text)
 
-    def context(self, start: int, end: int) -> str:
+    def context(self, start: int, end: int, name: str = "") -> str:
+        ctx = self._context(start, end)
+        # A background state (on dialysis, pregnant, anticoagulated) is the patient's
+        # standing condition: being past or "already" does not make it irrelevant.
+        if name in self.r.background and ctx in ("history", "resolved"):
+            return "current"
+        return ctx
+
+    def _context(self, start: int, end: int) -> str:
         r, text = self.r, self.text
         clause_start = self._start_of(self.clauses, start)
         before = text[clause_start:start]
         cut = list(r.scope_end.finditer(before))
         near = before[cut[-1].end():] if cut else before
         # A finding that is itself an absence ("没放屁", "没尿") is not negated by the
-        # "没" of a neighbour ("两天没拉也没放屁").
-        if text[start] not in "没不无未" and r.neg_pre.search(near[-r.window:]):
+        # "没" of a neighbour ("两天没拉也没放屁"), but a "没有" right before a "不…" is
+        # ("没有不想活的想法").
+        if text[start] not in "没不无未":
+            window = r.window if _CJK.match(text[start]) else r.window_en
+            if r.neg_pre.search(near[-window:]):
+                return "negated"
+        elif text[start] == "不" and _DOUBLE_NEG.search(near):
             return "negated"
         if r.hypo_clause.search(near):
             return "hypothetical"
-        after = text[end:self._end_of(self.clauses, end)]
+        clause_end = self._end_of(self.clauses, end)
+        after = text[end:clause_end]
         res = r.resolved_post.search(after)
         if res and not re.search(r"(没|不|未)[^，。]{0,2}$", after[: res.start()]):
-            return "negated"
-        sent_start = self._start_of(self.sentences, start)
+            return "resolved"
+        sent_start, sent_end = self._start_of(self.sentences, start), self._end_of(self.sentences, end)
+        if r.resolved_sentence.search(text[clause_end:sent_end]):
+            return "resolved"
         sent_before = text[sent_start:start]
-        if r.history_post.search(text[end:end + 12]):
+        if r.history_post.search(text[end:sent_end]) or r.history_clause.search(near):
             return "history"
         last_hist = _last(r.history_pre, sent_before)
         if last_hist is not None and not r.present.search(sent_before[last_hist.end():]):
             return "history"
+        if r.chronic.search(text[sent_start:sent_end]):
+            return "history"
         last_hypo = _last(r.hypo_pre, sent_before)
         consequent = "就" in text[max(clause_start, start - 3):start]  # "如果你走我就去死": intent
+        # A question about the finding after it ("…有哪些症状") makes it hypothetical, unless
+        # the patient said it is happening now ("我现在胸痛，出汗，请问心梗有什么症状").
         if last_hypo is not None and not consequent and not r.hypo_end.search(sent_before[last_hypo.end():]) or \
-                r.hypo_post.search(text[end:self._end_of(self.sentences, end)]):
+                r.hypo_post.search(text[end:sent_end]) and not r.present.search(sent_before):
             return "hypothetical"
         return "current"
+
+
+PREFIX = 4  # the prefilter's longest start string: Chinese needs 2, English words more
+
+
+def first_strings(pattern: str, k: int = PREFIX) -> frozenset[str] | None:
+    """Strings of one to `k` characters such that every match of `pattern` starts with one
+    of them, or None when that cannot be said (a class like [^，。] or `.` first, or a
+    pattern that can match empty). Read from the pattern's parse tree."""
+    from re import _constants as c
+    from re import _parser
+
+    def seq(items, k):  # -> set of (prefix, complete) or None; complete: the items are exactly it
+        if not items:
+            return {("", True)}
+        heads = item(*items[0], k)
+        if heads is None:
+            return None
+        out = set()
+        for h, complete in heads:
+            if complete and len(h) < k:
+                tails = seq(items[1:], k - len(h))
+                out |= {(h, False)} if tails is None else {(h + t, c2) for t, c2 in tails}
+            else:
+                out.add((h[:k], complete and len(h) <= k and len(items) == 1))
+        return out
+
+    def item(op, av, k):
+        if op is c.LITERAL:
+            return {(chr(av), True)}
+        if op is c.IN:
+            chars = set()
+            for kind, val in av:
+                if kind is c.LITERAL:
+                    chars.add(chr(val))
+                elif kind is c.RANGE and val[1] - val[0] < 512:
+                    chars |= {chr(x) for x in range(val[0], val[1] + 1)}
+                elif kind is c.CATEGORY and val is c.CATEGORY_DIGIT:
+                    chars |= set("0123456789０１２３４５６７８９")
+                else:
+                    return None
+            return {(ch, True) for ch in chars}
+        if op is c.BRANCH:
+            out = set()
+            for branch in av[1]:
+                found = seq(branch, k)
+                if found is None:
+                    return None
+                out |= found
+            return out
+        if op is c.SUBPATTERN:
+            return seq(av[3], k)
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            found = seq(av[2], k)
+            if found is None:
+                return None
+            out = {(h, done and av[1] == 1) for h, done in found}  # more repeats may follow
+            return out | {("", True)} if av[0] == 0 else out
+        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            return {("", True)}  # zero-width: look at what follows
+        return None
+
+    try:
+        found = seq(_parser.parse(pattern), k)
+    except Exception:  # a pattern the parser reads differently: no prefilter, still correct
+        return None
+    if found is None or any(h == "" for h, _ in found):
+        return None
+    if len(found) > 400 and k > 1:
+        return first_strings(pattern, k - 1)
+    return frozenset(h for h, _ in found)
 
 
 def _last(pattern: re.Pattern, text: str) -> re.Match | None:
@@ -238,183 +465,6 @@ def _last(pattern: re.Pattern, text: str) -> re.Match | None:
     for found in pattern.finditer(text):  # noqa: B007 - the loop keeps the last one
         pass
     return found
-
-
-# -- vital signs --------------------------------------------------------------------------
-
-_CN2 = r"[一二两三四五六七八九十百]{2,4}"  # a spoken number: 八十, 一百二
-_BP = re.compile(r"(?<![0-9.])(\d{2,3}|" + _CN2 + r")[多几]?\s*[/／]\s*(\d{2,3}|" + _CN2 + r")(?![0-9])(\s*mmhg)?")
-_BP_CUE = re.compile(r"血压|bp|高压|低压|mmhg|量了")
-_BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})"
-                       r"|(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})")
-_BP_SINGLE = re.compile(r"血压[^0-9，。/]{0,6}(\d{3})(?![0-9/.])")
-_SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|血氧仪)[^0-9。，]{0,10}?(\d{2,3}(?![0-9.])|" + _CN2 + r")")
-_HR = re.compile(r"(心率|心跳|脉搏|脉率|(?<![a-z])hr(?![a-z])|heart rate|pulse)[^0-9。，]{0,10}?"
-                 r"(\d{2,3}(?![0-9.])|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
-_RR = re.compile(r"(呼吸|喘气|breathing rate|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?" + _NUM + r"多?(次|下|/min)")
-_TEMP = re.compile(r"(?<![0-9.])(\d{2}(?:\.\d{1,2})?)\s*(度|℃|°c?|摄氏度)(?!高温|的天|天气)"
-                   r"|(体温|发烧|发热|烧到|高烧|温度|temperature( of)?|fever)[^0-9。，]{0,6}(\d{2}(?:\.\d{1,2})?)(?![0-9])")
-_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪)[^0-9。]{0,12}?(\d{1,3}(?:\.\d{1,2}|点\d|点几)?)(?![0-9.%])\s*(mg)?")
-_GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^a-z。]{0,12}(?:(?<![a-z])(hi|lo|high|low)(?![a-z])|(显示高|测不出来?|爆表|超出范围|超过量程))")
-_N = r"(?P<n>\d+|[零一二两三四五六七八九十百]+)"
-# An infant's age in days: each form has one number, `n` (none for 新生儿, 满月, 半个月).
-_AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
-    r"(?:出生|生下来|生了)才?第?" + _N + r"多?天",
-    _N.replace("<n>", "<n2>") + r"多?天大?的?(?:宝宝|新生儿|婴儿|娃|孩子|闺女|儿子)",
-    r"(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿)(?:才|刚|刚刚|出生)" + _N.replace("<n>", "<n3>") + r"多?天",
-    # "宝宝七十天" (adjacent, 10 days or more: "孩子两天没拉" is a duration)
-    r"(?:宝宝|婴儿|娃娃)(?P<n4>[1-9]\d|[一二三四五六七八]十[一二三四五六七八九]?)多?天(?![没不])",
-    r"新生儿|满月|出生半个月|半个月大?的(?:宝宝|婴儿|孩子)|(?:宝宝|孩子)(?:才|刚)半个月")))
-_AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|才|baby)[^，。0-9]{0,4}?" + _NUM + r"个(半)?月|"
-                         + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)|(\d+) (week|month)s? old|出生才?" + _NUM + r"周")
-_AGE_YEARS = re.compile(r"(?<![0-9])(\d{2})\s*(多)?岁|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公")
-_FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature")
-_BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9.%]|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
-_ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
-_EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout")
-_CHILD = re.compile(r"宝宝|婴儿|新生儿|孩子|小孩|娃|儿子|女儿|baby|infant|child")
-_LATE_PREG = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期")
-
-
-def _cn_number(s: str) -> float:
-    """'38.5' -> 38.5; '七十' -> 70; '二十五' -> 25; '两' -> 2 (enough for ages and rates)."""
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    total, cur = 0, 0
-    for ch in s:
-        if ch in _CN_DIGITS:
-            cur = _CN_DIGITS[ch]
-        elif ch == "十":
-            total += (cur or 1) * 10
-            cur = 0
-        elif ch == "百":
-            total += (cur or 1) * 100
-            cur = 0
-    return float(total + cur)
-
-
-def _read_vitals(text: str, t: dict[str, float]) -> dict[str, list[tuple[int, int]]]:
-    out: dict[str, list[tuple[int, int]]] = {}
-
-    def add(name: str, m: re.Match) -> None:
-        out.setdefault(name, []).append(m.span())
-
-    def bp(m: re.Match, sys_: float, dia: float) -> None:
-        if not 40 <= sys_ <= 300 or not 20 <= dia <= 200 or dia >= sys_:
-            return
-        if sys_ < t.get("bp_low_systolic", 90):
-            add("vital_bp_low", m)
-        if sys_ >= t.get("bp_high_systolic", 180) or dia >= t.get("bp_high_diastolic", 120):
-            add("vital_bp_high", m)
-        if sys_ >= t.get("bp_extreme_systolic", 220) or dia >= t.get("bp_extreme_diastolic", 130):
-            add("vital_bp_extreme", m)
-        if _LATE_PREG.search(text):
-            if sys_ >= t.get("bp_preg_systolic", 160) or dia >= t.get("bp_preg_diastolic", 110):
-                add("vital_bp_preg", m)
-            if sys_ >= t.get("bp_preg_mild_systolic", 140) or dia >= t.get("bp_preg_mild_diastolic", 90):
-                add("vital_bp_preg_mild", m)
-
-    if "/" in text or "／" in text:
-        for m in _BP.finditer(text):
-            # A slash pair is a blood pressure when a cue names it ("血压", "BP", mmHg)
-            # or it sits in a blood-pressure range; "1/2" or "3/4" never qualify.
-            if m.group(3) or _BP_CUE.search(text[max(0, m.start() - 14):m.start()]):
-                bp(m, _cn_number(m.group(1)), _cn_number(m.group(2)))
-    if "压" in text:
-        for m in _BP_WORDS.finditer(text):
-            if m.group(1):
-                bp(m, float(m.group(1)), float(m.group(2)))
-            else:
-                bp(m, float(m.group(4)), float(m.group(3)))
-        for m in _BP_SINGLE.finditer(text):
-            s = float(m.group(1))
-            if s >= t.get("bp_high_systolic", 180) and s <= 300:
-                add("vital_bp_high", m)
-                if s >= t.get("bp_extreme_systolic", 220):
-                    add("vital_bp_extreme", m)
-    altitude = _ALTITUDE.search(text)
-    for m in _SPO2.finditer(text):
-        v = _cn_number(m.group(3))
-        if altitude and v >= t.get("spo2_low_altitude", 85):
-            continue  # 85-90 is common at altitude (a low figure there is still caught below 85)
-        if 50 <= v <= t.get("spo2_low", 90):
-            add("vital_spo2_low", m)
-    for m in _HR.finditer(text):
-        v = _cn_number(m.group(2))
-        clause = text[max(0, m.start() - 12):m.end()]
-        if v >= 120 and v <= 300:
-            add("vital_hr_high", m)
-        if (v >= t.get("hr_high", 150) and v <= 300 and not _EXERCISE.search(clause)) or 10 <= v <= t.get("hr_low", 40):
-            add("vital_hr_extreme", m)
-    for m in _RR.finditer(text):
-        v = _cn_number(m.group(3))
-        limit = t.get("rr_high_child", 60) if _CHILD.search(text) else t.get("rr_high_adult", 30)
-        if limit <= v <= 150:
-            add("vital_rr_high", m)
-    for m in _TEMP.finditer(text):
-        v = float(m.group(1) or m.group(5))
-        if not 30 <= v <= 44:
-            continue
-        for key, name in (("temp_fever", "vital_temp_fever"), ("temp_high", "vital_temp_high"),
-                          ("temp_very_high", "vital_temp_very_high"), ("temp_extreme", "vital_temp_extreme")):
-            if v >= t.get(key, 99):
-                add(name, m)
-        if v < t.get("temp_low", 36):
-            add("vital_temp_low", m)
-    if _FEVER_CUE.search(text):
-        # A bare decimal in the fever range ("腋下量了38.1") when the message talks of fever.
-        for m in _BARE_TEMP.finditer(text):
-            v = float(m.group(1))
-            for key, name in (("temp_fever", "vital_temp_fever"), ("temp_high", "vital_temp_high"),
-                              ("temp_very_high", "vital_temp_very_high"), ("temp_extreme", "vital_temp_extreme")):
-                if v >= t.get(key, 99):
-                    add(name, m)
-    if "36以下" in text or "体温不升" in text:
-        m = re.search(r"36以下|体温不升", text)
-        add("vital_temp_low", m)
-    for m in _GLUCOSE.finditer(text):
-        v = float(m.group(2).replace("点几", ".5").replace("点", "."))
-        if m.group(3) or v > 60:
-            v = v / 18  # mg/dL
-        if 0.5 <= v <= t.get("glucose_low", 3.0):
-            add("vital_glucose_low", m)
-        if v >= t.get("glucose_high", 16.7):
-            add("vital_glucose_high", m)
-        if v >= t.get("glucose_extreme", 30.0):
-            add("vital_glucose_extreme", m)
-    for m in _GLUCOSE_WORD.finditer(text):
-        if m.group(2) in ("hi", "high") or m.group(3):
-            add("vital_glucose_extreme", m)
-            add("vital_glucose_high", m)
-        else:
-            add("vital_glucose_low", m)
-    young = t.get("infant_days", 90)
-    for m in _AGE_DAYS.finditer(text):
-        g, d = m.group(0), m.groupdict()
-        num = d["n"] or d["n2"] or d["n3"] or d["n4"]
-        days = _cn_number(num) if num else 30 if g == "满月" else 14
-        if days < young:
-            add("vital_infant_young", m)
-    for m in _AGE_MONTHS.finditer(text):
-        g = m.groups()
-        if g[1]:
-            days = _cn_number(g[1]) * 30 + (15 if g[2] else 0)
-        elif g[3]:
-            days = _cn_number(g[3]) * 30 + (15 if g[4] else 0)
-        elif g[7]:
-            days = int(g[7]) * (7 if g[8] == "week" else 30)
-        else:
-            days = _cn_number(g[9]) * 7
-        if 0 < days < young and not re.search(r"孕|怀|停经", text[max(0, m.start() - 4):m.start()]):
-            add("vital_infant_young", m)
-    for m in _AGE_YEARS.finditer(text):
-        g = m.group(1) or m.group(3)
-        age = float(g) if g else (_cn_number(m.group(4)) * 10 if m.group(4) else 70)
-        if age >= t.get("older_age", 50):
-            add("vital_age_older", m)
-    return out
 
 
 def _normalize(text: str) -> str:
@@ -429,18 +479,20 @@ def _normalize(text: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def load_rules(path: str | None = None) -> Rules:
-    """The rules at `path` (default: the shipped rules), compiled once per path."""
-    return Rules(path or DEFAULT_RULES)
+def load_rules(path: str | None = None, learned: bool = True) -> Rules:
+    """The rules at `path` (default: the shipped rules), compiled once per path, with the
+    learned classifier beside them unless `learned=False`."""
+    return Rules(path or DEFAULT_RULES, learned=learned)
 
 
-def triage(text: str, rules: Rules | str | Path | None = None, enabled: bool = True) -> Triage:
+def triage(text: str, rules: Rules | str | Path | None = None, enabled: bool = True, learned: bool = True) -> Triage:
     """Triage a patient's message. `enabled=False` (evaluation runs) returns a non-urgent
-    result with no notice; `rules` is a Rules object or a path to a rules YAML file."""
+    result with no notice; `rules` is a Rules object or a path to a rules YAML file;
+    `learned=False` leaves the classifier out (the rules' verdict alone)."""
     if not enabled:
         return Triage(False, [], "", "", "zh" if _CJK.search(text or "") else "en", [])
     if not isinstance(rules, Rules):
-        rules = load_rules(str(rules) if rules else None)
+        rules = load_rules(str(rules) if rules else None, learned)
     return rules.triage(text)
 
 

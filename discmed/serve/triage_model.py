@@ -1,7 +1,7 @@
 """A second opinion on red-flag triage from a language model (`--triage-model SPEC`).
 
-The rules in `discmed.serve.safety` are the floor: a message is urgent when the rules OR
-the model say so, never less. The model gets a fixed prompt (`PROMPT_VERSION`) and must
+The verdict of `discmed.serve.safety` (its rules and its classifier) is the floor: a message
+is urgent when that verdict OR the model says so, never less. The model gets a fixed prompt (`PROMPT_VERSION`) and must
 answer one line of JSON, `{"urgent": true|false, "reason": "…"}`. It runs in a worker
 thread with a timeout: a model that is slow, fails or answers something else never blocks
 the reply, the rules' verdict stands and `Triage.model["status"]` says what happened

@@ -1,0 +1,62 @@
+"""Gym episodes per second: the rule-based patient (no model call) against the LLM patient, and
+each batched (episodes in flight at once) against one at a time.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gym_rollout.py [--repeats 4] [--concurrency 16]
+
+The doctor is the tiny model behind one `discmed serve` (its engine batches what arrives
+together); with the LLM patient the same server plays the patient too. Every episode runs the
+shipped ledgers to the doctor's conclusion or the turn budget, greedy, 32 tokens a doctor turn,
+no call cache. Peer: the same run one episode at a time. Goal: batched ≥ 4× one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+
+    from discmed.gym import SHIPPED
+    from discmed.gym.ledger import read_ledgers
+    from discmed.gym.run import run_gym
+    from discmed.serve.process import served
+
+    ledgers = read_ledgers(SHIPPED)
+    n = len(ledgers) * args.repeats
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp, served("tiny", Path(tmp) / "serve.log", safety=False, name="tiny") as url:
+        spec = f"openai:{url}@tiny"
+        for patient in ("rule", spec):
+            label = "rule" if patient == "rule" else "llm"
+            for conc in (1, args.concurrency):
+                out = Path(tmp) / f"{label}-{conc}"
+                t0 = time.perf_counter()
+                s = run_gym(ledgers, [spec], patient, out, repeats=args.repeats, concurrency=conc,
+                            max_new_tokens=32, cache="none", progress=False)
+                wall = time.perf_counter() - t0
+                assert s["episodes"] == n and not s["failed"], s
+                rows[(label, conc)] = n / wall
+                print(f"patient {label:4s} concurrency {conc:2d}: {n} episodes in {wall:6.1f} s = {n / wall:6.2f} episodes/s")
+    ratios = {p: rows[(p, args.concurrency)] / rows[(p, 1)] for p in ("rule", "llm")}
+    print(f"batched / one at a time: rule {ratios['rule']:.2f}x, llm {ratios['llm']:.2f}x; "
+          f"rule patient / llm patient at {args.concurrency}: {rows[('rule', args.concurrency)] / rows[('llm', args.concurrency)]:.2f}x")
+    print(json.dumps({"benchmark": "gym_rollout", "discmed": round(rows[("rule", args.concurrency)], 3),
+                      "peer": round(rows[("rule", 1)], 3), "unit": "episodes/s (rule patient, batched vs one at a time)",
+                      "ratio": round(ratios["rule"], 3), "goal": 4.0, "met": min(ratios.values()) >= 4.0,
+                      "llm_patient": {"batched": round(rows[("llm", args.concurrency)], 3),
+                                      "one_at_a_time": round(rows[("llm", 1)], 3), "ratio": round(ratios["llm"], 3)},
+                      "episodes": n, "concurrency": args.concurrency, "cpu_count": os.cpu_count(),
+                      "load_avg_1m": round(os.getloadavg()[0], 2)}))
+
+
+if __name__ == "__main__":
+    main()

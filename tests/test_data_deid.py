@@ -1,0 +1,145 @@
+"""Issue 24's de-identification: the Presidio pipeline, the full identifier taxonomy, the medical
+lexicon, and the eight blind writers' texts (discmed/assets/safety/authors) per identifier type."""
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from discmed.data.scrub import scrub_edits, scrub_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_pipeline_is_presidios():
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    from discmed.data import deid
+
+    engine = deid.analyzer()
+    assert isinstance(engine, AnalyzerEngine) and isinstance(engine.registry, RecognizerRegistry)
+    names = {r.name for r in engine.registry.recognizers}
+    assert {"lac", "spacy_en", "phonenumbers", "email", "id_card", "date", "bed", "code_cue"} <= names
+    assert any(isinstance(r, PhoneRecognizer) for r in engine.registry.recognizers)
+    # Presidio's context step: a bare short number is an identifier only near its cue word.
+    assert scrub_text("工号 0207，今天值班")[0] == "工号 [编号]，今天值班"
+    assert scrub_text("血糖0207？不对，是7.2")[0] == "血糖0207？不对，是7.2"
+    # phonenumbers for a foreign patient's number; the placeholders come from Presidio's anonymizer
+    assert scrub_text("My UK mobile is +44 7911 123456.")[0] == "My UK mobile is [电话]."
+
+
+def test_the_taxonomy_each_kind():
+    cases = {
+        # dates that identify go, the relative timeline stays
+        "2024年3月5日入院，术后第3天拆线，3天前开始发热": "[日期]入院，术后第3天拆线，3天前开始发热",
+        "出生日期：2019-03-05 14:32，2023年12月复查": "出生日期：[日期]，[日期]复查",
+        "Admitted on 12 March 2024, discharged 03/15/2024.": "Admitted on [日期], discharged [日期].",
+        # ages: 90 and over (Safe Harbor); younger ages are medicine
+        "患者93岁，其子65岁": "患者[年龄]，其子65岁",
+        # wards, rooms, beds, seats
+        "心内科3病区21床，康护楼3层312室2床，座位号：3-07": "心内科[床号]，[床号]，座位号：[床号]",
+        # record, sample, insurance, staff numbers, alphanumeric included
+        "病理号：P24-08817，标本号 240318-E0219，保单号GP-CD-2023-66120": "病理号：[编号]，标本号 [编号]，保单号[编号]",
+        "透析号HD-0219，警号031642": "透析号[编号]，警号[编号]",
+        "交警事故认定书(乐公交认字[2024]第01275号)": "交警事故认定书([编号])",
+        # schools, classes, employers, professions, accounts
+        "就读于上海市浦东新区建平中学初二（3）班": "就读于[学校][学校]",
+        "工作单位：北京星河数科信息技术有限公司，仓储部主管": "工作单位：[机构]，[职业]",
+        "开户行：中国工商银行成都春熙支行": "开户行：[机构]",
+        "网名：小鲸鱼，在谢家亲友群里": "网名：[账号]，在[账号]里",
+        # places below a city, IPs, passports, names in Latin letters
+        "户籍：广东省广州市天河区，住李家村三组": "户籍：[地址]，住[地址]",
+        "登录IP 192.168.10.23": "登录IP [IP地址]",
+        "Passport no. E12345678, seen by Dr. Sarah Johnson": "Passport no. [证件号], seen by Dr. [姓名]",
+        # names: staff by title, masked, after a role word, foreign names in Chinese
+        "已转介家庭医生牛医生上门随访": "已转介家庭医生[姓名]医生上门随访",
+        "参保人王**，陪同：男友戴宇航，电话13812345678": "参保人[姓名]，陪同：男友[姓名]，电话[电话]",
+        "主治医生约翰·史密斯": "主治医生[姓名]",
+    }
+    for text, want in cases.items():
+        assert scrub_text(text)[0] == want, text
+
+
+def test_medicine_is_never_replaced():
+    for text in [
+        "罗哌卡因0.1%硬膜外镇痛", "华法林3mg，INR 2.5", "何首乌和当归煎服", "格林-巴利综合征，丙种球蛋白冲击",
+        "孕12+3周行NT检查", "韦尼克脑病可能，补充维生素B1", "Stevens-Johnson syndrome after carbamazepine",
+        "左附件区混合回声包块4.1×3.5cm", "右腹股沟区压痛", "房间隔缺损为II孔型", "Ann Arbor分期 II期", "ALT 156 U/L，AST 132 U/L",
+        "血液科二病区", "Hunt-Hess Ⅱ级", "舌系带过短（Coryllos II型）", "GDM A1级", "SpO2 93%", "BMI 15.2 kg/m²",
+        "唐氏筛查低风险", "川崎病，IVIG 2g/kg", "桥本甲状腺炎，优甲乐50μg",
+    ]:
+        assert scrub_text(text)[0] == text, text
+    # a name that holds a medical word is still a name; the word elsewhere stays
+    assert scrub_text("患者王灵芝，吃灵芝孢子粉")[0] == "患者[姓名]，吃灵芝孢子粉"
+
+
+def test_changes_name_each_new_rule_and_point_at_the_original():
+    text = "2024年3月5日入院，12床，病理号：P24-08817，Dr. Sarah Johnson"
+    doc = scrub_edits(text)
+    assert doc.text == "[日期]入院，[床号]，病理号：[编号]，Dr. [姓名]"
+    got = [(text[s:e], kind, rule) for s, e, kind, rule in doc.changes]
+    assert got == [("2024年3月5日", "date", "rule:date"), ("12床", "bed", "rule:bed"),
+                   ("P24-08817", "code", "rule:code_cue"), ("Sarah Johnson", "name", "rule:name_en_title")]
+
+
+def test_packed_ner_windows_agree_with_one_at_a_time():
+    from discmed.data.ner import default_tagger
+
+    tagger = default_tagger()
+    windows = ["我婆婆王秀英今年68岁", "老公张伟昨天在北医三院做了CT", "左下腹疼", "x" * 120 + "李明说"]
+    packed = tagger.tag_windows(windows, row=48, batch=2)
+    alone = [tagger.entities([w], scores=True)[0] for w in windows]
+    assert [[(a, b, lab) for a, b, lab, _ in p] for p in packed] == [[(a, b, lab) for a, b, lab, _ in x] for x in alone]
+    assert packed[0][0][3] > 0.9  # a person's confidence is the CRF marginal
+
+
+# -- the eight blind writers: per identifier type, pooled, and per writer --------------------
+
+def _authors():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import deid_loao
+
+    return deid_loao
+
+
+def test_blind_writers_per_type_and_per_writer():
+    """discmed/assets/safety/authors: 8 writers x 20 texts. The pipeline was built on five of them; a2, a7 and
+    a8 were locked and scored once, blind (benchmarks/RESULTS.md has that figure), then tuned on
+    too: every writer is scored here, and these floors (a little under the measured figures) are
+    tuned-on figures, not a forecast for a new writer."""
+    loao = _authors()
+    per_type_hit, per_type_n = Counter(), Counter()
+    worst_sh, worst_med = 1.0, 1.0
+    for author in sorted(p.stem for p in loao.AUTHORS.glob("a*.jsonl")):
+        r = loao.score(author, ner=True, show=False)
+        for cat, (hit, n) in r["by_type"].items():
+            per_type_hit[cat] += hit
+            per_type_n[cat] += n
+        worst_sh = min(worst_sh, r["removed_sh"] / r["identifiers_sh"])
+        worst_med = min(worst_med, r["kept"] / r["medical"])
+    recall = {c: per_type_hit[c] / per_type_n[c] for c in per_type_n}
+    print("\nper type:", {c: f"{per_type_hit[c]}/{per_type_n[c]}" for c in sorted(per_type_n)},
+          f"worst writer (Safe Harbor) {worst_sh:.3f}, medical kept worst {worst_med:.3f}")
+    assert recall["age<90"] < 0.5  # kept on purpose: medicine, not a Safe Harbor identifier
+    floors = {"name": 0.97, "date": 0.97, "phone": 0.98, "record_number": 0.98, "hospital_care": 0.97,
+              "address_place": 0.9, "ward_room_bed": 0.97, "id_document": 0.95, "school": 0.95, "employer_org": 0.9}
+    for cat, floor in floors.items():
+        assert recall[cat] >= floor, (cat, recall[cat])
+    assert worst_sh >= 0.95 and worst_med >= 0.995
+
+
+def test_real_sample_changes_are_identifiers(shared_data):
+    """The real DISC sample: what the taxonomy's new rules replace there (reviewed one by one when
+    they were written: dates of visits, a 94-year-old's age, a checkup chain, hospitals)."""
+    from discmed.chat import Conversation
+    from discmed.data.scrub import scrub_records
+
+    rows = [json.loads(x) for x in (shared_data / "disc-medllm" / "train" / "test_examples.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    convs = [Conversation(str(i), "MedDialog", r["conversation"], {}) for i, r in enumerate(rows)]
+    kinds = Counter(c["type"] for _, changes in scrub_records(convs) for c in changes)
+    # no ward, room, account or profession in these consultations: those rules stay quiet (two
+    # colleges are named: 福建中医学院国医堂, a misspelt 川倍医学院)
+    assert kinds["bed"] == 0 and kinds["account"] == 0 and kinds["profession"] == 0 and kinds["school"] <= 2
+    assert kinds["date"] >= 30 and kinds["hospital"] >= 40
