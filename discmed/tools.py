@@ -307,6 +307,7 @@ class Llama3Calls(CallStream):
     names: frozenset[str] = frozenset()
     text: str = ""
     mode: str = ""  # "" undecided (only whitespace so far), "content", "calls"
+    TAG = "<|python_tag|>"
 
     def feed(self, text: str) -> list[tuple]:
         self.text += text
@@ -315,15 +316,15 @@ class Llama3Calls(CallStream):
         if self.mode == "calls":
             return []
         body = self.text.lstrip()
-        if not body:
-            return []
-        self.mode = "calls" if body.startswith(("{", "<|python_tag|>")) else "content"
+        if not body or (len(body) < len(self.TAG) and self.TAG.startswith(body)):
+            return []  # whitespace, or what may still become the tag: undecided
+        self.mode = "calls" if body.startswith(("{", self.TAG)) else "content"
         return [("content", self.text)] if self.mode == "content" else []
 
     def finish(self, complete: bool) -> list[tuple]:
         if self.mode != "calls":
             return [("content", self.text)] if self.mode == "" and self.text else []
-        body = self.text.strip().removeprefix("<|python_tag|>").lstrip()
+        body = self.text.strip().removeprefix(self.TAG).lstrip()
         decoder, i, calls = json.JSONDecoder(), 0, []
         try:
             while i < len(body):
