@@ -249,7 +249,7 @@ def _arguments(value: Any) -> str | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return _tojson(value) if isinstance(value, dict) else None
 
@@ -289,7 +289,7 @@ class HermesCalls(CallStream):
         for m in self.BLOCK.finditer(rest):
             try:
                 obj = json.loads((m.group(1) or m.group(2) or "").strip())
-            except ValueError:
+            except (ValueError, RecursionError):
                 return [("content", rest)]
             args = _arguments(obj.get("arguments", {})) if isinstance(obj, dict) else None
             if args is None or obj.get("name") not in self.names:
@@ -335,7 +335,7 @@ class Llama3Calls(CallStream):
                 if args is None or obj.get("name") not in self.names:
                     return [("content", self.text)]
                 calls.append((obj["name"], args))
-        except ValueError:
+        except (ValueError, RecursionError):
             return [("content", self.text)]
         return [e for name, args in calls for e in self._call(name, args)]
 

@@ -517,6 +517,7 @@ class ResponsesRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     # discmed extras
     safety: bool | None = None  # as in chat completions: the urgent instruction in the text or not
+    ignore_eos: bool | None = None  # as vLLM's: generate max_output_tokens even past the end token
 
     @field_validator("input", "instructions")
     @classmethod

@@ -67,6 +67,8 @@ def refuse(body: ResponsesRequest) -> None:
     if body.reasoning is not None:
         raise _refuse("reasoning", f"reasoning settings {NOT_HERE}")
     fmt = (body.text or {}).get("format") or {"type": "text"}
+    if not isinstance(fmt, dict):
+        raise APIError(400, "text.format: expected an object with a type", param="text.format")
     if fmt.get("type") != "text":
         raise _refuse("text.format", f"text.format {fmt.get('type')!r} {NOT_HERE} (text only; /v1/chat/completions "
                       "takes response_format)")  # fmt: skip
@@ -151,6 +153,7 @@ def chat_request(body: ResponsesRequest) -> tuple[ChatCompletionRequest, list[st
         chat = ChatCompletionRequest.model_validate({
             "model": body.model, "messages": msgs, "max_tokens": body.max_output_tokens,
             "temperature": body.temperature, "top_p": body.top_p, "user": body.user, "safety": body.safety,
+            "ignore_eos": body.ignore_eos,
         })  # fmt: skip
     except ValidationError as e:
         err = e.errors()[0]

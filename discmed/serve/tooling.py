@@ -201,7 +201,7 @@ def checked_messages(body: ChatCompletionRequest, served: Any) -> list[dict]:
             for j, c in enumerate(m.tool_calls or []):
                 try:
                     args = json.loads(c.function.arguments)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise fail(f"{where}.tool_calls.{j}.function.arguments", f"not JSON: {e}") from None
                 if not isinstance(args, dict):
                     raise fail(f"{where}.tool_calls.{j}.function.arguments", "must be a JSON object")
