@@ -48,6 +48,8 @@ def test_max_output_tokens_and_the_safety_layer(tiny_server):
                                   extra_body={"ignore_eos": True})  # fmt: skip
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
     assert cut.usage.output_tokens == 3
+    long = client.responses.create(model="tiny", input="我头痛，晚上更明显。" * 120, max_output_tokens=2)  # 1,200 characters
+    assert long.usage.input_tokens > 600 and long.usage.output_tokens <= 2
     urgent = client.responses.create(model="tiny", input="胸口压榨样疼痛，出冷汗", max_output_tokens=4)
     assert urgent.output_text.startswith("【紧急】") and urgent.model_extra["safety"]["urgent"] is True
     quiet = client.responses.create(model="tiny", input="胸口压榨样疼痛，出冷汗", max_output_tokens=4,

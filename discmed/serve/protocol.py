@@ -496,7 +496,7 @@ class ResponsesRequest(BaseModel):
 
     background: bool | None = None
     include: list[str] | None = None
-    input: str | list[dict] = Field(max_length=MAX_MESSAGES)
+    input: str | list[dict]
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     max_tool_calls: int | None = None
@@ -526,6 +526,8 @@ class ResponsesRequest(BaseModel):
             return _utf8(v)
         if isinstance(v, list) and not v:
             raise ValueError("must not be empty")
+        if isinstance(v, list) and len(v) > MAX_MESSAGES:
+            raise ValueError(f"at most {MAX_MESSAGES} items")
         return v
 
 
