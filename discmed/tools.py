@@ -261,6 +261,7 @@ class HermesCalls(CallStream):
     the request, leaves the whole reply as content, as vLLM's parser does)."""
 
     names: frozenset[str] = frozenset()
+    single: bool = False  # parallel_tool_calls false: the first call only
     text: str = ""
     sent: int = 0
     in_calls: bool = False
@@ -295,7 +296,7 @@ class HermesCalls(CallStream):
             if args is None or obj.get("name") not in self.names:
                 return [("content", rest)]
             calls.append((obj["name"], args))
-        return [e for name, args in calls for e in self._call(name, args)]
+        return [e for name, args in calls[: 1 if self.single else None] for e in self._call(name, args)]
 
 
 @dataclass
@@ -305,6 +306,7 @@ class Llama3Calls(CallStream):
     any other reply streams as content."""
 
     names: frozenset[str] = frozenset()
+    single: bool = False  # parallel_tool_calls false: the first call only
     text: str = ""
     mode: str = ""  # "" undecided (only whitespace so far), "content", "calls"
     TAG = "<|python_tag|>"
@@ -337,7 +339,7 @@ class Llama3Calls(CallStream):
                 calls.append((obj["name"], args))
         except (ValueError, RecursionError):
             return [("content", self.text)]
-        return [e for name, args in calls for e in self._call(name, args)]
+        return [e for name, args in calls[: 1 if self.single else None] for e in self._call(name, args)]
 
 
 @dataclass
@@ -361,6 +363,7 @@ def read(stream: CallStream, text: str, complete: bool) -> Reading:
     return out
 
 
-def call_stream(conv: str, names: list[str]) -> CallStream:
-    """The reader of an `auto` reply in convention `conv`."""
-    return HermesCalls(names=frozenset(names)) if conv == HERMES else Llama3Calls(names=frozenset(names))
+def call_stream(conv: str, names: list[str], single: bool = False) -> CallStream:
+    """The reader of an `auto` reply in convention `conv` (`single`: keep its first call only)."""
+    kind = HermesCalls if conv == HERMES else Llama3Calls
+    return kind(names=frozenset(names), single=single)

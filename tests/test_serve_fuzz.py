@@ -35,7 +35,7 @@ def test_no_request_gets_a_5xx(short_server):
     seen: dict[str, collections.Counter] = {}
     for op in operations:
         statuses = seen.setdefault(op.path, collections.Counter())
-        generating = op.path in ("/v1/chat/completions", "/v1/completions")
+        generating = op.path in ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 
         @given(case=op.as_strategy())
         @settings(max_examples=300 if generating else 40, deadline=None, suppress_health_check=list(HealthCheck), database=None,

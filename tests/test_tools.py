@@ -160,6 +160,13 @@ def test_auto_replies_are_read_alike_whole_and_streamed(conv, replies):
             assert (streamed.content, streamed.calls) == (content, calls), (reply, size)
 
 
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    reply, _, calls = HERMES_REPLIES[1]
+    assert tools.read(tools.call_stream(tools.HERMES, NAMES, single=True), reply, True).calls == calls[:1]
+    reply, _, calls = LLAMA3_REPLIES[1]
+    assert tools.read(tools.call_stream(tools.LLAMA3, NAMES, single=True), reply, True).calls == calls[:1]
+
+
 def test_hermes_streams_content_until_a_call_begins():
     stream = tools.HermesCalls(names=frozenset(NAMES))
     assert stream.feed("我先查") == [("content", "我先查")]

@@ -235,7 +235,7 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    parallel_tool_calls: bool | None = None  # discmed makes at most one call when it forces one
+    parallel_tool_calls: bool | None = None  # false: at most one call (a forced call is always one)
     response_format: ResponseFormat | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[ChatCompletionTool] | None = Field(default=None, max_length=128)

@@ -16,8 +16,8 @@ What each `tool_choice` does, as OpenAI and vLLM do it:
   its model cannot choose to call.
 
 Named and required show the tools too where the format has a convention (vLLM passes them to
-the template either way), so the model sees what it is made to call. A forced call is one call:
-`parallel_tool_calls` is honoured as "at most one".
+the template either way), so the model sees what it is made to call. A forced call is one call;
+`parallel_tool_calls: false` keeps the first of the calls an `auto` reply makes.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def plan(body: ChatCompletionRequest, served: Any) -> ToolPlan | None:
                            '({"type": "function", "function": {"name": ...}}) or send "required" to have the call '
                            'decoded to its schema, or "none"', param="tool_choice",
                            code="invalid_tool_choice")  # fmt: skip
-        return ToolPlan("auto", shown, None, lambda: conventions.call_stream(conv, names))
+        single = body.parallel_tool_calls is False
+        return ToolPlan("auto", shown, None, lambda: conventions.call_stream(conv, names, single))
     if STRUCTURED_OUTPUT not in served.engine.features:
         raise APIError(400, "tool_choice: a forced call needs constrained decoding, which this server's engine "
                        "does not do", param="tool_choice", code="invalid_tool_choice")  # fmt: skip
