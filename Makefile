@@ -11,6 +11,8 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 LOCK := requirements/lock.txt
 DEMO_LOCK := requirements/demo.txt
+# Version caps of a dev tool lifted where they would hold back discmed's own packages (reasons inside).
+OVERRIDES := --override requirements/overrides.txt
 # torch is not in the lock: the CPU build lies on this kind of machine's disk (pip finds it through
 # its own configuration), and a GPU user's own build must be kept. Where the CPU wheel is on disk,
 # uv is told where to look too.
@@ -40,8 +42,8 @@ $(VENV)/.base: $(VENV)/.torch $(DEMO_LOCK) pyproject.toml
 	$(UV) pip install --python $(PY) -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.torch $(LOCK) pyproject.toml
-	$(UV) pip install --python $(PY) -q -r $(LOCK)
+$(VENV)/.dev: $(VENV)/.torch $(LOCK) requirements/overrides.txt pyproject.toml
+	$(UV) pip install --python $(PY) -q -r $(LOCK) $(OVERRIDES)
 	$(UV) pip install --python $(PY) -q --no-deps -e .
 	touch $@ $(VENV)/.base
 
@@ -69,14 +71,14 @@ test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q uv==$(UV_VERSION) $(TORCH)
 	$(LATEST)/bin/uv pip install --python $(LATEST)/bin/python -q --upgrade $(FIND_LINKS) \
-		-c requirements/torch.txt -e '.[dev]'
+		-c requirements/torch.txt $(OVERRIDES) -e '.[dev]'
 	$(LATEST)/bin/uv pip freeze --python $(LATEST)/bin/python --exclude-editable \
 		| $(PY) scripts/lockdiff.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider
 
 # Refresh the lock to the newest allowed versions (then run `make test` and commit both files).
 lock: $(VENV)/.torch
-	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) --upgrade -o $(LOCK)
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(OVERRIDES) --upgrade -o $(LOCK)
 	$(UV) pip compile pyproject.toml --extra train --extra serve $(LOCK_FLAGS) -c $(LOCK) -o $(DEMO_LOCK)
 
 LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \

@@ -108,3 +108,17 @@ class Constraint:
 
     def done(self) -> bool:
         return self.m.is_stopped()
+
+
+def check_schema(schema: dict, param: str) -> None:
+    """GrammarError (naming `param`) if `schema` cannot be compiled; no tokenizer needed, so a
+    tool's schema is checked whether or not this request decodes to it."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_OPTIONS)
+    except (ValueError, TypeError) as e:
+        raise GrammarError(f"{param}: {e}", param) from None
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
+    if is_error:
+        raise GrammarError(f"{param}: not a JSON schema discmed can decode to: {messages[0]}", param)

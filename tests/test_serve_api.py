@@ -44,7 +44,8 @@ POISONS = [  # (route, body, the param a 400 must name, or None when it must suc
     ("/chat/completions", chat([{"type": "text", "text": 5}]), "messages.0.content.0.text"),
     ("/chat/completions", chat("\ud800"), "messages.0.content"),
     ("/chat/completions", {**chat("头痛"), "response_format": {"type": "xml"}}, "response_format.type"),
-    ("/chat/completions", {**chat("头痛"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    # tools on DISC's format, whose model cannot choose to call one (auto, the default with tools)
+    ("/chat/completions", {**chat("头痛"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
     ("/chat/completions", {**chat("头痛"), "logit_bias": {"5": 100}}, None),
     ("/completions", {**ASK, "prompt": [5, 10**9]}, "prompt"),
     # A schema nested 200 deep was a 500 (the serializer's recursion); a chat of 10,000 messages

@@ -2,8 +2,9 @@
 
     app = create_app(ServedModel.from_backend(load_backend("tiny")))
 
-Routes: `POST /v1/chat/completions` and `POST /v1/completions` (streaming and not, `n`
-choices, logprobs, structured output), `GET /v1/models[/{id}]`, `POST /tokenize`,
+Routes: `POST /v1/chat/completions` (streaming and not, `n` choices, logprobs, structured
+output, tool calls), `POST /v1/completions`, `POST /v1/responses` (the Responses API's text
+subset; what it leaves out is a 501 naming the field), `GET /v1/models[/{id}]`, `POST /tokenize`,
 `POST /detokenize`, `GET /version`, `GET /health`, `GET /metrics` (Prometheus),
 `GET /openapi.json`, the chat page at `/`. The routes are thin: each calls the app's
 `OpenAIServing` (serving.py, built once by `create_app`), whose responses and streams are
@@ -57,6 +58,8 @@ from discmed.serve.protocol import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    ResponseObject,
+    ResponsesRequest,
     TokenizeRequest,
     TokenizeResponse,
     VersionInfo,
@@ -79,6 +82,7 @@ ERRORS = {
     413: "Request body too large",
     429: "The server's queue is full; retry after the Retry-After header's seconds",
     500: "Generation failed on the server",
+    501: "A field discmed does not implement on this route (param names it); /v1/responses serves text only",
     503: "The engine cannot take requests (its process has died); restart the server",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -162,6 +166,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     return respond(await serving(request).chat(body, request), request)
 
 
+@router.post("/v1/responses", response_model=ResponseObject, responses={**GENERATING, **errors(501)})
+async def responses(body: ResponsesRequest, request: Request):
+    return respond(await serving(request).responses(body, request), request)
+
+
 @router.post("/v1/completions", response_model=CompletionResponse, responses=GENERATING)
 async def completions(body: CompletionRequest, request: Request):
     return respond(await serving(request).completion(body, request), request)
@@ -241,7 +250,7 @@ async def _validation_error(request: Request, e: RequestValidationError):
         )
     # pydantic names union members in the path (`content.list[TextPart].0.text`); clients
     # know only the field names.
-    loc = [x for x in loc if not re.match(r"^(str|int|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$", x)]
+    loc = [x for x in loc if not re.match(r"^(str|int|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*|[A-Z]\w*)$", x)]
     param = ".".join(loc) or None
     msg = err.get("msg", "invalid request")
     if err.get("type") == "missing":
@@ -370,7 +379,7 @@ def _public(path: str) -> bool:
     return path in ("/", "/health", "/version", "/favicon.ico") or path.startswith("/static/")
 
 
-_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version",
+_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize", "/detokenize", "/version",
            "/health", "/metrics", "/openapi.json", "/"}  # fmt: skip
 
 

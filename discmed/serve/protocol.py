@@ -49,12 +49,31 @@ class TextPart(BaseModel):
         return _utf8(v)
 
 
+class FunctionCall(BaseModel):
+    """A call's function: its name and its arguments, as a JSON text (OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this is the result of
 
     @field_validator("content")
     @classmethod
@@ -105,6 +124,40 @@ class JSONSchemaFormat(BaseModel):
         if v is not None and json_depth(v, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
             raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
         return v
+
+
+# OpenAI's rule for function names; a name is also written into prompts and grammars as it is.
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema of the arguments object; none: no arguments
+    strict: bool | None = None  # discmed always decodes a forced call to the schema
+
+    @field_validator("parameters")
+    @classmethod
+    def _depth(cls, v):
+        if v is not None and json_depth(v, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        return v
+
+
+class ChatCompletionTool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ResponseFormat(BaseModel):
@@ -182,9 +235,10 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool | None = None  # false: at most one call (a forced call is always one)
     response_format: ResponseFormat | None = None
-    tool_choice: str | dict | None = None
-    tools: list[dict] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ChatCompletionTool] | None = Field(default=None, max_length=128)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     # discmed extras
     # Whether the urgent-care instruction of the triage is put before the reply in `content`.
@@ -291,6 +345,7 @@ class ChoiceLogprobs(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
     # discmed extras (vLLM's): a reasoning model's thinking, apart from its answer
     reasoning_content: str | None = None
 
@@ -299,7 +354,7 @@ class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 def _completion_id() -> str:
@@ -318,9 +373,25 @@ class ChatCompletionResponse(BaseModel):
     safety: SafetyInfo | None = None
 
 
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    """A piece of a streamed call: the first has its id, type and name; the rest carry
+    fragments of the arguments, joined by `index`."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
     # discmed extras (vLLM's)
     reasoning_content: str | None = None
 
@@ -329,7 +400,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -409,3 +480,103 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+
+# ---------------------------------------------------------------------------- /v1/responses
+
+
+class ResponsesRequest(BaseModel):
+    """OpenAI's Responses API, the text subset discmed serves: `input` (a string, or messages
+    whose content is text), `instructions`, `max_output_tokens`, `temperature`, `top_p`,
+    `stream`. The fields below that ask for more (tools, stored or background responses,
+    reasoning settings, non-text formats) are declared so that discmed can refuse them by name
+    (a 501, responses_api.refuse); others it does not know of are kept (`model_extra`)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    background: bool | None = None
+    include: list[str] | None = None
+    input: str | list[dict]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = None
+    metadata: dict[str, str] | None = None
+    model: str
+    parallel_tool_calls: bool | None = None
+    previous_response_id: str | None = None
+    reasoning: dict | None = None
+    store: bool | None = None
+    stream: bool | None = False
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    text: dict | None = None
+    tool_choice: str | dict | None = None
+    tools: list[dict] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    truncation: Literal["auto", "disabled"] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    # discmed extras
+    safety: bool | None = None  # as in chat completions: the urgent instruction in the text or not
+    ignore_eos: bool | None = None  # as vLLM's: generate max_output_tokens even past the end token
+
+    @field_validator("input", "instructions")
+    @classmethod
+    def _text(cls, v):
+        if isinstance(v, str):
+            return _utf8(v)
+        if isinstance(v, list) and not v:
+            raise ValueError("must not be empty")
+        if isinstance(v, list) and len(v) > MAX_MESSAGES:
+            raise ValueError(f"at most {MAX_MESSAGES} items")
+        return v
+
+
+class ResponseOutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list = Field(default_factory=list)
+    logprobs: list = Field(default_factory=list)
+
+
+class ResponseOutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    status: Literal["in_progress", "completed", "incomplete"]
+    role: Literal["assistant"] = "assistant"
+    content: list[ResponseOutputText] = Field(default_factory=list)
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict = Field(default_factory=lambda: {"cached_tokens": 0, "cache_write_tokens": 0})
+    output_tokens: int
+    output_tokens_details: dict = Field(default_factory=lambda: {"reasoning_tokens": 0})
+    total_tokens: int
+
+
+class ResponseObject(BaseModel):
+    id: str = Field(default_factory=lambda: f"resp_{uuid.uuid4().hex}")
+    object: Literal["response"] = "response"
+    created_at: int = Field(default_factory=lambda: int(time.time()))
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    error: dict | None = None
+    incomplete_details: dict | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[ResponseOutputMessage] = Field(default_factory=list)
+    parallel_tool_calls: bool = False
+    previous_response_id: str | None = None
+    reasoning: dict = Field(default_factory=lambda: {"effort": None, "summary": None})
+    store: bool = False
+    temperature: float | None = None
+    text: dict = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str = "none"
+    tools: list = Field(default_factory=list)
+    top_p: float | None = None
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict = Field(default_factory=dict)
+    # discmed extras
+    safety: SafetyInfo | None = None

@@ -28,14 +28,19 @@ from discmed.serve.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
     ErrorInfo,
     ErrorResponse,
+    FunctionCall,
     ResponseMessage,
     TokenLogprobInfo,
+    ToolCall,
     TopLogprob,
     UsageInfo,
 )
+from discmed.tools import CallStream, read
 
 
 class APIError(Exception):
@@ -63,6 +68,38 @@ class Job:
     prefix_tokens: int = 0
     # Whether the reply starts inside a <think> block (`thinking`); None: a model without reasoning.
     started: bool | None = None
+    calls: CallStream | None = None  # reads the reply for tool calls (a request with tools)
+
+
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def call_deltas(events: list[tuple], ids: list[str]) -> list[DeltaMessage]:
+    """A CallStream's events as stream deltas, in OpenAI's order: a call opens with its index,
+    id, type and name (arguments ""), then its arguments come in fragments. `ids` collects the
+    ids given, by call index."""
+    out = []
+    for e in events:
+        if e[0] == "content":
+            if e[1]:
+                out.append(DeltaMessage(content=e[1]))
+        elif e[0] == "call":
+            ids.append(call_id())
+            head = DeltaToolCall(index=e[1], id=ids[-1], type="function", function=DeltaFunctionCall(name=e[2], arguments=""))
+            out.append(DeltaMessage(tool_calls=[head]))
+        else:
+            out.append(DeltaMessage(tool_calls=[DeltaToolCall(index=e[1], function=DeltaFunctionCall(arguments=e[2]))]))
+    return out
+
+
+@dataclass
+class Streamed:
+    """A response to send as server-sent events: its chunks, and the jobs to cancel when the
+    client goes away."""
+
+    content: Any  # AsyncIterator[str]
+    jobs: list[Job]
 
 
 def chat_logprobs(served: Any, entries: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
@@ -129,12 +166,20 @@ def chat_response(served: Any, jobs: list[Job], results: list, prompt_len: int, 
     for job, (text, last, lps) in zip(jobs, results, strict=True):
         completion += last.completion_tokens + job.prefix_tokens
         reasoning, text = split(text, job.started) if job.started is not None else (None, text)
+        content, calls, finish = job.prefix + text, None, last.finish_reason
+        if job.calls is not None:  # read exactly as a stream reads it (discmed.tools.read)
+            reading = read(job.calls, text, last.finish_reason == "stop")
+            content = job.prefix + reading.content
+            if reading.calls:
+                calls = [ToolCall(id=call_id(), function=FunctionCall(name=n, arguments=a)) for n, a in reading.calls]
+                content = content or None
+                finish = "tool_calls" if finish == "stop" else finish
         choices.append(
             Choice(
                 index=job.index,
-                message=ResponseMessage(content=job.prefix + text, reasoning_content=reasoning),
+                message=ResponseMessage(content=content, tool_calls=calls, reasoning_content=reasoning),
                 logprobs=chat_logprobs(served, lps),
-                finish_reason=last.finish_reason,
+                finish_reason=finish,
             )
         )
     usage = UsageInfo(prompt_tokens=prompt_len, completion_tokens=completion, total_tokens=prompt_len + completion)
@@ -194,23 +239,39 @@ async def chat_stream(served: Any, jobs: list[Job], prompt_len: int, info: Any, 
     head = f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},"choices":[{{"index":'
     tail = '},"finish_reason":null}]}\n\n'
     completion = 0
+    ids: dict[int, list[str]] = {job.index: [] for job in jobs}  # tool call ids, per choice
     try:
         for job in jobs:
-            yield chunk(job.index, DeltaMessage(role="assistant", content=job.prefix), safety=info)
+            first = job.prefix if job.prefix or job.calls is None else None  # a reply that may be a call: content null
+            yield chunk(job.index, DeltaMessage(role="assistant", content=first), safety=info)
             completion += job.prefix_tokens
+            if job.calls is not None:
+                for d in call_deltas(job.calls.start(), ids[job.index]):  # a named call opens at once
+                    yield chunk(job.index, d)
         async for job, delta in merged(jobs):
             if delta.finish_reason == "error":
                 yield sse_error(delta.error or "generation failed")
                 break
-            if job.index in splitters and (delta.text or delta.finish_reason is not None):
-                thought, answer = splitters[job.index].feed(delta.text)
-                if delta.finish_reason is not None:
-                    rest = splitters[job.index].flush()
-                    thought, answer = thought + rest[0], answer + rest[1]
+            tools_or_thinking = job.calls is not None or job.index in splitters
+            if tools_or_thinking and (delta.text or delta.logprobs or delta.finish_reason is not None):
+                thought, answer = "", delta.text
+                if job.index in splitters:
+                    thought, answer = splitters[job.index].feed(delta.text)
+                    if delta.finish_reason is not None:
+                        rest = splitters[job.index].flush()
+                        thought, answer = thought + rest[0], answer + rest[1]
                 if thought:
                     yield chunk(job.index, DeltaMessage(reasoning_content=thought))
-                if answer or delta.logprobs:
-                    yield chunk(job.index, DeltaMessage(content=answer), logprobs=chat_logprobs(served, delta.logprobs))
+                lps = chat_logprobs(served, delta.logprobs)
+                if job.calls is not None:
+                    events = job.calls.feed(answer) if answer else []
+                    if delta.finish_reason is not None:
+                        events += job.calls.finish(delta.finish_reason == "stop")
+                    pieces = call_deltas(events, ids[job.index]) or ([DeltaMessage()] if lps else [])
+                    for k, d in enumerate(pieces):  # the step's logprobs ride on its last piece
+                        yield chunk(job.index, d, logprobs=lps if k == len(pieces) - 1 else None)
+                elif answer or delta.logprobs:
+                    yield chunk(job.index, DeltaMessage(content=answer), logprobs=lps)
             elif delta.text or delta.logprobs:
                 if delta.logprobs is None:
                     yield f'{head}{job.index},"delta":{{"content":{json.dumps(delta.text, ensure_ascii=False)}{tail}'
@@ -219,7 +280,10 @@ async def chat_stream(served: Any, jobs: list[Job], prompt_len: int, info: Any, 
             if delta.finish_reason is None:
                 continue
             completion += delta.completion_tokens
-            yield chunk(job.index, DeltaMessage(), delta.finish_reason if delta.finish_reason in ("stop", "length") else "stop")
+            finish = delta.finish_reason if delta.finish_reason in ("stop", "length") else "stop"
+            if ids[job.index] and finish == "stop":
+                finish = "tool_calls"
+            yield chunk(job.index, DeltaMessage(), finish)
         else:
             if include_usage:
                 usage = UsageInfo(prompt_tokens=prompt_len, completion_tokens=completion, total_tokens=prompt_len + completion)

@@ -24,6 +24,7 @@ from discmed.engine.core import LocalEngine
 from discmed.engine.proc import ProcessEngine
 from discmed.engine.protocol import Engine, EngineUnavailable, QueueFull, Request, Stream
 from discmed.engine.sampler import SEED_RANGE
+from discmed.serve import responses_api, tooling
 from discmed.serve.metrics import Metrics
 from discmed.serve.protocol import (
     ChatCompletionRequest,
@@ -33,6 +34,7 @@ from discmed.serve.protocol import (
     ModelCard,
     ModelList,
     ResponseFormat,
+    ResponsesRequest,
     SafetyInfo,
     TokenizeRequest,
     TokenizeResponse,
@@ -41,6 +43,7 @@ from discmed.serve.protocol import (
 from discmed.serve.responses import (
     APIError,
     Job,
+    Streamed,
     chat_response,
     chat_stream,
     collect_all,
@@ -52,8 +55,8 @@ from discmed.structured import GrammarError, Grammars
 
 # Fields of OpenAI's API that change what a reply is and that discmed does not do: refused.
 UNSUPPORTED = {
-    "functions": "function calling needs a model with a tool-call format",
-    "function_call": "function calling needs a model with a tool-call format",
+    "functions": "the deprecated form of function calling; send `tools` (and `tool_choice`) instead",
+    "function_call": "the deprecated form of function calling; send `tool_choice` (and `tools`) instead",
     "audio": "discmed serves text models",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
@@ -76,6 +79,7 @@ class ServedModel:
     engine_name: str = "hf"
     vocab: int | None = None  # the model's output size (logit_bias, token ids), else the tokenizer's
     stop_ids: list[int] = field(default_factory=list)  # the format's end-of-turn tokens (for grammars)
+    format: Any = None  # the chat format (discmed.formats): tool calls are rendered in its convention
 
     @classmethod
     def from_backend(
@@ -124,6 +128,7 @@ class ServedModel:
             tokenizer=tok,
             vocab=vocab,
             stop_ids=stop_ids,
+            format=fmt,
         )
 
     @property
@@ -148,6 +153,16 @@ class ServedModel:
         except GrammarError as e:
             raise APIError(400, str(e), param=e.param, code="invalid_response_format") from None
 
+    def schema_grammar(self, schema: dict, param: str) -> str:
+        """The compiled grammar of a JSON schema (a tool's arguments; cached by its JSON); 400 naming
+        `param` when it has none."""
+        try:
+            # Not sort_keys: the grammar writes an object's properties in the schema's order.
+            return _compile_schema(self.grammars, json.dumps(schema), param)
+        except GrammarError as e:
+            raise APIError(400, str(e), param=e.param if e.param != "response_format" else param,
+                           code="invalid_tool_schema") from None  # fmt: skip
+
     def token_text(self, token_id: int) -> tuple[str, bytes]:
         """A token as text and as the bytes it stands for (a byte-level token may be part of
         a character: its text is then the replacement character, its bytes are exact)."""
@@ -157,6 +172,11 @@ class ServedModel:
 @lru_cache(maxsize=64)
 def _compile(grammars: Any, key: str) -> str:
     return grammars.compile(ResponseFormat.model_validate(json.loads(key)))
+
+
+@lru_cache(maxsize=64)
+def _compile_schema(grammars: Any, key: str, param: str) -> str:
+    return grammars.schema_grammar(json.loads(key), param)
 
 
 _BYTE_DECODER: dict[str, int] | None = None
@@ -189,10 +209,6 @@ def refuse_unsupported(body: Any, engine: Engine) -> None:
     modalities = extra.get("modalities")
     if modalities not in (None, ["text"]):
         raise APIError(400, "modalities: discmed serves text only", param="modalities")
-    if getattr(body, "tools", None):
-        raise APIError(400, "tools: this model has no tool-call format; tools cannot be honoured", param="tools")
-    if getattr(body, "tool_choice", None) not in (None, "none"):
-        raise APIError(400, "tool_choice: this model has no tool-call format", param="tool_choice")
     if getattr(body, "suffix", None):
         raise APIError(400, "suffix: insertion (fill in the middle) is not supported", param="suffix")
     features = engine.features
@@ -259,8 +275,20 @@ def submit_all(served: ServedModel, prompts: list[list[int]], params: GenParams,
     return reqs
 
 
-def _checked_prompt(body: ChatCompletionRequest, served: ServedModel) -> tuple[list[dict], list[int]]:
-    """The request's messages, checked, and their prompt ids (400s name the field)."""
+def _checked_prompt(body: ChatCompletionRequest, served: ServedModel,
+                    plan: tooling.ToolPlan | None) -> tuple[list[dict], list[int]]:  # fmt: skip
+    """The request's messages, checked, and their prompt ids (400s name the field). A chat that
+    shows tools or carries tool calls and results is rendered in the format's tool-call
+    convention; any other goes through the format's own prompt, as it always has."""
+    shown = plan.shown if plan is not None else None
+    if shown or tooling.has_tool_messages(body):
+        messages = tooling.checked_messages(body, served)
+        try:
+            return messages, tooling.prompt(served, messages, shown, body.chat_template_kwargs)
+        except APIError:
+            raise
+        except Exception as e:  # a template that cannot render these messages (or these variables)
+            raise APIError(400, f"messages: {e}", param="messages", code="invalid_messages") from None
     try:
         messages = validate_messages(body.message_dicts(), field_name="messages", require_assistant=False)
     except DataError as e:
@@ -282,15 +310,6 @@ def thinking(served: ServedModel, prompt: list[int]) -> bool | None:
     if "</think>" not in str(getattr(tok, "chat_template", None) or ""):
         return None
     return tok.decode(prompt[-16:], skip_special_tokens=False).rstrip().endswith("<think>")
-
-
-@dataclass
-class Streamed:
-    """A response to send as server-sent events: its chunks, and the jobs to cancel when the
-    client goes away."""
-
-    content: Any  # AsyncIterator[str]
-    jobs: list[Job]
 
 
 class OpenAIServing:
@@ -386,6 +405,10 @@ class OpenAIServing:
             return None
         return chat_response(self.served, jobs, results, len(prompt), info)
 
+    async def responses(self, body: ResponsesRequest, request: Any) -> dict | Streamed | None:
+        """/v1/responses: the chat path under the Responses API's names (responses_api)."""
+        return await responses_api.create(self, body, request)
+
     async def completion(self, body: CompletionRequest, request: Any) -> dict | Streamed | None:
         """A text completion, as `chat`."""
         self.check_model(body.model)
@@ -408,7 +431,8 @@ class OpenAIServing:
             raise APIError(400, "top_logprobs: needs logprobs: true", param="top_logprobs")
         # Checking and tokenizing a long chat is CPU work: off the event loop, so that one large
         # request does not hold every other one (streams, health checks) while it is read.
-        messages, prompt = await asyncio.to_thread(_checked_prompt, body, served)
+        plan = tooling.plan(body, served)
+        messages, prompt = await asyncio.to_thread(_checked_prompt, body, served, plan)
         limit = served.max_model_len
         max_tokens = body.max_completion_tokens or body.max_tokens
         check_length(len(prompt), max_tokens, limit, "messages")
@@ -422,9 +446,11 @@ class OpenAIServing:
         in_content = self.urgent_in_content if body.safety is None else body.safety
         if body.response_format is not None and body.response_format.type != "text":
             in_content = False  # the content must parse as JSON: the verdict stays in `safety`
+        if plan is not None and plan.forced:
+            in_content = False  # the reply is a call (content null): the verdict stays in `safety`
         prefix = t.prefix() if t and in_content else ""
         prefix_tokens = len(served.tokenizer.encode(prefix, add_special_tokens=False)) if prefix and served.tokenizer else 0
-        grammar = None
+        grammar = plan.grammar if plan is not None else None
         if body.response_format is not None and body.response_format.type != "text":
             grammar = served.grammar(body.response_format)
         reqs = submit_all(
@@ -438,7 +464,8 @@ class OpenAIServing:
             grammar=grammar,
         )
         started = thinking(served, prompt)
-        jobs = [Job(i, r, prefix, prefix_tokens, started) for i, r in enumerate(reqs)]
+        reader = plan.reader if plan is not None else None
+        jobs = [Job(i, r, prefix, prefix_tokens, started, reader() if reader else None) for i, r in enumerate(reqs)]
         return jobs, prompt, info, t
 
     def _completion_jobs(self, body: CompletionRequest) -> tuple[list[Job], list[list[int]]]:

@@ -31,4 +31,4 @@ def served_model(
     fmt, tok = backend.format, backend.tokenizer
     encode = lambda msgs, kw=None: fmt.prompt(msgs, tok, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
     return ServedModel(backend.name, backend.engine, encode, backend.max_length, tokenizer=tok, engine_name="vllm",
-                       vocab=len(tok), stop_ids=backend.stop_ids)  # fmt: skip
+                       vocab=len(tok), stop_ids=backend.stop_ids, format=fmt)  # fmt: skip
