@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from discmed.backends.hf import HFBackend
 from discmed.backends.llamacpp import LlamaCppBackend
@@ -110,14 +111,15 @@ def test_export_writes_gguf_modelfile_and_template(exports):
 
 
 def test_token_ids_equal_formats_for_multi_turn_prompts(servers, hf):
-    """The GGUF's own chat template (rendered by llama-server) tokenized by llama.cpp gives
+    """The GGUF's own chat template rendered by llama-server and tokenized as llama-server
+    tokenizes a chat prompt (special tokens parsed, bos added where the vocabulary says) gives
     discmed.formats' ids, for every format and every prompt."""
     for fmt, server in servers.items():
         backend = hf(fmt)
         for messages in PROMPTS:
             want = get_format(fmt).prompt(messages, backend.tokenizer, max_length=10**6, reserve=0)
             text = post(server.url + "/apply-template", {"messages": messages})["prompt"]
-            got = post(server.url + "/tokenize", {"content": text, "add_special": False, "parse_special": True})
+            got = post(server.url + "/tokenize", {"content": text, "add_special": True, "parse_special": True})
             assert got["tokens"] == want, (fmt, messages[-1]["content"])
 
 
@@ -136,8 +138,9 @@ def test_greedy_decoding_equals_discmeds_engine_for_f32(exports, hf, tools):
         backend = hf(fmt)
         ours = [collect(backend.engine, [Request(backend.prompt_ids(m, params), params)])[0] for m in PROMPTS]
         llama = LlamaCppBackend(str(exports[fmt]), threads=1, parallel=2)
-        try:
-            theirs = collect(llama.engine, [Request(llama.prompt_ids(m, params), params) for m in PROMPTS])
+        try:  # final_only: the whole reply at once, as chat() and the job engine ask for it
+            theirs = collect(llama.engine, [Request(llama.prompt_ids(m, params), params, final_only=True)
+                                            for m in PROMPTS])  # fmt: skip
         finally:
             llama.close()
         for a, b in zip(ours, theirs, strict=True):
@@ -160,9 +163,10 @@ def test_ollama_template_renders_the_same_prompt(exports, servers, hf):
         meta = gguf_metadata(path)
         template = read_template(folder / "Modelfile")
         backend = hf(fmt)
+        exported = AutoTokenizer.from_pretrained(str(folder))  # its chat template is the format's
         for messages in PROMPTS:
             text = _go_render(template, messages)
-            jinja = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            jinja = exported.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             bos = backend.tokenizer.bos_token if meta.get("tokenizer.ggml.add_bos_token") else ""
             assert bos + text == jinja, fmt
             ids = post(servers[fmt].url + "/tokenize", {"content": text, "add_special": True, "parse_special": True})
@@ -182,7 +186,7 @@ def test_quantized_export_runs(tiny_model, tools, tmp_path):
             reply = llama.chat([PROMPTS[0]], GenParams(max_new_tokens=8, temperature=0.0))[0]
         finally:
             llama.close()
-        assert reply.finish_reason in ("stop", "length") and reply.text.strip()
+        assert reply.finish_reason in ("stop", "length") and reply.strip()
 
 
 def test_refuses_what_llamacpp_would_run_wrongly(tiny_model, tmp_path):
@@ -219,12 +223,12 @@ def baichuan_gguf(tools, tmp_path_factory) -> Path:
     """A native Baichuan folder as discmed.baichuan.convert writes it (40 layers at a tiny width,
     random weights, a SentencePiece model trained like Baichuan's with 195/196 reserved), exported."""
     import torch
+    from test_baichuan import _train_sp
 
     from discmed.baichuan import BaichuanConfig
     from discmed.baichuan.convert import save_generation_defaults
     from discmed.baichuan.modeling import BaichuanForCausalLM
     from discmed.baichuan.tokenization import write_tokenizer
-    from test_baichuan import _train_sp
 
     tmp = tmp_path_factory.mktemp("baichuan")
     user = [f"<unused_{i}>" for i in range(3, 95)] + [f"<reserved_{i - 93}>" for i in range(95, 197)]
@@ -261,7 +265,7 @@ def test_native_baichuan_parity(baichuan_gguf, tools):
         for messages in PROMPTS:
             want = get_format("disc").prompt(messages, ours.tokenizer, max_length=10**6, reserve=0)
             text = post(server.url + "/apply-template", {"messages": messages})["prompt"]
-            got = post(server.url + "/tokenize", {"content": text, "add_special": False, "parse_special": True})
+            got = post(server.url + "/tokenize", {"content": text, "add_special": True, "parse_special": True})
             assert got["tokens"] == want, messages[-1]["content"]
     finally:
         server.close()

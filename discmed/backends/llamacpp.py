@@ -62,7 +62,7 @@ class LlamaCppBackend:
             raise BackendError(str(e)) from None
         self.server = LlamaServer(gguf, binary=binary, threads=threads or default_threads(), parallel=parallel,
                                   ctx_per_slot=self.max_length)  # fmt: skip
-        self.engine = LlamaCppEngine(self.server, vocab=len(self.tokenizer), max_queue=max_queue)
+        self.engine = LlamaCppEngine(self.server, len(self.tokenizer), self.stop_ids, max_queue=max_queue)
         self.identity = f"{gguf.name}@{fingerprint(folder)}"
 
     def default_params(self) -> GenParams:

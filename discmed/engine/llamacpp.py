@@ -57,6 +57,7 @@ from discmed.serve.process import ServerStartError, child_setup, free_port, stop
 
 FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 ENV = "DISCMED_LLAMACPP"
+ALL_F32 = 0  # gguf.LlamaFileType.ALL_F32: general.file_type of a GGUF whose every tensor is f32
 
 
 class ToolsMissing(DiscmedError, FileNotFoundError):
@@ -102,6 +103,24 @@ def tool(name: str, folder: Path | None = None) -> Path:
 
 
 
+def gguf_metadata(path: str | os.PathLike, tools: Path | None = None) -> dict[str, Any]:
+    """A GGUF's scalar and string metadata (gguf-py's reader, the converter's own version)."""
+    folder = str((tools or tools_dir()) / "gguf-py")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import gguf  # the version llama.cpp's tools were built with
+
+    reader = gguf.GGUFReader(str(path))
+    meta: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or len(field.types) != 1 or field.types[0] == gguf.GGUFValueType.ARRAY:
+            continue
+        meta[key] = field.contents()
+    meta["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
+    return meta
+
+
+
 def schema_of(grammar: str) -> dict:
     """The JSON schema inside an llguidance grammar that is one JSON schema (discmed.structured
     writes these for every response_format and tool schema); ValueError for any other grammar."""
@@ -124,7 +143,7 @@ def payload(request: Request, stream: bool) -> dict[str, Any]:
         "top_k": int(p.top_k) if p.top_k > 0 else 0,
         "min_p": float(p.min_p),
         "repeat_penalty": float(p.repetition_penalty),
-        "repeat_last_n": -1,  # the whole context, as transformers' repetition penalty
+        "repeat_last_n": len(request.prompt_ids) + max(0, int(p.max_new_tokens)),  # the whole context, as transformers
         "frequency_penalty": float(p.frequency_penalty),
         "presence_penalty": float(p.presence_penalty),
         "seed": int(p.seed) if p.seed is not None else -1,
@@ -164,7 +183,12 @@ class LlamaServer:
         self.cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
                     "-t", str(threads), "-tb", str(threads), "--parallel", str(parallel),
                     "--ctx-size", str(max(ctx_per_slot, 8192)), "--kv-unified", "--no-webui",
-                    "--cont-batching", *(extra or [])]  # fmt: skip
+                    "--cont-batching"]  # fmt: skip
+        if gguf_metadata(gguf, binary.parents[1]).get("general.file_type") == ALL_F32:
+            # llama.cpp keeps its KV cache in f16 by default: an f32 GGUF is run at f32 throughout,
+            # so it decodes as the safetensors it came from (tests/test_gguf.py, greedy parity).
+            self.cmd += ["--cache-type-k", "f32", "--cache-type-v", "f32"]
+        self.cmd += list(extra or [])
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -188,10 +212,13 @@ class LlamaCppEngine:
 
     features = frozenset({LOGPROBS, STRUCTURED_OUTPUT})
 
-    def __init__(self, server: LlamaServer, vocab: int, max_queue: int = 256):
+    def __init__(self, server: LlamaServer, vocab: int, stop_ids: list[int], max_queue: int = 256):
         import aiohttp
 
         self.server, self.vocab, self.max_queue = server, vocab, max_queue
+        # llama.cpp returns the end-of-generation token among a reply's tokens and counts it;
+        # discmed's engines do neither (a reply's ids are its content), so it is taken out here.
+        self.stop_ids = frozenset(stop_ids)
         self.url = server.url + "/completion"
         self.active = 0
         self.cancelled = self.failed = self.generated_tokens = self.prompt_tokens = 0
@@ -268,9 +295,9 @@ class LlamaCppEngine:
                     if chunk.get("stop"):
                         n = self._final(stream, chunk)
                         return
-                    ids = chunk.get("tokens") or []
+                    ids = self._content(req, chunk.get("tokens") or [])
                     n += len(ids)
-                    lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs) \
+                    lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs)[: len(ids)] \
                         if req.logprobs is not None else None  # fmt: skip
                     if chunk.get("content") or ids:
                         self._deliver([(stream, Delta(chunk.get("content", ""), logprobs=lps, token_ids=ids))])
@@ -286,14 +313,18 @@ class LlamaCppEngine:
 
     def _final(self, stream: Stream, chunk: dict) -> int:
         req = stream.request
-        n = int(chunk.get("tokens_predicted", 0))
+        ended = chunk.get("stop_type") == "eos" and not req.ignore_eos
+        n = int(chunk.get("tokens_predicted", 0)) - (1 if ended else 0)
         finish = FINISH.get(chunk.get("stop_type"), "stop")
         reason = chunk.get("stopping_word") or None
-        lps = None
-        if req.logprobs is not None:
-            lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs)
         # Unstreamed: the whole reply; streamed: whatever the last chunk still carries.
-        ids = list(chunk.get("tokens") or [])
+        ids = self._content(req, chunk.get("tokens") or [])
+        lps = None
+        if req.logprobs is not None:  # the end token's entry goes with it
+            lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs)[: len(ids)]
         self.generated_tokens += n
         self._deliver([(stream, Delta(chunk.get("content", ""), finish, n, None, lps, None, ids, reason))])
         return n
+
+    def _content(self, req: Request, ids: list[int]) -> list[int]:
+        return list(ids) if req.ignore_eos else [t for t in ids if t not in self.stop_ids]

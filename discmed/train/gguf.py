@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import read_json
-from discmed.engine.llamacpp import tool, tools_dir
+from discmed.engine.llamacpp import gguf_metadata, tool, tools_dir
 from discmed.errors import DiscmedError
 from discmed.train.merge import export
 from discmed.train.ollama import write_modelfile
@@ -155,23 +155,6 @@ def write_gguf(folder: str | os.PathLike, quant: str = "q8_0", name: str | None 
     finally:
         f32.unlink(missing_ok=True)
     return out
-
-
-def gguf_metadata(path: str | os.PathLike, tools: Path | None = None) -> dict[str, Any]:
-    """A GGUF's scalar and string metadata (gguf-py's reader, the converter's own version)."""
-    folder = str((tools or tools_dir()) / "gguf-py")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import gguf  # the version llama.cpp's tools were built with
-
-    reader = gguf.GGUFReader(str(path))
-    meta: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or len(field.types) != 1 or field.types[0] == gguf.GGUFValueType.ARRAY:
-            continue
-        meta[key] = field.contents()
-    meta["tensor_types"] = sorted({t.tensor_type.name for t in reader.tensors})
-    return meta
 
 
 def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, quant: str = "q8_0", fmt: str | None = None,
