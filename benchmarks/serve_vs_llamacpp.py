@@ -69,12 +69,21 @@ async def drive(url: str, body_of, clients: int, per_client: int, tokens: int, c
     counts: list[int] = []
 
     async def one(i: int) -> None:
-        got = 0
+        try:
+            await request(i)
+        except httpx.HTTPError as e:
+            raise SystemExit(f"{url}: request {i}: {type(e).__name__}: {e}") from None
+
+    async def request(i: int) -> None:
+        got, last = 0, []
         async with http.stream("POST", url, json=body_of(i)) as r:
             if r.status_code != 200:
                 raise SystemExit(f"{url} answered {r.status_code}: {(await r.aread())[:300]!r}")
             async for line in r.aiter_lines():
                 got = count_of(line, got)
+                last = (last + [line])[-6:]
+        if got != tokens:
+            raise SystemExit(f"{url}: request {i} got {got} tokens, not {tokens}; its stream ended: {[x[:300] for x in last]}")
         counts.append(got)
 
     async def loop(c: int) -> None:
@@ -110,7 +119,7 @@ def discmed_body(ids: list[list[int]], tokens: int, model: str):
 
 
 def discmed_count(line: str, got: int) -> int:
-    if line.startswith("data: {") and '"usage":{' in line:
+    if line.startswith("data: {") and '"usage"' in line:
         usage = json.loads(line[6:]).get("usage")
         if usage:
             return int(usage["completion_tokens"])

@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +214,6 @@ class LlamaCppEngine:
     features = frozenset({LOGPROBS, STRUCTURED_OUTPUT})
 
     def __init__(self, server: LlamaServer, vocab: int, stop_ids: list[int], max_queue: int = 256):
-        import aiohttp
-
         self.server, self.vocab, self.max_queue = server, vocab, max_queue
         # llama.cpp returns the end-of-generation token among a reply's tokens and counts it;
         # discmed's engines do neither (a reply's ids are its content), so it is taken out here.
@@ -224,18 +223,16 @@ class LlamaCppEngine:
         self.cancelled = self.failed = self.generated_tokens = self.prompt_tokens = 0
         self._ids = itertools.count(1)
         self._deliver = Delivery()
+        # A caller on an event loop (discmed serve's routes, the job engine) has its request run
+        # as a task on that same loop, with an HTTP session of that loop's own: its deltas go
+        # straight onto its stream, no thread in between (a hop per token costs a GIL hand-off;
+        # at one client it halved the tokens/s). Callers on threads share a loop of the engine's.
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="discmed-llamacpp", daemon=True)
         self._thread.start()
+        self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         self._closed = False
-        self._tasks: dict[int, asyncio.Future] = {}
-
-        async def session() -> Any:
-            # One connection per request in flight: llama-server runs one request per connection.
-            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))  # fmt: skip
-
-        self._session = asyncio.run_coroutine_threadsafe(session(), self._loop).result()
+        self._tasks: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
 
     # -- the contract --------------------------------------------------------------------
     def submit(self, request: Request, loop: Any = None) -> Stream:
@@ -245,14 +242,24 @@ class LlamaCppEngine:
             raise QueueFull(f"the server is busy: {self.active} requests running (limit {self.max_queue})")
         self.active += 1
         stream = Stream(request, loop, self, next(self._ids))
-        self._tasks[stream.rid] = asyncio.run_coroutine_threadsafe(self._run(stream), self._loop)
+        on = loop or self._loop
+        try:
+            here = asyncio.get_running_loop() is on
+        except RuntimeError:
+            here = False
+        task = on.create_task(self._run(stream)) if here else asyncio.run_coroutine_threadsafe(self._run(stream), on)
+        self._tasks[stream.rid] = (on, task)
         return stream
 
     def abort(self, stream: Stream) -> None:
         stream.cancelled.set()
-        task = self._tasks.get(stream.rid)
-        if task is not None:
-            task.cancel()  # closes the connection: llama-server stops that slot
+        entry = self._tasks.get(stream.rid)
+        if entry is not None:
+            on, task = entry
+            try:  # closes the connection: llama-server stops that slot
+                on.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # that loop has closed: nothing is running there
+                pass
 
     def stats(self) -> EngineStats:
         return EngineStats(load=self.active, running=self.active, cancelled=self.cancelled, failed=self.failed,
@@ -263,9 +270,38 @@ class LlamaCppEngine:
         if self._closed:
             return
         self._closed = True
-        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=5)
+        for on, session in list(self._sessions.values()):
+            if on is self._loop:
+                asyncio.run_coroutine_threadsafe(session.close(), on).result(timeout=5)
+            elif not on.is_closed():
+                try:
+                    on.call_soon_threadsafe(lambda s=session: asyncio.ensure_future(s.close()))
+                except RuntimeError:
+                    pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self.server.close()
+
+    def _session(self) -> Any:
+        """This event loop's HTTP session (made on first use, in the loop it belongs to)."""
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        entry = self._sessions.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            # No connection limit: llama-server runs one request per connection, and the
+            # engine's own max_queue bounds how many are open.
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))  # fmt: skip
+            entry = self._sessions[id(loop)] = (loop, session)
+        return entry[1]
+
+    def _emit(self, stream: Stream, delta: Delta) -> None:
+        if stream.loop is not None and stream.loop is asyncio.get_running_loop():
+            if stream.first_token_at is None and (delta.text or delta.completion_tokens):
+                stream.first_token_at = time.perf_counter()
+            stream.out.put_nowait(delta)
+        else:
+            self._deliver([(stream, delta)])
 
     # -- one request ---------------------------------------------------------------------
     async def _run(self, stream: Stream) -> None:
@@ -275,38 +311,52 @@ class LlamaCppEngine:
                 body = payload(req, stream=not req.final_only)
             except ValueError as e:
                 self.failed += 1
-                self._deliver([(stream, Delta("", "error", error=str(e)))])
+                self._emit(stream, Delta("", "error", error=str(e)))
                 return
             self.prompt_tokens += len(req.prompt_ids)
-            async with self._session.post(self.url, json=body) as resp:
+            async with self._session().post(self.url, json=body) as resp:
                 if resp.status != 200:
                     text = (await resp.text())[:500]
                     self.failed += 1
-                    self._deliver([(stream, Delta("", "error", error=f"llama-server answered {resp.status}: {text}"))])
+                    self._emit(stream, Delta("", "error", error=f"llama-server answered {resp.status}: {text}"))
                     return
                 if req.final_only:
                     n = self._final(stream, await resp.json())
                     return
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data: "):
-                        continue
-                    chunk = json.loads(line[6:])
-                    if chunk.get("stop"):
-                        n = self._final(stream, chunk)
-                        return
-                    ids = self._content(req, chunk.get("tokens") or [])
-                    n += len(ids)
-                    lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs)[: len(ids)] \
-                        if req.logprobs is not None else None  # fmt: skip
-                    if chunk.get("content") or ids:
-                        self._deliver([(stream, Delta(chunk.get("content", ""), logprobs=lps, token_ids=ids))])
+                # Whatever has arrived is read at once and goes out as one delta: when this
+                # process keeps up, that is one token; when it falls behind (a busy machine,
+                # many clients), tokens queue in the socket and ride together, so the work per
+                # delta downstream (SSE chunks, the client's parsing) does not cap throughput.
+                pending, text, ids, lps = b"", [], [], []
+                while data := await resp.content.readany():
+                    *lines, pending = (pending + data).split(b"\n")
+                    for raw in lines:
+                        if not raw.startswith(b"data: "):
+                            continue
+                        chunk = json.loads(raw[6:])
+                        if chunk.get("stop"):
+                            if text or ids:
+                                self._emit(stream, Delta("".join(text), logprobs=lps if req.logprobs is not None
+                                                         else None, token_ids=ids))  # fmt: skip
+                            n = self._final(stream, chunk)
+                            return
+                        got = self._content(req, chunk.get("tokens") or [])
+                        ids += got
+                        text.append(chunk.get("content", ""))
+                        if req.logprobs is not None:
+                            lps += _logprobs(chunk.get("completion_probabilities", []), req.logprobs)[: len(got)]
+                    if text or ids:
+                        n += len(ids)
+                        self._emit(stream, Delta("".join(text), logprobs=lps if req.logprobs is not None else None,
+                                                 token_ids=ids))  # fmt: skip
+                        text, ids, lps = [], [], []
+                raise ConnectionError("llama-server ended the stream without its last chunk")
         except asyncio.CancelledError:
             self.cancelled += 1
-            self._deliver([(stream, Delta("", "cancelled", n))])
+            self._emit(stream, Delta("", "cancelled", n))
         except Exception as e:  # the request's own error, reported to its caller
             self.failed += 1
-            self._deliver([(stream, Delta("", "error", n, error=f"llama-server: {type(e).__name__}: {e}"))])
+            self._emit(stream, Delta("", "error", n, error=f"llama-server: {type(e).__name__}: {e}"))
         finally:
             self.active -= 1
             self._tasks.pop(stream.rid, None)
@@ -323,7 +373,7 @@ class LlamaCppEngine:
         if req.logprobs is not None:  # the end token's entry goes with it
             lps = _logprobs(chunk.get("completion_probabilities", []), req.logprobs)[: len(ids)]
         self.generated_tokens += n
-        self._deliver([(stream, Delta(chunk.get("content", ""), finish, n, None, lps, None, ids, reason))])
+        self._emit(stream, Delta(chunk.get("content", ""), finish, n, None, lps, None, ids, reason))
         return n
 
     def _content(self, req: Request, ids: list[int]) -> list[int]:
