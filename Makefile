@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 # worker (--dist loadfile), so module fixtures (a served model, a trained folder) are built once.
 XDIST ?= -n auto --dist loadfile
 
-.PHONY: demo test test-quick test-latest lock lint venv clean
+.PHONY: demo test test-quick test-latest lock lint venv clean llamacpp
 
 # torch first, from the CPU build on disk, so no dependency pulls CUDA wheels; a GPU user who
 # installed their own torch into .venv keeps it.
@@ -49,6 +49,12 @@ $(VENV)/.dev: $(VENV)/.torch $(LOCK) requirements/overrides.txt pyproject.toml
 
 venv: $(VENV)/.dev
 
+# llama.cpp's llama-server, llama-quantize and llama-tokenize, built from the pinned
+# llama-cpp-python sdist's vendored tree and cached by version and flags in ~/.cache/discmed:
+# once per machine (~15 min on 2 cores), a no-op after (see scripts/llamacpp.sh).
+llamacpp: $(VENV)/.torch
+	PYTHON=$(PY) bash scripts/llamacpp.sh
+
 demo: $(VENV)/.base
 	$(VENV)/bin/discmed demo
 
@@ -58,6 +64,7 @@ test:
 	bash scripts/timed.sh install $(MAKE) --no-print-directory venv
 	bash scripts/timed.sh system bash scripts/test-setup.sh
 	bash scripts/timed.sh tiny $(PY) -m discmed tiny build
+	bash scripts/timed.sh llamacpp $(MAKE) --no-print-directory llamacpp
 	bash scripts/timed.sh tests env OMP_NUM_THREADS=1 $(PY) -m pytest -m "slow or not slow" -p no:cacheprovider \
 		$(XDIST) --durations=40
 

@@ -8,6 +8,7 @@ evaluation: all are a `Backend` (discmed.contract), picked by one model-spec str
     load_backend("/path/to/model")                        # a bare path means hf
     load_backend("openai:http://127.0.0.1:8000/v1@tiny")  # any OpenAI-compatible endpoint
     load_backend("vllm:/path/to/model")                   # in-process vLLM (optional extra, GPU)
+    load_backend("llamacpp:/path/to/model.q8_0.gguf")     # llama-server (a .gguf path means it too)
 
 Beside `chat` (batched), `stream` and `choice_logprobs`, every backend has `achat`, one async
 call (the job engine's way in: the official AsyncOpenAI client for APIs, a request joining the
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from discmed.backends.hf import HFBackend
+from discmed.backends.llamacpp import LlamaCppBackend
 from discmed.backends.openai import OpenAIBackend
 from discmed.backends.vllm import VLLMBackend
 from discmed.contract import (  # noqa: F401  (the contract's names, importable from here as they always were)
@@ -55,6 +57,8 @@ def load_backend(spec: str, **options: Any) -> Backend:
         return OpenAIBackend(ref.target, **options)
     if ref.kind == "vllm":
         return VLLMBackend(ref.target, **options)
+    if ref.kind == "llamacpp":
+        return LlamaCppBackend(ref.target, **options)
     if ref.kind == "tiny":
         return HFBackend(ref.path, name="tiny", **options)
     return HFBackend(ref.target, **options)

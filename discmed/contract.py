@@ -166,7 +166,7 @@ def model_identity(path: str) -> str:
 
 
 # -- specs ------------------------------------------------------------------------------
-KINDS = ("tiny", "hf", "openai", "vllm")
+KINDS = ("tiny", "hf", "openai", "vllm", "llamacpp")
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -189,7 +189,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
         near = difflib.get_close_matches(kind, KINDS, n=1)
         hint = f" (did you mean {near[0]}:?)" if near else ""
         raise SpecError(f"unknown model kind {kind!r} in {spec!r}{hint}; "
-                        "expected tiny, hf:PATH_OR_HUB_ID, openai:URL@MODEL or vllm:PATH")
+                        "expected tiny, hf:PATH_OR_HUB_ID, openai:URL@MODEL, vllm:PATH or llamacpp:FILE.gguf")
+    if spec.lower().endswith(".gguf"):  # a GGUF file is llama.cpp's whatever it is called
+        return "llamacpp", spec
     return "hf", spec
 
 
@@ -202,6 +204,8 @@ def check_spec(spec: str) -> tuple[str, str]:
         if looks_local and not Path(target).expanduser().is_dir():
             what = "is not a folder" if Path(target).expanduser().exists() else "does not exist"
             raise SpecError(f"model {spec!r}: {target or '(empty path)'} {what}")
+    if kind == "llamacpp" and not Path(target).expanduser().is_file():
+        raise SpecError(f"model {spec!r}: {target or '(empty path)'} is not a GGUF file")
     if kind == "openai":
         if not split_target(target)[0].startswith(("http://", "https://")):
             raise SpecError(f"model {spec!r}: the openai backend needs an http(s) base URL (openai:URL@MODEL)")
@@ -214,7 +218,7 @@ class ModelRef:
     its kind, the target as written, and for local kinds the folder or hub id to load from."""
 
     spec: str
-    kind: str  # tiny | hf | openai | vllm
+    kind: str  # tiny | hf | openai | vllm | llamacpp
     target: str
 
     @property

@@ -8,7 +8,8 @@ and with vLLM's own Baichuan support:
 - `config.json`: `model_type: baichuan`, `architectures: ["BaichuanForCausalLM"]`, no `auto_map`;
 - `model*.safetensors` (+ index): the same tensors under the same names, shard by shard, so
   memory holds one shard at a time (a 13B model needs no 26 GB of RAM to convert);
-- `tokenizer.json` + `tokenizer_config.json`: the fast tokenizer (see `tokenization`);
+- `tokenizer.json` + `tokenizer_config.json`: the fast tokenizer (see `tokenization`), and the
+  source's `tokenizer.model` beside it (llama.cpp's GGUF converter reads SentencePiece itself);
 - `generation_config.json`: DISC's sampling defaults, overlaid by the source's own file.
 
 Tensor names and shapes are checked against the architecture before anything is written; the
@@ -163,6 +164,9 @@ def convert_baichuan_checkpoint(src: str | Path, dst: str | Path, progress: bool
 
         config.save_pretrained(work)
         write_tokenizer(sp_model, work, model_max_length=config.model_max_length)
+        # Kept beside the fast tokenizer it was converted to: llama.cpp's converter reads the
+        # SentencePiece model itself (discmed train export --gguf).
+        shutil.copy2(sp_model, work / "tokenizer.model")
         overrides = {}
         if (src / "generation_config.json").is_file():
             overrides = read_json(src / "generation_config.json")

@@ -10,4 +10,6 @@ and GRPO rollouts generate through it, so the same seed gives the same tokens ev
     core       LocalEngine: the in-process engine (one thread, continuous batching)
     proc       ProcessEngine: the same in a child process (discmed serve's default)
     vllm       VLLMEngine: vLLM's async engine behind the same contract
+    llamacpp   LlamaCppEngine: llama-server (a child process) on a GGUF behind the same contract,
+               and where llama.cpp's tools are (scripts/llamacpp.sh's cached build)
 """

@@ -69,8 +69,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         served_model_name: Annotated[str | None, typer.Option(help="Model id reported to clients")] = None,
         engine: Annotated[
-            Literal["hf", "vllm"], typer.Option(help="hf (dynamic batching, CPU or GPU) | vllm (GPU, optional extra)")
-        ] = "hf",
+            Literal["hf", "vllm", "llama.cpp"] | None,
+            typer.Option(help="hf (dynamic batching, CPU or GPU) | vllm (GPU, optional extra) | llama.cpp (a GGUF "
+                         "in llama-server; the default for a .gguf model)"),
+        ] = None,
+        threads: Annotated[
+            int | None, typer.Option(help="llama.cpp: threads for llama-server (default: every core)")
+        ] = None,
         quantize: Annotated[
             Literal["int8", "int4"] | None, typer.Option(help="int8 | int4 (bitsandbytes; int4 needs a GPU)")
         ] = None,
@@ -128,7 +133,11 @@ def register(app: typer.Typer) -> None:
         # The port first, the model after: a port in use fails in a second, before minutes of
         # loading, and "serving on …" is said only once both are true.
         try:
-            check_spec(model)
+            kind = check_spec(model)[0]
+            engine = engine or ("llama.cpp" if kind == "llamacpp" else "hf")
+            if (engine == "llama.cpp") != (kind == "llamacpp"):
+                raise ValueError(f"--engine {engine} and --model {model}: llama.cpp serves GGUF files "
+                                 "(llamacpp:FILE.gguf), and only llama.cpp serves them")
             sock = bind(host, port)
         except (BackendError, ValueError, OSError) as e:
             fail(f"discmed serve: {e}")
@@ -139,7 +148,12 @@ def register(app: typer.Typer) -> None:
             tune_threads()
             tune_switch_interval()
         try:
-            if engine == "vllm":
+            if engine == "llama.cpp":
+                from discmed.serve.llamacpp import served_model as llamacpp_served
+
+                served = llamacpp_served(model, name=served_model_name, format=format, max_model_len=max_model_len,
+                                         threads=threads, max_batch=max_batch, max_queue=max_queue)
+            elif engine == "vllm":
                 from discmed.serve.vllm import served_model as vllm_served
 
                 served = vllm_served(

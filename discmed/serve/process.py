@@ -32,7 +32,7 @@ class StalledError(RuntimeError):
     """A child command that made no progress for too long, or ran past its limit."""
 
 
-def _child_setup():
+def child_setup():
     """The `preexec_fn` of a supervised child: SIGINT and SIGTERM at their defaults, and (on
     Linux) the kernel sending it SIGTERM when its parent dies, even by SIGKILL
     (`PR_SET_PDEATHSIG`).
@@ -166,7 +166,7 @@ def running(cmd: Sequence[str], url: str, log: Path, *, env: dict[str, str] | No
     with open(log, "ab") as logf:
         proc = subprocess.Popen(list(cmd), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env, cwd=cwd, start_new_session=True,
-                                preexec_fn=_child_setup())  # fmt: skip
+                                preexec_fn=child_setup())  # fmt: skip
     try:
         wait_ready(proc, url, log, stall=stall, limit=limit, what=f"`{' '.join(cmd)}`")
         yield proc
@@ -204,7 +204,7 @@ def run_watched(cmd: Sequence[str], *, stall: float = 180.0, limit: float = 3600
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd,
                                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_child_setup())  # fmt: skip
+                                    start_new_session=True, preexec_fn=child_setup())  # fmt: skip
             if input is not None:
                 proc.stdin.write(input.encode())
                 proc.stdin.close()

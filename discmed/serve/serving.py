@@ -492,6 +492,9 @@ class OpenAIServing:
             raise APIError(400, "max_tokens: 0 generates nothing; with echo it scores the prompt", param="max_tokens")
         if body.stream and body.echo:
             raise APIError(400, "echo: not supported with stream", param="echo")
+        if body.echo and body.logprobs is not None and "prompt_logprobs" not in served.engine.features:
+            raise APIError(400, f"echo: the prompt's logprobs are not available from this server's engine "
+                           f"({served.engine_name} scores no prompt tokens)", param="echo")
         max_tokens = body.max_tokens if body.max_tokens is not None else 16
         params = body.to_params(served.defaults, max_tokens)
         k = body.logprobs

@@ -110,12 +110,26 @@ def export_cmd(
         typer.Option("--format", help="chat format (default: the trained one)"),
     ] = None,
     dtype: DtypeOpt = "bf16",
+    gguf: Annotated[
+        bool, typer.Option("--gguf", help="also write a GGUF (llama.cpp's converter) and an Ollama Modelfile")
+    ] = False,
+    quant: Annotated[
+        str, typer.Option("--quant", help="GGUF type: f32, f16, bf16, q8_0 (converter) or q4_k_m, q5_k_m, q6_k, "
+                          "q4_0, ... (llama-quantize); with --gguf")
+    ] = "q8_0",
     as_json: JsonOpt = False,
 ) -> None:
     """Write a servable folder: safetensors, chat template, generation config, model card.
 
     The tokenizer carries the trained format's chat template; the generation config DISC's
-    ids 195/196 where the format is disc."""
+    ids 195/196 where the format is disc. With --gguf, the folder also gets NAME.QUANT.gguf
+    and a Modelfile for Ollama, written by llama.cpp's own tools (`make llamacpp` builds them);
+    a model llama.cpp would run wrongly is refused with the reason."""
+    if gguf:
+        from discmed.train.gguf import export_gguf
+
+        _finish(export_gguf(model, out, quant=quant, fmt=fmt, dtype=dtype), as_json)
+        return
     from discmed.train.merge import export
 
     _finish(export(model, out, fmt=fmt, dtype=dtype), as_json)

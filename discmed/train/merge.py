@@ -97,7 +97,9 @@ def _write_folder(tmp: Path, model: Any, tokenizer: Any, fmt: str, *, source: Pa
     model.save_pretrained(str(tmp), safe_serialization=True)
     template = save_tokenizer(tokenizer, tmp, fmt)
     generation_config_for(model.config, tokenizer, fmt).save_pretrained(str(tmp))
-    for name in ("discmed_recipe.json", "discmed_train.json"):
+    # A SentencePiece model (Baichuan's) travels beside the fast tokenizer converted from it:
+    # llama.cpp's GGUF converter reads it, not tokenizer.json.
+    for name in ("discmed_recipe.json", "discmed_train.json", "tokenizer.model"):
         if (source / name).is_file():
             shutil.copy2(source / name, tmp / name)
     trained = _trained_on(source)

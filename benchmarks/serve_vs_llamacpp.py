@@ -1,0 +1,199 @@
+"""llama.cpp behind discmed's front, and discmed's own engine, against llama-server itself.
+
+    .venv/bin/python benchmarks/serve_vs_llamacpp.py                     # 1, 8, 64 clients; 48 tokens
+    .venv/bin/python benchmarks/serve_vs_llamacpp.py --clients 1,8 --rounds 1   # quick look
+
+The tiny model is exported once (`train export --gguf --quant f32`). Three servers, one thread
+of compute each, run one after another on the same requests:
+
+- `llama-server` on the GGUF (the peer): its own `/completion`, prompts as token ids;
+- `discmed serve --model X.gguf`: the same llama-server as discmed's engine, behind discmed's
+  front (validation, safety layer off for the benchmark, metrics, request ids): `/v1/completions`,
+  the same token ids as the prompt;
+- `discmed serve --model tiny`: discmed's own engine on the same weights (safetensors).
+
+Every request is greedy and asks for exactly `--tokens` tokens (`ignore_eos`), streamed; each
+client sends its requests one after another; clients read the SSE stream with httpx. The
+figure per row is completion tokens/s over the row's wall time, the median of `--rounds`
+rounds, the servers taking turns within a round so that load from elsewhere falls on all.
+
+Goals (issue 26): through discmed's front >= 0.9x llama-server's tokens/s at 1, 8 and 64
+clients; discmed's own engine >= 1.3x llama-server at 64 clients. The last line is the
+benchmark JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from discmed.engine.llamacpp import tool, tools_dir  # noqa: E402
+from discmed.serve.process import running  # noqa: E402
+from discmed.tiny import ensure_tiny  # noqa: E402
+from discmed.train.gguf import export_gguf  # noqa: E402
+
+QUESTIONS = [
+    "我最近总是头痛，尤其是下午，需要做什么检查？",
+    "孩子咳嗽一周了，晚上咳得厉害，要不要去医院？",
+    "血压有点高，平时饮食要注意什么？",
+    "吃完饭胃胀，偶尔反酸，是胃炎吗？",
+    "膝盖上下楼梯疼，是不是关节炎？",
+    "最近失眠，入睡困难，有什么办法？",
+    "体检发现血脂偏高，需要吃药吗？",
+    "脸上长痘很久了，用什么药比较好？",
+]
+
+
+def prompts(folder: Path) -> list[list[int]]:
+    from discmed.backends.vllm import tokenizer_and_format
+
+    tok, fmt = tokenizer_and_format(str(folder), "disc", False)
+    return [fmt.prompt([{"role": "user", "content": q}], tok, max_length=4096, reserve=0) for q in QUESTIONS]
+
+
+async def drive(url: str, body_of, clients: int, per_client: int, tokens: int, count_of) -> tuple[int, float]:
+    """`clients` concurrent streaming clients, `per_client` requests each: (tokens, seconds)."""
+    http = httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 8))
+    counts: list[int] = []
+
+    async def one(i: int) -> None:
+        try:
+            await request(i)
+        except httpx.HTTPError as e:
+            raise SystemExit(f"{url}: request {i}: {type(e).__name__}: {e}") from None
+
+    async def request(i: int) -> None:
+        got, last = 0, []
+        async with http.stream("POST", url, json=body_of(i)) as r:
+            if r.status_code != 200:
+                raise SystemExit(f"{url} answered {r.status_code}: {(await r.aread())[:300]!r}")
+            async for line in r.aiter_lines():
+                got = count_of(line, got)
+                last = (last + [line])[-6:]
+        if got != tokens:
+            raise SystemExit(f"{url}: request {i} got {got} tokens, not {tokens}; its stream ended: {[x[:300] for x in last]}")
+        counts.append(got)
+
+    async def loop(c: int) -> None:
+        for k in range(per_client):
+            await one(c * per_client + k)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in range(clients)))
+    wall = time.perf_counter() - t0
+    await http.aclose()
+    if any(n != tokens for n in counts):
+        raise SystemExit(f"{url}: a request did not get exactly {tokens} tokens: {sorted(set(counts))}")
+    return sum(counts), wall
+
+
+def llama_body(ids: list[list[int]], tokens: int):
+    return lambda i: {"prompt": ids[i % len(ids)], "n_predict": tokens, "temperature": 0, "ignore_eos": True,
+                      "stream": True, "cache_prompt": True}  # fmt: skip
+
+
+def llama_count(line: str, got: int) -> int:
+    if line.startswith("data: "):
+        chunk = json.loads(line[6:])
+        if chunk.get("stop"):
+            return int(chunk["tokens_predicted"])
+    return got
+
+
+def discmed_body(ids: list[list[int]], tokens: int, model: str):
+    return lambda i: {"model": model, "prompt": ids[i % len(ids)], "max_tokens": tokens, "temperature": 0,
+                      "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+                      "repetition_penalty": 1.0}  # fmt: skip
+
+
+def discmed_count(line: str, got: int) -> int:
+    if line.startswith("data: {") and '"usage"' in line:
+        usage = json.loads(line[6:]).get("usage")
+        if usage:
+            return int(usage["completion_tokens"])
+    return got
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--clients", default="1,8,64")
+    ap.add_argument("--requests", type=int, default=16, help="requests per row (at least one per client)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+    slots = max(levels)
+    tools = tools_dir(build=True)
+    work = Path(tempfile.mkdtemp(prefix="discmed-bench-llamacpp-"))
+    gguf = Path(export_gguf(ensure_tiny(), work / "tiny-gguf", quant="f32", fmt="disc", dtype="fp32")["gguf"])
+    ids = prompts(gguf.parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def port() -> int:
+        from discmed.serve.process import free_port
+
+        return free_port()
+
+    p1, p2, p3 = port(), port(), port()
+    peer_cmd = [str(tool("llama-server", tools)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(p1),
+                "-t", "1", "-tb", "1", "--parallel", str(slots), "--ctx-size", "8192", "--kv-unified",
+                "--no-webui", "--cont-batching"]  # fmt: skip
+    front_cmd = [sys.executable, "-m", "discmed", "serve", "--model", str(gguf), "--port", str(p2), "--threads", "1",
+                 "--max-batch", str(slots), "--no-safety", "--served-model-name", "gguf"]  # fmt: skip
+    own_cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p3), "--max-batch",
+               str(max(32, slots)), "--no-safety", "--served-model-name", "tiny", "--format", "disc"]  # fmt: skip
+    results: dict[str, dict[int, list[float]]] = {"llama-server": {}, "discmed+llama.cpp": {}, "discmed engine": {}}
+    with running(peer_cmd, f"http://127.0.0.1:{p1}/health", work / "peer.log", env=env), \
+         running(front_cmd, f"http://127.0.0.1:{p2}/health", work / "front.log", env=env, cwd=str(ROOT)), \
+         running(own_cmd, f"http://127.0.0.1:{p3}/health", work / "own.log", env=env, cwd=str(ROOT)):  # fmt: skip
+        servers = {
+            "llama-server": (f"http://127.0.0.1:{p1}/completion", llama_body(ids, args.tokens), llama_count),
+            "discmed+llama.cpp": (f"http://127.0.0.1:{p2}/v1/completions", discmed_body(ids, args.tokens, "gguf"),
+                                  discmed_count),
+            "discmed engine": (f"http://127.0.0.1:{p3}/v1/completions", discmed_body(ids, args.tokens, "tiny"),
+                               discmed_count),
+        }  # fmt: skip
+        for url, body, count in servers.values():  # warm-up
+            asyncio.run(drive(url, body, 2, 1, args.tokens, count))
+        for c in levels:
+            per_client = max(1, args.requests // c) if c < args.requests else 1
+            for _ in range(args.rounds):
+                for who, (url, body, count) in servers.items():
+                    n, wall = asyncio.run(drive(url, body, c, per_client, args.tokens, count))
+                    results[who].setdefault(c, []).append(n / wall)
+    med = {who: {c: round(statistics.median(v), 1) for c, v in rows.items()} for who, rows in results.items()}
+    load = os.getloadavg()[0]
+    print(f"{args.tokens} tokens per request, 1 thread each, medians of {args.rounds}, load {load:.2f}")
+    print(f"{'clients':>7} {'llama-server':>13} {'discmed+llama.cpp':>18} {'ratio':>6} {'discmed engine':>15} {'ratio':>6}")
+    front_ok, own_ok = True, True
+    for c in levels:
+        peer, front, own = med["llama-server"][c], med["discmed+llama.cpp"][c], med["discmed engine"][c]
+        print(f"{c:>7} {peer:>13} {front:>18} {front / peer:>6.2f} {own:>15} {own / peer:>6.2f}")
+        front_ok &= front / peer >= 0.9
+    top = max(levels)
+    own_ratio = med["discmed engine"][top] / med["llama-server"][top]
+    own_ok = own_ratio >= 1.3 if top >= 64 else None
+    worst = min(med["discmed+llama.cpp"][c] / med["llama-server"][c] for c in levels)
+    print(json.dumps({
+        "benchmark": "serve_vs_llamacpp", "discmed": min(med["discmed+llama.cpp"].values()),
+        "peer": min(med["llama-server"].values()), "unit": "completion tokens/s (worst row)",
+        "ratio": round(worst, 3), "goal": "front >= 0.9x llama-server at 1, 8, 64 clients; own engine >= 1.3x at 64",
+        "met": bool(front_ok and own_ok), "own_engine_ratio_at_max": round(own_ratio, 3), "tokens_per_s": med,
+        "load_1min": round(load, 2), "tokens": args.tokens, "rounds": args.rounds,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+module discmed/ollama_render
+
+go 1.19

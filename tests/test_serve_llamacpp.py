@@ -1,0 +1,119 @@
+"""`discmed serve --model X.gguf`: llama.cpp as the engine behind discmed's own front (issue 26),
+and `llamacpp:` specs in the job engine. A real llama-server (scripts/llamacpp.sh's build) on
+the tiny model's GGUF, real HTTP, the OpenAI SDK as the client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from discmed.backend import load_backend
+from discmed.contract import GenParams
+from discmed.engine.llamacpp import tools_dir
+from discmed.serve.process import served
+from discmed.train.gguf import export_gguf
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gguf(tiny_model, tmp_path_factory) -> Path:
+    tools_dir(build=True)
+    folder = tmp_path_factory.mktemp("gguf") / "tiny-gguf"
+    return Path(export_gguf(tiny_model, folder, quant="q8_0", fmt="disc", dtype="fp32")["gguf"])
+
+
+@pytest.fixture(scope="module")
+def url(gguf, tmp_path_factory):
+    with served(str(gguf), tmp_path_factory.mktemp("serve") / "serve.log", safety=True, name="tiny-gguf",
+                args=["--threads", "1", "--max-batch", "4"]) as base:  # fmt: skip
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+
+
+def test_chat_through_discmeds_front(client, url):
+    r = client.chat.completions.create(model="tiny-gguf", messages=[{"role": "user", "content": "头痛三天了怎么办？"}],
+                                       max_tokens=16, temperature=0)  # fmt: skip
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0
+    assert r.choices[0].message.content.strip()
+    health = httpx.get(url.removesuffix("/v1") + "/health").json()
+    assert health["status"] == "ok" or health.get("engine") is not None
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny-gguf"]
+
+
+def test_safety_layer_answers_an_emergency_first(client):
+    """The red-flag layer is discmed's, whatever the engine: chest pain with sweating gets the
+    emergency notice."""
+    r = client.chat.completions.create(model="tiny-gguf", max_tokens=8, temperature=0,
+                                       messages=[{"role": "user", "content": "我胸口剧痛，大汗淋漓，喘不上气"}])
+    text = r.choices[0].message.content
+    assert "120" in text
+
+
+def test_streaming_matches_unstreamed(client):
+    msgs = [{"role": "user", "content": "孩子咳嗽一周了要不要去医院？"}]
+    whole = client.chat.completions.create(model="tiny-gguf", messages=msgs, max_tokens=20, temperature=0,
+                                           extra_body={"safety": False}).choices[0].message.content
+    parts = client.chat.completions.create(model="tiny-gguf", messages=msgs, max_tokens=20, temperature=0,
+                                           stream=True, extra_body={"safety": False})  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in parts if c.choices) == whole
+
+
+def test_structured_output_through_llamacpps_grammar(client):
+    schema = {"type": "object", "properties": {"urgent": {"type": "boolean"},
+                                               "level": {"type": "integer", "minimum": 1, "maximum": 5}},
+              "required": ["urgent", "level"], "additionalProperties": False}  # fmt: skip
+    r = client.chat.completions.create(
+        model="tiny-gguf", messages=[{"role": "user", "content": "判断紧急程度"}], max_tokens=40, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
+        extra_body={"safety": False},
+    )  # fmt: skip
+    data = json.loads(r.choices[0].message.content)
+    assert isinstance(data["urgent"], bool) and 1 <= data["level"] <= 5
+
+
+def test_logprobs_and_what_is_refused(client):
+    r = client.chat.completions.create(model="tiny-gguf", messages=[{"role": "user", "content": "你好"}],
+                                       max_tokens=4, temperature=0, logprobs=True, top_logprobs=2,
+                                       extra_body={"safety": False})  # fmt: skip
+    entries = r.choices[0].logprobs.content
+    assert entries and all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in entries)
+    # Greedy: the chosen token is the most likely one.
+    assert all(abs(e.logprob - e.top_logprobs[0].logprob) < 1e-4 for e in entries)
+    with pytest.raises(openai.BadRequestError) as e:  # echo needs prompt logprobs: llama-server has none
+        client.completions.create(model="tiny-gguf", prompt="头痛", max_tokens=0, echo=True, logprobs=0)
+    assert "logprobs" in str(e.value) or "echo" in str(e.value)
+
+
+def test_llamacpp_spec_in_a_job(gguf, tmp_path):
+    """`llamacpp:FILE.gguf` as a model spec: the backend API, and a CLI step through the job engine."""
+    backend = load_backend(f"llamacpp:{gguf}", threads=1, parallel=2)
+    try:
+        replies = backend.chat([[{"role": "user", "content": "失眠怎么办？"}]] * 2, GenParams(max_new_tokens=8, temperature=0))
+        assert replies[0] == replies[1] and replies[0].strip()
+    finally:
+        backend.close()
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmmlu"
+    done = subprocess.run([sys.executable, "-m", "discmed", "eval", "mcq", "--model", str(gguf), "--task", "cmmlu",
+                           "--data-dir", str(shared), "--limit", "4", "--mode", "generate", "--max-new-tokens", "4",
+                           "-o", str(tmp_path / "mcq"), "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["n"] > 0 if "n" in summary else summary
+    # logprob mode is refused with the reason, not approximated
+    refused = subprocess.run([sys.executable, "-m", "discmed", "eval", "mcq", "--model", str(gguf), "--task", "cmmlu",
+                              "--data-dir", str(shared), "--limit", "1", "-o", str(tmp_path / "mcq2")],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refused.returncode != 0 and "prompt tokens" in refused.stderr
