@@ -26,4 +26,5 @@ def served_model(spec: str, *, name: str | None = None, format: str | None = Non
     encode = lambda msgs, kw=None: fmt.prompt(msgs, tok, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
     defaults = backend.default_params()
     return ServedModel(backend.name, backend.engine, encode, backend.max_length, defaults.max_new_tokens, defaults,
-                       tokenizer=tok, engine_name="llama.cpp", vocab=len(tok), stop_ids=backend.stop_ids)  # fmt: skip
+                       tokenizer=tok, engine_name="llama.cpp", vocab=len(tok), stop_ids=backend.stop_ids,
+                       format=fmt)  # fmt: skip
