@@ -117,3 +117,19 @@ def test_llamacpp_spec_in_a_job(gguf, tmp_path):
                               "--data-dir", str(shared), "--limit", "1", "-o", str(tmp_path / "mcq2")],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert refused.returncode != 0 and "prompt tokens" in refused.stderr
+
+
+def test_named_tool_call_through_llamacpps_grammar(client):
+    """A named tool_choice is decoded to the function's schema by llama.cpp's own grammar."""
+    tools = [{"type": "function", "function": {
+        "name": "triage", "description": "记录分诊结果",
+        "parameters": {"type": "object", "properties": {"level": {"type": "integer", "minimum": 1, "maximum": 5},
+                                                        "urgent": {"type": "boolean"}},
+                       "required": ["level", "urgent"]}}}]  # fmt: skip
+    r = client.chat.completions.create(model="tiny-gguf", messages=[{"role": "user", "content": "胸痛半小时"}],
+                                       tools=tools, tool_choice={"type": "function", "function": {"name": "triage"}},
+                                       max_tokens=40, temperature=0, extra_body={"safety": False})  # fmt: skip
+    call = r.choices[0].message.tool_calls[0]
+    args = json.loads(call.function.arguments)
+    assert call.function.name == "triage" and 1 <= args["level"] <= 5 and isinstance(args["urgent"], bool)
+    assert r.choices[0].finish_reason == "tool_calls"
