@@ -39,26 +39,17 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from discmed.backends.enginechat import tokenizer_and_format  # noqa: E402
 from discmed.engine.llamacpp import tool, tools_dir  # noqa: E402
 from discmed.serve.process import running  # noqa: E402
 from discmed.tiny import ensure_tiny  # noqa: E402
 from discmed.train.gguf import export_gguf  # noqa: E402
 
-QUESTIONS = [
-    "我最近总是头痛，尤其是下午，需要做什么检查？",
-    "孩子咳嗽一周了，晚上咳得厉害，要不要去医院？",
-    "血压有点高，平时饮食要注意什么？",
-    "吃完饭胃胀，偶尔反酸，是胃炎吗？",
-    "膝盖上下楼梯疼，是不是关节炎？",
-    "最近失眠，入睡困难，有什么办法？",
-    "体检发现血脂偏高，需要吃药吗？",
-    "脸上长痘很久了，用什么药比较好？",
-]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from serve_throughput import QUESTIONS  # noqa: E402  (the same questions as the other serving benchmark)
 
 
 def prompts(folder: Path) -> list[list[int]]:
-    from discmed.backends.vllm import tokenizer_and_format
-
     tok, fmt = tokenizer_and_format(str(folder), "disc", False)
     return [fmt.prompt([{"role": "user", "content": q}], tok, max_length=4096, reserve=0) for q in QUESTIONS]
 

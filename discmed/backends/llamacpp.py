@@ -14,15 +14,13 @@ awaits one (the job engine's calls share the slots), `stream` reads one request'
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backends.vllm import tokenizer_and_format
-from discmed.chat import Message, read_json
-from discmed.contract import BackendError, GenParams, Reply, fingerprint
+from discmed.backends.enginechat import EngineChat, tokenizer_and_format
+from discmed.chat import read_json
+from discmed.contract import BackendError, GenParams, fingerprint
 from discmed.engine.llamacpp import LlamaCppEngine, LlamaServer, ToolsMissing, tool
-from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
 
 
 def export_folder(gguf: Path) -> Path:
@@ -38,7 +36,7 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(EngineChat):
     """The Backend contract over llama-server."""
 
     def __init__(self, path: str, *, name: str | None = None, format: str | None = None,
@@ -75,38 +73,6 @@ class LlamaCppBackend:
             repetition_penalty=float(gc.get("repetition_penalty") or 1.0),
         )
 
-    def context_limit(self) -> int:
-        return self.max_length
-
-    async def count_prompt(self, messages: list[Message]) -> int:
-        return len(self.format.prompt(messages, self.tokenizer, max_length=1 << 30, reserve=0))
-
-    def prompt_ids(self, messages: list[Message], params: GenParams) -> list[int]:
-        return self.format.prompt(messages, self.tokenizer, max_length=self.max_length, reserve=params.max_new_tokens)
-
-    def chat(self, conversations: list[list[Message]], params: GenParams) -> list[Reply]:
-        outs = collect(self.engine, [Request(self.prompt_ids(m, params), params, final_only=True) for m in conversations])
-        return [_reply(d) for d in outs]
-
-    async def achat(self, messages: list[Message], params: GenParams) -> Reply:
-        return _reply(await acollect(self.engine, Request(self.prompt_ids(messages, params), params, final_only=True)))
-
-    def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
-        for d in deltas(self.engine, Request(self.prompt_ids(messages, params), params)):
-            if d.finish_reason == "error":
-                raise BackendError(f"generation failed: {d.error}")
-            if d.text:
-                yield d.text
-
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         raise BackendError("llama.cpp scores no prompt tokens: run eval mcq with --mode generate on a GGUF "
                            "(or --mode logprob on the hf folder it was exported from)")
-
-    def close(self) -> None:
-        self.engine.shutdown()
-
-
-def _reply(d: Delta) -> Reply:
-    if d.finish_reason == "error":
-        raise BackendError(f"generation failed: {d.error}")
-    return Reply(d.text, d.finish_reason)

@@ -14,34 +14,19 @@ Not exercised by the default test suite (no GPU there).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from discmed.backends.hf import pick_format
-from discmed.chat import Message
-from discmed.contract import BackendError, GenParams, Reply, model_identity
-from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
+from discmed.backends.enginechat import EngineChat, tokenizer_and_format
+from discmed.contract import GenParams, model_identity
+from discmed.engine.protocol import Request, collect
 from discmed.engine.vllm import VLLMEngine, import_vllm, vllm_quantization
 from discmed.formats import choice_split
 
-__all__ = ["VLLMBackend", "import_vllm", "tokenizer_and_format", "vllm_quantization"]
+__all__ = ["VLLMBackend", "import_vllm", "vllm_quantization"]
 
 
-def tokenizer_and_format(path: str, format: str | None, trust_remote_code: bool):
-    from transformers import AutoTokenizer, GenerationConfig
-
-    import discmed.baichuan  # noqa: F401  (registers model_type "baichuan": discmed loads its models natively)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    try:
-        gc = GenerationConfig.from_pretrained(path)
-    except OSError:
-        gc = None
-    holder = type("ModelFiles", (), {"generation_config": gc})()  # pick_format reads only this
-    return tokenizer, pick_format(holder, tokenizer, format)
-
-
-class VLLMBackend:
+class VLLMBackend(EngineChat):
     """The Backend contract over vLLM's async engine."""
 
     def __init__(
@@ -79,23 +64,6 @@ class VLLMBackend:
         self.engine = VLLMEngine(llm, self.stop_ids, max_queue)
         self.identity = model_identity(path)
 
-    def prompt_ids(self, messages: list[Message], params: GenParams) -> list[int]:
-        return self.format.prompt(messages, self.tokenizer, max_length=self.max_length, reserve=params.max_new_tokens)
-
-    def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
-        outs = collect(self.engine, [Request(self.prompt_ids(m, params), params, final_only=True) for m in conversations])
-        return [_reply(d) for d in outs]
-
-    async def achat(self, messages: list[Message], params: GenParams) -> str:
-        return _reply(await acollect(self.engine, Request(self.prompt_ids(messages, params), params, final_only=True)))
-
-    def stream(self, messages: list[Message], params: GenParams) -> Iterator[str]:
-        for d in deltas(self.engine, Request(self.prompt_ids(messages, params), params)):
-            if d.finish_reason == "error":
-                raise BackendError(f"generation failed: {d.error}")
-            if d.text:
-                yield d.text
-
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """log P(choice | prompt): the sum of vLLM's prompt logprobs over each continuation."""
         splits = choice_split(prompts, choices, lambda texts: self.tokenizer(texts)["input_ids"])
@@ -106,12 +74,3 @@ class VLLMBackend:
         scores = [sum(e.logprob for e in d.prompt_logprobs[a:b]) for d, (a, b) in zip(outs, spans, strict=True)]
         n = len(choices)
         return [scores[i * n : (i + 1) * n] for i in range(len(prompts))]
-
-    def close(self) -> None:
-        self.engine.shutdown()
-
-
-def _reply(d: Delta) -> Reply:
-    if d.finish_reason == "error":
-        raise BackendError(f"generation failed: {d.error}")
-    return Reply(d.text, d.finish_reason)
