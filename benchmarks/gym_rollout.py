@@ -28,7 +28,7 @@ def main() -> None:
     from discmed.gym import SHIPPED
     from discmed.gym.ledger import read_ledgers
     from discmed.gym.run import run_gym
-    from discmed.serve.process import served
+    from discmed.process import served
 
     ledgers = read_ledgers(SHIPPED)
     n = len(ledgers) * args.repeats

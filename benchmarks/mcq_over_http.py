@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from discmed.eval.loaders import load_task
-    from discmed.serve.process import served
+    from discmed.process import served
     from discmed.tiny import ensure_tiny
 
     tiny = ensure_tiny()

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from discmed.backends.enginechat import tokenizer_and_format  # noqa: E402
 from discmed.engine.llamacpp import tool, tools_dir  # noqa: E402
-from discmed.serve.process import running  # noqa: E402
+from discmed.process import running  # noqa: E402
 from discmed.tiny import ensure_tiny  # noqa: E402
 from discmed.train.gguf import export_gguf  # noqa: E402
 
@@ -133,7 +133,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def port() -> int:
-        from discmed.serve.process import free_port
+        from discmed.process import free_port
 
         return free_port()
 

@@ -136,7 +136,7 @@ def main() -> None:
 
     from discmed.backend import load_backend
     from discmed.cpu import freeze_heap
-    from discmed.serve.process import free_port, running, served
+    from discmed.process import free_port, running, served
     from discmed.tiny import ensure_tiny
 
     torch.set_num_threads(args.threads)

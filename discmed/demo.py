@@ -40,7 +40,7 @@ import typer
 from discmed.backend import GenParams, load_backend
 from discmed.chat import atomic_writer, iter_conversations, iter_jsonl, read_json, write_jsonl
 from discmed.errors import fail
-from discmed.serve.process import served
+from discmed.process import served
 from discmed.tiny import default_path, ensure_tiny
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
@@ -470,7 +470,7 @@ def register(app: typer.Typer) -> None:
                 console.print("building the embedded tiny model first (a minute or two) …")
             ensure_tiny(quiet=False)
         # `kill` stops the demo as cleanly as Ctrl+C: the servers it started (each in a session of
-        # its own, see discmed.serve.process) are stopped on the way out, not left behind.
+        # its own, see discmed.process) are stopped on the way out, not left behind.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         console.print(f"[bold]discmed demo[/]: DISC-MedLLM's recipe on {model!r}, outputs in {out}/")
         console.print(f"[dim]{SAFETY_NOTICE_ZH}[/]")

@@ -49,7 +49,7 @@ def free_port() -> int:
 def tiny_server(tiny_model, tmp_path_factory):
     """A real `discmed serve --model tiny` on a free loopback port; yields its base URL
     (`http://127.0.0.1:PORT/v1`, model id "tiny"). One server for the whole session."""
-    from discmed.serve.process import served
+    from discmed.process import served
 
     with served("tiny", tmp_path_factory.mktemp("tiny-server") / "serve.log", safety=True) as url:
         yield url

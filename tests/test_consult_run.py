@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from discmed.eval.cli import register
 from discmed.eval.consult import load_cases, read_dialogues, run_consult
 from discmed.eval.judge import parse_scores, render_prompt
-from discmed.serve.process import run_watched
+from discmed.process import run_watched
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

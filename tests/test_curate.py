@@ -12,7 +12,7 @@ import pytest
 
 from discmed.data.curate.export import agreement, build_dpo, build_sft, export
 from discmed.data.curate.store import CurationError, Store
-from discmed.serve.process import run_watched
+from discmed.process import run_watched
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -68,7 +68,7 @@ class Server:
             str(self.port),
             *self.extra,
         ]
-        from discmed.serve.process import ServerStartError, wait_ready
+        from discmed.process import ServerStartError, wait_ready
 
         self.log = self.db.parent / f"curate-{self.port}.log"
         with open(self.log, "ab") as logf:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from discmed.demo import STAGES
-from discmed.serve.process import run_watched
+from discmed.process import run_watched
 
 
 def run_demo(out: Path, timeout: float) -> dict:

@@ -16,7 +16,7 @@ import openai
 import pytest
 from conftest import process_gone, wait_gone
 
-from discmed.serve.process import served
+from discmed.process import served
 
 MESSAGES = [[{"role": "user", "content": "我头痛三天了，还有点发烧。"}],
             [{"role": "user", "content": "孩子咳嗽一周，晚上更厉害，需要拍片吗？"}],
@@ -125,7 +125,7 @@ def test_the_engine_process_ends_with_its_server(tiny_model, tmp_path, sig, pare
     but for `running`'s set-up), so this test does not depend on how its runner was launched."""
     import sys
 
-    from discmed.serve.process import free_port, running
+    from discmed.process import free_port, running
 
     if parent_ignores_sigint:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -269,7 +269,7 @@ def tiny_long(tiny_model, tmp_path_factory):
     its tokens (its tokenizer was trained on Chinese), past its own 2,048. Positions beyond run
     (rotary embeddings) but mean nothing, as the tiny model's text does: what is tested is the
     protocol's machinery, on a real served model."""
-    from discmed.serve.process import served
+    from discmed.process import served
 
     with served("tiny", tmp_path_factory.mktemp("tiny-long") / "serve.log", safety=False,
                 args=["--max-model-len", "8192"]) as url:

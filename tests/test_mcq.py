@@ -11,7 +11,7 @@ import pytest
 
 from discmed.eval.loaders import load_questions, load_task
 from discmed.eval.mcq import build_prompt, choice_strings, run_mcq
-from discmed.serve.process import run_watched
+from discmed.process import run_watched
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from conftest import process_gone, wait_gone
 
 from discmed.cpu import free_cores, process_cpu_seconds, usable_cores
-from discmed.serve.process import ServerStartError, free_port, running, wait_ready
+from discmed.process import ServerStartError, free_port, running, wait_ready
 
 
 def _child(code: str, log: Path) -> subprocess.Popen:
@@ -109,7 +109,7 @@ def test_tiny_build_lock_says_who_holds_it(tmp_path, capfd):
 
 
 def test_run_watched_waits_for_work_and_kills_a_hang(tmp_path):
-    from discmed.serve.process import StalledError, run_watched
+    from discmed.process import StalledError, run_watched
 
     # Busy for 3 s (past the 1.5 s stall) in a grandchild: the work of the whole tree counts.
     busy = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import time\\nt=time.time()\\nwhile time.time()-t<3: pass'])\nprint('done')"
@@ -145,7 +145,7 @@ def test_ctrl_c_at_the_parent_stops_the_child_and_what_it_started(tmp_path, as_a
     parent = f"""
         import sys, time
         from pathlib import Path
-        from discmed.serve.process import running
+        from discmed.process import running
         cmd = [sys.executable, "-c", {server!r}]
         with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60):
             try:  # "serving" inside the try: a Ctrl+C sent the moment it is read must land here
@@ -187,7 +187,7 @@ def test_a_parent_killed_outright_leaves_no_server_behind(tmp_path):
     parent = f"""
         import os, sys, time
         from pathlib import Path
-        from discmed.serve.process import running
+        from discmed.process import running
         cmd = [sys.executable, "-c", {_ok_server(port)!r}]
         with running(cmd, "http://127.0.0.1:{port}/health", Path({str(tmp_path / "server.log")!r}), stall=30, limit=60) as p:
             print(p.pid, flush=True)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def serve(*args: str, env: dict | None = None):
     """`discmed serve --model tiny ARGS` on a free port; yields its root URL. The start-up wait
     follows the server's progress, and a failed start shows the server's log tail."""
-    from discmed.serve.process import free_port, running
+    from discmed.process import free_port, running
 
     port = free_port()
     cmd = [sys.executable, "-m", "discmed.cli", "serve", "--model", "tiny", "--port", str(port), *args]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def short_server(tiny_model, tmp_path_factory):
-    from discmed.serve.process import served
+    from discmed.process import served
 
     log = tmp_path_factory.mktemp("fuzz-server") / "serve.log"
     with served("tiny", log, safety=True, args=["--max-model-len", "128", "--max-batch", "16"]) as url:

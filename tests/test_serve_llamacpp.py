@@ -16,7 +16,7 @@ import pytest
 from discmed.backend import load_backend
 from discmed.contract import GenParams
 from discmed.engine.llamacpp import tools_dir
-from discmed.serve.process import served
+from discmed.process import served
 from discmed.train.gguf import export_gguf
 
 pytestmark = pytest.mark.slow

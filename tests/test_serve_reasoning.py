@@ -19,7 +19,7 @@ THINKING_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def thinking_server(tiny_model, tmp_path_factory):
-    from discmed.serve.process import served
+    from discmed.process import served
 
     folder = tmp_path_factory.mktemp("thinker") / "tiny-thinks"
     shutil.copytree(tiny_model, folder)

@@ -33,7 +33,7 @@ GREEDY = {"model": "tiny", "temperature": 0}
 @pytest.fixture(scope="module")
 def chatml_server(tiny_model, tmp_path_factory):
     """The tiny model served in chatml, whose tool-call convention is Qwen's."""
-    from discmed.serve.process import served
+    from discmed.process import served
 
     with served("tiny", tmp_path_factory.mktemp("chatml") / "serve.log", safety=True, args=["--format", "chatml"]) as url:
         yield url

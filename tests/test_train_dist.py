@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from discmed.serve.process import run_watched
+from discmed.process import run_watched
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

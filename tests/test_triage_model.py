@@ -54,7 +54,7 @@ def test_a_failing_model_does_not_block(free_port):
 
 @pytest.mark.slow
 def test_verdict_source_on_the_api(tiny_model, tmp_path):
-    from discmed.serve.process import served
+    from discmed.process import served
 
     with served("tiny", tmp_path / "serve.log", safety=True, args=["--triage-model", "tiny", "--triage-timeout", "60"]) as url:
         client = openai.OpenAI(base_url=url, api_key="unused")

@@ -64,7 +64,7 @@ def plant_leaks(shared: Path, out: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def walk(tiny_model, shared_data, tmp_path_factory):
-    from discmed.serve.process import served
+    from discmed.process import served
 
     folder = tmp_path_factory.mktemp("walk")
     (folder / "data").mkdir()

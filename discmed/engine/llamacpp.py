@@ -2,7 +2,7 @@
 `load_backend("llamacpp:X.gguf")`.
 
 llama-server (built by scripts/llamacpp.sh) runs as a child process on a loopback port of its
-own, in a session of its own (discmed.serve.process: started, waited on, stopped as every child
+own, in a session of its own (discmed.process: started, waited on, stopped as every child
 discmed runs). discmed keeps its side of the contract: prompts are discmed.formats' token ids,
 sent as ids (`/completion` takes a list of ids), so a GGUF is prompted exactly as its weights
 were trained and as the hf engine prompts them; llama.cpp does the rest — quantised kernels,
@@ -54,7 +54,7 @@ from discmed.engine.protocol import (
     TokenLogprob,
 )
 from discmed.errors import DiscmedError
-from discmed.serve.process import ServerStartError, child_setup, free_port, stop, wait_ready
+from discmed.process import ServerStartError, child_setup, free_port, stop, wait_ready
 
 FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
 ENV = "DISCMED_LLAMACPP"

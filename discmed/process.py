@@ -1,7 +1,8 @@
-"""`discmed serve` (or any discmed server) as a child process: started on a loopback port,
-waited for, stopped.
+"""A server as a child process: started on a loopback port, waited for, stopped.
 
-The demo runs its teacher, patient and judge this way, and the tests their servers.
+`discmed serve` is run this way by the demo (its teacher, patient and judge) and the tests, and
+llama.cpp's llama-server by the llama.cpp engine (discmed.engine.llamacpp). It lives at the top
+of the package, apart from `serve`, so that engines need nothing of the server.
 
 How long to wait is not a fixed guess: a server that loads a model on a busy machine may take
 minutes, one that crashed takes none. `wait_ready` keeps waiting while the child makes progress
