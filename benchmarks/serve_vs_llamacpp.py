@@ -60,10 +60,16 @@ async def drive(url: str, body_of, clients: int, per_client: int, tokens: int, c
     counts: list[int] = []
 
     async def one(i: int) -> None:
-        try:
-            await request(i)
-        except httpx.HTTPError as e:
-            raise SystemExit(f"{url}: request {i}: {type(e).__name__}: {e}") from None
+        # A kept-alive connection the server closed meanwhile (llama-server ends one after 100
+        # requests or 5 idle seconds) fails before any answer: tried once more, as clients do.
+        for attempt in (1, 2):
+            try:
+                return await request(i)
+            except httpx.RemoteProtocolError as e:
+                if attempt == 2 or "without sending a response" not in str(e):
+                    raise SystemExit(f"{url}: request {i}: {type(e).__name__}: {e}") from None
+            except httpx.HTTPError as e:
+                raise SystemExit(f"{url}: request {i}: {type(e).__name__}: {e}") from None
 
     async def request(i: int) -> None:
         got, last = 0, []

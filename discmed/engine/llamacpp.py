@@ -290,10 +290,25 @@ class LlamaCppEngine:
         if entry is None or entry[0] is not loop:
             # No connection limit: llama-server runs one request per connection, and the
             # engine's own max_queue bounds how many are open.
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+            # Idle connections are dropped after 2 s, before llama-server's own 5 s.
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0),
                                             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))  # fmt: skip
             entry = self._sessions[id(loop)] = (loop, session)
         return entry[1]
+
+    async def _post(self, body: dict) -> Any:
+        """POST /completion; a kept-alive connection llama-server has closed meanwhile (it ends one
+        after 5 idle seconds or 100 requests) fails before any answer, and is tried once more on a
+        fresh one: the server never read that request."""
+        import aiohttp
+
+        for attempt in (1, 2):
+            try:
+                return await self._session().post(self.url, json=body)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _emit(self, stream: Stream, delta: Delta) -> None:
         if stream.loop is not None and stream.loop is asyncio.get_running_loop():
@@ -314,7 +329,7 @@ class LlamaCppEngine:
                 self._emit(stream, Delta("", "error", error=str(e)))
                 return
             self.prompt_tokens += len(req.prompt_ids)
-            async with self._session().post(self.url, json=body) as resp:
+            async with await self._post(body) as resp:
                 if resp.status != 200:
                     text = (await resp.text())[:500]
                     self.failed += 1
