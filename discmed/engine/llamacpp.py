@@ -30,6 +30,7 @@ replies end where discmed's engine ends them).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import json
 import os
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,16 @@ from discmed.errors import DiscmedError
 from discmed.process import ServerStartError, child_setup, free_port, stop, wait_ready
 
 FINISH = {"eos": "stop", "word": "stop", "limit": "length"}
+_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # A command that never closed its backend (discmed chat, a script) still stops llama-server
+    # and closes its HTTP sessions on the way out, instead of leaving them to the kernel.
+    for engine in list(_ENGINES):
+        engine.shutdown()
+
 ENV = "DISCMED_LLAMACPP"
 ALL_F32 = 0  # gguf.LlamaFileType.ALL_F32: general.file_type of a GGUF whose every tensor is f32
 
@@ -224,15 +236,15 @@ class LlamaCppEngine:
         self._ids = itertools.count(1)
         self._deliver = Delivery()
         # A caller on an event loop (discmed serve's routes, the job engine) has its request run
-        # as a task on that same loop, with an HTTP session of that loop's own: its deltas go
+        # as a task on that same loop: its deltas go
         # straight onto its stream, no thread in between (a hop per token costs a GIL hand-off;
         # at one client it halved the tokens/s). Callers on threads share a loop of the engine's.
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="discmed-llamacpp", daemon=True)
         self._thread.start()
-        self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         self._closed = False
         self._tasks: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        _ENGINES.add(self)
 
     # -- the contract --------------------------------------------------------------------
     def submit(self, request: Request, loop: Any = None) -> Stream:
@@ -270,41 +282,17 @@ class LlamaCppEngine:
         if self._closed:
             return
         self._closed = True
-        for on, session in list(self._sessions.values()):
-            if on is self._loop:
-                asyncio.run_coroutine_threadsafe(session.close(), on).result(timeout=5)
-            elif not on.is_closed():
-                try:
-                    on.call_soon_threadsafe(lambda s=session: asyncio.ensure_future(s.close()))
-                except RuntimeError:
-                    pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self.server.close()
 
-    def _session(self) -> Any:
-        """This event loop's HTTP session (made on first use, in the loop it belongs to)."""
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        entry = self._sessions.get(id(loop))
-        if entry is None or entry[0] is not loop:
-            # No connection limit: llama-server runs one request per connection, and the
-            # engine's own max_queue bounds how many are open.
-            # Idle connections are dropped after 2 s, before llama-server's own 5 s.
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0),
-                                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))  # fmt: skip
-            entry = self._sessions[id(loop)] = (loop, session)
-        return entry[1]
-
-    async def _post(self, body: dict) -> Any:
-        """POST /completion; a kept-alive connection llama-server has closed meanwhile (it ends one
-        after 5 idle seconds or 100 requests) fails before any answer, and is tried once more on a
-        fresh one: the server never read that request."""
+    async def _post(self, session: Any, body: dict) -> Any:
+        """POST /completion; a connection llama-server closed before answering (it ends idle
+        ones after 5 s) is tried once more on a fresh one: the server never read that request."""
         import aiohttp
 
         for attempt in (1, 2):
             try:
-                return await self._session().post(self.url, json=body)
+                return await session.post(self.url, json=body)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 if attempt == 2:
                     raise
@@ -320,6 +308,8 @@ class LlamaCppEngine:
 
     # -- one request ---------------------------------------------------------------------
     async def _run(self, stream: Stream) -> None:
+        import aiohttp
+
         req, n = stream.request, 0
         try:
             try:
@@ -329,7 +319,11 @@ class LlamaCppEngine:
                 self._emit(stream, Delta("", "error", error=str(e)))
                 return
             self.prompt_tokens += len(req.prompt_ids)
-            async with await self._post(body) as resp:
+            # A session per request, on the caller's loop: nothing outlives the loop it was made
+            # on (a job's asyncio.run ends its loop), and a loopback connect costs well under a
+            # millisecond against a request of tens.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session, \
+                    await self._post(session, body) as resp:  # fmt: skip
                 if resp.status != 200:
                     text = (await resp.text())[:500]
                     self.failed += 1
