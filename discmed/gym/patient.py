@@ -12,8 +12,10 @@ a test result when the doctor orders that test, and whatever was disclosed befor
 - `LLMPatient` is any model (any backend) told the whole case and the persona, replying with
   JSON `{"say", "findings"}` (the finding ids it used); `check_reply` rejects a reply that
   cites or says a finding that is not allowed (a leak), states a number the ledger does not
-  have, or names a symptom the ledger does not hold (an invention), and the turn is generated
-  again, then falls back to the rule-based answer; every rejection is counted.
+  have, names a symptom the ledger does not hold (an invention), or contradicts the ledger
+  (discmed.gym.contradiction: denies a finding that is present, asserts one that is absent, the
+  wrong side, duration, onset or allergen), and the turn is generated again, then falls back to
+  the rule-based answer; every rejection is counted.
 - `measure` is AgentClinic's measurement agent: exam findings and test results come from it,
   as a separate message, never from the patient.
 """
@@ -26,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from discmed.gym.contradiction import contradictions, denied
 from discmed.gym.ledger import RE_NUMBER, Finding, Ledger, norm
 
 # A general request to examine the patient discloses every exam finding; a named exam (a
@@ -183,7 +186,7 @@ PROMPT = """你在扮演一位到线上问诊的病人。下面是你的病情�
 
 def check_reply(say: str, cited: list[str], turn: DoctorTurn, state: State) -> list[str]:
     """Why an LLM patient's reply is refused ([] = it passes): a leak, a number the ledger does
-    not hold, or a symptom it does not hold."""
+    not hold, a symptom it does not hold, or a contradiction of it."""
     led = state.ledger
     ok = allowed(turn, state)
     problems = []
@@ -205,16 +208,11 @@ def check_reply(say: str, cited: list[str], turn: DoctorTurn, state: State) -> l
     if numbers:
         problems.append(f"a number the case does not give: {', '.join(numbers)}")
     whole = norm(" ".join(f.fact + f.say + " ".join(f.synonyms) for f in led.findings) + led.opening)
-    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and not _denied(say, s)]
+    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and not denied(say, s)]
     if invented:
         problems.append(f"invents a symptom: {', '.join(invented)}")
-    return problems
-
-
-def _denied(text: str, symptom: str) -> bool:
-    """Whether every mention of `symptom` in `text` is denied (没有胸痛, 不发烧, 无腹泻)."""
-    starts = [m.start() for m in re.finditer(re.escape(symptom), text)]
-    return all(re.search(r"(?:没有|没|不|无|未)[^，。,；;？?]{0,2}$", text[max(0, i - 4):i]) for i in starts)
+    ids = {f.id for f in led.findings}
+    return problems + contradictions(say, led, turn.asks, [c for c in cited if c in ids and c in ok])
 
 
 def _says(text: str, f: Finding) -> bool:
