@@ -82,6 +82,8 @@ def register(gym_app: typer.Typer, eval_app: typer.Typer) -> None:
         temperature: Annotated[float, typer.Option("--temperature", help="The doctor's sampling temperature "
                                                    "(0: greedy)")] = 0.0,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Episodes in flight at once")] = 8,
+        system: Annotated[str | None, typer.Option("--system", help="The model doctors' system message (a "
+                                                   "model trained with a doctor_system plays with it)")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Consultations against checked patients, scored from the ledgers (no model judge)."""
@@ -91,7 +93,7 @@ def register(gym_app: typer.Typer, eval_app: typer.Typer) -> None:
 
         found = read_ledgers(ledgers or SHIPPED)
         s = run_gym(found, doctor, patient, out, repeats=repeats, max_new_tokens=max_new_tokens,
-                    temperature=temperature, concurrency=concurrency, progress=not as_json)
+                    temperature=temperature, concurrency=concurrency, progress=not as_json, system=system)
         typer.echo((out / "report.md").read_text(encoding="utf-8"))
         raise_for_failures(s, what="episodes")
         if as_json:

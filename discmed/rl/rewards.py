@@ -81,7 +81,8 @@ class Rewards:
         self.judge, self.judge_spec, self.grader, self.grader_spec = judge, judge_spec, grader, grader_spec
         self.rubrics, self.cache = rubrics or {}, cache
         self.ledgers = ledgers or {}
-        self.urgent = {cid: is_urgent(c) for cid, c in cases.items()}
+        # Urgency only where the safety reward reads it (it loads the triage classifier).
+        self.urgent = {cid: is_urgent(c) for cid, c in cases.items()} if self.weights.get("safety") else {}
         self.stats: Counter = Counter()  # unreadable judge / grader replies, episodes scored
 
     # -- the programmatic rewards ---------------------------------------------------------
