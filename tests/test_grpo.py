@@ -1,6 +1,7 @@
 """GRPO on consultations: the episode layout, the masks, the rewards, and a measured rise."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -236,7 +237,7 @@ def test_gym_recipe_checks():
     with pytest.raises(ConfigError, match="rewards.info_recal: unknown reward \\(did you mean 'info_recall'"):
         recipe_from_dict({**base, "rewards": {"info_recal": 1.0}})
     r = load_recipe("recipes/tiny-gym-grpo.yaml")
-    assert r.env == "gym" and r.rewards == GYM_WEIGHTS
+    assert r.env == "gym" and set(r.rewards) == set(GYM_WEIGHTS) and r.model == "runs/tiny-gym-warm"
 
 
 def test_gym_split_keeps_the_held_out_ledgers_apart(tmp_path):
@@ -282,3 +283,45 @@ def test_gym_rollouts_play_the_gym(doctor):
         replay = gym_record(led, doctor_turns)
         assert replay["gym"]["disclosed"] == rec["gym"]["disclosed"]
         assert score_episode(Episode(**replay["gym"]), led) == score_episode(g, led)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_grpo_on_the_gym_end_to_end(tmp_path):
+    """The README's commands on the tiny model, a few steps each: the warm-up data from the
+    training ledgers, a short SFT, GRPO on the gym, then `eval gym` scoring the trained model.
+    The run finishes, logs the gym's rewards at every step, measures the held-out ledgers before
+    and after, and writes a model folder that `eval gym` plays."""
+    import subprocess
+    import sys
+
+    from discmed.rl.rewards import GYM
+
+    root = Path(__file__).resolve().parents[1]
+
+    def discmed(*args):
+        r = subprocess.run([sys.executable, "-m", "discmed", *map(str, args)], capture_output=True, text=True,
+                           timeout=900, cwd=root)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    warm = discmed("gym", "warmup", "--ledgers", "discmed/assets/gym/train_ledgers.jsonl", "--per-ledger", "2",
+                   "--out", tmp_path / "warm.jsonl", "--json")
+    assert warm["conversations"] == 32
+    discmed("train", "sft", "--config", "recipes/tiny-gym-warm.yaml", f"data={tmp_path / 'warm.jsonl'}", "max_steps=3",
+            f"output_dir={tmp_path / 'start'}", "--json")
+    s = discmed("train", "grpo", "--config", "recipes/tiny-gym-grpo.yaml", f"model={tmp_path / 'start'}", "max_steps=2",
+                "num_generations=4", "batch_size=8", "eval_samples=1", f"output_dir={tmp_path / 'grpo'}", "--json")
+    assert s["steps"] == 2 and s["train_cases"] == 16 and s["held_out_cases"] == 8
+    for label in ("before", "after"):
+        assert s[label]["episodes"] == 8 and 0 <= s[label]["info_recall"] <= 1
+        assert set(GYM) <= set(s[label])
+    curve = [json.loads(x) for x in (tmp_path / "grpo" / "rewards.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [c["step"] for c in curve] == [1, 2]
+    for c in curve:  # every step logs each of the recipe's gym rewards, each within its range
+        assert 0 <= c["rewards/info_recall/mean"] <= 1 and 0 <= c["rewards/red_flags_before_advice/mean"] <= 1
+        assert {f"rewards/{k}/mean" for k in s["rewards"]} <= set(c)
+    g = discmed("eval", "gym", "--doctor", tmp_path / "grpo", "--out", tmp_path / "eval", "--max-new-tokens", "24",
+                "--json")
+    assert g["episodes"] == 8 and g["doctors"]["grpo"]["n"] == 8 and not g["failed"]
+    assert "| grpo | 8 of 8 |" in (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
