@@ -236,6 +236,16 @@ def test_rewards_worked_out_by_hand():
     assert conversation[0]["content"] == ep.conversation[0]["content"]
 
 
+def test_a_silent_doctor_ends_the_consultation_unconcluded():
+    """An empty doctor turn ends the episode (no model is called with an empty message after
+    it) and counts as ending without a conclusion, as running out of turns does."""
+    led = ledger("gym-uti")
+    ep = asyncio.run(run_episode(led, _say(["发烧吗？", "", "建议去门诊。"]), RulePatient(), doctor_name="hand"))
+    assert ep.ended == "silent" and len(ep.turns) == 2 and ep.conversation[-1] == {"role": "assistant", "content": ""}
+    s = score_episode(ep, led)
+    assert s["over_budget"] == 1 and s["disposition"] == 0.0 and s["info_recall"] == round(1.5 / 8, 4)
+
+
 def _say(turns):
     async def doctor(conversation):
         return turns[sum(m["role"] == "assistant" for m in conversation)]

@@ -30,7 +30,7 @@ class Episode:
     turns: list[dict[str, Any]]  # per doctor turn: DoctorTurn's fields + `new` (findings it disclosed)
     disclosed: dict[str, int]  # finding id → the doctor turn after which it was known (0: the opening)
     first_advice: int | None  # the first doctor turn that gave advice
-    ended: str  # "advice" (the doctor concluded) | "budget" (the turn budget ran out)
+    ended: str  # "advice" (the doctor concluded) | "budget" (the turn budget ran out) | "silent" (an empty turn)
     rejections: int = 0  # LLM patient turns the checker refused
     fallbacks: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
@@ -58,7 +58,7 @@ class Consultation:
 
     def doctor_says(self, text: str) -> bool:
         """Record the doctor's next turn; True when the episode is over (the doctor concluded,
-        advice with no question, or this was the budget's last turn)."""
+        advice with no question; it said nothing; or this was the budget's last turn)."""
         t = len(self.turns) + 1
         self.state.turn = t
         text = text.strip()
@@ -69,6 +69,9 @@ class Consultation:
         self.turns.append({**asdict(turn), "new": []})
         if turn.advice and turn.questions == 0:
             self.ended = "advice"
+            return True
+        if not text:  # a doctor that says nothing has ended the consultation (and an empty message is no one's input)
+            self.ended = "silent"
             return True
         return t >= self.budget
 
