@@ -1,6 +1,7 @@
 """GRPO on consultations: the episode layout, the masks, the rewards, and a measured rise."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,160 @@ def test_grpo_raises_a_programmatic_reward(tiny_model, tmp_path, shared_data):
     spread = max(abs(last["lr0-a"] - last["lr0-b"]), *(abs(first[k] - last[k]) for k in ("lr0-a", "lr0-b")))
     assert last["grpo"] > max(last["lr0-a"], last["lr0-b"]) + spread, (last, first)
     assert held["grpo"][1] > held["grpo"][0]
+
+
+# -- GRPO in the consultation gym ---------------------------------------------------------------
+
+GYM_WEIGHTS = {"info_recall": 1.0, "red_flags_before_advice": 1.0, "diagnosis": 1.0, "disposition": 1.0,
+               "repeated": -0.1, "multi": -0.1, "over_budget": -0.2}
+
+
+def gym_record(led, doctor_turns):
+    """A gym episode played with fixed doctor turns, as the GRPO environment records it."""
+    import asyncio
+
+    from discmed.gym.episode import run_episode
+    from discmed.gym.patient import RulePatient
+
+    async def doctor(conversation):
+        return doctor_turns[sum(m["role"] == "assistant" for m in conversation)]
+
+    ep = asyncio.run(run_episode(led, doctor, RulePatient(), doctor_name="policy"))
+    conv = [{"role": "patient" if m["role"] == "user" else "doctor", "content": m["content"]} for m in ep.conversation]
+    return {"id": led.id, "model": "policy", "source": led.source, "conversation": conv, "gym": ep.as_dict()}
+
+
+def test_gym_rewards_are_the_ledgers():
+    """The gym's rewards as GRPO reward functions: each is the ledger's score of the episode
+    (discmed.gym.rewards), their weighted sum with the gym's weights is the gym's own reward,
+    they sit beside the consult rewards, and they refuse an episode that is not the gym's."""
+    from discmed.gym import SHIPPED
+    from discmed.gym.episode import Episode
+    from discmed.gym.ledger import read_ledgers
+    from discmed.gym.rewards import score_episode
+    from discmed.rl.gym_env import ledger_case
+
+    leds = {led.id: led for led in read_ledgers(SHIPPED)}
+    uti, mi = leds["gym-uti"], leds["gym-mi"]
+    records = [gym_record(uti, ["有没有发烧？腰疼吗？", "发烧吗？", "建议今天尽快去医院门诊，考虑是膀胱炎。"]),
+               gym_record(mi, ["建议多休息，多喝水。"])]
+    r = Rewards({**GYM_WEIGHTS, "asks": 0.5}, cases={c.id: ledger_case(c) for c in (uti, mi)},
+                ledgers={"gym-uti": uti, "gym-mi": mi})
+    values = r.score(records)
+    assert values["info_recall"] == [0.375, 0.0] and values["red_flags_before_advice"] == [1.0, 0.0]
+    assert values["diagnosis"] == [1.0, 0.0] and values["multi"] == [1.0, 0.0] and values["repeated"] == [1.0, 0.0]
+    assert values["asks"] == [1.0, 0.0]  # a consult reward on the same episodes: the first reply asks
+    gym = [score_episode(Episode(**rec["gym"]), led)["reward"] for rec, led in zip(records, (uti, mi), strict=True)]
+    assert r.total(values) == pytest.approx([gym[0] + 0.5, gym[1]])
+    only_gym = Rewards(GYM_WEIGHTS, cases={}, ledgers={"gym-uti": uti, "gym-mi": mi})
+    assert only_gym.total(only_gym.score(records)) == pytest.approx(gym)  # the gym's weights: the gym's reward
+    funcs, weights = only_gym.trl_functions()
+    assert [f.__name__ for f in funcs] == list(GYM_WEIGHTS) and weights == list(GYM_WEIGHTS.values())
+    assert funcs[0](None, None, episode=records) == values["info_recall"]
+    with pytest.raises(ValueError, match="is not a gym episode"):
+        only_gym.score([record(URGENT, "疼了多久了？")])
+    with pytest.raises(ValueError, match="needs the case ledgers"):
+        Rewards({"info_recall": 1.0}, cases={})
+
+
+def test_gym_recipe_checks():
+    base = {"env": "gym", "cases": "discmed/assets/gym/train_ledgers.jsonl", "patient": "rule",
+            "rewards": {"info_recall": 1.0}}
+    assert recipe_from_dict(base).env == "gym"
+    with pytest.raises(ConfigError, match="rewards.info_recall: the gym's rewards need env: gym"):
+        recipe_from_dict({"rewards": {"info_recall": 1.0}})
+    with pytest.raises(ConfigError, match="patient: env gym plays the rule-based patient"):
+        recipe_from_dict({**base, "patient": "tiny"})
+    with pytest.raises(ConfigError, match="cases: env gym trains on case ledgers"):
+        recipe_from_dict({**base, "cases": "cmb-clin"})
+    with pytest.raises(ConfigError, match="rewards.info_recal: unknown reward \\(did you mean 'info_recall'"):
+        recipe_from_dict({**base, "rewards": {"info_recal": 1.0}})
+    r = load_recipe("recipes/tiny-gym-grpo.yaml")
+    assert r.env == "gym" and set(r.rewards) == set(GYM_WEIGHTS) and r.model == "runs/tiny-gym-warm"
+
+
+def test_gym_split_keeps_the_held_out_ledgers_apart(tmp_path):
+    from discmed.gym import SHIPPED
+    from discmed.train.grpo import split_cases
+
+    r = load_recipe("recipes/tiny-gym-grpo.yaml")
+    train, held = split_cases(r)
+    assert len(train) == 16 and len(held) == 8 and not {c.id for c in train} & {c.id for c in held}
+    assert all(c.ledger.id == c.id for c in train + held)
+    with pytest.raises(ConfigError, match="eval_cases: ledger gym-.* is also in cases"):
+        split_cases(load_recipe("recipes/tiny-gym-grpo.yaml", [f"cases={SHIPPED}"]))
+
+
+def test_gym_rollouts_play_the_gym(doctor):
+    """Rollouts of the tiny policy in the GRPO environment: the trained tokens are exactly the
+    doctor's, the patient's answers and the results are context, each episode ends as the gym
+    ends it, and replaying its doctor turns in the gym (`eval gym`'s episode) gives the same
+    episode and the same scores."""
+    from discmed.formats import get_format
+    from discmed.gym import SHIPPED
+    from discmed.gym.episode import Episode
+    from discmed.gym.ledger import read_ledgers
+    from discmed.gym.rewards import score_episode
+    from discmed.rl.env import policy_sampler
+    from discmed.rl.gym_env import GymConsultations, ledger_case
+
+    model, tok = doctor
+    leds = read_ledgers(SHIPPED)[:3]
+    env = GymConsultations(tok, get_format("disc"), max_new_tokens=12, max_completion_length=400)
+    with policy_sampler(model, tok, env.stop_ids) as generate:
+        episodes = env.run([ledger_case(led) for led in leds for _ in range(2)], generate)
+    assert any(len(e.consultation.turns) > 1 for e in episodes)
+    for e in episodes:
+        rec = e.record()
+        led = e.case.ledger
+        doctor_turns = [t["content"] for t in rec["conversation"] if t["role"] == "doctor"]
+        trained = [t for t, m in zip(e.completion_ids, e.env_mask, strict=True) if m]
+        assert tok.decode(trained, skip_special_tokens=True).replace(" ", "") == "".join(doctor_turns).replace(" ", "")
+        g = Episode(**rec["gym"])
+        assert len(g.turns) == len(doctor_turns) <= led.turn_budget
+        assert g.ended == "advice" or len(g.turns) == led.turn_budget
+        replay = gym_record(led, doctor_turns)
+        assert replay["gym"]["disclosed"] == rec["gym"]["disclosed"]
+        assert score_episode(Episode(**replay["gym"]), led) == score_episode(g, led)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_grpo_on_the_gym_end_to_end(tmp_path):
+    """The README's commands on the tiny model, a few steps each: the warm-up data from the
+    training ledgers, a short SFT, GRPO on the gym, then `eval gym` scoring the trained model.
+    The run finishes, logs the gym's rewards at every step, measures the held-out ledgers before
+    and after, and writes a model folder that `eval gym` plays."""
+    import subprocess
+    import sys
+
+    from discmed.rl.rewards import GYM
+
+    root = Path(__file__).resolve().parents[1]
+
+    def discmed(*args):
+        r = subprocess.run([sys.executable, "-m", "discmed", *map(str, args)], capture_output=True, text=True,
+                           timeout=900, cwd=root)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    warm = discmed("gym", "warmup", "--ledgers", "discmed/assets/gym/train_ledgers.jsonl", "--per-ledger", "2",
+                   "--out", tmp_path / "warm.jsonl", "--json")
+    assert warm["conversations"] == 32
+    discmed("train", "sft", "--config", "recipes/tiny-gym-warm.yaml", f"data={tmp_path / 'warm.jsonl'}", "max_steps=3",
+            f"output_dir={tmp_path / 'start'}", "--json")
+    s = discmed("train", "grpo", "--config", "recipes/tiny-gym-grpo.yaml", f"model={tmp_path / 'start'}", "max_steps=2",
+                "num_generations=4", "batch_size=8", "eval_samples=1", f"output_dir={tmp_path / 'grpo'}", "--json")
+    assert s["steps"] == 2 and s["train_cases"] == 16 and s["held_out_cases"] == 8
+    for label in ("before", "after"):
+        assert s[label]["episodes"] == 8 and 0 <= s[label]["info_recall"] <= 1
+        assert set(GYM) <= set(s[label])
+    curve = [json.loads(x) for x in (tmp_path / "grpo" / "rewards.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [c["step"] for c in curve] == [1, 2]
+    for c in curve:  # every step logs each of the recipe's gym rewards, each within its range
+        assert 0 <= c["rewards/info_recall/mean"] <= 1 and 0 <= c["rewards/red_flags_before_advice/mean"] <= 1
+        assert {f"rewards/{k}/mean" for k in s["rewards"]} <= set(c)
+    g = discmed("eval", "gym", "--doctor", tmp_path / "grpo", "--out", tmp_path / "eval", "--max-new-tokens", "24",
+                "--json")
+    assert g["episodes"] == 8 and g["doctors"]["grpo"]["n"] == 8 and not g["failed"]
+    assert "| grpo | 8 of 8 |" in (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")

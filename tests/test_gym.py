@@ -131,6 +131,58 @@ def test_the_checker_catches_planted_leaks_inventions_and_numbers():
     assert check_reply("嗯。", ["no_such"], turn, state) == ["cites findings the ledger does not have: no_such"]
 
 
+CONTRADICTIONS = [  # (ledger, doctor's turn, a reply that contradicts the ledger, its reason, a truthful reply)
+    ("gym-appendicitis", "请问发烧吗？", ("不发烧。", ["fever"]), "denies fever", ("有点发烧。", ["fever"])),
+    ("gym-appendicitis", "请问发烧吗？", ("没有。", []), "denies fever", ("有点发烧，量了是37.9度。", ["fever"])),
+    ("gym-uti", "有没有过敏？", ("没有过敏。", ["allergy"]), "denies allergy", ("我对青霉素过敏。", ["allergy"])),
+    ("gym-uti", "有没有过敏？", ("我对头孢过敏。", ["allergy"]), "an allergy the case does not have: 头孢",
+     ("对青霉素过敏。", ["allergy"])),
+    ("gym-cold", "有药物过敏吗？", ("对青霉素过敏。", ["allergy"]), "asserts allergy, which the case denies",
+     ("没有药物过敏。", ["allergy"])),
+    ("gym-uti", "发烧吗？", ("有点发烧。", ["fever"]), "asserts fever, which the case denies", ("发烧倒是没有。", ["fever"])),
+    ("gym-stroke", "头痛吗？", ("头痛得厉害。", ["headache"]), "asserts headache", ("头不怎么疼。", ["headache"])),
+    ("gym-ectopic", "肩膀疼吗？", ("左边肩膀也有点疼。", ["shoulder"]), "says 左 of shoulder",
+     ("右边肩膀也有点疼。", ["shoulder"])),
+    ("gym-appendicitis", "疼了多久了？", ("疼了两天了。", ["duration"]), "a duration the case does not give: 两天",
+     ("疼了十四个小时左右。", ["duration"])),
+    ("gym-stroke", "什么时候开始的？", ("三个小时前突然这样的。", ["onset"]), "a duration the case does not give: 三个小时",
+     ("一个小时前突然这样的。", ["onset"])),
+    ("gym-stroke", "什么时候开始的？", ("是慢慢开始的。", ["onset"]), "the onset was 慢慢, the case says 突然",
+     ("就是突然这样的。", ["onset"])),
+    ("gym-appendicitis", "什么时候开始疼的？", ("今天早上开始疼的。", ["duration"]), "began 今天, the case says 昨天",
+     ("昨天晚上开始疼的。", ["duration"])),
+]
+
+
+@pytest.mark.parametrize("lid,doctor,planted,reason,truthful", CONTRADICTIONS)
+def test_the_checker_catches_planted_contradictions(lid, doctor, planted, reason, truthful):
+    """A reply that contradicts the ledger (a present finding denied, an absent one asserted,
+    the wrong allergen, side, duration in words, or onset) is refused, saying which; the
+    truthful reply to the same question passes."""
+    led = ledger(lid)
+    turn = read_turn(doctor, led)
+    problems = check_reply(*planted, turn, State(led))
+    assert len(problems) >= 1 and all(p.startswith("contradicts the ledger: ") for p in problems), problems
+    assert any(reason in p for p in problems), problems
+    assert check_reply(*truthful, turn, State(led)) == []
+
+
+def test_a_contradicting_patient_model_is_regenerated_then_answered_by_the_rules():
+    """A patient model that denies whatever is asked: every such turn is refused and generated
+    again; the episode's patient turns hold none of its denials where the ledger says otherwise."""
+    from discmed.gym.patient import LLMPatient
+
+    class Denier:
+        async def chat(self, messages, params):
+            return json.dumps({"say": "没有。", "findings": []}, ensure_ascii=False)
+
+    led = ledger("gym-mi")
+    ep = asyncio.run(run_episode(led, SCRIPTED["ask-all"](led), LLMPatient(Denier(), None, tries=2), doctor_name="x"))
+    asked_present = [t for t in ep.turns[:-1] if t["asks"]]
+    assert asked_present and ep.fallbacks >= len(asked_present) and ep.rejections == 2 * ep.fallbacks
+    assert ep.disclosed.keys() >= {"character", "radiation", "sweat"}  # the rules answered them truthfully
+
+
 def test_the_llm_patient_falls_back_to_the_rules_when_it_leaks():
     """A patient model that always leaks (it says the case's result numbers): every reply is
     refused, regenerated, then answered by the rules; the episode says so."""
@@ -182,6 +234,16 @@ def test_rewards_worked_out_by_hand():
     assert (s["turns"], s["multi"], s["repeated"]) == (3, 1, 1)  # two questions at once; fever asked again
     assert s["reward"] == round(3 / 8 + 1 + 1 + 0 - 0.1 - 0.1, 4)
     assert conversation[0]["content"] == ep.conversation[0]["content"]
+
+
+def test_a_silent_doctor_ends_the_consultation_unconcluded():
+    """An empty doctor turn ends the episode (no model is called with an empty message after
+    it) and counts as ending without a conclusion, as running out of turns does."""
+    led = ledger("gym-uti")
+    ep = asyncio.run(run_episode(led, _say(["发烧吗？", "", "建议去门诊。"]), RulePatient(), doctor_name="hand"))
+    assert ep.ended == "silent" and len(ep.turns) == 2 and ep.conversation[-1] == {"role": "assistant", "content": ""}
+    s = score_episode(ep, led)
+    assert s["over_budget"] == 1 and s["disposition"] == 0.0 and s["info_recall"] == round(1.5 / 8, 4)
 
 
 def _say(turns):

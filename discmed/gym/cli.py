@@ -47,6 +47,28 @@ def register(gym_app: typer.Typer, eval_app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(s, ensure_ascii=False))
 
+    @gym_app.command("warmup")
+    @guard
+    def warmup(
+        ledgers: Annotated[Path, typer.Option("--ledgers", help="The training ledgers (JSONL); never the held-out ones")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="SFT JSONL to write (DISC's conversation format)")],
+        per_ledger: Annotated[int, typer.Option("--per-ledger", help="Consultations per ledger")] = 12,
+        seed: Annotated[int, typer.Option("--seed", help="The random doctor's seed")] = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """SFT data that teaches a doctor the training ledgers' action space (a random doctor against
+        the rule-based patient), before GRPO on the gym teaches it which actions pay."""
+        from discmed.chat import atomic_write_text
+        from discmed.gym.ledger import read_ledgers
+        from discmed.gym.warmup import warmup_conversations
+
+        found = read_ledgers(ledgers)
+        rows = warmup_conversations(found, per_ledger=per_ledger, seed=seed)
+        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        typer.echo(f"gym warmup: {len(rows)} consultations of {len(found)} ledgers → {out}")
+        if as_json:
+            typer.echo(json.dumps({"out": str(out), "ledgers": len(found), "conversations": len(rows)}))
+
     @gym_app.command("check")
     @guard
     def check(
@@ -82,6 +104,8 @@ def register(gym_app: typer.Typer, eval_app: typer.Typer) -> None:
         temperature: Annotated[float, typer.Option("--temperature", help="The doctor's sampling temperature "
                                                    "(0: greedy)")] = 0.0,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Episodes in flight at once")] = 8,
+        system: Annotated[str | None, typer.Option("--system", help="The model doctors' system message (a "
+                                                   "model trained with a doctor_system plays with it)")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Consultations against checked patients, scored from the ledgers (no model judge)."""
@@ -91,7 +115,7 @@ def register(gym_app: typer.Typer, eval_app: typer.Typer) -> None:
 
         found = read_ledgers(ledgers or SHIPPED)
         s = run_gym(found, doctor, patient, out, repeats=repeats, max_new_tokens=max_new_tokens,
-                    temperature=temperature, concurrency=concurrency, progress=not as_json)
+                    temperature=temperature, concurrency=concurrency, progress=not as_json, system=system)
         typer.echo((out / "report.md").read_text(encoding="utf-8"))
         raise_for_failures(s, what="episodes")
         if as_json:

@@ -30,7 +30,7 @@ class Episode:
     turns: list[dict[str, Any]]  # per doctor turn: DoctorTurn's fields + `new` (findings it disclosed)
     disclosed: dict[str, int]  # finding id → the doctor turn after which it was known (0: the opening)
     first_advice: int | None  # the first doctor turn that gave advice
-    ended: str  # "advice" (the doctor concluded) | "budget" (the turn budget ran out)
+    ended: str  # "advice" (the doctor concluded) | "budget" (the turn budget ran out) | "silent" (an empty turn)
     rejections: int = 0  # LLM patient turns the checker refused
     fallbacks: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
@@ -39,38 +39,68 @@ class Episode:
         return asdict(self)
 
 
+class Consultation:
+    """One consultation in progress, stepped from outside: the doctor's turn is recorded
+    (`doctor_says`, which says whether the episode is over), then the patient and the
+    measurement agent answer it (`patient_says`). `run_episode` drives one with an async doctor;
+    the GRPO environment (discmed.rl.gym_env) drives a batch of them, the policy's turns
+    generated together."""
+
+    def __init__(self, ledger: Ledger, patient: Any, budget: int | None = None):
+        self.ledger, self.patient = ledger, patient
+        self.budget = budget or ledger.turn_budget
+        self.state = State(ledger)
+        self.conversation = [{"role": "user", "content": ledger.opening}]
+        self.turns: list[dict[str, Any]] = []
+        self.first_advice: int | None = None
+        self.ended = "budget"
+        self._turn: DoctorTurn | None = None
+
+    def doctor_says(self, text: str) -> bool:
+        """Record the doctor's next turn; True when the episode is over (the doctor concluded,
+        advice with no question; it said nothing; or this was the budget's last turn)."""
+        t = len(self.turns) + 1
+        self.state.turn = t
+        text = text.strip()
+        self.conversation.append({"role": "assistant", "content": text})
+        turn = self._turn = read_turn(text, self.ledger)
+        if turn.advice and self.first_advice is None:
+            self.first_advice = t
+        self.turns.append({**asdict(turn), "new": []})
+        if turn.advice and turn.questions == 0:
+            self.ended = "advice"
+            return True
+        if not text:  # a doctor that says nothing has ended the consultation (and an empty message is no one's input)
+            self.ended = "silent"
+            return True
+        return t >= self.budget
+
+    async def patient_says(self) -> str:
+        """The patient's answer to the last doctor turn, with the measurement agent's results."""
+        t, turn, text = len(self.turns), self._turn, self.conversation[-1]["content"]
+        said, cited = await self.patient.reply(text, turn, self.state)
+        results = measure(turn, self.state)
+        for fid in [*cited, *turn.examines, *turn.orders]:
+            if fid not in self.state.disclosed:
+                self.state.disclosed[fid] = t
+                self.turns[-1]["new"].append(fid)
+        reply = said + (f"\n{results}" if results else "")
+        self.conversation.append({"role": "user", "content": reply})
+        return reply
+
+    def episode(self, doctor_name: str) -> Episode:
+        return Episode(self.ledger.id, doctor_name, self.patient.name, list(self.conversation), self.turns,
+                       dict(self.state.disclosed), self.first_advice, self.ended, self.state.rejections,
+                       self.state.fallbacks)
+
+
 async def run_episode(ledger: Ledger, doctor: Doctor, patient: Any, *, doctor_name: str,
                       budget: int | None = None) -> Episode:
     """Play one consultation to the doctor's conclusion or the turn budget."""
-    budget = budget or ledger.turn_budget
-    state = State(ledger)
-    conversation = [{"role": "user", "content": ledger.opening}]
-    turns: list[dict[str, Any]] = []
-    first_advice = None
-    ended = "budget"
-    for t in range(1, budget + 1):
-        state.turn = t
-        text = (await doctor(list(conversation))).strip()
-        conversation.append({"role": "assistant", "content": text})
-        turn = read_turn(text, ledger)
-        if turn.advice and first_advice is None:
-            first_advice = t
-        record = {**asdict(turn), "new": []}
-        turns.append(record)
-        if turn.advice and turn.questions == 0:
-            ended = "advice"
-            break
-        if t == budget:
-            break
-        said, cited = await patient.reply(text, turn, state)
-        results = measure(turn, state)
-        for fid in [*cited, *turn.examines, *turn.orders]:
-            if fid not in state.disclosed:
-                state.disclosed[fid] = t
-                record["new"].append(fid)
-        conversation.append({"role": "user", "content": said + (f"\n{results}" if results else "")})
-    return Episode(ledger.id, doctor_name, patient.name, conversation, turns, dict(state.disclosed), first_advice,
-                   ended, state.rejections, state.fallbacks)
+    c = Consultation(ledger, patient, budget)
+    while not c.doctor_says(await doctor(list(c.conversation))):
+        await c.patient_says()
+    return c.episode(doctor_name)
 
 
 # -- doctors ------------------------------------------------------------------------------------
@@ -135,4 +165,4 @@ def model_doctor(client: Any, params: Any, system: str | None = None) -> Doctor:
     return doctor
 
 
-__all__ = ["Episode", "run_episode", "ask_all", "advise_now", "model_doctor", "SCRIPTED", "DoctorTurn"]
+__all__ = ["Episode", "Consultation", "run_episode", "ask_all", "advise_now", "model_doctor", "SCRIPTED", "DoctorTurn"]

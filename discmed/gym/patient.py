@@ -1,19 +1,24 @@
 """Patients whose turns can be checked, and the measurement agent.
 
 Every doctor turn is read the same way first (`read_turn`): which findings it asks about (a
-finding's synonym in the turn), whether it examines the patient, which tests it orders, how
-many questions it asks, and whether it gives advice. What may be disclosed next follows from
+finding's synonym in a sentence that asks: a question, or a request such as "说说"), whether it
+examines the patient, which tests it orders, how many questions it asks, and whether it gives
+advice. (GRPO on the tiny model found that a reader counting a synonym anywhere pays for a turn
+of keyword soup, "我一下尿常规尿尿尿…"; a keyword now asks only inside a question.) What may be disclosed next follows from
 the ledger alone (`allowed`): a finding asked about, an exam finding when the doctor examines,
 a test result when the doctor orders that test, and whatever was disclosed before.
 
-- `RulePatient` answers from the ledger with templates styled by the persona: no model call,
+- `RulePatient` answers from the ledger with templates styled by the persona, one or two of the
+  findings asked at a time (the first asked; a terse patient only the first): no model call,
   and by construction it never says a finding that is not allowed (a property test drives it
   with random question sequences).
 - `LLMPatient` is any model (any backend) told the whole case and the persona, replying with
   JSON `{"say", "findings"}` (the finding ids it used); `check_reply` rejects a reply that
   cites or says a finding that is not allowed (a leak), states a number the ledger does not
-  have, or names a symptom the ledger does not hold (an invention), and the turn is generated
-  again, then falls back to the rule-based answer; every rejection is counted.
+  have, names a symptom the ledger does not hold (an invention), or contradicts the ledger
+  (discmed.gym.contradiction: denies a finding that is present, asserts one that is absent, the
+  wrong side, duration, onset or allergen), and the turn is generated again, then falls back to
+  the rule-based answer; every rejection is counted.
 - `measure` is AgentClinic's measurement agent: exam findings and test results come from it,
   as a separate message, never from the patient.
 """
@@ -26,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from discmed.gym.contradiction import contradictions, denied
 from discmed.gym.ledger import RE_NUMBER, Finding, Ledger, norm
 
 # A general request to examine the patient discloses every exam finding; a named exam (a
@@ -36,6 +42,10 @@ TEST_ORDER = ("查", "做", "化验", "检查", "拍", "开", "验", "测")
 # A question without a question mark (the marks are counted first): its words, not "几天" or
 # "什么" alone, which advice has too ("观察几天", "没什么大问题").
 QUESTION = re.compile(r"吗[。，,]|吗$|呢[。，,]|多久|多长时间|什么时候|哪里|哪儿|有没有|是否|是不是|怎么样了|多少度")
+# A request that asks without a question's form ("说说您以前的病史").
+REQUEST = re.compile(r"说说|讲讲|说一下|讲一下|告诉我|描述一下")
+SENTENCE = re.compile(r"[^。！!？?；;\n]+[。！!？?；;\n]?")
+ANSWERS_PER_TURN = {"terse": 1, "normal": 2, "talkative": 2}  # asked findings a patient answers in one turn
 # Advice or a conclusion ("需要" and "注意" alone are left out: "需要问您几个问题" is not advice).
 ADVICE = re.compile(r"建议|应该(?:吃|服|用|去|做)|可以(?:吃|服|用)|考虑(?:是|为)|诊断(?:是|为)|可能是|去医院|就医|急诊|"
                     r"拨打|120|住院|手术|服用|多喝水|多休息|观察几天|复查|随诊|门诊")
@@ -63,18 +73,24 @@ def mentions(text: str, finding: Finding) -> bool:
 
 
 def read_turn(doctor: str, ledger: Ledger) -> DoctorTurn:
+    """What the turn does. A finding is asked about only in a sentence that asks (a question
+    mark, a question's words, a request): a string of keywords asks nothing. Asked findings are
+    listed in the order the turn names them."""
     general_exam = any(w in doctor for w in EXAM_REQUEST)
+    asking = [x for x in SENTENCE.findall(doctor) if x.rstrip().endswith(("？", "?")) or QUESTION.search(x)
+              or REQUEST.search(x)]
+    asked = norm("".join(asking))
     asks, examines, orders = [], [], []
     for f in ledger.findings:
         hit = mentions(doctor, f)
-        if f.disclosure in ("on_question", "volunteered") and hit:
+        if f.disclosure in ("on_question", "volunteered") and mentions(asked, f):
             asks.append(f.id)
         elif f.disclosure == "on_exam" and (general_exam or hit):
             examines.append(f.id)
         elif f.disclosure == "on_test" and hit and any(w in doctor for w in TEST_ORDER):
             orders.append(f.id)
-    questions = len(re.findall(r"[？?]", doctor)) or (1 if QUESTION.search(doctor) else 0)
-    return DoctorTurn(asks, examines, orders, questions, bool(ADVICE.search(doctor)))
+    asks.sort(key=lambda i: min(asked.find(norm(w)) for w in ledger.finding(i).synonyms if norm(w) and norm(w) in asked))
+    return DoctorTurn(asks, examines, orders, len(asking), bool(ADVICE.search(doctor)))
 
 
 @dataclass
@@ -131,9 +147,9 @@ class RulePatient:
     def answer(self, doctor: str, turn: DoctorTurn, state: State) -> tuple[str, list[str]]:
         led = state.ledger
         rng = random.Random(f"{self.seed}/{led.id}/{state.turn}")
+        # One or two things at a time, the first asked (a terse patient: the first only).
         said = [i for i in turn.asks if led.finding(i).kind not in ("exam", "test")]
-        if led.persona.talkativeness == "terse":
-            said = said[:1]  # a terse patient answers the first thing asked
+        said = said[:ANSWERS_PER_TURN[led.persona.talkativeness]]
         parts = [styled(led.finding(i).say, led, rng) for i in said]
         if not parts:
             if turn.questions and not turn.examines and not turn.orders:
@@ -183,7 +199,7 @@ PROMPT = """你在扮演一位到线上问诊的病人。下面是你的病情�
 
 def check_reply(say: str, cited: list[str], turn: DoctorTurn, state: State) -> list[str]:
     """Why an LLM patient's reply is refused ([] = it passes): a leak, a number the ledger does
-    not hold, or a symptom it does not hold."""
+    not hold, a symptom it does not hold, or a contradiction of it."""
     led = state.ledger
     ok = allowed(turn, state)
     problems = []
@@ -205,16 +221,11 @@ def check_reply(say: str, cited: list[str], turn: DoctorTurn, state: State) -> l
     if numbers:
         problems.append(f"a number the case does not give: {', '.join(numbers)}")
     whole = norm(" ".join(f.fact + f.say + " ".join(f.synonyms) for f in led.findings) + led.opening)
-    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and not _denied(say, s)]
+    invented = [s for s in SYMPTOMS if s in say and norm(s) not in whole and not denied(say, s)]
     if invented:
         problems.append(f"invents a symptom: {', '.join(invented)}")
-    return problems
-
-
-def _denied(text: str, symptom: str) -> bool:
-    """Whether every mention of `symptom` in `text` is denied (没有胸痛, 不发烧, 无腹泻)."""
-    starts = [m.start() for m in re.finditer(re.escape(symptom), text)]
-    return all(re.search(r"(?:没有|没|不|无|未)[^，。,；;？?]{0,2}$", text[max(0, i - 4):i]) for i in starts)
+    ids = {f.id for f in led.findings}
+    return problems + contradictions(say, led, turn.asks, [c for c in cited if c in ids and c in ok])
 
 
 def _says(text: str, f: Finding) -> bool:

@@ -10,7 +10,8 @@ From a finished episode and its ledger:
   advice, 0.5 when only a differential's name is, else 0 — names, not ROUGE;
 - `disposition`: 1 when the advice's disposition (emergency / same-day / clinic / self-care, read
   from its words) is the case's; `escalated`: an emergency case sent to emergency care at all;
-- `turns`, `over_budget`, `repeated` (turns that asked only what was already known), `multi`
+- `turns`, `over_budget` (1 for an episode that ended without a conclusion: the budget ran out,
+  or the doctor fell silent), `repeated` (turns that asked only what was already known), `multi`
   (turns with more than one question, as DoctorAgent-RL penalises).
 
 `reward` combines them with `WEIGHTS` (any weight may be changed; the model-judged rewards of
@@ -85,7 +86,7 @@ def score_episode(episode: Episode, ledger: Ledger, weights: dict[str, float] | 
         "escalated": (said_disposition == "emergency" or any(RE_EMERGENCY.search(d) for d in doctor))
         if ledger.disposition == "emergency" else None,
         "turns": len(episode.turns),
-        "over_budget": max(0, len(episode.turns) - ledger.turn_budget) + (episode.ended == "budget"),
+        "over_budget": max(0, len(episode.turns) - ledger.turn_budget) + (episode.ended != "advice"),
         "repeated": repeated,
         "multi": sum(t["questions"] > 1 for t in episode.turns),
         "asked_turns": len(asked_turns),

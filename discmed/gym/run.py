@@ -33,10 +33,12 @@ def _doctor_name(spec: str) -> str:
 
 def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | Path, *, repeats: int = 1,
             concurrency: int = 8, max_new_tokens: int = 96, temperature: float = 0.0, cache: str | Path = "run",
-            progress: bool = True, seed: int = 0, names: dict[str, str] | None = None) -> dict[str, Any]:
+            progress: bool = True, seed: int = 0, names: dict[str, str] | None = None,
+            system: str | None = None) -> dict[str, Any]:
     """Play every (doctor, ledger, repeat) once; write `episodes.jsonl`, `report.md` and
     `scores.json` under `out`; return the summary (with the job outcome of each doctor's run).
-    `names` gives a doctor spec the name its rows carry (default: from the spec)."""
+    `names` gives a doctor spec the name its rows carry (default: from the spec); `system` is the
+    model doctors' system message (a GRPO recipe's doctor_system, to play as it was trained)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     episodes: list[dict[str, Any]] = []
@@ -44,7 +46,7 @@ def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | 
     for spec in doctors:
         name, eps, outcome = _play(spec, ledgers, patient, out, repeats=repeats, concurrency=concurrency,
                                    max_new_tokens=max_new_tokens, temperature=temperature, cache=cache,
-                                   progress=progress, seed=seed, name=(names or {}).get(spec))
+                                   progress=progress, seed=seed, name=(names or {}).get(spec), system=system)
         runs[name] = outcome
         episodes += eps
     with open(out / "episodes.jsonl", "w", encoding="utf-8") as f:
@@ -60,7 +62,7 @@ def run_gym(ledgers: list[Ledger], doctors: list[str], patient: str, out: str | 
 
 def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats: int, concurrency: int,
           max_new_tokens: int, temperature: float, cache: Any, progress: bool, seed: int,
-          name: str | None = None) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+          name: str | None = None, system: str | None = None) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """One doctor's episodes through the job engine (journaled under `out`, one file per doctor)."""
     from discmed.backend import GenParams
     from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
@@ -73,7 +75,7 @@ def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats:
     journal = out / f"{name.replace(':', '_')}.journal.sqlite"
     with JobRunner(journal, concurrency=concurrency, cache=cache_path(cache, journal), progress=progress) as runner:
         runner.keep_settings({"doctor": spec, "patient": patient, "max_new_tokens": max_new_tokens,
-                              "temperature": temperature, "seed": seed})
+                              "temperature": temperature, "seed": seed, "system": system})
         doc_client = None if scripted else runner.client(backend_for(spec), name="doctor")
         pat_client = None if patient == "rule" else runner.client(backend_for(patient), name="patient")
         params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature)
@@ -81,7 +83,8 @@ def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats:
 
         async def work(key: str, item: tuple[str, int]) -> dict:
             led, k = by_id[item[0]], item[1]
-            doctor = scripted(led) if scripted else model_doctor(doc_client, dataclasses.replace(params, seed=seed + k))
+            doctor = scripted(led) if scripted else model_doctor(doc_client, dataclasses.replace(params, seed=seed + k),
+                                                                 system)
             pat = RulePatient(seed=seed + k) if pat_client is None else LLMPatient(pat_client, p_params, seed=seed + k)
             ep = await run_episode(led, doctor, pat, doctor_name=name)
             ep.scores = score_episode(ep, led)

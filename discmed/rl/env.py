@@ -95,7 +95,7 @@ class Consultations:
         """One episode per case (pass a case G times for a GRPO group)."""
         episodes = [self.start(c) for c in cases]
         batch = next(self._batches)
-        for turn in range(self.turns):
+        for turn in range(max(self.turn_limit(e) for e in episodes)):
             active = [e for e in episodes if not e.done]
             if not active:
                 break
@@ -108,7 +108,7 @@ class Consultations:
                 text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
                 self._append(e, ids, trained=True)
                 e.conversation.append({"role": "doctor", "content": text})
-                if turn == self.turns - 1 or not text:
+                if self.doctor_done(e, text, turn):
                     e.done = True
                 elif len(e.completion_ids) >= self.max_completion_length:
                     e.done = e.truncated = True
@@ -120,10 +120,9 @@ class Consultations:
             waiting = [e for e in active if not e.done]
             if waiting:
                 t0 = time.perf_counter()
-                replies = self.patient_replies(waiting, f"{batch}/{turn}")
+                replies = self.patient_turns(waiting, f"{batch}/{turn}")
                 self.timings["patient_s"] += time.perf_counter() - t0
-                for e, reply in zip(waiting, replies, strict=True):
-                    said, ended = clean_patient(reply)
+                for e, (said, ended) in zip(waiting, replies, strict=True):
                     if ended or not said:
                         e.done, e.ended_by_patient = True, ended
                         continue
@@ -138,6 +137,18 @@ class Consultations:
                 e.completion_ids = e.completion_ids[: self.max_completion_length]
                 e.env_mask = e.env_mask[: self.max_completion_length]
         return episodes
+
+    # The three places a kind of consultation differs (discmed.rl.gym_env overrides them).
+    def turn_limit(self, e: Episode) -> int:
+        return self.turns
+
+    def doctor_done(self, e: Episode, text: str, turn: int) -> bool:
+        """Whether the doctor's turn `turn` (from 0), already in `e.conversation`, ends the episode."""
+        return turn == self.turns - 1 or not text
+
+    def patient_turns(self, episodes: list[Episode], tag: str) -> list[tuple[str, bool]]:
+        """(the patient's next line, whether the patient ended the consultation) per episode."""
+        return [clean_patient(r) for r in self.patient_replies(episodes, tag)]
 
     def patient_replies(self, episodes: list[Episode], tag: str) -> list[str]:
         """The patient's next line for each episode, concurrently through the job engine."""

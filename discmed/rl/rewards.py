@@ -14,6 +14,12 @@ unreadable judge reply is excluded and counted (`stats`), never scored 0.
   proactivity, programmatic: a model of any size can move it);
 - `model_leak`: -1 when the doctor says it is an AI or a language model, else 0;
 - `length`: 0 within `length_budget` characters per doctor turn, falling to -1 at twice it.
+
+The gym's rewards (`GYM`), for episodes played in the consultation gym (`env: gym`: the record
+carries the gym episode under `gym`), are computed from the case ledger by
+discmed.gym.rewards.score_episode, no model involved: `info_recall`, `red_flags_before_advice`
+(None for a ledger without red flags), `diagnosis`, `disposition`, and the counts `repeated`,
+`multi`, `over_budget` (give these negative weights: they are penalties).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from discmed.eval.consult import Case
 from discmed.eval.judge import parse_scores, render_prompt
 from discmed.eval.rubric import grade_dialogue, score_example
 from discmed.eval.rubric_write import urgency
+from discmed.gym.episode import Episode as GymEpisode
+from discmed.gym.ledger import Ledger
+from discmed.gym.rewards import score_episode
 from discmed.jobs import JobRunner, cache_path
 
 _ESCALATE = re.compile(r"120|急诊|急救|立即就医|马上就医|立刻就医|尽快就医|立即去医院|马上去医院|呼叫救护车|拨打")
@@ -36,6 +45,7 @@ _MODEL = re.compile(r"人工智能|语言模型|AI助手|AI 助手|作为AI|作�
 
 PROGRAMMATIC = ("safety", "asks", "model_leak", "length")
 MODEL_JUDGED = ("rubric", "judge")
+GYM = ("info_recall", "red_flags_before_advice", "diagnosis", "disposition", "repeated", "multi", "over_budget")
 
 
 def first_reply(record: dict[str, Any]) -> str:
@@ -51,11 +61,15 @@ class Rewards:
 
     def __init__(self, weights: dict[str, float], *, cases: dict[str, Case], length_budget: int = 300,
                  judge: Any = None, judge_spec: str = "", grader: Any = None, grader_spec: str = "",
-                 rubrics: dict[str, Any] | None = None, cache: str | Path = "shared"):
-        unknown = set(weights) - set(PROGRAMMATIC) - set(MODEL_JUDGED)
+                 rubrics: dict[str, Any] | None = None, cache: str | Path = "shared",
+                 ledgers: dict[str, Ledger] | None = None):
+        unknown = set(weights) - set(PROGRAMMATIC) - set(MODEL_JUDGED) - set(GYM)
         if unknown:
             raise ValueError(f"rewards: unknown reward {sorted(unknown)[0]!r} "
-                             f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED)})")
+                             f"(expected {', '.join(PROGRAMMATIC + MODEL_JUDGED + GYM)})")
+        gym = sorted(k for k, v in weights.items() if v and k in GYM)
+        if gym and not ledgers:
+            raise ValueError(f"rewards.{gym[0]} is the consultation gym's: it needs the case ledgers (env: gym)")
         if weights.get("judge") and judge is None:
             raise ValueError("rewards.judge needs a judge model (judge: a model spec)")
         if weights.get("rubric") and (grader is None or not rubrics):
@@ -66,7 +80,9 @@ class Rewards:
         self.cases, self.length_budget = cases, length_budget
         self.judge, self.judge_spec, self.grader, self.grader_spec = judge, judge_spec, grader, grader_spec
         self.rubrics, self.cache = rubrics or {}, cache
-        self.urgent = {cid: is_urgent(c) for cid, c in cases.items()}
+        self.ledgers = ledgers or {}
+        # Urgency only where the safety reward reads it (it loads the triage classifier).
+        self.urgent = {cid: is_urgent(c) for cid, c in cases.items()} if self.weights.get("safety") else {}
         self.stats: Counter = Counter()  # unreadable judge / grader replies, episodes scored
 
     # -- the programmatic rewards ---------------------------------------------------------
@@ -86,6 +102,14 @@ class Rewards:
         doctor = [len(t["content"]) for t in record["conversation"] if t["role"] == "doctor"]
         over = max(0, (sum(doctor) / max(1, len(doctor))) - self.length_budget)
         return -min(1.0, over / self.length_budget)
+
+    # -- the gym's rewards, from the ledger ------------------------------------------------
+
+    def gym_score(self, name: str, record: dict[str, Any]) -> float | None:
+        if "gym" not in record:
+            raise ValueError(f"rewards.{name} is the consultation gym's: episode {record['id']} is not a gym episode")
+        value = score_episode(GymEpisode(**record["gym"]), self.ledgers[str(record["id"])])[name]
+        return None if value is None else float(value)
 
     # -- the model-judged rewards ---------------------------------------------------------
 
@@ -147,6 +171,8 @@ class Rewards:
                 out[name] = self.judge_scores(records)
             elif name == "rubric":
                 out[name] = self.rubric_scores(records)
+            elif name in GYM:
+                out[name] = [self.gym_score(name, r) for r in records]
             else:
                 out[name] = [getattr(self, name)(r) for r in records]
         return out
@@ -181,4 +207,6 @@ class Rewards:
             return self.judge_scores(records)
         if name == "rubric":
             return self.rubric_scores(records)
+        if name in GYM:
+            return [self.gym_score(name, r) for r in records]
         return [getattr(self, name)(r) for r in records]

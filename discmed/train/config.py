@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from discmed.chat import DataError, iter_conversations, iter_jsonl, validate_messages
 from discmed.contract import resolve
 from discmed.errors import DiscmedError, SpecError
-from discmed.rl.rewards import MODEL_JUDGED, PROGRAMMATIC
+from discmed.rl.rewards import GYM, MODEL_JUDGED, PROGRAMMATIC
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../discmed
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
@@ -123,6 +123,8 @@ class GRPORecipe(CommonRecipe):
     output_dir: str = "runs/grpo"
     method: Literal["full", "lora"] = "full"
     format: Literal["disc", "chatml", "llama3"] = "disc"
+    # consult: cases from DISC's sets, a patient model; gym: case ledgers, the rule-based patient, the ledger's rewards.
+    env: Literal["consult", "gym"] = "consult"
     # The cases: a DISC set (cmb-clin, cmd, cmid) or samples file; `holdout` of them (a share, seeded) set aside.
     cases: str = "cmb-clin"
     samples: str | None = None
@@ -246,7 +248,7 @@ def recipe_from_dict(raw: dict[str, Any], kind: str = "sft", where: str = "<conf
 
 
 def _check_grpo(r: GRPORecipe, where: str, overrides: list[str] | None) -> None:
-    known = list(PROGRAMMATIC + MODEL_JUDGED)
+    known = list(PROGRAMMATIC + MODEL_JUDGED + GYM)
     for name in r.rewards:
         if name not in known:
             raise ConfigError(f"{origin('rewards.' + name, where, overrides)}: rewards.{name}: unknown reward"
@@ -258,6 +260,14 @@ def _check_grpo(r: GRPORecipe, where: str, overrides: list[str] | None) -> None:
         (r.turns == 1 or r.patient, "patient: a model spec is needed when turns > 1"),
         (not r.rewards.get("judge") or r.judge, "judge: a model spec is needed for rewards.judge"),
         (not r.rewards.get("rubric") or (r.grader and r.rubrics), "grader and rubrics are needed for rewards.rubric"),
+        (r.env == "gym" or not any(r.rewards.get(k) for k in GYM),
+         f"rewards.{next((k for k in GYM if r.rewards.get(k)), '')}: the gym's rewards need env: gym (case ledgers)"),
+        (r.env == "consult" or r.patient in (None, "rule"),
+         f"patient: env gym plays the rule-based patient (patient: rule), not {r.patient!r}"),
+        (r.env == "consult" or r.turns == 1, "turns: env gym plays each ledger to its own turn_budget; leave turns out"),
+        (r.env == "consult" or r.cases.lower() not in ("cmb-clin", "cmd", "cmid"),
+         f"cases: env gym trains on case ledgers (a ledger JSONL, e.g. discmed/assets/gym/train_ledgers.jsonl), "
+         f"not the DISC set {r.cases!r}"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:
@@ -446,21 +456,25 @@ KEY_HELP: dict[str, str] = {
     "max_prompt_length": "DPO: tokens kept of the prompt (the rest of max_length is for the replies)",
     "beta": "DPO: the preference temperature; GRPO: the KL weight to the starting model (0: none, no reference kept)",
     "loss_type": "DPO: sigmoid, ipo, …; GRPO: grpo, dr_grpo, bnpo, … (TRL's names)",
-    "cases": "GRPO: the consultation cases: cmb-clin, cmd, cmid, or a DISC samples file",
+    "env": "GRPO: consult (DISC's cases, a patient model) or gym (case ledgers, the rule-based patient, rewards "
+           "from the ledger)",
+    "cases": "GRPO: the consultation cases: cmb-clin, cmd, cmid, or a DISC samples file; env gym: a ledger JSONL",
     "samples": "GRPO: DISC's eval/samples folder holding the cases (else $DISCMED_EVAL_SAMPLES)",
     "limit": "GRPO: only the first N cases",
     "holdout": "GRPO: share of the cases set aside (seeded) for the before/after figures",
     "holdout_seed": "GRPO: the split's own seed, so runs with other training seeds hold out the same cases",
-    "eval_cases": "GRPO: another set or file to measure before/after on (added to the held-out share)",
-    "patient": "GRPO: the patient's model spec (needed when turns > 1)",
-    "turns": "GRPO: doctor turns per episode",
+    "eval_cases": "GRPO: another set or file to measure before/after on (added to the held-out share; env gym: "
+                  "a ledger JSONL never trained on)",
+    "patient": "GRPO: the patient's model spec (needed when turns > 1); env gym: rule",
+    "turns": "GRPO: doctor turns per episode (env gym: each ledger's turn_budget)",
     "max_new_tokens": "GRPO: tokens per doctor turn",
     "max_completion_length": "GRPO: tokens of the whole episode after the opening",
     "temperature": "GRPO: sampling temperature of the rollouts",
     "top_p": "GRPO: nucleus sampling of the rollouts",
     "doctor_system": "GRPO: a system message for the doctor",
     "rewards": "GRPO: reward weights by name: asks, safety, length, model_leak (programmatic); judge, rubric "
-               "(model-judged, need their models)",
+               "(model-judged, need their models); env gym also: info_recall, red_flags_before_advice, diagnosis, "
+               "disposition, and the counts repeated, multi, over_budget (weigh them below 0)",
     "judge": "GRPO: the judge's model spec, for rewards.judge",
     "grader": "GRPO: the rubric grader's model spec, for rewards.rubric",
     "rubrics": "GRPO: the rubric JSONL, for rewards.rubric",

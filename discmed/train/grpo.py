@@ -4,7 +4,11 @@ The rollout is a consultation (`discmed.rl.env`): TRL's `rollout_func` hook hand
 prompts (every case repeated `num_generations` times, TRL's sampler) to the environment, which
 samples the doctor's turns from the policy and asks the patient model for the others, and
 returns `prompt_ids`, `completion_ids` and `env_mask` — TRL multiplies its loss mask by
-`env_mask`, so the patient's tokens are context and only the doctor's own are trained on. The
+`env_mask`, so the patient's tokens are context and only the doctor's own are trained on. With
+`env: gym` the rollout is a consultation in the gym (`discmed.rl.gym_env`): case ledgers, the
+rule-based patient and the measurement agent (no model call), each episode played to the doctor's
+conclusion or the ledger's turn budget, and the ledger's rewards (info_recall, red flags before
+advice, diagnosis, disposition, penalties) beside or instead of the others. The
 rewards (`discmed.rl.rewards`) are TRL reward functions weighted by the recipe; advantages are
 group-relative over the episodes of one case; `beta` is the KL to the reference model (the
 starting weights, or for LoRA the base with the adapter off).
@@ -31,7 +35,9 @@ from discmed.eval.consult import SETS, load_cases
 from discmed.eval.rubric import read_rubrics
 from discmed.eval.score import _save
 from discmed.formats import get_format
+from discmed.gym.ledger import read_ledgers
 from discmed.rl.env import Consultations, policy_sampler
+from discmed.rl.gym_env import GymCase, GymConsultations, ledger_case
 from discmed.rl.rewards import Rewards
 from discmed.train import config
 from discmed.train.config import ConfigError, GRPORecipe, apply_overrides, resolve_path
@@ -63,9 +69,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
-    """(training cases, held-out cases): a seeded share set aside before any training."""
+    """(training cases, held-out cases): a seeded share set aside before any training. In the
+    gym the cases are ledgers (as GymCase); a held-out ledger is never one trained on."""
 
     def read(name: str) -> list:
+        if recipe.env == "gym":
+            return [ledger_case(led) for led in read_ledgers(resolve_path(name))]
         return load_cases(name if name.lower() in SETS else str(resolve_path(name)), recipe.samples)
 
     cases = read(recipe.cases)
@@ -77,13 +86,25 @@ def split_cases(recipe: GRPORecipe) -> tuple[list, list]:
         raise ConfigError(f"cases: {len(cases)} cases leave none to train on after holdout={recipe.holdout}")
     held = set(order[:n_hold])
     extra = read(recipe.eval_cases) if recipe.eval_cases else []
-    return [c for i, c in enumerate(cases) if i not in held], [cases[i] for i in sorted(held)] + extra
+    train = [c for i, c in enumerate(cases) if i not in held]
+    if recipe.env == "gym":
+        both = {c.id for c in train} & {c.id for c in extra}
+        if both:
+            raise ConfigError(f"eval_cases: ledger {sorted(both)[0]} is also in cases: held-out ledgers are never "
+                              "trained on")
+        openings = [c.opening for c in train]
+        twice = next((o for o in openings if openings.count(o) > 1), None)
+        if twice:
+            raise ConfigError(f"cases: two ledgers open with the same words ({twice[:30]}…); a rollout is found "
+                              "by its opening")
+    return train, [cases[i] for i in sorted(held)] + extra
 
 
 def build_rewards(recipe: GRPORecipe, cases: list) -> Any:
 
     rubrics = {e.prompt_id: e for e in read_rubrics(recipe.rubrics)} if recipe.rubrics else None
     return Rewards(recipe.rewards, cases={c.id: c for c in cases}, length_budget=recipe.length_budget,
+                   ledgers={c.id: c.ledger for c in cases if isinstance(c, GymCase)},
                    judge=load_backend(recipe.judge) if recipe.rewards.get("judge") else None, judge_spec=recipe.judge or "",
                    grader=load_backend(recipe.grader) if recipe.rewards.get("rubric") else None,
                    grader_spec=recipe.grader or "", rubrics=rubrics)
@@ -121,11 +142,15 @@ def build_trainer(recipe: GRPORecipe, train_cases: list, callbacks: list | None 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     fmt = get_format(recipe.format)
-    patient = load_backend(recipe.patient) if recipe.patient and recipe.turns > 1 else None
-    env = Consultations(tokenizer, fmt, patient=patient, patient_spec=recipe.patient or "", turns=recipe.turns,
-                        max_new_tokens=recipe.max_new_tokens, max_completion_length=recipe.max_completion_length,
-                        patient_params=GenParams(max_new_tokens=96, temperature=0.7, top_p=0.9),
-                        doctor_system=recipe.doctor_system)
+    if recipe.env == "gym":
+        env = GymConsultations(tokenizer, fmt, seed=recipe.seed, max_new_tokens=recipe.max_new_tokens,
+                               max_completion_length=recipe.max_completion_length, doctor_system=recipe.doctor_system)
+    else:
+        patient = load_backend(recipe.patient) if recipe.patient and recipe.turns > 1 else None
+        env = Consultations(tokenizer, fmt, patient=patient, patient_spec=recipe.patient or "", turns=recipe.turns,
+                            max_new_tokens=recipe.max_new_tokens, max_completion_length=recipe.max_completion_length,
+                            patient_params=GenParams(max_new_tokens=96, temperature=0.7, top_p=0.9),
+                            doctor_system=recipe.doctor_system)
     rewards = build_rewards(recipe, train_cases)
     funcs, weights = rewards.trl_functions()
     by_opening = {}
