@@ -236,9 +236,8 @@ class LlamaCppEngine:
         self._ids = itertools.count(1)
         self._deliver = Delivery()
         # A caller on an event loop (discmed serve's routes, the job engine) has its request run
-        # as a task on that same loop: its deltas go
-        # straight onto its stream, no thread in between (a hop per token costs a GIL hand-off;
-        # at one client it halved the tokens/s). Callers on threads share a loop of the engine's.
+        # as a task on that same loop: its deltas go straight onto its stream, with no thread in
+        # between (a hop per token costs a GIL hand-off). Callers on threads share the engine's loop.
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="discmed-llamacpp", daemon=True)
         self._thread.start()
