@@ -184,6 +184,35 @@ def test_every_row_equals_full_forwards_alone_and_joined(model, tokenizer, engin
     assert [f for *_, f in together] == ["length"] * len(ps)
 
 
+def test_prompts_sharing_a_prefix_run_it_once_and_decode_as_alone(model, tokenizer, engine):
+    """Prompts admitted together that begin alike (G samples of one case, patients told the same
+    case) run the shared prefix once; every row still decodes exactly what full forwards of its
+    whole prompt alone decode — rows of other lengths, a duplicate and an unrelated prompt beside them."""
+    stem = [t for text in TEXTS for t in prompts(tokenizer)[TEXTS.index(text)]] * 2  # ≥ 32 tokens
+    assert len(stem) >= 32
+    tails = [prompts(tokenizer)[0][:3], prompts(tokenizer)[1], prompts(tokenizer)[2][:1], prompts(tokenizer)[1]]
+    ps = [stem + t for t in tails] + [prompts(tokenizer)[3]]
+    want = [reference(model, p, 6) for p in ps]
+    reqs = [Request(p, GenParams(max_new_tokens=6), ignore_eos=True) for p in ps]
+    saved = engine.stats().shared_prefix_tokens
+    got = collect(engine, reqs)
+    assert [d.token_ids for d in got] == want
+    # four prompts shared at least the stem: three of them did not run it again
+    assert engine.stats().shared_prefix_tokens - saved >= 3 * len(stem)
+
+
+def test_shared_prefix_groups_keep_a_token_of_each_prompt_and_bound_the_spread():
+    from discmed.engine.cache import shared_prefix_groups
+
+    a = list(range(40))
+    groups = shared_prefix_groups([a + [1], [7] * 50, a + [2, 3], a, [7] * 50 + [8]], min_shared=32)
+    # a, a+[1], a+[2,3] share 40 tokens but `a` must keep one of its own: 39; the 7s share 49
+    assert sorted((sorted(idx), p) for idx, p in groups) == [([0, 2, 3], 39), ([1, 4], 49)]
+    assert shared_prefix_groups([a, a[:10] + [99] * 30], min_shared=32) == []  # too short a prefix
+    # lengths that differ by more than the prefix would pad: not grouped
+    assert shared_prefix_groups([a + [1], a + list(range(100))], min_shared=32) == []
+
+
 def test_collect_acollect_and_deltas_agree(tokenizer, engine):
     """The three ways a backend waits give one reply, seeded sampling included."""
     p = GenParams(max_new_tokens=12, temperature=0.9, top_k=40, seed=11)

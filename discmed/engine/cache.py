@@ -110,3 +110,51 @@ def join_caches(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> tuple[A
             ok, ov = F.pad(ok, (0, 0, -gap, 0)), F.pad(ov, (0, 0, -gap, 0))
         old.keys, old.values = torch.cat([ok, nk]), torch.cat([ov, nv])
     return cache, torch.cat([mask, new_mask])
+
+
+def shared_prefix_groups(prompts: list[list[int]], min_shared: int) -> list[tuple[list[int], int]]:
+    """Groups of at least two prompts (indices into `prompts`) that begin with the same
+    `min_shared` or more tokens, each with the length of its common prefix; prompts in no group
+    are left out. The prefix always leaves every prompt at least one token of its own (the
+    prefill of that token gives the prompt's next-token logits), and the prompts' lengths in a
+    group differ by no more than the prefix (see `fork_prefix`)."""
+    import itertools
+    import os
+
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    runs: list[list[int]] = []
+    for a, b in itertools.pairwise(order):
+        common = len(os.path.commonprefix([prompts[a], prompts[b]]))
+        if common >= min_shared and runs and runs[-1][-1] == a:
+            runs[-1].append(b)
+        elif common >= min_shared:
+            runs.append([a, b])
+    groups = []
+    for run in runs:
+        ids = [prompts[i] for i in run]
+        lengths = [len(p) for p in ids]
+        p = min(len(os.path.commonprefix(ids)), min(lengths) - 1)
+        if p >= min_shared and max(lengths) - min(lengths) <= p:
+            groups.append((run, p))
+    return groups
+
+
+def fork_prefix(cache: Any, shifts: list[int], device: Any) -> tuple[Any, Any]:
+    """One prompt prefix's KV cache (batch 1, time p) made into a cache for len(shifts) rows,
+    row i holding the prefix's first p - shifts[i] tokens moved shifts[i] slots to the right
+    (left padding, masked) — so that the rows' own tokens, fed next as one unpadded block of
+    equal width, follow each row's cache without a gap. A key keeps the position it was
+    computed at (rotary models) and real tokens stay contiguous (ALiBi's distances), so the
+    result equals prefilling each prompt alone. Returns the cache and its attention mask."""
+    import torch
+    import torch.nn.functional as F
+
+    p = cache.layers[0].keys.shape[2]
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)[0]  # heads × p × dim
+            setattr(layer, name, torch.stack([F.pad(t[:, : p - s], (0, 0, s, 0)) for s in shifts]))
+    mask = torch.ones((len(shifts), p), dtype=torch.long, device=device)
+    for i, s in enumerate(shifts):
+        mask[i, :s] = 0
+    return cache, mask

@@ -26,7 +26,7 @@ import weakref
 from typing import Any
 
 from discmed.compat import cache_kwargs, output_cache
-from discmed.engine.cache import Batch
+from discmed.engine.cache import Batch, fork_prefix, shared_prefix_groups
 from discmed.engine.output import Output, OutputProcessor
 from discmed.engine.protocol import (
     LOGPROBS,
@@ -45,6 +45,10 @@ from discmed.engine.scheduler import Scheduler
 from discmed.structured import Grammars
 
 log = logging.getLogger("discmed.engine")
+
+# Prompts admitted together that begin with this many tokens or more in common run them once
+# (`LocalEngine._forward_shared`); below it, a second forward pass costs more than it saves.
+MIN_SHARED_PREFIX = 32
 
 _ENGINES: weakref.WeakSet = weakref.WeakSet()
 
@@ -110,7 +114,7 @@ class LocalEngine:
         self._grammars: Any = None
         # counters, read through stats()
         self.batches = self.max_batch_seen = self.running = self.cancelled = self.failed = 0
-        self.prompt_tokens = self.generated_tokens = 0
+        self.prompt_tokens = self.generated_tokens = self.shared_prefix_tokens = 0
         self.mean_seconds, self.step_s = 1.0, 0.0
         self._thread = threading.Thread(target=self._run, name="discmed-engine", daemon=True)
         self._thread.start()
@@ -137,7 +141,7 @@ class LocalEngine:
             load=self.scheduler.load, queued=self.scheduler.queued, running=self.running, max_batch=self.max_batch,
             batches=self.batches, max_batch_seen=self.max_batch_seen, cancelled=self.cancelled, failed=self.failed,
             prompt_tokens=self.prompt_tokens, generated_tokens=self.generated_tokens,
-            mean_seconds=self.mean_seconds, step_s=self.step_s, alive=not self._stop.is_set(),
+            shared_prefix_tokens=self.shared_prefix_tokens, mean_seconds=self.mean_seconds, step_s=self.step_s, alive=not self._stop.is_set(),
         )  # fmt: skip
 
     def shutdown(self) -> None:
@@ -287,30 +291,39 @@ class LocalEngine:
         return batch
 
     def _prefill(self, rows: list[_Row]) -> Batch | None:
-        """Run the prompts of `rows` (left-padded) and sample each one's first token."""
-        torch = self.torch
-        self.batches += 1
+        """Run the prompts of `rows` and sample each one's first token. Prompts that begin with
+        the same long prefix (G samples of one GRPO case, turns of patients told the same case, a
+        long shared system prompt) run that prefix once (`_forward_shared`); the rest run
+        together, left-padded."""
         reqs = [r.request for r in rows]
+        self.batches += 1
         self.prompt_tokens += sum(len(r.prompt_ids) for r in reqs)
         for r in rows:
             r.generator = make_generator(r.request.params.seed, self.device)
-        width = max(len(r.prompt_ids) for r in reqs)
-        input_ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            n = len(r.prompt_ids)
-            input_ids[i, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - n :] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        seen = torch.zeros((len(reqs), self.vocab), dtype=torch.bool, device=self.device)
-        seen.scatter_(1, input_ids.clamp(max=self.vocab - 1), mask.bool())
-        # Only the last position's logits are needed, unless someone asked for the prompt's
-        # logprobs: projecting every prompt position onto the vocabulary was a fifth of the
-        # prefill's cost on the tiny model.
         scoring = any(r.prompt_logprobs is not None for r in reqs)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=0 if scoring else 1)  # fmt: skip
+        groups = ([] if scoring or len(rows) < 2
+                  else shared_prefix_groups([r.prompt_ids for r in reqs], MIN_SHARED_PREFIX))  # fmt: skip
+        grouped = {i for idx, _ in groups for i in idx}
+        plain = [i for i in range(len(rows)) if i not in grouped]
+        batch = None
+        for idx, p in groups + ([(plain, 0)] if plain else []):
+            part = self._prefill_part([rows[i] for i in idx], p, scoring)
+            if part is not None:
+                batch = part if batch is None else batch.join(part)
+        return batch
+
+    def _prefill_part(self, rows: list[_Row], shared: int, scoring: bool) -> Batch | None:
+        """`_prefill` of prompts that share their first `shared` tokens (0: none)."""
+        torch = self.torch
+        reqs = [r.request for r in rows]
+        if shared:
+            out, mask, positions = self._forward_shared(reqs, shared)
+        else:
+            out, mask, positions = self._forward_padded(reqs, scoring)
+        width = mask.shape[1]
+        seen = torch.zeros((len(reqs), self.vocab), dtype=torch.bool, device=self.device)
+        for i, r in enumerate(reqs):
+            seen[i, torch.tensor(r.prompt_ids, device=self.device).clamp(max=self.vocab - 1)] = True
         if scoring:
             for i, row in enumerate(rows):
                 if row.request.prompt_logprobs is not None:
@@ -335,6 +348,46 @@ class LocalEngine:
         ids, keep = self._step(out.logits[keep, -1, :].float(), batch.rows, batch.seen, batch.counts)
         batch.next_ids = ids
         return batch.select(keep)
+
+    def _forward_padded(self, reqs: list[Request], scoring: bool) -> tuple[Any, Any, Any]:
+        """The prompts, left-padded to one width, in one forward pass: (output, mask, positions)."""
+        torch = self.torch
+        width = max(len(r.prompt_ids) for r in reqs)
+        input_ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), width), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            n = len(r.prompt_ids)
+            input_ids[i, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, width - n :] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Only the last position's logits are needed, unless someone asked for the prompt's
+        # logprobs: projecting every prompt position onto the vocabulary was a fifth of the
+        # prefill's cost on the tiny model.
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=0 if scoring else 1)  # fmt: skip
+        return out, mask, positions
+
+    def _forward_shared(self, reqs: list[Request], shared: int) -> tuple[Any, Any, Any]:
+        """Prompts whose first `shared` tokens are the same: that prefix once (batch 1), its KV
+        cache forked to every row (`engine.cache.fork_prefix`), then each row's remaining
+        tokens — as many as the longest row has, a shorter row re-running the last few of the
+        prefix instead of padding — in one pass on top. On CPU a prefill costs in proportion
+        to its tokens, so eight patients told the same 770-token case cost one case, not eight."""
+        torch, dev = self.torch, self.device
+        prefix = torch.tensor([reqs[0].prompt_ids[:shared]], device=dev)
+        self.shared_prefix_tokens += shared * (len(reqs) - 1)
+        pre = self.model(input_ids=prefix, position_ids=torch.arange(shared, device=dev)[None], use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
+        width = max(len(r.prompt_ids) for r in reqs) - shared
+        shifts = [shared + width - len(r.prompt_ids) for r in reqs]
+        cache, cache_mask = fork_prefix(output_cache(pre), shifts, dev)
+        ids = torch.tensor([r.prompt_ids[shared - s :] for r, s in zip(reqs, shifts, strict=True)], device=dev)
+        positions = torch.stack([torch.arange(len(r.prompt_ids) - width, len(r.prompt_ids), device=dev) for r in reqs])
+        mask = torch.cat([cache_mask, torch.ones_like(ids)], dim=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **cache_kwargs(self.model, cache))  # fmt: skip
+        return out, mask, positions
 
     def _prompt_logprobs(self, logits: Any, req: Request) -> list[TokenLogprob]:
         """Each prompt token's logprob given the tokens before it (`logits`: the prompt's

@@ -92,6 +92,7 @@ class EngineStats:
     failed: int = 0  # requests ended by an error of their own
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    shared_prefix_tokens: int = 0  # prompt tokens not run again: a prefix shared by prompts admitted together
     mean_seconds: float = 1.0  # moving average of a request's time in the engine
     step_s: float = 0.0  # moving average of a decode step's time
     alive: bool = True

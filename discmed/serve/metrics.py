@@ -71,6 +71,8 @@ class _EngineCounters:
         for name, doc, attr in (
             ("discmed_prompt_tokens", "Prompt tokens prefilled", "prompt_tokens"),
             ("discmed_generation_tokens", "Tokens generated", "generated_tokens"),
+            ("discmed_shared_prefix_tokens", "Prompt tokens not run again: a prefix shared by prompts admitted together",
+             "shared_prefix_tokens"),
             ("discmed_cancelled_requests", "Requests cancelled because the client went away", "cancelled"),
             ("discmed_failed_requests", "Requests that failed alone inside a batch", "failed"),
         ):
