@@ -111,7 +111,7 @@ def test_blind_writers_per_type_and_per_writer():
     loao = _authors()
     per_type_hit, per_type_n = Counter(), Counter()
     worst_sh, worst_med = 1.0, 1.0
-    for author in sorted(p.stem for p in loao.AUTHORS.glob("a*.jsonl")):
+    for author in _round(loao, 1):
         r = loao.score(author, ner=True, show=False)
         for cat, (hit, n) in r["by_type"].items():
             per_type_hit[cat] += hit
@@ -127,6 +127,25 @@ def test_blind_writers_per_type_and_per_writer():
     for cat, floor in floors.items():
         assert recall[cat] >= floor, (cat, recall[cat])
     assert worst_sh >= 0.95 and worst_med >= 0.995
+
+
+def _round(loao, n: int) -> list[str]:
+    writers = json.loads((loao.AUTHORS / "writers.json").read_text(encoding="utf-8"))["writers"]
+    return sorted(w for w, v in writers.items() if v["round"] == n)
+
+
+def test_round_two_writers():
+    """The second round's developed writers (writers.json): Cantonese in traditional characters,
+    Hong Kong and British documents, campus and community records. Floors a little under the
+    figures measured when they were set (tuned on: their misses were read and fixed)."""
+    loao = _authors()
+    floors = {"a9_en_parent": (0.93, 0.995), "a10_gp_relay": (0.96, 0.995), "a11_student": (0.93, 0.99),
+              "a15_hk_mother": (0.95, 0.99), "a16_en_retiree": (0.87, 0.97)}
+    assert set(floors) <= set(_round(loao, 2))
+    for author, (removed, kept) in floors.items():
+        r = loao.score(author, ner=True, show=False)
+        assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
+            (author, r["removed"] / r["identifiers"], r["kept"] / r["medical"])
 
 
 def test_real_sample_changes_are_identifiers(shared_data):

@@ -176,13 +176,20 @@ def test_last_user_text():
 RULES = Rules(learned=False)  # the rules' verdict alone: the classifier can only add to it
 
 
+WRITERS = json.loads((AUTHORS / "writers.json").read_text(encoding="utf-8"))["writers"]
+ROUND_ONE = sorted(w for w, v in WRITERS.items() if v["round"] == 1)
+ROUND_TWO = sorted(w for w, v in WRITERS.items() if v["round"] == 2)
+
+
 def _pooled() -> list[tuple[str, str, str, bool]]:
-    """(writer, category, text, urgent) for every triage message: the eight writers'
-    (categories from triage_categories.jsonl) and the project's own sets."""
+    """(writer, category, text, urgent) for every triage message: the first round's eight writers'
+    (categories from triage_categories.jsonl) and the project's own sets. The second round's
+    writers are measured apart (`test_round_two_writers_leave_one_out`): the catalogue is not
+    developed on them to the first round's per-category floor."""
     cats = {(o["file"], o["line"]): o["category"] for o in map(
         json.loads, (AUTHORS / "triage_categories.jsonl").read_text(encoding="utf-8").splitlines())}
     rows = []
-    for path in sorted(AUTHORS.glob("a*.jsonl")):
+    for path in [AUTHORS / f"{w}.jsonl" for w in ROUND_ONE]:
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             o = json.loads(line)
             if o["kind"] == "triage":
@@ -334,3 +341,31 @@ def test_start_string_prefilter_is_exact():
             for pattern, first in patterns:
                 if first is not None and pattern.search(norm):
                     assert not first.isdisjoint(starts), (name, pattern.pattern[:60], text)
+
+
+# Leave-one-writer-out on the second round (benchmarks/safety_loao.py): the classifier trained
+# without the writer, the rules as shipped (developed on these writers' misses, so not blind).
+# Floors a little under the figures measured when they were set; the blind figure of the locked
+# writers is in benchmarks/RESULTS.md, not here.
+ROUND_TWO_FLOORS = {  # writer: (combined recall at least, false alarms at most)
+    "a9_en_parent": (0.9, 0.04), "a10_gp_relay": (0.92, 0.02), "a11_student": (0.92, 0.04),
+    "a15_hk_mother": (0.75, 0.10), "a16_en_retiree": (0.90, 0.14),
+}
+
+
+@pytest.mark.slow
+def test_round_two_writers_leave_one_out():
+    from discmed.serve import triage_clf
+    from discmed.serve.safety import _normalize
+
+    rows = triage_clf.corpus()
+    assert set(ROUND_TWO_FLOORS) <= {r.author for r in rows}
+    for writer, (floor, ceiling) in ROUND_TWO_FLOORS.items():
+        clf = triage_clf.train([r for r in rows if r.author != writer], triage_clf.THRESHOLD)
+        test = [r for r in rows if r.author == writer]
+        verdicts = [bool(RULES.categories_for(r.text)) or clf.probability(_normalize(r.text)) >= triage_clf.THRESHOLD
+                    for r in test]
+        urgent = [v for v, r in zip(verdicts, test, strict=True) if r.urgent]
+        calm = [v for v, r in zip(verdicts, test, strict=True) if not r.urgent]
+        recall, alarms = sum(urgent) / len(urgent), sum(calm) / len(calm)
+        assert recall >= floor and alarms <= ceiling, (writer, round(recall, 3), round(alarms, 3))

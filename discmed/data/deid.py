@@ -37,6 +37,7 @@ medicine and stay).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -213,7 +214,7 @@ RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
 RE_ORG_EN = re.compile(r"\b(?:[A-Z]{2,}\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
-                       r"|\b(?:[A-Z][A-Za-z'&.\-]*\s+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
+                       r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
@@ -333,12 +334,13 @@ RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[x
 TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Midwife|Pharmacist|Therapist)\.?\s+"
-                        r"((?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+                        r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
             r"|(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
-                              r"referred by|seen by)\s*(?:name)?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
+                              r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
+                              r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff)\s*(?:name)?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
 # A first name after a family word or a greeting, and the name that signs a message.
 RE_NAME_EN_CONTEXT = re.compile(
     r"\b(?:[Oo]ur|[Mm]y|[Hh]is|[Hh]er|[Tt]heir)\s+(?:(?:\d+[- ](?:year|month|week)[- ]old|little|baby|eldest|youngest|older|younger)\s+)?"
@@ -598,6 +600,8 @@ def recognizers() -> list[EntityRecognizer]:
         FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE, gate=ROLE_GATE),
         RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
+        FunctionRecognizer("name_pinyin", "name", _name_pinyin, NAME_RULE, gate=latin),
+        RuleRecognizer("name_cantonese", "name", RE_NAME_CANTONESE, NAME_RULE, gate=latin),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),
         RuleRecognizer("account_en", "account", RE_ACCOUNT_EN, CUED, group=None, gate=latin),
@@ -764,6 +768,44 @@ RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
 RE_EN_PERSON = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z]\.?)?(?:\s+(?:van|de|von|da|del|le|la|Mc|O')?\s*[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,3}")
 
 
+# Chinese names in pinyin (ZHOU Min, Zhou Min, Xiaoming Wang), as international departments, insurers
+# and passports write them: a common surname beside a given name of one or two pinyin syllables.
+PINYIN_SURNAMES = frozenset("""
+wang li zhang liu chen yang huang zhao wu zhou xu sun ma zhu hu guo he gao lin luo zheng liang xie song tang han
+feng deng cao peng zeng xiao tian dong yuan pan yu jiang cai jia ding wei xue ye yan lu du dai xia zhong fu shen
+qian ren yao jin cui kong bai cheng qin shi lei hou long duan hao shao mao wan gu lai wen qiu qi fang meng yin chang
+kang tan liao zou xiong lv lyu hong fan zhan mo ou ouyang situ zhuge shangguan murong sima tao jiao niu xing ning
+qu an yi geng ji bao zuo ge shang nie chai zhai kuang
+""".split())
+RE_PINYIN_GIVEN = re.compile(
+    r"(?:(?:zh|ch|sh|[bpmfdtnlgkhjqxrzcsyw])?(?:iang|iong|uang|ang|eng|ing|ong|uan|ian|uai|iao|ai|ei|ao|ou|an|en|in|un|ui|ie|"
+    r"ia|ua|uo|ue|ve|er|a|o|e|i|u|v)){1,2}")
+RE_LATIN_WORD = re.compile(r"\b[A-Za-z]+\b")
+
+
+# Hong Kong and Macau names, romanised Cantonese as official documents write them: CHAN Tai Man,
+# LEUNG Hoi Ching, Wong Siu-ming (a surname, then a given name of one or two short syllables).
+CANTONESE_SURNAMES = ("CHAN|WONG|CHEUNG|LEE|LAU|HO|NG|LEUNG|YIP|TSANG|KWOK|LAM|MAK|FUNG|TANG|CHENG|CHOW|CHAU|YEUNG|LAI|LO|LAW|"
+                      "LUI|LUK|KWAN|KONG|TAM|TSE|TSUI|CHOI|CHU|CHUNG|KO|HUI|HUNG|IP|KAM|KWONG|MA|MAN|MOK|POON|SHUM|SIU|SO|SZE|"
+                      "TAI|TONG|TSOI|WAN|WU|YAU|YIM|YU|YUEN|AU|CHIU|FONG|KWAN|LING|MO|NGAI|PANG|SIN|TO|TSUI|WAI|YIU|YUNG|CHING")
+_CANTO_GIVEN = r"[A-Z][a-z]{1,5}|[A-Z]{2,6}"
+RE_NAME_CANTONESE = re.compile(
+    rf"\b(?:{CANTONESE_SURNAMES})\b,?\s+(?:{_CANTO_GIVEN})(?:[\s-](?:{_CANTO_GIVEN}|[a-z]{{2,5}}))?\b"
+    rf"|\b(?:{CANTONESE_SURNAMES.title()})\s+(?:[A-Z][a-z]{{1,5}})[\s-](?:[A-Z]?[a-z]{{2,5}})\b")
+
+
+def _name_pinyin(text: str):
+    words = list(RE_LATIN_WORD.finditer(text))
+    for m, n in itertools.pairwise(words):
+        a, b = m.group(0), n.group(0)
+        if text[m.end():n.start()].strip(" ") or not (a[0].isupper() and b[0].isupper() and b[1:].islower()):
+            continue  # two capitalised words with only spaces between them
+        first, second = a.lower(), b.lower()
+        if (first in PINYIN_SURNAMES and RE_PINYIN_GIVEN.fullmatch(second)
+                or second in PINYIN_SURNAMES and RE_PINYIN_GIVEN.fullmatch(first) and a[1:].islower()):
+            yield m.start(), n.end(), "name", "rule:name_pinyin"
+
+
 class EnglishNerRecognizer(EntityRecognizer):
     """spaCy's English entities: people are names, organisations employers or hospitals, and
     facilities addresses. Countries, cities and nationalities (GPE, NORP) are not identifiers
@@ -869,6 +911,8 @@ def placeholders() -> dict[str, str]:
 
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
+TITLE_BEATS_TERM = {"rule:name_en_title"}
+CUT_FILLER = {"", "of", "and", "the", "for", "in", "at", "on", "with", "的", "和", "与", "及"}
 HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
                  "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 
@@ -890,6 +934,8 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
         protected = [(lo + pa, lo + pb) for pa, pb in lexicon.protected_spans(text[lo:b + lexicon.MAX_TERM])]
         kind = r.entity_type.lower()
         keep = True
+        if r.recognition_metadata.get("rule") in TITLE_BEATS_TERM:
+            protected = []  # after Dr./Mrs./Nurse a word is a person, whatever else it names (Dr. Graves)
         for pa, pb in protected:
             if pb <= a or pa >= b:
                 continue
@@ -917,6 +963,8 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                 b = pa
         if not keep or b - a < (2 if (a, b) != (r.start, r.end) or kind != "name" else 1):
             continue  # a surname alone before a title is a name (王医生); a cut remnant must be two characters
+        if (a, b) != (r.start, r.end) and text[a:b].strip(" ,.;:-&/()").lower() in CUT_FILLER:
+            continue  # what is left between two medical terms ("Department | of | Cardiology") is no identifier
         cands.append((r.score, b - a, a, b, kind, r.recognition_metadata.get("rule", r.entity_type)))
     cands.sort(key=lambda c: (-c[0], -c[1], c[2]))
     taken: list[list] = []
@@ -936,8 +984,15 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
 
 
 def analyze_many(texts: list[str], everywhere: list[bool] | None = None, *, ner: bool = True) -> list[list[tuple]]:
-    """(start, end, kind, rule) spans to replace in each text; the NER runs once for all of them."""
+    """(start, end, kind, rule) spans to replace in each text; the NER runs once for all of them.
+
+    Traditional characters are read as simplified (陳美玲 as 陈美玲, 醫院 as 医院): the surname lists,
+    the rules and LAC know simplified Chinese. The mapping is one character for one, so every span
+    found on the simplified copy is the same span of the text as written."""
+    from discmed.serve.dialect import simplified_same_length
+
     engine = analyzer()
+    texts = [simplified_same_length(t) for t in texts]
     everywhere = everywhere or [True] * len(texts)
     if ner:
         arts = engine.nlp_engine.process_many(texts, everywhere)

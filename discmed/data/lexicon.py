@@ -71,6 +71,7 @@ Candesartan Irbesartan Hydrochlorothiazide Indapamide Digoxin Amiodarone Nitrogl
 Tamoxifen Herceptin Keytruda Opdivo Avastin Rituximab Cisplatin Carboplatin Paclitaxel Docetaxel Capecitabine Xeloda Gemcitabine
 Erythropoietin EPO Epogen Sevelamer Calcitriol Cinacalcet Tacrolimus Cyclosporine Mycophenolate Methotrexate Hydroxychloroquine
 Allopurinol Colchicine Febuxostat Vitamin Multivitamin Elevit Pregnacare Folate Ferrous Iron Calcium Zinc Melatonin
+Turbuhaler Accuhaler Evohaler Diskus Respimat Ellipta Handihaler Spiriva Relvar Trelegy Breo Flovent Qvar Atrovent
 """
 
 # Drugs, generic and brand (Chinese trade names people write), vaccines and common herbal medicines.
@@ -193,6 +194,8 @@ PATTERNS = [
     f"[{TRANSLIT}]{{2,6}}(?:[-－·][{TRANSLIT}]{{1,6}})*氏?(?:病|综合征|综合症|憩室|紫癜|囊肿|骨折|征|症|瘤|试验|评分|分级|分期|手法|反射|现象|畸形|脑病)",
     # English departments and roles, and the bacteria written with an initial
     r"\b(?:[A-Z][a-z]+\s+){0,3}(?:Department|Dept\.?|Unit|Surgeon|Physician|Consultant|Registrar)\b|\b(?:ED|A&E|ER|ICU|HDU|NICU)\b",
+    r"\b(?:Department|Dept\.?|Division|Unit|Service|Centre|Center) (?:of|for) (?:[A-Z][a-z]+|&|and)(?:,? (?:[A-Z][a-z]+|&|and)){0,4}"
+    r"(?: \([A-Z][A-Za-z ]+\))?|\b(?:Consultant|Specialist|Senior|Staff)?\s?(?:[A-Z][a-z]+ical|[A-Z][a-z]+ic) (?:Surgeon|Physician|Nurse)\b",
     r"\b[A-Z]\.\s?(?:coli|aureus|pneumoniae|influenzae|pylori|difficile|aeruginosa|albicans)\b",
     # English drug names by their stems (amoxicillin, omeprazole, atorvastatin, trastuzumab …)
     r"(?i:\b[a-z]{2,}(?:cillin|mycin|floxacin|cycline|conazole|prazole|tidine|olol|pril|sartan|dipine|statin|gliptin|gliflozin|"
@@ -201,7 +204,16 @@ PATTERNS = [
     r"caine|barbital|vastatin)\b)",
     # English syndromes and eponymous diseases: X's disease, X syndrome, X-Y syndrome
     r"\b[A-Z][a-z]+(?:[-–][A-Z][a-z]+)*(?:'s)?\s+(?:disease|syndrome|palsy|sign|test|score|scale|classification|stage|staging|"
-    r"criteria|maneuver|manoeuvre|reflex|phenomenon|fracture|ulcer|tumou?r|lymphoma|sarcoma|anomaly|procedure|operation)\b",
+    r"criteria|maneuver|manoeuvre|reflex|phenomenon|fracture|ulcer|tumou?r|lymphoma|sarcoma|anomaly|procedure|operation|"
+    r"purpura|an(?:a)?emia|[a-z]+(?:itis|osis|aemia|emia|oma|pathy|ectomy|plasty|algia|uria|plegia))\b",
+    # English specialties, as departments are named (Family Medicine, Paediatric Surgery, Internal Medicine)
+    r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
+    r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
+    r"|Paediatrics|Pediatrics|Obstetrics(?:\s*(?:&|and)\s*Gyn(?:a)?ecology)?|Gyn(?:a)?ecology|Cardiology|Neurology|Oncology"
+    r"|Dermatology|Orthopaedics|Orthopedics|Psychiatry|Radiology|Urology|Nephrology|Gastroenterology|Endocrinology"
+    r"|Rheumatology|Ophthalmology|Otolaryngology|Haematology|Hematology|Neonatology|Pulmonology|Physiotherapy"
+    r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
+    r"|Orthopaedics & Traumatology|Medicine & Geriatrics)\b",
 ]
 
 
@@ -263,9 +275,8 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
     found.sort(key=lambda s: (s[0], -s[1]))
     out: list[tuple[int, int]] = []
     for a, b in found:
-        if out and a < out[-1][1]:
-            if b > out[-1][1] and a == out[-1][0]:
-                out[-1] = (a, b)
+        if out and a < out[-1][1]:  # overlapping terms are one medical stretch (Summary Department | of Cardiology)
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
             continue
         out.append((a, b))
     return out

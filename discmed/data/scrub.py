@@ -496,17 +496,43 @@ def scrub_many(texts: list[str], everywhere: list[bool] | None = None, *, ner: b
     return [_Edits(t, spans) for t, spans in zip(texts, analyze_many(texts, everywhere, ner=ner), strict=True)]
 
 
+# A part of a Latin name that is also a common word, a month or a day is not searched for alone.
+NAME_PART_STOP = frozenset("""
+january february march april may june july august september october november december monday tuesday wednesday
+thursday friday saturday sunday will mark bill grace hope faith joy rose summer sunny guy frank pat sue april
+may june august art carol chase drew gene glen grant jack king lane long young white black
+brown green gray grey wood hill rich baker cook miller mason page rose ray dean cash penny bishop clark wells
+""".split())
+RE_NAME_PART = re.compile(r"[A-Z][a-z]{2,}|[A-Z]{3,}")
+
+
 def _repeat_names(docs: list[_Edits]) -> None:
     """A full name found once (患者李明, Dr. Sarah Johnson) is removed wherever else it appears in
-    these messages (李明您好, "Sarah said …"), with rule `name_repeat`."""
+    these messages (李明您好, "Sarah said …"), with rule `name_repeat`. A Latin name's parts are
+    searched for alone too, as written or in capitals (Sarah; JOHNSON, Sarah), unless the part is
+    a common word, a month or a medical term (`NAME_PART_STOP`, the medical lexicon)."""
+    from discmed.data import lexicon
+
     names = sorted({d.original[a:b] for d in docs for a, b, kind, _ in d.changes if kind == "name"
                     and b - a >= 2 and "某" not in d.original[a:b] and "*" not in d.original[a:b]},
                    key=len, reverse=True)
-    if names:
+    parts = set()
+    for n in names:
+        if n.isascii():
+            for w in RE_NAME_PART.findall(n):
+                t = w.capitalize()
+                if t.lower() not in NAME_PART_STOP and not lexicon.protected_spans(t):
+                    parts.update((t, t.upper()))
+    words = names + sorted(parts - set(names), key=len, reverse=True)
+    if words:
         # Latin names as whole words (Ada, not Adam); Chinese names need no boundary.
-        pattern = re.compile("|".join(f"\\b{re.escape(n)}\\b" if n.isascii() else re.escape(n) for n in names))
+        pattern = re.compile("|".join(f"\\b{re.escape(n)}\\b" if n.isascii() else re.escape(n) for n in words))
         for doc in docs:
-            doc.add([(m.start(), m.end(), "name", "rule:name_repeat") for m in pattern.finditer(doc.original)])
+            found = [(m.start(), m.end()) for m in pattern.finditer(doc.original)]
+            if found:  # not inside a medical term (Dr. Graves found; Graves' disease stays)
+                medical = lexicon.protected_spans(doc.original)
+                doc.add([(a, b, "name", "rule:name_repeat") for a, b in found
+                         if not any(pa <= a and b <= pb for pa, pb in medical)])
 
 
 def scrub_edits(text: str, found: set | None = None, *, ner: bool = True, everywhere: bool = True) -> _Edits:

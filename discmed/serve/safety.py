@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from discmed import SAFETY_NOTICE_EN, SAFETY_NOTICE_ZH
+from discmed.serve.dialect import to_mandarin
 from discmed.serve.vitals import VITALS, read_vitals
 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "redflags.yaml"
@@ -198,7 +199,12 @@ class Rules:
             lists = [spec.get(key) or [] for key in ("zh", "en", "pinyin")]
             if not all(isinstance(x, list) and all(isinstance(p, str) for p in x) for x in lists):
                 raise ValueError(f"{where}: zh, en, pinyin: expected lists of regular expressions")
-            return ["|".join(f"(?:{p})" for p in x) for x in lists if x] or self._concept_patterns(name, None)
+            zh, en, pinyin = ("|".join(f"(?:{p})" for p in x) if x else "" for x in lists)
+            # English forms are whole words: a form begins at a word's start and ends at its end or
+            # before a common suffix ("stab" is not in "stable", "bee" not in "been", "son" not in
+            # "poison"; "vomit" still in "vomiting", "suicid" in "suicidal").
+            en = en and f"(?:(?<![a-z])|(?![a-z]))(?:{en}){EN_SUFFIX}(?:(?<![a-z])|(?![a-z]))"
+            return [x for x in (zh, en, pinyin) if x] or self._concept_patterns(name, None)
         else:
             patterns = None
         if not patterns or not all(isinstance(p, str) for p in patterns):
@@ -388,6 +394,7 @@ class _Message:
         return "current"
 
 
+EN_SUFFIX = "(?:s|es|ed|d|ing|ings|er|ers|ly|al|ally|e|y|ies|ied|ion|ions|ure|ures|less|ness|ic|ical|ity|ful|ive|ous)?"
 PREFIX = 4  # the prefilter's longest start string: Chinese needs 2, English words more
 
 
@@ -468,7 +475,9 @@ def _last(pattern: re.Pattern, text: str) -> re.Match | None:
 
 
 def _normalize(text: str) -> str:
-    # Full-width ASCII to half-width, lower case, straight apostrophes: "Ｉ can’t" -> "i can't".
+    # Traditional characters and written Cantonese to simplified Mandarin (discmed.serve.dialect);
+    # full-width ASCII to half-width, lower case, straight apostrophes: "Ｉ can’t" -> "i can't".
+    text = to_mandarin(text)
     out = []
     for ch in text:
         code = ord(ch)

@@ -40,16 +40,16 @@ _RR = re.compile(r"(呼吸|喘气|breathing rate|breaths|(?<![a-z])rr(?![a-z]))[
 _TEMP = re.compile(r"(?<![0-9.])(?P<v1>\d{2,3}(?:\.\d{1,2})?)\s*(?P<unit>度|℃|°\s*[cf]?|摄氏度|degrees|deg|f\b|c\b)"
                    r"(?!高温|的天|天气|大太阳|的水|水温|室温|气温)"
                    r"|(?P<cue>体温|发烧|发热|烧到|高烧|温度|耳温枪?|腋下|肛温|额温|temp(?:erature)?(?: of| is| was| at|:)?"
-                   r"|fever(?: of)?)[^0-9。，]{0,6}(?P<v2>\d{2,3}(?:\.\d{1,2})?)(?![0-9])")
+                   r"|fever(?: of)?|thermometer(?: has)? (?:read|reads|says|said|showed|shows)(?: a)?)[^0-9。，]{0,6}(?P<v2>\d{2,3}(?:\.\d{1,2})?)(?![0-9])")
 # "三十八度六", "四十度五", "三十九度多": a temperature said in words.
 _TEMP_WORDS = re.compile(r"([三四]十[一二三四五六七八九]?)度([一二三四五六七八九]|半|多)?")
-_TEMP_BODY = re.compile(r"体温|量|腋|肛温|耳温|额温|temp|measured")
-_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])bg(?![a-z]))[^0-9。]{0,12}?"
+_TEMP_BODY = re.compile(r"体温|量|腋|肛温|耳温|额温|temp|measured|thermometer")
+_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])(?:bg|bm)(?![a-z])|meter (?:says|said|reads?|showed|shows))[^0-9。]{0,12}?"
                       r"(\d{1,3}(?:\.\d{1,2}|点\d|点几)?|[一二三四五六七八九十]{1,3}点[一二三四五六七八九])(?![0-9%]|\.\d)\s*(mg)?")
 _GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^。]{0,12}?(?:(?<![a-z])(hi|lo|high|low)(?![a-z])"
                            r"|(显示高|测不出来?|爆表|超出范围|超过量程))")
 _POTASSIUM = re.compile(r"(血钾|钾离子|钾|potassium|(?<![a-z])k\+?(?= ?(is|was|of|:|=|\d)))[^0-9。，]{0,6}(\d(?:\.\d{1,2})?)(?![0-9])")
-_INR = re.compile(r"(?<![a-z])inr[^0-9。，]{0,20}(\d{1,2}(?:\.\d{1,2})?)(?![0-9])")
+_INR = re.compile(r"(?<![a-z])inr(?:[^0-9。，]{0,20}|[^0-9。.!?]{0,45}(?:says|said|was|is|came back|of|at|:))\s*(\d{1,2}(?:\.\d{1,2})?)(?![0-9])")
 _ANC = re.compile(r"(中性粒(细胞)?(计数|绝对值)?|(?<![a-z])anc(?![a-z])|neutrophils?)[^0-9。，]{0,8}(\d+(?:\.\d+)?)")
 _PAIN = re.compile(r"(?:疼痛?|痛|pain)[^0-9。，]{0,8}(\d{1,2})\s*(?:分|/\s*10|out of 10)|(?<![0-9/])(\d{1,2})\s*(?:/|out of)\s*10(?![0-9])")
 _N = r"(?P<n>\d+|[零一二两三四五六七八九十百]+)"
@@ -65,13 +65,13 @@ _AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
 _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?|才|刚满|baby)[^，。0-9]{0,4}?"
                          + _NUM + r"个(半)?月|" + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)"
                          r"|(\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)[- ]"
-                         r"(day|week|month)s?[- ]old|出生才?" + _NUM + r"周|(\d+|[一二两三四五六七八九])周的(宝宝|娃|孩子|婴儿)")
+                         r"(day|week|month)s?[- ]old|(?:baby|newborn|infant|grandson|granddaughter|son|daughter|[a-z]*\b) ?\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|出生才?" + _NUM + r"周|(\d+|[一二两三四五六七八九])周的(宝宝|娃|孩子|婴儿)")
 _EN_NUM = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
            "ten": 10, "eleven": 11, "twelve": 12}
 _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\d{1,2})[- ](?:year|yr)s?[- ]old|(\d{1,2}) ?yo(?![a-z])"
                         r"|(?<![一二两三四五六七八九十])([一二两三四五六七八九十]{1,3})(岁|周岁)(半)?"
                         r"|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公|老伴|老头|grand(ma|pa|mother|father)|elderly")
-_FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature")
+_FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature|thermometer")
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9%]|\.\d|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
 _ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout|gym")
@@ -114,10 +114,13 @@ def _infant_days(text: str) -> list[tuple[float, tuple[int, int]]]:
         elif g[7]:
             n = _EN_NUM.get(g[7]) or int(g[7])
             days = n * {"day": 1, "week": 7, "month": 30}[g[8]]
-        elif g[9]:
-            days = cn_number(g[9]) * 7
+        elif m.group("en_n") or m.group("en_n2"):  # "baby (3 weeks)", "my 4mo"
+            unit = (m.group("en_u") or m.group("en_u2"))[0]
+            days = int(m.group("en_n") or m.group("en_n2")) * {"d": 1, "w": 7, "m": 30}[unit]
+        elif g[13]:
+            days = cn_number(g[13]) * 7
         else:
-            days = cn_number(g[10]) * 7
+            days = cn_number(g[14]) * 7
         if 0 < days and not re.search(r"孕|怀|停经", text[max(0, m.start() - 4):m.start()]):
             found.append((days, m.span()))
     return found

@@ -1,0 +1,112 @@
+"""Chinese as patients write it, brought to the Mandarin the red-flag rules and the classifier read:
+traditional characters to simplified, and written Cantonese (粤语口语字) to its Mandarin words.
+
+Traditional → simplified is OpenCC's character table (`opencc-python-reimplemented`'s
+`TSCharacters.txt`, the first candidate of each character) applied with `str.translate`: a table
+lookup per character, microseconds a message, where OpenCC's phrase segmentation would cost a
+millisecond. A handful of characters whose simplified form depends on the word (乾/干, 著/着) are
+left to the first candidate, which is right for symptoms.
+
+Cantonese → Mandarin is a short lexicon of the grammatical words, verbs and body words written
+Cantonese uses instead of Mandarin's (唔 不, 冇 没有, 佢 他, 咗 了, 喺 在, 睇 看, 瞓 睡, 攰 累, 心口
+胸口, 急症室 急诊, 白車 救护车 …), written from the standard descriptions of the written language
+(Matthews & Yip, *Cantonese: A Comprehensive Grammar*, 2nd ed., 2011; CantoDict), not from any test
+message. Words that are also Mandarin in other senses are mapped only in the contexts where they
+are Cantonese (食 before 咗/藥/飯, 郁 not in 忧郁).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+# Written Cantonese → Mandarin, in traditional or simplified characters; applied before the
+# character table, longest word first. The order of the keys does not matter.
+CANTONESE = {
+    "係唔係": "是不是", "系唔系": "是不是", "係咪": "是不是", "系咪": "是不是", "唔係": "不是", "唔系": "不是",
+    "唔識": "不会", "唔识": "不会", "唔該": "谢谢", "唔该": "谢谢", "唔得": "不行", "唔到": "不到", "唔好": "不好",
+    "冇咗": "没了", "冇": "没有", "唔": "不",
+    "乜嘢": "什么", "咩嘢": "什么", "乜": "什么", "點解": "为什么", "点解": "为什么", "點算": "怎么办", "点算": "怎么办",
+    "點樣": "怎么样", "点样": "怎么样", "點知": "谁知", "边度": "哪里", "邊度": "哪里", "呢度": "这里", "嗰度": "那里",
+    "呢個": "这个", "呢个": "这个", "嗰個": "那个", "嗰个": "那个", "呢啲": "这些", "嗰啲": "那些", "嗰": "那",
+    "佢哋": "他们", "我哋": "我们", "你哋": "你们", "佢": "他", "嘅": "的", "咗": "了", "喺": "在", "一啲": "一些",
+    "啲": "些", "係": "是", "畀": "给", "俾": "给", "嚟": "来", "咁": "这么", "嘢": "东西", "啱啱": "刚刚", "琴日": "昨天",
+    "尋日": "昨天", "寻日": "昨天", "聽日": "明天", "听日": "明天", "今日": "今天", "成日": "经常", "好似": "好像",
+    "睇醫生": "看医生", "睇医生": "看医生", "睇": "看", "瞓覺": "睡觉", "瞓觉": "睡觉", "瞓": "睡", "攰": "累",
+    "心口": "胸口", "急症室": "急诊", "白車": "救护车", "白车": "救护车", "細路": "小孩", "细路": "小孩",
+    "老豆": "爸爸", "老竇": "爸爸", "阿媽": "妈妈", "阿嫲": "奶奶", "阿爺": "爷爷", "阿爷": "爷爷",
+    "暈低": "晕倒", "晕低": "晕倒", "索唔到氣": "喘不上气", "索唔到气": "喘不上气", "唞唔到氣": "喘不上气",
+    "唞唔到气": "喘不上气", "唞氣": "呼吸", "唞气": "呼吸", "肚屙": "腹泻", "屙血": "便血", "屙": "拉",
+    "嘔": "吐", "凍冰冰": "冰冷", "冻冰冰": "冰冷",
+    "抖氣": "呼吸", "抖气": "呼吸", "哽親": "呛到", "哽亲": "呛到", "嚿": "块", "大髀罅": "腹股沟", "髀罅": "腹股沟",
+    "大髀": "大腿", "脷": "舌头", "凍汗": "冷汗", "冻汗": "冷汗", "翳": "闷", "揿": "按", "撳": "按",
+    "尋晚": "昨晚", "寻晚": "昨晚", "琴晚": "昨晚", "而家": "现在", "聽朝": "明早", "听朝": "明早", "今朝": "今早",
+    "下晝": "下午", "下昼": "下午", "跌低": "摔倒", "跌親": "摔伤", "跌亲": "摔伤",
+    "撞親": "撞伤", "撞亲": "撞伤", "整親": "弄伤", "整亲": "弄伤", "熱親": "中暑", "热亲": "中暑", "凍親": "着凉",
+    "冻亲": "着凉", "咩": "什么", "幾多": "多少", "几多": "多少", "使唔使": "要不要", "使不使": "要不要",
+    "定係": "还是", "定系": "还是", "同埋": "和", "啫喱": "果冻", "覆診": "复诊", "覆诊": "复诊", "好返": "好转",
+    "攞": "拿", "搵": "找", "諗": "想", "谂": "想", "瞓低": "躺下", "眼瞓": "困", "屙屎": "大便", "面青": "脸色发青",
+    "口唇": "嘴唇", "膊頭": "肩膀", "膊头": "肩膀", "手瓜": "上臂", "肚痛": "肚子痛",
+}
+# Characters that are Cantonese only in some words: (character, where: a regex around it, Mandarin).
+CONTEXTUAL = [
+    ("食", "食(?=[咗了唔完藥药飯饭嘢过過左晒多少])", "吃"),  # 食咗藥 → 吃了药; 食道 and 食物 stay
+    ("飲", "飲(?=[咗水酒])", "喝"),
+    ("饮", "饮(?=[咗水酒])", "喝"),
+    ("郁", "(?<![忧憂抑])郁(?=[唔不得到下手脚腳])", "动"),  # 郁唔到 → 动不了; 忧郁, 郁闷 stay
+    ("行", "行(?=[唔不得路])", "走"),
+    ("企", "企(?=[唔不穩稳起])", "站"),
+    ("跌", "跌(?=[親亲倒咗落])", "摔"),
+    ("仲", "仲(?=[有係系未要好])", "还"),
+    ("喊", "喊(?=[到紧緊咗個个])", "哭"),  # 喊到好凄厉 (crying); 喊不醒 (calling) stays
+]
+_SINGLE = {ch: rep for ch, _, rep in CONTEXTUAL}
+_CJK_EXTRA = re.compile("[" + "".join(sorted({c for w in CANTONESE for c in w} | set(_SINGLE))) + "]")
+
+
+@cache
+def _table() -> dict[int, str]:
+    """OpenCC's traditional → simplified characters as a `str.translate` table."""
+    import opencc
+
+    path = Path(opencc.__file__).parent / "dictionary" / "TSCharacters.txt"
+    table: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        src, _, dst = line.partition("\t")
+        if len(src) == 1 and dst:
+            table[ord(src)] = dst.split()[0]
+    return table
+
+
+@cache
+def _table_same_length() -> dict[int, str]:
+    """The character table without the few entries that map one character to several."""
+    return {k: v for k, v in _table().items() if len(v) == 1}
+
+
+def simplified_same_length(text: str) -> str:
+    """`text` with traditional characters simplified one for one: every position keeps its
+    meaning (de-identification finds spans on this and replaces them in the text as written)."""
+    return text.translate(_table_same_length()) if text and not text.isascii() else text
+
+
+@cache
+def _pattern() -> re.Pattern:
+    words = sorted(CANTONESE, key=len, reverse=True)
+    return re.compile("|".join([*(re.escape(w) for w in words), *(p for _, p, _ in CONTEXTUAL)]))
+
+
+def _replace(m: re.Match) -> str:
+    word = m.group(0)
+    return CANTONESE.get(word) or _SINGLE[word]
+
+
+def to_mandarin(text: str) -> str:
+    """`text` with written Cantonese in Mandarin words and traditional characters simplified.
+    Text with no Chinese character comes back unchanged."""
+    if not text or not any("\u4e00" <= ch <= "\u9fff" for ch in text):
+        return text
+    if _CJK_EXTRA.search(text):
+        text = _pattern().sub(_replace, text)
+    return text.translate(_table())
