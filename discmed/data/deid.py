@@ -174,7 +174,7 @@ RE_DATE = re.compile(
     + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN}(?!\w)(?!\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + rf"|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?!,?\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
-    + r"|\b\d{1,2}[/.]\d{1,2}[/.](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
+    + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
 RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
 # Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
 RE_BED = re.compile(
@@ -213,7 +213,8 @@ RE_NICKNAME_HOME = re.compile(f"(?:我家|俺家|咱家|我们家|家里)的?(((
 RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称|外号)\\s*(?:叫|是|为|[:：])\\s*[“\"「]?([{HAN}]{{1,3}}|[A-Z][a-z]+)"
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
-RE_ORG_EN = re.compile(r"\b(?:[A-Z]{2,}\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
+RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?:[ \t]+\([A-Z][a-z]+\))?[ \t]+Co\.,?[ \t]+Ltd\.?"
+                       r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
@@ -610,6 +611,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_parent_of", "name", RE_NAME_PARENT_OF, NAME_RULE, group=1, gate=re.compile("的|之")),
         RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
         _phone_recognizer(),
+        RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),
         EnglishNerRecognizer(),
     ]
@@ -631,6 +633,11 @@ class _PhoneRecognizer(PhoneRecognizer):
         for r in super().analyze(text, entities, nlp_artifacts):
             out.append(_result("phone", r.start, r.end, PATTERN, "rule:phonenumbers", self.name))
         return out
+
+
+# A number written in international form (+44 7700 914 382, +1 (415) 555-0134): a phone whether or not
+# the region's metadata knows its range.
+RE_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d{2,5}(?:[ \-]?\d{2,5}){1,3}(?!\d)")
 
 
 def _phone_recognizer() -> EntityRecognizer:

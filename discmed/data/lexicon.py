@@ -213,7 +213,9 @@ PATTERNS = [
     r"|Dermatology|Orthopaedics|Orthopedics|Psychiatry|Radiology|Urology|Nephrology|Gastroenterology|Endocrinology"
     r"|Rheumatology|Ophthalmology|Otolaryngology|Haematology|Hematology|Neonatology|Pulmonology|Physiotherapy"
     r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
-    r"|Orthopaedics & Traumatology|Medicine & Geriatrics)\b",
+    r"|Orthopaedics & Traumatology|Medicine & Geriatrics|(?:Pediatric|Paediatric|Adult|Obstetric) Emergency"
+    r"|(?:Heart Failure|Diabetes|Diabetic|Asthma|Fertility|Vaccination|Antenatal|Fever|Wound|Pain|Memory|Sleep|"
+    r"Anticoagulation|Warfarin|INR|Dialysis|Well[- ]Baby|Travel) Clinic)\b",
 ]
 
 

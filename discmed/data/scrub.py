@@ -115,7 +115,7 @@ RE_NAME_RELATION = re.compile(f"(?:{RELATIONS})(?:叫|是)?((?:[小老阿][{SURN
 RE_COMPOUND_NAME = re.compile(f"(?:欧阳|司马|诸葛|上官|皇甫|慕容|令狐|夏侯|尉迟|端木|公孙)[{HAN}](?:[{HAN}](?=[^{HAN}]|得|在|说|的|也|今|是|住|吃|做|查|刚|收))?")
 RE_NAME_SELF = re.compile(f"(?:我是|替|帮|叫)([{SURNAMES}]{_G}{{1,2}})(?=的|，|,|。)")
 RE_NAME_COLON = re.compile(f"(主治医生|主治医师|医生|大夫|医师|联系人)([：:]\\s*)([{SURNAMES}](?:某某|某|{_G}{{1,2}}))")
-HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|诊所|医疗中心|保健院|门诊部"
+HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|诊所|医疗中心|保健院|门诊部|医务所|医务中心|诊疗所"
 RE_HOSPITAL = re.compile(f"([{HAN}A-Za-z0-9]{{2,16}}?)({HOSPITAL_TAIL})")
 # "医院" follows plain words far too often (很多医院, 费用因医院而异): a named hospital shows a
 # place, an institution word, a number, or a well-known proper name.
