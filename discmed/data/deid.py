@@ -241,6 +241,45 @@ RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|�
                                "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
 RE_PLACE_EN = re.compile(r"\b(?:[A-Z][a-z]+\s+){1,3}(?:District|Road|Street|Garden|Gardens|Estate|Village|Residence|Court|Tower|Plaza|"
                          r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township)\b")
+# Places a record may keep under Safe Harbor (a country, a US state, a Chinese province or region): every other
+# place spaCy finds in English text (a city, a town: Kunming, Columbus) is below a state and is removed.
+KEEP_PLACES = frozenset(x.strip() for x in """
+china|prc|usa|us|u.s.|united states|america|uk|u.k.|britain|great britain|england|scotland|wales|ireland|northern ireland|
+canada|australia|new zealand|india|pakistan|bangladesh|nigeria|ghana|kenya|south africa|egypt|russia|ukraine|kazakhstan|
+japan|korea|south korea|north korea|singapore|malaysia|thailand|vietnam|philippines|indonesia|germany|france|italy|spain|
+portugal|netherlands|belgium|switzerland|austria|sweden|norway|denmark|finland|poland|turkey|israel|iran|iraq|saudi arabia|
+brazil|mexico|argentina|chile|peru|colombia|europe|asia|africa|hong kong|macau|macao|taiwan|tibet|xinjiang|inner mongolia|
+alabama|alaska|arizona|arkansas|california|colorado|connecticut|delaware|florida|georgia|hawaii|idaho|illinois|indiana|
+iowa|kansas|kentucky|louisiana|maine|maryland|massachusetts|michigan|minnesota|mississippi|missouri|montana|nebraska|
+nevada|new hampshire|new jersey|new mexico|new york|north carolina|north dakota|ohio|oklahoma|oregon|pennsylvania|
+rhode island|south carolina|south dakota|tennessee|texas|utah|vermont|virginia|washington|west virginia|wisconsin|wyoming|
+anhui|fujian|gansu|guangdong|guangxi|guizhou|hainan|hebei|heilongjiang|henan|hubei|hunan|jiangsu|jiangxi|jilin|liaoning|
+ningxia|qinghai|shaanxi|shandong|shanxi|sichuan|yunnan|zhejiang""".replace("\n", "").split("|"))
+# spaCy's GPE is a place only where the text says so: after a preposition of place, or before a
+# state, a province or a country ("Prevenar 13", "Glucagon 1 mg" are drugs spaCy also calls GPE).
+RE_PLACE_BEFORE = re.compile(r"(?:\b(?:in|at|from|to|near|via|around|outside|into|reached|left|leaving|visiting|hometown|city|town)"
+                             r"|[:：])\s+$", re.I)
+RE_PLACE_AFTER = re.compile(r",?\s+(?:[A-Z]{2}\b|(?:Yunnan|Sichuan|Tibet|Guangdong|China|Pakistan|Nigeria|Ghana|India|Russia|"
+                            r"Kazakhstan|Hubei|Hunan|Fujian|Zhejiang|Jiangsu|Shandong|Henan|Hebei|Liaoning|Jilin|Heilongjiang|"
+                            r"Guangxi|Guizhou|Gansu|Shaanxi|Shanxi|Anhui|Jiangxi|Hainan|Qinghai|Ningxia|Xinjiang)\b)|\s+(?:office|branch|city|campus)\b")
+US_STATE_CODES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|"
+                  "OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
+# A US town with its state code and ZIP (Columbus OH, Omaha, NE 68103), a P.O. box.
+RE_US_TOWN = re.compile(rf"\b(?:[A-Z][a-z]+ ){{0,2}}[A-Z][a-z]+,? (?:{US_STATE_CODES})(?: \d{{5}}(?:-\d{{4}})?)?\b"
+                        r"|\bP\.? ?O\.? Box \d+")
+# Names in other scripts inside Chinese or English records: Korean (박지훈), Russian (Беков Нурлан), Arabic.
+RE_NAME_SCRIPT = re.compile(r"(?<![가-힣])[가-힣]{2,4}(?: [가-힣]{1,3})?(?![가-힣])"
+                            r"|\b[А-ЯЁ][а-яё]+(?: [А-ЯЁ][а-яё]+){1,2}\b"
+                            r"|[\u0621-\u064A]{2,}(?: [\u0621-\u064A]{2,}){1,3}")
+# An airline's SURNAME/GIVEN MR, and a Wade-Giles Taiwanese name with its hyphen (LIN, JUNG-FA; Lin Jung-fa).
+RE_NAME_LATIN_FORMS = re.compile(r"\b[A-Z]{2,}/[A-Z]{2,}(?: [A-Z]{2,}){0,2} (?:MR|MRS|MS|MSTR|MISS)\b"
+                                 r"|\b[A-Z]{2,},? [A-Z][A-Za-z]+-[A-Za-z]+\b|\b[A-Z][a-z]+ [A-Z][a-z]+-[a-z]+\b")
+RE_FLIGHT = re.compile(r"(?i:flight|航班)[^\n]{0,20}?\b((?:[A-Z]{2}|[A-Z]\d|\d[A-Z]) ?\d{2,4}(?: [A-Z]{3}-[A-Z]{3})?)\b"
+                       r"|(?i:booking|reservation|PNR|confirmation)(?: (?i:ref(?:erence)?|code|no\.?|number))?\s*[:：#]?\s*([A-Z0-9]{6})\b")
+# Taiwan's Minguo dates (113/08/27 is 2024-08-27).
+RE_ROC_DATE = re.compile(r"(?<![\d/])1[01]\d[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
+
+
 def _org_en(text: str):
     for m in RE_ORG_EN.finditer(text):
         kind = "hospital" if RE_EN_HOSPITAL.search(m.group(0)) else "org"
@@ -341,7 +380,8 @@ _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
-                              r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff)\s*(?:name)?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
+                              r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion)\s*(?:name)?"
+                              r"(?:\s*\([^)\n]{0,24}\))?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
 # A first name after a family word or a greeting, and the name that signs a message.
 RE_NAME_EN_CONTEXT = re.compile(
     r"\b(?:[Oo]ur|[Mm]y|[Hh]is|[Hh]er|[Tt]heir)\s+(?:(?:\d+[- ](?:year|month|week)[- ]old|little|baby|eldest|youngest|older|younger)\s+)?"
@@ -603,6 +643,11 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
         FunctionRecognizer("name_pinyin", "name", _name_pinyin, NAME_RULE, gate=latin),
         RuleRecognizer("name_cantonese", "name", RE_NAME_CANTONESE, NAME_RULE, gate=latin),
+        RuleRecognizer("name_script", "name", RE_NAME_SCRIPT, NAME_RULE, gate=re.compile("[가-힣А-ЯЁ\u0621-\u064A]")),
+        RuleRecognizer("name_latin_forms", "name", RE_NAME_LATIN_FORMS, NAME_RULE, gate=latin),
+        RuleRecognizer("town_us", "address", RE_US_TOWN, PATTERN, gate=latin),
+        RuleRecognizer("flight", "code", RE_FLIGHT, CUED, group=None, gate=re.compile("(?i)flight|航班|booking|reservation|pnr|confirmation")),
+        RuleRecognizer("date_roc", "date", RE_ROC_DATE, PATTERN, gate=has_digit),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),
         RuleRecognizer("account_en", "account", RE_ACCOUNT_EN, CUED, group=None, gate=latin),
@@ -814,9 +859,9 @@ def _name_pinyin(text: str):
 
 
 class EnglishNerRecognizer(EntityRecognizer):
-    """spaCy's English entities: people are names, organisations employers or hospitals, and
-    facilities addresses. Countries, cities and nationalities (GPE, NORP) are not identifiers
-    (Safe Harbor keeps places down to a state)."""
+    """spaCy's English entities: people are names, organisations employers or hospitals, facilities
+    addresses, and towns and cities (GPE below a state: Safe Harbor removes every place smaller than
+    a state). Countries, US states, Chinese provinces and nationalities (NORP) are kept."""
 
     def __init__(self):
         super().__init__(supported_entities=[entity(k) for k in ("name", "hospital", "org", "address")],
@@ -846,6 +891,10 @@ class EnglishNerRecognizer(EntityRecognizer):
                 out.append(_result(kind, e.start, e.end, NER, "ner:spacy:ORG", self.name))
             elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
+            elif (e.label == "GPE" and word.lower().strip(" .,") not in KEEP_PLACES and RE_EN_TITLECASE.fullmatch(word.split()[0])
+                  and (RE_PLACE_BEFORE.search(text[max(0, e.start - 16):e.start]) or RE_PLACE_AFTER.match(text, e.end))):
+                # a city or a town: below a state, which Safe Harbor removes (a country, a state, a province stays)
+                out.append(_result("address", e.start, e.end, NER, "ner:spacy:GPE", self.name))
         return out
 
 

@@ -215,7 +215,12 @@ PATTERNS = [
     r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
     r"|Orthopaedics & Traumatology|Medicine & Geriatrics|(?:Pediatric|Paediatric|Adult|Obstetric) Emergency"
     r"|(?:Heart Failure|Diabetes|Diabetic|Asthma|Fertility|Vaccination|Antenatal|Fever|Wound|Pain|Memory|Sleep|"
-    r"Anticoagulation|Warfarin|INR|Dialysis|Well[- ]Baby|Travel) Clinic)\b",
+    r"Anticoagulation|Warfarin|INR|Dialysis|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
+    r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart) Clinic(?: \([A-Z][a-z]+\))?"
+    r"|(?:Maternal-Fetal|Fetal|Neonatal|Adolescent|Geriatric|Sports|Clinical|Family|Internal|Tropical|Travel|Reproductive) "
+    r"(?:Medicine|Cardiology|Neurology|Surgery|Oncology|Laboratory|Pharmacy|Nutrition)"
+    r"|(?:Paediatric|Pediatric) (?:Cardiology|Neurology|Surgery|Oncology|Respiratory|Gastroenterology|Nephrology|Endocrinology)"
+    r"|Clinical Laboratory)\b",
 ]
 
 
