@@ -1,5 +1,6 @@
 """Chinese as patients write it, brought to the Mandarin the red-flag rules and the classifier read:
-traditional characters to simplified, and written Cantonese (粤语口语字) to its Mandarin words.
+traditional characters to simplified, written Cantonese (粤语口语字) to its Mandarin words, and the
+commonest Wu (Shanghainese), Northeastern and Southwestern Mandarin words.
 
 Traditional → simplified is OpenCC's character table (`opencc-python-reimplemented`'s
 `TSCharacters.txt`, the first candidate of each character) applied with `str.translate`: a table
@@ -49,7 +50,10 @@ CANTONESE = {
     "攞": "拿", "搵": "找", "諗": "想", "谂": "想", "瞓低": "躺下", "眼瞓": "困", "屙屎": "大便", "面青": "脸色发青",
     "孫仔": "孙子", "孙仔": "孙子", "個仔": "儿子", "个仔": "儿子", "我仔": "我儿子", "仔仔": "宝宝", "女女": "女儿",
     "細佬": "弟弟", "细佬": "弟弟", "探熱": "量体温", "探热": "量体温", "發冷震": "发冷发抖", "发冷震": "发冷发抖", "冷震": "发抖",
-    "牙窿": "牙洞", "入面": "里面", "起唔到身": "起不来", "口唇": "嘴唇", "膊頭": "肩膀", "膊头": "肩膀", "手瓜": "上臂", "肚痛": "肚子痛",
+    "牙窿": "牙洞", "入面": "里面", "起唔到身": "起不来", "口唇": "嘴唇",
+    # Wu (Shanghainese), Northeastern and Southwestern Mandarin words patients write in characters
+    "侬": "你", "阿拉": "我们", "覅": "不要", "交关": "很", "一眼眼": "一点点", "晓得": "知道", "困觉": "睡觉",
+    "咋整": "怎么办", "嘎哈": "干什么", "不得劲": "不舒服", "瞅": "看", "啷个": "怎么", "莫得": "没有", "没得": "没有", "膊頭": "肩膀", "膊头": "肩膀", "手瓜": "上臂", "肚痛": "肚子痛",
 }
 # Characters that are Cantonese only in some words: (character, where: a regex around it, Mandarin).
 CONTEXTUAL = [
@@ -62,6 +66,7 @@ CONTEXTUAL = [
     ("跌", "跌(?=[親亲倒咗落])", "摔"),
     ("仲", "仲(?=[有係系未要好])", "还"),
     ("喊", "喊(?=[到紧緊咗個个])", "哭"),  # 喊到好凄厉 (crying); 喊不醒 (calling) stays
+    ("伐", "伐(?=[？?。，,！!\\s]|$)", "吗"),  # Shanghainese 好伐 → 好吗; 采伐, 步伐 stay
 ]
 _SINGLE = {ch: rep for ch, _, rep in CONTEXTUAL}
 _CJK_EXTRA = re.compile("[" + "".join(sorted({c for w in CANTONESE for c in w} | set(_SINGLE))) + "]")
