@@ -134,15 +134,18 @@ def _round(loao, n: int) -> list[str]:
     return sorted(w for w, v in writers.items() if v["round"] == n)
 
 
-def test_round_two_writers():
+def test_later_rounds_writers():
     """The second round's writers (writers.json; a12-a14 locked and scored once first): Cantonese,
     Hong Kong and British documents, campus and community records. Floors a little under the
     figures measured when they were set (tuned on: their misses were read and fixed)."""
     loao = _authors()
-    floors = {"a9_en_parent": (0.93, 0.995), "a10_gp_relay": (0.96, 0.995), "a11_student": (0.93, 0.99),
-              "a12_cantonese": (0.96, 0.995), "a13_pharmacist": (0.94, 0.995), "a14_en_codeswitch": (0.88, 0.99),
-              "a15_hk_mother": (0.95, 0.99), "a16_en_retiree": (0.88, 0.98)}
-    assert set(floors) <= set(_round(loao, 2))
+    floors = {"a9_en_parent": (0.94, 0.995), "a10_gp_relay": (0.96, 0.995), "a11_student": (0.93, 0.99),
+              "a12_cantonese": (0.96, 0.995), "a13_pharmacist": (0.94, 0.995), "a14_en_codeswitch": (0.89, 0.99),
+              "a15_hk_mother": (0.95, 0.99), "a16_en_retiree": (0.9, 0.98), "a17_en_student": (0.91, 0.975),
+              "a18_dongbei": (0.945, 0.995), "a19_intl_nurse": (0.91, 0.995), "a20_taiwan_mother": (0.92, 0.995),
+              "a21_en_traveller": (0.91, 0.985), "a22_shanghai_elder": (0.97, 0.99), "a23_med_student": (0.965, 0.99),
+              "a24_en_hr": (0.865, 0.995), "a25_ru_business": (0.875, 0.96), "a26_village_doctor": (0.95, 0.975)}
+    assert set(floors) <= {w for n in (2, 3, 4, 5) for w in _round(loao, n)}
     for author, (removed, kept) in floors.items():
         r = loao.score(author, ner=True, show=False)
         assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
