@@ -726,3 +726,22 @@ def test_bias_of_a_fully_padded_row_is_finite():
         logits = model(ids, attention_mask=mask).logits
     assert torch.isfinite(logits).all()
     assert math.isfinite(float(logits.sum()))
+
+
+def test_choice_scoring_shares_a_prefix_exactly_under_alibi():
+    """MCQ scoring runs the questions' common prefix once and forks its cache; under ALiBi
+    (40 heads, Baichuan-13B's attention) a padded gap between prefix and question would bend the
+    distances. Every row's next-token logprobs equal a forward pass of that row alone."""
+    from types import SimpleNamespace
+
+    from discmed.backends.hf import HFBackend
+
+    model = _model(40)
+    torch.manual_seed(1)
+    stem = torch.randint(5, VOCAB, (20,)).tolist()
+    rows = [stem + torch.randint(5, VOCAB, (n,)).tolist() for n in (1, 4, 9, 2)]
+    fake = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
+    got = HFBackend._last_logprobs(fake, rows)
+    with torch.no_grad():
+        want = torch.stack([torch.log_softmax(model(torch.tensor([r])).logits[0, -1].float(), -1) for r in rows])
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()

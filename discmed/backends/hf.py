@@ -282,38 +282,41 @@ class HFBackend:
         """log-softmax of the next-token logits after each row.
 
         The batch's common prefix (a task description, few-shot examples) runs once and its KV
-        cache is shared across the rows; the suffixes are left-padded (pads masked, positions
-        from the mask) so every row ends in the last column, the only one projected onto the
-        vocabulary (`logits_to_keep=1`).
+        cache is forked to every row (`engine.cache.fork_prefix`: each row's copy moved right, a
+        shorter row re-running the prefix's last few tokens instead of padding), so real tokens
+        stay contiguous and keep their positions — exact for rotary models and for ALiBi
+        (Baichuan-13B), whose bias reads the distance between cache slots. Every row ends in the
+        last column, the only one projected onto the vocabulary (`logits_to_keep=1`).
         """
         import torch
+
+        from discmed.engine.cache import fork_prefix
 
         dev = self.model.device
         n = min(map(len, rows)) - 1  # every row keeps at least one token after the prefix
         k = 0
         while k < n and all(r[k] == rows[0][k] for r in rows):
             k += 1
-        if len(rows) == 1 or k < 8:  # not worth a second call
+        longest = max(map(len, rows))
+        if len(rows) == 1 or k < 8 or longest - min(map(len, rows)) > k:  # not worth it, or rows too uneven
             k = 0
-        pad = self.tokenizer.pad_token_id
-        suffixes = [r[k:] for r in rows]
-        width = max(map(len, suffixes))
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in suffixes], device=dev)
-        mask = torch.tensor([[1] * k + [0] * (width - len(r)) + [1] * len(r) for r in suffixes], device=dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
         with torch.inference_mode():
-            cache = None
             if k:
-                cache = output_cache(self.model(input_ids=torch.tensor([rows[0][:k]], device=dev), use_cache=True))
-                cache.batch_repeat_interleave(len(rows))
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                **cache_kwargs(self.model, cache),
-                use_cache=bool(k),
-                logits_to_keep=1,
-            )
+                width = longest - k
+                shifts = [longest - len(r) for r in rows]
+                pre = self.model(input_ids=torch.tensor([rows[0][:k]], device=dev),
+                                 position_ids=torch.arange(k, device=dev)[None], use_cache=True, logits_to_keep=1)
+                cache, cache_mask = fork_prefix(output_cache(pre), shifts, dev)
+                ids = torch.tensor([r[k - s:] for r, s in zip(rows, shifts, strict=True)], device=dev)
+                positions = torch.stack([torch.arange(len(r) - width, len(r), device=dev) for r in rows])
+                mask = torch.cat([cache_mask, torch.ones_like(ids)], dim=1)
+            else:  # left-padded: pads masked, real tokens contiguous
+                cache, pad = None, self.tokenizer.pad_token_id
+                ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows], device=dev)
+                mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], device=dev)
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             **cache_kwargs(self.model, cache), use_cache=bool(k), logits_to_keep=1)  # fmt: skip
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 
