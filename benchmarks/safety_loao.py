@@ -3,9 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/safety_loao.py               # all writers
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/safety_loao.py --authors a1_ed_nurse,a7_rural
 
-The corpus is discmed/assets/safety/authors/ (eight independent writers, 40 urgent + 50 not urgent
-each; see its README) and the project's own sets as a ninth "author" (tests/data/
-triage_dev.jsonl, triage_heldout.jsonl, triage_en.jsonl, safety_cases.jsonl beside it). For each author k:
+The corpus is discmed/assets/safety/authors/ (26 independent writers in five rounds, 40 urgent + 50 not
+urgent each; see its README and writers.json; the later rounds' blind figures are in benchmarks/RESULTS.md)
+and the project's own sets as one more "author", "project" (triage_dev.jsonl, triage_heldout.jsonl,
+triage_en.jsonl, safety_cases.jsonl beside it). For each author k:
 
 - classifier: trained on every other author's messages (the project's included), scored on
   k's — mechanical leave-one-author-out (discmed.serve.triage_clf, same settings as served);
