@@ -85,7 +85,7 @@ def test_without_its_data_the_rules_still_decide(monkeypatch, caplog):
     def unavailable(root=None):
         raise OSError("triage training data not found under /nowhere")
 
-    monkeypatch.setattr(triage_clf, "load_classifier", unavailable)
+    monkeypatch.setattr(safety, "load_classifier", unavailable)  # the name safety calls
     rules = Rules(safety.DEFAULT_RULES)
     with caplog.at_level(logging.WARNING, logger="discmed.serve.safety"):
         t = rules.triage("胸口压榨样疼痛，出冷汗")

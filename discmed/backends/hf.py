@@ -23,6 +23,7 @@ from typing import Any
 from discmed.chat import Message
 from discmed.compat import cache_kwargs, output_cache
 from discmed.contract import BackendError, GenParams, Reply, adapter_base, model_identity, resolve
+from discmed.engine.cache import fork_prefix
 from discmed.engine.core import LocalEngine
 from discmed.engine.protocol import Delta, Request, acollect, collect, deltas
 from discmed.formats import DiscFormat, choice_split, get_format
@@ -289,8 +290,6 @@ class HFBackend:
         last column, the only one projected onto the vocabulary (`logits_to_keep=1`).
         """
         import torch
-
-        from discmed.engine.cache import fork_prefix
 
         dev = self.model.device
         n = min(map(len, rows)) - 1  # every row keeps at least one token after the prefix

@@ -117,3 +117,15 @@ def to_mandarin(text: str) -> str:
     if _CJK_EXTRA.search(text):
         text = _pattern().sub(_replace, text)
     return text.translate(_table())
+
+
+def normalize(text: str) -> str:
+    """What triage reads: `to_mandarin`, then full-width ASCII as half-width, lower case and straight
+    apostrophes ("Ｉ can’t" → "i can't"). The rules and the classifier both read this."""
+    out = []
+    for ch in to_mandarin(text):
+        code = ord(ch)
+        if 0xFF01 <= code <= 0xFF5E and ch not in "，：；！？（）":
+            ch = chr(code - 0xFEE0)
+        out.append(ch)
+    return "".join(out).lower().replace("\u2019", "'").replace("\u2018", "'")

@@ -41,7 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from discmed import SAFETY_NOTICE_EN, SAFETY_NOTICE_ZH
-from discmed.serve.dialect import to_mandarin
+from discmed.serve.dialect import normalize
+from discmed.serve.triage_clf import load_classifier
 from discmed.serve.vitals import VITALS, read_vitals
 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "redflags.yaml"
@@ -230,8 +231,6 @@ class Rules:
         if not self.learned or self._classifier_failed:
             return None
         if self._classifier is None:
-            from discmed.serve.triage_clf import load_classifier
-
             try:
                 self._classifier = load_classifier()
             except (OSError, ValueError) as e:
@@ -474,17 +473,8 @@ def _last(pattern: re.Pattern, text: str) -> re.Match | None:
     return found
 
 
-def _normalize(text: str) -> str:
-    # Traditional characters and written Cantonese to simplified Mandarin (discmed.serve.dialect);
-    # full-width ASCII to half-width, lower case, straight apostrophes: "Ｉ can’t" -> "i can't".
-    text = to_mandarin(text)
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xFF01 <= code <= 0xFF5E and ch not in "，：；！？（）":
-            ch = chr(code - 0xFEE0)
-        out.append(ch)
-    return "".join(out).lower().replace("\u2019", "'").replace("\u2018", "'")
+# The one normalisation the rules and the classifier share (discmed.serve.dialect).
+_normalize = normalize
 
 
 @lru_cache(maxsize=8)

@@ -31,6 +31,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from discmed.chat import DataError, iter_jsonl
+from discmed.serve.dialect import normalize
+
 # The labelled corpus ships with discmed (written for it): an installed package trains too.
 ROOT = Path(__file__).resolve().parents[1] / "assets" / "safety"
 NGRAMS = (2, 6)  # character n-gram lengths (single characters added false alarms; 2-6 over 2-4: worst LOAO recall 0.900 vs 0.825 at the same false alarms, 19 writers)
@@ -50,8 +53,6 @@ class Row:
 def corpus(root: Path = ROOT) -> list[Row]:
     """Every labelled triage message the classifier learns from, with its author. A bad
     line raises a DataError naming the file, line and field."""
-    from discmed.chat import DataError, iter_jsonl
-
     def parse(path: Path, author: str):
         def one(obj, line: int) -> Row | None:
             if not isinstance(obj, dict):
@@ -109,7 +110,7 @@ class LinearTriage:
         self.key, self.n_train = key, n_train
 
     def probability(self, text: str) -> float:
-        """P(urgent) for a normalised message (`safety._normalize`): sublinear TF-IDF,
+        """P(urgent) for a normalised message (`dialect.normalize`): sublinear TF-IDF,
         l2-normalised, dotted with the coefficients — what scikit-learn computes."""
         dot = norm = 0.0
         weights = self.weights
@@ -147,9 +148,7 @@ def fit(texts: list[str], labels: list[bool], threshold: float = THRESHOLD):
 
 
 def train(rows: list[Row], threshold: float = THRESHOLD) -> LinearTriage:
-    from discmed.serve.safety import _normalize
-
-    return fit([_normalize(r.text) for r in rows], [r.urgent for r in rows], threshold)[0]
+    return fit([normalize(r.text) for r in rows], [r.urgent for r in rows], threshold)[0]
 
 
 def cache_dir() -> Path:
