@@ -236,6 +236,42 @@ def test_rewards_worked_out_by_hand():
     assert conversation[0]["content"] == ep.conversation[0]["content"]
 
 
+EXAMINE = "我给您做个体格检查，检查一下。"
+
+
+def test_repeating_an_examination_or_a_test_order_is_penalised():
+    """An examination or a test order whose results are already known is a repeated turn, as a
+    question already answered is: on every shipped ledger with exam findings (or tests), the
+    doctor that examines (orders) twice scores lower than the one that does it once, by the
+    `repeated` weight, and nothing else changes. The concluding turn is not a repeat: it is
+    never answered, and here it names a diagnosis whose words an exam finding shares."""
+    from discmed.gym.episode import DISPOSITION_ADVICE
+    from discmed.gym.rewards import WEIGHTS
+
+    compared = 0
+    for led in LEDGERS:
+        final = f"考虑是{led.diagnosis.name}。{DISPOSITION_ADVICE[led.disposition]}"
+        tests = [f for f in led.findings if f.disclosure == "on_test"]
+        steps = ([EXAMINE] if any(f.disclosure == "on_exam" for f in led.findings) else []) + \
+                [f"需要做一下{f.synonyms[0]}检查。" for f in tests[:1]]
+        for step in steps:
+            once = score_episode(asyncio.run(run_episode(led, _say([step, final]), RulePatient(), doctor_name="a")), led)
+            twice = score_episode(asyncio.run(run_episode(led, _say([step, step, final]), RulePatient(),
+                                                          doctor_name="b")), led)
+            assert (once["repeated"], twice["repeated"]) == (0, 1), (led.id, step)
+            assert twice["reward"] == round(once["reward"] + WEIGHTS["repeated"], 4) < once["reward"]
+            assert {k: v for k, v in twice.items() if k not in ("repeated", "reward", "turns", "asked_turns")} == \
+                   {k: v for k, v in once.items() if k not in ("repeated", "reward", "turns", "asked_turns")}
+            compared += 1
+    assert compared >= 10  # exams and tests on most shipped ledgers
+    # Examining every turn until the budget runs out (what GRPO found paid): every answered turn after the first is
+    # a repeat, the last one (unanswered) is not.
+    led = ledger("gym-appendicitis")
+    s = score_episode(asyncio.run(run_episode(led, _say([EXAMINE] * led.turn_budget), RulePatient(), doctor_name="c")),
+                      led)
+    assert s["repeated"] == led.turn_budget - 2 and s["over_budget"] == 1
+
+
 def test_a_silent_doctor_ends_the_consultation_unconcluded():
     """An empty doctor turn ends the episode (no model is called with an empty message after
     it) and counts as ending without a conclusion, as running out of turns does."""
