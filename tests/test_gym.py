@@ -203,6 +203,40 @@ def test_the_llm_patient_falls_back_to_the_rules_when_it_leaks():
     assert not any("12.8，阑尾" in t for t in patient_turns)
 
 
+def test_the_llm_patient_regenerates_anew_and_replays_from_the_cache(tmp_path, tiny_model):
+    """The tiny model as the LLM patient, through the job engine's call cache: every reply is
+    JSON the checker can read (the ledger's schema bounds `say`, so the string always closes,
+    and cites only ids the patient knows); a refused reply is generated again with a seed of
+    its own, not answered from the cache with the reply just refused; and a second run with the
+    same seeds replays every call from the cache, to the same answer."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.gym.patient import SAY_MAX_CHARS, LLMPatient, parse_reply
+    from discmed.jobs import JobRunner
+
+    led = ledger("gym-appendicitis")
+    turn = read_turn("请问发烧吗？疼了多久了？", led)
+    params = GenParams(max_new_tokens=128, temperature=0.7, top_p=0.9)
+    backend = load_backend("tiny")
+    answers = []
+    for _ in range(2):
+        with JobRunner(None, cache=tmp_path / "calls.sqlite", progress=False) as runner:
+            client = runner.client(backend, name="patient")
+            state = State(led)
+            patient = LLMPatient(client, params, tries=3, seed=4)
+            answers.append(asyncio.run(patient.reply("请问发烧吗？疼了多久了？", turn, state)))
+            calls, hits, rejected = client.calls, client.cache_hits, state.rejections
+            raws = [r for (r,) in runner.cache.con.execute("SELECT reply FROM replies")]
+        if not answers[1:]:
+            assert rejected >= 1 and calls == min(rejected + 1, 3) and hits == 0  # each attempt a call of its own
+            assert len(set(raws)) == calls
+            for raw in raws:
+                say, cited = parse_reply(raw)
+                assert say and len(say) <= SAY_MAX_CHARS and set(cited) <= {f.id for f in led.findings}
+        else:
+            assert calls == 0 and hits == min(rejected + 1, 3)
+    assert answers[0] == answers[1]
+
+
 def test_scripted_doctors_rank_as_a_clinician_would():
     """Asking what matters, examining, testing and concluding scores near the top on every
     case; advising at once scores near the bottom; the gap is wide on every measure."""
