@@ -5,6 +5,7 @@ clinician would, and the commands on the tiny model."""
 import asyncio
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -335,6 +336,53 @@ def test_eval_gym_on_the_tiny_model(tmp_path, tiny_model):
     assert "| tiny | 8 of 8 |" in report and "| scripted:advise-now | 8 of 8 |" in report
     eps = [json.loads(x) for x in (tmp_path / "gym" / "episodes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(e["scores"]["turns"] >= 1 and 0 <= e["scores"]["info_recall"] <= 1 for e in eps)
+
+
+@pytest.mark.slow
+def test_eval_gym_system_reaches_the_doctor_and_keys_its_results(tmp_path, tiny_model):
+    """`eval gym --system` plays a model doctor with that system message: its first turn is
+    the model's own reply to the system message and the opening (and not its reply to the
+    opening alone); the call cache keys the call on the system message, and a journal written
+    with one system message refuses a run without it, so no result is answered from a run
+    with another prompt."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.jobs import cache_key
+
+    led = LEDGERS[0]
+    one = tmp_path / "one.jsonl"
+    one.write_text(led.model_dump_json() + "\n", encoding="utf-8")
+    system = "你是一位经验丰富的全科医生。先问清楚病人的症状、持续时间和既往史，再给出建议。"
+
+    def gym(out, *extra):
+        return subprocess.run([sys.executable, "-m", "discmed", "eval", "gym", "--doctor", "tiny", "--ledgers", one,
+                               "--out", out, "--max-new-tokens", "16", "--concurrency", "1", *extra],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+    r = gym(tmp_path / "with", "--system", system)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = gym(tmp_path / "with")  # the same folder, no system message: refused, not mixed in
+    assert again.returncode != 0 and "written with other settings" in again.stderr, again.stderr[-2000:]
+    r = gym(tmp_path / "without")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def first_turn(out):
+        return json.loads((out / "episodes.jsonl").read_text(encoding="utf-8").splitlines()[0])["conversation"][1]["content"]
+
+    doctor = load_backend("tiny")
+    params = GenParams(max_new_tokens=16, temperature=0.0, seed=0)  # eval gym's: greedy, the repeat's seed
+    opening = [{"role": "user", "content": led.opening}]
+    prompted = [{"role": "system", "content": system}, *opening]
+    assert first_turn(tmp_path / "with") == doctor.chat([prompted], params)[0].strip()
+    assert first_turn(tmp_path / "without") == doctor.chat([opening], params)[0].strip()
+    assert first_turn(tmp_path / "with") != first_turn(tmp_path / "without")
+
+    def keys(out):
+        con = sqlite3.connect(out / "tiny.journal.sqlite.cache.sqlite")
+        return {k for (k,) in con.execute("SELECT key FROM replies")}
+
+    with_key, without_key = (cache_key(doctor.identity, m, params) for m in (prompted, opening))
+    assert with_key in keys(tmp_path / "with") and without_key not in keys(tmp_path / "with")
+    assert without_key in keys(tmp_path / "without") and with_key not in keys(tmp_path / "without")
 
 
 @pytest.mark.slow
