@@ -12,13 +12,14 @@ a test result when the doctor orders that test, and whatever was disclosed befor
   findings asked at a time (the first asked; a terse patient only the first): no model call,
   and by construction it never says a finding that is not allowed (a property test drives it
   with random question sequences).
-- `LLMPatient` is any model (any backend) told the whole case and the persona, replying with
-  JSON `{"say", "findings"}` (the finding ids it used); `check_reply` rejects a reply that
+- `LLMPatient` is any model (any backend) told what the patient knows of the case (not the exam
+  findings or test results) and the persona, replying with JSON `{"say", "findings"}` (the
+  finding ids it used, held to the ledger's schema); `check_reply` rejects a reply that
   cites or says a finding that is not allowed (a leak), states a number the ledger does not
   have, names a symptom the ledger does not hold (an invention), or contradicts the ledger
   (discmed.gym.contradiction: denies a finding that is present, asserts one that is absent, the
-  wrong side, duration, onset or allergen), and the turn is generated again, then falls back to
-  the rule-based answer; every rejection is counted.
+  wrong side, duration, onset or allergen), and the turn is generated again (a new seed: a new
+  call), then falls back to the rule-based answer; every rejection is counted.
 - `measure` is AgentClinic's measurement agent: exam findings and test results come from it,
   as a separate message, never from the patient.
 """
