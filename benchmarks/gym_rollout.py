@@ -7,6 +7,9 @@ The doctor is the tiny model behind one `discmed serve` (its engine batches what
 together); with the LLM patient the same server plays the patient too. Every episode runs the
 shipped ledgers to the doctor's conclusion or the turn budget, greedy, 32 tokens a doctor turn,
 no call cache. Peer: the same run one episode at a time. Goal: batched ≥ 4× one at a time.
+Each run also reports the server's prompt and generated tokens (from `/metrics`), the model calls,
+and the most calls any one episode makes in sequence: however wide the batch, a batched run lasts
+at least as long as that chain.
 """
 
 from __future__ import annotations
