@@ -1,7 +1,7 @@
 """`discmed demo`: DISC-MedLLM's whole recipe on the embedded tiny model, in minutes on a CPU.
 
     load → scrub → rewrite → kgqa → dedup → decontam → mix → sft1 → curate → sft2 → dpo
-         → exam → consult → serve → report (Markdown + PNG charts)
+         → exam → consult → gym → rl → gym_grpo → serve → report (Markdown + PNG charts)
 
 Every stage calls the same Python function its `discmed` command calls, on sample inputs
 written for discmed (`discmed/assets/demo`): consultations in MedDialog's raw text format,
@@ -64,6 +64,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "consult": ("Simulated consultations + judge", ("dpo",)),
     "gym": ("The consultation gym: the trained doctor against checked patients", ("dpo",)),
     "rl": ("GRPO against programmatic rewards, before/after on held-out cases", ("dpo",)),
+    "gym_grpo": ("GRPO in the consultation gym: warm-up, GRPO steps, eval gym before/after", ("dpo",)),
     "serve": ("Serve the trained model, one chat request", ("dpo",)),
 }
 
@@ -421,6 +422,48 @@ class Demo:
                 "curve": curve, "rewards": s["rewards"], "before": before, "after": after,
                 "reward_first_quarter": s["reward_first_quarter"], "reward_last_quarter": s["reward_last_quarter"],
                 "model": s["output_dir"], "chart": s["chart"]}
+
+    def stage_gym_grpo(self) -> dict:
+        from discmed.gym import SHIPPED, TRAINING
+        from discmed.gym.ledger import read_ledgers
+        from discmed.gym.run import run_gym
+        from discmed.gym.warmup import warmup_conversations
+        from discmed.train.grpo import run_grpo
+        from discmed.train.sft import run_sft
+
+        # The README's path through the gym (recipes/tiny-gym-warm.yaml, then recipes/tiny-gym-grpo.yaml),
+        # from the DPO model, with a step budget that fits the demo: it shows every part working end to
+        # end, not learning (benchmarks/gym_grpo.py measures that, over seeds, against learning rate 0).
+        d = self.dir("gym_grpo")
+        train, held_out = read_ledgers(TRAINING), read_ledgers(SHIPPED)
+        # 1. The warm-up: the action space (ask, examine, order, conclude) from random-doctor
+        #    consultations of the training ledgers; the held-out ones are never read.
+        write_jsonl(warmup_conversations(train, per_ledger=6, seed=0), d / "warm.jsonl")
+        log = loss_logger()
+        warm = run_sft(self._recipe(model=self.results["dpo"]["model"], output_dir=str(d / "warm"),
+                                    data=[{"path": str(d / "warm.jsonl")}], learning_rate=1e-3, epochs=4,
+                                    max_steps=20, warmup_steps=2), callbacks=[log])
+        # 2. GRPO in the gym: the policy plays the doctor against the rule-based patient; the ledger's
+        #    rewards, weighted as the recipe weights them; held-out ledgers measured before and after.
+        s = run_grpo({"model": warm["output_dir"], "format": "disc", "output_dir": str(d / "model"), "env": "gym",
+                      "cases": str(TRAINING), "eval_cases": str(SHIPPED), "holdout": 0.0, "patient": "rule",
+                      "max_new_tokens": 24, "max_completion_length": 512, "temperature": 1.0,
+                      "rewards": {"info_recall": 3.0, "red_flags_before_advice": 2.0, "diagnosis": 0.5,
+                                  "disposition": 0.5, "repeated": -0.2, "multi": -0.1, "over_budget": -0.2},
+                      "num_generations": 4, "batch_size": 8, "max_steps": 4, "learning_rate": 6e-4, "beta": 0.04,
+                      "save_steps": 10**6, "eval_samples": 2, "seed": 42, "resume": "false"})
+        curve = [{"step": c["step"], "reward": c["reward"]} for c in _jsonl(Path(s["curve"]))]
+        # 3. `eval gym` (greedy) on the held-out ledgers: the starting model and the GRPO model.
+        names = {warm["output_dir"]: "start (warm-up)", s["output_dir"]: "GRPO"}
+        g = run_gym(held_out, list(names), "rule", d / "eval", max_new_tokens=24, cache=self.cache,
+                    progress=self.progress, names=names)
+        return {"counts": {"warmup_steps": warm["steps"], "grpo_steps": s["steps"], "train_ledgers": s["train_cases"],
+                           "held_out_ledgers": s["held_out_cases"], "episodes_per_step": 8,
+                           "eval_episodes": g["episodes"], "failed": g["failed"]},
+                "warmup_losses": log.losses, "curve": curve, "rewards": s["rewards"], "before": s["before"] or {},
+                "after": s["after"] or {}, "reward_first_quarter": s["reward_first_quarter"],
+                "reward_last_quarter": s["reward_last_quarter"], "model": s["output_dir"],
+                "report_md": (d / "eval" / "report.md").read_text(encoding="utf-8"), "doctors": g["doctors"]}
 
     def stage_serve(self) -> dict:
         import openai

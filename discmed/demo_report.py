@@ -118,6 +118,22 @@ def draw_charts(results: dict[str, dict], out_dir: Path) -> list[Path]:
         _save(fig, out_dir / "rl_reward.png")
         plt.close(fig)
         written.append(out_dir / "rl_reward.png")
+    gg = done.get("gym_grpo", {})
+    if gg.get("curve"):
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        ax.plot([c["step"] for c in gg["curve"]], [c["reward"] for c in gg["curve"]], marker="o", color="tab:green")
+        for label, style in (("before", ":"), ("after", "--")):
+            value = (gg.get(label) or {}).get("reward")
+            if value is not None:
+                ax.axhline(value, linestyle=style, color="gray", label=f"held-out ledgers, {label}: {value:.2f}")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("mean reward of the step's episodes")
+        ax.set_title("GRPO in the consultation gym: reward per step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        _save(fig, out_dir / "gym_grpo_reward.png")
+        plt.close(fig)
+        written.append(out_dir / "gym_grpo_reward.png")
     return written
 
 
@@ -164,6 +180,13 @@ def verdict(results: dict[str, dict]) -> list[str]:
         lines.append(f"- **GRPO:** on the held-out CMD-shaped cases the `asks` reward went {rl['before'].get('asks')} → "
                      f"{rl['after'].get('asks')} after {rl['counts'].get('steps')} steps (four sampled episodes per case: "
                      "a small sample; the slow test compares against learning-rate-0 runs).")
+    gg = results.get("gym_grpo", {})
+    if gg.get("status") == "done" and gg.get("before") and gg.get("after"):
+        b, a = gg["before"], gg["after"]
+        lines.append(f"- **GRPO in the gym:** after {gg['counts'].get('grpo_steps')} steps, held-out information recall "
+                     f"{b.get('info_recall')} → {a.get('info_recall')}, red flags found before advice "
+                     f"{b.get('red_flags_before_advice')} → {a.get('red_flags_before_advice')} (two sampled episodes "
+                     "per ledger). A demo of the path, not of learning: `benchmarks/gym_grpo.py` measures that.")
     return lines
 
 
@@ -292,6 +315,32 @@ def write_report(out: Path, results: dict[str, dict], *, model: str = "tiny", to
               "runs at learning rate 0.", ""]
         if ex := (r.get("after") or {}).get("samples"):
             L += [f"- {t['role']}: {_cut(t['content'], 120)}" for t in ex[0]["conversation"]] + [""]
+    if r := section("gym_grpo", "GRPO in the consultation gym"):
+        c = r["counts"]
+        L += [f"The path `train grpo` takes in the gym, end to end, on the DPO model: a warm-up ({c.get('warmup_steps')} "
+              "SFT steps on consultations of the training ledgers in which a doctor asks, examines, orders and "
+              "concludes at random: the actions, not which pay), then "
+              f"{c.get('grpo_steps')} GRPO steps of {c.get('episodes_per_step')} episodes on the "
+              f"{c.get('train_ledgers')} training ledgers: the policy plays the doctor against the rule-based patient "
+              "(no model call), each episode to its conclusion or the ledger's turn budget, rewarded from the ledger "
+              f"with the recipe's weights (`{json.dumps(r.get('rewards', {}))}`). The {c.get('held_out_ledgers')} "
+              "shipped ledgers are held out: never trained on, measured before and after.", "",
+              "**This shows the path working, not learning.** A few steps of a 3M-parameter model move its "
+              "figures by chance as much as by training; `benchmarks/gym_grpo.py` (24 steps, three seeds, against "
+              "a learning-rate-0 baseline) is where the gym's GRPO is shown to teach, and `benchmarks/RESULTS.md` has "
+              "its tables.", ""]
+        names = [k for k in r.get("rewards", {}) if k in (r.get("before") or {})]
+        L += ["Held-out ledgers, two sampled episodes each, before and after (the recipe's weighted reward and each "
+              "reward's mean):", "", "| | episodes | weighted reward | " + " | ".join(names) + " |",
+              "|---|---:|---:|" + "---:|" * len(names)]
+        for label in ("before", "after"):
+            x = r.get(label) or {}
+            cells = ["—" if x.get(k) is None else f"{x[k]:.3f}" for k in names]
+            L.append(f"| {label} | {x.get('episodes')} | {x.get('reward')} | " + " | ".join(cells) + " |")
+        L += ["", f"Training reward, mean of the first and last quarter of steps: {r.get('reward_first_quarter')} → "
+              f"{r.get('reward_last_quarter')} (per step: {', '.join(str(round(x['reward'], 2)) for x in r.get('curve', []))}). "
+              "Then `discmed eval gym`, greedy, on the held-out ledgers: the starting model (after the warm-up) and the "
+              "GRPO model.", "", r.get("report_md", ""), ""]
     if r := section("serve", "Serving"):
         L += [f"`discmed serve` on the trained model (safety layer on) answered a chat request through the official "
               f"`openai` client in {r.get('reply_seconds')} s (finish reason {r.get('finish_reason')}) and served the "

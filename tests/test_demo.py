@@ -83,6 +83,9 @@ def test_counts_agree_from_stage_to_stage(demo):
     assert 4 <= co["doctor_turns"] <= 8  # two doctor turns at most per case
     rl = s["rl"]
     assert rl["steps"] == 8 and rl["train_cases"] == 2 and rl["held_out_cases"] == 2  # CMB-clin-shaped / CMD-shaped
+    gg = s["gym_grpo"]  # sixteen training ledgers, the eight shipped ones held out; eval gym: two doctors × eight
+    assert (gg["warmup_steps"], gg["grpo_steps"], gg["train_ledgers"], gg["held_out_ledgers"]) == (20, 4, 16, 8)
+    assert gg["eval_episodes"] == 16 and gg["failed"] == 0
     assert s["serve"]["replies"] == 1 and s["serve"]["page_bytes"] > 0
 
 
@@ -101,7 +104,18 @@ def test_report_and_charts(demo):
     rw = summary["stages"]["rewrite"]
     assert f"{rw['accepted']} of {rw['accepted'] + rw['rejected']} conversations passed" in text
     assert "chance is 20%" in text
-    for chart in ("stage_times", "data_funnel", "training_loss", "exam_accuracy", "rl_reward"):
+    # GRPO in the gym: its steps, its reward curve, the held-out ledgers before and after, eval gym's table of the
+    # starting model and the GRPO model, and what it does not show.
+    gym_grpo = json.loads((out / "stages" / "gym_grpo.json").read_text(encoding="utf-8"))
+    assert [c["step"] for c in gym_grpo["curve"]] == [1, 2, 3, 4]
+    for label in ("before", "after"):
+        assert gym_grpo[label]["episodes"] == 16 and 0 <= gym_grpo[label]["info_recall"] <= 1
+    section = text[text.index("## GRPO in the consultation gym"):]
+    assert "This shows the path working, not learning." in section and "benchmarks/gym_grpo.py" in section
+    assert "| before | 16 |" in section and "| after | 16 |" in section
+    assert "| start (warm-up) | 8 of 8 |" in section and "| GRPO | 8 of 8 |" in section
+    assert "**GRPO in the gym:** after 4 steps, held-out information recall" in text
+    for chart in ("stage_times", "data_funnel", "training_loss", "exam_accuracy", "rl_reward", "gym_grpo_reward"):
         png = out / "charts" / f"{chart}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](charts/{chart}.png)" in text

@@ -59,6 +59,38 @@ def test_edge_values_become_their_safe_equivalents():
     assert normalized(GenParams(temperature=0.7, top_p=0.9)).temperature == 0.7
 
 
+def test_the_nucleus_is_the_full_sorts():
+    """top-p from the sorted values alone keeps, in every row, the tokens and values that
+    sorting the whole row with its indices kept: peaked and flat rows, rows a grammar masked to
+    a few tokens, top_p of 1, vocabularies large and tiny. Where tokens tied with the edge
+    straddle it, the lowest ids are kept, as many as the nucleus needs."""
+    import torch
+
+    from discmed.engine.sampler import nucleus
+
+    def by_full_sort(probs, top_p):
+        sp, si = probs.sort(-1, descending=True)
+        sp = sp.masked_fill(sp.cumsum(-1) - sp > top_p, 0.0)
+        return torch.zeros_like(probs).scatter(-1, si, sp)
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        rows, vocab = int(torch.randint(1, 17, (1,), generator=g)), int(torch.randint(2, 7000, (1,), generator=g))
+        logits = torch.randn(rows, vocab, generator=g) * float(torch.rand(1, generator=g) * 8)
+        if trial % 3 == 0:  # a grammar's mask
+            logits[torch.rand(rows, vocab, generator=g) < 0.95] = float("-inf")
+            logits[:, 0] = 0.0
+        top_p = torch.rand(rows, 1, generator=g) * 0.99 + 0.005
+        if trial % 5 == 0:
+            top_p[0] = 1.0
+        probs = torch.softmax(logits, -1)
+        assert torch.equal(nucleus(probs, top_p), by_full_sort(probs, top_p)), trial
+    tied = torch.tensor([[0.05] * 10 + [0.5]])  # the nucleus needs the 0.5 and three of the ten 0.05s
+    kept = nucleus(tied, torch.tensor([[0.6]]))
+    assert (kept > 0).sum() == (by_full_sort(tied, torch.tensor([[0.6]])) > 0).sum() == 4
+    assert (kept[0, :3] == tied[0, :3]).all() and kept[0, 3:10].sum() == 0 and kept[0, 10] == 0.5
+
+
 def test_a_broken_row_does_not_change_the_others():
     import torch
 

@@ -5,6 +5,7 @@ clinician would, and the commands on the tiny model."""
 import asyncio
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -203,6 +204,40 @@ def test_the_llm_patient_falls_back_to_the_rules_when_it_leaks():
     assert not any("12.8，阑尾" in t for t in patient_turns)
 
 
+def test_the_llm_patient_regenerates_anew_and_replays_from_the_cache(tmp_path, tiny_model):
+    """The tiny model as the LLM patient, through the job engine's call cache: every reply is
+    JSON the checker can read (the ledger's schema bounds `say`, so the string always closes,
+    and cites only ids the patient knows); a refused reply is generated again with a seed of
+    its own, not answered from the cache with the reply just refused; and a second run with the
+    same seeds replays every call from the cache, to the same answer."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.gym.patient import SAY_MAX_CHARS, LLMPatient, parse_reply
+    from discmed.jobs import JobRunner
+
+    led = ledger("gym-appendicitis")
+    turn = read_turn("请问发烧吗？疼了多久了？", led)
+    params = GenParams(max_new_tokens=128, temperature=0.7, top_p=0.9)
+    backend = load_backend("tiny")
+    answers = []
+    for _ in range(2):
+        with JobRunner(None, cache=tmp_path / "calls.sqlite", progress=False) as runner:
+            client = runner.client(backend, name="patient")
+            state = State(led)
+            patient = LLMPatient(client, params, tries=3, seed=4)
+            answers.append(asyncio.run(patient.reply("请问发烧吗？疼了多久了？", turn, state)))
+            calls, hits, rejected = client.calls, client.cache_hits, state.rejections
+            raws = [r for (r,) in runner.cache.con.execute("SELECT reply FROM replies")]
+        if not answers[1:]:
+            assert rejected >= 1 and calls == min(rejected + 1, 3) and hits == 0  # each attempt a call of its own
+            assert len(set(raws)) == calls
+            for raw in raws:
+                say, cited = parse_reply(raw)
+                assert say and len(say) <= SAY_MAX_CHARS and set(cited) <= {f.id for f in led.findings}
+        else:
+            assert calls == 0 and hits == min(rejected + 1, 3)
+    assert answers[0] == answers[1]
+
+
 def test_scripted_doctors_rank_as_a_clinician_would():
     """Asking what matters, examining, testing and concluding scores near the top on every
     case; advising at once scores near the bottom; the gap is wide on every measure."""
@@ -236,6 +271,42 @@ def test_rewards_worked_out_by_hand():
     assert conversation[0]["content"] == ep.conversation[0]["content"]
 
 
+EXAMINE = "我给您做个体格检查，检查一下。"
+
+
+def test_repeating_an_examination_or_a_test_order_is_penalised():
+    """An examination or a test order whose results are already known is a repeated turn, as a
+    question already answered is: on every shipped ledger with exam findings (or tests), the
+    doctor that examines (orders) twice scores lower than the one that does it once, by the
+    `repeated` weight, and nothing else changes. The concluding turn is not a repeat: it is
+    never answered, and here it names a diagnosis whose words an exam finding shares."""
+    from discmed.gym.episode import DISPOSITION_ADVICE
+    from discmed.gym.rewards import WEIGHTS
+
+    compared = 0
+    for led in LEDGERS:
+        final = f"考虑是{led.diagnosis.name}。{DISPOSITION_ADVICE[led.disposition]}"
+        tests = [f for f in led.findings if f.disclosure == "on_test"]
+        steps = ([EXAMINE] if any(f.disclosure == "on_exam" for f in led.findings) else []) + \
+                [f"需要做一下{f.synonyms[0]}检查。" for f in tests[:1]]
+        for step in steps:
+            once = score_episode(asyncio.run(run_episode(led, _say([step, final]), RulePatient(), doctor_name="a")), led)
+            twice = score_episode(asyncio.run(run_episode(led, _say([step, step, final]), RulePatient(),
+                                                          doctor_name="b")), led)
+            assert (once["repeated"], twice["repeated"]) == (0, 1), (led.id, step)
+            assert twice["reward"] == round(once["reward"] + WEIGHTS["repeated"], 4) < once["reward"]
+            assert {k: v for k, v in twice.items() if k not in ("repeated", "reward", "turns", "asked_turns")} == \
+                   {k: v for k, v in once.items() if k not in ("repeated", "reward", "turns", "asked_turns")}
+            compared += 1
+    assert compared >= 10  # exams and tests on most shipped ledgers
+    # Examining every turn until the budget runs out (what GRPO found paid): every answered turn after the first is
+    # a repeat, the last one (unanswered) is not.
+    led = ledger("gym-appendicitis")
+    s = score_episode(asyncio.run(run_episode(led, _say([EXAMINE] * led.turn_budget), RulePatient(), doctor_name="c")),
+                      led)
+    assert s["repeated"] == led.turn_budget - 2 and s["over_budget"] == 1
+
+
 def test_a_silent_doctor_ends_the_consultation_unconcluded():
     """An empty doctor turn ends the episode (no model is called with an empty message after
     it) and counts as ending without a conclusion, as running out of turns does."""
@@ -265,6 +336,53 @@ def test_eval_gym_on_the_tiny_model(tmp_path, tiny_model):
     assert "| tiny | 8 of 8 |" in report and "| scripted:advise-now | 8 of 8 |" in report
     eps = [json.loads(x) for x in (tmp_path / "gym" / "episodes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(e["scores"]["turns"] >= 1 and 0 <= e["scores"]["info_recall"] <= 1 for e in eps)
+
+
+@pytest.mark.slow
+def test_eval_gym_system_reaches_the_doctor_and_keys_its_results(tmp_path, tiny_model):
+    """`eval gym --system` plays a model doctor with that system message: its first turn is
+    the model's own reply to the system message and the opening (and not its reply to the
+    opening alone); the call cache keys the call on the system message, and a journal written
+    with one system message refuses a run without it, so no result is answered from a run
+    with another prompt."""
+    from discmed.backend import GenParams, load_backend
+    from discmed.jobs import cache_key
+
+    led = LEDGERS[0]
+    one = tmp_path / "one.jsonl"
+    one.write_text(led.model_dump_json() + "\n", encoding="utf-8")
+    system = "你是一位经验丰富的全科医生。先问清楚病人的症状、持续时间和既往史，再给出建议。"
+
+    def gym(out, *extra):
+        return subprocess.run([sys.executable, "-m", "discmed", "eval", "gym", "--doctor", "tiny", "--ledgers", one,
+                               "--out", out, "--max-new-tokens", "16", "--concurrency", "1", *extra],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+    r = gym(tmp_path / "with", "--system", system)
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = gym(tmp_path / "with")  # the same folder, no system message: refused, not mixed in
+    assert again.returncode != 0 and "written with other settings" in again.stderr, again.stderr[-2000:]
+    r = gym(tmp_path / "without")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def first_turn(out):
+        return json.loads((out / "episodes.jsonl").read_text(encoding="utf-8").splitlines()[0])["conversation"][1]["content"]
+
+    doctor = load_backend("tiny")
+    params = GenParams(max_new_tokens=16, temperature=0.0, seed=0)  # eval gym's: greedy, the repeat's seed
+    opening = [{"role": "user", "content": led.opening}]
+    prompted = [{"role": "system", "content": system}, *opening]
+    assert first_turn(tmp_path / "with") == doctor.chat([prompted], params)[0].strip()
+    assert first_turn(tmp_path / "without") == doctor.chat([opening], params)[0].strip()
+    assert first_turn(tmp_path / "with") != first_turn(tmp_path / "without")
+
+    def keys(out):
+        con = sqlite3.connect(out / "tiny.journal.sqlite.cache.sqlite")
+        return {k for (k,) in con.execute("SELECT key FROM replies")}
+
+    with_key, without_key = (cache_key(doctor.identity, m, params) for m in (prompted, opening))
+    assert with_key in keys(tmp_path / "with") and without_key not in keys(tmp_path / "with")
+    assert without_key in keys(tmp_path / "without") and with_key not in keys(tmp_path / "without")
 
 
 @pytest.mark.slow

@@ -12,19 +12,21 @@ a test result when the doctor orders that test, and whatever was disclosed befor
   findings asked at a time (the first asked; a terse patient only the first): no model call,
   and by construction it never says a finding that is not allowed (a property test drives it
   with random question sequences).
-- `LLMPatient` is any model (any backend) told the whole case and the persona, replying with
-  JSON `{"say", "findings"}` (the finding ids it used); `check_reply` rejects a reply that
+- `LLMPatient` is any model (any backend) told what the patient knows of the case (not the exam
+  findings or test results) and the persona, replying with JSON `{"say", "findings"}` (the
+  finding ids it used, held to the ledger's schema); `check_reply` rejects a reply that
   cites or says a finding that is not allowed (a leak), states a number the ledger does not
   have, names a symptom the ledger does not hold (an invention), or contradicts the ledger
   (discmed.gym.contradiction: denies a finding that is present, asserts one that is absent, the
-  wrong side, duration, onset or allergen), and the turn is generated again, then falls back to
-  the rule-based answer; every rejection is counted.
+  wrong side, duration, onset or allergen), and the turn is generated again (a new seed: a new
+  call), then falls back to the rule-based answer; every rejection is counted.
 - `measure` is AgentClinic's measurement agent: exam findings and test results come from it,
   as a separate message, never from the patient.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -179,9 +181,27 @@ REPLY_SCHEMA = {
     "properties": {"say": {"type": "string"}, "findings": {"type": "array", "items": {"type": "string"}}},
     "required": ["say", "findings"],
 }
+SAY_MAX_CHARS = 80  # the prompt asks for one or two sentences; a reply that never closes its string is a wasted call
 
-PROMPT = """你在扮演一位到线上问诊的病人。下面是你的病情（医生看不到）：
-{case}
+
+def reply_schema(ledger: Ledger) -> dict:
+    """REPLY_SCHEMA narrowed to one ledger: `say` at most SAY_MAX_CHARS characters, so that the
+    reply always closes and parses (the tiny model, unbounded, ran every reply to its token limit
+    and none could be read), and `findings` at most three ids of what the patient knows (a turn
+    answers one or two things)."""
+    known = [f.id for f in ledger.findings if f.kind not in ("exam", "test")]
+    items = {"enum": known} if known else {"type": "string"}
+    return {"type": "object", "additionalProperties": False, "required": ["say", "findings"],
+            "properties": {"say": {"type": "string", "maxLength": SAY_MAX_CHARS},
+                           "findings": {"type": "array", "items": items, "maxItems": min(3, len(known))}}}
+
+
+# What the patient knows, each fact once with its id (the ids are what a reply cites). Exam
+# findings and test results are not in it: the measurement agent gives them, and a patient that
+# does not know them cannot read them out.
+PROMPT = """你在扮演一位到线上问诊的病人。下面是你的病情（医生看不到），每条前面是它的编号：
+主诉：{complaint}
+{facts}
 
 你的性格：{persona}。
 规则：
@@ -190,9 +210,6 @@ PROMPT = """你在扮演一位到线上问诊的病人。下面是你的病情�
 3. 只能说病情里有的事实，不能编造；不知道的就说不清楚或没有。
 4. 用病人的口吻、口语化地回答，一两句话。
 用 JSON 回答：{{"say": "你要说的话", "findings": [你这句话用到的病情条目编号]}}
-
-病情条目编号：
-{ids}
 
 医生说：{doctor}"""
 
@@ -240,7 +257,7 @@ class LLMPatient:
     name = "llm"
 
     def __init__(self, client: Any, params: Any, tries: int = 2, seed: int = 0):
-        self.client, self.params, self.tries = client, params, tries
+        self.client, self.params, self.tries, self.seed = client, params, tries, seed
         self.rules = RulePatient(seed)
 
     def prompt(self, doctor: str, state: State) -> list[dict[str, str]]:
@@ -250,13 +267,21 @@ class LLMPatient:
                    f"医学常识{ {'low': '很少', 'medium': '一般', 'high': '较多'}[p.health_literacy] }，"
                    f"记性{ {'clear': '清楚', 'vague': '模糊'}[p.recall] }，"
                    f"{ {'calm': '平静', 'worried': '有些担心', 'panicked': '很紧张'}[p.anxiety] }")
-        ids = "\n".join(f"{f.id}: {f.fact}" for f in led.findings if f.kind not in ("exam", "test"))
-        return [{"role": "user", "content": PROMPT.format(case=led.to_hidden_case(), persona=persona, ids=ids,
+        facts = "\n".join(f"{f.id}: {f.fact}" for f in led.findings if f.kind not in ("exam", "test"))
+        return [{"role": "user", "content": PROMPT.format(complaint=led.chief_complaint, facts=facts, persona=persona,
                                                           doctor=doctor)}]
 
+    def params_for(self, ledger: Ledger, attempt: int) -> Any:
+        """The call's parameters: the ledger's reply schema, and a seed of the attempt's own. A
+        regeneration with the first call's parameters is the same call: a call cache answers it
+        with the reply just refused, and an unseeded one cannot be replayed."""
+        if self.params is None:
+            return None
+        return dataclasses.replace(self.params, json_schema=reply_schema(ledger), seed=self.seed * self.tries + attempt)
+
     async def reply(self, doctor: str, turn: DoctorTurn, state: State) -> tuple[str, list[str]]:
-        for _ in range(self.tries):
-            raw = await self.client.chat(self.prompt(doctor, state), self.params)
+        for attempt in range(self.tries):
+            raw = await self.client.chat(self.prompt(doctor, state), self.params_for(state.ledger, attempt))
             say, cited = parse_reply(raw)
             if say and not check_reply(say, cited, turn, state):
                 return say, [c for c in cited if c in allowed(turn, state)]

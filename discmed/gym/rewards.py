@@ -11,7 +11,8 @@ From a finished episode and its ledger:
 - `disposition`: 1 when the advice's disposition (emergency / same-day / clinic / self-care, read
   from its words) is the case's; `escalated`: an emergency case sent to emergency care at all;
 - `turns`, `over_budget` (1 for an episode that ended without a conclusion: the budget ran out,
-  or the doctor fell silent), `repeated` (turns that asked only what was already known), `multi`
+  or the doctor fell silent), `repeated` (turns that asked only what was already known, or
+  examined or ordered only what was already measured), `multi`
   (turns with more than one question, as DoctorAgent-RL penalises).
 
 `reward` combines them with `WEIGHTS` (any weight may be changed; the model-judged rewards of
@@ -74,8 +75,15 @@ def score_episode(episode: Episode, ledger: Ledger, weights: dict[str, float] | 
     known_before: set[str] = {f for f, t in episode.disclosed.items() if t == 0}
     repeated = 0
     for i, t in enumerate(episode.turns, start=1):
-        if t["asks"] and t["questions"] and all(a in known_before for a in t["asks"]):
-            repeated += 1
+        asked_again = bool(t["asks"]) and bool(t["questions"]) and all(a in known_before for a in t["asks"])
+        # An examination or a test order whose every result is already on the table: the
+        # measurement agent reads the same findings out again (GRPO found that examining every
+        # turn cost nothing). Only an answered turn can repeat one: the last turn ends the
+        # consultation unanswered, and a conclusion that names what an exam would find
+        # ("考虑是细菌性脑膜炎") examines nobody. A turn counts once, however much of it repeats.
+        measured = t["examines"] + t["orders"]
+        measured_again = i < len(episode.turns) and bool(measured) and all(f in known_before for f in measured)
+        repeated += asked_again or measured_again
         known_before |= {f for f, when in episode.disclosed.items() if when == i}
     scores: dict[str, Any] = {
         "info_recall": round(recall, 4),

@@ -20,7 +20,7 @@ import numpy as np
 
 from discmed.gym.episode import SCRIPTED, Episode, model_doctor, run_episode
 from discmed.gym.ledger import Ledger
-from discmed.gym.patient import REPLY_SCHEMA, LLMPatient, RulePatient
+from discmed.gym.patient import LLMPatient, RulePatient
 from discmed.gym.rewards import score_episode
 
 MEASURES = ("diagnosis", "disposition", "info_recall", "red_flags_before_advice", "turns", "multi", "repeated",
@@ -79,7 +79,7 @@ def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats:
         doc_client = None if scripted else runner.client(backend_for(spec), name="doctor")
         pat_client = None if patient == "rule" else runner.client(backend_for(patient), name="patient")
         params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature)
-        p_params = GenParams(max_new_tokens=128, temperature=0.7, top_p=0.9, json_schema=REPLY_SCHEMA)
+        p_params = GenParams(max_new_tokens=128, temperature=0.7, top_p=0.9)  # the patient adds its reply schema and seeds
 
         async def work(key: str, item: tuple[str, int]) -> dict:
             led, k = by_id[item[0]], item[1]

@@ -18,8 +18,9 @@ unreadable judge reply is excluded and counted (`stats`), never scored 0.
 The gym's rewards (`GYM`), for episodes played in the consultation gym (`env: gym`: the record
 carries the gym episode under `gym`), are computed from the case ledger by
 discmed.gym.rewards.score_episode, no model involved: `info_recall`, `red_flags_before_advice`
-(None for a ledger without red flags), `diagnosis`, `disposition`, and the counts `repeated`,
-`multi`, `over_budget` (give these negative weights: they are penalties).
+(None for a ledger without red flags), `diagnosis`, `disposition`, and the counts `repeated`
+(turns that asked, examined or ordered only what was known), `multi`, `over_budget` (give these
+negative weights: they are penalties).
 """
 
 from __future__ import annotations
