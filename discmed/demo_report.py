@@ -102,39 +102,30 @@ def draw_charts(results: dict[str, dict], out_dir: Path) -> list[Path]:
     plt.close(fig)
     written.append(out_dir / "exam_accuracy.png")
 
-    rl = done.get("rl", {})
-    if rl.get("curve"):
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.plot([c["step"] for c in rl["curve"]], [c["reward"] for c in rl["curve"]], marker="o", color="tab:green")
-        for label, style in (("before", ":"), ("after", "--")):
-            value = (rl.get(label) or {}).get("reward")
-            if value is not None:
-                ax.axhline(value, linestyle=style, color="gray", label=f"held-out cases, {label}: {value:.2f}")
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("mean reward of the step's episodes")
-        ax.set_title("GRPO on consultations: reward per step")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        _save(fig, out_dir / "rl_reward.png")
-        plt.close(fig)
-        written.append(out_dir / "rl_reward.png")
-    gg = done.get("gym_grpo", {})
-    if gg.get("curve"):
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.plot([c["step"] for c in gg["curve"]], [c["reward"] for c in gg["curve"]], marker="o", color="tab:green")
-        for label, style in (("before", ":"), ("after", "--")):
-            value = (gg.get(label) or {}).get("reward")
-            if value is not None:
-                ax.axhline(value, linestyle=style, color="gray", label=f"held-out ledgers, {label}: {value:.2f}")
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel("mean reward of the step's episodes")
-        ax.set_title("GRPO in the consultation gym: reward per step")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        _save(fig, out_dir / "gym_grpo_reward.png")
-        plt.close(fig)
-        written.append(out_dir / "gym_grpo_reward.png")
+    for stage, held_out, title, name in (
+            ("rl", "held-out cases", "GRPO on consultations: reward per step", "rl_reward.png"),
+            ("gym_grpo", "held-out ledgers", "GRPO in the consultation gym: reward per step", "gym_grpo_reward.png")):
+        if (done.get(stage) or {}).get("curve"):
+            written.append(_reward_chart(plt, done[stage], held_out, title, out_dir / name))
     return written
+
+
+def _reward_chart(plt, stage: dict, held_out: str, title: str, path: Path) -> Path:
+    """A GRPO stage's reward per step, with its held-out measurement before and after as lines."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot([c["step"] for c in stage["curve"]], [c["reward"] for c in stage["curve"]], marker="o", color="tab:green")
+    for label, style in (("before", ":"), ("after", "--")):
+        value = (stage.get(label) or {}).get("reward")
+        if value is not None:
+            ax.axhline(value, linestyle=style, color="gray", label=f"{held_out}, {label}: {value:.2f}")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the step's episodes")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return path
 
 
 def _cut(text: str | None, n: int = 160) -> str:
