@@ -242,9 +242,10 @@ class Rules:
     def triage(self, text: str) -> Triage:
         lang = "zh" if _CJK.search(text or "") else "en"
         notice = SAFETY_NOTICE_ZH if lang == "zh" else SAFETY_NOTICE_EN
-        hits = self.categories_for(text or "")
+        norm = _normalize(text or "")  # once: the rules and the classifier read the same text
+        hits = self._categories(norm)
         clf = self.classifier()
-        score = clf.probability(_normalize(text or "")) if clf is not None else None
+        score = clf.probability(norm) if clf is not None else None
         zh = lang == "zh"
         sep = "；" if zh else "; "
         if hits:
@@ -264,7 +265,10 @@ class Rules:
         """The categories whose concepts have current mentions in `text` (the rules'
         verdict alone). `context=False` counts every mention, whatever its context: the
         difference is what the context rules did (benchmarks/safety_loao.py measures it)."""
-        m = _Message(self, _normalize(text), context)
+        return self._categories(_normalize(text), context)
+
+    def _categories(self, norm: str, context: bool = True) -> list[_Category]:
+        m = _Message(self, norm, context)
         if m.informational:
             return []
         return [c for c in self.categories if self._fires(m, c)]

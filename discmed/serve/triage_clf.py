@@ -113,13 +113,12 @@ class LinearTriage:
         """P(urgent) for a normalised message (`dialect.normalize`): sublinear TF-IDF,
         l2-normalised, dotted with the coefficients — what scikit-learn computes."""
         dot = norm = 0.0
-        weights = self.weights
-        for gram, count in _grams(text).items():
-            w = weights.get(gram)
-            if w is not None:
-                x = (1.0 + math.log(count)) * w[0]
-                norm += x * x
-                dot += x * w[1]
+        weights, counts = self.weights, _grams(text)
+        for gram in counts.keys() & weights.keys():  # the message's n-grams the model knows (a C-level join)
+            idf, coef = weights[gram]
+            x = (1.0 + math.log(counts[gram])) * idf
+            norm += x * x
+            dot += x * coef
         z = self.intercept + (dot / math.sqrt(norm) if norm else 0.0)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
