@@ -832,7 +832,7 @@ qu an yi geng ji bao zuo ge shang nie chai zhai kuang
 RE_PINYIN_GIVEN = re.compile(
     r"(?:(?:zh|ch|sh|[bpmfdtnlgkhjqxrzcsyw])?(?:iang|iong|uang|ang|eng|ing|ong|uan|ian|uai|iao|ai|ei|ao|ou|an|en|in|un|ui|ie|"
     r"ia|ua|uo|ue|ve|er|a|o|e|i|u|v)){1,2}")
-RE_LATIN_WORD = re.compile(r"\b[A-Za-z]+\b")
+RE_LATIN_WORD = re.compile(r"(?<![A-Za-z])[A-Za-z]+(?![A-Za-z])")  # \b fails beside Chinese (CJK is \w)
 
 
 # Hong Kong and Macau names, romanised Cantonese as official documents write them: CHAN Tai Man,
@@ -842,8 +842,8 @@ CANTONESE_SURNAMES = ("CHAN|WONG|CHEUNG|LEE|LAU|HO|NG|LEUNG|YIP|TSANG|KWOK|LAM|M
                       "TAI|TONG|TSOI|WAN|WU|YAU|YIM|YU|YUEN|AU|CHIU|FONG|KWAN|LING|MO|NGAI|PANG|SIN|TO|TSUI|WAI|YIU|YUNG|CHING")
 _CANTO_GIVEN = r"[A-Z][a-z]{1,5}|[A-Z]{2,6}"
 RE_NAME_CANTONESE = re.compile(
-    rf"\b(?:{CANTONESE_SURNAMES})\b,?\s+(?:{_CANTO_GIVEN})(?:[\s-](?:{_CANTO_GIVEN}|[a-z]{{2,5}}))?\b"
-    rf"|\b(?:{CANTONESE_SURNAMES.title()})\s+(?:[A-Z][a-z]{{1,5}})[\s-](?:[A-Z]?[a-z]{{2,5}})\b")
+    rf"(?<![A-Za-z])(?:{CANTONESE_SURNAMES})(?![A-Za-z]),?\s+(?:{_CANTO_GIVEN})(?:[\s-](?:{_CANTO_GIVEN}|[a-z]{{2,5}}))?(?![A-Za-z])"
+    rf"|(?<![A-Za-z])(?:{CANTONESE_SURNAMES.title()})\s+(?:[A-Z][a-z]{{1,5}})[\s-](?:[A-Z]?[a-z]{{2,5}})(?![A-Za-z])")
 
 
 def _name_pinyin(text: str):
