@@ -259,9 +259,15 @@ ningxia|qinghai|shaanxi|shandong|shanxi|sichuan|yunnan|zhejiang""".replace("\n",
 # state, a province or a country ("Prevenar 13", "Glucagon 1 mg" are drugs spaCy also calls GPE).
 RE_PLACE_BEFORE = re.compile(r"(?:\b(?:in|at|from|to|near|via|around|outside|into|reached|left|leaving|visiting|hometown|city|town)"
                              r"|[:：])\s+$", re.I)
-RE_PLACE_AFTER = re.compile(r",?\s+(?:[A-Z]{2}\b|(?:Yunnan|Sichuan|Tibet|Guangdong|China|Pakistan|Nigeria|Ghana|India|Russia|"
-                            r"Kazakhstan|Hubei|Hunan|Fujian|Zhejiang|Jiangsu|Shandong|Henan|Hebei|Liaoning|Jilin|Heilongjiang|"
-                            r"Guangxi|Guizhou|Gansu|Shaanxi|Shanxi|Anhui|Jiangxi|Hainan|Qinghai|Ningxia|Xinjiang)\b)|\s+(?:office|branch|city|campus)\b")
+# ... or before a US state code, a kept place (Dali, Yunnan) or a word saying it is a place (the Kunming office).
+RE_PLACE_AFTER = re.compile(r",?\s+(?:(?P<code>[A-Z]{2})\b|(?P<word>[A-Z][a-z]+)\b)|\s+(?:office|branch|city|campus)\b")
+
+
+def _place_follows(text: str, end: int) -> bool:
+    m = RE_PLACE_AFTER.match(text, end)
+    return bool(m) and (m.group("word") is None or m.group("word").lower() in KEEP_PLACES)
+
+
 US_STATE_CODES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|"
                   "OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
 # A US town with its state code and ZIP (Columbus OH, Omaha, NE 68103), a P.O. box.
@@ -892,7 +898,7 @@ class EnglishNerRecognizer(EntityRecognizer):
             elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
             elif (e.label == "GPE" and word.lower().strip(" .,") not in KEEP_PLACES and RE_EN_TITLECASE.fullmatch(word.split()[0])
-                  and (RE_PLACE_BEFORE.search(text[max(0, e.start - 16):e.start]) or RE_PLACE_AFTER.match(text, e.end))):
+                  and (RE_PLACE_BEFORE.search(text[max(0, e.start - 16):e.start]) or _place_follows(text, e.end))):
                 # a city or a town: below a state, which Safe Harbor removes (a country, a state, a province stays)
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:GPE", self.name))
         return out
