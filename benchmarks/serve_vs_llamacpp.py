@@ -1,16 +1,25 @@
 """llama.cpp behind discmed's front, and discmed's own engine, against llama-server itself.
 
     .venv/bin/python benchmarks/serve_vs_llamacpp.py                     # 1, 8, 64 clients; 48 tokens
+    .venv/bin/python benchmarks/serve_vs_llamacpp.py --kv-cache f16      # both llama-servers at f16
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --clients 1,8 --rounds 1   # quick look
 
 The tiny model is exported once (`train export --gguf --quant f32`). Three servers, one thread
 of compute each, run one after another on the same requests:
 
-- `llama-server` on the GGUF (the peer): its own `/completion`, prompts as token ids;
-- `discmed serve --model X.gguf`: the same llama-server as discmed's engine, behind discmed's
-  front (validation, safety layer off for the benchmark, metrics, request ids): `/v1/completions`,
-  the same token ids as the prompt;
+- `llama-server` on the GGUF (the peer), started with the very command line discmed starts
+  it with (`engine.llamacpp.server_command`; checked against the front's child before
+  measuring), sent the very /completion body discmed sends (`engine.llamacpp.payload`),
+  prompts as token ids. So the two llama.cpp rows differ by discmed's front and nothing else;
+- `discmed serve --model X.gguf`: that llama-server as discmed's engine, behind discmed's
+  front (validation, safety layer off for the benchmark, metrics, request ids):
+  `/v1/completions`, the same token ids as the prompt;
 - `discmed serve --model tiny`: discmed's own engine on the same weights (safetensors).
+
+`--kv-cache` is the llama.cpp KV cache type of both llama.cpp rows. Its default, auto, is
+discmed's: f32 for an f32 GGUF (greedy parity with the safetensors), which on this model runs
+llama-server at about half the speed of llama.cpp's own default, f16. Comparing discmed at f32
+with a bare llama-server at f16 measures that choice, not the front: run both settings.
 
 Every request is greedy and asks for exactly `--tokens` tokens (`ignore_eos`), streamed; each
 client sends its requests one after another; clients read the SSE stream with httpx. The
@@ -40,7 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from discmed.backends.enginechat import tokenizer_and_format  # noqa: E402
-from discmed.engine.llamacpp import tool, tools_dir  # noqa: E402
+from discmed.contract import GenParams  # noqa: E402
+from discmed.engine.llamacpp import KV_CACHE_TYPES, payload, server_command, tool, tools_dir  # noqa: E402
+from discmed.engine.protocol import Request  # noqa: E402
 from discmed.process import running  # noqa: E402
 from discmed.tiny import ensure_tiny  # noqa: E402
 from discmed.train.gguf import export_gguf  # noqa: E402
@@ -96,9 +107,14 @@ async def drive(url: str, body_of, clients: int, per_client: int, tokens: int, c
     return sum(counts), wall
 
 
+# Greedy, every filter off, stated in full: the front fills nothing in from the model's defaults.
+SAMPLING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
 def llama_body(ids: list[list[int]], tokens: int):
-    return lambda i: {"prompt": ids[i % len(ids)], "n_predict": tokens, "temperature": 0, "ignore_eos": True,
-                      "stream": True, "cache_prompt": True}  # fmt: skip
+    """The body discmed's engine sends llama-server for the same request."""
+    params = GenParams(max_new_tokens=tokens, **SAMPLING)
+    return lambda i: payload(Request(ids[i % len(ids)], params, ignore_eos=True), stream=True)
 
 
 def llama_count(line: str, got: int) -> int:
@@ -110,9 +126,8 @@ def llama_count(line: str, got: int) -> int:
 
 
 def discmed_body(ids: list[list[int]], tokens: int, model: str):
-    return lambda i: {"model": model, "prompt": ids[i % len(ids)], "max_tokens": tokens, "temperature": 0,
-                      "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
-                      "repetition_penalty": 1.0}  # fmt: skip
+    return lambda i: {"model": model, "prompt": ids[i % len(ids)], "max_tokens": tokens, "ignore_eos": True,
+                      "stream": True, "stream_options": {"include_usage": True}, **SAMPLING}  # fmt: skip
 
 
 def discmed_count(line: str, got: int) -> int:
@@ -123,12 +138,31 @@ def discmed_count(line: str, got: int) -> int:
     return got
 
 
+def same_server(peer_cmd: list[str], front_pid: int) -> None:
+    """The front's llama-server child runs the peer's command line, but for its port."""
+    children = [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == front_pid]
+    lines = [Path(f"/proc/{c}/cmdline").read_bytes().decode().split("\0")[:-1] for c in children]
+    lines = [c for c in lines if c and c[0].endswith("llama-server")]
+    port = lambda cmd: [x for i, x in enumerate(cmd) if i == 0 or cmd[i - 1] != "--port"]  # noqa: E731
+    if len(lines) != 1 or port(lines[0]) != port(peer_cmd):
+        raise SystemExit(f"the front's llama-server is not the peer's: {lines} vs {peer_cmd}")
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--requests", type=int, default=16, help="requests per row (at least one per client)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kv-cache", choices=KV_CACHE_TYPES, default="auto",
+                    help="KV cache type of both llama.cpp rows (auto: discmed's default, f32 for this f32 GGUF)")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     slots = max(levels)
@@ -144,17 +178,19 @@ def main() -> None:
         return free_port()
 
     p1, p2, p3 = port(), port(), port()
-    peer_cmd = [str(tool("llama-server", tools)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(p1),
-                "-t", "1", "-tb", "1", "--parallel", str(slots), "--ctx-size", "8192", "--kv-unified",
-                "--no-webui", "--cont-batching"]  # fmt: skip
+    config = json.loads((gguf.parent / "config.json").read_text())
+    peer_cmd = server_command(gguf, tool("llama-server", tools), p1, threads=1, parallel=slots,
+                              ctx_per_slot=int(config.get("max_position_embeddings") or 4096), kv_cache=args.kv_cache)
     front_cmd = [sys.executable, "-m", "discmed", "serve", "--model", str(gguf), "--port", str(p2), "--threads", "1",
-                 "--max-batch", str(slots), "--no-safety", "--served-model-name", "gguf"]  # fmt: skip
+                 "--max-batch", str(slots), "--no-safety", "--served-model-name", "gguf",
+                 "--kv-cache-type", args.kv_cache]  # fmt: skip
     own_cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p3), "--max-batch",
                str(max(32, slots)), "--no-safety", "--served-model-name", "tiny", "--format", "disc"]  # fmt: skip
     results: dict[str, dict[int, list[float]]] = {"llama-server": {}, "discmed+llama.cpp": {}, "discmed engine": {}}
     with running(peer_cmd, f"http://127.0.0.1:{p1}/health", work / "peer.log", env=env), \
-         running(front_cmd, f"http://127.0.0.1:{p2}/health", work / "front.log", env=env, cwd=str(ROOT)), \
+         running(front_cmd, f"http://127.0.0.1:{p2}/health", work / "front.log", env=env, cwd=str(ROOT)) as front_proc, \
          running(own_cmd, f"http://127.0.0.1:{p3}/health", work / "own.log", env=env, cwd=str(ROOT)):  # fmt: skip
+        same_server(peer_cmd, front_proc.pid)
         servers = {
             "llama-server": (f"http://127.0.0.1:{p1}/completion", llama_body(ids, args.tokens), llama_count),
             "discmed+llama.cpp": (f"http://127.0.0.1:{p2}/v1/completions", discmed_body(ids, args.tokens, "gguf"),
@@ -172,7 +208,8 @@ def main() -> None:
                     results[who].setdefault(c, []).append(n / wall)
     med = {who: {c: round(statistics.median(v), 1) for c, v in rows.items()} for who, rows in results.items()}
     load = os.getloadavg()[0]
-    print(f"{args.tokens} tokens per request, 1 thread each, medians of {args.rounds}, load {load:.2f}")
+    print(f"{args.tokens} tokens per request, 1 thread each, KV cache {args.kv_cache}, medians of {args.rounds}, "
+          f"load {load:.2f}")
     print(f"{'clients':>7} {'llama-server':>13} {'discmed+llama.cpp':>18} {'ratio':>6} {'discmed engine':>15} {'ratio':>6}")
     front_ok, own_ok = True, True
     for c in levels:
@@ -188,7 +225,7 @@ def main() -> None:
         "peer": min(med["llama-server"].values()), "unit": "completion tokens/s (worst row)",
         "ratio": round(worst, 3), "goal": "front >= 0.9x llama-server at 1, 8, 64 clients; own engine >= 1.3x at 64",
         "met": bool(front_ok and own_ok), "own_engine_ratio_at_max": round(own_ratio, 3), "tokens_per_s": med,
-        "load_1min": round(load, 2), "tokens": args.tokens, "rounds": args.rounds,
+        "load_1min": round(load, 2), "tokens": args.tokens, "rounds": args.rounds, "kv_cache": args.kv_cache,
     }))  # fmt: skip
 
 

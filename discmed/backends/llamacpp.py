@@ -41,7 +41,7 @@ class LlamaCppBackend(EngineChat):
 
     def __init__(self, path: str, *, name: str | None = None, format: str | None = None,
                  max_length: int | None = None, threads: int | None = None, parallel: int = 8,
-                 max_queue: int = 256, **_: Any):  # fmt: skip
+                 max_queue: int = 256, kv_cache: str = "auto", **_: Any):  # fmt: skip
         gguf = Path(path).expanduser()
         if not gguf.is_file():
             raise BackendError(f"{gguf}: no such GGUF file")
@@ -59,7 +59,7 @@ class LlamaCppBackend(EngineChat):
         except ToolsMissing as e:
             raise BackendError(str(e)) from None
         self.server = LlamaServer(gguf, binary=binary, threads=threads or default_threads(), parallel=parallel,
-                                  ctx_per_slot=self.max_length)  # fmt: skip
+                                  ctx_per_slot=self.max_length, kv_cache=kv_cache)  # fmt: skip
         self.engine = LlamaCppEngine(self.server, len(self.tokenizer), self.stop_ids, max_queue=max_queue)
         self.identity = f"{gguf.name}@{fingerprint(folder)}"
 

@@ -184,24 +184,39 @@ def _logprobs(entries: list[dict], k: int) -> list[TokenLogprob]:
             for e in entries]  # fmt: skip
 
 
+KV_CACHE_TYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+
+
+def server_command(gguf: str | os.PathLike, binary: Path, port: int, *, threads: int = 1, parallel: int = 8,
+                   ctx_per_slot: int = 2048, kv_cache: str = "auto") -> list[str]:  # fmt: skip
+    """The llama-server command line discmed runs for `gguf` (its benchmark's peer runs the same one).
+
+    `kv_cache` auto: an all-f32 GGUF gets an f32 KV cache, so it decodes as the safetensors it came
+    from (tests/test_gguf.py, greedy parity); any other GGUF keeps llama.cpp's default (f16). On the
+    tiny model the f32 cache halves llama-server's speed (benchmarks/serve_vs_llamacpp.py
+    --kv-cache): `--kv-cache-type f16` trades about 5e-4 in logprobs for it."""
+    if kv_cache not in KV_CACHE_TYPES:
+        raise BackendError(f"KV cache type {kv_cache!r}: one of {', '.join(KV_CACHE_TYPES)}")
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "-t", str(threads), "-tb", str(threads), "--parallel", str(parallel),
+           "--ctx-size", str(max(ctx_per_slot, 8192)), "--kv-unified", "--no-webui",
+           "--cont-batching"]  # fmt: skip
+    if kv_cache == "auto":
+        kv_cache = "f32" if gguf_metadata(gguf, binary.parents[1]).get("general.file_type") == ALL_F32 else "f16"
+    return cmd + ["--cache-type-k", kv_cache, "--cache-type-v", kv_cache]
+
+
 class LlamaServer:
     """llama-server on a GGUF, a child process on a loopback port; `url` is its root."""
 
     def __init__(self, gguf: str | os.PathLike, *, binary: Path, threads: int = 1, parallel: int = 8,
-                 ctx_per_slot: int = 2048, log: Path | None = None, extra: list[str] | None = None,
-                 limit: float = 300.0):  # fmt: skip
+                 ctx_per_slot: int = 2048, kv_cache: str = "auto", log: Path | None = None,
+                 extra: list[str] | None = None, limit: float = 300.0):  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"discmed-llama-server-{self.port}.log"
-        self.cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
-                    "-t", str(threads), "-tb", str(threads), "--parallel", str(parallel),
-                    "--ctx-size", str(max(ctx_per_slot, 8192)), "--kv-unified", "--no-webui",
-                    "--cont-batching"]  # fmt: skip
-        if gguf_metadata(gguf, binary.parents[1]).get("general.file_type") == ALL_F32:
-            # llama.cpp keeps its KV cache in f16 by default: an f32 GGUF is run at f32 throughout,
-            # so it decodes as the safetensors it came from (tests/test_gguf.py, greedy parity).
-            self.cmd += ["--cache-type-k", "f32", "--cache-type-v", "f32"]
-        self.cmd += list(extra or [])
+        self.cmd = server_command(gguf, binary, self.port, threads=threads, parallel=parallel,
+                                  ctx_per_slot=ctx_per_slot, kv_cache=kv_cache) + list(extra or [])  # fmt: skip
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -76,6 +76,11 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[
             int | None, typer.Option(help="llama.cpp: threads for llama-server (default: every core)")
         ] = None,
+        kv_cache_type: Annotated[
+            Literal["auto", "f32", "f16", "bf16", "q8_0"],
+            typer.Option(help="llama.cpp: KV cache type (auto: f32 for an f32 GGUF, for parity with its "
+                         "safetensors; llama.cpp's f16 otherwise)"),
+        ] = "auto",
         quantize: Annotated[
             Literal["int8", "int4"] | None, typer.Option(help="int8 | int4 (bitsandbytes; int4 needs a GPU)")
         ] = None,
@@ -138,6 +143,8 @@ def register(app: typer.Typer) -> None:
             if (engine == "llama.cpp") != (kind == "llamacpp"):
                 raise ValueError(f"--engine {engine} and --model {model}: llama.cpp serves GGUF files "
                                  "(llamacpp:FILE.gguf), and only llama.cpp serves them")
+            if engine != "llama.cpp" and kv_cache_type != "auto":
+                raise ValueError(f"--kv-cache-type {kv_cache_type}: only the llama.cpp engine takes it, not {engine}")
             sock = bind(host, port)
         except (BackendError, ValueError, OSError) as e:
             fail(f"discmed serve: {e}")
@@ -152,7 +159,8 @@ def register(app: typer.Typer) -> None:
                 from discmed.serve.llamacpp import served_model as llamacpp_served
 
                 served = llamacpp_served(model, name=served_model_name, format=format, max_model_len=max_model_len,
-                                         threads=threads, max_batch=max_batch, max_queue=max_queue)
+                                         threads=threads, max_batch=max_batch, max_queue=max_queue,
+                                         kv_cache=kv_cache_type)
             elif engine == "vllm":
                 from discmed.serve.vllm import served_model as vllm_served
 

@@ -15,13 +15,14 @@ from discmed.serve.serving import ServedModel
 
 
 def served_model(spec: str, *, name: str | None = None, format: str | None = None, max_model_len: int | None = None,
-                 threads: int | None = None, max_batch: int = 8, max_queue: int = 256) -> ServedModel:  # fmt: skip
+                 threads: int | None = None, max_batch: int = 8, max_queue: int = 256,
+                 kv_cache: str = "auto") -> ServedModel:  # fmt: skip
     """A ServedModel for a GGUF (`llamacpp:FILE.gguf` or a path ending in .gguf)."""
     ref = resolve(spec)
     if ref.kind != "llamacpp":
         raise BackendError(f"--engine llama.cpp serves a GGUF file (llamacpp:FILE.gguf), not {spec!r}")
     backend = LlamaCppBackend(ref.target, name=name, format=format, max_length=max_model_len, threads=threads,
-                              parallel=max_batch, max_queue=max_queue)  # fmt: skip
+                              parallel=max_batch, max_queue=max_queue, kv_cache=kv_cache)  # fmt: skip
     fmt, tok = backend.format, backend.tokenizer
     encode = lambda msgs, kw=None: fmt.prompt(msgs, tok, max_length=10**9, reserve=0, template_kwargs=kw)  # noqa: E731
     defaults = backend.default_params()
