@@ -112,6 +112,18 @@ def test_completions_score_and_generate(tiny_server):
     assert a == [c.text for c in client.completions.create(**sampled).choices]  # seeded: repeatable
     assert len(set(a)) > 1  # each choice draws with its own seed
 
+    # Streamed, two prompts: each index's chunks join to its unstreamed text, in one response
+    # id, each index ends once with its finish reason, and usage comes last.
+    ask = dict(model="tiny", prompt=["头痛", "发烧了"], max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+    whole = client.completions.create(**ask)
+    chunks = list(client.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert len({c.id for c in chunks}) == 1 and all(c.object == "text_completion" for c in chunks)
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == choice.index]
+        assert "".join(x.text for x in mine) == choice.text
+        assert [x.finish_reason for x in mine if x.finish_reason] == ["length"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 24
+
 
 def test_chat_logprobs_and_n(tiny_server):
     client = openai.OpenAI(base_url=tiny_server, api_key="unused")

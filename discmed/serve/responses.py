@@ -346,12 +346,19 @@ async def completion_stream(served: Any, jobs: list[Job], include_usage: bool) -
             d.pop("usage")
         return f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
 
+    # Text chunks are the hot path (one per token): built from a fixed head, as chat_stream's.
+    head = (f'data: {{"id":"{cid}","object":"text_completion","created":{created},'
+            f'"model":{json.dumps(served.name, ensure_ascii=False)},"choices":[{{"index":')  # fmt: skip
     try:
         async for job, delta in merged(jobs):
             if delta.finish_reason == "error":
                 yield sse_error(delta.error or "generation failed")
                 break
             finish = delta.finish_reason if delta.finish_reason in ("stop", "length", None) else "stop"
+            if finish is None and not delta.logprobs:
+                if delta.text:
+                    yield f'{head}{job.index},"text":{json.dumps(delta.text, ensure_ascii=False)}}}]}}\n\n'
+                continue
             lps = completion_logprobs(served, delta.logprobs) if delta.logprobs else None
             if delta.text or finish:
                 yield chunk(job.index, delta.text, finish, lps)
