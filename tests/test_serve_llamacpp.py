@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -51,6 +52,39 @@ def test_chat_through_discmeds_front(client, url):
     assert health["status"] == "ok" or health.get("engine") is not None
     models = client.models.list()
     assert [m.id for m in models.data] == ["tiny-gguf"]
+
+
+def llama_server_of(gguf: Path) -> str:
+    """The root URL of the llama-server discmed started on `gguf` (its command line names the file)."""
+    for pid in (d for d in Path("/proc").iterdir() if d.name.isdigit()):
+        try:
+            args = (pid / "cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if args[0].endswith("llama-server") and str(gguf) in args:
+            return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+    raise AssertionError(f"no llama-server on {gguf}")
+
+
+def test_a_client_gone_mid_stream_stops_its_slot(client, url, gguf):
+    """A client that goes away mid-stream cancels its request down to llama-server: its
+    connection closes and llama-server frees the slot, rather than decode to max_tokens for
+    nobody. The next requests are served as before."""
+    slots = llama_server_of(gguf) + "/slots"
+    body = {"model": "tiny-gguf", "prompt": "头痛", "max_tokens": 1800, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", url + "/completions", json={**body, "temperature": 0}, timeout=60) as r:
+        lines = r.iter_lines()
+        assert [next(lines) for _ in range(6)] and any(s["is_processing"] for s in httpx.get(slots).json())
+    # Until the slot is free, how far it got: a slot left running climbs to 1800.
+    deadline, seen = time.monotonic() + 30, 0
+    while busy := [x for x in httpx.get(slots).json() if x["is_processing"]]:
+        seen = max([seen] + [x["next_token"][0]["n_decoded"] for x in busy])
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert seen < 1200, f"llama-server decoded {seen} tokens for a client that had gone"
+    for _ in range(3):
+        r = client.completions.create(model="tiny-gguf", prompt="头痛", max_tokens=4, extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 4
 
 
 def test_safety_layer_answers_an_emergency_first(client):
