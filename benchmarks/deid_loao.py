@@ -38,7 +38,7 @@ LOCKED = ("a2_peds_parent", "a7_rural", "a8_english")
 # Writers' type words → taxonomy category: the first keyword (a regex on the lowercased type) that
 # matches wins, so the more specific come first. Built from the type words only.
 TAXONOMY = [
-    (r"age|年龄", "age"),
+    (r"\bage\b|年龄", "age"),
     (r"日期|时间|年月|date|time|expiry", "date"),
     (r"微信|网名|昵称|wechat|group name|群名", "account"),
     (r"姓名|称呼|小名|name|监护人|guardian|医生$", "name"),

@@ -186,12 +186,14 @@ RE_BED = re.compile(
 RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
-CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|ID|Id|id|No\.?|NO\.?|#|工号|警号|学号|学籍号|尾号|"
+CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|(?<![A-Za-z])(?:ID|Id|id)|No\.?|NO\.?|#|工号|警号|"
+            r"学号|学籍号|尾号|"
             r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
 RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
-                         r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|MRN|case|invoice|receipt|certificate|"
-                         r"licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file)\s*(?:#|no\.?|number|id)?\s*"
-                         r"(?:is|was)?\s*[:：]?\s*)((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
+                         r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|a/c|MRN|case|invoice|receipt|"
+                         r"certificate|licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file)\s*"
+                         r"(?:#|no\.?|number|id)?\s*(?:is|was)?\s*[:：]?\s*)"
+                         r"(\d{3,6}(?: \d{3,6}){1,4}(?![\dA-Za-z])|(?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
 # An official document number: 乐公交认字[2024]第01275号, 京卫医字〔2023〕12号.
 RE_DOC_NUMBER = re.compile(f"[{HAN}]{{1,8}}字?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
 RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员|工作人员)(?:编号)?\s*[:：]?\s*(\d{2,6}号?)")
@@ -379,14 +381,18 @@ RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[x
 # Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
 TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
-RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Midwife|Pharmacist|Therapist)\.?\s+"
+RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Ma'am|Maam|Midwife|Pharmacist|Therapist|"
+                        r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito)\.?\s+"
                         r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
-            r"|(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
+            r"|(?:[A-Z]\.\s?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
-                              r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion)\s*(?:name)?"
+                              r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
+                              r"surname|family name|given names?|first name|last name|full name|next of kin|nok|payee|"
+                              r"account holder|(?:prepared|checked|verified|approved|reported|issued|collected|recorded) by)"
+                              r"\s*(?:name|person)?"
                               r"(?:\s*\([^)\n]{0,24}\))?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
 # A first name after a family word or a greeting, and the name that signs a message.
 RE_NAME_EN_CONTEXT = re.compile(
@@ -1025,8 +1031,11 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                 b = pa
         if not keep or b - a < (2 if (a, b) != (r.start, r.end) or kind != "name" else 1):
             continue  # a surname alone before a title is a name (王医生); a cut remnant must be two characters
-        if (a, b) != (r.start, r.end) and text[a:b].strip(" ,.;:-&/()").lower() in CUT_FILLER:
-            continue  # what is left between two medical terms ("Department | of | Cardiology") is no identifier
+        rest = text[a:b].strip(" ,.;:-&/()")
+        if (a, b) != (r.start, r.end) and (rest.lower() in CUT_FILLER or rest[:1].islower()):
+            # What is left between two medical terms ("Department | of | Cardiology") is no
+            # identifier, nor is a remnant that starts in lower case ("of Medicine &"): no name does.
+            continue
         cands.append((r.score, b - a, a, b, kind, r.recognition_metadata.get("rule", r.entity_type)))
     cands.sort(key=lambda c: (-c[0], -c[1], c[2]))
     taken: list[list] = []

@@ -48,6 +48,11 @@ TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harri
 Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
 German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
+Hoehn Yahr Hoehn-Yahr Kellgren-Lawrence Forrest Garden Lasègue Lasegue Ottawa Mini-Mental MMSE MoCA Modified Lund-Browder
+Neurosurgery Surgery Geriatric Geriatrics Orthopaedics Orthopedics Cardiology Nephrology Oncology Obstetrics Gynaecology Gynecology
+Paediatrics Pediatrics Neonatology Psychiatry Dermatology Urology Neurology Radiology Haematology Hematology Endocrinology
+Rheumatology Gastroenterology Ophthalmology Otolaryngology Anaesthesia Anesthesia Accident Emergency Transplant Dialysis
+Paediatric Pediatric Neonatal
 """
 
 # Drugs in English, generic and brand (an English NER takes a capitalised brand for a person or a company).
