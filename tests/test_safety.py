@@ -346,13 +346,15 @@ def test_start_string_prefilter_is_exact():
 # without the writer, the rules as shipped (developed on these writers' misses, so not blind).
 # Floors a little under the figures measured when they were set; the blind figure of the locked
 # writers is in benchmarks/RESULTS.md, not here.
-LATER_FLOORS = {  # writer: (combined recall at least, false alarms at most); rounds 2-5
+LATER_FLOORS = {  # writer: (combined recall at least, false alarms at most); rounds 2-6
     "a9_en_parent": (0.9, 0.04), "a10_gp_relay": (0.95, 0.02), "a11_student": (0.95, 0.04),
     "a12_cantonese": (0.92, 0.06), "a13_pharmacist": (0.9, 0.02), "a14_en_codeswitch": (0.92, 0.08),
     "a15_hk_mother": (0.95, 0.06), "a16_en_retiree": (0.97, 0.06), "a17_en_student": (0.97, 0.02),
     "a18_dongbei": (0.92, 0.04), "a19_intl_nurse": (0.9, 0.02), "a20_taiwan_mother": (0.95, 0.06),
     "a21_en_traveller": (0.97, 0.06), "a22_shanghai_elder": (0.92, 0.04), "a23_med_student": (0.97, 0.04),
     "a24_en_hr": (0.95, 0.10), "a25_ru_business": (0.77, 0.04), "a26_village_doctor": (0.97, 0.14),
+    "a27_chongqing_worker": (0.97, 0.04), "a28_en_india_engineer": (0.97, 0.04), "a29_pd_patient": (0.95, 0.02),
+    "a30_en_helper_hk": (0.97, 0.08),  # round 6
 }
 
 
