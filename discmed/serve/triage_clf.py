@@ -98,7 +98,7 @@ def _key(root: Path) -> str:
 
 def _grams(text: str) -> Counter:
     lo, hi = NGRAMS
-    return Counter(text[i:i + n] for n in range(lo, hi + 1) for i in range(len(text) - n + 1))
+    return Counter([text[i:i + n] for n in range(lo, hi + 1) for i in range(len(text) - n + 1)])
 
 
 class LinearTriage:
@@ -108,18 +108,32 @@ class LinearTriage:
                  key: str = "", n_train: int = 0):
         self.weights, self.intercept, self.threshold = weights, intercept, threshold
         self.key, self.n_train = key, n_train
+        self._arrays: tuple | None = None
 
     def probability(self, text: str) -> float:
         """P(urgent) for a normalised message (`dialect.normalize`): sublinear TF-IDF,
-        l2-normalised, dotted with the coefficients — what scikit-learn computes."""
-        dot = norm = 0.0
-        weights, counts = self.weights, _grams(text)
-        for gram in counts.keys() & weights.keys():  # the message's n-grams the model knows (a C-level join)
-            idf, coef = weights[gram]
-            x = (1.0 + math.log(counts[gram])) * idf
-            norm += x * x
-            dot += x * coef
-        z = self.intercept + (dot / math.sqrt(norm) if norm else 0.0)
+        l2-normalised, dotted with the coefficients — what scikit-learn computes.
+
+        The message's known n-grams (a C-level join of its counts with the vocabulary) are
+        looked up and weighed as arrays: a long message has a thousand or more of them, and a
+        Python loop over them was most of the triage's p95."""
+        import numpy as np
+
+        if self._arrays is None:
+            index = {g: i for i, g in enumerate(self.weights)}
+            table = np.array(list(self.weights.values()), dtype=np.float64).reshape(-1, 2)
+            self._arrays = (index, np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1]))
+        index, idf, coef = self._arrays
+        counts = _grams(text)
+        known = list(counts.keys() & index.keys())
+        if not known:
+            z = self.intercept
+        else:
+            rows = np.fromiter(map(index.__getitem__, known), dtype=np.intp, count=len(known))
+            tf = np.fromiter(map(counts.__getitem__, known), dtype=np.float64, count=len(known))
+            x = (1.0 + np.log(tf)) * idf[rows]
+            norm = float(x @ x)
+            z = self.intercept + (float(x @ coef[rows]) / math.sqrt(norm) if norm else 0.0)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def to_json(self) -> dict:
