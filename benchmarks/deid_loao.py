@@ -33,7 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS = ROOT / "discmed" / "assets" / "safety" / "authors"
-LOCKED = ("a2_peds_parent", "a7_rural", "a8_english")
+LOCKED = ("a2_peds_parent", "a7_rural", "a8_english") + tuple(sorted(
+    # and every later writer never developed on (writers.json): their misses are not printed either
+    w for w, v in json.loads((AUTHORS / "writers.json").read_text(encoding="utf-8"))["writers"].items()
+    if "developed" not in v["use"]))
 
 # Writers' type words → taxonomy category: the first keyword (a regex on the lowercased type) that
 # matches wins, so the more specific come first. Built from the type words only.
