@@ -11,6 +11,7 @@ is given. Text is expected lower-cased and half-width (`safety._normalize`).
 
 from __future__ import annotations
 
+import functools
 import re
 
 VITALS = {
@@ -98,8 +99,10 @@ def cn_number(s: str) -> float:
     return float(total + cur)
 
 
-def _infant_days(text: str) -> list[tuple[float, tuple[int, int]]]:
-    """Every infant age in the message, in days, with its span."""
+@functools.lru_cache(maxsize=16)
+def _infant_days(text: str) -> tuple[tuple[float, tuple[int, int]], ...]:
+    """Every infant age in the message, in days, with its span (read once per message: the
+    age bands and the infant rules both ask)."""
     found = []
     for m in _AGE_DAYS.finditer(text):
         g, d = m.group(0), m.groupdict()
@@ -123,7 +126,7 @@ def _infant_days(text: str) -> list[tuple[float, tuple[int, int]]]:
             days = cn_number(g[14]) * 7
         if 0 < days and not re.search(r"孕|怀|停经", text[max(0, m.start() - 4):m.start()]):
             found.append((days, m.span()))
-    return found
+    return tuple(found)
 
 
 def _ages(text: str) -> tuple[list[tuple[float, tuple[int, int]]], float | None]:
