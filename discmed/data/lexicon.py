@@ -49,10 +49,6 @@ Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padu
 German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 Hoehn Yahr Hoehn-Yahr Kellgren-Lawrence Forrest Garden Lasègue Lasegue Ottawa Mini-Mental MMSE MoCA Modified Lund-Browder
-Neurosurgery Surgery Geriatric Geriatrics Orthopaedics Orthopedics Cardiology Nephrology Oncology Obstetrics Gynaecology Gynecology
-Paediatrics Pediatrics Neonatology Psychiatry Dermatology Urology Neurology Radiology Haematology Hematology Endocrinology
-Rheumatology Gastroenterology Ophthalmology Otolaryngology Anaesthesia Anesthesia Accident Emergency Transplant Dialysis
-Paediatric Pediatric Neonatal
 """
 
 # Drugs in English, generic and brand (an English NER takes a capitalised brand for a person or a company).
@@ -215,6 +211,9 @@ PATTERNS = [
     r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
     r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
     r"|Paediatrics|Pediatrics|Obstetrics(?:\s*(?:&|and)\s*Gyn(?:a)?ecology)?|Gyn(?:a)?ecology|Cardiology|Neurology|Oncology"
+    r"|Neurosurgery|Surgery|Accident\s*(?:&|and)\s*Emergency|Geriatric Day Hospital"
+    r"|(?:(?:Kidney|Renal|Liver|Organ) )?Transplant(?:ation)? Cent(?:re|er)|Dialysis Cent(?:re|er)"
+    r"|(?:Paediatric|Pediatric|Neonatal) (?:[Ww]ard|[Uu]nit|ICU)"
     r"|Dermatology|Orthopaedics|Orthopedics|Psychiatry|Radiology|Urology|Nephrology|Gastroenterology|Endocrinology"
     r"|Rheumatology|Ophthalmology|Otolaryngology|Haematology|Hematology|Neonatology|Pulmonology|Physiotherapy"
     r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
