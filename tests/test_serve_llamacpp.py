@@ -167,3 +167,78 @@ def test_named_tool_call_through_llamacpps_grammar(client):
     args = json.loads(call.function.arguments)
     assert call.function.name == "triage" and 1 <= args["level"] <= 5 and isinstance(args["urgent"], bool)
     assert r.choices[0].finish_reason == "tool_calls"
+
+
+def test_slots_are_shared_across_event_loops_first_come_first_served():
+    """The front's queue in front of llama-server's slots: two holders at most, whichever loop
+    asks; waiters get a slot in the order they asked; a waiter cancelled in the queue (its
+    client went away) leaves it and takes no slot, and none is lost."""
+    import asyncio
+    import threading
+
+    from discmed.engine.llamacpp import Slots
+
+    slots, order, lock = Slots(2), [], threading.Lock()
+
+    async def hold(name: str, seconds: float) -> None:
+        await slots.acquire()
+        try:
+            with lock:
+                order.append((name, 2 - slots.free))
+            await asyncio.sleep(seconds)
+        finally:
+            slots.release()
+
+    async def side(names: list[str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        await asyncio.gather(*(hold(n, 0.05) for n in names))
+
+    async def main() -> None:
+        first = asyncio.gather(hold("a", 0.2), hold("b", 0.2))
+        await asyncio.sleep(0.02)
+        gone = asyncio.ensure_future(hold("gone", 0.05))  # queued behind a and b
+        await asyncio.sleep(0.02)
+        assert slots.waiting >= 1
+        gone.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        assert gone.cancelled()
+
+    other = threading.Thread(target=lambda: asyncio.run(side(["x", "y", "z"], 0.01)))
+    other.start()
+    asyncio.run(main())
+    other.join(5)
+    names = [n for n, _ in order]
+    assert "gone" not in names and sorted(names) == ["a", "b", "x", "y", "z"]
+    assert all(held <= 2 for _, held in order), order
+    assert slots.free == 2 and slots.waiting == 0  # every slot came back
+
+
+def test_requests_beyond_llama_servers_slots_wait_in_the_front(client, url, gguf):
+    """`--max-batch 4` gives llama-server 4 slots; 10 clients at once: llama-server never has
+    more than 4 connections open, the other 6 wait in discmed's queue (its /metrics say so),
+    and every one of the 10 gets its whole reply."""
+    import concurrent.futures
+
+    server = llama_server_of(gguf)
+    port = int(server.rsplit(":", 1)[1])
+    metrics = url.removesuffix("/v1") + "/metrics"
+
+    def connections() -> int:  # established TCP connections to llama-server's port
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        return sum(int(r[2].split(":")[1], 16) == port and r[3] == "01" for r in rows)
+
+    def one(i: int) -> int:
+        r = client.completions.create(model="tiny-gguf", prompt=f"头痛{i}", max_tokens=300, temperature=0,
+                                      extra_body={"ignore_eos": True})  # fmt: skip
+        return r.usage.completion_tokens
+
+    busiest = queued = 0
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(one, i) for i in range(10)]
+        while not all(f.done() for f in futures):
+            busiest = max(busiest, connections())
+            depth = [line for line in httpx.get(metrics).text.splitlines() if line.startswith("discmed_queue_depth ")]
+            queued = max(queued, float(depth[0].split()[1]))
+            time.sleep(0.01)
+        assert [f.result() for f in futures] == [300] * 10
+    assert busiest == 4 and queued >= 1, (busiest, queued)
