@@ -321,6 +321,9 @@ class LlamaCppEngine:
         self._closed = False
         self._tasks: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         _ENGINES.add(self)
+        # aiohttp's first import (its connector builds an SSL context from the system's
+        # certificates) takes about 0.2 s: paid here, not by the first request.
+        import aiohttp  # noqa: F401
 
     # -- the contract --------------------------------------------------------------------
     def submit(self, request: Request, loop: Any = None) -> Stream:
