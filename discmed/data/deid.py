@@ -284,6 +284,34 @@ RE_NAME_LATIN_FORMS = re.compile(r"\b[A-Z]{2,}/[A-Z]{2,}(?: [A-Z]{2,}){0,2} (?:M
                                  r"|\b[A-Z]{2,},? [A-Z][A-Za-z]+-[A-Za-z]+\b|\b[A-Z][a-z]+ [A-Z][a-z]+-[a-z]+\b")
 RE_FLIGHT = re.compile(r"(?i:flight|航班)[^\n]{0,20}?\b((?:[A-Z]{2}|[A-Z]\d|\d[A-Z]) ?\d{2,4}(?: [A-Z]{3}-[A-Z]{3})?)\b"
                        r"|(?i:booking|reservation|PNR|confirmation)(?: (?i:ref(?:erence)?|code|no\.?|number))?\s*[:：#]?\s*([A-Z0-9]{6})\b")
+# A Korean resident registration number: birth date YYMMDD, a dash, a sex/century digit and six more.
+RE_KOREAN_RRN = re.compile(r"(?<![\d\-])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])-[1-8]\d{6}(?![\d\-])")
+# A flight by its airline code in a message about travel (…to Incheon on KE852, ICN - PEK (OZ333)).
+# Codes that are also medical abbreviations before a number are left out: CA (CA125), GA (GA 32),
+# OD/OS (eyes: OD 20/25), AC, PR, UA, LH, TG, CI, AF, HU, SQ, BA, AA, ET, GS, TR, PN, SV, HX, BX.
+RE_FLIGHT_CODE = re.compile(r"\b(?:MU|CZ|3U|ZH|MF|FM|HO|KE|OZ|NH|JL|CX|KA|MH|KL|QF|NZ|EK|QR|EY|TK|DL|SU|VN|BR|"
+                            r"KN|JD|G5|9C|UO|NX|JX|VJ|5J|TW|LJ|7C|ZE|KC|HY|WY|LX|AY|SK|IB|AZ|EI)"
+                            r" ?\d{2,4}\b")
+TRAVEL_GATE = re.compile(r"(?i)flight|fly|flew|flying|travel|trip|return|depart|arriv|airport|航班|机票|机场|起飞|落地|登机"
+                         r"|\b[A-Z]{3} ?(?:-|–|→|->|to) ?[A-Z]{3}\b")
+# A class or homeroom after its label (Class: 4B, Homeroom 6B, Yr 2), and a name before its class in a
+# list ("Noah Lindqvist (6A) - moderate asthma").
+RE_CLASS = re.compile(r"(?i:\b(?:class|homeroom|form|tutor group)\b)\s*[:：]?\s*(\d{1,2}[A-Z])\b|(?<=\()\d{1,2}[A-Z](?=\))")
+RE_NAME_BEFORE_CLASS = re.compile(r"\b([A-Z][a-z]+(?:[ \-][A-Z][a-z]*(?:-[A-Z][a-z]*)?|[ ][A-Z]-[A-Z])?)\s*\((?=\d{1,2}[A-Z]\))")
+# A name in Chinese characters after an English field label (Member: 朴明子, Patient: 张秀英), and the
+# romanisation in capitals that follows a Chinese name (朴明子 (PARK MYUNGJA), 李秀珍 (LEE SOOJIN, mother)).
+RE_HAN_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|member|customer|client|child|student|resident|guardian|parents?|"
+                                  r"mother|father|spouse|insured|applicant|claimant|payee|contact)\s*[:：]\s*)"
+                                  f"([{SURNAMES_SAFE}][{HAN}]{{1,2}})(?![{HAN}])")
+RE_NAME_CAPS_AFTER_HAN = re.compile(f"[{SURNAMES_FULL}][{HAN}]{{1,2}}\\s*[（(]\\s*([A-Z]{{2,}}(?: [A-Z]{{2,}}){{1,2}})(?=\\s*[,，)）])")
+# A pinyin or Korean surname in capitals with the given name: ZHANG Xiuying, KIM SEOYEON, LEE Soojin.
+# Surnames that are also English words in capitals (HE, MA, SO, DO, IN, OH, HA, NA, OK) are left out.
+_CAPS_SURNAMES = ("ZHANG|WANG|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|LUO|GAO|ZHENG|LIANG|XIE|SONG|TANG|FENG|"
+                  "DENG|CAO|PENG|ZENG|XIAO|TIAN|DONG|PAN|YUAN|CAI|JIANG|DU|CHENG|WEI|SU|DING|REN|SHEN|YAO|JIN|FU|ZHONG|CUI|"
+                  "TAN|LIAO|FAN|KIM|LEE|PARK|CHOI|JUNG|KANG|CHO|YOON|JANG|LIM|SEO|SHIN|KWON|HWANG|AHN|YOO|HONG|JEON|MOON|"
+                  "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO")
+# A given name in capitals has four letters or more, two of them vowels: not an abbreviation (FU PRN, SU STAT).
+RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])")
 # Taiwan's Minguo dates (113/08/27 is 2024-08-27).
 RE_ROC_DATE = re.compile(r"(?<![\d/])1[01]\d[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
 
@@ -387,6 +415,7 @@ RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|
 _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
             r"|(?:[A-Z]\.\s?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
+                              r"child|parents?|student|resident|customer|client|employee|accompanied by|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
@@ -635,7 +664,8 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("long_digits", "long_number", RE_LONG_DIGITS, PATTERN, gate=digits),
         RuleRecognizer("digit_code", "code", RE_DIGIT_CODE, 0.3, gate=has_digit,
                        context=["号", "编号", "单号", "No", "ID", "码", "证", "卡", "number", "Number", "#", "ref", "Ref",
-                                "sort code", "account"]),
+                                "sort code", "account", "bank", "Bank", "invoice", "Invoice", "BSB", "bsb", "acct", "a/c",
+                                "账号", "账户", "发票"]),
         RuleRecognizer("short_number", "code", RE_SHORT_NUMBER, 0.3, gate=has_digit,
                        context=["工号", "警号", "编号", "尾号", "后四位", "分机", "密码", "证号", "卡号", "学号", "ID", "No", "#",
                                 "ext", "Ext", "badge", "Badge", "staff", "Staff"]),
@@ -659,6 +689,13 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_latin_forms", "name", RE_NAME_LATIN_FORMS, NAME_RULE, gate=latin),
         RuleRecognizer("town_us", "address", RE_US_TOWN, PATTERN, gate=latin),
         RuleRecognizer("flight", "code", RE_FLIGHT, CUED, group=None, gate=re.compile("(?i)flight|航班|booking|reservation|pnr|confirmation")),
+        RuleRecognizer("flight_code", "code", RE_FLIGHT_CODE, PATTERN, gate=TRAVEL_GATE),
+        RuleRecognizer("korean_rrn", "id_card", RE_KOREAN_RRN, VALIDATED, gate=_has("-")),
+        RuleRecognizer("class", "school", RE_CLASS, CUED, group=None, gate=latin),
+        RuleRecognizer("name_before_class", "name", RE_NAME_BEFORE_CLASS, NAME_RULE, group=1, gate=_has("(")),
+        RuleRecognizer("name_han_en_field", "name", RE_HAN_NAME_EN_FIELD, CUED, group=1, gate=latin),
+        RuleRecognizer("name_caps_after_han", "name", RE_NAME_CAPS_AFTER_HAN, NAME_RULE, group=1, gate=latin),
+        RuleRecognizer("name_caps_surname", "name", RE_NAME_CAPS_SURNAME, NAME_RULE, gate=latin),
         RuleRecognizer("date_roc", "date", RE_ROC_DATE, PATTERN, gate=has_digit),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),
@@ -980,7 +1017,10 @@ def placeholders() -> dict[str, str]:
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
 TITLE_BEATS_TERM = {"rule:name_en_title"}
-CUT_FILLER = {"", "of", "and", "the", "for", "in", "at", "on", "with", "的", "和", "与", "及"}
+CUT_FILLER = {"", "of", "and", "the", "for", "in", "at", "on", "with", "的", "和", "与", "及",
+              # an institution word left once its specialty is cut out ("Endocrinology | Clinic") names nobody
+              "clinic", "clinics", "centre", "center", "hospital", "opd", "ward", "unit", "department", "dept",
+              "service", "services", "team", "门诊", "中心", "科", "病区"}
 HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
                  "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 

@@ -121,7 +121,11 @@ RE_HOSPITAL = re.compile(f"([{HAN}A-Za-z0-9]{{2,16}}?)({HOSPITAL_TAIL})")
 # place, an institution word, a number, or a well-known proper name.
 HOSPITAL_MARK = re.compile(r"[省市县区镇州]|人民|中心|附属|第[一二三四五六七八九十\d]|大学|医科|学院|中医|中西医|妇幼|妇儿|儿童|"
                            r"肿瘤|军区|解放军|部队|总|市立|省立|协和|同济|湘雅|华西|齐鲁|友谊|积水潭|天坛|瑞金|华山|仁济|"
-                           r"西京|宣武|安贞|鼓楼|中山|长庚|和睦家|\d")
+                           r"西京|宣武|安贞|鼓楼|中山|长庚|和睦家|\d|"
+                           # a city's name opens a hospital's (北京妇产医院, 成都妇女儿童中心医院)
+                           r"北京|上海|天津|重庆|广州|深圳|成都|杭州|武汉|南京|西安|长沙|郑州|济南|青岛|沈阳|大连|哈尔滨|"
+                           r"长春|石家庄|太原|合肥|南昌|福州|厦门|南宁|昆明|贵阳|兰州|西宁|银川|乌鲁木齐|呼和浩特|拉萨|海口|"
+                           r"三亚|苏州|无锡|宁波|温州|东莞|佛山|珠海|汕头|泉州|烟台|徐州|常州|香港|澳门|台北")
 # Words that cannot start a hospital's proper name: we cut the candidate after the last one.
 HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
 # Words a generic mention of hospitals opens with, a generic place (地区, 城市, 县级: "费用因地区和医院
@@ -343,7 +347,7 @@ def _tag(windows: list[str]) -> list[list]:
 SURNAMES_ALL = SURNAMES_WIDE + "岳欧时和明沈"
 # The surnames of issue 24's taxonomy work: the rarer ones too (楼, 倪, 鞠, 傅 …), for names judged
 # by shape or taken before a title; the rules of issue 14 keep their narrower lists.
-SURNAMES_FULL = (SURNAMES_ALL + "楼倪鞠卓傅应戴裘缪闻芮郁蔺宓冀井籍邰隗钮弓荀羊於惠查计伏蒯桓斯怀佴漆郜禹訾阚那薄暴郦"
+SURNAMES_FULL = (SURNAMES_ALL + "朴楼倪鞠卓傅应戴裘缪闻芮郁蔺宓冀井籍邰隗钮弓荀羊於惠查计伏蒯桓斯怀佴漆郜禹訾阚那薄暴郦"
                  "毋付牛邢樊葛温鲍喻")
 COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
 RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}]([{HAN}])\\1|[小老]?[{SURNAMES_FULL}][{HAN}]{{1,2}}"

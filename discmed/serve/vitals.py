@@ -157,6 +157,7 @@ def _band(age: float | None) -> str:
     return "infant" if age < 1 else "child" if age < 6 else "school"
 
 
+_NURSLING = re.compile(r"吃奶|喂奶|母乳|奶粉|奶瓶|尿布|尿不湿|breast-?fe|bottle-?fe|formula|nappy|nappies|diaper")
 _SPO2_AGAIN = re.compile(r"(?<![0-9.])(9[4-9]|100)(?![0-9.])")
 _GLUCOSE_AGAIN = re.compile(r"(?<![0-9.])([4-9]\.\d|1[0-5]\.\d)(?![0-9])")
 _BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)\s*[/／]\s*([5-8]\d)(?![0-9])")
@@ -255,8 +256,11 @@ def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = N
             add("vital_hr_extreme", m)
         if 10 <= v <= max(hr_low, 50):
             add("vital_hr_low", m)
+    # A breathing rate counted in a message about a feeding baby whose age is not given is the
+    # baby's: 40 a minute is normal under 1 year (NICE NG143: RR > 60), not an adult's 30.
+    rr_band = "infant" if youngest is None and _NURSLING.search(text) else band
     rr_high = {"infant": t.get("rr_high_infant", 60), "child": t.get("rr_high_child", 40),
-               "school": t.get("rr_high_school", 30)}.get(band, t.get("rr_high_adult", 30))
+               "school": t.get("rr_high_school", 30)}.get(rr_band, t.get("rr_high_adult", 30))
     for m in _RR.finditer(text):
         v = cn_number(m.group(3) or m.group(5))
         if rr_high <= v <= 150:
