@@ -180,7 +180,7 @@ RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s
 RE_BED = re.compile(
     f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
     f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
-    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房)(?:\s*\d{1,2}\s*床)?"
+    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房|房(?![颤早扑性]))(?:\s*\d{1,2}\s*床)?"
     f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
     r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
 RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
@@ -312,6 +312,12 @@ _CAPS_SURNAMES = ("ZHANG|WANG|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|L
                   "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO")
 # A given name in capitals has four letters or more, two of them vowels: not an abbreviation (FU PRN, SU STAT).
 RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])")
+# A clinician's registration number (GMC 7041186, MCHK 18832, AHPRA MED0001234567).
+RE_REGISTRATION = re.compile(r"\b(?:GMC|NMC|MCHK|AHPRA|HPCSA|MCI|NPI|DEA|执业证号?|执业证书编码)[ :：#]*((?:No\.? ?)?[A-Z]{0,3}\d{4,13})\b")
+# A landline with its last digits masked (0755-2655 xxxx, 0755-2601xxxx): still a number of a place.
+RE_PHONE_MASKED = re.compile(r"(?<![\dA-Za-z])0\d{2,3}[ -]?\d{2,4}[ -]?\d{0,3}[xX*]{2,4}(?![A-Za-z\d])")
+# Capital letters, a space and six or more digits: a hospital or scheme number (HKUSZH 00583127, CHN 118700).
+RE_CODE_SPACED = re.compile(r"\b[A-Z]{3,8} \d{6,10}\b")
 # Taiwan's Minguo dates (113/08/27 is 2024-08-27).
 RE_ROC_DATE = re.compile(r"(?<![\d/])1[01]\d[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
 
@@ -364,7 +370,7 @@ RE_NAME_TITLE_WIDE = re.compile(
     f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
     f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
-NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事老人|入住老人|长者|住户|交班人|接班人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
               "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
               "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
@@ -375,6 +381,8 @@ RE_NAME_FIELD = re.compile(
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+[A-Z][a-z]+){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
 SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
+# A handover list: a room-bed or bed number, then the resident's name (305-2 徐根宝:, 215床钱福林:).
+RE_BED_NAME = re.compile(f"(?m)(?:^|[\\s，,。；;])(\\d{{2,4}}(?:-\\d{{1,2}}|床|房))\\s*([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[:：,，\\s（(])")
 # A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
 RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
                                 f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
@@ -696,6 +704,11 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_han_en_field", "name", RE_HAN_NAME_EN_FIELD, CUED, group=1, gate=latin),
         RuleRecognizer("name_caps_after_han", "name", RE_NAME_CAPS_AFTER_HAN, NAME_RULE, group=1, gate=latin),
         RuleRecognizer("name_caps_surname", "name", RE_NAME_CAPS_SURNAME, NAME_RULE, gate=latin),
+        RuleRecognizer("bed_name", "name", RE_BED_NAME, NAME_RULE, group=2, gate=has_digit),
+        RuleRecognizer("bed_before_name", "bed", RE_BED_NAME, PATTERN, group=1, gate=has_digit),
+        RuleRecognizer("registration", "code", RE_REGISTRATION, CUED, group=0, gate=latin),
+        RuleRecognizer("phone_masked", "phone", RE_PHONE_MASKED, PATTERN, gate=_has("x", "X", "*")),
+        RuleRecognizer("code_spaced", "code", RE_CODE_SPACED, PATTERN, gate=latin),
         RuleRecognizer("date_roc", "date", RE_ROC_DATE, PATTERN, gate=has_digit),
         RuleRecognizer("name_en_field", "name", RE_NAME_EN_FIELD, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_context", "name", RE_NAME_EN_CONTEXT, NAME_RULE, group=None, gate=latin),

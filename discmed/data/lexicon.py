@@ -198,6 +198,11 @@ PATTERNS = [
     r"\b(?:Department|Dept\.?|Division|Unit|Service|Centre|Center) (?:of|for) (?:[A-Z][a-z]+|&|and)(?:,? (?:[A-Z][a-z]+|&|and)){0,4}"
     r"(?: \([A-Z][A-Za-z ]+\))?|\b(?:Consultant|Specialist|Senior|Staff)?\s?(?:[A-Z][a-z]+ical|[A-Z][a-z]+ic) (?:Surgeon|Physician|Nurse)\b",
     r"\b[A-Z]\.\s?(?:coli|aureus|pneumoniae|influenzae|pylori|difficile|aeruginosa|albicans)\b",
+    # a hyphenated eponym before a Chinese test or score word (Kleihauer-Betke试验); dosing days (4 mg Mon/Wed/Fri);
+    # assisted-reproduction procedures
+    r"[A-Z][a-z]+(?:[-–][A-Z][a-z]+)+(?=\s*(?:试验|评分|综合征|征|病|分级|分期|量表|手法|骨折|反射))",
+    r"\b(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun)(?:/(?:Mon|Tue|Tues|Wed|Thu|Thur|Thurs|Fri|Sat|Sun))+\b",
+    r"(?i:\b(?:frozen |fresh )?embryo transfer\b|\bintracytoplasmic sperm injection\b|\bin vitro fertili[sz]ation\b)",
     # English drug names by their stems (amoxicillin, omeprazole, atorvastatin, trastuzumab …)
     r"(?i:\b[a-z]{2,}(?:cillin|mycin|floxacin|cycline|conazole|prazole|tidine|olol|pril|sartan|dipine|statin|gliptin|gliflozin|"
     r"glutide|parin|xaban|gatran|zumab|ximab|umab|tinib|navir|ciclovir|clovir|semide|thiazide|formin|profen|fenac|coxib|dronate|"
@@ -223,7 +228,8 @@ PATTERNS = [
     r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart) Clinic(?: \([A-Z][a-z]+\))?"
     r"|(?:Maternal-Fetal|Fetal|Neonatal|Adolescent|Geriatric|Sports|Clinical|Family|Internal|Tropical|Travel|Reproductive) "
     r"(?:Medicine|Cardiology|Neurology|Surgery|Oncology|Laboratory|Pharmacy|Nutrition)"
-    r"|(?:Paediatric|Pediatric) (?:Cardiology|Neurology|Surgery|Oncology|Respiratory|Gastroenterology|Nephrology|Endocrinology)"
+    r"|(?:Paediatric|Pediatric) (?:Cardiology|Neurology|Surgery|Oncology|Respiratory|Gastroenterology|Nephrology|Endocrinology"
+    r"|Orthopaedics|Orthopedics|Urology|Dermatology|Ophthalmology|Haematology|Hematology|Rheumatology|Psychiatry|Radiology)"
     r"|Clinical Laboratory)\b",
 ]
 
@@ -277,11 +283,13 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
         else:
             i += 1
     # The patterns where no listed word is: a listed word is exact (克罗恩 in 侯兰克罗恩病), a pattern's
-    # free prefix is not (it would take the name before the eponym).
+    # free prefix is not (it would take the name before the eponym). A pattern that starts where the
+    # word starts has no such prefix and only runs on (Glasgow | -Blatchford score, Department | of
+    # Paediatric Orthopaedics): it is taken.
     words = list(found)
     for m in _pattern().finditer(text):
         a, b = m.span()
-        if b > a and not any(wa < b and a < wb for wa, wb in words):
+        if b > a and all(wb <= a or b <= wa or (wa == a and wb <= b) for wa, wb in words):
             found.append((a, b))
     found.sort(key=lambda s: (s[0], -s[1]))
     out: list[tuple[int, int]] = []

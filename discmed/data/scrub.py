@@ -90,11 +90,11 @@ RE_MOBILE = re.compile(r"(?<![0-9A-Za-z.])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?
 RE_LANDLINE = re.compile(_DIGITS_EDGE_L + r"(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}[ -]?)\d{7,8}(?:-\d{1,4})?"
                          + _DIGITS_EDGE_R + r"|" + _DIGITS_EDGE_L + r"(?:400|0\d{2,3})[ -]\d{3,4}[ -]\d{3,4}" + _DIGITS_EDGE_R)
 # After a cue word, take the number even when a validator would not (a mistyped ID is still an ID).
-RE_ID_CUE = re.compile(r"(身份证(?:号码|号)?\s*(?:是|为|：|:)?\s*)(\d{15}|\d{17}[\dXx]|\d{3,6}(?:[ -]\d{1,8}){2,5}[Xx]?)"
+RE_ID_CUE = re.compile(r"((?:身份证(?:号码|号)?|(?i:national id|id card|citizen id|resident id)(?: number| no\.?)?)\s*(?:是|为|：|:)?\s*)(\d{15}|\d{17}[\dXx]|\d{3,6}(?:[ -]\d{1,8}){2,5}[Xx]?)"
                        + _DIGITS_EDGE_R)
 RE_PHONE_CUE = re.compile(r"((?:座机|电话|手机|联系方式|号码|打)\s*(?:号码|号)?\s*(?:是|为|：|:)?\s*)(\d{7,8})" + _DIGITS_EDGE_R)
 RE_LONG = re.compile(_DIGITS_EDGE_L + r"\d{15,}" + _DIGITS_EDGE_R)
-RE_WECHAT = re.compile(r"(微信号?|vx|VX|Vx|v信|V信|wx|WX|weixin|wechat)(\s*(?:号|号码|id|ID)?\s*(?:是|为|：|:)?\s*)"
+RE_WECHAT = re.compile(r"(微信号?|vx|VX|Vx|v信|V信|wx|WX|weixin|(?i:wechat))(\s*(?:号|号码|id|ID|,? ID)?\s*(?:是|为|：|:)?\s*)"
                        r"([A-Za-z][-_A-Za-z0-9]{4,19})")
 RE_QQ = re.compile(r"(QQ|qq|扣扣|企鹅)(\s*(?:号|号码)?\s*(?:是|为|：|:)?\s*)([1-9]\d{4,11})" + _DIGITS_EDGE_R)
 # Names: surname + 0-2 given characters right before a title; or after a cue word.
@@ -115,7 +115,7 @@ RE_NAME_RELATION = re.compile(f"(?:{RELATIONS})(?:叫|是)?((?:[小老阿][{SURN
 RE_COMPOUND_NAME = re.compile(f"(?:欧阳|司马|诸葛|上官|皇甫|慕容|令狐|夏侯|尉迟|端木|公孙)[{HAN}](?:[{HAN}](?=[^{HAN}]|得|在|说|的|也|今|是|住|吃|做|查|刚|收))?")
 RE_NAME_SELF = re.compile(f"(?:我是|替|帮|叫)([{SURNAMES}]{_G}{{1,2}})(?=的|，|,|。)")
 RE_NAME_COLON = re.compile(f"(主治医生|主治医师|医生|大夫|医师|联系人)([：:]\\s*)([{SURNAMES}](?:某某|某|{_G}{{1,2}}))")
-HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|诊所|医疗中心|保健院|门诊部|医务所|医务中心|诊疗所"
+HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|健康服务中心|社康中心|诊所|医疗中心|保健院|门诊部|医务所|医务中心|诊疗所|医学检验实验室|医学检验所"
 RE_HOSPITAL = re.compile(f"([{HAN}A-Za-z0-9]{{2,16}}?)({HOSPITAL_TAIL})")
 # "医院" follows plain words far too often (很多医院, 费用因医院而异): a named hospital shows a
 # place, an institution word, a number, or a well-known proper name.

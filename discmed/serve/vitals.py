@@ -220,7 +220,7 @@ def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = N
         for m in _BP.finditer(text):
             # A slash pair is a blood pressure when a cue names it ("血压", "BP", mmHg);
             # "1/2" or "3/4" never qualify.
-            if m.group(3) or _BP_CUE.search(text[max(0, m.start() - 14):m.start()]):
+            if m.group(3) or _BP_CUE.search(text[max(0, m.start() - 24):m.start()]):  # "BP machine is reading 212/124"
                 bp(m, cn_number(m.group(1)), cn_number(m.group(2)))
     if "压" in text:
         for m in _BP_WORDS.finditer(text):
