@@ -195,7 +195,7 @@ RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-
                          r"(?:#|no\.?|number|id)?\s*(?:is|was)?\s*[:：]?\s*)"
                          r"(\d{3,6}(?: \d{3,6}){1,4}(?![\dA-Za-z])|(?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
 # An official document number: 乐公交认字[2024]第01275号, 京卫医字〔2023〕12号.
-RE_DOC_NUMBER = re.compile(f"[{HAN}]{{1,8}}字?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
+RE_DOC_NUMBER = re.compile(f"(?:[{HAN}]{{1,8}}字?)?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
 RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员|工作人员)(?:编号)?\s*[:：]?\s*(\d{2,6}号?)")
 # An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
 RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}|[A-Z]{1,6}\d{4,}[A-Z]?"
@@ -273,7 +273,10 @@ def _place_follows(text: str, end: int) -> bool:
 US_STATE_CODES = ("AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|"
                   "OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC")
 # A US town with its state code and ZIP (Columbus OH, Omaha, NE 68103), a P.O. box.
-RE_US_TOWN = re.compile(rf"\b(?:[A-Z][a-z]+ ){{0,2}}[A-Z][a-z]+,? (?:{US_STATE_CODES})(?: \d{{5}}(?:-\d{{4}})?)?\b"
+# Without a comma or a ZIP, only codes that are no medical abbreviation (CO, MI, CT, VA, OR, MS, SD … are).
+US_STATE_PLAIN = "IL|NY|NJ|TX|FL|OH|AZ|KY|MN|WI|IA|TN|NC|NV|UT|WY|MT|NE|ND|NM|KS|AK|RI|VT|WV|AR|MO|WA"
+RE_US_TOWN = re.compile(rf"\b(?:[A-Z][a-z]+ ){{0,2}}[A-Z][a-z]+(?:, (?:{US_STATE_CODES})(?: \d{{5}}(?:-\d{{4}})?)?"
+                        rf"|,? (?:{US_STATE_CODES}) \d{{5}}(?:-\d{{4}})?| (?:{US_STATE_PLAIN}))\b"
                         r"|\bP\.? ?O\.? Box \d+")
 # Names in other scripts inside Chinese or English records: Korean (박지훈), Russian (Беков Нурлан), Arabic.
 RE_NAME_SCRIPT = re.compile(r"(?<![가-힣])[가-힣]{2,4}(?: [가-힣]{1,3})?(?![가-힣])"
@@ -296,7 +299,8 @@ TRAVEL_GATE = re.compile(r"(?i)flight|fly|flew|flying|travel|trip|return|depart|
                          r"|\b[A-Z]{3} ?(?:-|–|→|->|to) ?[A-Z]{3}\b")
 # A class or homeroom after its label (Class: 4B, Homeroom 6B, Yr 2), and a name before its class in a
 # list ("Noah Lindqvist (6A) - moderate asthma").
-RE_CLASS = re.compile(r"(?i:\b(?:class|homeroom|form|tutor group)\b)\s*[:：]?\s*(\d{1,2}[A-Z])\b|(?<=\()\d{1,2}[A-Z](?=\))")
+RE_CLASS = re.compile(r"(?i:\b(?:class|homeroom|form(?: teacher)?|tutor group|grade|year|yr)\b)\s*[:：]?\s*(\d{1,2}[A-Z](?:\s?\(\d{1,2}\))?)\b"
+                      r"|(?<=\()\d{1,2}[A-Z](?=\))|(?<![A-Za-z0-9])\d[A-Z](?:\(\d{1,2}\)|班)")
 RE_NAME_BEFORE_CLASS = re.compile(r"\b([A-Z][a-z]+(?:[ \-][A-Z][a-z]*(?:-[A-Z][a-z]*)?|[ ][A-Z]-[A-Z])?)\s*\((?=\d{1,2}[A-Z]\))")
 # A name in Chinese characters after an English field label (Member: 朴明子, Patient: 张秀英), and the
 # romanisation in capitals that follows a Chinese name (朴明子 (PARK MYUNGJA), 李秀珍 (LEE SOOJIN, mother)).
@@ -309,15 +313,47 @@ RE_NAME_CAPS_AFTER_HAN = re.compile(f"[{SURNAMES_FULL}][{HAN}]{{1,2}}\\s*[（(]\
 _CAPS_SURNAMES = ("ZHANG|WANG|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|LUO|GAO|ZHENG|LIANG|XIE|SONG|TANG|FENG|"
                   "DENG|CAO|PENG|ZENG|XIAO|TIAN|DONG|PAN|YUAN|CAI|JIANG|DU|CHENG|WEI|SU|DING|REN|SHEN|YAO|JIN|FU|ZHONG|CUI|"
                   "TAN|LIAO|FAN|KIM|LEE|PARK|CHOI|JUNG|KANG|CHO|YOON|JANG|LIM|SEO|SHIN|KWON|HWANG|AHN|YOO|HONG|JEON|MOON|"
-                  "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO")
+                  "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO|"
+                  "CHAN|WONG|LEUNG|CHEUNG|LAU|TSANG|YEUNG|LAM|FUNG|CHOW|TSE|KWOK|YIP|SIU|MAK|CHU|POON|LUK|KWAN|LAI|CHOI|"
+                  "CHIU|CHING|CHONG|HUI|KOO|LEUNG|LOK|MOK|PANG|SHEK|SZETO|TSUI|WAI|WAN|YAU|YUEN|YUNG")
 # A given name in capitals has four letters or more, two of them vowels: not an abbreviation (FU PRN, SU STAT).
-RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])")
+RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])"
+                                  rf"|\b[A-Z][a-z]{{2,}} (?:{_CAPS_SURNAMES})\b(?! [a-z])")
 # A clinician's registration number (GMC 7041186, MCHK 18832, AHPRA MED0001234567).
 RE_REGISTRATION = re.compile(r"\b(?:GMC|NMC|MCHK|AHPRA|HPCSA|MCI|NPI|DEA|执业证号?|执业证书编码)[ :：#]*((?:No\.? ?)?[A-Z]{0,3}\d{4,13})\b")
 # A landline with its last digits masked (0755-2655 xxxx, 0755-2601xxxx): still a number of a place.
 RE_PHONE_MASKED = re.compile(r"(?<![\dA-Za-z])0\d{2,3}[ -]?\d{2,4}[ -]?\d{0,3}[xX*]{2,4}(?![A-Za-z\d])")
 # Capital letters, a space and six or more digits: a hospital or scheme number (HKUSZH 00583127, CHN 118700).
 RE_CODE_SPACED = re.compile(r"\b[A-Z]{3,8} \d{6,10}\b")
+# Tibetan names in Chinese characters: two or three of the syllables they are built from (才仁东周, 尼玛才让,
+# 洛桑丹增). A single syllable pair is a name only after a field label (RE_NAME_FIELD).
+_TIBETAN = ("才让|才仁|次仁|慈仁|泽仁|尼玛|索南|索朗|卓玛|卓嘎|卓措|格桑|旺姆|旺久|旺堆|泽旺|东周|东智|东主|白玛|拉措|尕玛|尕藏|"
+            "扎西|多杰|多吉|多布|才旦|次旦|达哇|达娃|洛桑|丹增|旦增|土登|嘉措|加措|坚措|江措|更尕|更登|群培|旦周|求培|拉毛|拉姆|"
+            "央宗|央金|德吉|曲珍|次珍|普布|平措|贡布|贡觉|巴桑|边巴|罗布|强巴|阿旺|益西|桑杰|仁青|仁增|公保|完玛|万玛|南杰|才措|"
+            "吉措|措姆|昂秀|周加|久美|晋美|顿珠|米玛|欧珠|琼达|赤列|加央|才巴|仁措|仁欠|拉加|切吉|卓玛吉|才华|三木旦|多杰才")
+RE_NAME_TIBETAN = re.compile(f"(?<![{HAN}])(?:{_TIBETAN})(?:{_TIBETAN}){{1,2}}(?![{HAN}]{{0,1}}(?:县|乡|镇|村|寺|山|湖|河|峰|路))")
+# Pakistan's CNIC (35202-4718293-1) and an IBAN (PK36MEZN0002010104567812), the IBAN by its mod-97 check.
+RE_CNIC = re.compile(r"(?<![\d\-])\d{5}-\d{7}-\d(?![\d\-])")
+RE_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+
+
+def iban_bad(m: re.Match) -> bool:
+    """True when the IBAN's check digits fail (ISO 13616 mod 97) and no "IBAN" labels it: not an IBAN."""
+    raw = m.group(0).replace(" ", "")
+    if not 15 <= len(raw) <= 34:
+        return True
+    if re.search(r"(?i)iban", m.string[max(0, m.start() - 16):m.start()]):
+        return False
+    digits = "".join(str(int(c, 36)) for c in raw[4:] + raw[:4])
+    return int(digits) % 97 != 1
+
+
+# Hong Kong public hospitals by their initials (AHNH, PWH, QMH …).
+RE_HK_HOSPITAL = re.compile(r"\b(?:AHNH|PWH|QMH|QEH|PYNEH|UCH|TMH|KWH|CMC|PMH|YCH|NDH|POH|TKOH|CWH|NLTH|TSWH|GH|KH|OLMH|WTSH)\b")
+# A cross-border Guangdong–Hong Kong/Macau plate (粵Z·3H81港).
+RE_PLATE_CROSS = re.compile(r"[粤粵]Z[·•・.\- ]?[A-HJ-NP-Z0-9]{4}[港澳]")
+# A highway's kilometre post (G2京沪高速K712+300).
+RE_HIGHWAY_KM = re.compile(f"(?:[GS]\\d{{1,4}})?[{HAN}]{{0,6}}(?:高速|国道|省道)?(?:公路)?K\\d{{1,4}}\\+\\d{{1,3}}")
 # Taiwan's Minguo dates (113/08/27 is 2024-08-27).
 RE_ROC_DATE = re.compile(r"(?<![\d/])1[01]\d[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
 
@@ -343,7 +379,7 @@ SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|�
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
@@ -416,7 +452,7 @@ RE_NAME_PARENT_OF = re.compile(f"([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?:的|之)(?:
 RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[xX×]{{1,2}}|某某?|○{{1,2}})(?![A-Za-z0-9])")
 # Characters of transliterated foreign names (约翰·史密斯, 玛丽亚·加西亚): a name is two runs of them around a dot.
 TRANSLIT = lexicon.TRANSLIT
-RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}")
+RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}|(?<![{HAN}])[{HAN}]{{2,5}}[·•・][{HAN}]{{2,6}}(?![{HAN}]{{0,1}}(?:综合征|病|氏|症))")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Ma'am|Maam|Midwife|Pharmacist|Therapist|"
                         r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito)\.?\s+"
                         r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
@@ -462,7 +498,7 @@ ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|�
 ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
                            r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
 RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:小卖部|集市|菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
-                    f"小区|花园|家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
+                    f"小区|花园|家园|公寓|新村|村委|村口|服务区|收费站|口岸|寺|清真寺|牧场)(?:[（(][{HAN}]{{1,3}}[）)])?(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
 POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老新]|附近|楼下|家门口|旁边|一个|一家|公共|农贸|城市|周边)*"
                          r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
                          r"家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?$")
@@ -577,9 +613,9 @@ def _hospital_extra(text: str):
 ABBR_GATE = re.compile(r"人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"公司|集团|厂|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
-POI_GATE = re.compile(r"小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口")
+POI_GATE = re.compile(r"小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
 
 
@@ -656,7 +692,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
         RuleRecognizer("code_cue", "code", RE_CODE_CUE, CODE, group=None, gate=has_digit),
         RuleRecognizer("code", "code", RE_CODE, PATTERN, gate=latin),
-        RuleRecognizer("document_number", "code", RE_DOC_NUMBER, CUED, gate=_has("字")),
+        RuleRecognizer("document_number", "code", RE_DOC_NUMBER, CUED, gate=_has("号")),
         RuleRecognizer("number_tail", "code", RE_NUMBER_TAIL, CUED, group=1, gate=has_digit),
         RuleRecognizer("nationality", "address", RE_NATIONALITY, CUED, group=None),
         RuleRecognizer("nickname_field", "name", RE_NICKNAME_FIELD, CUED, group=None),
@@ -705,6 +741,12 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_caps_after_han", "name", RE_NAME_CAPS_AFTER_HAN, NAME_RULE, group=1, gate=latin),
         RuleRecognizer("name_caps_surname", "name", RE_NAME_CAPS_SURNAME, NAME_RULE, gate=latin),
         RuleRecognizer("bed_name", "name", RE_BED_NAME, NAME_RULE, group=2, gate=has_digit),
+        RuleRecognizer("name_tibetan", "name", RE_NAME_TIBETAN, NAME_RULE, gate=_re_gate(re.compile(_TIBETAN))),
+        RuleRecognizer("cnic", "id_card", RE_CNIC, VALIDATED, gate=_has("-")),
+        RuleRecognizer("iban", "bank_card", RE_IBAN, VALIDATED, keep=iban_bad, gate=latin),
+        RuleRecognizer("hospital_hk", "hospital", RE_HK_HOSPITAL, PATTERN, gate=latin),
+        RuleRecognizer("plate_cross", "plate", RE_PLATE_CROSS, VALIDATED, gate=re.compile("[粤粵]Z")),
+        RuleRecognizer("highway_km", "address", RE_HIGHWAY_KM, PATTERN, gate=re.compile(r"K\d")),
         RuleRecognizer("bed_before_name", "bed", RE_BED_NAME, PATTERN, group=1, gate=has_digit),
         RuleRecognizer("registration", "code", RE_REGISTRATION, CUED, group=0, gate=latin),
         RuleRecognizer("phone_masked", "phone", RE_PHONE_MASKED, PATTERN, gate=_has("x", "X", "*")),

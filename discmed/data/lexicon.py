@@ -135,6 +135,7 @@ DRUGS = """
 
 # Anatomy, departments and wards by specialty, lab tests, imaging and findings a name or place must not eat.
 ANATOMY_DEPARTMENTS_LABS = """
+涂阳 涂阴 痰涂片 痰培养
 内科 外科 妇科 产科 妇产科 儿科 新生儿科 急诊科 急诊 眼科 耳鼻喉科 口腔科 皮肤科 骨科 中医科 康复科 神经内科 神经外科 消化内科
 心内科 心血管内科 心外科 胸外科 呼吸科 呼吸内科 肾内科 肾病科 内分泌科 血液科 风湿免疫科 感染科 肿瘤科 肿瘤内科 放疗科 介入科
 泌尿外科 肝胆外科 胃肠外科 普外科 乳腺外科 甲乳外科 甲状腺外科 血管外科 烧伤科 整形科 疼痛科 麻醉科 重症医学科 ICU NICU PICU
@@ -225,7 +226,9 @@ PATTERNS = [
     r"|Orthopaedics & Traumatology|Medicine & Geriatrics|(?:Pediatric|Paediatric|Adult|Obstetric) Emergency"
     r"|(?:Heart Failure|Diabetes|Diabetic|Asthma|Fertility|Vaccination|Antenatal|Fever|Wound|Pain|Memory|Sleep|"
     r"Anticoagulation|Warfarin|INR|Dialysis|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
-    r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart) Clinic(?: \([A-Z][a-z]+\))?"
+    r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart|Child Health|Smoking Cessation|Paediatric Diabetes|"
+    r"Pediatric Diabetes|Specialist Out-?patient|Neurology Specialist Out-?patient|Family Planning|Methadone|TB|Chest and TB) Clinic(?: \([A-Z][a-z]+\))?"
+    r"|General Practice|Child (?:&|and) Adolescent (?:Psychiatry|Mental Health)"
     r"|(?:Maternal-Fetal|Fetal|Neonatal|Adolescent|Geriatric|Sports|Clinical|Family|Internal|Tropical|Travel|Reproductive) "
     r"(?:Medicine|Cardiology|Neurology|Surgery|Oncology|Laboratory|Pharmacy|Nutrition)"
     r"|(?:Paediatric|Pediatric) (?:Cardiology|Neurology|Surgery|Oncology|Respiratory|Gastroenterology|Nephrology|Endocrinology"
