@@ -314,8 +314,8 @@ _CAPS_SURNAMES = ("ZHANG|WANG|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|L
                   "DENG|CAO|PENG|ZENG|XIAO|TIAN|DONG|PAN|YUAN|CAI|JIANG|DU|CHENG|WEI|SU|DING|REN|SHEN|YAO|JIN|FU|ZHONG|CUI|"
                   "TAN|LIAO|FAN|KIM|LEE|PARK|CHOI|JUNG|KANG|CHO|YOON|JANG|LIM|SEO|SHIN|KWON|HWANG|AHN|YOO|HONG|JEON|MOON|"
                   "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO|"
-                  "CHAN|WONG|LEUNG|CHEUNG|LAU|TSANG|YEUNG|LAM|FUNG|CHOW|TSE|KWOK|YIP|SIU|MAK|CHU|POON|LUK|KWAN|LAI|CHOI|"
-                  "CHIU|CHING|CHONG|HUI|KOO|LEUNG|LOK|MOK|PANG|SHEK|SZETO|TSUI|WAI|WAN|YAU|YUEN|YUNG")
+                  "CHAN|WONG|LEUNG|CHEUNG|LAU|TSANG|YEUNG|LAM|FUNG|CHOW|TSE|KWOK|YIP|SIU|MAK|CHU|POON|LUK|KWAN|LAI|"
+                  "CHIU|CHING|CHONG|HUI|KOO|LOK|MOK|PANG|SHEK|SZETO|TSUI|WAI|WAN|YAU|YUEN|YUNG")
 # A given name in capitals has four letters or more, two of them vowels: not an abbreviation (FU PRN, SU STAT).
 RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])"
                                   rf"|\b[A-Z][a-z]{{2,}} (?:{_CAPS_SURNAMES})\b(?! [a-z])")
@@ -331,7 +331,7 @@ _TIBETAN = ("才让|才仁|次仁|慈仁|泽仁|尼玛|索南|索朗|卓玛|卓�
             "扎西|多杰|多吉|多布|才旦|次旦|达哇|达娃|洛桑|丹增|旦增|土登|嘉措|加措|坚措|江措|更尕|更登|群培|旦周|求培|拉毛|拉姆|"
             "央宗|央金|德吉|曲珍|次珍|普布|平措|贡布|贡觉|巴桑|边巴|罗布|强巴|阿旺|益西|桑杰|仁青|仁增|公保|完玛|万玛|南杰|才措|"
             "吉措|措姆|昂秀|周加|久美|晋美|顿珠|米玛|欧珠|琼达|赤列|加央|才巴|仁措|仁欠|拉加|切吉|卓玛吉|才华|三木旦|多杰才")
-RE_NAME_TIBETAN = re.compile(f"(?<![{HAN}])(?:{_TIBETAN})(?:{_TIBETAN}){{1,2}}(?![{HAN}]{{0,1}}(?:县|乡|镇|村|寺|山|湖|河|峰|路))")
+RE_NAME_TIBETAN = re.compile(f"(?:{_TIBETAN})(?:{_TIBETAN}){{1,2}}(?![{HAN}]{{0,1}}(?:县|乡|镇|村|寺|山|湖|河|峰|路))")
 # Pakistan's CNIC (35202-4718293-1) and an IBAN (PK36MEZN0002010104567812), the IBAN by its mod-97 check.
 RE_CNIC = re.compile(r"(?<![\d\-])\d{5}-\d{7}-\d(?![\d\-])")
 RE_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
