@@ -358,19 +358,54 @@ LATER_FLOORS = {  # writer: (combined recall at least, false alarms at most); ro
 }
 
 
+def _combined(clf, test) -> tuple[float, float]:
+    """The combined verdict's (recall, false alarms) on one writer's messages: rules or `clf`."""
+    from discmed.serve import triage_clf
+    from discmed.serve.safety import _normalize
+
+    verdicts = [bool(RULES.categories_for(r.text)) or clf.probability(_normalize(r.text)) >= triage_clf.THRESHOLD
+                for r in test]
+    urgent = [v for v, r in zip(verdicts, test, strict=True) if r.urgent]
+    calm = [v for v, r in zip(verdicts, test, strict=True) if not r.urgent]
+    return sum(urgent) / len(urgent), sum(calm) / len(calm)
+
+
 @pytest.mark.slow
 def test_later_rounds_leave_one_writer_out():
     from discmed.serve import triage_clf
-    from discmed.serve.safety import _normalize
 
     rows = triage_clf.corpus()
     assert set(LATER_FLOORS) <= {r.author for r in rows}
     for writer, (floor, ceiling) in LATER_FLOORS.items():
         clf = triage_clf.train([r for r in rows if r.author != writer], triage_clf.THRESHOLD)
         test = [r for r in rows if r.author == writer]
-        verdicts = [bool(RULES.categories_for(r.text)) or clf.probability(_normalize(r.text)) >= triage_clf.THRESHOLD
-                    for r in test]
-        urgent = [v for v, r in zip(verdicts, test, strict=True) if r.urgent]
-        calm = [v for v, r in zip(verdicts, test, strict=True) if not r.urgent]
-        recall, alarms = sum(urgent) / len(urgent), sum(calm) / len(calm)
+        recall, alarms = _combined(clf, test)
+        assert recall >= floor and alarms <= ceiling, (writer, round(recall, 3), round(alarms, 3))
+
+
+# Rounds 7-10 (a31-a46), each scored blind once and then developed on. One classifier is trained
+# without all sixteen (a writer per training would cost ~20 s each): the classifier has seen none
+# of their rounds, harder than leave-one-writer-out. Floors one message under the figures measured
+# when they were set.
+ROUNDS_7_10_FLOORS = {  # writer: (combined recall at least, false alarms at most)
+    "a31_en_nigeria_student": (0.975, 0.02), "a32_minnan_grandson": (0.975, 0.02), "a33_xian_daughter": (0.95, 0.04),
+    "a34_en_korean_mom": (0.95, 0.04), "a35_guangxi_transplant_wife": (0.95, 0.04), "a36_en_aussie_teacher": (0.95, 0.02),
+    "a37_yunnan_young_mother": (0.975, 0.02), "a38_beijing_bipolar_brother": (0.95, 0.04),
+    "a39_hangzhou_carehome_worker": (0.975, 0.02), "a40_en_british_engineer": (0.975, 0.02),
+    "a41_hunan_grandfather": (0.95, 0.02), "a42_shenzhen_pregnant_coder": (0.95, 0.02),
+    "a43_xining_herder_son": (0.975, 0.04), "a44_en_pakistani_yiwu": (0.975, 0.02), "a45_shandong_trucker": (0.975, 0.02),
+    "a46_hk_teen_crossborder": (0.975, 0.02),
+}
+
+
+@pytest.mark.slow
+def test_rounds_7_to_10_held_out_together():
+    from discmed.serve import triage_clf
+
+    rows = triage_clf.corpus()
+    assert set(ROUNDS_7_10_FLOORS) <= {r.author for r in rows}
+    clf = triage_clf.train([r for r in rows if r.author not in ROUNDS_7_10_FLOORS], triage_clf.THRESHOLD)
+    for writer, (floor, ceiling) in ROUNDS_7_10_FLOORS.items():
+        test = [r for r in rows if r.author == writer]
+        recall, alarms = _combined(clf, test)
         assert recall >= floor and alarms <= ceiling, (writer, round(recall, 3), round(alarms, 3))
