@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_vs_llamacpp.py                     # 1, 8, 64 clients; 48 tokens
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --kv-cache f16      # both llama-servers at f16
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --clients 1,8 --rounds 1   # quick look
+    .venv/bin/python benchmarks/serve_vs_llamacpp.py --slots 8 --clients 64     # more clients than slots
 
 The tiny model is exported once (`train export --gguf --quant f32`). Three servers, one thread
 of compute each, run one after another on the same requests:
@@ -161,11 +162,14 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--requests", type=int, default=16, help="requests per row (at least one per client)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--slots", type=int, help="llama-server's --parallel for both llama.cpp rows (default: the most "
+                    "clients); fewer slots than clients queue the rest: inside llama-server for the peer, in discmed's "
+                    "front for discmed")
     ap.add_argument("--kv-cache", choices=KV_CACHE_TYPES, default="auto",
                     help="KV cache type of both llama.cpp rows (auto: discmed's default, f32 for this f32 GGUF)")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    slots = max(levels)
+    slots = args.slots or max(levels)
     tools = tools_dir(build=True)
     work = Path(tempfile.mkdtemp(prefix="discmed-bench-llamacpp-"))
     gguf = Path(export_gguf(ensure_tiny(), work / "tiny-gguf", quant="f32", fmt="disc", dtype="fp32")["gguf"])
@@ -185,7 +189,7 @@ def main() -> None:
                  "--max-batch", str(slots), "--no-safety", "--served-model-name", "gguf",
                  "--kv-cache-type", args.kv_cache]  # fmt: skip
     own_cmd = [sys.executable, "-m", "discmed", "serve", "--model", "tiny", "--port", str(p3), "--max-batch",
-               str(max(32, slots)), "--no-safety", "--served-model-name", "tiny", "--format", "disc"]  # fmt: skip
+               str(max(32, max(levels))), "--no-safety", "--served-model-name", "tiny", "--format", "disc"]  # fmt: skip
     results: dict[str, dict[int, list[float]]] = {"llama-server": {}, "discmed+llama.cpp": {}, "discmed engine": {}}
     with running(peer_cmd, f"http://127.0.0.1:{p1}/health", work / "peer.log", env=env), \
          running(front_cmd, f"http://127.0.0.1:{p2}/health", work / "front.log", env=env, cwd=str(ROOT)) as front_proc, \
@@ -208,8 +212,8 @@ def main() -> None:
                     results[who].setdefault(c, []).append(n / wall)
     med = {who: {c: round(statistics.median(v), 1) for c, v in rows.items()} for who, rows in results.items()}
     load = os.getloadavg()[0]
-    print(f"{args.tokens} tokens per request, 1 thread each, KV cache {args.kv_cache}, medians of {args.rounds}, "
-          f"load {load:.2f}")
+    print(f"{args.tokens} tokens per request, 1 thread each, KV cache {args.kv_cache}, {slots} llama.cpp slots, "
+          f"medians of {args.rounds}, load {load:.2f}")
     print(f"{'clients':>7} {'llama-server':>13} {'discmed+llama.cpp':>18} {'ratio':>6} {'discmed engine':>15} {'ratio':>6}")
     front_ok, own_ok = True, True
     for c in levels:
@@ -226,6 +230,7 @@ def main() -> None:
         "ratio": round(worst, 3), "goal": "front >= 0.9x llama-server at 1, 8, 64 clients; own engine >= 1.3x at 64",
         "met": bool(front_ok and own_ok), "own_engine_ratio_at_max": round(own_ratio, 3), "tokens_per_s": med,
         "load_1min": round(load, 2), "tokens": args.tokens, "rounds": args.rounds, "kv_cache": args.kv_cache,
+        "slots": slots,
     }))  # fmt: skip
 
 

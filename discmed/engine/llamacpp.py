@@ -241,11 +241,11 @@ class Slots:
     """At most `n` holders at once, shared by coroutines on any number of event loops, first come
     first served. The engine's requests hold one while their connection to llama-server is open.
 
-    Why the front queues rather than llama-server: llama-server runs `--parallel` slots, and a
-    connection beyond them waits inside it while its HTTP threads keep serving the rest. On the
-    tiny model at f16, 64 clients straight into llama-server got 1,239-1,345 tok/s against 1,444-1,800
-    at 8 clients (benchmarks/serve_vs_llamacpp.py); queued in the front, the same 64 keep
-    llama-server at its 8-client pace. A queued request that is cancelled never reaches it."""
+    Why the front queues rather than llama-server: llama-server runs `--parallel` slots (discmed's
+    `--max-batch`), and a request beyond them would wait inside it, holding a connection and one of
+    its HTTP threads. Queued here, it holds nothing there; `/metrics` counts it as waiting; and a
+    request cancelled while it waits never reaches llama-server. benchmarks/serve_vs_llamacpp.py
+    --slots 8 --clients 64 measures the two queues against each other."""
 
     def __init__(self, n: int):
         self.free = n
