@@ -214,9 +214,9 @@ def test_slots_are_shared_across_event_loops_first_come_first_served():
 
 
 def test_requests_beyond_llama_servers_slots_wait_in_the_front(client, url, gguf):
-    """`--max-batch 4` gives llama-server 4 slots; 10 clients at once: llama-server never has
-    more than 4 connections open, the other 6 wait in discmed's queue (its /metrics say so),
-    and every one of the 10 gets its whole reply."""
+    """`--max-batch 4` gives llama-server 4 slots; 10 clients at once: llama-server has 4 requests
+    at a time, the other 6 wait in discmed's queue (its /metrics say so), and every one of the 10
+    gets its whole reply."""
     import concurrent.futures
 
     server = llama_server_of(gguf)
@@ -241,4 +241,6 @@ def test_requests_beyond_llama_servers_slots_wait_in_the_front(client, url, gguf
             queued = max(queued, float(depth[0].split()[1]))
             time.sleep(0.01)
         assert [f.result() for f in futures] == [300] * 10
-    assert busiest == 4 and queued >= 1, (busiest, queued)
+    # A finished request's slot is handed on at its last chunk, as its connection closes: one more
+    # connection can be open for that moment. Without the queue all 10 are.
+    assert 4 <= busiest <= 5 and queued >= 1, (busiest, queued)

@@ -414,6 +414,7 @@ class LlamaCppEngine:
                     return
                 if req.final_only:
                     n = self._final(stream, await resp.json())
+                    held = self._free(held)
                     return
                 # Whatever has arrived is read at once and goes out as one delta: when this
                 # process keeps up, that is one token; when it falls behind (a busy machine,
@@ -431,6 +432,7 @@ class LlamaCppEngine:
                                 self._emit(stream, Delta("".join(text), logprobs=lps if req.logprobs is not None
                                                          else None, token_ids=ids))  # fmt: skip
                             n = self._final(stream, chunk)
+                            held = self._free(held)  # its slot is free now, before this connection closes
                             return
                         got = self._content(req, chunk.get("tokens") or [])
                         ids += got
@@ -450,10 +452,16 @@ class LlamaCppEngine:
             self.failed += 1
             self._emit(stream, Delta("", "error", n, error=f"llama-server: {type(e).__name__}: {e}"))
         finally:
-            if held:
-                self.slots.release()
+            self._free(held)
             self.active -= 1
             self._tasks.pop(stream.rid, None)
+
+    def _free(self, held: bool) -> bool:
+        """Give the request's slot back (once: the last chunk frees it, before the session closes,
+        so the next request does not wait on a close)."""
+        if held:
+            self.slots.release()
+        return False
 
     def _final(self, stream: Stream, chunk: dict) -> int:
         req = stream.request
