@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --kv-cache f16      # both llama-servers at f16
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --clients 1,8 --rounds 1   # quick look
     .venv/bin/python benchmarks/serve_vs_llamacpp.py --slots 8 --clients 64     # more clients than slots
+    .venv/bin/python benchmarks/serve_vs_llamacpp.py --kv-cache f16 --pin       # compute and front on separate cores
 
 The tiny model is exported once (`train export --gguf --quant f32`). Three servers, one thread
 of compute each, run one after another on the same requests:
@@ -149,6 +150,16 @@ def same_server(peer_cmd: list[str], front_pid: int) -> None:
         raise SystemExit(f"the front's llama-server is not the peer's: {lines} vs {peer_cmd}")
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of process `pid` onto one CPU (sched_setaffinity is per thread)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), {cpu})
+
+
+def children(pid: int) -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
+
+
 def _ppid(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -165,6 +176,9 @@ def main() -> None:
     ap.add_argument("--slots", type=int, help="llama-server's --parallel for both llama.cpp rows (default: the most "
                     "clients); fewer slots than clients queue the rest: inside llama-server for the peer, in discmed's "
                     "front for discmed")
+    ap.add_argument("--pin", action="store_true", help="compute on CPU 0 (both llama-servers, discmed's own engine), "
+                    "everything else on CPU 1 (discmed's front, this client): the front's cost alone, not the CPU it "
+                    "takes from llama-server")
     ap.add_argument("--kv-cache", choices=KV_CACHE_TYPES, default="auto",
                     help="KV cache type of both llama.cpp rows (auto: discmed's default, f32 for this f32 GGUF)")
     args = ap.parse_args()
@@ -193,8 +207,16 @@ def main() -> None:
     results: dict[str, dict[int, list[float]]] = {"llama-server": {}, "discmed+llama.cpp": {}, "discmed engine": {}}
     with running(peer_cmd, f"http://127.0.0.1:{p1}/health", work / "peer.log", env=env), \
          running(front_cmd, f"http://127.0.0.1:{p2}/health", work / "front.log", env=env, cwd=str(ROOT)) as front_proc, \
-         running(own_cmd, f"http://127.0.0.1:{p3}/health", work / "own.log", env=env, cwd=str(ROOT)):  # fmt: skip
+         running(own_cmd, f"http://127.0.0.1:{p3}/health", work / "own.log", env=env, cwd=str(ROOT)) as own_proc:  # fmt: skip
         same_server(peer_cmd, front_proc.pid)
+        if args.pin:
+            if (os.cpu_count() or 1) < 2:
+                raise SystemExit("--pin needs two CPUs")
+            peer_pid = next(c for c in children(os.getpid()) if c not in (front_proc.pid, own_proc.pid))
+            for pid in (peer_pid, *children(front_proc.pid), own_proc.pid):
+                pin(pid, 0)
+            for pid in (front_proc.pid, os.getpid()):
+                pin(pid, 1)
         servers = {
             "llama-server": (f"http://127.0.0.1:{p1}/completion", llama_body(ids, args.tokens), llama_count),
             "discmed+llama.cpp": (f"http://127.0.0.1:{p2}/v1/completions", discmed_body(ids, args.tokens, "gguf"),
@@ -213,7 +235,7 @@ def main() -> None:
     med = {who: {c: round(statistics.median(v), 1) for c, v in rows.items()} for who, rows in results.items()}
     load = os.getloadavg()[0]
     print(f"{args.tokens} tokens per request, 1 thread each, KV cache {args.kv_cache}, {slots} llama.cpp slots, "
-          f"medians of {args.rounds}, load {load:.2f}")
+          f"medians of {args.rounds}, load {load:.2f}" + (", compute on CPU 0, front and client on CPU 1" if args.pin else ""))
     print(f"{'clients':>7} {'llama-server':>13} {'discmed+llama.cpp':>18} {'ratio':>6} {'discmed engine':>15} {'ratio':>6}")
     front_ok, own_ok = True, True
     for c in levels:
@@ -230,7 +252,7 @@ def main() -> None:
         "ratio": round(worst, 3), "goal": "front >= 0.9x llama-server at 1, 8, 64 clients; own engine >= 1.3x at 64",
         "met": bool(front_ok and own_ok), "own_engine_ratio_at_max": round(own_ratio, 3), "tokens_per_s": med,
         "load_1min": round(load, 2), "tokens": args.tokens, "rounds": args.rounds, "kv_cache": args.kv_cache,
-        "slots": slots,
+        "slots": slots, "pinned": args.pin,
     }))  # fmt: skip
 
 
