@@ -314,6 +314,23 @@ def test_populations_vitals_and_english(text, category):
     assert t.urgent and category in t.rule_ids, (text, t.rule_ids)
 
 
+@pytest.mark.parametrize("text, fires", [
+    # An explanation (`unless`) cancels what it explains, not what it does not (`unless_except`).
+    ("说个吓人的词儿：我真想一了百了——把辞职信拍老板桌上，哈哈。不是那个意思，我没有任何伤害自己的想法，就是累", None),
+    ("我没有自杀的想法，但是我已经攒了50片安眠药，够了", "suicide"),
+    ("I keep waking up at night with my thumb and first two fingers numb. I shake my hand and it goes away. "
+     "Google said stroke but I reckon it's the carpal tunnel thing", None),
+    ("I have carpal tunnel, my fingers go numb at night, but this morning the left side of my face is drooping "
+     "and my speech is slurred", "stroke"),
+    ("伢子流鼻血 止住了以后吐了一口黑红色的血块 他讲是流到喉咙里吞下去的", None),
+    ("我妈蹲着择菜，一下子站起来眼前黑了两秒，扶了一下桌子就好了", None),
+    ("我爸站起来头晕了一下，现在右眼突然看不见了，像拉了个黑帘子", "vision_loss"),
+])
+def test_explanations_cancel_only_what_they_explain(text, fires):
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text", [
     "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
     "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal

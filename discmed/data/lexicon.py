@@ -287,8 +287,7 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
             i += 1
     # The patterns where no listed word is: a listed word is exact (克罗恩 in 侯兰克罗恩病), a pattern's
     # free prefix is not (it would take the name before the eponym). A pattern that starts where the
-    # word starts has no such prefix and only runs on (Glasgow | -Blatchford score, Department | of
-    # Paediatric Orthopaedics): it is taken.
+    # word starts has no such prefix and only runs on (Glasgow | -Blatchford score): it is taken.
     words = list(found)
     for m in _pattern().finditer(text):
         a, b = m.span()

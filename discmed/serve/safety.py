@@ -95,6 +95,7 @@ class _Category:
     level: str = ""
     keep_resolved: bool = False
     unless: list[str] = field(default_factory=list)
+    unless_except: list[str] = field(default_factory=list)  # an `unless` holds only when none of these is current
     all_sets: list[frozenset[str]] = field(default_factory=list)
 
 
@@ -145,16 +146,17 @@ class Rules:
                     raise ValueError(f"{where}: {key}: missing or not a string")
             any_, all_ = list(c.get("any") or []), [list(x) for x in (c.get("all") or [])]
             unless = list(c.get("unless") or [])
+            unless_except = list(c.get("unless_except") or [])
             if not any_ and not all_:
                 raise ValueError(f"{where} ({c['id']}): needs 'any' or 'all'")
-            for name in any_ + unless + [n for combo in all_ for n in combo]:
+            for name in any_ + unless + unless_except + [n for combo in all_ for n in combo]:
                 if name not in self.concepts and name not in VITALS:
                     raise ValueError(f"{where} ({c['id']}): unknown concept {name!r}")
             source = str(c.get("source") or "")
             self._check_source(source, f"{where} ({c['id']}): source")
             self.categories.append(_Category(c["id"], c["reason_zh"], c["reason_en"], any_, all_, source,
                                              str(c.get("level") or ""), bool(c.get("keep_resolved")), unless,
-                                             [frozenset(combo) for combo in all_]))
+                                             unless_except, [frozenset(combo) for combo in all_]))
         ctx = raw.get("context") or {}
         self.window = int(ctx.get("negation_window", 8))
         self.window_en = int(ctx.get("negation_window_en", 30))
@@ -287,7 +289,8 @@ class Rules:
     @staticmethod
     def _fires(m: _Message, c: _Category) -> bool:
         possible, has, keep = m.possible, m.has, c.keep_resolved
-        if c.unless and any(has(n) for n in c.unless if n in possible):
+        if c.unless and any(has(n) for n in c.unless if n in possible) and \
+                not any(has(n, keep) for n in c.unless_except if n in possible):
             return False
         # A combination is looked at only when every one of its concepts can be present.
         return any(has(n, keep) for n in c.any if n in possible) or \

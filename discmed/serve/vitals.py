@@ -258,10 +258,11 @@ def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = N
             add("vital_hr_low", m)
     # A breathing rate counted in a message about a feeding baby whose age is not given is the
     # baby's: 40 a minute is normal under 1 year (NICE NG143: RR > 60), not an adult's 30.
-    rr_band = "infant" if youngest is None and _NURSLING.search(text) else band
+    rates = list(_RR.finditer(text))
+    rr_band = "infant" if rates and youngest is None and _NURSLING.search(text) else band
     rr_high = {"infant": t.get("rr_high_infant", 60), "child": t.get("rr_high_child", 40),
                "school": t.get("rr_high_school", 30)}.get(rr_band, t.get("rr_high_adult", 30))
-    for m in _RR.finditer(text):
+    for m in rates:
         v = cn_number(m.group(3) or m.group(5))
         if rr_high <= v <= 150:
             add("vital_rr_high", m)
