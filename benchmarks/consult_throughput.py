@@ -54,6 +54,16 @@ def health(port: int) -> dict:
         return json.loads(r.read())
 
 
+def counters(port: int) -> dict:
+    """The engine's running totals from the server's /metrics (Prometheus text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {s.name.removeprefix("discmed_").removesuffix("_total"): int(s.value)
+            for fam in text_string_to_metric_families(text) for s in fam.samples if s.name.startswith("discmed_")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tiny", help="what the server serves (default: the embedded tiny model)")
@@ -70,23 +80,22 @@ def main() -> None:
 
     cases = load_cases(args.set, SAMPLES)[: args.cases]
     work = Path(tempfile.mkdtemp(prefix="discmed-consult-bench-"))
-    server = None
-    if args.local:
-        spec = args.model
-        local = load_backend(spec, batch_size=8)
-        stats = lambda: vars(local.engine.stats())  # noqa: E731
-    else:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = start_server(args.model, port, work / "server.log")
-        spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
-        stats = lambda: health(port)  # noqa: E731
-    try:
-        figures = {}
-        for concurrency in (1, 8):
-            backend = local if args.local else load_backend(spec)
-            before = stats().get("batches") or 0
+    figures = {}
+    for concurrency in (1, 8):
+        # A fresh engine (a fresh server) for each run: the prefix cache keeps finished calls' KV,
+        # and the second run would otherwise start with the first one's prompts in it.
+        server = None
+        try:
+            if args.local:
+                spec = args.model
+                backend = load_backend(spec, batch_size=8)
+            else:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                server = start_server(args.model, port, work / f"server{concurrency}.log")
+                spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
+                backend = load_backend(spec)
             summary = run_consult(
                 cases, backend, backend, work / f"c{concurrency}.json", doctor_spec=spec, patient_spec=spec,
                 model="tiny", turns=args.turns, concurrency=concurrency,
@@ -95,17 +104,21 @@ def main() -> None:
                 cache="none", progress=False)
             assert summary["dialogues"] == len(cases), summary
             figures[concurrency] = summary
-            # The engine's own count: how many prefill groups (joins) served this run's calls.
-            summary["server_batches"] = (stats().get("batches") or 0) - before
-            summary["max_batch_seen"] = stats().get("max_batch_seen")
+            # The engine's own counts: how many prefill groups (joins) served this run's calls, and
+            # how many prompt tokens came from the prefix cache instead of being run.
+            st = vars(backend.engine.stats()) if args.local else {**health(port), **counters(port)}
+            summary["server_batches"] = st.get("batches") or 0
+            summary["max_batch_seen"] = st.get("max_batch_seen")
+            summary["prompt_tokens"] = st.get("prompt_tokens")
+            summary["prefix_cache_tokens"] = st.get("prefix_cache_tokens")
             print(f"concurrency {concurrency}: {summary['dialogues']} consultations, {summary['calls']} calls "
-                  f"in {summary['server_batches']} engine batches (largest so far {summary['max_batch_seen']}), "
-                  f"{summary['wall_s']:.1f} s "
-                  f"= {summary['cases_per_min']:.1f} cases/min")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+                  f"in {summary['server_batches']} engine batches (largest {summary['max_batch_seen']}), "
+                  f"{summary['prefix_cache_tokens']} of {summary['prompt_tokens']} prompt tokens from the prefix cache, "
+                  f"{summary['wall_s']:.1f} s = {summary['cases_per_min']:.1f} cases/min")
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
     c8, c1 = figures[8]["cases_per_min"], figures[1]["cases_per_min"]
     ratio = round(c8 / c1, 2)
     print(json.dumps({"benchmark": "consult_throughput", "discmed": c8, "peer": c1, "unit": "cases/min",
@@ -115,6 +128,8 @@ def main() -> None:
                       "calls": [figures[1]["calls"], figures[8]["calls"]],
                       "server_batches": [figures[1]["server_batches"], figures[8]["server_batches"]],
                       "max_batch_seen": [figures[1]["max_batch_seen"], figures[8]["max_batch_seen"]],
+                      "prefix_cache_tokens": [figures[1]["prefix_cache_tokens"], figures[8]["prefix_cache_tokens"]],
+                      "prompt_tokens": [figures[1]["prompt_tokens"], figures[8]["prompt_tokens"]],
                       "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
 
 

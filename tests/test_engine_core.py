@@ -213,6 +213,66 @@ def test_shared_prefix_groups_keep_a_token_of_each_prompt_and_bound_the_spread()
     assert shared_prefix_groups([a + [1], a + list(range(100))], min_shared=32) == []
 
 
+def test_a_conversations_next_turn_runs_only_its_new_tokens(model, tokenizer, engine):
+    """The next turn's prompt is the last prompt, the reply and a new message: its start comes
+    from the prefix cache (the finished request's KV), only the new tokens run, and it decodes
+    exactly what full forwards of the whole prompt decode — several such turns admitted
+    together, their new parts of different lengths, beside a prompt that hits nothing."""
+    stem = [t for p in prompts(tokenizer) for t in p] + prompts(tokenizer)[0]  # ≥ 32 tokens
+    firsts = [stem + p for p in prompts(tokenizer)[1:]]
+    replies = [d.token_ids for d in collect(engine, [Request(p, GenParams(max_new_tokens=8), ignore_eos=True)
+                                                     for p in firsts])]  # fmt: skip
+    assert replies == [reference(model, p, 8) for p in firsts]
+    news = [prompts(tokenizer)[0], prompts(tokenizer)[3][:2], prompts(tokenizer)[2] * 3]
+    seconds = [f + r + n for f, r, n in zip(firsts, replies, news, strict=True)] + [prompts(tokenizer)[2][::-1]]
+    before = engine.stats()
+    got = collect(engine, [Request(p, GenParams(max_new_tokens=6), ignore_eos=True) for p in seconds])
+    assert [d.token_ids for d in got] == [reference(model, p, 6) for p in seconds]
+    reused = engine.stats().prefix_cache_tokens - before.prefix_cache_tokens
+    # each of the three turns took at least its first prompt from the cache
+    assert reused >= sum(len(f) for f in firsts)
+    assert engine.stats().prompt_tokens - before.prompt_tokens == sum(map(len, seconds))
+
+
+def test_the_prefix_cache_is_emptied_when_the_weights_change(model, tokenizer):
+    """An in-place update of the weights (an optimizer step) makes every kept KV cache wrong:
+    the next prompt runs whole, and decodes what the updated model decodes."""
+    import copy
+
+    m = copy.deepcopy(model)
+    stem = [t for p in prompts(tokenizer) for t in p] * 2
+    with LocalEngine(m, tokenizer, [tokenizer.eos_token_id], max_batch=4) as eng:
+        collect(eng, [Request(stem, GenParams(max_new_tokens=4), ignore_eos=True)])
+        assert eng.prefix.entries
+        with torch.no_grad():
+            m.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+        longer = stem + prompts(tokenizer)[1]
+        got = collect(eng, [Request(longer, GenParams(max_new_tokens=6), ignore_eos=True)])
+        assert eng.stats().prefix_cache_tokens == 0
+        assert got[0].token_ids == reference(m, longer, 6)
+
+
+def test_the_prefix_cache_keeps_the_longest_match_within_its_budget():
+    from discmed.engine.cache import PrefixCache
+
+    owner = torch.nn.Linear(2, 2).eval()  # in training mode (dropout) nothing is kept
+    kv = lambda n: [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]  # noqa: E731  (64 bytes a token)
+    cache = PrefixCache(owner, budget_bytes=64 * 100, min_tokens=8)
+    a, b = list(range(40)), list(range(30)) + [99] * 20
+    cache.add(a, kv(40))
+    cache.add(b, kv(50))
+    assert cache.longest(a + [7, 8])[0] == 40  # all of a
+    assert cache.longest(a)[0] == 39  # a prompt keeps a token of its own to run
+    assert cache.longest(list(range(30)) + [99, 99, 5])[0] == 32
+    assert cache.longest([5] * 40) == (0, None)
+    assert cache.longest(list(range(7)) + [5] * 10) == (0, None)  # under min_tokens
+    cache.add([1] * 30, kv(30))  # 120 tokens would not fit: the least recently used goes (a; b matched last)
+    assert cache.bytes <= 64 * 100 and cache.longest(a + [1])[0] == 30  # only b's 30 in common now
+    assert cache.longest(b + [1])[0] == 50
+    cache.add([2] * 200, kv(200))  # larger than the whole budget: not kept, nothing evicted
+    assert len(cache.entries) == 2
+
+
 def test_collect_acollect_and_deltas_agree(tokenizer, engine):
     """The three ways a backend waits give one reply, seeded sampling included."""
     p = GenParams(max_new_tokens=12, temperature=0.9, top_k=40, seed=11)

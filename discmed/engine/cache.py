@@ -158,3 +158,99 @@ def fork_prefix(cache: Any, shifts: list[int], device: Any) -> tuple[Any, Any]:
     for i, s in enumerate(shifts):
         mask[i, :s] = 0
     return cache, mask
+
+
+class PrefixCache:
+    """Finished requests' KV caches, kept by the token ids they hold, so that a later prompt
+    that begins the same way — the next turn of a conversation, whose prompt is the last one
+    plus the reply plus a new message — runs only its new tokens (vLLM's automatic prefix
+    caching, here without blocks: one entry per finished request, least recently used first
+    out once `budget_bytes` is spent).
+
+    An entry is valid only for the weights that made it: `fingerprint` (the parameters' version
+    counters, which every in-place update such as an optimizer step bumps, and the training
+    flag, under which dropout makes the cache differ from run to run) is read at each lookup,
+    and a change empties the store."""
+
+    def __init__(self, model: Any, budget_bytes: int, min_tokens: int):
+        from collections import OrderedDict
+
+        self.model, self.budget, self.min_tokens = model, budget_bytes, min_tokens
+        self.entries: OrderedDict[int, tuple[Any, list[tuple[Any, Any]], int]] = OrderedDict()
+        self.bytes = 0
+        self._keys = 0
+        self._fingerprint = self.fingerprint()
+
+    def fingerprint(self) -> tuple[int, bool]:
+        try:
+            version = sum(p._version for p in self.model.parameters())
+        except RuntimeError:  # inference tensors keep no version: nothing can update them in place
+            version = 0
+        return version, bool(self.model.training)
+
+    def _valid(self) -> bool:
+        now = self.fingerprint()
+        if now != self._fingerprint:
+            self.entries.clear()
+            self.bytes, self._fingerprint = 0, now
+        return not now[1] and self.budget > 0
+
+    def add(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
+        """Keep `layers` ([(keys, values)], each 1 × heads × len(ids) × dim, owning their
+        storage) as the KV cache of `ids`."""
+        import torch
+
+        if len(ids) < self.min_tokens or not self._valid():
+            return
+        size = sum(k.nbytes + v.nbytes for k, v in layers)
+        if size > self.budget:
+            return
+        while self.bytes + size > self.budget:
+            _, (_, _, old) = self.entries.popitem(last=False)
+            self.bytes -= old
+        self._keys += 1
+        self.entries[self._keys] = (torch.tensor(ids), layers, size)
+        self.bytes += size
+
+    def longest(self, prompt: list[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
+        """The most tokens at the start of `prompt` that an entry holds (at least `min_tokens`,
+        and always leaving the prompt one token to run, whose logits give its first token),
+        with that entry's layers; (0, None) when none does."""
+        import torch
+
+        if not self.entries or len(prompt) <= self.min_tokens or not self._valid():
+            return 0, None
+        want = torch.tensor(prompt[:-1])
+        best, hit = 0, None
+        for key, (ids, _layers, _) in self.entries.items():
+            n = min(len(ids), len(want))
+            if n <= best:
+                continue
+            differ = (ids[:n] != want[:n]).nonzero()
+            same = int(differ[0]) if len(differ) else n
+            if same > best:
+                best, hit = same, key
+        if best < self.min_tokens:
+            return 0, None
+        self.entries.move_to_end(hit)
+        return best, self.entries[hit][1]
+
+
+def stack_prefixes(prefixes: list[list[tuple[Any, Any]]], lengths: list[int], device: Any) -> tuple[Any, Any]:
+    """A batch KV cache whose row i holds the first lengths[i] tokens of prefixes[i] (that row's
+    own [(keys, values)] per layer, batch 1), left-padded to the longest and masked there — as
+    `fork_prefix` does for one prefix shared by every row. Returns the cache and its mask."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import DynamicCache
+
+    width = max(lengths)
+    cache = DynamicCache()
+    for j in range(len(prefixes[0])):
+        ks = [F.pad(p[j][0][:, :, :n], (0, 0, width - n, 0)) for p, n in zip(prefixes, lengths, strict=True)]
+        vs = [F.pad(p[j][1][:, :, :n], (0, 0, width - n, 0)) for p, n in zip(prefixes, lengths, strict=True)]
+        cache.update(torch.cat(ks).to(device), torch.cat(vs).to(device), j)
+    mask = torch.ones((len(lengths), width), dtype=torch.long, device=device)
+    for i, n in enumerate(lengths):
+        mask[i, : width - n] = 0
+    return cache, mask

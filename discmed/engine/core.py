@@ -26,7 +26,7 @@ import weakref
 from typing import Any
 
 from discmed.compat import cache_kwargs, output_cache
-from discmed.engine.cache import Batch, fork_prefix, shared_prefix_groups
+from discmed.engine.cache import Batch, PrefixCache, fork_prefix, shared_prefix_groups, stack_prefixes
 from discmed.engine.output import Output, OutputProcessor
 from discmed.engine.protocol import (
     LOGPROBS,
@@ -49,6 +49,10 @@ log = logging.getLogger("discmed.engine")
 # Prompts admitted together that begin with this many tokens or more in common run them once
 # (`LocalEngine._forward_shared`); below it, a second forward pass costs more than it saves.
 MIN_SHARED_PREFIX = 32
+# A prompt that begins with an earlier request's tokens (the prefix cache) joins others that did
+# in one forward pass when their new parts differ by no more than this: a row then re-runs at
+# most this many of its cached tokens instead of padding.
+CACHED_GROUP_SLACK = 16
 
 _ENGINES: weakref.WeakSet = weakref.WeakSet()
 
@@ -88,10 +92,13 @@ class LocalEngine:
     features = frozenset({LOGPROBS, PROMPT_LOGPROBS, STRUCTURED_OUTPUT})
 
     def __init__(self, model: Any, tokenizer: Any, stop_token_ids: list[int], *, max_batch: int = 32,
-                 max_queue: int = 256, max_model_len: int | None = None, sink: Any = None):  # fmt: skip
+                 max_queue: int = 256, max_model_len: int | None = None, sink: Any = None,
+                 prefix_cache_mb: int = 256):  # fmt: skip
         """`sink`, when given, takes each step's `[(stream, delta), ...]` from the engine thread
         instead of the streams' readers (the engine process sends them on). The model is used
-        in the mode it is in: a backend puts it in eval mode, a GRPO rollout switches the policy."""
+        in the mode it is in: a backend puts it in eval mode, a GRPO rollout switches the policy.
+        `prefix_cache_mb` bounds the KV caches kept from finished requests (`PrefixCache`; 0:
+        none kept)."""
         import torch
 
         self.torch = torch
@@ -105,6 +112,7 @@ class LocalEngine:
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.device = next(model.parameters()).device
         self.scheduler = Scheduler(max_batch, max_queue)
+        self.prefix = PrefixCache(model, prefix_cache_mb << 20, MIN_SHARED_PREFIX)
         self.output = OutputProcessor(tokenizer, sorted(self.stop_ids), self.max_model_len)
         self._deliver = sink or Delivery()
         self._outbox: list[tuple[Stream, Delta]] = []  # deltas of this step, sent together
@@ -114,7 +122,7 @@ class LocalEngine:
         self._grammars: Any = None
         # counters, read through stats()
         self.batches = self.max_batch_seen = self.running = self.cancelled = self.failed = 0
-        self.prompt_tokens = self.generated_tokens = self.shared_prefix_tokens = 0
+        self.prompt_tokens = self.generated_tokens = self.shared_prefix_tokens = self.prefix_cache_tokens = 0
         self.mean_seconds, self.step_s = 1.0, 0.0
         self._thread = threading.Thread(target=self._run, name="discmed-engine", daemon=True)
         self._thread.start()
@@ -141,7 +149,8 @@ class LocalEngine:
             load=self.scheduler.load, queued=self.scheduler.queued, running=self.running, max_batch=self.max_batch,
             batches=self.batches, max_batch_seen=self.max_batch_seen, cancelled=self.cancelled, failed=self.failed,
             prompt_tokens=self.prompt_tokens, generated_tokens=self.generated_tokens,
-            shared_prefix_tokens=self.shared_prefix_tokens, mean_seconds=self.mean_seconds, step_s=self.step_s, alive=not self._stop.is_set(),
+            shared_prefix_tokens=self.shared_prefix_tokens, prefix_cache_tokens=self.prefix_cache_tokens,
+            mean_seconds=self.mean_seconds, step_s=self.step_s, alive=not self._stop.is_set(),
         )  # fmt: skip
 
     def shutdown(self) -> None:
@@ -262,6 +271,11 @@ class LocalEngine:
             seen = seen[idx] if seen is not None else None
             counts = counts[idx] if counts is not None else None
         ids, keep = self._step(logits, rows, seen, counts)
+        if len(keep) < len(rows) and self.prefix.budget:
+            kept = set(keep)
+            for j in range(len(rows)):
+                if j not in kept:
+                    self._keep_prefix(b, live[j])
         if b.dead:  # the penalties' records, updated on the copies
             if seen is not None:
                 b.seen[idx] = seen
@@ -274,6 +288,18 @@ class LocalEngine:
         # Dead rows still cost a token of compute each step; once they are a quarter of the
         # batch they are taken out (one copy of the cache instead of one per finish).
         return b.compact() if b.dead * 4 >= len(b.rows) else b
+
+    def _keep_prefix(self, b: Batch, i: int) -> None:
+        """Row i of `b` has just ended: its KV cache (every token fed so far, the last columns of
+        its row: rows are left-padded) goes to the prefix cache under the ids it holds."""
+        row = b.rows[i]
+        held = int(b.mask[i].sum())
+        ids = (list(row.request.prompt_ids) + row.out.ids)[:held]
+        start = b.mask.shape[1] - held
+        n = len(ids)
+        layers = [(layer.keys[i : i + 1, :, start : start + n].clone(), layer.values[i : i + 1, :, start : start + n].clone())
+                  for layer in b.cache.layers]  # fmt: skip
+        self.prefix.add(ids, layers)
 
     def _prefill_apart(self, rows: list[_Row]) -> Batch | None:
         """`_prefill` of a group; if it fails, each request is prefilled on its own, so a
@@ -301,22 +327,43 @@ class LocalEngine:
         for r in rows:
             r.generator = make_generator(r.request.params.seed, self.device)
         scoring = any(r.prompt_logprobs is not None for r in reqs)
-        groups = ([] if scoring or len(rows) < 2
-                  else shared_prefix_groups([r.prompt_ids for r in reqs], MIN_SHARED_PREFIX))  # fmt: skip
+        hits = {} if scoring else {i: hit for i, r in enumerate(reqs) if (hit := self.prefix.longest(r.prompt_ids))[0]}
+        rest = [i for i in range(len(rows)) if i not in hits]
+        groups = ([] if scoring or len(rest) < 2
+                  else [([rest[j] for j in idx], p) for idx, p in
+                        shared_prefix_groups([reqs[i].prompt_ids for i in rest], MIN_SHARED_PREFIX)])  # fmt: skip
         grouped = {i for idx, _ in groups for i in idx}
-        plain = [i for i in range(len(rows)) if i not in grouped]
+        plain = [i for i in rest if i not in grouped]
         batch = None
-        for idx, p in groups + ([(plain, 0)] if plain else []):
-            part = self._prefill_part([rows[i] for i in idx], p, scoring)
+        parts = [(idx, p, None) for idx, p in groups + ([(plain, 0)] if plain else [])]
+        parts += [(idx, 0, [hits[i] for i in idx]) for idx in self._cached_groups(reqs, hits)]
+        for idx, p, cached in parts:
+            part = self._prefill_part([rows[i] for i in idx], p, scoring, cached)
             if part is not None:
                 batch = part if batch is None else batch.join(part)
         return batch
 
-    def _prefill_part(self, rows: list[_Row], shared: int, scoring: bool) -> Batch | None:
-        """`_prefill` of prompts that share their first `shared` tokens (0: none)."""
+    @staticmethod
+    def _cached_groups(reqs: list[Request], hits: dict[int, tuple[int, Any]]) -> list[list[int]]:
+        """The prefix-cache hits in groups that run together: by how many new tokens each has,
+        a group's spread at most CACHED_GROUP_SLACK."""
+        new = {i: len(reqs[i].prompt_ids) - hits[i][0] for i in hits}
+        groups: list[list[int]] = []
+        for i in sorted(hits, key=new.get):
+            if groups and new[i] - new[groups[-1][0]] <= CACHED_GROUP_SLACK:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _prefill_part(self, rows: list[_Row], shared: int, scoring: bool, cached: list | None = None) -> Batch | None:
+        """`_prefill` of prompts that share their first `shared` tokens (0: none), or whose
+        starts are in the prefix cache (`cached`: each one's (tokens held, layers))."""
         torch = self.torch
         reqs = [r.request for r in rows]
-        if shared:
+        if cached:
+            out, mask, positions = self._forward_cached(reqs, cached)
+        elif shared:
             out, mask, positions = self._forward_shared(reqs, shared)
         else:
             out, mask, positions = self._forward_padded(reqs, scoring)
@@ -384,6 +431,22 @@ class LocalEngine:
         cache, cache_mask = fork_prefix(output_cache(pre), shifts, dev)
         ids = torch.tensor([r.prompt_ids[shared - s :] for r, s in zip(reqs, shifts, strict=True)], device=dev)
         positions = torch.stack([torch.arange(len(r.prompt_ids) - width, len(r.prompt_ids), device=dev) for r in reqs])
+        mask = torch.cat([cache_mask, torch.ones_like(ids)], dim=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **cache_kwargs(self.model, cache))  # fmt: skip
+        return out, mask, positions
+
+    def _forward_cached(self, reqs: list[Request], cached: list[tuple[int, Any]]) -> tuple[Any, Any, Any]:
+        """Prompts whose first tokens are in the prefix cache: each row's cached KV (as much of
+        it as leaves every row the same number of tokens to run, the longest new part), then
+        those tokens in one pass on top — `_forward_shared` with a prefix of each row's own."""
+        torch, dev = self.torch, self.device
+        width = max(len(r.prompt_ids) - held for r, (held, _) in zip(reqs, cached, strict=True))
+        lengths = [len(r.prompt_ids) - width for r in reqs]
+        self.prefix_cache_tokens += sum(lengths)
+        cache, cache_mask = stack_prefixes([layers for _, layers in cached], lengths, dev)
+        ids = torch.tensor([r.prompt_ids[n:] for r, n in zip(reqs, lengths, strict=True)], device=dev)
+        positions = torch.stack([torch.arange(n, n + width, device=dev) for n in lengths])
         mask = torch.cat([cache_mask, torch.ones_like(ids)], dim=1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **cache_kwargs(self.model, cache))  # fmt: skip

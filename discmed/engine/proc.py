@@ -117,7 +117,7 @@ class ProcessEngine:
     features = LocalEngine.features
 
     def __init__(self, spec: str, options: dict[str, Any], *, max_batch: int = 32, max_queue: int = 256,
-                 max_model_len: int | None = None, start_timeout: float = 1200.0):  # fmt: skip
+                 max_model_len: int | None = None, start_timeout: float = 1200.0, prefix_cache_mb: int = 256):  # fmt: skip
         self.max_batch, self.max_queue = max_batch, max_queue
         self._stats = EngineStats(max_batch=max_batch)
         self._ids = itertools.count(1)
@@ -129,7 +129,8 @@ class ProcessEngine:
         req_r, self._req_w = ctx.Pipe(duplex=False)
         self._out_r, out_w = ctx.Pipe(duplex=False)
         # The parent holds the queue limit (a 429 without a round trip): the child takes all it is sent.
-        engine_options = {"max_batch": max_batch, "max_model_len": max_model_len, "max_queue": 1 << 30}
+        engine_options = {"max_batch": max_batch, "max_model_len": max_model_len, "max_queue": 1 << 30,
+                          "prefix_cache_mb": prefix_cache_mb}
         self.proc = ctx.Process(target=_child, args=(req_r, out_w, spec, options, engine_options),
                                 name="discmed-engine", daemon=True)  # fmt: skip
         self.proc.start()

@@ -93,6 +93,7 @@ class EngineStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     shared_prefix_tokens: int = 0  # prompt tokens not run again: a prefix shared by prompts admitted together
+    prefix_cache_tokens: int = 0  # prompt tokens not run again: an earlier request's KV cache (the prefix cache)
     mean_seconds: float = 1.0  # moving average of a request's time in the engine
     step_s: float = 0.0  # moving average of a decode step's time
     alive: bool = True

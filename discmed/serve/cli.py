@@ -94,6 +94,10 @@ def register(app: typer.Typer) -> None:
                                "(--no-engine-process: in this process)")
         ] = True,
         max_queue: Annotated[int, typer.Option(help="Requests waiting or running before 429")] = 256,
+        prefix_cache_mb: Annotated[
+            int, typer.Option(help="hf: memory for finished requests' KV caches, reused by prompts that begin "
+                              "the same way, such as a conversation's next turn (0: off)")
+        ] = 256,
         max_model_len: Annotated[
             int | None, typer.Option(help="Context limit (default: the model's)")
         ] = None,
@@ -186,7 +190,8 @@ def register(app: typer.Typer) -> None:
                 backend = load_backend(model, **options, **({"load_weights": False} if engine_process else {}))
                 name = served_model_name or served_name(model, getattr(backend, "name", None))
                 served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue,
-                                                  engine_process=(model, options) if engine_process else None)  # fmt: skip
+                                                  engine_process=(model, options) if engine_process else None,
+                                                  prefix_cache_mb=prefix_cache_mb)  # fmt: skip
         except (BackendError, ValueError, ImportError) as e:
             sock.close()
             fail(f"discmed serve: {e}", code=3 if isinstance(e, BackendError) else 2)

@@ -73,6 +73,8 @@ class _EngineCounters:
             ("discmed_generation_tokens", "Tokens generated", "generated_tokens"),
             ("discmed_shared_prefix_tokens", "Prompt tokens not run again: a prefix shared by prompts admitted together",
              "shared_prefix_tokens"),
+            ("discmed_prefix_cache_tokens", "Prompt tokens not run again: an earlier request's KV cache (the prefix cache)",
+             "prefix_cache_tokens"),
             ("discmed_cancelled_requests", "Requests cancelled because the client went away", "cancelled"),
             ("discmed_failed_requests", "Requests that failed alone inside a batch", "failed"),
         ):

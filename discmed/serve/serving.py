@@ -84,7 +84,7 @@ class ServedModel:
     @classmethod
     def from_backend(
         cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256,
-        engine_process: tuple[str, dict[str, Any]] | None = None,
+        engine_process: tuple[str, dict[str, Any]] | None = None, prefix_cache_mb: int = 256,
     ) -> ServedModel:
         """The engine over an hf backend's model (`.model`, `.tokenizer`, `.format`).
 
@@ -106,11 +106,12 @@ class ServedModel:
             backend.model = None  # a meta-device model, or weights this process no longer needs
             gc.collect()
             spec, options = engine_process
-            engine = ProcessEngine(spec, options, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len)
+            engine = ProcessEngine(spec, options, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len,
+                                   prefix_cache_mb=prefix_cache_mb)
             vocab = engine.vocab
         else:
             engine = LocalEngine(backend.model, tok, stop_ids, max_batch=max_batch, max_queue=max_queue,
-                                 max_model_len=max_len)  # fmt: skip
+                                 max_model_len=max_len, prefix_cache_mb=prefix_cache_mb)  # fmt: skip
             vocab = engine.vocab
         # No truncation here: a prompt that does not fit is refused with the limit, as OpenAI
         # does, rather than silently losing the start of the conversation.
