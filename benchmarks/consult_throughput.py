@@ -8,6 +8,7 @@ how well the engine batches them). Doctor and patient are the same tiny model: s
 calls join its engine's running batch the same way (issue 25).
 
     .venv/bin/python benchmarks/consult_throughput.py [--local] [--cases 16] [--set cmid] [--turns 3] [--model tiny]
+        [--prefix-cache-mb 0]   # the engine's prefix cache off, to compare
 
 The last printed line is the JSON result.
 """
@@ -29,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("DISCMED_SHARED_DATA", ROOT.parent / "shared" / "data")) / "disc-medllm" / "eval" / "samples"
 
 
-def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(model: str, port: int, log: Path, prefix_cache_mb: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "discmed.cli", "serve", "--model", model, "--served-model-name", "tiny",
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), "--prefix-cache-mb", str(prefix_cache_mb)],
         cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )
     deadline = time.time() + 180
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--doctor-tokens", type=int, default=64)
     ap.add_argument("--patient-tokens", type=int, default=32)
     ap.add_argument("--local", action="store_true", help="doctor and patient in this process (hf backend), no server")
+    ap.add_argument("--prefix-cache-mb", type=int, default=256, help="the engine's prefix cache (0: off, to compare)")
     args = ap.parse_args()
 
     from discmed.backend import GenParams, load_backend
@@ -89,11 +91,12 @@ def main() -> None:
             if args.local:
                 spec = args.model
                 backend = load_backend(spec, batch_size=8)
+                backend.engine.prefix.budget = args.prefix_cache_mb << 20
             else:
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", 0))
                     port = s.getsockname()[1]
-                server = start_server(args.model, port, work / f"server{concurrency}.log")
+                server = start_server(args.model, port, work / f"server{concurrency}.log", args.prefix_cache_mb)
                 spec = f"openai:http://127.0.0.1:{port}/v1@tiny"
                 backend = load_backend(spec)
             summary = run_consult(
@@ -124,7 +127,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "consult_throughput", "discmed": c8, "peer": c1, "unit": "cases/min",
                       "ratio": ratio, "goal": 4.0, "met": ratio >= 4.0, "peer_is": "the same run at concurrency 1",
                       "model": args.model, "mode": "local hf backend" if args.local else "discmed serve",
-                      "cases": len(cases), "set": args.set, "turns": args.turns,
+                      "cases": len(cases), "set": args.set, "turns": args.turns, "prefix_cache_mb": args.prefix_cache_mb,
                       "calls": [figures[1]["calls"], figures[8]["calls"]],
                       "server_batches": [figures[1]["server_batches"], figures[8]["server_batches"]],
                       "max_batch_seen": [figures[1]["max_batch_seen"], figures[8]["max_batch_seen"]],

@@ -183,7 +183,7 @@ ROUND_ONE = sorted(w for w, v in WRITERS.items() if v["round"] == 1)
 def _pooled() -> list[tuple[str, str, str, bool]]:
     """(writer, category, text, urgent) for every triage message: the first round's eight writers'
     (categories from triage_categories.jsonl) and the project's own sets. The second round's
-    writers are measured apart (`test_later_rounds_leave_one_writer_out`): the catalogue is not
+    writers are measured apart (`test_rounds_2_to_6_held_out_together`): the catalogue is not
     developed on them to the first round's per-category floor."""
     cats = {(o["file"], o["line"]): o["category"] for o in map(
         json.loads, (AUTHORS / "triage_categories.jsonl").read_text(encoding="utf-8").splitlines())}
@@ -331,6 +331,27 @@ def test_explanations_cancel_only_what_they_explain(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
+@pytest.mark.parametrize("text, fires", [
+    # a drug's sulfate salt is not sulfuric acid
+    ("我女儿贫血，吃了硫酸亚铁以后胃有点不舒服，饭后吃会好些吗", None),
+    ("工友搬桶的时候硫酸溅到脸上和眼睛里，冲了水还是痛得睁不开", "burns"),
+    # a calf cramp is not a seizure; a child's limbs jerking is
+    ("儿子晚上小腿抽筋，抽了两三分钟才松开，现在能走路", None),
+    ("孩子发烧到39度，刚才手脚抽了三分钟，翻白眼叫不应", "seizure"),
+    # one calcium tablet is not an adult's medicine
+    ("孙女偷吃了一粒钙片，以为是糖，现在玩得好好的", None),
+    ("孙女偷吃了爷爷的降糖药，不知道吃了几颗", "poisoning"),
+    # a whole strip taken, said with the strip first
+    ("室友说她昨晚把一整板安眠药都吃了，现在只是想睡", "poisoning"),
+    # English: magnets, a toddler and an adult's tablets written with a decimal dose
+    ("My 4 year old swallowed 3 little magnets from his brother's toy an hour ago, he seems fine", "airway"),
+    ("my daughter 2 yrs old got into the pill box, amlodipine 2.5mg tablets are missing", "poisoning"),
+])
+def test_round_12_forms(text, fires):
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text", [
     "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
     "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal
@@ -359,19 +380,19 @@ def test_start_string_prefilter_is_exact():
                     assert not first.isdisjoint(starts), (name, pattern.pattern[:60], text)
 
 
-# Leave-one-writer-out on the later rounds (benchmarks/safety_loao.py): the classifier trained
-# without the writer, the rules as shipped (developed on these writers' misses, so not blind).
-# Floors a little under the figures measured when they were set; the blind figure of the locked
-# writers is in benchmarks/RESULTS.md, not here.
+# Rounds 2-6 (a9-a30): one classifier trained without all 22 writers (the classifier has seen none
+# of their rounds, harder than leave-one-writer-out, benchmarks/safety_loao.py), the rules as shipped
+# (developed on these writers' misses, so not blind). Floors one message under the figures measured
+# when they were set; the blind figure of the locked writers is in benchmarks/RESULTS.md, not here.
 LATER_FLOORS = {  # writer: (combined recall at least, false alarms at most); rounds 2-6
-    "a9_en_parent": (0.9, 0.04), "a10_gp_relay": (0.95, 0.02), "a11_student": (0.95, 0.04),
-    "a12_cantonese": (0.92, 0.06), "a13_pharmacist": (0.9, 0.02), "a14_en_codeswitch": (0.92, 0.08),
-    "a15_hk_mother": (0.95, 0.06), "a16_en_retiree": (0.97, 0.06), "a17_en_student": (0.97, 0.02),
-    "a18_dongbei": (0.92, 0.04), "a19_intl_nurse": (0.9, 0.02), "a20_taiwan_mother": (0.95, 0.06),
-    "a21_en_traveller": (0.97, 0.06), "a22_shanghai_elder": (0.92, 0.04), "a23_med_student": (0.97, 0.04),
-    "a24_en_hr": (0.95, 0.10), "a25_ru_business": (0.77, 0.04), "a26_village_doctor": (0.97, 0.14),
-    "a27_chongqing_worker": (0.97, 0.04), "a28_en_india_engineer": (0.97, 0.04), "a29_pd_patient": (0.95, 0.02),
-    "a30_en_helper_hk": (0.97, 0.08),  # round 6
+    "a9_en_parent": (0.975, 0.04), "a10_gp_relay": (0.95, 0.02), "a11_student": (0.95, 0.02),
+    "a12_cantonese": (0.925, 0.06), "a13_pharmacist": (0.9, 0.02), "a14_en_codeswitch": (0.925, 0.06),
+    "a15_hk_mother": (0.975, 0.06), "a16_en_retiree": (0.975, 0.06), "a17_en_student": (0.975, 0.04),
+    "a18_dongbei": (0.925, 0.06), "a19_intl_nurse": (0.925, 0.02), "a20_taiwan_mother": (0.925, 0.08),
+    "a21_en_traveller": (0.975, 0.04), "a22_shanghai_elder": (0.9, 0.04), "a23_med_student": (0.975, 0.02),
+    "a24_en_hr": (0.95, 0.08), "a25_ru_business": (0.85, 0.04), "a26_village_doctor": (0.975, 0.14),
+    "a27_chongqing_worker": (0.975, 0.02), "a28_en_india_engineer": (0.975, 0.04), "a29_pd_patient": (0.975, 0.02),
+    "a30_en_helper_hk": (0.95, 0.08),  # round 6
 }
 
 
@@ -387,24 +408,27 @@ def _combined(clf, test) -> tuple[float, float]:
     return sum(urgent) / len(urgent), sum(calm) / len(calm)
 
 
-@pytest.mark.slow
-def test_later_rounds_leave_one_writer_out():
+def _held_out_together(floors: dict[str, tuple[float, float]]) -> None:
+    """One classifier trained without every writer of `floors`; each writer's combined figures
+    against its floor (recall at least, false alarms at most)."""
     from discmed.serve import triage_clf
 
     rows = triage_clf.corpus()
-    assert set(LATER_FLOORS) <= {r.author for r in rows}
-    for writer, (floor, ceiling) in LATER_FLOORS.items():
-        clf = triage_clf.train([r for r in rows if r.author != writer], triage_clf.THRESHOLD)
-        test = [r for r in rows if r.author == writer]
-        recall, alarms = _combined(clf, test)
+    assert set(floors) <= {r.author for r in rows}
+    clf = triage_clf.train([r for r in rows if r.author not in floors], triage_clf.THRESHOLD)
+    for writer, (floor, ceiling) in floors.items():
+        recall, alarms = _combined(clf, [r for r in rows if r.author == writer])
         assert recall >= floor and alarms <= ceiling, (writer, round(recall, 3), round(alarms, 3))
 
 
-# Rounds 7-10 (a31-a46), each scored blind once and then developed on. One classifier is trained
-# without all sixteen (a writer per training would cost ~20 s each): the classifier has seen none
-# of their rounds, harder than leave-one-writer-out. Floors one message under the figures measured
-# when they were set.
-ROUNDS_7_10_FLOORS = {  # writer: (combined recall at least, false alarms at most)
+@pytest.mark.slow
+def test_rounds_2_to_6_held_out_together():
+    _held_out_together(LATER_FLOORS)
+
+
+# Rounds 7-10 and 12 (a31-a46, a51-a54), each scored blind once and then developed on (round 11 was
+# added unread and has no floor here). One classifier is trained without all twenty.
+ROUNDS_7_12_FLOORS = {  # writer: (combined recall at least, false alarms at most)
     "a31_en_nigeria_student": (0.975, 0.02), "a32_minnan_grandson": (0.975, 0.02), "a33_xian_daughter": (0.95, 0.04),
     "a34_en_korean_mom": (0.95, 0.04), "a35_guangxi_transplant_wife": (0.95, 0.04), "a36_en_aussie_teacher": (0.95, 0.02),
     "a37_yunnan_young_mother": (0.975, 0.02), "a38_beijing_bipolar_brother": (0.95, 0.04),
@@ -412,17 +436,11 @@ ROUNDS_7_10_FLOORS = {  # writer: (combined recall at least, false alarms at mos
     "a41_hunan_grandfather": (0.95, 0.02), "a42_shenzhen_pregnant_coder": (0.95, 0.02),
     "a43_xining_herder_son": (0.975, 0.04), "a44_en_pakistani_yiwu": (0.975, 0.02), "a45_shandong_trucker": (0.975, 0.02),
     "a46_hk_teen_crossborder": (0.975, 0.02),
+    "a51_chengdu_school_nurse": (0.975, 0.02), "a52_en_filipino_seafarer": (0.975, 0.04),  # round 12
+    "a53_dongguan_factory_doctor": (0.95, 0.02), "a54_wenzhou_voice_input_wife": (0.975, 0.02),
 }
 
 
 @pytest.mark.slow
-def test_rounds_7_to_10_held_out_together():
-    from discmed.serve import triage_clf
-
-    rows = triage_clf.corpus()
-    assert set(ROUNDS_7_10_FLOORS) <= {r.author for r in rows}
-    clf = triage_clf.train([r for r in rows if r.author not in ROUNDS_7_10_FLOORS], triage_clf.THRESHOLD)
-    for writer, (floor, ceiling) in ROUNDS_7_10_FLOORS.items():
-        test = [r for r in rows if r.author == writer]
-        recall, alarms = _combined(clf, test)
-        assert recall >= floor and alarms <= ceiling, (writer, round(recall, 3), round(alarms, 3))
+def test_rounds_7_to_12_held_out_together():
+    _held_out_together(ROUNDS_7_12_FLOORS)

@@ -164,7 +164,8 @@ SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及
 _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
 _TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?)?"
-MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+# Title case, or capitals as in passports, crew lists and seaman's books (25 APR 1975).
+MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|JAN|FEB|MAR|APR|MAY|JUNE?|JULY?|AUG|SEPT?|OCT|NOV|DEC)[a-z]*\.?"
 RE_DATE = re.compile(
     r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.]))" + _TIME
     + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
@@ -174,7 +175,7 @@ RE_DATE = re.compile(
     + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN}(?!\w)(?!\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + rf"|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?!,?\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
-    + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
+    + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d/.])\d{2}/\d{2}/\d{2}(?![\d/.])|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
 RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
 # Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
 RE_BED = re.compile(
@@ -457,9 +458,33 @@ RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|
                         r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito)\.?\s+"
                         r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
+            r"|[A-Z]{2,}(?:[- ][A-Z]{2,})?,\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)){0,3}"
             r"|(?:[A-Z]\.\s?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
+# A person after a ship's rank or a title of the Philippines (Dra., Atty., Engr.): crew logs and
+# letters name people by rank (3/E Benjie Llorente, Cook Danilo Castillo, AB Romeo Tan-Abella).
+RE_NAME_EN_RANK = re.compile(
+    r"(?<![A-Za-z/])(?:Capt|Captain|Cadet|Bosun|Oiler|Fitter|Wiper|Cook|Messman|Seafarer|Seaman|AB|OS|[CM1-4]/[EO]|"
+    r"Dra|Atty|Engr|Hon)\.?\s+((?:[A-Z][a-z]{2,}|[A-Z]{3,}|[A-Z]\.)(?:[-'][A-Z][a-z]+)?"
+    r"(?: (?:[A-Z][a-z]+|[A-Z]{3,}|[A-Z]\.|\"[A-Z][a-z]+\")(?:[-'][A-Z][a-z]+)?){0,3})(?![a-z])")
+# A ship by its name (MV KAPAL BAYANIHAN, M/T ...): a vessel and its crew list name a few people.
+RE_VESSEL = re.compile(r"(?<![A-Za-z/])(?:M/?V|M/?T)\.?\s+[A-Z][A-Z'-]+(?: [A-Z][A-Z'-]+){0,3}\b")
+# A bank card number after its label, Luhn or not (the unlabelled rule asks for a valid check digit).
+RE_CARD_CUE = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|(?i:bank card|card no\.?|card number))[^0-9\n]{0,6}"
+                         r"(\d{4}(?:[ -]?\d{4}){2,3}(?:[ -]?\d{1,3})?)(?![0-9])")
+# Where a worker works and sleeps in a factory: a workshop, a production line, a department and its
+# team; a dormitory block and room (冲压车间, SMT二线, 包装部二组; 宿舍C栋302, Dorm D-208).
+_DEPT = "包装|质检|品质|品管|生产|人事|人力资源|行政|财务|采购|仓储|仓库|物流|销售|工程|研发|后勤|保安|五金|装配|组装|喷涂|模具|注塑|冲压|打磨|抛光|电镀|维修|设备"
+RE_WORKPLACE = re.compile(
+    f"(?:[{HAN}]{{1,4}}部)?(?:[{HAN}A-Z]{{1,5}})车间(?:[（(][{HAN}\\d]{{1,6}}[）)]|\\s?\\d{{1,2}}号线)?"
+    f"|(?:SMT|DIP|CNC|SMD|[{HAN}]{{2}})[一二三四五六七八九十\\d]{{1,2}}号?线(?![{HAN}]{{0,1}}(?:粒体|虫|性|状|索))"
+    f"|(?:{_DEPT})部(?!主管|经理|总监|部长|长)(?:[一二三四五六七八九十\\d]{{1,2}}组|拉长|组长)?")  # a manager: RE_PROFESSION
+RE_DORM = re.compile(r"(?:宿舍)?[A-Z]栋(?:\d{1,2}楼)?\d{3,4}(?:室|房)?|(?i:\bdorm(?:itory)?\s*(?:room\s*)?(?:[A-Z]-?)?\d{2,4}\b)")
+# A class in Chinese schools: 七(2), 初二(3)班; in English, Grade 9, Class 1.
+RE_CLASS_ZH = re.compile(r"(?<![\d一二三四五六七八九十])(?:[七八九]|初[一二三]|高[一二三])[（(]\d{1,2}[）)](?:班)?"
+                         r"|(?i:\bgrade\s*\d{1,2},?\s*class\s*\d{1,2}\b)")
+RE_CALL_SIGN = re.compile(r"(?i:call\s?sign)\s*[:：]?\s*([A-Z0-9]{4,7})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
-                              r"child|parents?|student|resident|customer|client|employee|accompanied by|"
+                              r"child|parents?|student|resident|customer|client|employee|accompanied by|crew|seafarer|injured|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
@@ -727,6 +752,14 @@ def recognizers() -> list[EntityRecognizer]:
         FunctionRecognizer("name_after_role", "name", _name_after_role, NAME_RULE, gate=ROLE_GATE),
         RuleRecognizer("name_foreign", "name", RE_NAME_FOREIGN, NAME_RULE, gate=_re_gate(re.compile("[·•・]"))),
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
+        RuleRecognizer("name_en_rank", "name", RE_NAME_EN_RANK, CUED, group=1, gate=latin),
+        RuleRecognizer("vessel", "org", RE_VESSEL, CUED, group=None, gate=_re_gate(re.compile(r"M/?[VT]"))),
+        RuleRecognizer("bank_card_cue", "bank_card", RE_CARD_CUE, CUED, group=1, gate=_re_gate(re.compile(r"卡|(?i:card)"))),
+        RuleRecognizer("workplace", "org", RE_WORKPLACE, CUED, group=None,
+                       gate=_re_gate(re.compile(r"车间|线|部"))),
+        RuleRecognizer("dorm", "bed", RE_DORM, CUED, group=None, gate=_re_gate(re.compile(r"栋|(?i:dorm)"))),
+        RuleRecognizer("class_zh", "school", RE_CLASS_ZH, CUED, group=None, gate=_re_gate(re.compile(r"[（(]|(?i:grade)"))),
+        RuleRecognizer("call_sign", "code", RE_CALL_SIGN, CUED, group=1, gate=_re_gate(re.compile(r"(?i)call\s?sign"))),
         FunctionRecognizer("name_pinyin", "name", _name_pinyin, NAME_RULE, gate=latin),
         RuleRecognizer("name_cantonese", "name", RE_NAME_CANTONESE, NAME_RULE, gate=latin),
         RuleRecognizer("name_script", "name", RE_NAME_SCRIPT, NAME_RULE, gate=re.compile("[가-힣А-ЯЁ\u0621-\u064A]")),
