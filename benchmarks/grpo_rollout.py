@@ -2,7 +2,8 @@
 
 Goal (issue 17): episodes per second for a group of G = 8 episodes of one case, the doctor's
 turns sampled from the policy together (`discmed.rl.env.Consultations` through the engine,
-`policy_sampler`), at least 3x the same episodes run one by one. The patient is the tiny model
+`policy_sampler`), at least 3x the same episodes run one by one; issue 25 raised it to 4x
+("batched rollouts stay >= 4x one at a time"), the goal printed here. The patient is the tiny model
 in-process (hf backend, its calls of one turn batched by the job engine), no call cache, the
 same seeds: the only difference is batching. With `--turns 1` the patient is not involved.
 
@@ -72,8 +73,8 @@ def main() -> None:
                   f"{args.group / wall:.2f} episodes/s, {runs[0][1] / wall:.0f} doctor tokens/s ({runs[0][2]} doctor turns)")
     ratio = round(figures[True]["episodes_per_s"] / figures[False]["episodes_per_s"], 2)
     print(json.dumps({"benchmark": "grpo_rollout", "discmed": figures[True]["episodes_per_s"],
-                      "peer": figures[False]["episodes_per_s"], "unit": "episodes/s", "ratio": ratio, "goal": 3.0,
-                      "met": ratio >= 3.0, "peer_is": "the same episodes one at a time", "group": args.group,
+                      "peer": figures[False]["episodes_per_s"], "unit": "episodes/s", "ratio": ratio, "goal": 4.0,
+                      "met": ratio >= 4.0, "peer_is": "the same episodes one at a time", "group": args.group,
                       "turns": args.turns, "doctor_tokens": args.tokens, "device": device, "model": args.model,
                       "figures": {"batched": figures[True], "serial": figures[False]},
                       "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
