@@ -346,8 +346,21 @@ def test_explanations_cancel_only_what_they_explain(text, fires):
     # English: magnets, a toddler and an adult's tablets written with a decimal dose
     ("My 4 year old swallowed 3 little magnets from his brother's toy an hour ago, he seems fine", "airway"),
     ("my daughter 2 yrs old got into the pill box, amlodipine 2.5mg tablets are missing", "poisoning"),
+    # round 13: a bleeding disorder and a head knock; a sibling's disease is not the patient's
+    ("儿子有血友病，昨天头撞到门框上，今天一直说困，说话慢吞吞的", "anticoagulated"),
+    ("女儿额头碰了一下，没吐也没嗜睡，因为哥哥是血友病所以有点担心", None),
+    # fever without a working spleen; a critical haemoglobin in sickle-cell disease
+    ("I had my spleen removed after an accident, now fever 38.6 and shivering", "sepsis"),
+    ("I'm SS, the clinic checked my Hb today and it was 4.2.", "sickle_cell"),
+    # a toothbrush swallowed; crackling under the skin after vomiting
+    ("刚才不小心把一整根牙刷咽下去了，胸口有点疼", "airway"),
+    ("吐完胸口剧痛，脖子摸上去像捏雪一样咯吱响", "aortic"),
+    # a breath-holding spell, a night out that ended asleep, a figure of speech
+    ("He was crying hard, held his breath and went a bit blue for a few seconds, then took a big breath and was back to normal", None),
+    ("I passed out drunk at a wedding last night, didn't hit anything, awake and normal now, just a headache", None),
+    ("期末周真的想死（口头禅哈，不是真想死），熬夜熬得头疼", None),
 ])
-def test_round_12_forms(text, fires):
+def test_round_12_and_13_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
     assert (fires in ids) if fires else not ids, (text, ids)
 
@@ -426,9 +439,9 @@ def test_rounds_2_to_6_held_out_together():
     _held_out_together(LATER_FLOORS)
 
 
-# Rounds 7-10 and 12 (a31-a46, a51-a54), each scored blind once and then developed on (round 11 was
-# added unread and has no floor here). One classifier is trained without all twenty.
-ROUNDS_7_12_FLOORS = {  # writer: (combined recall at least, false alarms at most)
+# Rounds 7-10, 12 and 13 (a31-a46, a51-a58), each scored blind once and then developed on (round 11
+# was added unread and has no floor here). One classifier is trained without all twenty-four.
+ROUNDS_7_13_FLOORS = {  # writer: (combined recall at least, false alarms at most)
     "a31_en_nigeria_student": (0.975, 0.02), "a32_minnan_grandson": (0.975, 0.02), "a33_xian_daughter": (0.95, 0.04),
     "a34_en_korean_mom": (0.95, 0.04), "a35_guangxi_transplant_wife": (0.95, 0.04), "a36_en_aussie_teacher": (0.95, 0.02),
     "a37_yunnan_young_mother": (0.975, 0.02), "a38_beijing_bipolar_brother": (0.95, 0.04),
@@ -438,9 +451,11 @@ ROUNDS_7_12_FLOORS = {  # writer: (combined recall at least, false alarms at mos
     "a46_hk_teen_crossborder": (0.975, 0.02),
     "a51_chengdu_school_nurse": (0.975, 0.02), "a52_en_filipino_seafarer": (0.975, 0.04),  # round 12
     "a53_dongguan_factory_doctor": (0.95, 0.02), "a54_wenzhou_voice_input_wife": (0.975, 0.02),
+    "a55_nanjing_hemophilia_father": (0.975, 0.02), "a56_en_ghanaian_trader_guangzhou": (0.925, 0.04),  # round 13
+    "a57_harbin_icu_nurse": (0.975, 0.08), "a58_tianjin_student_ed": (0.975, 0.02),
 }
 
 
 @pytest.mark.slow
-def test_rounds_7_to_12_held_out_together():
-    _held_out_together(ROUNDS_7_12_FLOORS)
+def test_rounds_7_to_13_held_out_together():
+    _held_out_together(ROUNDS_7_13_FLOORS)

@@ -175,7 +175,8 @@ RE_DATE = re.compile(
     + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN}(?!\w)(?!\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + rf"|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?!,?\s+(?:19|20)\d{{2}}){_TIME_EN}"
     + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
-    + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d/.])\d{2}/\d{2}/\d{2}(?![\d/.])|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
+    + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d/.])\d{2}[/.]\d{2}[/.]\d{2}(?![\d/.])|(?<![\d/.\-])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}(?![\d/])"
+    + r"|(?<![\d\-./])(?:19|20)\d{2}-(?:0[1-9]|1[0-2])(?![\d\-])|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
 RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
 # Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
 RE_BED = re.compile(
@@ -953,6 +954,9 @@ class LacRecognizer(EntityRecognizer):
 RE_EN_HOSPITAL = re.compile(r"(?i)hospital|clinic|medical cent|health cent|infirmary|surgery|practice|maternity")
 # A department, a unit or a job title is not an organisation (Burns Unit, International Medical Department).
 RE_EN_DEPARTMENT = re.compile(r"(?i)(?:department|dept|unit|ward|service|surgeon|physician|consultant|registrar|nurse|team)$")
+# A job after a name is no name (Attending Haematologist, Charge Nurse, Medical Officer).
+RE_EN_ROLE = re.compile(r"(?i)\b(?:attending|consultant|registrar|resident|physician|surgeon|nurse|officer|manager|director|"
+                        r"midwife|pharmacist|therapist|\w+ologist|\w+iatrist|\w+ician)$")
 RE_EN_NOT_NAME = re.compile(r"(?i)^(?:dr|mr|mrs|ms|miss|the|a|an)$")
 RE_EN_PERSON = re.compile(r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?:\s+[A-Z]\.?)?(?:\s+(?:van|de|von|da|del|le|la|Mc|O')?\s*[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?){0,3}")
 
@@ -1020,7 +1024,7 @@ class EnglishNerRecognizer(EntityRecognizer):
             # A person: two capitalised words or more (Emily Carter); one word alone is as often a brand
             # or an eponym (Ventolin, Kawasaki), and after a title the title rule has it.
             if (e.label == "PERSON" and RE_EN_PERSON.fullmatch(word) and len(RE_EN_TITLECASE.findall(word)) >= 2
-                    and not RE_EN_NOT_NAME.match(word)):
+                    and not RE_EN_NOT_NAME.match(word) and not RE_EN_ROLE.search(word)):
                 out.append(_result("name", e.start, e.end, NER, "ner:spacy:PERSON", self.name))
             elif (e.label == "ORG" and (len(RE_EN_TITLECASE.findall(word)) >= 2 or RE_EN_HOSPITAL.search(word))
                   and not RE_EN_DEPARTMENT.search(word)):

@@ -251,7 +251,9 @@ def _words() -> dict[str, list[str]]:
     """The listed words by their first character, longest first (桥本甲状腺炎 before 桥本). Matched
     by lookup at each position: a regex alternation of ~1,500 words costs ~1,500 tries a position."""
     words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy", "German measles", "Spanish flu",
-             "Japanese encephalitis", "Mediterranean diet"}
+             "Japanese encephalitis", "Mediterranean diet",
+             # tests an English NER takes for a company (Direct Coombs, HIV Ag/Ab)
+             "Direct Coombs", "Indirect Coombs", "HIV Ag/Ab", "Ag/Ab"}
     for block in (EPONYMS, EPONYMS_EN, DRUGS, DRUGS_EN, ANATOMY_DEPARTMENTS_LABS):
         words.update(block.split())
     index: dict[str, list[str]] = {}
