@@ -359,8 +359,17 @@ def test_explanations_cancel_only_what_they_explain(text, fires):
     ("He was crying hard, held his breath and went a bit blue for a few seconds, then took a big breath and was back to normal", None),
     ("I passed out drunk at a wedding last night, didn't hit anything, awake and normal now, just a headache", None),
     ("期末周真的想死（口头禅哈，不是真想死），熬夜熬得头疼", None),
+    # round 14: digoxin toxicity; a retinal detachment told as a curtain; a young infant's projectile vomiting
+    ("我爸吃地高辛好几年了。这两天一直恶心，今天说看东西发黄发绿，脉搏只有44", "poisoning"),
+    ("Saw lots of flashes and floaters last night and now I can't see the upper half of my left eye", "vision_loss"),
+    ("宝宝出生三周，这两天吃完奶就喷出去老远，尿也少了", "infant"),
+    # a cigarette, gums that bleed, a blood sugar said to be normal before an age, Cantonese 晒 ("all")
+    ("他刚爬完楼又抽了根烟，量血压150/90，歇了一会儿就好了", None),
+    ("今早刷牙吐出来的口水有血，是牙龈出血，牙肉有点肿", None),
+    ("体检血糖都正常 62岁 胆固醇有点高，要吃药吗", None),
+    ("佢抽血嗰陣暈咗兩秒，即刻醒返，而家好返晒", None),
 ])
-def test_round_12_and_13_forms(text, fires):
+def test_rounds_12_to_14_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
     assert (fires in ids) if fires else not ids, (text, ids)
 
@@ -439,9 +448,9 @@ def test_rounds_2_to_6_held_out_together():
     _held_out_together(LATER_FLOORS)
 
 
-# Rounds 7-10, 12 and 13 (a31-a46, a51-a58), each scored blind once and then developed on (round 11
-# was added unread and has no floor here). One classifier is trained without all twenty-four.
-ROUNDS_7_13_FLOORS = {  # writer: (combined recall at least, false alarms at most)
+# Rounds 7-10 and 12-14 (a31-a46, a51-a62), each scored blind once and then developed on (round 11
+# was added unread and has no floor here). One classifier is trained without all twenty-eight.
+ROUNDS_7_14_FLOORS = {  # writer: (combined recall at least, false alarms at most)
     "a31_en_nigeria_student": (0.975, 0.02), "a32_minnan_grandson": (0.975, 0.02), "a33_xian_daughter": (0.95, 0.04),
     "a34_en_korean_mom": (0.95, 0.04), "a35_guangxi_transplant_wife": (0.95, 0.04), "a36_en_aussie_teacher": (0.95, 0.02),
     "a37_yunnan_young_mother": (0.975, 0.02), "a38_beijing_bipolar_brother": (0.95, 0.04),
@@ -453,9 +462,11 @@ ROUNDS_7_13_FLOORS = {  # writer: (combined recall at least, false alarms at mos
     "a53_dongguan_factory_doctor": (0.95, 0.02), "a54_wenzhou_voice_input_wife": (0.975, 0.02),
     "a55_nanjing_hemophilia_father": (0.975, 0.02), "a56_en_ghanaian_trader_guangzhou": (0.925, 0.04),  # round 13
     "a57_harbin_icu_nurse": (0.975, 0.08), "a58_tianjin_student_ed": (0.975, 0.02),
+    "a59_en_japanese_engineer_dalian": (0.925, 0.04), "a60_guizhou_miao_village_doctor": (0.95, 0.04),  # round 14
+    "a61_shanxi_miner_wife": (0.975, 0.04), "a62_macau_croupier": (0.975, 0.02),
 }
 
 
 @pytest.mark.slow
-def test_rounds_7_to_13_held_out_together():
-    _held_out_together(ROUNDS_7_13_FLOORS)
+def test_rounds_7_to_14_held_out_together():
+    _held_out_together(ROUNDS_7_14_FLOORS)

@@ -414,6 +414,7 @@ NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者
               "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
               "丈夫|妻子|配偶|父亲|母亲|爸爸|妈妈|儿子|女儿|新生儿|婴儿|宝宝|老师|班主任|辅导员|保健医|村医|接种人|接种医生|助产士|助产|胚胎师|专家")
 RE_NAME_FIELD = re.compile(
+    f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2}}[ 　][{HAN}]{{1,3}})(?=[，,。；;、\\s（(）)/|]|$)|"  # 森田 健二
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
@@ -483,6 +484,8 @@ RE_DORM = re.compile(r"(?:宿舍)?[A-Z]栋(?:\d{1,2}楼)?\d{3,4}(?:室|房)?|(?i
 # A class in Chinese schools: 七(2), 初二(3)班; in English, Grade 9, Class 1.
 RE_CLASS_ZH = re.compile(r"(?<![\d一二三四五六七八九十])(?:[七八九]|初[一二三]|高[一二三])[（(]\d{1,2}[）)](?:班)?"
                          r"|(?i:\bgrade\s*\d{1,2},?\s*class\s*\d{1,2}\b)")
+# Macau (1234567(8)) and Hong Kong (A123456(7)) identity card numbers: the check digit in brackets.
+RE_ID_MO_HK = re.compile(r"(?<![0-9A-Za-z])(?:[1578]\d{6}|[A-Z]{1,2}\d{6})\s?[（(][0-9A][）)]")
 RE_CALL_SIGN = re.compile(r"(?i:call\s?sign)\s*[:：]?\s*([A-Z0-9]{4,7})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"child|parents?|student|resident|customer|client|employee|accompanied by|crew|seafarer|injured|"
@@ -490,6 +493,7 @@ RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
                               r"surname|family name|given names?|first name|last name|full name|next of kin|nok|payee|"
+                              r"nome|nom|nombre|apellidos?|utente|doente|"
                               r"account holder|(?:prepared|checked|verified|approved|reported|issued|collected|recorded) by)"
                               r"\s*(?:name|person)?"
                               r"(?:\s*\([^)\n]{0,24}\))?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
@@ -504,6 +508,16 @@ RE_NAME_EN_CONTEXT = re.compile(
     r"|\b([A-Z][a-z]+)\s+(?=\((?:[A-Z][a-z]+'s\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\))"
     r"|\(([A-Z][a-z]+)'s\s+(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
     r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b")
+
+
+def _latin1(regex: re.Pattern) -> re.Pattern:
+    """`regex` with its capital and small letter classes widened to accented Latin letters: names
+    in Latin script are Portuguese, Spanish and French too (José, ROSÁRIO, Sérgio, Fátima)."""
+    return re.compile(regex.pattern.replace("[A-Z]", "[A-ZÀ-ÖØ-Þ]").replace("[a-z]", "[a-zß-öø-ÿ]"), regex.flags)
+
+
+RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT = map(
+    _latin1, (RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT))
 RE_ADDRESS_EN = re.compile(
     r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
     r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
@@ -529,7 +543,7 @@ POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老
                          r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
                          r"家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?$")
 HOSPITAL_EXTRA_TAIL = re.compile(
-    f"([{HAN}A-Za-z0-9]{{2,16}}?)(精神病院|精神卫生中心|妇产医院|儿童医院|康复医院|医院|卫生院|卫生室|卫生所|社区卫生服务中心|卫生服务中心|卫生服务站|"
+    f"([{HAN}A-Za-z0-9]{{2,16}}?)(精神病院|精神卫生中心|妇产医院|儿童医院|康复医院|医院|卫生院|卫生室|卫生所|社区卫生服务中心|卫生服务中心|卫生服务站|卫生中心|"
     f"诊所|医疗中心|保健院|门诊部|体检中心|健康管理中心|血液透析中心|透析中心|急救中心|疾控中心|疾病预防控制中心|妇幼保健院|医学中心|产前诊断中心)"
     f"((?:[{HAN}]{{1,3}}院区|[{HAN}]{{1,3}}分院)?)")
 
@@ -550,7 +564,7 @@ SCHOOL_TAIL = re.compile(r"(?:大学|学院|中学|小学|幼儿园|学校|附�
 
 # Words a clause opens with before a place's name ("相信安徽医科大学", "最近幼儿园"): cut after them.
 LEAD_BREAK = re.compile(r".*(?:相信|最近|觉得|认为|希望|建议|推荐|听说|知道|发现|很|也|都|还|就|才|又|再|想|要|能|会|打算|准备|"
-                        r"报考|考上|考入|就读|毕业|读|上学|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家)")
+                        r"报考|考上|考入|就读|毕业|读|上学|念|致电|拨打|提供|使用|联系|咨询|前往|就诊|选择|几家|好几家|转诊至|转诊到|转至|转到|送至|送到)")
 # Words inside a candidate that make it a generic mention, not a proper name.
 GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一每各多]家|正规|其他|别的|大型|综合|公立|私立|民营|三甲|二甲|好的|"
                              r"好一点|大一点|县城|城里|哪个|什么|药物|红十字")
@@ -760,6 +774,7 @@ def recognizers() -> list[EntityRecognizer]:
                        gate=_re_gate(re.compile(r"车间|线|部"))),
         RuleRecognizer("dorm", "bed", RE_DORM, CUED, group=None, gate=_re_gate(re.compile(r"栋|(?i:dorm)"))),
         RuleRecognizer("class_zh", "school", RE_CLASS_ZH, CUED, group=None, gate=_re_gate(re.compile(r"[（(]|(?i:grade)"))),
+        RuleRecognizer("id_mo_hk", "id_card", RE_ID_MO_HK, VALIDATED, group=None, gate=_has("(", "（")),
         RuleRecognizer("call_sign", "code", RE_CALL_SIGN, CUED, group=1, gate=_re_gate(re.compile(r"(?i)call\s?sign"))),
         FunctionRecognizer("name_pinyin", "name", _name_pinyin, NAME_RULE, gate=latin),
         RuleRecognizer("name_cantonese", "name", RE_NAME_CANTONESE, NAME_RULE, gate=latin),

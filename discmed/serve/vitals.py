@@ -45,7 +45,7 @@ _TEMP = re.compile(r"(?<![0-9.])(?P<v1>\d{2,3}(?:\.\d{1,2})?)\s*(?P<unit>度|℃
 # "三十八度六", "四十度五", "三十九度多": a temperature said in words.
 _TEMP_WORDS = re.compile(r"([三四]十[一二三四五六七八九]?)度([一二三四五六七八九]|半|多)?")
 _TEMP_BODY = re.compile(r"体温|量|腋|肛温|耳温|额温|temp|measured|thermometer")
-_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])(?:bg|bm)(?![a-z])|meter (?:says|said|reads?|showed|shows))[^0-9。]{0,12}?"
+_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])(?:bg|bm)(?![a-z])|meter (?:says|said|reads?|showed|shows))(?:(?!正常|normal)[^0-9。]){0,12}?"
                       r"(\d{1,3}(?:\.\d{1,2}|点\d|点几)?|[一二三四五六七八九十]{1,3}点[一二三四五六七八九])(?![0-9%]|\.\d)\s*(mg)?")
 _GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^。]{0,12}?(?:(?<![a-z])(hi|lo|high|low)(?![a-z])"
                            r"|(显示高|测不出来?|爆表|超出范围|超过量程))")
@@ -160,7 +160,7 @@ def _band(age: float | None) -> str:
 _NURSLING = re.compile(r"吃奶|喂奶|母乳|奶粉|奶瓶|尿布|尿不湿|breast-?fe|bottle-?fe|formula|nappy|nappies|diaper")
 _SPO2_AGAIN = re.compile(r"(?<![0-9.])(9[4-9]|100)(?![0-9.])")
 _GLUCOSE_AGAIN = re.compile(r"(?<![0-9.])([4-9]\.\d|1[0-5]\.\d)(?![0-9])")
-_BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)\s*[/／]\s*([5-8]\d)(?![0-9])")
+_BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)(?:\s*[/／]\s*|\s+)([5-8]\d)(?![0-9])")  # 142/88 or "142 88"
 
 
 def _remeasured_normal(text: str, remeasure: re.Pattern | None) -> dict[str, int]:
