@@ -134,6 +134,14 @@ def _round(loao, n: int) -> list[str]:
     return sorted(w for w, v in writers.items() if v["round"] == n)
 
 
+def _meet(loao, floors: dict[str, tuple[float, float]]) -> None:
+    """Each writer's identifiers removed and medical values kept at or above its floors."""
+    for author, (removed, kept) in floors.items():
+        r = loao.score(author, ner=True, show=False)
+        assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
+            (author, r["removed"] / r["identifiers"], r["kept"] / r["medical"])
+
+
 def test_later_rounds_writers():
     """The second round's writers (writers.json; a12-a14 locked and scored once first): Cantonese,
     Hong Kong and British documents, campus and community records. Floors a little under the
@@ -148,10 +156,7 @@ def test_later_rounds_writers():
               "a27_chongqing_worker": (0.975, 0.995), "a28_en_india_engineer": (0.92, 0.99), "a29_pd_patient": (0.95, 0.98),
               "a30_en_helper_hk": (0.92, 0.98)}
     assert set(floors) <= {w for n in (2, 3, 4, 5, 6) for w in _round(loao, n)}
-    for author, (removed, kept) in floors.items():
-        r = loao.score(author, ner=True, show=False)
-        assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
-            (author, r["removed"] / r["identifiers"], r["kept"] / r["medical"])
+    _meet(loao, floors)
 
 
 def test_rounds_7_to_10_writers():
@@ -169,10 +174,7 @@ def test_rounds_7_to_10_writers():
               "a43_xining_herder_son": (0.940, 0.990), "a44_en_pakistani_yiwu": (0.915, 0.995),
               "a45_shandong_trucker": (0.980, 0.990), "a46_hk_teen_crossborder": (0.910, 0.995)}
     assert set(floors) <= {w for n in (7, 8, 9, 10) for w in _round(loao, n)}
-    for author, (removed, kept) in floors.items():
-        r = loao.score(author, ner=True, show=False)
-        assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
-            (author, r["removed"] / r["identifiers"], r["kept"] / r["medical"])
+    _meet(loao, floors)
 
 
 def test_rounds_12_to_14_writers():
@@ -192,10 +194,7 @@ def test_rounds_12_to_14_writers():
               "a59_en_japanese_engineer_dalian": (0.830, 0.985), "a60_guizhou_miao_village_doctor": (0.935, 0.970),
               "a61_shanxi_miner_wife": (0.905, 0.995), "a62_macau_croupier": (0.780, 0.990)}
     assert set(floors) <= {w for n in (12, 13, 14) for w in _round(loao, n)}
-    for author, (removed, kept) in floors.items():
-        r = loao.score(author, ner=True, show=False)
-        assert r["removed"] / r["identifiers"] >= removed and r["kept"] / r["medical"] >= kept, \
-            (author, r["removed"] / r["identifiers"], r["kept"] / r["medical"])
+    _meet(loao, floors)
 
 
 def test_crew_and_factory_papers():
