@@ -275,3 +275,25 @@ def test_a_client_that_sends_its_headers_slowly_is_dropped(tiny_server):
         assert c.recv(100) == b""  # closed by the server
         c.close()
     assert 5 < time.perf_counter() - t0 < 25
+
+
+def test_a_conversations_next_turn_comes_from_the_prefix_cache(tiny_server):
+    """The second turn of a conversation (the first turn's messages, the reply, a new message)
+    runs only its new tokens: /metrics counts the prompt tokens the prefix cache saved."""
+    base = root(tiny_server)
+
+    def saved() -> float:
+        text = httpx.get(base + "/metrics").text
+        return float(next(x for x in text.splitlines() if x.startswith("discmed_prefix_cache_tokens_total")).rsplit(" ", 1)[1])
+
+    first = [{"role": "user", "content": "我今年四十五岁，最近两周晚上睡觉总是咳嗽，白天还好，没有发烧，"
+                                        "家里养了一只猫，以前没有哮喘病史，想问问是什么原因，需要做什么检查？"}]
+    before = saved()
+    reply = httpx.post(tiny_server + "/chat/completions", json={**ASK, "messages": first}).json()
+    answer = reply["choices"][0]["message"]["content"]
+    prompt = reply["usage"]["prompt_tokens"]
+    second = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "那需要拍胸片吗？"}]
+    again = httpx.post(tiny_server + "/chat/completions", json={**ASK, "messages": second})
+    assert again.status_code == 200
+    # at least the first turn's prompt but its last few template tokens came from the cache
+    assert saved() - before >= prompt - 8 > 24, (saved() - before, prompt)
