@@ -470,9 +470,17 @@ RE_NAME_EN_RANK = re.compile(
     r"(?: (?:[A-Z][a-z]+|[A-Z]{3,}|[A-Z]\.|\"[A-Z][a-z]+\")(?:[-'][A-Z][a-z]+)?){0,3})(?![a-z])")
 # A ship by its name (MV KAPAL BAYANIHAN, M/T ...): a vessel and its crew list name a few people.
 RE_VESSEL = re.compile(r"(?<![A-Za-z/])(?:M/?V|M/?T)\.?\s+[A-Z][A-Z'-]+(?: [A-Z][A-Z'-]+){0,3}\b")
-# A bank card number after its label, Luhn or not (the unlabelled rule asks for a valid check digit).
-RE_CARD_CUE = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|(?i:bank card|card no\.?|card number))[^0-9\n]{0,6}"
-                         r"(\d{4}(?:[ -]?\d{4}){2,3}(?:[ -]?\d{1,3})?)(?![0-9])")
+# A bank card number's label just before it (银行卡号, card no.): a labelled number needs no valid check digit.
+CARD_LABEL = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|(?i:bank card|card no\.?|card number))[^0-9\n]{0,6}$")
+
+
+def card_bad(m: re.Match) -> bool:
+    """A 12-19 digit run that is no bank card: unlabelled, and short of 16 digits or failing Luhn."""
+    digits = re.sub(r"[ -]", "", m.group(0))
+    labelled = CARD_LABEL.search(m.string[max(0, m.start() - 24):m.start()])
+    return not labelled and (len(digits) < 16 or not S.luhn_ok(digits))
+
+
 # Where a worker works and sleeps in a factory: a workshop, a production line, a department and its
 # team; a dormitory block and room (冲压车间, SMT二线, 包装部二组; 宿舍C栋302, Dorm D-208).
 _DEPT = "包装|质检|品质|品管|生产|人事|人力资源|行政|财务|采购|仓储|仓库|物流|销售|工程|研发|后勤|保安|五金|装配|组装|喷涂|模具|注塑|冲压|打磨|抛光|电镀|维修|设备"
@@ -707,7 +715,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("id_card", "id_card", S.RE_ID, VALIDATED, gate=digits,
                        keep=lambda m: not S.id_checksum_ok("".join(m.groups()))),
         RuleRecognizer("bank_card", "bank_card", S.RE_CARD, VALIDATED, gate=digits,
-                       keep=lambda m: not S.luhn_ok(re.sub(r"[ -]", "", m.group(0))) or len(re.sub(r"[ -]", "", m.group(0))) < 16),
+                       keep=card_bad),
         RuleRecognizer("phone_mobile", "phone", S.RE_MOBILE, VALIDATED, gate=digits),
         RuleRecognizer("phone_landline", "phone", S.RE_LANDLINE, VALIDATED, gate=digits),
         RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
@@ -769,7 +777,6 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_en_title", "name", RE_NAME_EN, CUED, group=1, gate=latin),
         RuleRecognizer("name_en_rank", "name", RE_NAME_EN_RANK, CUED, group=1, gate=latin),
         RuleRecognizer("vessel", "org", RE_VESSEL, CUED, group=None, gate=_re_gate(re.compile(r"M/?[VT]"))),
-        RuleRecognizer("bank_card_cue", "bank_card", RE_CARD_CUE, CUED, group=1, gate=_re_gate(re.compile(r"卡|(?i:card)"))),
         RuleRecognizer("workplace", "org", RE_WORKPLACE, CUED, group=None,
                        gate=_re_gate(re.compile(r"车间|线|部"))),
         RuleRecognizer("dorm", "bed", RE_DORM, CUED, group=None, gate=_re_gate(re.compile(r"栋|(?i:dorm)"))),
