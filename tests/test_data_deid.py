@@ -197,6 +197,19 @@ def test_rounds_12_to_14_writers():
     _meet(loao, floors)
 
 
+def test_round_15_writers():
+    """Round 15 (scored blind once, then developed on): a German postdoc's insurance claims, lab
+    incident reports and discharge letters; a Lanzhou restaurant owner's staff health certificates,
+    reimbursement forms and family messages; a Taipei nurse's discharge summaries, refill slips and
+    long-term-care papers; a Sanya tour guide's incident reports and insurance claims. Floors a
+    little under the figures measured when they were set."""
+    loao = _authors()
+    floors = {"a63_en_german_postdoc_shanghai": (0.930, 0.980), "a64_lanzhou_hui_noodle_owner": (0.925, 0.995),
+              "a65_taipei_retired_nurse": (0.945, 0.995), "a66_sanya_tour_guide": (0.990, 0.995)}
+    assert set(floors) <= set(_round(loao, 15))
+    _meet(loao, floors)
+
+
 def test_crew_and_factory_papers():
     """The round-12 kinds, on text written here: a vessel and a name after a ship's rank go, the
     mitral valve and medical departments stay; a workshop, a line and a dormitory room go, the
@@ -219,6 +232,37 @@ def test_crew_and_factory_papers():
          "Diagnóstico: Diabetes mellitus tipo 2, HbA1c 8.2%",
          ["CONCEIÇÃO, ANA LÚCIA", "7123456(3)", "Z654321(A)", "Sérgio Tam", "石川 翔太", "黑沙环卫生中心"],
          ["Diabetes mellitus tipo 2", "HbA1c 8.2%"]),
+    ]
+    for text, gone, kept in cases:
+        out = deid.anonymize(text, deid.analyze_many([text])[0])
+        for g in gone:
+            assert g not in out, (g, out)
+        for k in kept:
+            assert k in out, (k, out)
+
+
+def test_round_15_papers():
+    """The round-15 kinds, on text written here: Taiwan's licence numbers, landlines, Minguo dates
+    before 100 and a day of the month with no year; a hospital named before 综合; a caregiver's
+    name in capitals; a hospital, an insurer, a German address and a phone in an expat's papers;
+    an island pier and a tour group. Medicine stays: a fraction of a tablet, an eponymous tear, a
+    recompression table, a button cell, a xaban, "1# q6h", 胰岛素, the emergency department."""
+    from discmed.data import deid
+
+    cases = [
+        ("醫師：林志明（醫師證書字號：台醫字第012345號）電話：(02)2712-3456 轉 123，家裡 02-2345-6789。出生日期：052/03/14。"
+         "下次回診 11/5（三）上午，Bisoprolol 1.25mg 吃1/2顆，Acetaminophen 500mg 1# q6h prn",
+         ["台醫字第012345號", "(02)2712-3456 轉 123", "02-2345-6789", "052/03/14", "11/5"],
+         ["1/2顆", "1# q6h prn", "Bisoprolol 1.25mg"]),
+        ("處方來源：永康綜合醫院；外籍看護 DEWI LESTARI 陪同；建議轉大型綜合醫院，長期服利伐沙班。",
+         ["永康綜合醫院", "DEWI LESTARI"], ["大型綜合醫院", "利伐沙班"]),
+        ("Transferred to Ruijin Hospital Emergency Department. Insurer: HanseMerkur Reiseversicherung AG. "
+         "GP: Dr. med. K. Huber, Bahnhofstraße 12, 93047 Regensburg, Tel. 0941 12 34 56. "
+         "Dx: Mallory-Weiss tear, Graves/Basedow; hyperbaric US Navy Treatment Table 6; swallowed a CR2032 cell",
+         ["Ruijin Hospital", "HanseMerkur Reiseversicherung AG", "Bahnhofstraße 12, 93047 Regensburg", "0941 12 34 56"],
+         ["Emergency Department", "Mallory-Weiss tear", "Graves/Basedow", "US Navy Treatment Table 6", "CR2032"]),
+        ("团号 KR-SY-1102C 的游客在天涯岛码头上船前晕倒，平时打胰岛素，血糖2.3mmol/L",
+         ["KR-SY-1102C", "天涯岛码头"], ["胰岛素", "血糖2.3mmol/L"]),
     ]
     for text, gone, kept in cases:
         out = deid.anonymize(text, deid.analyze_many([text])[0])

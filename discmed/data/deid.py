@@ -167,7 +167,7 @@ _TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?
 # Title case, or capitals as in passports, crew lists and seaman's books (25 APR 1975).
 MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|JAN|FEB|MAR|APR|MAY|JUNE?|JULY?|AUG|SEPT?|OCT|NOV|DEC)[a-z]*\.?"
 RE_DATE = re.compile(
-    r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?![\d.]))" + _TIME
+    r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?!\d|\.\d))" + _TIME
     + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
     + rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+{MONTHS_EN},?\s+(?:19|20)\d{{2}}\b{_TIME_EN}|\b{MONTHS_EN}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b{_TIME_EN}"
     + r"|\b(?:January|February|March|April|June|July|August|September|October|November|December)\s+(?:19|20)\d{2}\b"
@@ -182,13 +182,13 @@ RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s
 RE_BED = re.compile(
     f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
     f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
-    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|房间|号房|病房|房(?![颤早扑性]))(?:\s*\d{1,2}\s*床)?"
+    r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|办公室|房间|号房|病房|房(?![颤早扑性]))(?:\s*\d{1,2}\s*床)?"
     f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
-    r"|(?i:\b(?:bed|room|ward|rm)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?\d{1,4}[A-Z]?\b)")
+    r"|(?i:\b(?:bed|room|ward|rm|villa|suite|cabin|apt|flat)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?-?\d{1,4}[A-Z]?\b)")
 RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
-CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|(?<![A-Za-z])(?:ID|Id|id)|No\.?|NO\.?|#|工号|警号|"
+CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|(?<![A-Za-z])(?:ID|Id|id)|No\.?|NO\.?|(?<!\d)#|工号|警号|"
             r"学号|学籍号|尾号|"
             r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
 RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
@@ -200,7 +200,7 @@ RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-
 RE_DOC_NUMBER = re.compile(f"(?:[{HAN}]{{1,8}}字?)?\\s*[\\[〔【(（]\\s*(?:19|20)\\d{{2}}\\s*[\\]〕】)）]\\s*第?\\s*\\d+\\s*号")
 RE_STAFF_NUMBER = re.compile(r"(?:志愿者|接线员|坐席|话务员|调度员|工作人员)(?:编号)?\s*[:：]?\s*(\d{2,6}号?)")
 # An alphanumeric code alone: letters, then 4+ digits or digit groups joined by dashes.
-RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}|[A-Z]{1,6}\d{4,}[A-Z]?"
+RE_CODE = re.compile(r"(?<![A-Za-z0-9\-])(?!(?:CR|LR|SR)\d{4}\b)(?:[A-Z]{1,6}(?:[-_][A-Z]{1,6})*[-_]?\d{2,}(?:[-_][A-Z]?\d{2,}[A-Z]?)+|[A-Z]{1,6}(?:[-_][A-Z]{1,6})+[-_]\d{3,}[A-Z]?|[A-Z]{1,6}\d{4,}[A-Z]?"
                      r"|[A-Z]{1,4}[-_]\d{4,}|\d{2,}-[A-Z]\d{3,}|[A-Z]{2,6}\d{2,}-\d{3,})(?![A-Za-z0-9])")
 RE_DIGIT_CODE = re.compile(r"(?<![\d.\-/])(?:\d{2,8}-){1,3}\d{2,8}(?!\d|[.\-/]\d|%)")  # with a cue only (context)
 RE_LONG_DIGITS = re.compile(r"(?<![\d.])\d{9,14}(?![\d.]|\s*(?:IU|iu|U|u|拷贝|copies|个|/))")
@@ -244,7 +244,7 @@ RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|�
                                "波兰|俄罗斯|乌克兰|日本|韩国|新加坡|马来西亚|泰国|越南|菲律宾|印尼|印度|巴基斯坦|巴西|墨西哥|南非|尼日利亚)"
                                "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
 RE_PLACE_EN = re.compile(r"\b(?:[A-Z][a-z]+\s+){1,3}(?:District|Road|Street|Garden|Gardens|Estate|Village|Residence|Court|Tower|Plaza|"
-                         r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township)\b")
+                         r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township|Rd|Ave|Blvd)\b")
 # Places a record may keep under Safe Harbor (a country, a US state, a Chinese province or region): every other
 # place spaCy finds in English text (a city, a town: Kunming, Columbus) is below a state and is removed.
 KEEP_PLACES = frozenset(x.strip() for x in """
@@ -307,7 +307,8 @@ RE_NAME_BEFORE_CLASS = re.compile(r"\b([A-Z][a-z]+(?:[ \-][A-Z][a-z]*(?:-[A-Z][a
 # A name in Chinese characters after an English field label (Member: 朴明子, Patient: 张秀英), and the
 # romanisation in capitals that follows a Chinese name (朴明子 (PARK MYUNGJA), 李秀珍 (LEE SOOJIN, mother)).
 RE_HAN_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|member|customer|client|child|student|resident|guardian|parents?|"
-                                  r"mother|father|spouse|insured|applicant|claimant|payee|contact)\s*[:：]\s*)"
+                                  r"mother|father|spouse|insured|applicant|claimant|payee|contact|therapist|physician|nurse|pharmacist|doctor|attending|"
+                                  r"prescriber|dispensed by|witness|reported by|driver|guide|caregiver)\s*[:：]\s*)"
                                   f"([{SURNAMES_SAFE}][{HAN}]{{1,2}})(?![{HAN}])")
 RE_NAME_CAPS_AFTER_HAN = re.compile(f"[{SURNAMES_FULL}][{HAN}]{{1,2}}\\s*[（(]\\s*([A-Z]{{2,}}(?: [A-Z]{{2,}}){{1,2}})(?=\\s*[,，)）])")
 # A pinyin or Korean surname in capitals with the given name: ZHANG Xiuying, KIM SEOYEON, LEE Soojin.
@@ -357,7 +358,7 @@ RE_PLATE_CROSS = re.compile(r"[粤粵]Z[·•・.\- ]?[A-HJ-NP-Z0-9]{4}[港澳]"
 # A highway's kilometre post (G2京沪高速K712+300).
 RE_HIGHWAY_KM = re.compile(f"(?:[GS]\\d{{1,4}})?[{HAN}]{{0,6}}(?:高速|国道|省道)?(?:公路)?K\\d{{1,4}}\\+\\d{{1,3}}")
 # Taiwan's Minguo dates (113/08/27 is 2024-08-27).
-RE_ROC_DATE = re.compile(r"(?<![\d/])1[01]\d[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
+RE_ROC_DATE = re.compile(r"(?<![\d/])(?:1[01]\d|0\d\d)[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
 
 
 def _org_en(text: str):
@@ -369,19 +370,19 @@ def _org_en(text: str):
 # A village's production group: 李家村三组, 王庄村5组12号.
 RE_VILLAGE_GROUP = re.compile(f"(?:(?![住在到去从是的了我你他她和与及])[{HAN}]){{2,4}}村[一二三四五六七八九十\\d]{{1,3}}(?:组|队|社)(?:\\d+号)?")
 RE_SHORT_NUMBER = re.compile(r"(?<![\d.A-Za-z])#?\d{4,8}(?![\d.%])")  # with a cue only (context)
-RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b((?=[A-Z0-9]*\d)(?=[A-Z0-9]*[0-9]{4})[A-Z0-9]{6,12})\b"
+RE_PASSPORT = re.compile(r"(?i:passport|护照|permit|签证|visa|通行证|residence card|居留)[^\n。]{0,24}?\b((?=[A-Z0-9]*\d)(?=[A-Z0-9]*[0-9]{4})[A-Z0-9]{6,12}|(?=[A-Z0-9]*\d[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z][A-Z0-9]*[A-Z])[A-Z0-9]{8,10})\b"
                          r"|(?<![A-Za-z0-9])[EGDSP]\d{8}(?![A-Za-z0-9])")
 RE_IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
 RE_SCHOOL = re.compile(
     f"(?:[{HAN}]{{2,12}}?(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专)(?:[{HAN}]{{1,6}}?(?:学院|校区|分校|园区))?)"
     f"|(?:[初高]|小学|大学)?[一二三四五六七八九]?\\s*(?:年级)?\\s*[（(]?\\s*\\d{{1,2}}\\s*[）)]?\\s*班|(?:19|20)\\d{{2}}\\s*级(?:[{HAN}]{{0,6}}?(?:专业|班))?"
     f"|(?<![{HAN}])[初高][一二三](?:年级)?(?![{HAN}]{{0,1}}(?:阳|学历))|[大中小]\\s*[（(]?\\s*[一二三四五六七八九\\d]\\s*[）)]?\\s*班"
-    f"|[{HAN}]{{1,4}}班(?=[，,。\\s的])")
+    f"|[{HAN}]{{1,4}}(?<!沙)班(?=[，,。\\s的])")
 SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|那|本|该|某|一所|一家|好|大|小|中|各|全|同)*"
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
@@ -418,12 +419,13 @@ RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
-    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+[A-Z][a-z]+){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+(?:[A-Z][a-z]+|[A-Z]{{2,}})){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
 SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
 # A handover list: a room-bed or bed number, then the resident's name (305-2 徐根宝:, 215床钱福林:).
 RE_BED_NAME = re.compile(f"(?m)(?:^|[\\s，,。；;])(\\d{{2,4}}(?:-\\d{{1,2}}|床|房))\\s*([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[:：,，\\s（(])")
 # A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
-RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工)\\s*"
+RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工|"
+                                f"治疗师|护理师|药师|医师|专员|个管师|社工师|营养师|心理师|驾驶员|司机|导游|领队)\\s*"
                                 f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
 
 
@@ -444,7 +446,7 @@ def _name_after_role(text: str):
 
 
 # WeChat handles and group names said in English ("WeChat me on sam_sz", "Expat Parents Shenzhen – WeChat group").
-RE_ACCOUNT_EN = re.compile(r"(?i:wechat|whatsapp|telegram|instagram|twitter|facebook|line)\s+(?:me\s+)?(?:on|at|id|handle)?\s*[:：]?\s*"
+RE_ACCOUNT_EN = re.compile(r"(?i:wechat|whatsapp|telegram|instagram|twitter|facebook|line)\s+(?:me\s+)?(?:on|at|id|handle)?\s*(?:is\s+)?[:：]?\s*"
                            r"@?((?=[A-Za-z0-9_\-]*[_\d])[A-Za-z][-_A-Za-z0-9]{4,19})\b"
                            r"|((?:[A-Z][\w&']*\s+){1,5}[A-Z][\w&']*)\s*[–—-]\s*(?:WeChat|WhatsApp|Facebook|Telegram)\s+group")
 # An employer after its field: 工作单位：中铁十八局安哥拉罗安达项目部.
@@ -472,6 +474,87 @@ RE_NAME_EN_RANK = re.compile(
 RE_VESSEL = re.compile(r"(?<![A-Za-z/])(?:M/?V|M/?T)\.?\s+[A-Z][A-Z'-]+(?: [A-Z][A-Z'-]+){0,3}\b")
 # A bank card number's label just before it (银行卡号, card no.): a labelled number needs no valid check digit.
 CARD_LABEL = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|(?i:bank card|card no\.?|card number))[^0-9\n]{0,6}$")
+
+
+# ---- issue 24, round 15 (blind writers a63-a66, developed on after their score) -----------------
+# Taiwan's licence and permit numbers (read as simplified): 台医字第028431号, 北市卫医字第0A1234号, PT字第006723号.
+RE_LICENCE_ZI = re.compile(f"(?:[{HAN}]{{1,8}}|[A-Z]{{1,4}})字第\\s*[0-9A-Z]{{3,12}}\\s*号")
+# Taiwan's landlines: (02)2930-5678, 02-2234-6817, with an extension (转 1520, 分机23).
+RE_PHONE_TW = re.compile(r"(?<![\d\-])(?:\(0\d{1,2}\)\s?|0\d{1,2}-)\d{3,4}-\d{4}(?:\s?(?:转|分机|ext\.?|#)\s?\d{1,5})?(?![\d\-])")
+# A date in Chinese numerals: 二〇二四年二月六日.
+RE_DATE_HAN = re.compile("[〇零一二三四五六七八九]{4}年[一二三四五六七八九十]{1,3}月(?:[一二三四五六七八九十]{1,3}[日号])?")
+# German dates: 27.02. and 23.–27.02. (a trailing point, no year), 25.05 before a time of day.
+RE_DATE_DE = re.compile(r"(?<![\d.])(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\.(?!\d)"
+                        r"|(?<![\d.])\d{1,2}\.\s?[–-]\s?\d{1,2}\.\d{1,2}\.(?!\d)"
+                        r"|(?<![\d.])(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])(?=,?\s+(?:at|um|from|von)\s+\d{1,2}[:.]\d{2})"
+                        r"|(?<=\b(?:on|am) )(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\b(?![.,]\d|\s*(?:mg|ml|g|mmol|%|kg|units?|IU|cm|mm))")
+# A month and a day with no year (Taiwan, Hong Kong: 回诊 10/8（二）, INR 9/24验, 下次10/4的访视): a date only
+# where the words around say so; a fraction (1/2片, 小于1/3) never is.
+RE_MD = re.compile(r"(?<![\d/.\-+A-Za-z])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![\d/.%])")
+MD_BEFORE = re.compile(r"(?:(?<![小大高低等])于|(?<![降减少增加])到|在|从|改到|改成|改期|预约|约|日期|回诊|复诊|门诊|挂号|下次|上次|入院|出院|住院|"
+                       r"INR|(?i:\bon|\bfrom|\buntil|\btill|\bsince|\bdue|appointment|appt|\bdated?))[：:\s]*$")
+MD_AFTER = re.compile(r"\s*(?:[（(][一二三四五六日天][）)]|\((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?\)|[上下]午|早上|晚上|中午|凌晨|开始|起|那天|当天|"
+                      r"回诊|门诊|复诊|挂号|入院|出院|住院|开刀|手术|验|抽血|要|因为?|出生|生的|的(?:门诊|回诊|复诊|访视|检查|手术|预约)|[~～\-–至到]\s*\d)")
+MD_NOT_AFTER = re.compile(r"\s*(?:片|粒|颗|量|剂量|支|瓶|包|杯|袋|tab|cap)")
+
+
+def _date_md(text: str):
+    for m in RE_MD.finditer(text):
+        num, den = (int(x) for x in m.group(0).split("/"))
+        if MD_NOT_AFTER.match(text, m.end()):
+            continue
+        fraction = den <= 4 and num < den
+        if MD_AFTER.match(text, m.end()) or (not fraction and MD_BEFORE.search(text[max(0, m.start() - 12):m.start()])):
+            yield m.start(), m.end(), "date", "rule:date_md"
+
+
+RE_BED_EN_CUE = re.compile(r"(?i:\b(?:ward/bed|bed|room|rm|villa|suite|cabin)\s*(?:no\.?)?\s*[:：]\s*)([A-Z]?\d{1,3}[A-Z]?-\d{1,4}[A-Z]?)\b")
+# A sample or specimen number with a Chinese prefix: 样本号：生化-0617-118.
+RE_CODE_HAN = re.compile(f"(?:样本号|标本号|条码号?|编号|单号|批号)\\s*[:：]?\\s*([{HAN}]{{1,4}}-\\d{{2,}}(?:-\\d+)+)"
+                         f"|(?:救护车号|车号|车辆编号)\\s*[:：]?\\s*([{HAN}]{{1,4}}\\d{{2,4}})(?![\\d])")
+# A name in capitals after a caregiver's or a worker's word: 外籍看护 SARI WULANDARI.
+RE_NAME_CAPS_ROLE = re.compile(r"(?:外籍看护|看护工?|外劳|移工|帮佣|佣工|保姆|护工|雇员|劳工|(?i:caregiver|helper|maid))[：:\s]*"
+                               r"([A-Z]{2,}(?:[ \t]+[A-Z]{2,}){1,3})\b")
+# A hospital named in English: a proper word before Hospital (Zhongshan Hospital), not a kind (General, Children's).
+RE_HOSPITAL_EN_NAME = re.compile(r"\b((?:[A-Z][a-z]+(?:['’]s)?[ \t]+){1,4})(?:Hospital|Infirmary)\b")
+HOSPITAL_EN_KIND = frozenset("the a an our this your to at in from general children's childrens women's womens maternity university "
+                             "teaching district county city central regional community memorial mental psychiatric military private "
+                             "public international field day people's peoples emergency rehabilitation specialist local nearest "
+                             "nearby big main new old".split())
+
+
+def _hospital_en(text: str):
+    for m in RE_HOSPITAL_EN_NAME.finditer(text):
+        words = m.group(1).split()
+        lead = 0
+        while lead < len(words) and words[lead].lower() in ("the", "a", "an", "our", "this", "your", "to", "at", "in", "from"):
+            lead += 1
+        if any(w.lower() not in HOSPITAL_EN_KIND for w in words[lead:]):
+            start = m.start(1) + (m.group(1).index(words[lead]) if lead < len(words) else 0)
+            yield start, m.end(), "hospital", "rule:hospital_en"
+
+
+# Institutions in capitals (FUDAN UNIVERSITY, PARKWAY HEALTH), companies by their legal form (HanseMerkur
+# Reiseversicherung AG), and the insurers and banks a foreign patient's claim names.
+RE_INSTITUTION_EN = re.compile(
+    r"\b(?!(?:PUBLIC|MENTAL|OCCUPATIONAL|SEXUAL|REPRODUCTIVE|ORAL|GLOBAL|PRIMARY|HOME|COMMUNITY|CHILD|MATERNAL|WOMEN'?S)\b)"
+    r"[A-Z]{3,}(?:[ \t]+[A-Z&]{2,}){0,3}[ \t]+(?:UNIVERSITY|HOSPITAL|INSTITUTE|COLLEGE|HEALTH)\b"
+    r"|\b(?:[A-Z][\w&'-]*[ \t]+){1,4}(?:AG|GmbH|PLC|LLC|Inc\.|S\.A\.|N\.V\.|B\.V\.)(?![\w.])"
+    r"|\b(?:AOK(?:[ \t]+[A-Z][a-z]+(?:-[A-Z][a-z]+)*)?|Techniker Krankenkasse|Barmer|DAK(?:-Gesundheit)?|HanseMerkur(?:[ \t]+[A-Z][a-z]+)*|"
+    r"Debeka|Ingosstrakh|Rosgosstrakh|AlfaStrakhovanie|PICC(?:[ \t]+[A-Z][a-z]+)?|Ping An(?:[ \t]+[A-Z][a-z]+)?|China Life|"
+    r"(?:Stadt|Kreis)?[Ss]parkasse(?:[ \t]+[A-ZÄÖÜ][a-zäöüß]+)*|Volksbank(?:[ \t]+[A-Z][a-z]+)*|Raiffeisenbank(?:[ \t]+[A-Z][a-z]+)*|"
+    r"Commerzbank|Deutsche Bank)\b"
+    r"|(?<=\()TK(?=\))|(?<=via )TK\b|(?<=with )TK\b"
+    r"|\b(?:[A-Z][a-z]+[ \t]+){1,4}(?:Club|Resort|Hostel|Travel|Tours)\b|\b(?:[A-Z][a-z]+[ \t]+){1,2}Island\b")
+# A German street address with its postcode (Altstadt 112, 84028 Landshut), a Korean one (23-4 Seongsu-ro 7-gil,
+# Seongdong-gu, Seoul).
+RE_ADDRESS_INTL = re.compile(
+    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:[-\s][A-ZÄÖÜ]?[a-zäöüß]+){0,2}\.?[ \t]+\d{1,4}[a-z]?,[ \t]*\d{5}[ \t]+[A-ZÄÖÜ][a-zäöüß]+"
+    r"(?:[ \t](?:am|an der|im|bei)[ \t][A-ZÄÖÜ][a-zäöüß]+)?"
+    r"|\b\d{1,4}(?:-\d{1,4})?[ \t]+[A-Z][a-z]+(?:-[a-z]+)*-(?:ro|gil|daero)(?:[ \t]+\d{1,4}-(?:gil|ro|daero))?"
+    r"(?:,[ \t]*[A-Z][a-z]+-(?:gu|si|gun|dong|eup|myeon))*(?:,[ \t]*[A-Z][a-z]+)?")
+# A phone number after its word, in groups of digits (Tel. 0871 27 43 90).
+RE_PHONE_EN_CUE = re.compile(r"(?i:\b(?:tel|phone|fon|telefon|mobile|handy|fax)\.?)[ \t]*[:：]?[ \t]*(\+?\d{2,5}(?:[ /\-]\d{2,5}){2,4})(?![\d])")
 
 
 def card_bad(m: re.Match) -> bool:
@@ -514,7 +597,9 @@ RE_NAME_EN_CONTEXT = re.compile(
     r"Yours sincerely|Love|Best)\s*,?\s*\n?\s*((?!(?:Doctor|Dr|Sir|Madam|All|Everyone|Team|all|everyone)\b)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\b"
     r"|\b(?:seeing|see|saw|update on|news on|about|with)\s+([A-Z][a-z]{2,})\s+\((?:our|my|his|her)\b"
     r"|\b([A-Z][a-z]+)\s+(?=\((?:[A-Z][a-z]+'s\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\))"
-    r"|\(([A-Z][a-z]+)'s\s+(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
+    r"|\(([A-Z][a-z]+)'s\s+(?:(?:older|younger|elder|big|little|baby)\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
+    r"|\b(?:partner|husband|wife|spouse|son|daughter|mother|father|brother|sister|guardian) of ([A-Z][a-z]+\s+(?:[A-Z]{2,}|[A-Z][a-z]+))\b"
+    r"|\b[Tt]his is ((?!(?:Dr|Doctor|Mr|Mrs|Ms|Nurse|The|Your|My|Our)\b)[A-Z][a-z]{2,})(?=,|\s+(?:from|here|your|speaking)\b)"
     r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b")
 
 
@@ -546,7 +631,7 @@ ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|�
 ADMIN_GENERIC = re.compile(r"^(?:[各本该某全我你他她这那当]|周边|附近|郊|市|城|山|老|社|小|景|病|园|开发|服务|保护|自然)"
                            r"[区县镇乡村]$|^(?:市辖|城|郊|山|病|园|景|小|社|地|校|院|分|东|西|南|北|中|新|老)区$")
 RE_POI = re.compile(f"[{HAN}]{{2,10}}?(?:小卖部|集市|菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|"
-                    f"小区|花园|家园|公寓|新村|村委|村口|服务区|收费站|口岸|寺|清真寺|牧场)(?:[（(][{HAN}]{{1,3}}[）)])?(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
+                    f"小区|花园|家园|公寓|新村|村委|村口|服务区|收费站|口岸|寺|清真寺|牧场|(?<!胰)岛(?!素|细胞|功能)(?:码头|景区|旅游区)?|景区|旅游区|风景区|度假区|长廊|海滩|沙滩)(?:[（(][{HAN}]{{1,3}}[）)])?(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?")
 POI_GENERIC = re.compile(r"^(?:[去在到从上下的是这那该本某大小老新]|附近|楼下|家门口|旁边|一个|一家|公共|农贸|城市|周边)*"
                          r"(?:菜市场|农贸市场|市场|广场|公园|火车站|高铁站|汽车站|客运站|地铁站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|"
                          r"家园|公寓|新村|村委|村口)(?:门口|东门|西门|南门|北门|入口|出口|附近|旁边)?$")
@@ -565,7 +650,7 @@ def _cut(word: str, breaks, tail: re.Pattern | None = None) -> int:
 
 
 ORG_TAIL = re.compile(r"(?:有限责任公司|有限公司|股份公司|公司|集团|[^\W\d]?厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|事务所|"
-                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|药房|药店|超市|菜市场|商场|酒店|"
+                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|药房|药店|超市|菜市场|商场|酒店|"
                       r"保险公司|人寿|财险|支行|分行|营业部|分理处|网点|局|委|办|政府|农商行|银行|信用社)(?:[（(][^）)]{1,8}[）)])?$")
 SCHOOL_TAIL = re.compile(r"(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专|校区|分校|园区|班|级)$")
 
@@ -648,7 +733,13 @@ def _hospital_extra(text: str):
         core = S.GENERIC_PREFIX.sub("", name)
         if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
             continue
-        if GENERIC_IN_NAME.search(core) or (len(core) < 3 and not S.HOSPITAL_MARK.search(core)):
+        if (g := GENERIC_IN_NAME.search(core)) is not None:
+            # 综合 or 专科 after a proper name is part of it (国泰综合医院); alone or after a plain word
+            # (大型综合医院, 一家专科医院) it is a kind of hospital.
+            rest = core[:g.start()] if g.group(0) in ("综合", "专科") and g.end() == len(core) else ""
+            if len(rest) < 2 or GENERIC_IN_NAME.search(rest) or rest in S.GENERIC_HOSPITAL or S.GENERIC_PREFIX.sub("", rest) != rest:
+                continue
+        if len(core) < 3 and not S.HOSPITAL_MARK.search(core):
             continue
         # A proper name starts a clause or follows a cut word; one that begins inside a run of
         # words ("者使用医院") is a fragment.
@@ -658,12 +749,12 @@ def _hospital_extra(text: str):
 
 
 # Cheap tests before the costly patterns (a lazy prefix tried at every position): their tail words.
-ABBR_GATE = re.compile(r"人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
+ABBR_GATE = re.compile(r"荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
-POI_GATE = re.compile(r"小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
+POI_GATE = re.compile(r"岛|景区|旅游区|风景区|度假区|长廊|海滩|沙滩|小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
 
 
@@ -693,7 +784,7 @@ HAS_DIGIT = re.compile(r"\d")
 # Name rules' gates: the cue each rule's pattern cannot match without.
 TITLE_GATE = re.compile(f"{S.TITLES}|{STAFF_TITLES}")
 RELATION_GATE = re.compile(S.RELATIONS)
-ROLE_GATE = re.compile(f"{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工")
+ROLE_GATE = re.compile(f"{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工|师|专员|驾驶员|司机|导游|领队")
 COMPOUND_GATE = re.compile(S.COMPOUND_SURNAMES)
 NAME_CUE_GATE = re.compile(S.RE_NAME_CUE.pattern.split(")(")[0].lstrip("("))
 COLON_GATE = re.compile("[:：]")
@@ -734,7 +825,7 @@ def recognizers() -> list[EntityRecognizer]:
     taxonomy: list[EntityRecognizer] = [
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
         RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
-        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm)"))),
+        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm|villa|suite|cabin|apt|flat)"))),
         RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
         RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
         RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
@@ -815,6 +906,18 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_sex_age", "name", RE_NAME_SEX_AGE, NAME_RULE, group=1, gate=re.compile("[男女]")),
         RuleRecognizer("name_parent_of", "name", RE_NAME_PARENT_OF, NAME_RULE, group=1, gate=re.compile("的|之")),
         RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
+        RuleRecognizer("licence_zi", "code", RE_LICENCE_ZI, CUED, group=None, gate=_has("字第")),
+        RuleRecognizer("phone_tw", "phone", RE_PHONE_TW, PATTERN, gate=_has("-")),
+        RuleRecognizer("date_han", "date", RE_DATE_HAN, PATTERN, gate=_has("年")),
+        RuleRecognizer("date_de", "date", RE_DATE_DE, PATTERN, gate=_has(".")),
+        FunctionRecognizer("date_md", "date", _date_md, PATTERN, gate=_has("/")),
+        RuleRecognizer("bed_en_cue", "bed", RE_BED_EN_CUE, CUED, group=1, gate=_has("-")),
+        RuleRecognizer("code_han", "code", RE_CODE_HAN, CUED, group=None, gate=_has("-", "车")),
+        RuleRecognizer("name_caps_role", "name", RE_NAME_CAPS_ROLE, NAME_RULE, group=1, gate=latin),
+        FunctionRecognizer("hospital_en", "hospital", _hospital_en, PATTERN, gate=_has("Hospital", "Infirmary")),
+        RuleRecognizer("institution_en", "org", RE_INSTITUTION_EN, PATTERN, gate=latin),
+        RuleRecognizer("address_intl", "address", RE_ADDRESS_INTL, PATTERN, gate=latin),
+        RuleRecognizer("phone_en_cue", "phone", RE_PHONE_EN_CUE, CUED, group=1, gate=latin),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),

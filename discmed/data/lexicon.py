@@ -195,7 +195,7 @@ PATTERNS = [
     # transliterated eponyms before a disease word (麦克尔憩室, 亨诺-许兰紫癜, 格林-巴利综合征)
     f"[{TRANSLIT}]{{2,6}}(?:[-－·][{TRANSLIT}]{{1,6}})*氏?(?:病|综合征|综合症|憩室|紫癜|囊肿|骨折|征|症|瘤|试验|评分|分级|分期|手法|反射|现象|畸形|脑病)",
     # English departments and roles, and the bacteria written with an initial
-    r"\b(?:[A-Z][a-z]+\s+){0,3}(?:Department|Dept\.?|Unit|Surgeon|Physician|Consultant|Registrar)\b|\b(?:ED|A&E|ER|ICU|HDU|NICU)\b",
+    r"\b(?:(?!(?:Hospital|Clinic|Infirmary|Centre|Center)\b)[A-Z][a-z]+\s+){0,3}(?:Department|Dept\.?|Unit|Surgeon|Physician|Consultant|Registrar)\b|\b(?:ED|A&E|ER|ICU|HDU|NICU)\b",
     r"\b(?:Department|Dept\.?|Division|Unit|Service|Centre|Center) (?:of|for) (?:[A-Z][a-z]+|&|and)(?:,? (?:[A-Z][a-z]+|&|and)){0,4}"
     r"(?: \([A-Z][A-Za-z ]+\))?|\b(?:Consultant|Specialist|Senior|Staff)?\s?(?:[A-Z][a-z]+ical|[A-Z][a-z]+ic) (?:Surgeon|Physician|Nurse)\b",
     r"\b[A-Z]\.\s?(?:coli|aureus|pneumoniae|influenzae|pylori|difficile|aeruginosa|albicans)\b",
@@ -211,8 +211,11 @@ PATTERNS = [
     r"caine|barbital|vastatin)\b)",
     # English syndromes and eponymous diseases: X's disease, X syndrome, X-Y syndrome
     r"\b[A-Z][a-z]+(?:[-–][A-Z][a-z]+)*(?:'s)?\s+(?:disease|syndrome|palsy|sign|test|score|scale|classification|stage|staging|"
-    r"criteria|maneuver|manoeuvre|reflex|phenomenon|fracture|ulcer|tumou?r|lymphoma|sarcoma|anomaly|procedure|operation|"
+    r"criteria|maneuver|manoeuvre|reflex|phenomenon|fracture|ulcer|tumou?r|lymphoma|sarcoma|anomaly|procedure|operation|tear|"
+    r"lesion|hernia|diverticulum|cyst|block|triad|node|nodes|"
     r"purpura|an(?:a)?emia|[a-z]+(?:itis|osis|aemia|emia|oma|pathy|ectomy|plasty|algia|uria|plegia))\b",
+    # Hyperbaric oxygen's recompression tables (US Navy Treatment Table 6)
+    r"\b(?:US Navy |USN |U\.S\. Navy )?Treatment Table \d[A-Z]?\b",
     # English specialties, as departments are named (Family Medicine, Paediatric Surgery, Internal Medicine)
     r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
     r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
@@ -251,7 +254,7 @@ def _words() -> dict[str, list[str]]:
     """The listed words by their first character, longest first (桥本甲状腺炎 before 桥本). Matched
     by lookup at each position: a regex alternation of ~1,500 words costs ~1,500 tries a position."""
     words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy", "German measles", "Spanish flu",
-             "Japanese encephalitis", "Mediterranean diet",
+             "Japanese encephalitis", "Mediterranean diet", "Graves/Basedow", "Basedow",
              # tests an English NER takes for a company (Direct Coombs, HIV Ag/Ab)
              "Direct Coombs", "Indirect Coombs", "HIV Ag/Ab", "Ag/Ab"}
     for block in (EPONYMS, EPONYMS_EN, DRUGS, DRUGS_EN, ANATOMY_DEPARTMENTS_LABS):

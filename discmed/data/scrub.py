@@ -127,7 +127,7 @@ HOSPITAL_MARK = re.compile(r"[省市县区镇州]|人民|中心|附属|第[一�
                            r"长春|石家庄|太原|合肥|南昌|福州|厦门|南宁|昆明|贵阳|兰州|西宁|银川|乌鲁木齐|呼和浩特|拉萨|海口|"
                            r"三亚|苏州|无锡|宁波|温州|东莞|佛山|珠海|汕头|泉州|烟台|徐州|常州|香港|澳门|台北")
 # Words that cannot start a hospital's proper name: we cut the candidate after the last one.
-HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
+HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|至|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
 # Words a generic mention of hospitals opens with, a generic place (地区, 城市, 县级: "费用因地区和医院
 # 而异", "大城市医院和县级医院" name no hospital) joined by 和/与 included.
 GENERIC_PREFIX = re.compile(r"^(?:[和与及、]?(?:一般|当地|本地|附近|周边|大型|正规|综合|专业|公立|私立|较大的?|大一点的?|"
@@ -167,7 +167,7 @@ RE_ADDR_RIGHT = re.compile(r"^(?:(?:\d+|[A-Za-z]\d*)(?:号楼|栋|幢|座|单元
 RE_HOSPITAL_ABBR = re.compile(
     f"(?:[{HAN}]{{1,4}}?|[省市县区])(?:人医|妇幼|[一二三四五六七八九]院|附[一二三]院?|[一二三]附院|附院)(?![{HAN}]{{0,1}}(?:士|长|子))"
     r"|(?:北京|上海|武汉|华科|川大)?(?:协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|安贞|积水潭|阜外|鼓楼|"
-    r"邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁(?!堂)|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年大健康|和睦家|301医院|301|北医)(?:医院)?")
+    r"邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁(?!堂)|荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年大健康|和睦家|301医院|301|北医)(?:医院)?")
 
 
 URL_CUES = ("http", "www", ".com", ".cn", ".net", ".org")
@@ -348,7 +348,7 @@ SURNAMES_ALL = SURNAMES_WIDE + "岳欧时和明沈"
 # The surnames of issue 24's taxonomy work: the rarer ones too (楼, 倪, 鞠, 傅 …), for names judged
 # by shape or taken before a title; the rules of issue 14 keep their narrower lists.
 SURNAMES_FULL = (SURNAMES_ALL + "朴楼倪鞠卓傅应戴裘缪闻芮郁蔺宓冀井籍邰隗钮弓荀羊於惠查计伏蒯桓斯怀佴漆郜禹訾阚那薄暴郦"
-                 "毋付牛邢樊葛温鲍喻")
+                 "毋付牛邢樊葛温鲍喻赖哈")
 COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
 RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}]([{HAN}])\\1|[小老]?[{SURNAMES_FULL}][{HAN}]{{1,2}}"
                            f"|[小老阿][{HAN}]|([{HAN}])\\2")

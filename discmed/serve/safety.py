@@ -164,7 +164,7 @@ class Rules:
         self.neg_pre, self.resolved_post, self.scope_end = cue("negation_pre"), cue("resolved_post"), cue("scope_end")
         self.history_pre, self.history_post, self.present = cue("history_pre"), cue("history_post"), cue("present")
         self.history_clause, self.chronic = cue("history_clause"), cue("chronic")
-        self.resolved_sentence = cue("resolved_sentence")
+        self.resolved_sentence, self.resolved_next = cue("resolved_sentence"), cue("resolved_next")
         self.remeasure = self._compile(ctx["remeasure"], "context.remeasure") if ctx.get("remeasure") else None
         self.hypo_pre, self.hypo_post = cue("hypothetical_pre"), cue("hypothetical_post")
         self.educational, self.professional = cue("message_educational"), cue("message_professional")
@@ -380,7 +380,8 @@ class _Message:
         if res and not re.search(r"(没|不|未)[^，。]{0,2}$", after[: res.start()]):
             return "resolved"
         sent_start, sent_end = self._start_of(self.sentences, start), self._end_of(self.sentences, end)
-        if r.resolved_sentence.search(text[clause_end:sent_end]):
+        if r.resolved_sentence.search(text[clause_end:sent_end]) or \
+                r.resolved_next.search(text[sent_end:self._end_of(self.sentences, sent_end)]):
             return "resolved"
         sent_before = text[sent_start:start]
         if r.history_post.search(text[end:sent_end]) or r.history_clause.search(near):
