@@ -95,20 +95,22 @@ def test_without_its_data_the_rules_still_decide(monkeypatch, caplog):
 
 
 @pytest.mark.slow
-def test_classifier_alone_leave_one_author_out():
-    # Trained without each writer (the project's sets and the other seven writers), scored on
-    # that writer: the learned layer's own figure. Measured: worst recall 0.725 (a8, the only
-    # English writer), false alarms at most 0.04 (benchmarks/RESULTS.md, "safety_loao").
-    # The first round's eight writers (writers.json); the second round's are in test_safety.py.
+def test_classifier_alone_on_writers_it_never_saw():
+    # One classifier trained without all eight first-round writers (the project's sets and the
+    # later writers only), scored on each of them: the learned layer's own figure on writers it
+    # never saw. One fit instead of one per writer (which took 50 s at 62 writers). Measured at
+    # 66 writers: recall 0.90-0.95 per writer, false alarms at most 0.02; leave-one-writer-out
+    # proper is benchmarks/safety_loao.py. The second round's writers are in test_safety.py.
     import json
 
     writers = json.loads((triage_clf.ROOT / "authors" / "writers.json").read_text(encoding="utf-8"))["writers"]
+    first = sorted(w for w, v in writers.items() if v["round"] == 1)
     rows = triage_clf.corpus()
+    clf = triage_clf.train([r for r in rows if r.author not in first])
     recall, alarms = {}, {}
-    for writer in sorted(w for w, v in writers.items() if v["round"] == 1):
-        clf = triage_clf.train([r for r in rows if r.author != writer])
+    for writer in first:
         scored = [(clf.probability(_normalize(r.text)) >= clf.threshold, r.urgent) for r in rows if r.author == writer]
         recall[writer] = sum(v for v, u in scored if u) / sum(u for _, u in scored)
         alarms[writer] = sum(v for v, u in scored if not u) / sum(not u for _, u in scored)
-    print(f"\nclassifier LOAO recall {recall}\nfalse alarms {alarms}")
-    assert len(recall) == 8 and min(recall.values()) >= 0.70 and max(alarms.values()) <= 0.05, (recall, alarms)
+    print(f"\nclassifier on unseen writers: recall {recall}\nfalse alarms {alarms}")
+    assert len(recall) == 8 and min(recall.values()) >= 0.85 and max(alarms.values()) <= 0.05, (recall, alarms)
