@@ -197,16 +197,20 @@ def test_rounds_12_to_14_writers():
     _meet(loao, floors)
 
 
-def test_round_15_writers():
-    """Round 15 (scored blind once, then developed on): a German postdoc's insurance claims, lab
-    incident reports and discharge letters; a Lanzhou restaurant owner's staff health certificates,
-    reimbursement forms and family messages; a Taipei nurse's discharge summaries, refill slips and
-    long-term-care papers; a Sanya tour guide's incident reports and insurance claims. Floors a
-    little under the figures measured when they were set."""
+def test_rounds_15_16_writers():
+    """Rounds 15 and 16 (each scored blind once, then developed on): a German postdoc's insurance
+    claims, lab incident reports and discharge letters; a Lanzhou restaurant owner's staff health
+    certificates, reimbursement forms and family messages; a Taipei nurse's discharge summaries,
+    refill slips and long-term-care papers; a Sanya tour guide's incident reports and insurance
+    claims; a Kazakh teacher's township and pasture records; an American teacher's pump, insurance
+    and sick-leave papers; an IVF patient's reproductive-centre records; a Lhasa nurse's emergency,
+    transfer and monastery-clinic notes. Floors a little under the figures measured when they were set."""
     loao = _authors()
     floors = {"a63_en_german_postdoc_shanghai": (0.930, 0.980), "a64_lanzhou_hui_noodle_owner": (0.925, 0.995),
-              "a65_taipei_retired_nurse": (0.945, 0.995), "a66_sanya_tour_guide": (0.990, 0.995)}
-    assert set(floors) <= set(_round(loao, 15))
+              "a65_taipei_retired_nurse": (0.945, 0.995), "a66_sanya_tour_guide": (0.990, 0.995),
+              "a67_altay_kazakh_herder_daughter": (0.915, 0.995), "a68_en_us_teacher_chengdu_t1d": (0.965, 0.995),
+              "a69_hangzhou_ivf_patient": (0.945, 0.980), "a70_lhasa_han_nurse": (0.915, 0.995)}
+    assert set(floors) <= set(_round(loao, 15)) | set(_round(loao, 16))
     _meet(loao, floors)
 
 
@@ -241,8 +245,8 @@ def test_crew_and_factory_papers():
             assert k in out, (k, out)
 
 
-def test_round_15_papers():
-    """The round-15 kinds, on text written here: Taiwan's licence numbers, landlines, Minguo dates
+def test_round_15_and_16_papers():
+    """The round-15 and round-16 kinds, on text written here: Taiwan's licence numbers, landlines, Minguo dates
     before 100 and a day of the month with no year; a hospital named before 综合; a caregiver's
     name in capitals; a hospital, an insurer, a German address and a phone in an expat's papers;
     an island pier and a tour group. Medicine stays: a fraction of a tablet, an eponymous tear, a
@@ -263,6 +267,17 @@ def test_round_15_papers():
          ["Emergency Department", "Mallory-Weiss tear", "Graves/Basedow", "US Navy Treatment Table 6", "CR2032"]),
         ("团号 KR-SY-1102C 的游客在天涯岛码头上船前晕倒，平时打胰岛素，血糖2.3mmol/L",
          ["KR-SY-1102C", "天涯岛码头"], ["胰岛素", "血糖2.3mmol/L"]),
+        # round 16: Tibetan names of one part by their cue, a hostel, a flight taken, a card after its account
+        # label; kept: a gestational age after 孕周, an oestradiol of 3012 (no 301 Hospital)
+        ("丈夫多吉 手机13800000000；交班：旦增；扎西医生会诊；住拉萨雪域青年旅舍，明天坐3U8696回成都；"
+         "收款账户：农业银行 6228 4801 9382 7760 413。超声孕周约30周，E2 3012 pg/mL",
+         ["多吉", "旦增", "扎西", "雪域青年旅舍", "3U8696", "6228 4801 9382 7760 413"],
+         ["超声孕周约30周", "E2 3012 pg/mL"]),
+        # US dates, a device's serial and lot, a name in capitals after its field, a school in capitals
+        ("Discharged 11/04. Sensor serial 8MKQ2XN4 (lot 2026-0611-B) read 40 mg/dL. 申报人：KOWALSKI RYAN MATTHEW. "
+         "Employer: PANDA BRIDGE ENGLISH TRAINING CENTER. Take 1/2 tablet; MMT 4/5.",
+         ["11/04", "8MKQ2XN4", "2026-0611-B", "KOWALSKI RYAN MATTHEW", "PANDA BRIDGE ENGLISH TRAINING CENTER"],
+         ["40 mg/dL", "1/2 tablet", "MMT 4/5"]),
     ]
     for text, gone, kept in cases:
         out = deid.anonymize(text, deid.analyze_many([text])[0])

@@ -406,6 +406,31 @@ def test_round_15_forms(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
+@pytest.mark.parametrize("text, fires", [
+    # round 16: a belly that hardens now and then without pain late in pregnancy; a board-hard painful one
+    ("我32周，今天肚子硬了几次，每次十几秒，不疼，不规律，休息就好了，胎动正常", None),
+    ("怀孕35周，肚子一直硬邦邦的，疼得厉害，还见红了", "acute_abdomen"),
+    # 打算 ("plan to") is no beating; a boyfriend who beats is
+    ("我和男朋友打算明年要孩子，他有1型糖尿病，孩子会遗传吗", None),
+    ("她男朋友喝醉了就打她，今天脸上全是淤青", "child_abuse"),
+    # a febrile seizure at one year old is history; chilli on the hands burns without blisters
+    ("My niece had a seizure with a fever when she was 1. Now she has a runny nose and 99.5F, playing as usual.", None),
+    ("My hands are burning after chopping chilies without gloves, red but no blisters.", None),
+    ("Spilled boiling water on my arm, the burn has big blisters and the skin is white", "burns"),
+    # a heart rate that came down after running was measured again; one that stays at 180 was not
+    ("儿子跑1000米的时候手环显示心跳180，跑完几分钟就降到100以下了，没胸痛没晕", None),
+    ("我妈心跳一直180，休息了半小时还是180，胸口闷", "arrhythmia"),
+    # a leg that does not obey, a dragged foot, buttons that cannot be done up; an insulin overdose
+    # before the sugar falls; a blue inhaler used six times
+    ("我奶奶今天早上左边的腿不太听话，走路拖着，左手扣扣子也扣不上，她有高血压", "stroke"),
+    ("meant to bolus 3.0 units and the pump took 30.0, BG 145 now, I live alone", "poisoning"),
+    ("My student has asthma, used his blue inhaler 6 times in 20 mins, can only say 2-3 words", "breathing"),
+])
+def test_round_16_forms(text, fires):
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text", [
     "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
     "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal
@@ -504,11 +529,14 @@ def test_rounds_7_to_14_held_out_together():
     _held_out_together(ROUNDS_7_14_FLOORS)
 
 
-# Round 15 (a63-a66), scored blind once at 45e3ff4 and then developed on; one classifier without all four.
-ROUND_15_FLOORS = {"a63_en_german_postdoc_shanghai": (0.975, 0.02), "a64_lanzhou_hui_noodle_owner": (0.975, 0.02),
-                   "a65_taipei_retired_nurse": (0.975, 0.04), "a66_sanya_tour_guide": (0.975, 0.02)}
+# Rounds 15 and 16 (a63-a70), each scored blind once (at 45e3ff4 and 5c104f1) and then developed on; one
+# classifier without all eight.
+ROUNDS_15_16_FLOORS = {"a63_en_german_postdoc_shanghai": (0.975, 0.02), "a64_lanzhou_hui_noodle_owner": (0.975, 0.02),
+                       "a65_taipei_retired_nurse": (0.975, 0.04), "a66_sanya_tour_guide": (0.975, 0.02),
+                       "a67_altay_kazakh_herder_daughter": (0.975, 0.02), "a68_en_us_teacher_chengdu_t1d": (0.975, 0.04),
+                       "a69_hangzhou_ivf_patient": (0.975, 0.04), "a70_lhasa_han_nurse": (0.975, 0.02)}
 
 
 @pytest.mark.slow
-def test_round_15_held_out_together():
-    _held_out_together(ROUND_15_FLOORS)
+def test_rounds_15_16_held_out_together():
+    _held_out_together(ROUNDS_15_16_FLOORS)

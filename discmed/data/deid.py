@@ -193,7 +193,7 @@ CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案�
             r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
 RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
                          r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|a/c|MRN|case|invoice|receipt|"
-                         r"certificate|licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file)\s*"
+                         r"certificate|licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file|serial|s/?n|lot|batch|imei)\s*"
                          r"(?:#|no\.?|number|id)?\s*(?:is|was)?\s*[:：]?\s*)"
                          r"(\d{3,6}(?: \d{3,6}){1,4}(?![\dA-Za-z])|(?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])")
 # An official document number: 乐公交认字[2024]第01275号, 京卫医字〔2023〕12号.
@@ -294,10 +294,10 @@ RE_KOREAN_RRN = re.compile(r"(?<![\d\-])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3
 # A flight by its airline code in a message about travel (…to Incheon on KE852, ICN - PEK (OZ333)).
 # Codes that are also medical abbreviations before a number are left out: CA (CA125), GA (GA 32),
 # OD/OS (eyes: OD 20/25), AC, PR, UA, LH, TG, CI, AF, HU, SQ, BA, AA, ET, GS, TR, PN, SV, HX, BX.
-RE_FLIGHT_CODE = re.compile(r"\b(?:MU|CZ|3U|ZH|MF|FM|HO|KE|OZ|NH|JL|CX|KA|MH|KL|QF|NZ|EK|QR|EY|TK|DL|SU|VN|BR|"
+RE_FLIGHT_CODE = re.compile(r"(?<![A-Za-z0-9])(?:MU|CZ|3U|ZH|MF|FM|HO|KE|OZ|NH|JL|CX|KA|MH|KL|QF|NZ|EK|QR|EY|TK|DL|SU|VN|BR|"
                             r"KN|JD|G5|9C|UO|NX|JX|VJ|5J|TW|LJ|7C|ZE|KC|HY|WY|LX|AY|SK|IB|AZ|EI)"
-                            r" ?\d{2,4}\b")
-TRAVEL_GATE = re.compile(r"(?i)flight|fly|flew|flying|travel|trip|return|depart|arriv|airport|航班|机票|机场|起飞|落地|登机"
+                            r" ?\d{2,4}(?![A-Za-z0-9])")
+TRAVEL_GATE = re.compile(r"(?i)flight|fly|flew|flying|travel|trip|return|depart|arriv|airport|航班|机票|机场|起飞|落地|登机|坐|乘|搭"
                          r"|\b[A-Z]{3} ?(?:-|–|→|->|to) ?[A-Z]{3}\b")
 # A class or homeroom after its label (Class: 4B, Homeroom 6B, Yr 2), and a name before its class in a
 # list ("Noah Lindqvist (6A) - moderate asthma").
@@ -313,7 +313,7 @@ RE_HAN_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|member|customer|cli
 RE_NAME_CAPS_AFTER_HAN = re.compile(f"[{SURNAMES_FULL}][{HAN}]{{1,2}}\\s*[（(]\\s*([A-Z]{{2,}}(?: [A-Z]{{2,}}){{1,2}})(?=\\s*[,，)）])")
 # A pinyin or Korean surname in capitals with the given name: ZHANG Xiuying, KIM SEOYEON, LEE Soojin.
 # Surnames that are also English words in capitals (HE, MA, SO, DO, IN, OH, HA, NA, OK) are left out.
-_CAPS_SURNAMES = ("ZHANG|WANG|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|LUO|GAO|ZHENG|LIANG|XIE|SONG|TANG|FENG|"
+_CAPS_SURNAMES = ("ZHANG|WANG|LI|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LIN|LUO|GAO|ZHENG|LIANG|XIE|SONG|TANG|FENG|"
                   "DENG|CAO|PENG|ZENG|XIAO|TIAN|DONG|PAN|YUAN|CAI|JIANG|DU|CHENG|WEI|SU|DING|REN|SHEN|YAO|JIN|FU|ZHONG|CUI|"
                   "TAN|LIAO|FAN|KIM|LEE|PARK|CHOI|JUNG|KANG|CHO|YOON|JANG|LIM|SEO|SHIN|KWON|HWANG|AHN|YOO|HONG|JEON|MOON|"
                   "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO|"
@@ -333,7 +333,8 @@ RE_CODE_SPACED = re.compile(r"\b[A-Z]{3,8} \d{6,10}\b")
 _TIBETAN = ("才让|才仁|次仁|慈仁|泽仁|尼玛|索南|索朗|卓玛|卓嘎|卓措|格桑|旺姆|旺久|旺堆|泽旺|东周|东智|东主|白玛|拉措|尕玛|尕藏|"
             "扎西|多杰|多吉|多布|才旦|次旦|达哇|达娃|洛桑|丹增|旦增|土登|嘉措|加措|坚措|江措|更尕|更登|群培|旦周|求培|拉毛|拉姆|"
             "央宗|央金|德吉|曲珍|次珍|普布|平措|贡布|贡觉|巴桑|边巴|罗布|强巴|阿旺|益西|桑杰|仁青|仁增|公保|完玛|万玛|南杰|才措|"
-            "吉措|措姆|昂秀|周加|久美|晋美|顿珠|米玛|欧珠|琼达|赤列|加央|才巴|仁措|仁欠|拉加|切吉|卓玛吉|才华|三木旦|多杰才")
+            "吉措|措姆|昂秀|周加|久美|晋美|顿珠|米玛|欧珠|琼达|赤列|加央|才巴|仁措|仁欠|拉加|切吉|卓玛吉|才华|三木旦|多杰才|"
+            "达瓦|曲培|次珠|旦巴|次仁|扎巴|洛布|格勒|贡嘎|拉巴|巴珠")
 RE_NAME_TIBETAN = re.compile(f"(?:{_TIBETAN})(?:{_TIBETAN}){{1,2}}(?![{HAN}]{{0,1}}(?:县|乡|镇|村|寺|山|湖|河|峰|路))")
 # Pakistan's CNIC (35202-4718293-1) and an IBAN (PK36MEZN0002010104567812), the IBAN by its mod-97 check.
 RE_CNIC = re.compile(r"(?<![\d\-])\d{5}-\d{7}-\d(?![\d\-])")
@@ -382,14 +383,15 @@ SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|�
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
     f"(?:农业农村|教育|卫生|民政|人社|财政|住建|交通|水利|林业|市场监管|药监|税务|应急管理|残联|妇联|团委|工会)(?:局|委|厅|办|会))"
     f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
     f"卓正医疗|和睦家|嘉会医疗|百汇医疗|新世界妇儿|美中宜和|爱帝宫)")
-ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，)"))
+# … and an opening bracket never closed before the tail: 账户：6222…（中国工商银行…支行） names the bank from its bracket on.
+ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，|[（(](?=[^）)]*$))"))
 ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小区|家门口|保险|工厂|公司|银行|药店|药房|超市|商场|酒店)*"
                          r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
 RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
@@ -409,7 +411,7 @@ RE_NAME_TITLE_WIDE = re.compile(
     f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
     f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
-NAME_FIELD = ("姓名|名字|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事老人|入住老人|长者|住户|交班人|接班人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+NAME_FIELD = ("姓名|名字|申报人|报案人|出险人|受检人|被检人|就诊人|持证人|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事老人|入住老人|长者|住户|交班人|接班人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
               "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
               "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
@@ -473,7 +475,7 @@ RE_NAME_EN_RANK = re.compile(
 # A ship by its name (MV KAPAL BAYANIHAN, M/T ...): a vessel and its crew list name a few people.
 RE_VESSEL = re.compile(r"(?<![A-Za-z/])(?:M/?V|M/?T)\.?\s+[A-Z][A-Z'-]+(?: [A-Z][A-Z'-]+){0,3}\b")
 # A bank card number's label just before it (银行卡号, card no.): a labelled number needs no valid check digit.
-CARD_LABEL = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|(?i:bank card|card no\.?|card number))[^0-9\n]{0,6}$")
+CARD_LABEL = re.compile(r"(?:银行卡|储蓄卡|工资卡|信用卡|卡号|收款账户|收款账号|账户|(?i:bank card|card no\.?|card number))[^0-9\n]{0,16}$")
 
 
 # ---- issue 24, round 15 (blind writers a63-a66, developed on after their score) -----------------
@@ -490,10 +492,11 @@ RE_DATE_DE = re.compile(r"(?<![\d.])(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\.
                         r"|(?<=\b(?:on|am) )(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\b(?![.,]\d|\s*(?:mg|ml|g|mmol|%|kg|units?|IU|cm|mm))")
 # A month and a day with no year (Taiwan, Hong Kong: 回诊 10/8（二）, INR 9/24验, 下次10/4的访视): a date only
 # where the words around say so; a fraction (1/2片, 小于1/3) never is.
-RE_MD = re.compile(r"(?<![\d/.\-+A-Za-z])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![\d/.%])")
+RE_MD = re.compile(r"(?<![\d/.\-+A-Za-z])(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9])(?![\d/%]|\.\d)")
 MD_BEFORE = re.compile(r"(?:(?<![小大高低等])于|(?<![降减少增加])到|在|从|改到|改成|改期|预约|约|日期|回诊|复诊|门诊|挂号|下次|上次|入院|出院|住院|"
-                       r"INR|(?i:\bon|\bfrom|\buntil|\btill|\bsince|\bdue|appointment|appt|\bdated?))[：:\s]*$")
-MD_AFTER = re.compile(r"\s*(?:[（(][一二三四五六日天][）)]|\((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?\)|[上下]午|早上|晚上|中午|凌晨|开始|起|那天|当天|"
+                       r"INR|(?i:\bon|\bfrom|\buntil|\btill|\bsince|\bdue|appointment|appt|\bdated?|discharged|admitted|returned|arrived|"
+                       r"\bseen|\bvisit(?:ed)?|(?:mon|tues|wednes|thurs|fri|satur|sun)day))[：:\s]*$")
+MD_AFTER = re.compile(r"\s*(?:[（(][一二三四五六日天][）)]|[（(]D\d{1,2}[）)]|\d{1,2}[:：]\d{2}\b|\((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?\)|[上下]午|早上|晚上|中午|凌晨|开始|起|那天|当天|"
                       r"回诊|门诊|复诊|挂号|入院|出院|住院|开刀|手术|验|抽血|要|因为?|出生|生的|的(?:门诊|回诊|复诊|访视|检查|手术|预约)|[~～\-–至到]\s*\d)")
 MD_NOT_AFTER = re.compile(r"\s*(?:片|粒|颗|量|剂量|支|瓶|包|杯|袋|tab|cap)")
 
@@ -504,11 +507,20 @@ def _date_md(text: str):
         if MD_NOT_AFTER.match(text, m.end()):
             continue
         fraction = den <= 4 and num < den
-        if MD_AFTER.match(text, m.end()) or (not fraction and MD_BEFORE.search(text[max(0, m.start() - 12):m.start()])):
+        padded = m.group(0)[0] == "0" and len(m.group(0)) == 5  # 07/19: no fraction is written so
+        if padded or MD_AFTER.match(text, m.end()) or (not fraction and MD_BEFORE.search(text[max(0, m.start() - 12):m.start()])):
             yield m.start(), m.end(), "date", "rule:date_md"
 
 
 RE_BED_EN_CUE = re.compile(r"(?i:\b(?:ward/bed|bed|room|rm|villa|suite|cabin)\s*(?:no\.?)?\s*[:：]\s*)([A-Z]?\d{1,3}[A-Z]?-\d{1,4}[A-Z]?)\b")
+# A Tibetan name of one part (扎西, 格桑: Tibetans have no surname) where the words around say person: after a
+# relation, a role or a name cue (丈夫多吉, 导游达瓦, 俗名 边巴, 接班：旦增), before a title (扎西医生) or a sex and age
+# (格桑（男，67）). Two or more parts are a name anywhere (RE_NAME_TIBETAN).
+RE_NAME_TIBETAN_CUE = re.compile(
+    f"(?:丈夫|妻子|老公|老婆|爱人|儿子|女儿|阿妈|阿爸|阿妈啦|阿爸啦|阿佳|哥哥|姐姐|弟弟|妹妹|家属|联系人|导游|司机|护士|医生|"
+    f"俗名|法名|小名|家里喊|喊他|叫他|交班|接班|交班人|接班人|僧人|患者|病人|牧民|老人|记录|车组)[：:\\s]*"
+    f"((?:{_TIBETAN})(?:{_TIBETAN})?)(?!{_TIBETAN}|[A-Za-z0-9])"
+    f"|(?<![{HAN}])((?:{_TIBETAN})(?:{_TIBETAN})?)(?=\\s*(?:医生|大夫|主任|护士|老师|师傅|喇嘛|[（(]\\s*[男女]))")
 # A sample or specimen number with a Chinese prefix: 样本号：生化-0617-118.
 RE_CODE_HAN = re.compile(f"(?:样本号|标本号|条码号?|编号|单号|批号)\\s*[:：]?\\s*([{HAN}]{{1,4}}-\\d{{2,}}(?:-\\d+)+)"
                          f"|(?:救护车号|车号|车辆编号)\\s*[:：]?\\s*([{HAN}]{{1,4}}\\d{{2,4}})(?![\\d])")
@@ -538,7 +550,8 @@ def _hospital_en(text: str):
 # Reiseversicherung AG), and the insurers and banks a foreign patient's claim names.
 RE_INSTITUTION_EN = re.compile(
     r"\b(?!(?:PUBLIC|MENTAL|OCCUPATIONAL|SEXUAL|REPRODUCTIVE|ORAL|GLOBAL|PRIMARY|HOME|COMMUNITY|CHILD|MATERNAL|WOMEN'?S)\b)"
-    r"[A-Z]{3,}(?:[ \t]+[A-Z&]{2,}){0,3}[ \t]+(?:UNIVERSITY|HOSPITAL|INSTITUTE|COLLEGE|HEALTH)\b"
+    r"[A-Z]{3,}(?:[ \t]+[A-Z&]{2,}){0,4}[ \t]+(?:UNIVERSITY|HOSPITAL|INSTITUTE|COLLEGE|HEALTH|CENTER|CENTRE|SCHOOL|ACADEMY)\b"
+    r"|\b[A-Z][\w'-]+(?:[ \t]+(?:[A-Z][\w'-]*|&)){1,5}[ \t]+Associates\b"
     r"|\b(?:[A-Z][\w&'-]*[ \t]+){1,4}(?:AG|GmbH|PLC|LLC|Inc\.|S\.A\.|N\.V\.|B\.V\.)(?![\w.])"
     r"|\b(?:AOK(?:[ \t]+[A-Z][a-z]+(?:-[A-Z][a-z]+)*)?|Techniker Krankenkasse|Barmer|DAK(?:-Gesundheit)?|HanseMerkur(?:[ \t]+[A-Z][a-z]+)*|"
     r"Debeka|Ingosstrakh|Rosgosstrakh|AlfaStrakhovanie|PICC(?:[ \t]+[A-Z][a-z]+)?|Ping An(?:[ \t]+[A-Z][a-z]+)?|China Life|"
@@ -600,7 +613,8 @@ RE_NAME_EN_CONTEXT = re.compile(
     r"|\(([A-Z][a-z]+)'s\s+(?:(?:older|younger|elder|big|little|baby)\s+)?(?:dad|mum|mom|father|mother|husband|wife|son|daughter|partner|brother|sister)\)"
     r"|\b(?:partner|husband|wife|spouse|son|daughter|mother|father|brother|sister|guardian) of ([A-Z][a-z]+\s+(?:[A-Z]{2,}|[A-Z][a-z]+))\b"
     r"|\b[Tt]his is ((?!(?:Dr|Doctor|Mr|Mrs|Ms|Nurse|The|Your|My|Our)\b)[A-Z][a-z]{2,})(?=,|\s+(?:from|here|your|speaking)\b)"
-    r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b")
+    r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b"
+    r"|(?m:^[ \t]*[-–—][ \t]*([A-Z]\.\s?[A-Z][a-z]{2,})[ \t]*$)")
 
 
 def _latin1(regex: re.Pattern) -> re.Pattern:
@@ -650,7 +664,7 @@ def _cut(word: str, breaks, tail: re.Pattern | None = None) -> int:
 
 
 ORG_TAIL = re.compile(r"(?:有限责任公司|有限公司|股份公司|公司|集团|[^\W\d]?厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|事务所|"
-                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|药房|药店|超市|菜市场|商场|酒店|"
+                      r"街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|药房|药店|超市|菜市场|商场|酒店|"
                       r"保险公司|人寿|财险|支行|分行|营业部|分理处|网点|局|委|办|政府|农商行|银行|信用社)(?:[（(][^）)]{1,8}[）)])?$")
 SCHOOL_TAIL = re.compile(r"(?:大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|实验中学|职高|技校|中专|校区|分校|园区|班|级)$")
 
@@ -752,7 +766,7 @@ def _hospital_extra(text: str):
 ABBR_GATE = re.compile(r"荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
 POI_GATE = re.compile(r"岛|景区|旅游区|风景区|度假区|长廊|海滩|沙滩|小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
@@ -912,6 +926,8 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("date_de", "date", RE_DATE_DE, PATTERN, gate=_has(".")),
         FunctionRecognizer("date_md", "date", _date_md, PATTERN, gate=_has("/")),
         RuleRecognizer("bed_en_cue", "bed", RE_BED_EN_CUE, CUED, group=1, gate=_has("-")),
+        RuleRecognizer("name_tibetan_cue", "name", RE_NAME_TIBETAN_CUE, NAME_RULE, group=None,
+                       gate=_re_gate(re.compile(_TIBETAN))),
         RuleRecognizer("code_han", "code", RE_CODE_HAN, CUED, group=None, gate=_has("-", "车")),
         RuleRecognizer("name_caps_role", "name", RE_NAME_CAPS_ROLE, NAME_RULE, group=1, gate=latin),
         FunctionRecognizer("hospital_en", "hospital", _hospital_en, PATTERN, gate=_has("Hospital", "Infirmary")),

@@ -160,6 +160,7 @@ def _band(age: float | None) -> str:
 _NURSLING = re.compile(r"吃奶|喂奶|母乳|奶粉|奶瓶|尿布|尿不湿|breast-?fe|bottle-?fe|formula|nappy|nappies|diaper")
 _SPO2_AGAIN = re.compile(r"(?<![0-9.])(9[4-9]|100)(?![0-9.])")
 _GLUCOSE_AGAIN = re.compile(r"(?<![0-9.])([4-9]\.\d|1[0-5]\.\d)(?![0-9])")
+_HR_AGAIN = re.compile(r"(?<![0-9.])([5-9]\d|1[01]\d)(?![0-9.])")  # a resting rate, 50-119
 _BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)(?:\s*[/／]\s*|\s+)([5-8]\d)(?![0-9])")  # 142/88 or "142 88"
 
 
@@ -173,7 +174,7 @@ def _remeasured_normal(text: str, remeasure: re.Pattern | None) -> dict[str, int
     if cue is None:
         return {}
     rest, found = text[cue.start():], {}
-    for name, again in (("spo2", _SPO2_AGAIN), ("glucose", _GLUCOSE_AGAIN), ("bp", _BP_AGAIN)):
+    for name, again in (("spo2", _SPO2_AGAIN), ("glucose", _GLUCOSE_AGAIN), ("bp", _BP_AGAIN), ("hr", _HR_AGAIN)):
         last = None
         for last in again.finditer(rest):  # noqa: B007 - the loop keeps the last one
             pass
@@ -189,7 +190,7 @@ def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = N
     def add(name: str, m: re.Match | tuple[int, int]) -> None:
         span = m if isinstance(m, tuple) else m.span()
         quantity = "spo2" if name == "vital_spo2_low" else "glucose" if name.startswith("vital_glucose") else \
-            "bp" if name.startswith("vital_bp") else ""
+            "bp" if name.startswith("vital_bp") else "hr" if name.startswith("vital_hr") else ""
         if quantity in normal_again and span[1] <= normal_again[quantity]:
             return  # measured again and normal
         out.setdefault(name, []).append(span)
