@@ -197,20 +197,24 @@ def test_rounds_12_to_14_writers():
     _meet(loao, floors)
 
 
-def test_rounds_15_16_writers():
-    """Rounds 15 and 16 (each scored blind once, then developed on): a German postdoc's insurance
+def test_rounds_15_to_17_writers():
+    """Rounds 15 to 17 (each scored blind once, then developed on): a German postdoc's insurance
     claims, lab incident reports and discharge letters; a Lanzhou restaurant owner's staff health
     certificates, reimbursement forms and family messages; a Taipei nurse's discharge summaries,
     refill slips and long-term-care papers; a Sanya tour guide's incident reports and insurance
     claims; a Kazakh teacher's township and pasture records; an American teacher's pump, insurance
     and sick-leave papers; an IVF patient's reproductive-centre records; a Lhasa nurse's emergency,
-    transfer and monastery-clinic notes. Floors a little under the figures measured when they were set."""
+    transfer and monastery-clinic notes; a Vietnamese bride's papers from both sides of the border, a
+    Shanghai pharmacist's review notes, a Singaporean engineer's memos and claims, a delivery rider's
+    accident certificates. Floors a little under the figures measured when they were set."""
     loao = _authors()
     floors = {"a63_en_german_postdoc_shanghai": (0.930, 0.980), "a64_lanzhou_hui_noodle_owner": (0.925, 0.995),
               "a65_taipei_retired_nurse": (0.945, 0.995), "a66_sanya_tour_guide": (0.990, 0.995),
               "a67_altay_kazakh_herder_daughter": (0.915, 0.995), "a68_en_us_teacher_chengdu_t1d": (0.965, 0.995),
-              "a69_hangzhou_ivf_patient": (0.945, 0.980), "a70_lhasa_han_nurse": (0.915, 0.995)}
-    assert set(floors) <= set(_round(loao, 15)) | set(_round(loao, 16))
+              "a69_hangzhou_ivf_patient": (0.945, 0.980), "a70_lhasa_han_nurse": (0.915, 0.995),
+              "a71_guangxi_vietnamese_bride": (0.950, 0.990), "a72_shanghai_community_pharmacist": (0.945, 0.995),
+              "a73_en_singaporean_suzhou": (0.965, 0.990), "a74_zhengzhou_delivery_rider": (0.895, 0.995)}
+    assert set(floors) <= {w for n in (15, 16, 17) for w in _round(loao, n)}
     _meet(loao, floors)
 
 
@@ -245,8 +249,8 @@ def test_crew_and_factory_papers():
             assert k in out, (k, out)
 
 
-def test_round_15_and_16_papers():
-    """The round-15 and round-16 kinds, on text written here: Taiwan's licence numbers, landlines, Minguo dates
+def test_rounds_15_to_17_papers():
+    """The kinds of rounds 15 to 17, on text written here: Taiwan's licence numbers, landlines, Minguo dates
     before 100 and a day of the month with no year; a hospital named before 综合; a caregiver's
     name in capitals; a hospital, an insurer, a German address and a phone in an expat's papers;
     an island pier and a tour group. Medicine stays: a fraction of a tablet, an eponymous tear, a
@@ -278,6 +282,16 @@ def test_round_15_and_16_papers():
          "Employer: PANDA BRIDGE ENGLISH TRAINING CENTER. Take 1/2 tablet; MMT 4/5.",
          ["11/04", "8MKQ2XN4", "2026-0611-B", "KOWALSKI RYAN MATTHEW", "PANDA BRIDGE ENGLISH TRAINING CENTER"],
          ["40 mg/dL", "1/2 tablet", "MMT 4/5"]),
+        # round 17: Vietnamese names, places, clinics and dates, in Vietnamese and in characters; Singapore's HDB
+        # addresses, hospitals by initials, names surname-first in capitals; a Guangxi hamlet; a log line's date
+        ("Bệnh nhân: Trần Thị Mai, sinh ngày 03 tháng 05 năm 1990, địa chỉ thôn Nà Lầu, xã Tân Mỹ, huyện Văn Lãng, "
+         "tỉnh Lạng Sơn. Trạm y tế xã Tân Mỹ. 中文名阮氏梅，住下冻镇板弄村那坡屯12号。Sốt xuất huyết, tiểu cầu 45 G/L",
+         ["Trần Thị Mai", "ngày 03 tháng 05 năm 1990", "thôn Nà Lầu, xã Tân Mỹ, huyện Văn Lãng, tỉnh Lạng Sơn",
+          "Trạm y tế xã Tân Mỹ", "阮氏梅", "下冻镇板弄村那坡屯12号"], ["Sốt xuất huyết", "tiểu cầu 45 G/L"]),
+        ("LIM AH KOW, BENJAMIN of Blk 231 Bishan St 22 #07-118 Singapore 570231, seen at TTSH A&E; flight SQ 838. "
+         "CA 125 35 U/mL, Pap smear 巴氏涂片 normal\n09-03 患者头孢克洛 0.25g tid",
+         ["LIM AH KOW, BENJAMIN", "Blk 231 Bishan St 22 #07-118 Singapore 570231", "TTSH", "SQ 838", "09-03"],
+         ["CA 125 35 U/mL", "巴氏涂片", "头孢克洛 0.25g tid"]),
     ]
     for text, gone, kept in cases:
         out = deid.anonymize(text, deid.analyze_many([text])[0])

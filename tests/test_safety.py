@@ -431,6 +431,25 @@ def test_round_16_forms(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
+@pytest.mark.parametrize("text, fires", [
+    # round 17: a vaccine is no beating; a blocked nose is no breathlessness; a grandmother's saying is no fit
+    ("爸爸想打带状疱疹疫苗，他在吃华法林，INR 2.5，打完按压多久", None),
+    ("Jun Hao cannot breathe through his nose at night, very blocked. Chest is fine, no wheeze.", None),
+    ("媳妇怀孕三个月 俺娘说怀孕吃羊肉孩子生下来会得羊角风 有说法没有", None),
+    # weedkiller said as 除草的; a child into a pill organiser; a baby that has stopped moving at 37 weeks
+    ("我小女儿4岁 刚才拿了那个绿色瓶子喝了一口 就是除草的那个 她马上吐出来了 现在好好的在玩", "poisoning"),
+    ("Xin Yi found Ah Gong's pill organiser and ate some pills, maybe 3-4 of his amlodipine 10mg", "poisoning"),
+    ("媳妇37周了 从夜儿黑到现在孩子都没咋动 今儿个一上午一下都没觉着", "pregnancy"),
+    # rhabdomyolysis: long shifts in the heat or a workout, muscles too sore to touch, cola urine; a sore run is not
+    ("这几天40度 俺一天跑十四五个钟头 今儿个腿上胳膊上的肉疼的碰都不敢碰 尿的尿跟可乐一个色", "rhabdo"),
+    ("健身教练让我做了200个深蹲，第二天大腿疼得碰都不敢碰，尿是浓茶色的", "rhabdo"),
+    ("跑了个半马，腿有点酸，尿是正常的颜色", None),
+])
+def test_round_17_forms(text, fires):
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text", [
     "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
     "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal
@@ -529,14 +548,16 @@ def test_rounds_7_to_14_held_out_together():
     _held_out_together(ROUNDS_7_14_FLOORS)
 
 
-# Rounds 15 and 16 (a63-a70), each scored blind once (at 45e3ff4 and 5c104f1) and then developed on; one
-# classifier without all eight.
-ROUNDS_15_16_FLOORS = {"a63_en_german_postdoc_shanghai": (0.975, 0.02), "a64_lanzhou_hui_noodle_owner": (0.975, 0.02),
+# Rounds 15 to 17 (a63-a74), each scored blind once (at 45e3ff4, 5c104f1 and 13de0ce) and then developed on; one
+# classifier without all twelve.
+ROUNDS_15_17_FLOORS = {"a63_en_german_postdoc_shanghai": (0.975, 0.02), "a64_lanzhou_hui_noodle_owner": (0.975, 0.02),
                        "a65_taipei_retired_nurse": (0.975, 0.04), "a66_sanya_tour_guide": (0.975, 0.02),
-                       "a67_altay_kazakh_herder_daughter": (0.975, 0.02), "a68_en_us_teacher_chengdu_t1d": (0.975, 0.04),
-                       "a69_hangzhou_ivf_patient": (0.975, 0.04), "a70_lhasa_han_nurse": (0.975, 0.02)}
+                       "a67_altay_kazakh_herder_daughter": (0.95, 0.02), "a68_en_us_teacher_chengdu_t1d": (0.975, 0.04),
+                       "a69_hangzhou_ivf_patient": (0.975, 0.04), "a70_lhasa_han_nurse": (0.975, 0.02),
+                       "a71_guangxi_vietnamese_bride": (0.975, 0.02), "a72_shanghai_community_pharmacist": (0.975, 0.02),
+                       "a73_en_singaporean_suzhou": (0.975, 0.02), "a74_zhengzhou_delivery_rider": (0.975, 0.02)}
 
 
 @pytest.mark.slow
-def test_rounds_15_16_held_out_together():
-    _held_out_together(ROUNDS_15_16_FLOORS)
+def test_rounds_15_to_17_held_out_together():
+    _held_out_together(ROUNDS_15_17_FLOORS)

@@ -217,7 +217,7 @@ RE_NICKNAME_HOME = re.compile(f"(?:我家|俺家|咱家|我们家|家里)的?(((
 RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称|外号)\\s*(?:叫|是|为|[:：])\\s*[“\"「]?([{HAN}]{{1,3}}|[A-Z][a-z]+)"
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
-RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?:[ \t]+\([A-Z][a-z]+\))?[ \t]+Co\.,?[ \t]+Ltd\.?"
+RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?:[ \t]+\([A-Z][A-Za-z]+\))?[ \t]+(?:Co|CO)\.,?[ \t]+(?:Ltd|LTD)\.?"
                        r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
@@ -295,7 +295,7 @@ RE_KOREAN_RRN = re.compile(r"(?<![\d\-])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3
 # Codes that are also medical abbreviations before a number are left out: CA (CA125), GA (GA 32),
 # OD/OS (eyes: OD 20/25), AC, PR, UA, LH, TG, CI, AF, HU, SQ, BA, AA, ET, GS, TR, PN, SV, HX, BX.
 RE_FLIGHT_CODE = re.compile(r"(?<![A-Za-z0-9])(?:MU|CZ|3U|ZH|MF|FM|HO|KE|OZ|NH|JL|CX|KA|MH|KL|QF|NZ|EK|QR|EY|TK|DL|SU|VN|BR|"
-                            r"KN|JD|G5|9C|UO|NX|JX|VJ|5J|TW|LJ|7C|ZE|KC|HY|WY|LX|AY|SK|IB|AZ|EI)"
+                            r"KN|JD|G5|9C|UO|NX|JX|VJ|5J|TW|LJ|7C|ZE|KC|HY|WY|LX|AY|SK|IB|AZ|EI|SQ|3K|QZ)"
                             r" ?\d{2,4}(?![A-Za-z0-9])")
 TRAVEL_GATE = re.compile(r"(?i)flight|fly|flew|flying|travel|trip|return|depart|arriv|airport|航班|机票|机场|起飞|落地|登机|坐|乘|搭"
                          r"|\b[A-Z]{3} ?(?:-|–|→|->|to) ?[A-Z]{3}\b")
@@ -388,7 +388,7 @@ RE_ORG = re.compile(
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
     f"(?:农业农村|教育|卫生|民政|人社|财政|住建|交通|水利|林业|市场监管|药监|税务|应急管理|残联|妇联|团委|工会)(?:局|委|厅|办|会))"
-    f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
+    f"|(?:人保(?:财险|寿险|健康)?|中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
     f"卓正医疗|和睦家|嘉会医疗|百汇医疗|新世界妇儿|美中宜和|爱帝宫)")
 # … and an opening bracket never closed before the tail: 账户：6222…（中国工商银行…支行） names the bank from its bracket on.
 ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，|[（(](?=[^）)]*$))"))
@@ -568,6 +568,72 @@ RE_ADDRESS_INTL = re.compile(
     r"(?:,[ \t]*[A-Z][a-z]+-(?:gu|si|gun|dong|eup|myeon))*(?:,[ \t]*[A-Z][a-z]+)?")
 # A phone number after its word, in groups of digits (Tel. 0871 27 43 90).
 RE_PHONE_EN_CUE = re.compile(r"(?i:\b(?:tel|phone|fon|telefon|mobile|handy|fax)\.?)[ \t]*[:：]?[ \t]*(\+?\d{2,5}(?:[ /\-]\d{2,5}){2,4})(?![\d])")
+
+
+# ---- issue 24, round 17 (blind writers a71-a74, developed on after their score) -----------------
+# Vietnamese names (Nguyễn Thị Hoa, TRẦN VĂN MINH) and their Chinese form (阮氏花, 阮文明): a surname of the list,
+# then capitalised words; in characters, a Vietnamese surname with 氏 or 文 (no Chinese eponym starts so).
+_VN_SURNAMES = ("Nguyễn|Trần|Lê|Phạm|Hoàng|Huỳnh|Phan|Vũ|Võ|Đặng|Bùi|Đỗ|Hồ|Ngô|Dương|Lý|Đinh|Trương|Đào|Lương|Mai|Tô|"
+                "Nông|Lò|Hà|Vi|Triệu|Lục|Hứa|Tạ|Quách")
+RE_NAME_VN = re.compile(rf"(?<![^\W\d_])(?:{_VN_SURNAMES}|{_VN_SURNAMES.upper()})(?:[ \t]+[^\W\d_]+){{1,3}}")
+RE_NAME_VN_HAN = re.compile(f"(?<![{HAN}])(?:阮|黎|范|潘|裴|邓|武|陈|黄)[氏文][{HAN}]{{1,2}}(?=[，,。；;、\\s（()）:：]|$)")
+
+
+def _name_vn(text: str):
+    for m in RE_NAME_VN.finditer(text):
+        words = m.group(0).split()
+        keep = [words[0]]
+        for w in words[1:]:
+            if not w[0].isupper():
+                break
+            keep.append(w)
+        if len(keep) >= 2:
+            end = m.start() + m.group(0).index(keep[-1], len(" ".join(keep[:-1]))) + len(keep[-1])
+            yield m.start(), end, "name", "rule:name_vn"
+
+
+# Vietnamese institutions and addresses: Bệnh viện Đa khoa tỉnh Lạng Sơn, Trạm y tế xã Tân Mỹ; thôn Nà Pàn, xã Tân Mỹ,
+# huyện Văn Lãng, tỉnh Lạng Sơn; số 45 đường Trần Đăng Ninh, TP. Lạng Sơn. A unit word, then capitalised words.
+RE_VN_PLACE = re.compile(r"(?i:(?:bệnh viện|trạm y tế|phòng khám|trung tâm y tế|sở y tế)(?:[ \t]+(?:đa khoa|tư nhân|nhân dân|"
+                         r"tỉnh|huyện|xã|thành phố|quốc tế))*|(?:số[ \t]+\d+[a-z]?[ \t]+)?(?:thôn|xã|phường|huyện|tỉnh|tp\.|"
+                         r"thành phố|đường|phố|quận|thị trấn|ấp|bản))[ \t]+")
+VN_UNIT = re.compile(r"(?i:thôn|xã|phường|huyện|tỉnh|tp\.|thành phố|quận|thị trấn|ấp|bản|việt nam)")
+
+
+def _vn_place(text: str):
+    for m in RE_VN_PLACE.finditer(text):
+        pos, end = m.end(), None
+        while True:
+            w = re.match(r"[^\W\d_]+", text[pos:])
+            if not w or not w.group(0)[0].isupper():
+                break
+            end = pos + w.end()
+            nxt = re.match(r"[ \t]+(?=[^\W\d_])", text[end:])
+            # after a comma, only another unit (…, xã Tân Mỹ, huyện Văn Lãng) or the country goes on
+            tail = re.match(rf",[ \t]*(?:{VN_UNIT.pattern})[ \t]*(?=[^\W\d_])|,[ \t]*(?=Vi[eệ]t Nam)", text[end:])
+            if nxt:
+                pos = end + nxt.end()
+            elif tail:
+                pos = end + tail.end()
+            else:
+                break
+        if end is not None:
+            yield m.start(), end, "address", "rule:place_vn"
+
+
+# A Vietnamese date (ngày 14 tháng 01 năm 2024); a log line's month and day (09-03 患者 …, 7/15 上门).
+RE_DATE_VN = re.compile(r"(?i:ngày)[ \t]+\d{1,2}[ \t]+(?i:tháng)[ \t]+\d{1,2}(?:[ \t]+(?i:năm)[ \t]+\d{4})?")
+RE_DATE_LINE = re.compile(r"(?m)^[ \t]*(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])|(?:1[0-2]|0?[1-9])/(?:3[01]|[12]\d|0?[1-9]))(?=[ \t])")
+# Singapore: an HDB address (Blk 412 AMK Ave 10 #05-67 Singapore 560412), a name surname-first in capitals with
+# its English name (TAN KOK LEONG, DESMOND), hospitals by their initials (KKH, SGH, TTSH).
+RE_ADDRESS_SG = re.compile(r"\b(?:Blk|Block)\.?[ \t]+\d{1,4}[A-Z]?(?:[ \t]+[A-Z][A-Za-z]*){1,4}(?:[ \t]+\d{1,3})?"
+                           r"(?:,?[ \t]*#\d{2}-\d{2,4})?(?:,?[ \t]*Singapore[ \t]+\d{6})?")
+RE_HOSPITAL_SG = re.compile(r"(?<![A-Za-z])(?:KKH|SGH|NUH|TTSH|CGH|KTPH|NTFGH|SKH|NCCS|NHCS|SNEC|IMH|NUHS)(?![A-Za-z])")
+RE_NAME_CAPS_TRIPLE = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?=[A-Z]*[AEIOUY])[A-Z]{{2,6}} (?=[A-Z]*[AEIOUY])[A-Z]{{2,6}}\b"
+                                 r"(?:,[ \t]*[A-Z]{3,}\b)?(?! [a-z])")
+# A village's hamlet in Guangxi (下冻镇板弄村板弄屯23号); a class with a letter (四年级B班); PICC by its short name (人保).
+RE_HAMLET = re.compile(f"(?:[{HAN}]{{2,4}}[镇乡])?[{HAN}]{{2,4}}村[{HAN}]{{2,4}}屯(?:\\d+号)?")
+RE_CLASS_LETTER = re.compile("[一二三四五六七八九]年级[A-Za-z]班")
 
 
 def card_bad(m: re.Match) -> bool:
@@ -920,6 +986,16 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_sex_age", "name", RE_NAME_SEX_AGE, NAME_RULE, group=1, gate=re.compile("[男女]")),
         RuleRecognizer("name_parent_of", "name", RE_NAME_PARENT_OF, NAME_RULE, group=1, gate=re.compile("的|之")),
         RuleRecognizer("address_en", "address", RE_ADDRESS_EN, PATTERN, gate=latin),
+        FunctionRecognizer("name_vn", "name", _name_vn, NAME_RULE, gate=latin),
+        RuleRecognizer("name_vn_han", "name", RE_NAME_VN_HAN, NAME_RULE, gate=_re_gate(re.compile("[氏文]"))),
+        FunctionRecognizer("place_vn", "address", _vn_place, PATTERN, gate=latin),
+        RuleRecognizer("date_vn", "date", RE_DATE_VN, PATTERN, gate=_has("tháng", "Tháng")),
+        RuleRecognizer("date_line", "date", RE_DATE_LINE, PATTERN, gate=has_digit),
+        RuleRecognizer("address_sg", "address", RE_ADDRESS_SG, VALIDATED, gate=_has("Blk", "Block")),
+        RuleRecognizer("hospital_sg", "hospital", RE_HOSPITAL_SG, PATTERN, gate=latin),
+        RuleRecognizer("name_caps_triple", "name", RE_NAME_CAPS_TRIPLE, NAME_RULE, gate=latin),
+        RuleRecognizer("hamlet", "address", RE_HAMLET, PATTERN, gate=_has("屯")),
+        RuleRecognizer("class_letter", "school", RE_CLASS_LETTER, PATTERN, gate=_has("年级")),
         RuleRecognizer("licence_zi", "code", RE_LICENCE_ZI, CUED, group=None, gate=_has("字第")),
         RuleRecognizer("phone_tw", "phone", RE_PHONE_TW, PATTERN, gate=_has("-")),
         RuleRecognizer("date_han", "date", RE_DATE_HAN, PATTERN, gate=_has("年")),
