@@ -400,13 +400,6 @@ def test_rounds_12_to_14_forms(text, fires):
     ("老者每天中午晚上各二两苞谷酒，喝了二十多年，现在想少喝点，需要吃药不", None),
     ("小丫头的嘴唇舌头都紫了 后来发现她偷吃了一碗桑葚 活蹦乱跳的 没事吧", None),
     ("孩子嘴唇发紫，呼吸很费力，刚吃了蓝莓", "breathing"),
-])
-def test_round_15_forms(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
-
-
-@pytest.mark.parametrize("text, fires", [
     # round 16: a belly that hardens now and then without pain late in pregnancy; a board-hard painful one
     ("我32周，今天肚子硬了几次，每次十几秒，不疼，不规律，休息就好了，胎动正常", None),
     ("怀孕35周，肚子一直硬邦邦的，疼得厉害，还见红了", "acute_abdomen"),
@@ -425,13 +418,6 @@ def test_round_15_forms(text, fires):
     ("我奶奶今天早上左边的腿不太听话，走路拖着，左手扣扣子也扣不上，她有高血压", "stroke"),
     ("meant to bolus 3.0 units and the pump took 30.0, BG 145 now, I live alone", "poisoning"),
     ("My student has asthma, used his blue inhaler 6 times in 20 mins, can only say 2-3 words", "breathing"),
-])
-def test_round_16_forms(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
-
-
-@pytest.mark.parametrize("text, fires", [
     # round 17: a vaccine is no beating; a blocked nose is no breathlessness; a grandmother's saying is no fit
     ("爸爸想打带状疱疹疫苗，他在吃华法林，INR 2.5，打完按压多久", None),
     ("Jun Hao cannot breathe through his nose at night, very blocked. Chest is fine, no wheeze.", None),
@@ -445,7 +431,7 @@ def test_round_16_forms(text, fires):
     ("健身教练让我做了200个深蹲，第二天大腿疼得碰都不敢碰，尿是浓茶色的", "rhabdo"),
     ("跑了个半马，腿有点酸，尿是正常的颜色", None),
 ])
-def test_round_17_forms(text, fires):
+def test_rounds_15_to_17_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
     assert (fires in ids) if fires else not ids, (text, ids)
 
