@@ -814,10 +814,11 @@ def _hospital_extra(text: str):
         if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
             continue
         if (g := GENERIC_IN_NAME.search(core)) is not None:
-            # 综合 or 专科 after a proper name is part of it (国泰综合医院); alone or after a plain word
-            # (大型综合医院, 一家专科医院) it is a kind of hospital.
-            rest = core[:g.start()] if g.group(0) in ("综合", "专科") and g.end() == len(core) else ""
-            if len(rest) < 2 or GENERIC_IN_NAME.search(rest) or rest in S.GENERIC_HOSPITAL or S.GENERIC_PREFIX.sub("", rest) != rest:
+            # 综合 after a proper name is part of it (国泰综合医院); alone, after a plain word or a specialty
+            # (大型综合医院, 皮肤专科医院, 中西医综合医院) it is a kind of hospital.
+            rest = core[:g.start()] if g.group(0) == "综合" and g.end() == len(core) else ""
+            if len(rest) < 2 or GENERIC_IN_NAME.search(rest) or rest in S.GENERIC_HOSPITAL or S.GENERIC_PREFIX.sub("", rest) != rest \
+                    or re.search("科$|中医|西医|妇幼|儿童|肿瘤|皮肤|口腔|眼|耳鼻喉|骨|精神|传染|康复|[省市县区]$", rest):
                 continue
         if len(core) < 3 and not S.HOSPITAL_MARK.search(core):
             continue
