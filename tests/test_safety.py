@@ -413,6 +413,8 @@ def test_rounds_12_to_14_forms(text, fires):
     # a heart rate that came down after running was measured again; one that stays at 180 was not
     ("儿子跑1000米的时候手环显示心跳180，跑完几分钟就降到100以下了，没胸痛没晕", None),
     ("我妈心跳一直180，休息了半小时还是180，胸口闷", "arrhythmia"),
+    ("心率150，再量血压130/85，心慌", "arrhythmia"),  # a blood pressure measured again sets no heart rate aside
+    ("心跳180，休息后再测心率是88，人没事", None),
     # a leg that does not obey, a dragged foot, buttons that cannot be done up; an insulin overdose
     # before the sugar falls; a blue inhaler used six times
     ("我奶奶今天早上左边的腿不太听话，走路拖着，左手扣扣子也扣不上，她有高血压", "stroke"),
