@@ -160,7 +160,7 @@ class CharContextEnhancer(ContextAwareEnhancer):
 SURNAMES_FULL = S.SURNAMES_FULL
 # Surnames that are not also everyday function words (向, 和, 时, 于, 与, 及, 对 … open clauses:
 # "及时向医生咨询"): the ones rules may take with no other sign of a name.
-SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双")
+SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双奇印表河太普")
 _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|夜间|夜里|夜)?\s*\d{1,2}(?:[:：]\d{2}(?:[:：]\d{2})?|时(?:\d{1,2}分)?|点(?:\d{1,2}分|半)?)"
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
 _TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?)?"
@@ -383,7 +383,7 @@ SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|�
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|冷库|水产(?:公司|加工厂)|养殖场|合作社|(?<!医学)协会(?:[{HAN}]{{2,4}}办事处)?|办事处|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
@@ -411,7 +411,7 @@ RE_NAME_TITLE_WIDE = re.compile(
     f"(?<![{HAN}])(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)(?=(?:{STAFF_TITLES}))"
     f"|(?:找|请|问|谢谢|感谢|联系|通知|告诉|转告|{STAFF_TITLES})(?!{NOT_NAME_BEFORE_TITLE})([{SURNAMES_SAFE}][{HAN}]{{0,2}}?)"
     f"(?=(?:{STAFF_TITLES}))")
-NAME_FIELD = ("姓名|名字|申报人|报案人|出险人|受检人|被检人|就诊人|持证人|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事老人|入住老人|长者|住户|交班人|接班人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
+NAME_FIELD = ("姓名|名字|交接班|被评估人|评估人|被访视人|申报人|报案人|出险人|受检人|被检人|就诊人|持证人|患者|病人|患儿|产妇|孕妇|病患|来访者|来电者|来电人|当事老人|入住老人|长者|住户|交班人|接班人|当事人|申请人|参保人|被保险人|投保人|户主|户名|联系人|监护人|家属|陪同人|陪护|"
               "签名|签字|记录人|记录员|记录|登记人|经办人|经办|审核人|审核者|审核|检验者|检验人|检验|报告人|报告医生|送检医生|申请医生|开单医生|"
               "主治医生|主治医师|主管医生|主管医师|管床医生|责任护士|接诊医生|接诊护士|值班医生|值班护士|护士|医生|医师|药师|技师|调配|核对|"
               "复核|发药|配药|评估员|咨询师|社工|志愿者|接线员|护理员|护工|保姆|司机|驾驶员|民警|警员|收件人|收货人|持卡人|"
@@ -461,6 +461,7 @@ RE_NAME_MASKED = re.compile(f"(?<![A-Za-z0-9*])[{SURNAMES_SAFE}](?:\\*{{1,3}}|[x
 TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}|(?<![{HAN}])[{HAN}]{{2,5}}[·•・][{HAN}]{{2,6}}(?![{HAN}]{{0,1}}(?:综合征|病|氏|症))")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Ma'am|Maam|Midwife|Pharmacist|Therapist|"
+                        r"Madame|Mme|Mlle|Monsieur|Mademoiselle|Señora|Señor|Sra|Srta|Frau|Herr|"
                         r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito)\.?\s+"
                         r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
 _EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
@@ -663,7 +664,7 @@ RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
                               r"surname|family name|given names?|first name|last name|full name|next of kin|nok|payee|"
-                              r"nome|nom|nombre|apellidos?|utente|doente|"
+                              r"nome|nom|nombre|apellidos?|utente|doente|assur[ée]e?|bénéficiaire|titulaire|prénom|"
                               r"account holder|(?:prepared|checked|verified|approved|reported|issued|collected|recorded) by)"
                               r"\s*(?:name|person)?"
                               r"(?:\s*\([^)\n]{0,24}\))?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
@@ -689,8 +690,8 @@ def _latin1(regex: re.Pattern) -> re.Pattern:
     return re.compile(regex.pattern.replace("[A-Z]", "[A-ZÀ-ÖØ-Þ]").replace("[a-z]", "[a-zß-öø-ÿ]"), regex.flags)
 
 
-RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT = map(
-    _latin1, (RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT))
+RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT, RE_NAME_FIELD = map(
+    _latin1, (RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT, RE_NAME_FIELD))
 RE_ADDRESS_EN = re.compile(
     r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
     r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
@@ -698,6 +699,35 @@ RE_ADDRESS_EN = re.compile(
     r"|\b(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*\d{1,5}[A-Z]?\b,?(?:\s*(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4}\b)?"
     r"|\b(?:Block|Building|Bldg|Tower)\s+[A-Z0-9]{1,4}\b")
 RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
+
+# ---- issue 24, round 18 (blind writers a75-a78, developed on after their score) -----------------
+# A number written in spaced groups of one to four digits with 13 digits or more: a bank card (6228 4800 1234 5678
+# 912) or a social security number (2 99 07 69 383 112 47). Amounts and readings have fewer digits.
+RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d,/]|\.\d|\s?%)")
+
+
+def _digits_spaced(text: str):
+    for m in RE_DIGITS_SPACED.finditer(text):
+        if sum(c.isdigit() for c in m.group(0)) >= 13:
+            yield m.start(), m.end(), "long_number", "rule:digits_spaced"
+
+
+# A French telephone number (04 78 42 19 63, 06.12.34.56.78).
+RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?![\d.])")
+# A position at sea or in the field: 北纬26°38′ 东经120°35′, N26°12.5′ E120°48.3′.
+RE_COORD = re.compile(r"(?:北纬|南纬|东经|西经|(?<![A-Za-z])[NSEW] ?)\d{1,3}(?:\.\d+)?°(?:\s?\d{1,2}(?:\.\d+)?[′'])?(?:\s?\d{1,2}(?:\.\d+)?[″\"])?")
+# A Chinese fishing boat's registration: province, port or county, 渔, then digits (闽霞渔05186, 浙岱渔冷03377).
+RE_BOAT_CN = re.compile(f"[闽浙粤鲁辽冀津苏沪琼桂][{HAN}]{{0,3}}?渔(?:运|辅|冷|养)?\\d{{4,6}}")
+# A French street address with its postcode and town: 4 place Bellecour, 69002 Lyon; 18 rue de la Chaussée-d'Antin.
+RE_ADDRESS_FR = re.compile(
+    r"\b\d{1,4}(?:\s?(?:bis|ter))?,?\s(?:rue|place|avenue|av\.|boulevard|bd|allée|chemin|quai|impasse|cours|route|square)\s"
+    r"(?:(?:de la|de l'|du|des|de|d')\s?)?[A-ZÀ-Ý][\w'’\-]+(?:[ \-](?:[A-ZÀ-Ý][\w'’\-]+|de|du|la|des)){0,4}"
+    r"(?:,?\s\d{5}\s[A-ZÀ-Ý][a-zà-ÿ]+(?:[\- ][A-ZÀ-Ý]?[a-zà-ÿ]+)*)?")
+# France's health-insurance funds, named after their département (CPAM du Rhône).
+RE_ORG_FR = re.compile(r"\b(?:CPAM|Caisse primaire d'assurance maladie|CAF|MSA|Mutuelle)(?:\s(?:du|de la|de l'|des|de|d')\s?[A-ZÀ-Ý][\w\-]+)+")
+# A name in Latin letters in brackets after its Chinese form: 玛丽（Marie LEBLANC）, 李娜 (LEE, NA).
+RE_NAME_PAREN_LATIN = re.compile(f"(?<=[{HAN}])\\s*[（(]\\s*([A-ZÀ-Ý][a-zß-ÿ]+(?:[ -][A-ZÀ-Ý][a-zß-ÿ]+)? [A-ZÀ-Ý]{{3,}}(?:[ -][A-ZÀ-Ý]{{2,}})?"
+                                 f"|[A-ZÀ-Ý]{{2,}}, [A-ZÀ-Ý][A-Za-zÀ-ÿ]+(?: [A-ZÀ-Ý][A-Za-zÀ-ÿ]+)?)\\s*[)）]")
 # Places in Chinese below a city: an administrative chain that ends in a district, county, town,
 # village or street ("广东省广州市天河区", "宜宾市翠屏区", "XX镇XX村"), and places people name where
 # things happen (…菜市场门口, …广场, …公园).
@@ -833,7 +863,7 @@ def _hospital_extra(text: str):
 ABBR_GATE = re.compile(r"荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"冷库|协会|办事处|养殖场|合作社|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
 POI_GATE = re.compile(r"岛|景区|旅游区|风景区|度假区|长廊|海滩|沙滩|小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
@@ -1008,6 +1038,13 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("code_han", "code", RE_CODE_HAN, CUED, group=None, gate=_has("-", "车")),
         RuleRecognizer("name_caps_role", "name", RE_NAME_CAPS_ROLE, NAME_RULE, group=1, gate=latin),
         FunctionRecognizer("hospital_en", "hospital", _hospital_en, PATTERN, gate=_has("Hospital", "Infirmary")),
+        FunctionRecognizer("digits_spaced", "long_number", _digits_spaced, PATTERN, gate=_has(" ")),
+        RuleRecognizer("phone_fr", "phone", RE_PHONE_FR, PATTERN, gate=has_digit),
+        RuleRecognizer("coordinates", "address", RE_COORD, PATTERN, gate=_has("°")),
+        RuleRecognizer("boat_cn", "code", RE_BOAT_CN, PATTERN, gate=_has("渔")),
+        RuleRecognizer("address_fr", "address", RE_ADDRESS_FR, PATTERN, gate=latin),
+        RuleRecognizer("org_fr", "org", RE_ORG_FR, PATTERN, gate=latin),
+        RuleRecognizer("name_paren_latin", "name", RE_NAME_PAREN_LATIN, NAME_RULE, group=1, gate=_has("(", "（")),
         RuleRecognizer("institution_en", "org", RE_INSTITUTION_EN, PATTERN, gate=latin),
         RuleRecognizer("address_intl", "address", RE_ADDRESS_INTL, PATTERN, gate=latin),
         RuleRecognizer("phone_en_cue", "phone", RE_PHONE_EN_CUE, CUED, group=1, gate=latin),

@@ -45,7 +45,7 @@ Tourette Tourette's Asperger Asperger's Sjogren Sjögren Behcet Behçet Meniere 
 Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burkitt Ewing Wilms Marfan Turner Klinefelter Noonan
 Gilbert's Reye's Lyme Epstein-Barr Coombs Gleason Breslow Clark Child-Pugh Ranson Wells Centor Killip NYHA GOLD FIGO TNM BI-RADS
 TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harris Weber Gustilo Tanner Denver Mallampati Allen
-Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
+Libman-Sacks Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
 German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 Hoehn Yahr Hoehn-Yahr Kellgren-Lawrence Forrest Garden Lasègue Lasegue Ottawa Mini-Mental MMSE MoCA Modified Lund-Browder
@@ -221,7 +221,7 @@ PATTERNS = [
     r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
     r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
     r"|Paediatrics|Pediatrics|Obstetrics(?:\s*(?:&|and)\s*Gyn(?:a)?ecology)?|Gyn(?:a)?ecology|Cardiology|Neurology|Oncology"
-    r"|Neurosurgery|Surgery|Accident\s*(?:&|and)\s*Emergency|Geriatric Day Hospital"
+    r"|Out-?patients?(?: (?:Department|Clinic))?|In-?patients?|Neurosurgery|Surgery|Accident\s*(?:&|and)\s*Emergency|Geriatric Day Hospital"
     r"|(?:(?:Kidney|Renal|Liver|Organ) )?Transplant(?:ation)? Cent(?:re|er)|Dialysis Cent(?:re|er)"
     r"|(?:Paediatric|Pediatric|Neonatal) (?:[Ww]ard|[Uu]nit|ICU)"
     r"|Dermatology|Orthopaedics|Orthopedics|Psychiatry|Radiology|Urology|Nephrology|Gastroenterology|Endocrinology"

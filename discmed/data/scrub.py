@@ -348,7 +348,10 @@ SURNAMES_ALL = SURNAMES_WIDE + "岳欧时和明沈"
 # The surnames of issue 24's taxonomy work: the rarer ones too (楼, 倪, 鞠, 傅 …), for names judged
 # by shape or taken before a title; the rules of issue 14 keep their narrower lists.
 SURNAMES_FULL = (SURNAMES_ALL + "朴楼倪鞠卓傅应戴裘缪闻芮郁蔺宓冀井籍邰隗钮弓荀羊於惠查计伏蒯桓斯怀佴漆郜禹訾阚那薄暴郦"
-                 "毋付牛邢樊葛温鲍喻赖哈")
+                 "毋付牛邢樊葛温鲍喻赖哈"
+                 # Korean-Chinese (朝鲜族) surnames beside the Han ones (朴 is above): 玄永吉, 河英子, 表英顺, 太明淑
+                 "玄权洪延琴咸廉慎宣奇印表河太"
+                 "普")  # 普: Yi and Hani (普文秀)
 COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
 RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}]([{HAN}])\\1|[小老]?[{SURNAMES_FULL}][{HAN}]{{1,2}}"
                            f"|[小老阿][{HAN}]|([{HAN}])\\2")
@@ -401,10 +404,12 @@ def _person(text: str, a: int, b: int, conf: float) -> int | None:
     word = m.group(0)
     if NOT_IN_NAMES.search(word) or word in NOT_A_NAME:
         return None
+    cued = NAME_CUE_BEFORE.search(text[max(0, a - 6):a]) or NAME_CUE_AFTER.match(text[a + len(word):a + len(word) + 6])
+    if word[1:2] in "未无" and not cued:  # 周未见 in "肾周未见血肿": a report's "not seen", not 周 + a given name
+        return None
     tag = _dictionary().get(word)
     if tag is not None:
         doubled = word[-1] == word[-2]
-        cued = NAME_CUE_BEFORE.search(text[max(0, a - 6):a]) or NAME_CUE_AFTER.match(text[a + len(word):a + len(word) + 6])
         if (doubled and tag in NOT_NICKNAME_TAGS) or (not doubled and not cued and conf < WORD_NAME_CONFIDENCE):
             return None
     return a + len(word)

@@ -386,8 +386,10 @@ class _Message:
         sent_before = text[sent_start:start]
         if r.history_post.search(text[end:sent_end]) or r.history_clause.search(near):
             return "history"
-        last_hist = _last(r.history_pre, sent_before)
-        if last_hist is not None and not r.present.search(sent_before[last_hist.end():]):
+        # A past time inside brackets is a comparison ("肌酐 286（两周前才 94）"), not the finding's time.
+        last_hist = _last(r.history_pre, _PAREN.sub(lambda m: " " * len(m.group()), sent_before))
+        # (searched from the cue on, so "去年今天" reads 今天 as part of the past date)
+        if last_hist is not None and not r.present.search(sent_before, last_hist.end()):
             return "history"
         if r.chronic.search(text[sent_start:sent_end]):
             return "history"
@@ -401,6 +403,7 @@ class _Message:
         return "current"
 
 
+_PAREN = re.compile(r"[（(][^（）()]{0,40}[)）]")
 EN_SUFFIX = "(?:s|es|ed|d|ing|ings|er|ers|ly|al|ally|e|y|ies|ied|ion|ions|ure|ures|less|ness|ic|ical|ity|ful|ive|ous)?"
 PREFIX = 4  # the prefilter's longest start string: Chinese needs 2, English words more
 

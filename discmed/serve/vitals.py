@@ -162,7 +162,7 @@ _SPO2_AGAIN = re.compile(r"(?<![0-9.])(9[4-9]|100)(?![0-9.])")
 _GLUCOSE_AGAIN = re.compile(r"(?<![0-9.])([4-9]\.\d|1[0-5]\.\d)(?![0-9])")
 # A resting rate (50-119) said as a heart rate, or as where it came down to: a bare number after a re-measure
 # cue may be a blood pressure's ("再量血压130/85" must not set a heart rate of 150 aside).
-_HR_AGAIN = re.compile(r"(?:心跳|心率|脉搏|脉|hr|pulse|heart rate|降到|降至|回落到|恢复到|came (?:back )?down to|dropped back to|"
+_HR_AGAIN = re.compile(r"(?:心跳|心率|脉搏|脉|hr|pulse|heart rate|降到|降至|回落到|恢复到|回到|came (?:back )?down to|dropped back to|"
                        r"settled (?:back )?to)[^0-9，。,.]{0,6}([5-9]\d|1[01]\d)(?![0-9.])")
 _BP_AGAIN = re.compile(r"(?<![0-9.])(1[0-3]\d|9\d)(?:\s*[/／]\s*|\s+)([5-8]\d)(?![0-9])")  # 142/88 or "142 88"
 
