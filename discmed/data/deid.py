@@ -317,6 +317,8 @@ _CAPS_SURNAMES = ("ZHANG|WANG|LI|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LI
                   "DENG|CAO|PENG|ZENG|XIAO|TIAN|DONG|PAN|YUAN|CAI|JIANG|DU|CHENG|WEI|SU|DING|REN|SHEN|YAO|JIN|FU|ZHONG|CUI|"
                   "TAN|LIAO|FAN|KIM|LEE|PARK|CHOI|JUNG|KANG|CHO|YOON|JANG|LIM|SEO|SHIN|KWON|HWANG|AHN|YOO|HONG|JEON|MOON|"
                   "BAE|BAEK|HEO|KWAK|NGUYEN|TRAN|PHAM|HOANG|VU|NAKAMURA|TANAKA|SATO|SUZUKI|TAKAHASHI|WATANABE|ITO|YAMAMOTO|"
+                  "KOBAYASHI|KATO|YOSHIDA|YAMADA|SASAKI|YAMAGUCHI|MATSUMOTO|INOUE|KIMURA|HAYASHI|SHIMIZU|YAMAZAKI|MORI|"
+                  "IKEDA|ISHIKAWA|MORITA|MAEDA|FUJITA|OKADA|GOTO|NISHIMURA|UEDA|ISHIDA|SAKAMOTO|MURAKAMI|KONDO|ENDO|"
                   "CHAN|WONG|LEUNG|CHEUNG|LAU|TSANG|YEUNG|LAM|FUNG|CHOW|TSE|KWOK|YIP|SIU|MAK|CHU|POON|LUK|KWAN|LAI|"
                   "CHIU|CHING|CHONG|HUI|KOO|LOK|MOK|PANG|SHEK|SZETO|TSUI|WAI|WAN|YAU|YUEN|YUNG")
 # A given name in capitals has four letters or more, two of them vowels: not an abbreviation (FU PRN, SU STAT).
@@ -695,7 +697,8 @@ RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT, RE_NAME_FIELD
 RE_ADDRESS_EN = re.compile(
     r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
     r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
-    r"Terrace|Crescent|Close|Square|Highway|Hwy)\b\.?(?:,?\s*(?:[A-Z][a-z]+\s){0,3}(?:District|Village|Town|Garden|Gardens|Estate))?"
+    r"Terrace|Crescent|Close|Square|Highway|Hwy|Parade|Pde|Cres|Tce|Esplanade|Esp)\b\.?(?:,?\s*(?:[A-Z][a-z]+\s){0,3}(?:District|Village|Town|Garden|Gardens|Estate))?"
+    r"(?:,?\s*[A-Z][a-z]+(?: [A-Z][a-z]+)?\s+(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)\s+\d{4}\b)?"
     r"|\b(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*\d{1,5}[A-Z]?\b,?(?:\s*(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4}\b)?"
     r"|\b(?:Block|Building|Bldg|Tower)\s+[A-Z0-9]{1,4}\b")
 RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
@@ -703,6 +706,19 @@ RE_EN_DATE_GATE = re.compile(r"[A-Za-z]{3}")
 # ---- issue 24, round 18 (blind writers a75-a78, developed on after their score) -----------------
 # A number written in spaced groups of one to four digits with 13 digits or more: a bank card (6228 4800 1234 5678
 # 912) or a social security number (2 99 07 69 383 112 47). Amounts and readings have fewer digits.
+# Japanese names (Dalian, Suzhou and Shanghai's Japanese staff): a surname of the list and a given name after a
+# space (森田 健二), with a field or after it a title (森田健二：, 西村さん), and a Latin name with -san (Yamaguchi-san).
+_JP_SURNAMES = ("森田|石川|山口|田中|佐藤|铃木|鈴木|高桥|高橋|渡边|渡辺|伊藤|小林|加藤|吉田|山田|佐佐木|佐々木|山本|松本|井上|木村|"
+                "山崎|池田|阿部|石井|山下|中岛|中島|石田|前田|藤田|后藤|後藤|冈田|岡田|长谷川|長谷川|村上|近藤|坂本|远藤|遠藤|"
+                "青木|藤井|西村|福田|三浦|藤原|冈本|岡本|松田|原田|田村|竹内|和田|柴田|酒井|工藤|横山|宫崎|宮崎|宫本|宮本|"
+                "内田|高木|安藤|谷口|丸山|今井|藤本|武田|村田|杉山|增田|増田|平野|大塚|千叶|千葉|松井|岩崎|樱井|桜井|野口|松尾|"
+                "野村|木下|菊地|佐野|杉本|新井|滨田|浜田|菅原|水野|小松|岛田|島田|古川|高野|西田|菊池|山内|西川|五十岚|五十嵐|"
+                "北村|安田|川口|平田|饭田|飯田|吉川|本田|久保田|泽田|沢田|吉村|岩田|服部|樋口|川上|永井|松冈|松岡|田口|"
+                "山中|森本|土屋|矢野|秋山|松下|荒木|大久保|星野|黑田|黒田|尾崎|望月|熊谷|内藤|松村|西山|大谷|平井|岩本|片山|"
+                "早川|横田|荒井|镰田|鎌田|成田|宫田|宮田|上田|山根|大森|桥口|橋口")
+RE_NAME_JP = re.compile(f"(?<![{HAN}])(?:{_JP_SURNAMES})[ 　][{HAN}]{{1,3}}(?![{HAN}])"
+                        f"|(?:(?<=[:：（(])|(?<=[:：] )|(?m:^))(?:{_JP_SURNAMES})[{HAN}]{{1,2}}(?=\\s|[:：，,。；;（()）]|$)"
+                        f"|(?<![{HAN}])(?:{_JP_SURNAMES})[{HAN}]{{0,2}}?(?=\\s*(?:さん|様|先生|太太|桑|君))|\\b[A-Z][a-z]{{1,12}}-san\\b")
 RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d,/]|\.\d|\s?%)")
 
 
@@ -713,7 +729,15 @@ def _digits_spaced(text: str):
 
 
 # A French telephone number (04 78 42 19 63, 06.12.34.56.78).
-RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?![\d.])")
+RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?![\d.])"
+                         r"|\(0\d\)\s?\d{4}\s?\d{4}(?!\d)")  # and an Australian landline, (02) 9663 4471
+# A person as an initial and a surname after a field, a list or a word that leads to a person (Signed: J. Burke,
+# Copy to S. McAllister), unless the surname is a bacterium's species written
+# with a capital (H. Pylori, C. Diff).
+RE_NAME_INITIAL = re.compile(r"(?:(?m:^)|(?<=[(:,;] )|(?<=[(:,;])|(?<=\band )|(?<=\bby )|(?<=\bto )|(?<=\bwith )|(?<=\bfrom )|"
+                             r"(?<=\bcc )|(?<=Dr )|(?<=Dr\. )|(?<=Nurse ))[A-Z]\. (?!(?:Pylori|Coli|Aureus|Diff|Difficile|Pneumoniae|Typhi|Albicans|Faecalis|"
+                             r"Gonorrhoeae|Trachomatis|Vaginalis|Influenzae|Jejuni|Botulinum|Tetani|Pyogenes|Epidermidis|Falciparum|"
+                             r"Vivax)\b)(?:Mc|Mac|O')?[A-Z][a-z]{2,}(?:-[A-Z][a-z]+)?\b(?![.,]?\s?[a-z])")
 # A position at sea or in the field: 北纬26°38′ 东经120°35′, N26°12.5′ E120°48.3′.
 RE_COORD = re.compile(r"(?:北纬|南纬|东经|西经|(?<![A-Za-z])[NSEW] ?)\d{1,3}(?:\.\d+)?°(?:\s?\d{1,2}(?:\.\d+)?[′'])?(?:\s?\d{1,2}(?:\.\d+)?[″\"])?")
 # A Chinese fishing boat's registration: province, port or county, 渔, then digits (闽霞渔05186, 浙岱渔冷03377).
@@ -1039,7 +1063,9 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_caps_role", "name", RE_NAME_CAPS_ROLE, NAME_RULE, group=1, gate=latin),
         FunctionRecognizer("hospital_en", "hospital", _hospital_en, PATTERN, gate=_has("Hospital", "Infirmary")),
         FunctionRecognizer("digits_spaced", "long_number", _digits_spaced, PATTERN, gate=_has(" ")),
+        RuleRecognizer("name_jp", "name", RE_NAME_JP, NAME_RULE, gate=None),
         RuleRecognizer("phone_fr", "phone", RE_PHONE_FR, PATTERN, gate=has_digit),
+        RuleRecognizer("name_initial", "name", RE_NAME_INITIAL, NAME_RULE, gate=_has(". ")),
         RuleRecognizer("coordinates", "address", RE_COORD, PATTERN, gate=_has("°")),
         RuleRecognizer("boat_cn", "code", RE_BOAT_CN, PATTERN, gate=_has("渔")),
         RuleRecognizer("address_fr", "address", RE_ADDRESS_FR, PATTERN, gate=latin),
