@@ -184,7 +184,8 @@ RE_BED = re.compile(
     f"(?:[{HAN}A-Za-z0-9]{{1,4}}?(?:病区|区|病房|室|房)[-—]?)?\\d{{1,3}}\\s*(?:床|号床|床位)(?![{HAN}]{{0,1}}(?:边|头|上|旁|单|垫|栏))"
     r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|办公室|房间|号房|病房|房(?![颤早扑性]))(?:\s*\d{1,2}\s*床)?"
     f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
-    r"|(?i:\b(?:bed|room|ward|rm|villa|suite|cabin|apt|flat)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?-?\d{1,4}[A-Z]?\b)")
+    r"|(?i:\b(?:bed|room|ward|rm|villa|suite|cabin|apt|flat|lab|consultorio)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?-?\d{1,4}[A-Z]?\b)"
+    r"|(?<![\dA-Za-z])\d{3,4}\s*实验室")
 RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
@@ -385,7 +386,7 @@ SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|�
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|冷库|水产(?:公司|加工厂)|养殖场|合作社|(?<!医学)协会(?:[{HAN}]{{2,4}}办事处)?|办事处|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|殡仪馆|公墓|陵园|(?:[{HAN}]氏)?(?:宗祠|祠堂|家庙)|冷库|水产(?:公司|加工厂)|养殖场|合作社|(?<!医学)协会(?:[{HAN}]{{2,4}}办事处)?|办事处|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
@@ -719,6 +720,23 @@ _JP_SURNAMES = ("森田|石川|山口|田中|佐藤|铃木|鈴木|高桥|高橋|
 RE_NAME_JP = re.compile(f"(?<![{HAN}])(?:{_JP_SURNAMES})[ 　][{HAN}]{{1,3}}(?![{HAN}])"
                         f"|(?:(?<=[:：（(])|(?<=[:：] )|(?m:^))(?:{_JP_SURNAMES})[{HAN}]{{1,2}}(?=\\s|[:：，,。；;（()）]|$)"
                         f"|(?<![{HAN}])(?:{_JP_SURNAMES})[{HAN}]{{0,2}}?(?=\\s*(?:さん|様|先生|太太|桑|君))|\\b[A-Z][a-z]{{1,12}}-san\\b")
+# Mexico's papers: the CURP and the voter key (INE), a date in Spanish, a street address down to its colonia and postcode,
+# a family-medicine unit (UMF No. 48), a doctor's licence after Céd. Prof., a Guadalajara or Mexico City phone, the
+# social security institute; a letter's subject line with an honorific and a name in capitals (RE: MZEE JOSEPH …).
+RE_CURP = re.compile(r"\b[A-Z]{4}\d{6}[HMX][A-Z]{5}[A-Z0-9]\d\b|\b[A-Z]{6}\d{8}[HMX]\d{3}\b")
+RE_DATE_ES = re.compile(r"(?i:\b\d{1,2} de (?:enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|"
+                        r"noviembre|diciembre)(?: del? \d{4})?)")
+RE_ADDRESS_MX = re.compile(
+    r"\b(?:Calle|Av\.|Avenida|Blvd\.|Boulevard|Calzada|Calz\.|Privada|Priv\.|Carretera|Andador)\s[A-ZÀ-Ý][\w.]*"
+    r"(?:\s(?:de |del |la |los )?[A-ZÀ-Ý][\w.]*){0,3}\s#?\d{1,5}(?:\s?[A-Z]\b)?(?:,?\s(?:int\.|interior|depto\.|Depto\.)\s?\w+)?"
+    r"(?:,?\s[Cc]ol\.\s[A-ZÀ-Ý]\w*(?:\s[A-ZÀ-Ý]\w*){0,2})?(?:,?\sC\.?\s?P\.?\s\d{5})?")
+RE_ORG_MX = re.compile(r"\bUMF\s(?:No\.?\s?)?\d{1,3}\b|\bUnidad de Medicina Familiar(?:\sNo\.?\s?\d{1,3})?"
+                       r"|\bInstituto Mexicano del Seguro Social\b|\bINSTITUTO MEXICANO DEL SEGURO SOCIAL\b|\bISSSTE\b")
+RE_CEDULA = re.compile(r"(?i:c[ée]d(?:ula)?\.?\s?prof(?:esional)?\.?)\s*(?:No\.?\s*)?[:：]?\s*(\d{6,8})\b")
+RE_PHONE_MX = re.compile(r"(?<![\d+])(?:\+?52\s?)?(?:33|55|81)\s\d{4}\s\d{4}(?!\d)")
+RE_NAME_RE_CAPS = re.compile(r"\bRE:\s*(?:MZEE|MR|MRS|MS|MISS|MASTER|BABY|MAMA)\.?\s+([A-Z]{2,}(?:\s[A-Z]{2,}){1,3})\b")
+# A village lane in Chaoshan and Minnan numbering: 南湾村后巷七横3号 (the lane, its cross-lane, the house).
+RE_LANE = re.compile(f"(?:[{HAN}]{{1,6}}?村)?[{HAN}]{{0,3}}巷[一二三四五六七八九十\\d]+横\\d+号|[{HAN}]{{1,6}}?村[{HAN}]{{0,3}}巷\\d+号")
 RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d,/]|\.\d|\s?%)")
 
 
@@ -887,7 +905,7 @@ def _hospital_extra(text: str):
 ABBR_GATE = re.compile(r"荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"冷库|协会|办事处|养殖场|合作社|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"殡仪馆|公墓|陵园|宗祠|祠堂|家庙|冷库|协会|办事处|养殖场|合作社|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
 POI_GATE = re.compile(r"岛|景区|旅游区|风景区|度假区|长廊|海滩|沙滩|小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
@@ -960,7 +978,7 @@ def recognizers() -> list[EntityRecognizer]:
     taxonomy: list[EntityRecognizer] = [
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
         RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
-        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm|villa|suite|cabin|apt|flat)"))),
+        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm|villa|suite|cabin|apt|flat|lab|consultorio)"))),
         RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
         RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
         RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
@@ -1065,6 +1083,14 @@ def recognizers() -> list[EntityRecognizer]:
         FunctionRecognizer("digits_spaced", "long_number", _digits_spaced, PATTERN, gate=_has(" ")),
         RuleRecognizer("name_jp", "name", RE_NAME_JP, NAME_RULE, gate=None),
         RuleRecognizer("phone_fr", "phone", RE_PHONE_FR, PATTERN, gate=has_digit),
+        RuleRecognizer("curp", "document", RE_CURP, PATTERN, gate=latin),
+        RuleRecognizer("lane", "address", RE_LANE, PATTERN, gate=_has("巷")),
+        RuleRecognizer("date_es", "date", RE_DATE_ES, PATTERN, gate=_has(" de ")),
+        RuleRecognizer("address_mx", "address", RE_ADDRESS_MX, PATTERN, gate=latin),
+        RuleRecognizer("org_mx", "org", RE_ORG_MX, PATTERN, gate=latin),
+        RuleRecognizer("cedula", "code", RE_CEDULA, CUED, group=1, gate=latin),
+        RuleRecognizer("phone_mx", "phone", RE_PHONE_MX, PATTERN, gate=has_digit),
+        RuleRecognizer("name_re_caps", "name", RE_NAME_RE_CAPS, NAME_RULE, group=1, gate=_has("RE:")),
         RuleRecognizer("name_initial", "name", RE_NAME_INITIAL, NAME_RULE, gate=_has(". ")),
         RuleRecognizer("coordinates", "address", RE_COORD, PATTERN, gate=_has("°")),
         RuleRecognizer("boat_cn", "code", RE_BOAT_CN, PATTERN, gate=_has("渔")),
