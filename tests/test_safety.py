@@ -438,6 +438,47 @@ def test_rounds_15_to_17_forms(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
+# Rounds 18 and 19 (a75-a82) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
+@pytest.mark.parametrize("text,fires", [
+    # round 5-6 writers' English, as a second language says it
+    ("Since morning something heavy like a brick on chest, it go to left arm. Sweating cold.", "acs"),
+    ("Three days my poo is black like tar. This morning I stand up and everything go dark, almost fall.", "bleeding"),
+    ("My husband take methimazole for thyroid since one month, now fever 39 and very sore throat.", "neutropenic_fever"),
+    ("Since last night I not can make pee, only drops come, belly is hard and hurts.", "urinary_retention"),
+    ("Cough and came out blood, maybe half cup, two times today.", "bleeding"),
+    ("A little blood on the paper after hard poo, only few drops and it stopped. Haemorrhoid?", None),
+    # a known harmless snake, a rabies-free bite, a vaccinated indoor cat, a content newborn
+    ("下午被一条菜花蛇咬了一口，牙印很浅，不肿不痛，人好好的", None),
+    ("Our cat is indoor only and vaccinated, she scratched my arm while playing, tiny scratch.", None),
+    ("宝宝出生第六天，尿布上有一点粉色的血，吃奶好，不哭不闹，不黄", None),
+    ("他说自己吐血了，问清楚了原来是流鼻血咽下去又吐出来的，现在不流了", None),
+    ("昨天喝醉了吐了一晚上，今天说话走路都正常，就是头有点疼", None),
+    ("She is giving away her things because she finished her contract and is going home for good.", None),
+    # round 18: oliguria, digits that stay black, a faint at a blood draw, a heart rate back to normal, a past date
+    ("化验肌酐比上次高了很多，24小时尿量只有280ml，脚也肿了", "aki"),
+    ("脚趾头这几天发紫发黑，冰凉，疼得睡不着，有个地方好像烂了，捂着也不回红", "limb_threat"),
+    ("早上抽了6管血，站起来的时候眼前一黑晕了一下，躺了一会儿就好了，现在一切正常", None),
+    ("跑步的时候手表报警心率165，停下来几分钟就回到90，现在70，没有不舒服", None),
+    ("去年今天我因为心梗住进了ICU，现在恢复得很好，想问阿司匹林还要吃多久", None),
+    ("我没有想伤害自己，就是最近压力大睡不好", None),
+    # round 19: SJS, a nosebleed on warfarin, a neck swelling after a biopsy, a child pulled from a pool
+    ("吃了新开的药一周，身上起红疹变成水泡，皮一碰就掉，嘴里全烂了，还发烧", "skin_emergency"),
+    ("我爸吃华法林，流鼻血了，捏着鼻子捏了半小时还在流", "bleeding"),
+    ("After the thyroid biopsy this morning my neck keeps swelling and now it is hard to swallow and a bit hard to breathe.",
+     "airway"),
+    ("He fell into the pool and was under water for about 20 seconds; now he is breathing fast and his lips look a bit blue.",
+     "drowning"),
+    ("My toddler is drooling and chewing everything, temperature 37.3, teething?", None),
+    ("Meter said HI after I peeled an orange, washed my hands and did it again: 7.9. I feel fine.", None),
+    ("Do I need a blood test for poisoning? I touched sprayed leaves with gloves on two days ago, no symptoms.", None),
+    ("The CO alarm chirped at night, it was the battery; none of us had any headache.", None),
+    ("这几天热到我想死，背上起了很多小红点，好痒", None),
+])
+def test_rounds_18_to_19_forms(text, fires):
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text", [
     "孩子3岁，呼吸一分钟28次，精神好",          # normal for a 3-year-old
     "保姆早上测血糖显示2.1，洗了手重新测是7.4，又测一次7.6，人好好的",  # re-measured and normal
@@ -549,3 +590,16 @@ ROUNDS_15_17_FLOORS = {"a63_en_german_postdoc_shanghai": (0.975, 0.02), "a64_lan
 @pytest.mark.slow
 def test_rounds_15_to_17_held_out_together():
     _held_out_together(ROUNDS_15_17_FLOORS)
+
+
+# Rounds 18 and 19 (a75-a82), scored blind once (at 22810e6 and e93acbf) and then developed on; one classifier without
+# all eight.
+ROUNDS_18_19_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_french_student_wuhan": (0.975, 0.04),
+                       "a77_ningde_fisherman_wife": (0.975, 0.02), "a78_kunming_lupus_patient": (0.975, 0.02),
+                       "a79_en_kenyan_phd_beijing": (0.975, 0.02), "a80_chaoshan_granddaughter": (0.975, 0.02),
+                       "a81_hangzhou_hospice_daughter": (0.975, 0.04), "a82_en_mexican_teacher_guangzhou": (0.975, 0.02)}
+
+
+@pytest.mark.slow
+def test_rounds_18_to_19_held_out_together():
+    _held_out_together(ROUNDS_18_19_FLOORS)

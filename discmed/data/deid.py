@@ -737,7 +737,7 @@ RE_PHONE_MX = re.compile(r"(?<![\d+])(?:\+?52\s?)?(?:33|55|81)\s\d{4}\s\d{4}(?!\
 RE_NAME_RE_CAPS = re.compile(r"\bRE:\s*(?:MZEE|MR|MRS|MS|MISS|MASTER|BABY|MAMA)\.?\s+([A-Z]{2,}(?:\s[A-Z]{2,}){1,3})\b")
 # A village lane in Chaoshan and Minnan numbering: 南湾村后巷七横3号 (the lane, its cross-lane, the house).
 RE_LANE = re.compile(f"(?:[{HAN}]{{1,6}}?村)?[{HAN}]{{0,3}}巷[一二三四五六七八九十\\d]+横\\d+号|[{HAN}]{{1,6}}?村[{HAN}]{{0,3}}巷\\d+号")
-RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d,/]|\.\d|\s?%)")
+RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d/]|[.,]\d|\s?%)")
 
 
 def _digits_spaced(text: str):
@@ -747,7 +747,7 @@ def _digits_spaced(text: str):
 
 
 # A French telephone number (04 78 42 19 63, 06.12.34.56.78).
-RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?![\d.])"
+RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?!\d|\.\d)"
                          r"|\(0\d\)\s?\d{4}\s?\d{4}(?!\d)")  # and an Australian landline, (02) 9663 4471
 # A person as an initial and a surname after a field, a list or a word that leads to a person (Signed: J. Burke,
 # Copy to S. McAllister), unless the surname is a bacterium's species written
