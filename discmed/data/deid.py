@@ -185,7 +185,9 @@ RE_BED = re.compile(
     r"|(?<![\dA-Za-z])\d{3,4}\s*(?:室|办公室|房间|号房|病房|房(?![颤早扑性]))(?:\s*\d{1,2}\s*床)?"
     f"|[{HAN}]{{1,4}}楼\\s*\\d{{1,2}}\\s*[层楼F](?:\\s*\\d{{3,4}}\\s*(?:室|房))?|(?:[{HAN}]{{1,4}}校区)?[{HAN}0-9]{{0,4}}\\d+\\s*(?:舍|宿舍|斋)\\s*\\d{{2,4}}(?:室)?"
     r"|(?i:\b(?:bed|room|ward|rm|villa|suite|cabin|apt|flat|lab|consultorio)\.?\s*(?:no\.?\s*)?#?\s*[A-Z]?-?\d{1,4}[A-Z]?\b)"
-    r"|(?<![\dA-Za-z])\d{3,4}\s*实验室")
+    r"|(?<![\dA-Za-z])\d{3,4}\s*实验室|(?<![\dA-Za-z])\d{1,2}\s*号?诊室"
+    f"|(?:[一二三四五六七八九十\\d]+标段)?[{HAN}]{{0,4}}?(?:[A-Z]排)?\\d+号(?:宿舍|板房|活动板房)"
+    r"|(?i:\b(?:lantai\s\d{1,2}\s)?kamar\s\d{1,4}\b)")
 RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病房号?)\\s*(?:[:：]|为|是)?\\s*((?=[-A-Za-z0-9{HAN}]{{0,8}}?\\d)[A-Za-z0-9{HAN}][-A-Za-z0-9{HAN}]{{0,8}}?)"
                         f"(?=[，。；;,、\\s）)]|$)")
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
@@ -222,6 +224,7 @@ RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?
                        r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
+                       r"Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
@@ -360,7 +363,7 @@ RE_HK_HOSPITAL = re.compile(r"\b(?:AHNH|PWH|QMH|QEH|PYNEH|UCH|TMH|KWH|CMC|PMH|YC
 # A cross-border Guangdong–Hong Kong/Macau plate (粵Z·3H81港).
 RE_PLATE_CROSS = re.compile(r"[粤粵]Z[·•・.\- ]?[A-HJ-NP-Z0-9]{4}[港澳]")
 # A highway's kilometre post (G2京沪高速K712+300).
-RE_HIGHWAY_KM = re.compile(f"(?:[GS]\\d{{1,4}})?[{HAN}]{{0,6}}(?:高速|国道|省道)?(?:公路)?K\\d{{1,4}}\\+\\d{{1,3}}")
+RE_HIGHWAY_KM = re.compile(f"(?:(?:[GS]\\d{{1,4}})?[{HAN}]{{0,6}}?(?:高速|国道|省道|公路))?K\\d{{1,4}}\\+\\d{{1,3}}")
 # Taiwan's Minguo dates (113/08/27 is 2024-08-27).
 RE_ROC_DATE = re.compile(r"(?<![\d/])(?:1[01]\d|0\d\d)[/.]\d{1,2}[/.]\d{1,2}(?![\d/])")
 
@@ -386,7 +389,7 @@ SCHOOL_GENERIC = re.compile(r"^(?:上|去|在|读|到|的|和|或|从|是|这|�
                             r"(?:大学|学院|中学|小学|幼儿园|学校|医学院)$|^(?:这个|那个|一个|哪个|每个|上|全|同|本|该|毕业)班$")
 RE_ORG = re.compile(
     f"[{HAN}A-Za-z0-9（）()]{{2,20}}?(?:有限责任公司|有限公司|股份公司|公司|集团|工厂|[{HAN}]厂|派出所|公安局|分局|交警队|交警大队|法院|检察院|"
-    f"事务所|殡仪馆|公墓|陵园|(?:[{HAN}]氏)?(?:宗祠|祠堂|家庙)|冷库|水产(?:公司|加工厂)|养殖场|合作社|(?<!医学)协会(?:[{HAN}]{{2,4}}办事处)?|办事处|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
+    f"事务所|项目部|工程队|施工队|殡仪馆|公墓|陵园|(?:[{HAN}]氏)?(?:宗祠|祠堂|家庙)|冷库|水产(?:公司|加工厂)|养殖场|合作社|(?<!医学)协会(?:[{HAN}]{{2,4}}办事处)?|办事处|物流|快递|货运|运输队|车队|街道办事处|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|康养中心|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|长期照顾管理中心|照管中心|消防局|消防(?:分队|大队|中队|站)|分队|[{HAN}]{{0,2}}药房|药店|超市|菜市场|商场|酒店|"
     f"保险公司|人寿|财险|(?:银行|信用社)[{HAN}]{{0,10}}?(?:支行|分行|营业部|分理处|网点)|支行|分行|营业部)(?:[（(][{HAN}]{{1,8}}店?[）)])?"
     f"|[{HAN}]{{1,8}}?(?:医保局|医疗保障局|民政局|卫健局|卫健委|卫生健康局|人社局|社保局|社保中心|医保中心|扶贫办|合作医疗办|农合办|"
     f"计生办|司法所|财政所|农商行|农村商业银行|农村信用社|邮政储蓄银行|邮储银行|乡政府|镇政府|乡人民政府|镇人民政府|"
@@ -424,7 +427,8 @@ RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
-    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+(?:[A-Z][a-z]+|[A-Z]{{2,}})){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
+    f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+(?:van der|van den|van de|van|von|de la|du|le|bin|binti))?"
+    f"(?:\\s+(?:[A-Z][a-z]+|[A-Z]{{2,}})){{1,3}}|[A-Z]{{2,}}(?:\\s+[A-Z]{{2,}}){{1,3}})\\b")
 SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给跟被把从在是有为由以将同时")
 # A handover list: a room-bed or bed number, then the resident's name (305-2 徐根宝:, 215床钱福林:).
 RE_BED_NAME = re.compile(f"(?m)(?:^|[\\s，,。；;])(\\d{{2,4}}(?:-\\d{{1,2}}|床|房))\\s*([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[:：,，\\s（(])")
@@ -465,9 +469,10 @@ TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}|(?<![{HAN}])[{HAN}]{{2,5}}[·•・][{HAN}]{{2,6}}(?![{HAN}]{{0,1}}(?:综合征|病|氏|症))")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Ma'am|Maam|Midwife|Pharmacist|Therapist|"
                         r"Madame|Mme|Mlle|Monsieur|Mademoiselle|Señora|Señor|Sra|Srta|Frau|Herr|"
-                        r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito)\.?\s+"
+                        r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito|Coach|Oom|Tannie)\.?\s+"
                         r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
-_EN_NAME = (r"(?:[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
+_EN_NAME = (r"(?:[A-Z][a-z]+\s+(?:van der|van den|van de|van|von|de la|du|le|bin|binti)\s+[A-Z][a-z]+"
+            r"|[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
             r"|[A-Z]{2,}(?:[- ][A-Z]{2,})?,\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)){0,3}"
             r"|(?:[A-Z]\.\s?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
 # A person after a ship's rank or a title of the Philippines (Dra., Atty., Engr.): crew logs and
@@ -663,6 +668,7 @@ RE_ID_MO_HK = re.compile(r"(?<![0-9A-Za-z])(?:[1578]\d{6}|[A-Z]{1,2}\d{6})\s?[�
 RE_CALL_SIGN = re.compile(r"(?i:call\s?sign)\s*[:：]?\s*([A-Z0-9]{4,7})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"child|parents?|student|resident|customer|client|employee|accompanied by|crew|seafarer|injured|"
+                              r"player|athlete|report(?:ed)? by|coach|pasien|nama|"
                               r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
@@ -737,6 +743,15 @@ RE_PHONE_MX = re.compile(r"(?<![\d+])(?:\+?52\s?)?(?:33|55|81)\s\d{4}\s\d{4}(?!\
 RE_NAME_RE_CAPS = re.compile(r"\bRE:\s*(?:MZEE|MR|MRS|MS|MISS|MASTER|BABY|MAMA)\.?\s+([A-Z]{2,}(?:\s[A-Z]{2,}){1,3})\b")
 # A village lane in Chaoshan and Minnan numbering: 南湾村后巷七横3号 (the lane, its cross-lane, the house).
 RE_LANE = re.compile(f"(?:[{HAN}]{{1,6}}?村)?[{HAN}]{{0,3}}巷[一二三四五六七八九十\\d]+横\\d+号|[{HAN}]{{1,6}}?村[{HAN}]{{0,3}}巷\\d+号")
+# South Africa's medical-aid numbers (Discovery 189 442 017-02, membership no. 311 057 624) and Indonesia's
+# BPJS, NIK and KTP numbers after their cue; an Indonesian street (Jl. Raya Darmo Permai III No. 17, Surabaya) and
+# hospital (RS Zhongshan, RSUD Dr. Soetomo).
+RE_MEMBER_NO = re.compile(r"(?:(?i:membership|member|policy|medical aid|scheme|card),?\s*(?i:no\.?|nr\.?|number|#)\s*[:：]?\s*"
+                          r"|\b(?:Discovery|Bonitas|Momentum|GEMS|Medihelp|Fedhealth|Bestmed)\s+)"
+                          r"(\d{2,4}(?: \d{2,4}){1,4}(?:-\d{2})?)(?![\d])"
+                          r"|\b(?:BPJS(?: Kesehatan)?|NIK|KTP|NPWP)\s*(?:No\.?|number|nomor)?\s*[:：]?\s*(\d{8,16})\b")
+RE_ADDRESS_ID = re.compile(r"\bJl\.?\s(?:[A-Z][\w.]*\s){1,4}(?:[IVX]+\s)?No\.?\s?\d+[A-Z]?(?:,\s[A-Z][a-z]+)?"
+                           r"|\bRS(?:UD|UP|IA|AB|U)?\s(?:Dr\.\s)?[A-Z][\w]+(?:\s[A-Z][\w]+){0,3}")
 RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d/]|[.,]\d|\s?%)")
 
 
@@ -905,7 +920,7 @@ def _hospital_extra(text: str):
 ABBR_GATE = re.compile(r"荣总|北荣|中荣|高荣|三总|马偕|长庚|万芳|亚东|慈济|彰基|人医|妇幼|[一二三四五六七八九]院|附[一二三]|附院|协和|华西|湘雅|齐鲁|同济|西京|瑞金|华山|仁济|长海|长征|天坛|宣武|"
                        r"安贞|积水潭|阜外|鼓楼|邵逸夫|浙一|浙二|儿研所|东方肝胆|同仁|美中宜和|新桥|大坪|中南医院|西南医院|爱尔眼科|美年|"
                        r"和睦家|301|北医")
-ORG_GATE = re.compile(r"殡仪馆|公墓|陵园|宗祠|祠堂|家庙|冷库|协会|办事处|养殖场|合作社|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
+ORG_GATE = re.compile(r"项目部|工程队|施工队|殡仪馆|公墓|陵园|宗祠|祠堂|家庙|冷库|协会|办事处|养殖场|合作社|旅舍|客栈|宾馆|旅馆|民宿|旅游团|旅行社|护理所|护理之家|照顾管理|照管|消防|分队|公司|集团|厂|物流|快递|货运|运输队|车队|局|委|办|政府|农商行|邮储|人保|平安|泰康|爱康|慈铭|美年|瑞慈|卓正|和睦家|嘉会|百汇|美中宜和|爱帝宫|派出所|公安|交警|法院|检察院|事务所|街道办|居委会|村委会|养老院|颐养院|敬老院|福利院|护理院|养护院|"
                       r"康养|药房|药店|超市|菜市场|商场|酒店|人寿|财险|保险|银行|信用社|支行|分行|营业部")
 POI_GATE = re.compile(r"岛|景区|旅游区|风景区|度假区|长廊|海滩|沙滩|小卖部|集市|市场|广场|公园|站|机场|码头|大厦|写字楼|商城|购物中心|步行街|小区|花园|家园|公寓|新村|村委|村口|服务区|口岸|寺|牧场")
 SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|附小|一中|二中|三中|职高|技校|中专|班|级|[初高][一二三]|舍|斋")
@@ -978,7 +993,7 @@ def recognizers() -> list[EntityRecognizer]:
     taxonomy: list[EntityRecognizer] = [
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
         RuleRecognizer("age_90", "age", RE_AGE_90, PATTERN, gate=_re_gate(re.compile(r"(?:9\d|1[01]\d)"))),
-        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:bed|room|ward|rm|villa|suite|cabin|apt|flat|lab|consultorio)"))),
+        RuleRecognizer("bed", "bed", RE_BED, PATTERN, gate=_re_gate(re.compile(r"床|室|房|病区|舍|斋|(?i:kamar|bed|room|ward|rm|villa|suite|cabin|apt|flat|lab|consultorio)"))),
         RuleRecognizer("bed_cue", "bed", RE_BED_CUE, CUED, group=1, gate=_re_gate(re.compile(r"床|座位|房"))),
         RuleRecognizer("ip", "ip", RE_IP, VALIDATED, gate=_has(".")),
         RuleRecognizer("passport", "document", RE_PASSPORT, CUED, group=None, gate=latin),
@@ -1084,6 +1099,8 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_jp", "name", RE_NAME_JP, NAME_RULE, gate=None),
         RuleRecognizer("phone_fr", "phone", RE_PHONE_FR, PATTERN, gate=has_digit),
         RuleRecognizer("curp", "document", RE_CURP, PATTERN, gate=latin),
+        RuleRecognizer("member_no", "code", RE_MEMBER_NO, CUED, group=None, gate=latin),
+        RuleRecognizer("address_id", "address", RE_ADDRESS_ID, PATTERN, gate=latin),
         RuleRecognizer("lane", "address", RE_LANE, PATTERN, gate=_has("巷")),
         RuleRecognizer("date_es", "date", RE_DATE_ES, PATTERN, gate=_has(" de ")),
         RuleRecognizer("address_mx", "address", RE_ADDRESS_MX, PATTERN, gate=latin),

@@ -45,7 +45,7 @@ Tourette Tourette's Asperger Asperger's Sjogren Sjögren Behcet Behçet Meniere 
 Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burkitt Ewing Wilms Marfan Turner Klinefelter Noonan
 Gilbert's Reye's Lyme Epstein-Barr Coombs Gleason Breslow Clark Child-Pugh Ranson Wells Centor Killip NYHA GOLD FIGO TNM BI-RADS
 TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harris Weber Gustilo Tanner Denver Mallampati Allen
-Libman-Sacks Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
+Libman-Sacks Hill-Sachs Roper-Hall Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
 German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 Hoehn Yahr Hoehn-Yahr Kellgren-Lawrence Forrest Garden Lasègue Lasegue Ottawa Mini-Mental MMSE MoCA Modified Lund-Browder
@@ -142,7 +142,7 @@ ANATOMY_DEPARTMENTS_LABS = """
 CCU EICU 急诊ICU 抢救室 留观室 输液室 手术室 产房 分娩室 待产室 透析室 血透室 腹透室 化疗室 日间病房 精神科 心理科 精神卫生科
 睡眠科 老年科 全科 营养科 检验科 病理科 放射科 影像科 超声科 B超室 核医学科 药剂科 发热门诊 肠道门诊 产前诊断中心 生殖中心
 生殖医学中心 辅助生殖 试管婴儿 胚胎 囊胚 冻胚 移植 取卵 促排 宫腔镜 腹腔镜 胃镜 肠镜 支气管镜 膀胱镜 输尿管镜 关节镜
-磨玻璃 玻璃结节 结节 腺样体 扁桃体 甲状腺 乳腺 前列腺 淋巴结 淋巴 息肉 囊肿 积液 增生 钙化 肥大 肿大 溃疡 糜烂
+磨玻璃 玻璃结节 结节 腺样体 扁桃体 甲状腺 乳腺 前列腺 淋巴结 中央区淋巴结 颈中央区 侧颈区 淋巴 息肉 囊肿 积液 增生 钙化 肥大 肿大 溃疡 糜烂
 上叶 下叶 中叶 左肺 右肺 双肺 肺门 纵隔 胸膜 心包 心脏 心肌 心房 心室 主动脉 冠状动脉 颈动脉 椎动脉 门静脉 下腔静脉
 肝脏 胆囊 胆管 胰腺 脾脏 肾脏 肾盂 输尿管 膀胱 尿道 子宫 宫颈 宫腔 内膜 子宫内膜 卵巢 输卵管 附件 盆腔 阴道 外阴 胎盘
 羊水 脐带 胎心 胎动 胎头 胎位 宫高 腹围 双顶径 股骨长 头围 NT 颈项透明层 绒毛 羊水穿刺 脐血穿刺
@@ -221,7 +221,7 @@ PATTERNS = [
     r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
     r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
     r"|Paediatrics|Pediatrics|Obstetrics(?:\s*(?:&|and)\s*Gyn(?:a)?ecology)?|Gyn(?:a)?ecology|Cardiology|Neurology|Oncology"
-    r"|Out-?patients?(?: (?:Department|Clinic))?|In-?patients?|Infectious Diseases?|(?:(?:Orthopaedics|Orthopedics) & )?Spine Surgery"
+    r"|(?:Dokter )?Spesialis Penyakit Dalam|Penyakit Dalam|Out-?patients?(?: (?:Department|Clinic))?|In-?patients?|Infectious Diseases?|(?:(?:Orthopaedics|Orthopedics) & )?Spine Surgery"
     r"|Medicina (?:Familiar|Interna|General|Preventiva|del Trabajo)|Ginecolog[íi]a y Obstetricia|Pediatr[íi]a|Cardiolog[íi]a|Urgencias"
     r"|Neurosurgery|Surgery|Accident\s*(?:&|and)\s*Emergency|Geriatric Day Hospital"
     r"|(?:(?:Kidney|Renal|Liver|Organ) )?Transplant(?:ation)? Cent(?:re|er)|Dialysis Cent(?:re|er)"

@@ -119,10 +119,25 @@ def to_mandarin(text: str) -> str:
     return text.translate(_table())
 
 
+_SPACE_BETWEEN_HAN = re.compile("(?<=[\u4e00-\u9fff])[ \u3000]+(?=[\u4e00-\u9fff])")
+
+
+def _join_spaced_words(text: str) -> str:
+    """Chinese written word by word with spaces (as many signers of Chinese Sign Language and some input methods
+    write: "我 不 发烧 朋友 说 是 癫痫") joined up, so cues of two words ("朋友说", "不发烧") read as written together.
+    Only where spaces split most words (one every four characters or more often): a space between clauses, as
+    voice input leaves, stays a pause."""
+    gaps = len(_SPACE_BETWEEN_HAN.findall(text))
+    if gaps < 3 or gaps * 4 < sum("\u4e00" <= ch <= "\u9fff" for ch in text):
+        return text
+    return _SPACE_BETWEEN_HAN.sub("", text)
+
+
 def normalize(text: str) -> str:
     """What triage reads: `to_mandarin`, then full-width ASCII as half-width, lower case and straight
     apostrophes ("Ｉ can’t" → "i can't"). The rules and the classifier both read this."""
     out = []
+    text = _join_spaced_words(text)
     for ch in to_mandarin(text):
         code = ord(ch)
         if 0xFF01 <= code <= 0xFF5E and ch not in "，：；！？（）":

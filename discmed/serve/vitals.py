@@ -63,7 +63,8 @@ _AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
     # "宝宝七十天" (adjacent, 10 days or more: "孩子两天没拉" is a duration)
     _KID + r"(?P<n4>[1-9]\d|[一二三四五六七八]十[一二三四五六七八九]?)[多来几]?天(?![没不])",
     r"新生儿|满月|出生半个月|半个月大?的(?:宝宝|婴儿|孩子)|(?:宝宝|孩子)(?:才|刚)半个月|newborn|neonat")))
-_AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?|才|刚满|baby)[^，。0-9]{0,4}?"
+# (a duration is no age: "儿子最近两个月经常眨眼", "孩子这两个月")
+_AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?|才|刚满|baby)(?:(?!最近|近|这|过去)[^，。0-9]){0,4}?"
                          + _NUM + r"个(半)?月|" + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)"
                          r"|(\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)[- ]"
                          r"(day|week|month)s?[- ]old|\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|出生才?" + _NUM + r"周|(\d+|[一二两三四五六七八九])周的(宝宝|娃|孩子|婴儿)")
