@@ -438,7 +438,7 @@ def test_rounds_15_to_17_forms(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
-# Rounds 18 and 19 (a75-a82) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
+# Rounds 18 to 21 (a75-a90) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
 @pytest.mark.parametrize("text,fires", [
     # round 5-6 writers' English, as a second language says it
     ("Since morning something heavy like a brick on chest, it go to left arm. Sweating cold.", "acs"),
@@ -473,8 +473,22 @@ def test_rounds_15_to_17_forms(text, fires):
     ("Do I need a blood test for poisoning? I touched sprayed leaves with gloves on two days ago, no symptoms.", None),
     ("The CO alarm chirped at night, it was the battery; none of us had any headache.", None),
     ("这几天热到我想死，背上起了很多小红点，好痒", None),
+    # round 20: Chinese written word by word, as many signers write it
+    ("我 爸爸 突然 右边 手 没 力气，说话 不 清楚，嘴 歪", "stroke"),
+    ("我 不 发烧 喉咙 不 痛 感觉 好好，白细胞 3.8 医生 说 下周 再 查", None),
+    ("女儿 最近 两个月 老是 眨眼，同学 说 是 抽风，她 玩 上学 都 正常", None),
+    # waters said as fluid that keeps coming; a knocked-out tooth; a blocked nose; idioms
+    ("She's 34 weeks and clear fluid keeps running down her legs when she stands up, no contractions.", "pregnancy"),
+    ("He got his front tooth knocked clean out in the game, we have it in milk.", "trauma"),
+    ("He says he can't breathe at night, but it's because his nose is blocked from a cold.", None),
+    ("The scrum collapsed twice in training and nobody was hurt.", None),
+    ("My mum had a fit when she saw the phone bill, haha.", None),
+    ("Uncle passed out on the sofa after the party and snored all night, fine this morning.", None),
+    # blood after a tooth was pulled; "vomiting blood" that was a nosebleed
+    ("昨天拔了颗牙，今天吐口水还带点血丝，牙窝里有血块，不发烧", None),
+    ("工人说他吐血了，问清楚了原来是鼻子干出血流到嗓子里，现在止住了", None),
 ])
-def test_rounds_18_to_19_forms(text, fires):
+def test_rounds_18_to_21_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
     assert (fires in ids) if fires else not ids, (text, ids)
 
@@ -592,14 +606,16 @@ def test_rounds_15_to_17_held_out_together():
     _held_out_together(ROUNDS_15_17_FLOORS)
 
 
-# Rounds 18 and 19 (a75-a82), scored blind once (at 22810e6 and e93acbf) and then developed on; one classifier without
-# all eight.
-ROUNDS_18_19_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_french_student_wuhan": (0.975, 0.04),
+# Rounds 18 to 21 (a75-a90), each scored blind once (at 22810e6, e93acbf, 646160f and the commit named in
+# benchmarks/RESULTS.md) and then developed on; one classifier without all of them.
+ROUNDS_18_21_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_french_student_wuhan": (0.975, 0.04),
                        "a77_ningde_fisherman_wife": (0.975, 0.02), "a78_kunming_lupus_patient": (0.975, 0.02),
                        "a79_en_kenyan_phd_beijing": (0.975, 0.02), "a80_chaoshan_granddaughter": (0.975, 0.02),
-                       "a81_hangzhou_hospice_daughter": (0.975, 0.04), "a82_en_mexican_teacher_guangzhou": (0.975, 0.02)}
+                       "a81_hangzhou_hospice_daughter": (0.975, 0.04), "a82_en_mexican_teacher_guangzhou": (0.975, 0.02),
+                       "a83_deaf_signer_chengdu": (0.975, 0.04), "a84_en_south_african_coach_shanghai": (0.975, 0.02),
+                       "a85_xinjiang_site_medic": (0.975, 0.02), "a86_en_indonesian_student_xiamen": (0.975, 0.02)}
 
 
 @pytest.mark.slow
-def test_rounds_18_to_19_held_out_together():
-    _held_out_together(ROUNDS_18_19_FLOORS)
+def test_rounds_18_to_21_held_out_together():
+    _held_out_together(ROUNDS_18_21_FLOORS)
