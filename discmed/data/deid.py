@@ -224,7 +224,7 @@ RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?
                        r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
-                       r"Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
+                       r"Adoptions?|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
@@ -703,7 +703,7 @@ RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT, RE_NAME_FIELD
     _latin1, (RE_NAME_EN, RE_NAME_EN_RANK, RE_NAME_EN_FIELD, RE_NAME_EN_CONTEXT, RE_NAME_FIELD))
 RE_ADDRESS_EN = re.compile(
     r"\b(?:(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*[A-Z0-9-]{1,6},?\s*)?(?:(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4},?\s*)?"
-    r"\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
+    r"\d{1,5}[A-Z]?\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\s+){1,4}(?:Road|Rd|Street|St|Avenue|Ave|Lane|Ln|Drive|Boulevard|Blvd|Way|Court|Ct|Place|Pl|"
     r"Terrace|Crescent|Close|Square|Highway|Hwy|Parade|Pde|Cres|Tce|Esplanade|Esp)\b\.?(?:,?\s*(?:[A-Z][a-z]+\s){0,3}(?:District|Village|Town|Garden|Gardens|Estate))?"
     r"(?:,?\s*[A-Z][a-z]+(?: [A-Z][a-z]+)?\s+(?:NSW|VIC|QLD|WA|SA|TAS|ACT|NT)\s+\d{4}\b)?"
     r"|\b(?:Flat|Apt|Apartment|Unit|Room|Rm|Suite)\.?\s*#?\s*\d{1,5}[A-Z]?\b,?(?:\s*(?:Block|Building|Bldg|Tower)\.?\s*[A-Z0-9]{1,4}\b)?"
@@ -752,6 +752,12 @@ RE_MEMBER_NO = re.compile(r"(?:(?i:membership|member|policy|medical aid|scheme|c
                           r"|\b(?:BPJS(?: Kesehatan)?|NIK|KTP|NPWP)\s*(?:No\.?|number|nomor)?\s*[:：]?\s*(\d{8,16})\b")
 RE_ADDRESS_ID = re.compile(r"\bJl\.?\s(?:[A-Z][\w.]*\s){1,4}(?:[IVX]+\s)?No\.?\s?\d+[A-Z]?(?:,\s[A-Z][a-z]+)?"
                            r"|\bRS(?:UD|UP|IA|AB|U)?\s(?:Dr\.\s)?[A-Z][\w]+(?:\s[A-Z][\w]+){0,3}")
+# A US Social Security number (509-62-3817) and a US date with a two-digit year (3/14/20); an Irish Eircode
+# (T12 X5P7) and a PPS number after its cue (PPS 8821437RA).
+RE_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
+RE_DATE_US_YY = re.compile(r"(?<![\d/.])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/\d{2}(?![\d/])")
+RE_EIRCODE = re.compile(r"\b[AC-FHKNPRTV-Y]\d{2}\s?[AC-FHKNPRTV-Y0-9]{4}\b")
+RE_PPS = re.compile(r"(?i:\bPPSN?(?: (?:number|no\.?))?)\s*[:：#]?\s*(\d{7}[A-W][A-IW]?)\b")
 RE_DIGITS_SPACED = re.compile(r"(?<![\d.,/])\d{1,4}(?: \d{1,4}){3,7}(?![\d/]|[.,]\d|\s?%)")
 
 
@@ -1099,6 +1105,10 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("name_jp", "name", RE_NAME_JP, NAME_RULE, gate=None),
         RuleRecognizer("phone_fr", "phone", RE_PHONE_FR, PATTERN, gate=has_digit),
         RuleRecognizer("curp", "document", RE_CURP, PATTERN, gate=latin),
+        RuleRecognizer("ssn", "document", RE_SSN, PATTERN, gate=_has("-")),
+        RuleRecognizer("date_us_yy", "date", RE_DATE_US_YY, PATTERN, gate=_has("/")),
+        RuleRecognizer("eircode", "address", RE_EIRCODE, PATTERN, gate=latin),
+        RuleRecognizer("pps", "document", RE_PPS, CUED, group=1, gate=_has("PPS", "pps")),
         RuleRecognizer("member_no", "code", RE_MEMBER_NO, CUED, group=None, gate=latin),
         RuleRecognizer("address_id", "address", RE_ADDRESS_ID, PATTERN, gate=latin),
         RuleRecognizer("lane", "address", RE_LANE, PATTERN, gate=_has("巷")),
@@ -1472,6 +1482,9 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                 # off (心内科|3病区21床), a unit after a hospital's name too (… Hospital ED); an organ
                 # inside one (左附件区) makes it anatomy. A name does not begin with a medical word.
                 if pa == a and (holds_none or kind == "name"):
+                    if r.recognition_metadata.get("rule", "").startswith("ner:spacy"):
+                        keep = False  # an English entity that opens with a medical term is a medical phrase
+                        break         # misread (Pseudoword Decoding SS 74, Epworth Sleepiness Scale 13)
                     a = pb
                     continue
                 if holds_none:

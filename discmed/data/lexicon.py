@@ -45,7 +45,7 @@ Tourette Tourette's Asperger Asperger's Sjogren Sjögren Behcet Behçet Meniere 
 Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burkitt Ewing Wilms Marfan Turner Klinefelter Noonan
 Gilbert's Reye's Lyme Epstein-Barr Coombs Gleason Breslow Clark Child-Pugh Ranson Wells Centor Killip NYHA GOLD FIGO TNM BI-RADS
 TI-RADS Coryllos Bishop Bishop's Braxton Braxton-Hicks Naegele Cobb Salter-Harris Weber Gustilo Tanner Denver Mallampati Allen
-Libman-Sacks Hill-Sachs Roper-Hall Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
+Libman-Sacks Hill-Sachs Roper-Hall Orton-Gillingham Epworth ROP Hunt-Hess Fisher Spetzler-Martin Rankin Barthel Norton Braden Morse Caprini Padua CURB-65 qSOFA SOFA APACHE Wagner
 German-measles Spanish-flu
 Tinel Phalen Finkelstein Lachman McMurray Trendelenburg Valsalva Heimlich Holter Doppler Foley Swan-Ganz Whipple Nissen Roux-en-Y
 Hoehn Yahr Hoehn-Yahr Kellgren-Lawrence Forrest Garden Lasègue Lasegue Ottawa Mini-Mental MMSE MoCA Modified Lund-Browder
@@ -136,7 +136,7 @@ DRUGS = """
 # Anatomy, departments and wards by specialty, lab tests, imaging and findings a name or place must not eat.
 ANATOMY_DEPARTMENTS_LABS = """
 涂阳 涂阴 痰涂片 痰培养
-内科 外科 妇科 产科 妇产科 儿科 新生儿科 急诊科 急诊 眼科 耳鼻喉科 口腔科 皮肤科 骨科 中医科 康复科 神经内科 神经外科 消化内科
+内科 外科 妇科 产科 妇产科 儿科 新生儿科 听力筛查中心 急诊科 急诊 眼科 耳鼻喉科 口腔科 皮肤科 骨科 中医科 康复科 神经内科 神经外科 消化内科
 心内科 心血管内科 心外科 胸外科 呼吸科 呼吸内科 肾内科 肾病科 内分泌科 血液科 风湿免疫科 感染科 肿瘤科 肿瘤内科 放疗科 介入科
 泌尿外科 肝胆外科 胃肠外科 普外科 乳腺外科 甲乳外科 甲状腺外科 血管外科 烧伤科 整形科 疼痛科 麻醉科 重症医学科 ICU NICU PICU
 CCU EICU 急诊ICU 抢救室 留观室 输液室 手术室 产房 分娩室 待产室 透析室 血透室 腹透室 化疗室 日间病房 精神科 心理科 精神卫生科
@@ -221,6 +221,7 @@ PATTERNS = [
     r"\b(?:(?:Family|Internal|Emergency|General|Sports|Respiratory|Travel|Nuclear|Tropical|Rehabilitation)\s+Medicine"
     r"|(?:Paediatric|Pediatric|General|Plastic|Cardiac|Vascular|Thoracic|Orthopaedic|Orthopedic)\s+Surgery"
     r"|Paediatrics|Pediatrics|Obstetrics(?:\s*(?:&|and)\s*Gyn(?:a)?ecology)?|Gyn(?:a)?ecology|Cardiology|Neurology|Oncology"
+    r"|Hand Surgery|(?:Pediatric|Paediatric) Dentistry|Dentistry|Pseudoword Decoding|Word Reading|Phonological Awareness(?: composite)?|CTOPP-2|WIAT-4|WISC-V"
     r"|(?:Dokter )?Spesialis Penyakit Dalam|Penyakit Dalam|Out-?patients?(?: (?:Department|Clinic))?|In-?patients?|Infectious Diseases?|(?:(?:Orthopaedics|Orthopedics) & )?Spine Surgery"
     r"|Medicina (?:Familiar|Interna|General|Preventiva|del Trabajo)|Ginecolog[íi]a y Obstetricia|Pediatr[íi]a|Cardiolog[íi]a|Urgencias"
     r"|Neurosurgery|Surgery|Accident\s*(?:&|and)\s*Emergency|Geriatric Day Hospital"

@@ -115,7 +115,7 @@ RE_NAME_RELATION = re.compile(f"(?:{RELATIONS})(?:叫|是)?((?:[小老阿][{SURN
 RE_COMPOUND_NAME = re.compile(f"(?:欧阳|司马|诸葛|上官|皇甫|慕容|令狐|夏侯|尉迟|端木|公孙)[{HAN}](?:[{HAN}](?=[^{HAN}]|得|在|说|的|也|今|是|住|吃|做|查|刚|收))?")
 RE_NAME_SELF = re.compile(f"(?:我是|替|帮|叫)([{SURNAMES}]{_G}{{1,2}})(?=的|，|,|。)")
 RE_NAME_COLON = re.compile(f"(主治医生|主治医师|医生|大夫|医师|联系人)([：:]\\s*)([{SURNAMES}](?:某某|某|{_G}{{1,2}}))")
-HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|健康服务中心|社康中心|诊所|医疗中心|保健院|门诊部|医务所|医务中心|诊疗所|医学检验实验室|医学检验所"
+HOSPITAL_TAIL = "医院|卫生院|卫生服务中心|健康服务中心|健康服务站|卫生服务站|社区门诊|社康中心|诊所|医疗中心|保健院|门诊部|医务所|医务中心|诊疗所|医学检验实验室|医学检验所"
 RE_HOSPITAL = re.compile(f"([{HAN}A-Za-z0-9]{{2,16}}?)({HOSPITAL_TAIL})")
 # "医院" follows plain words far too often (很多医院, 费用因医院而异): a named hospital shows a
 # place, an institution word, a number, or a well-known proper name.
@@ -127,7 +127,7 @@ HOSPITAL_MARK = re.compile(r"[省市县区镇州]|人民|中心|附属|第[一�
                            r"长春|石家庄|太原|合肥|南昌|福州|厦门|南宁|昆明|贵阳|兰州|西宁|银川|乌鲁木齐|呼和浩特|拉萨|海口|"
                            r"三亚|苏州|无锡|宁波|温州|东莞|佛山|珠海|汕头|泉州|烟台|徐州|常州|香港|澳门|台北")
 # Words that cannot start a hospital's proper name: we cut the candidate after the last one.
-HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|至|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里)")
+HOSPITAL_BREAK = re.compile(r".*(?:在|到|去|于|的|是|从|我|你|他|她|您|们|了|过|个|这|那|跟|或|找|看|住|转|回|进|为|该|说|某|请|往|议|约|有|子|及|因|至|按|依|据|随|由|向|可以|联系|决定|考虑|选择|一下|一些|县里|市里|省里|咗|嘅)")
 # Words a generic mention of hospitals opens with, a generic place (地区, 城市, 县级: "费用因地区和医院
 # 而异", "大城市医院和县级医院" name no hospital) joined by 和/与 included.
 GENERIC_PREFIX = re.compile(r"^(?:[和与及、]?(?:一般|当地|本地|附近|周边|大型|正规|综合|专业|公立|私立|较大的?|大一点的?|"

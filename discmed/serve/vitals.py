@@ -75,6 +75,8 @@ _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\
                         r"|今年(\d{2})(?![0-9])|([五六七八九])十多?岁|爷爷|奶奶|外公|外婆|姥姥|姥爷|老人|婆婆|公公|老伴|老头|grand(ma|pa|mother|father)|elderly")
 _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature|thermometer")
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9%]|\.\d|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
+# Chronic lung disease or home oxygen, where 88-92% is the target saturation (BTS oxygen guideline).
+_COPD = re.compile(r"慢阻肺|copd|肺气肿|慢支|慢性支气管炎|二氧化碳潴留|家庭氧疗|制氧机|吸着氧|在家吸氧|home oxygen|oxygen concentrator|emphysema")
 _ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout|gym")
 _PREG_BP = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期|(?<![0-9])(2\d|3\d|4[0-2])周"
@@ -240,10 +242,13 @@ def read_vitals(text: str, t: dict[str, float], remeasure: re.Pattern | None = N
                 if s >= t.get("bp_extreme_systolic", 220):
                     add("vital_bp_extreme", m)
     altitude = _ALTITUDE.search(text)
+    copd = _COPD.search(text)
     for m in _SPO2.finditer(text):
         v = cn_number(m.group(4))
         if altitude and v >= t.get("spo2_low_altitude", 85):
             continue  # 85-90 is common at altitude (a low figure there is still caught below 85)
+        if copd and v >= t.get("spo2_low_copd", 88):
+            continue  # COPD or home oxygen: the target is 88-92 (BTS); a figure below 88 is still low
         if 50 <= v <= t.get("spo2_low", 91):
             add("vital_spo2_low", m)
     hr_high = {"infant": t.get("hr_high_infant", 180), "child": t.get("hr_high_child", 160),
