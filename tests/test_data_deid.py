@@ -308,14 +308,18 @@ def test_rounds_18_to_21_writers():
     support-group papers; a Kenyan student's clinic notes and scholarship letters; a Chaoshan family's township
     records and clan lists; a hospice daughter's visit, opioid and funeral papers; a Mexican teacher's IMSS, school
     and insurance papers; a deaf woman's disability, relay and hospital papers; a rugby coach's incident and
-    medical-aid papers; a construction-camp medic's injury logs; an Indonesian student's clinic and BPJS papers. Floors a little under the figures measured when they were set."""
+    medical-aid papers; a construction-camp medic's injury logs; an Indonesian student's clinic and BPJS papers; a
+    grandmother's NICU and home-oxygen papers; an adoptive mother's orphanage, court and insurance papers; a peer
+    group's clinic, PrEP and aftercare papers; an occupational-health nurse's incident reports and Irish papers. Floors a little under the figures measured when they were set."""
     loao = _authors()
     floors = {"a75_yanbian_korean_home_nurse": (0.950, 0.995), "a76_en_french_student_wuhan": (0.930, 0.995),
               "a77_ningde_fisherman_wife": (0.955, 0.995), "a78_kunming_lupus_patient": (0.940, 0.995),
               "a79_en_kenyan_phd_beijing": (0.955, 0.995), "a80_chaoshan_granddaughter": (0.970, 0.995),
               "a81_hangzhou_hospice_daughter": (0.945, 0.995), "a82_en_mexican_teacher_guangzhou": (0.955, 0.995),
               "a83_deaf_signer_chengdu": (0.940, 0.995), "a84_en_south_african_coach_shanghai": (0.915, 0.995),
-              "a85_xinjiang_site_medic": (0.905, 0.995), "a86_en_indonesian_student_xiamen": (0.955, 0.995)}
+              "a85_xinjiang_site_medic": (0.905, 0.995), "a86_en_indonesian_student_xiamen": (0.955, 0.995),
+              "a87_shenyang_preemie_twins_grandma": (0.970, 0.995), "a88_en_us_adoptive_mom_xian": (0.930, 0.995),
+              "a89_guangzhou_trans_woman": (0.920, 0.995), "a90_en_irish_nurse_suzhou": (0.900, 0.995)}
     assert set(floors) <= {w for n in (18, 19, 20, 21) for w in _round(loao, n)}
     _meet(loao, floors)
 
@@ -369,6 +373,17 @@ def test_rounds_18_to_21_papers():
         ("【通达项目部】工人于2024年10月11日在K61+200涵洞工地受伤，住三标段生活区B排7号宿舍，"
          "右胫腓骨骨折；甲状腺全切+中央区淋巴结清扫术后；家长：Hendrik du Plessis",
          ["通达项目部", "K61+200", "三标段生活区B排7号宿舍", "Hendrik du Plessis"], ["右胫腓骨骨折", "中央区淋巴结清扫"]),
+        # round 21: a US SSN and a two-digit-year date, an Irish Eircode and PPS number, an adoption agency, a US
+        # street with its direction; kept: reading tests and a sleep scale, hand surgery, ROP, a department after a
+        # hospital, a diagnosis before a Cantonese verb and a hospital
+        ("SSN 412-55-9087, DOB 6/22/19, home 1420 W Grand Ave, Columbus; agency: Little Lantern Adoptions. "
+         "Eircode D04 X2K9, PPS 1234567TA. WIAT-4 Pseudoword Decoding SS 80; Epworth Sleepiness Scale 11; "
+         "referred to Hand Surgery; OD ROP 1期 Ⅱ区",
+         ["412-55-9087", "6/22/19", "1420 W Grand Ave", "Little Lantern Adoptions", "D04 X2K9", "1234567TA"],
+         ["Pseudoword Decoding SS 80", "Epworth Sleepiness Scale 11", "Hand Surgery", "ROP 1期 Ⅱ区"]),
+        ("我老豆今日因为糖尿病酮症酸中毒入咗广州市白云医院ICU；转介：广州市越秀区东山社区健康服务站；"
+         "听力复筛请到沈阳市妇幼保健院听力筛查中心",
+         ["广州市白云医院", "广州市越秀区东山社区健康服务站"], ["糖尿病酮症酸中毒", "听力筛查中心"]),
     ]
     for text, gone, kept in cases:
         out = deid.anonymize(text, deid.analyze_many([text])[0])

@@ -487,6 +487,29 @@ def test_rounds_15_to_17_forms(text, fires):
     # blood after a tooth was pulled; "vomiting blood" that was a nosebleed
     ("昨天拔了颗牙，今天吐口水还带点血丝，牙窝里有血块，不发烧", None),
     ("工人说他吐血了，问清楚了原来是鼻子干出血流到嗓子里，现在止住了", None),
+    # round 21: COPD's target saturation, a child given an adult's theophylline, a missing hearing-aid battery,
+    # a condom failure with a partner of unknown status, jaundice with pale stools, an injection injury
+    ("老伴慢阻肺在家吸氧，血氧一直89、90，医生说保持88到92就行，他自己觉得挺好", None),
+    ("老伴慢阻肺，今天血氧掉到84，嘴唇发紫，喘得说不了话", "breathing"),
+    ("手忙脚乱拿错了药，给孙子喂了半片他爷爷的氨茶碱，现在看着还好", "poisoning"),
+    ("孩子拿着奶奶的助听器电池玩，盒子里少了一颗，找不着，不知道咽没咽", "airway"),
+    ("昨晚套套破了，对方说不知道自己的状态，我没吃PrEP，现在过了18个小时", "bbv_exposure"),
+    ("这几天眼白越来越黄，大便颜色很浅，像陶土，尿像浓茶", "jaundice_acute"),
+    ("A jet of hydraulic oil went into the pad of his finger at the machine, tiny hole, finger swelling.", "trauma"),
+    # idioms and asked questions
+    ("I about had a heart attack when I saw the bill, but we're all fine. Question about vaccines.", None),
+    ("He has been seizure free for two years on Keppra. Can he switch brands?", None),
+    ("Got a static shock off the door handle, finger tingled for a second.", None),
+    ("Had food poisoning on Sunday, all fine now, eating normally.", None),
+    ("When she falls asleep her arms jerk once, like a startle. Is this a seizure?", None),
+    ("宝宝睡觉时胳膊突然一抖，抖一下就好了，这是抽风吗？", None),
+    ("CO alarm chirped, changed the battery. Nobody's had a headache.", None),
+    ("我今天早上好像把降压药吃了两遍，血压120/75，没有不舒服", None),
+    ("改方案改到想死😂 讲笑嘅，眼睛好干用咩眼药水？", None),
+    ("Pain started around the belly button and moved to the lower right, every bump in the car hurts, fever 38.2.",
+     "acute_abdomen"),
+    ("Hard training yesterday, lots of sprints; today my thighs are very painful and swollen and my urine is dark like cola.",
+     "rhabdo"),
 ])
 def test_rounds_18_to_21_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
@@ -613,7 +636,9 @@ ROUNDS_18_21_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_f
                        "a79_en_kenyan_phd_beijing": (0.975, 0.02), "a80_chaoshan_granddaughter": (0.975, 0.02),
                        "a81_hangzhou_hospice_daughter": (0.975, 0.04), "a82_en_mexican_teacher_guangzhou": (0.975, 0.02),
                        "a83_deaf_signer_chengdu": (0.975, 0.04), "a84_en_south_african_coach_shanghai": (0.975, 0.02),
-                       "a85_xinjiang_site_medic": (0.975, 0.02), "a86_en_indonesian_student_xiamen": (0.975, 0.02)}
+                       "a85_xinjiang_site_medic": (0.975, 0.02), "a86_en_indonesian_student_xiamen": (0.975, 0.02),
+                       "a87_shenyang_preemie_twins_grandma": (0.975, 0.04), "a88_en_us_adoptive_mom_xian": (0.975, 0.08),
+                       "a89_guangzhou_trans_woman": (0.975, 0.02), "a90_en_irish_nurse_suzhou": (0.975, 0.04)}
 
 
 @pytest.mark.slow

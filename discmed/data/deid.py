@@ -1451,6 +1451,9 @@ HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "ru
                  "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 
 
+_ENDS_AS_HOSPITAL = re.compile(f"(?:{S.HOSPITAL_TAIL})$")
+
+
 def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
     """The spans to replace, (start, end, kind, rule), in order and not overlapping.
 
@@ -1487,7 +1490,8 @@ def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, 
                         break         # misread (Pseudoword Decoding SS 74, Epworth Sleepiness Scale 13)
                     a = pb
                     continue
-                if holds_none:
+                if holds_none or (pb == b and kind == "hospital" and _ENDS_AS_HOSPITAL.search(text, a, pa)):
+                    # (a department after a hospital's name is medicine: …妇幼保健院|听力筛查中心)
                     if pb == b:
                         b = pa
                         continue

@@ -393,6 +393,10 @@ class _Message:
             return "history"
         if r.chronic.search(text[sent_start:sent_end]):
             return "history"
+        # A finding asked about right after it is named ("这是抽风吗？"): a question about it, unless its own
+        # clause says it is happening now.
+        if _ASKED.match(text, end) and not r.present.search(text[clause_start:start]):
+            return "hypothetical"
         last_hypo = _last(r.hypo_pre, sent_before)
         consequent = "就" in text[max(clause_start, start - 3):start]  # "如果你走我就去死": intent
         # A question about the finding after it ("…有哪些症状") makes it hypothetical, unless
@@ -403,6 +407,7 @@ class _Message:
         return "current"
 
 
+_ASKED = re.compile(r"\s*(?:吗|么|嘛)\s*[？?]")
 _PAREN = re.compile(r"[（(][^（）()]{0,40}[)）]")
 EN_SUFFIX = "(?:s|es|ed|d|ing|ings|er|ers|ly|al|ally|e|y|ies|ied|ion|ions|ure|ures|less|ness|ic|ical|ity|ful|ive|ous)?"
 PREFIX = 4  # the prefilter's longest start string: Chinese needs 2, English words more
