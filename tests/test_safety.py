@@ -438,7 +438,7 @@ def test_rounds_15_to_17_forms(text, fires):
     assert (fires in ids) if fires else not ids, (text, ids)
 
 
-# Rounds 18 to 21 (a75-a90) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
+# Rounds 18 to 22 (a75-a94) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
 @pytest.mark.parametrize("text,fires", [
     # round 5-6 writers' English, as a second language says it
     ("Since morning something heavy like a brick on chest, it go to left arm. Sweating cold.", "acs"),
@@ -510,8 +510,23 @@ def test_rounds_15_to_17_forms(text, fires):
      "acute_abdomen"),
     ("Hard training yesterday, lots of sprints; today my thighs are very painful and swollen and my urine is dark like cola.",
      "rhabdo"),
+    # round 22: a bowel movement is no glucose, a meter's difference is no reading, a vaccine given on time is no
+    # beating, mushrooms not eaten, a neighbour rescued, a numb lip after a filling, winded then breathing
+    ("Last BM 3 days ago, tummy soft, passing gas. Can I increase the lactulose?", None),
+    ("我的血糖仪和医院抽血差了0.5，哪个准？", None),
+    ("孩子膝盖擦破了，已经止血了，疫苗都是按时打的，要打破伤风吗", None),
+    ("爸爸在山上捡了一篮菌子，有几朵不认识，还没吃，怎么分辨有没有毒", None),
+    ("隔壁村有一家烧炭中毒了，送到县医院救回来了，我们家冬天也烧炭，怎么烧才安全", None),
+    ("Had a filling an hour ago, my lip is numb and droopy and I'm drooling, the dentist said the freezing wears off.", None),
+    ("He got hit in the stomach and couldn't breathe for a few seconds, gasping. Then he got his wind back and played on.",
+     None),
+    ("今天站起来太快眼前一黑，扶着墙几秒钟就好了，没有晕倒", None),
+    # missed before: reduced fetal movements said as hardly felt; a child into the paracetamol
+    ("孕27周，今天从中午到晚上几乎没感觉到宝宝动，吃了东西躺了一小时还是很少", "pregnancy"),
+    ("Our 6 year old got into the children's Tylenol, the bottle was nearly full and now maybe 10 left out of 40.",
+     "poisoning"),
 ])
-def test_rounds_18_to_21_forms(text, fires):
+def test_rounds_18_to_22_forms(text, fires):
     ids = [c.id for c in RULES.categories_for(text)]
     assert (fires in ids) if fires else not ids, (text, ids)
 
@@ -629,18 +644,20 @@ def test_rounds_15_to_17_held_out_together():
     _held_out_together(ROUNDS_15_17_FLOORS)
 
 
-# Rounds 18 to 21 (a75-a90), each scored blind once (at 22810e6, e93acbf, 646160f and the commit named in
-# benchmarks/RESULTS.md) and then developed on; one classifier without all of them.
-ROUNDS_18_21_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_french_student_wuhan": (0.975, 0.04),
+# Rounds 18 to 22 (a75-a94), each scored blind once (at 22810e6, e93acbf, 646160f, a3aa0b5 and 6d522b3) and then
+# developed on; one classifier without all twenty.
+ROUNDS_18_22_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_french_student_wuhan": (0.975, 0.04),
                        "a77_ningde_fisherman_wife": (0.975, 0.02), "a78_kunming_lupus_patient": (0.975, 0.02),
                        "a79_en_kenyan_phd_beijing": (0.975, 0.02), "a80_chaoshan_granddaughter": (0.975, 0.02),
                        "a81_hangzhou_hospice_daughter": (0.975, 0.04), "a82_en_mexican_teacher_guangzhou": (0.975, 0.02),
                        "a83_deaf_signer_chengdu": (0.975, 0.04), "a84_en_south_african_coach_shanghai": (0.975, 0.02),
                        "a85_xinjiang_site_medic": (0.975, 0.02), "a86_en_indonesian_student_xiamen": (0.975, 0.02),
                        "a87_shenyang_preemie_twins_grandma": (0.975, 0.04), "a88_en_us_adoptive_mom_xian": (0.975, 0.08),
-                       "a89_guangzhou_trans_woman": (0.975, 0.02), "a90_en_irish_nurse_suzhou": (0.975, 0.04)}
+                       "a89_guangzhou_trans_woman": (0.975, 0.02), "a90_en_irish_nurse_suzhou": (0.975, 0.04),
+                       "a91_en_filipina_caregiver_beijing": (0.975, 0.04), "a92_guiyang_dong_grandfather_via_son": (0.975, 0.02),
+                       "a93_en_canadian_hockey_dad_dalian": (0.975, 0.02), "a94_wuxi_pregnant_teacher_gdm": (0.975, 0.02)}
 
 
 @pytest.mark.slow
-def test_rounds_18_to_21_held_out_together():
-    _held_out_together(ROUNDS_18_21_FLOORS)
+def test_rounds_18_to_22_held_out_together():
+    _held_out_together(ROUNDS_18_22_FLOORS)

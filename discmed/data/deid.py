@@ -165,7 +165,11 @@ _TIME = (r"(?:\s*(?:凌晨|早上|早晨|上午|中午|下午|傍晚|晚上|晚|
          r"(?:\s*[-—~至到]\s*\d{1,2}(?:[:：]\d{2}|时(?:\d{1,2}分)?|点))?)?")
 _TIME_EN = r"(?:,?\s*(?:at\s+)?\d{1,2}[:.]\d{2}\s*(?:am|pm|AM|PM|a\.m\.|p\.m\.)?)?"
 # Title case, or capitals as in passports, crew lists and seaman's books (25 APR 1975).
-MONTHS_EN = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|JAN|FEB|MAR|APR|MAY|JUNE?|JULY?|AUG|SEPT?|OCT|NOV|DEC)[a-z]*\.?"
+# (a month's name or its abbreviation, in English and as Indonesian and German write it, no more: "Martin 11" is a
+# person and a number, not March 11)
+MONTHS_EN = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|"
+             r"Nov(?:ember)?|Dec(?:ember)?|Januari|Februari|Maret|Juni|Juli|Agustus|Oktober|Desember|Dezember|März|"
+             r"JAN|FEB|MAR|APR|MAY|JUNE?|JULY?|AUG|SEPT?|OCT|NOV|DEC)(?![a-z])\.?")
 RE_DATE = re.compile(
     r"(?<![\d.])(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号])?|[-/.]\d{1,2}[-/.]\d{1,2}(?!\d|\.\d))" + _TIME
     + r"|(?<![\d./\-])\d{1,2}\s*月\s*\d{1,2}\s*[日号]" + _TIME
@@ -224,7 +228,7 @@ RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?
                        r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
-                       r"Adoptions?|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
+                       r"Adoptions?|Arena|Rink|Stadium|Sports\s+Cent(?:re|er)|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
@@ -749,7 +753,8 @@ RE_LANE = re.compile(f"(?:[{HAN}]{{1,6}}?村)?[{HAN}]{{0,3}}巷[一二三四五�
 RE_MEMBER_NO = re.compile(r"(?:(?i:membership|member|policy|medical aid|scheme|card),?\s*(?i:no\.?|nr\.?|number|#)\s*[:：]?\s*"
                           r"|\b(?:Discovery|Bonitas|Momentum|GEMS|Medihelp|Fedhealth|Bestmed)\s+)"
                           r"(\d{2,4}(?: \d{2,4}){1,4}(?:-\d{2})?)(?![\d])"
-                          r"|\b(?:BPJS(?: Kesehatan)?|NIK|KTP|NPWP)\s*(?:No\.?|number|nomor)?\s*[:：]?\s*(\d{8,16})\b")
+                          r"|\b(?:BPJS(?: Kesehatan)?|NIK|KTP|NPWP)\s*(?:No\.?|number|nomor)?\s*[:：]?\s*(\d{8,16})\b"
+                          r"|\b(?:PHIN|SIN|OHIP|(?i:health card|health number))\s*(?:#|No\.?|number)?\s*[:：]?\s*(\d{3}[ -]?\d{3}[ -]?\d{3}(?:[ -]?[A-Z]{2})?)\b")
 RE_ADDRESS_ID = re.compile(r"\bJl\.?\s(?:[A-Z][\w.]*\s){1,4}(?:[IVX]+\s)?No\.?\s?\d+[A-Z]?(?:,\s[A-Z][a-z]+)?"
                            r"|\bRS(?:UD|UP|IA|AB|U)?\s(?:Dr\.\s)?[A-Z][\w]+(?:\s[A-Z][\w]+){0,3}")
 # A US Social Security number (509-62-3817) and a US date with a two-digit year (3/14/20); an Irish Eircode

@@ -57,7 +57,7 @@ Tylenol Panadol Advil Motrin Nurofen Calpol Aspirin Lipitor Crestor Zocor Norvas
 Levemir Tresiba Ventolin Seretide Symbicort Pulmicort Flixotide Singulair Augmentin Zithromax Tamiflu Plavix Eliquis Xarelto
 Coumadin Warfarin Zoloft Prozac Lexapro Cipralex Xanax Valium Ambien Stilnox Seroquel Risperdal Abilify Lithium Depakote Lamictal
 Keppra Tegretol Synthroid Euthyrox Eltroxin Nexium Losec Zantac Gaviscon Imodium Buscopan Clarityne Claritin Zyrtec Benadryl
-Piriton EpiPen Diprivan Ozempic Wegovy Metformin Insulin Prednisone Prednisolone Medrol Dexamethasone Amoxicillin Ibuprofen
+Piriton EpiPen Mepilex Aquacel Tegaderm Duoderm Allevyn Diprivan Ozempic Wegovy Metformin Insulin Prednisone Prednisolone Medrol Dexamethasone Amoxicillin Ibuprofen
 Paracetamol Acetaminophen Codeine Tramadol Morphine Salbutamol Albuterol Montelukast Loratadine Cetirizine Oseltamivir
 Azithromycin Ceftriaxone Clopidogrel Atorvastatin Rosuvastatin Amlodipine Losartan Lisinopril Bisoprolol Metoprolol Furosemide
 Spironolactone Levothyroxine Sertraline Fluoxetine Escitalopram Quetiapine Olanzapine Risperidone Aripiprazole Lorazepam Diazepam

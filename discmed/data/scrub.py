@@ -351,7 +351,7 @@ SURNAMES_FULL = (SURNAMES_ALL + "朴楼倪鞠卓傅应戴裘缪闻芮郁蔺宓�
                  "毋付牛邢樊葛温鲍喻赖哈"
                  # Korean-Chinese (朝鲜族) surnames beside the Han ones (朴 is above): 玄永吉, 河英子, 表英顺, 太明淑
                  "玄权洪延琴咸廉慎宣奇印表河太"
-                 "普")  # 普: Yi and Hani (普文秀)
+                 "普粟")  # 普: Yi and Hani (普文秀); 粟: Dong and Miao (粟美英)
 COMPOUND_SURNAMES = "欧阳|司马|诸葛|上官|皇甫|东方|慕容|令狐|夏侯|尉迟|端木|公孙"
 RE_NAME_SHAPE = re.compile(f"(?:{COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}]([{HAN}])\\1|[小老]?[{SURNAMES_FULL}][{HAN}]{{1,2}}"
                            f"|[小老阿][{HAN}]|([{HAN}])\\2")
