@@ -312,7 +312,8 @@ def test_rounds_18_to_22_writers():
     grandmother's NICU and home-oxygen papers; an adoptive mother's orphanage, court and insurance papers; a peer
     group's clinic, PrEP and aftercare papers; an occupational-health nurse's incident reports and Irish papers; a
     caregiver's care logs and Philippine papers; a Dong family's township records; a hockey coach's rink and
-    shipyard reports and Canadian papers; a pregnant teacher's antenatal booklet and school accident reports. Floors a little under the figures measured when they were set."""
+    shipyard reports and Canadian papers; a pregnant teacher's antenatal booklet and school accident reports.
+    Floors a little under the figures measured when they were set."""
     loao = _authors()
     floors = {"a75_yanbian_korean_home_nurse": (0.950, 0.995), "a76_en_french_student_wuhan": (0.930, 0.995),
               "a77_ningde_fisherman_wife": (0.955, 0.995), "a78_kunming_lupus_patient": (0.940, 0.995),
