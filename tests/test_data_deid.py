@@ -218,13 +218,23 @@ def test_rounds_15_to_17_writers():
     _meet(loao, floors)
 
 
+def _gone_and_kept(cases: list[tuple[str, list[str], list[str]]]) -> None:
+    """Each text scrubbed: every identifier listed gone, every medical value listed still there."""
+    from discmed.data import deid
+
+    for text, gone, kept in cases:
+        out = deid.anonymize(text, deid.analyze_many([text])[0])
+        for g in gone:
+            assert g not in out, (g, out)
+        for k in kept:
+            assert k in out, (k, out)
+
+
 def test_crew_and_factory_papers():
     """The round-12 kinds, on text written here: a vessel and a name after a ship's rank go, the
     mitral valve and medical departments stay; a workshop, a line and a dormitory room go, the
     abdomen (腹部) and first-line treatment (一线治疗) stay; a labelled card number goes without a
     valid check digit."""
-    from discmed.data import deid
-
     cases = [
         ("Master MV SILVER GULL reports 2/O Marco Dizon, DOB 03 MAR 1991, MV prolapse on echo, seen in Cardiology Department",
          ["MV SILVER GULL", "Marco Dizon", "03 MAR 1991"], ["MV prolapse", "Cardiology Department"]),
@@ -241,12 +251,7 @@ def test_crew_and_factory_papers():
          ["CONCEIÇÃO, ANA LÚCIA", "7123456(3)", "Z654321(A)", "Sérgio Tam", "石川 翔太", "黑沙环卫生中心"],
          ["Diabetes mellitus tipo 2", "HbA1c 8.2%"]),
     ]
-    for text, gone, kept in cases:
-        out = deid.anonymize(text, deid.analyze_many([text])[0])
-        for g in gone:
-            assert g not in out, (g, out)
-        for k in kept:
-            assert k in out, (k, out)
+    _gone_and_kept(cases)
 
 
 def test_rounds_15_to_17_papers():
@@ -255,8 +260,6 @@ def test_rounds_15_to_17_papers():
     name in capitals; a hospital, an insurer, a German address and a phone in an expat's papers;
     an island pier and a tour group. Medicine stays: a fraction of a tablet, an eponymous tear, a
     recompression table, a button cell, a xaban, "1# q6h", 胰岛素, the emergency department."""
-    from discmed.data import deid
-
     cases = [
         ("醫師：林志明（醫師證書字號：台醫字第012345號）電話：(02)2712-3456 轉 123，家裡 02-2345-6789。出生日期：052/03/14。"
          "下次回診 11/5（三）上午，Bisoprolol 1.25mg 吃1/2顆，Acetaminophen 500mg 1# q6h prn",
@@ -293,12 +296,7 @@ def test_rounds_15_to_17_papers():
          ["LIM AH KOW, BENJAMIN", "Blk 231 Bishan St 22 #07-118 Singapore 570231", "TTSH", "SQ 838", "09-03"],
          ["CA 125 35 U/mL", "巴氏涂片", "头孢克洛 0.25g tid"]),
     ]
-    for text, gone, kept in cases:
-        out = deid.anonymize(text, deid.analyze_many([text])[0])
-        for g in gone:
-            assert g not in out, (g, out)
-        for k in kept:
-            assert k in out, (k, out)
+    _gone_and_kept(cases)
 
 
 def test_rounds_18_to_22_writers():
@@ -336,8 +334,6 @@ def test_rounds_18_to_22_papers():
     dates, addresses, family-medicine unit, licence and phones; a Chaoshan lane, an ancestral hall, a lab room.
     Medicine stays: 肾周未见 (no 周 name), an eponym, departments in English and Spanish, a bacterium with a
     capital (H. Pylori), a result after mg/L, a ward of a department (心内科三病区)."""
-    from discmed.data import deid
-
     cases = [
         # round 18: spaced long numbers, a French address, phone and fund, coordinates, a boat, Korean-Chinese names
         ("Assuré: Paul MARTIN, N° sécurité sociale 1 85 03 75 112 054 33, CPAM de la Gironde, 12 rue des Carmes, "
@@ -396,12 +392,7 @@ def test_rounds_18_to_22_papers():
          ["123 456 789", "046 454 286", "Harbour Ice Arena", "12 Januari 2025", "粟秀英"],
          ["11%", "Mepilex Border", "silver sulfadiazine"]),
     ]
-    for text, gone, kept in cases:
-        out = deid.anonymize(text, deid.analyze_many([text])[0])
-        for g in gone:
-            assert g not in out, (g, out)
-        for k in kept:
-            assert k in out, (k, out)
+    _gone_and_kept(cases)
 
 
 def test_real_sample_changes_are_identifiers(shared_data):

@@ -314,6 +314,13 @@ def test_populations_vitals_and_english(text, category):
     assert t.urgent and category in t.rule_ids, (text, t.rule_ids)
 
 
+
+def _assert_fires(text: str, fires: str | None) -> None:
+    """`fires` among the categories the rules give `text`, or none at all when `fires` is None."""
+    ids = [c.id for c in RULES.categories_for(text)]
+    assert (fires in ids) if fires else not ids, (text, ids)
+
+
 @pytest.mark.parametrize("text, fires", [
     # An explanation (`unless`) cancels what it explains, not what it does not (`unless_except`).
     ("说个吓人的词儿：我真想一了百了——把辞职信拍老板桌上，哈哈。不是那个意思，我没有任何伤害自己的想法，就是累", None),
@@ -327,8 +334,7 @@ def test_populations_vitals_and_english(text, category):
     ("我爸站起来头晕了一下，现在右眼突然看不见了，像拉了个黑帘子", "vision_loss"),
 ])
 def test_explanations_cancel_only_what_they_explain(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
+    _assert_fires(text, fires)
 
 
 @pytest.mark.parametrize("text, fires", [
@@ -370,8 +376,7 @@ def test_explanations_cancel_only_what_they_explain(text, fires):
     ("佢抽血嗰陣暈咗兩秒，即刻醒返，而家好返晒", None),
 ])
 def test_rounds_12_to_14_forms(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
+    _assert_fires(text, fires)
 
 
 @pytest.mark.parametrize("text, fires", [
@@ -434,8 +439,7 @@ def test_rounds_12_to_14_forms(text, fires):
     ("跑了个半马，腿有点酸，尿是正常的颜色", None),
 ])
 def test_rounds_15_to_17_forms(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
+    _assert_fires(text, fires)
 
 
 # Rounds 18 to 22 (a75-a94) and the leave-one-writer-out misses of a25, a26 and a30, in sentences written here.
@@ -527,8 +531,7 @@ def test_rounds_15_to_17_forms(text, fires):
      "poisoning"),
 ])
 def test_rounds_18_to_22_forms(text, fires):
-    ids = [c.id for c in RULES.categories_for(text)]
-    assert (fires in ids) if fires else not ids, (text, ids)
+    _assert_fires(text, fires)
 
 
 @pytest.mark.parametrize("text", [

@@ -127,6 +127,8 @@ def _join_spaced_words(text: str) -> str:
     write: "我 不 发烧 朋友 说 是 癫痫") joined up, so cues of two words ("朋友说", "不发烧") read as written together.
     Only where spaces split most words (one every four characters or more often): a space between clauses, as
     voice input leaves, stays a pause."""
+    if " " not in text and "\u3000" not in text:
+        return text  # most messages: nothing to scan
     gaps = len(_SPACE_BETWEEN_HAN.findall(text))
     if gaps < 3 or gaps * 4 < sum("\u4e00" <= ch <= "\u9fff" for ch in text):
         return text
