@@ -29,10 +29,10 @@ SAMPLE = ROOT.parent / "shared" / "data" / "disc-medllm" / "train" / "test_examp
 
 
 def timed(src: Path, dst: Path, ner: bool, clear_every: int = 0) -> tuple[float, dict]:
-    from discmed.data import scrub
+    from discmed.data import idrules, scrub
 
-    scrub._NER_CACHE.clear()
-    scrub._NER_STATS.clear()
+    idrules._NER_CACHE.clear()
+    idrules._NER_STATS.clear()
     t = time.process_time()
     s = scrub.scrub_file(src, dst, progress=False, workers=1, ner=ner) if not clear_every else None
     if clear_every:  # the real sample, copy by copy, cache cleared each time
@@ -41,9 +41,9 @@ def timed(src: Path, dst: Path, ner: bool, clear_every: int = 0) -> tuple[float,
         for k in range(0, len(lines), clear_every):
             part = dst.with_suffix(f".{k}.in")
             part.write_text("\n".join(lines[k:k + clear_every]) + "\n", encoding="utf-8")
-            scrub._NER_CACHE.clear()
+            idrules._NER_CACHE.clear()
             s["records"] += scrub.scrub_file(part, dst, progress=False, workers=1, ner=ner)["records"]
-    return time.process_time() - t, {**s, "ner_stats": dict(scrub._NER_STATS)}
+    return time.process_time() - t, {**s, "ner_stats": dict(idrules._NER_STATS)}
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from discmed.data.scrub import PLACEHOLDER, id_checksum_ok, luhn_ok, scrub_file, scrub_text
+from discmed.data.idrules import PLACEHOLDER, id_checksum_ok, luhn_ok
+from discmed.data.scrub import scrub_file, scrub_text
 
 CASES = Path(__file__).resolve().parents[1] / "discmed" / "data" / "testsets" / "scrub_cases.jsonl"
 

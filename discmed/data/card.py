@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from discmed.chat import atomic_writer, iter_conversations
+from discmed.data.idrules import PLACEHOLDER
 from discmed.data.lineage import fingerprint
-from discmed.data.scrub import PLACEHOLDER
 from discmed.data.sources import canonical_source
 
 

@@ -4,9 +4,9 @@ and the text with each replaced by its typed placeholder ([姓名], [电话] …
 Presidio's parts, each doing what it was made for:
 - an `NlpEngine` (`LacSpacyNlpEngine`) that runs the learned taggers once per batch of texts:
   Baidu's LAC (`discmed.data.ner`, on onnxruntime) on the short Chinese windows where a name or
-  an institution can be (`scrub.ner_windows`), packed into batched rows; spaCy's English
+  an institution can be (`idrules.ner_windows`), packed into batched rows; spaCy's English
   pipeline (en_core_web_sm) on Latin-script stretches that read as English;
-- a `RecognizerRegistry` of recognizers: the validated rules of `discmed.data.scrub` (IDs with
+- a `RecognizerRegistry` of recognizers: the validated rules of `discmed.data.idrules` (IDs with
   their checksum, cards with Luhn, cue words, addresses, hospitals, names by title and cue), the
   identifier taxonomy below as pattern recognizers, Presidio's `PhoneRecognizer` (Google's
   `phonenumbers`), and the two NER recognizers reading the engine's entities;
@@ -47,14 +47,16 @@ from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+from discmed.data import idrules as R
 from discmed.data import lexicon
-from discmed.data import scrub as S
+from discmed.data.ner import default_tagger
+from discmed.serve.dialect import simplified_same_length
 
 LANG = "zh"  # one pipeline for the mixed text: Chinese with English names, codes and sentences
-HAN = S.HAN
+HAN = R.HAN
 THRESHOLD = 0.5  # Presidio's score threshold: a context-only pattern scores 0.3 alone, 0.65 with its cue
 
-# Placeholders for the kinds the rules of `scrub` did not have.
+# Placeholders for the kinds the rules of `idrules` did not have.
 NEW_PLACEHOLDERS = {
     "date": "[日期]", "age": "[年龄]", "bed": "[床号]", "school": "[学校]", "account": "[账号]",
     "profession": "[职业]", "code": "[编号]", "document": "[证件号]", "ip": "[IP地址]",
@@ -106,7 +108,7 @@ class RuleRecognizer(EntityRecognizer):
 
 
 class FunctionRecognizer(EntityRecognizer):
-    """A rule of `scrub` that is a function over the text (hospital names cut at their last plain
+    """A rule of `idrules` that is a function over the text (hospital names cut at their last plain
     word, address anchors grown left and right, grouped numbers validated after the separators go)."""
 
     def __init__(self, rule: str, kind: str, fn, score: float, gate=None):
@@ -157,7 +159,7 @@ class CharContextEnhancer(ContextAwareEnhancer):
 
 # ------------------------------------------------------------------------------ the taxonomy's patterns
 
-SURNAMES_FULL = S.SURNAMES_FULL
+SURNAMES_FULL = R.SURNAMES_FULL
 # Surnames that are not also everyday function words (向, 和, 时, 于, 与, 及, 对 … open clauses:
 # "及时向医生咨询"): the ones rules may take with no other sign of a name.
 SURNAMES_SAFE = "".join(c for c in SURNAMES_FULL if c not in "向和时于与及对给跟让被把从在是有为由以将同任高方白史常明文安全成路关连应计查解单师经谷苗朝双奇印表河太普")
@@ -401,7 +403,7 @@ RE_ORG = re.compile(
     f"|(?:中国人寿|中国平安|平安保险|太平洋保险|泰康人寿|新华保险|中国人保|阳光保险|大地保险|爱康国宾|慈铭体检|慈铭|美年大健康|瑞慈|"
     f"卓正医疗|和睦家|嘉会医疗|百汇医疗|新世界妇儿|美中宜和|爱帝宫)")
 # … and an opening bracket never closed before the tail: 账户：6222…（中国工商银行…支行） names the bank from its bracket on.
-ORG_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，|[（(](?=[^）)]*$))"))
+ORG_BREAK = (R.HOSPITAL_BREAK, re.compile(r".*(?:和|与|或|、|，|[（(](?=[^）)]*$))"))
 ORG_GENERIC = re.compile(r"^(?:[一这那某本该各大小]|附近|楼下|小区|家门口|保险|工厂|公司|银行|药店|药房|超市|商场|酒店)*"
                          r"(?:公司|集团|工厂|厂|药房|大药房|药店|超市|菜市场|商场|酒店|银行|保险公司|派出所|法院|养老院|敬老院|福利院|支行|分行)$")
 RE_PROFESSION = re.compile(f"[{HAN}]{{1,6}}部(?:主管|经理|总监|专员|主任|副经理|副总监)|(?:总经理|副总经理|董事长|副总裁|总裁|CEO|CTO|CFO)")
@@ -428,7 +430,7 @@ NAME_FIELD = ("姓名|名字|交接班|家长|学生|被评估人|评估人|被�
               "丈夫|妻子|配偶|父亲|母亲|爸爸|妈妈|儿子|女儿|新生儿|婴儿|宝宝|老师|班主任|辅导员|保健医|村医|接种人|接种医生|助产士|助产|胚胎师|专家")
 RE_NAME_FIELD = re.compile(
     f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2}}[ 　][{HAN}]{{1,3}})(?=[，,。；;、\\s（(）)/|]|$)|"  # 森田 健二
-    f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{S.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
+    f"(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*((?:{R.COMPOUND_SURNAMES})[{HAN}]{{1,2}}|[{SURNAMES_FULL}](?:\\*{{1,3}}|某某?|[xX×]{{1,2}}|[{HAN}]{{1,2}}))"
     f"(?![{HAN}]{{0,0}}(?:医生|大夫|主任|护士|老师)?[{HAN}]{{2}})"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([{HAN}]{{2,3}})(?=[，,。；;、\\s（(）)/|]|$)"
     f"|(?:{NAME_FIELD})(?:姓名|名字)?\\s*[:：]\\s*([A-Z][a-z]+(?:\\s+(?:van der|van den|van de|van|von|de la|du|le|bin|binti))?"
@@ -437,24 +439,24 @@ SURNAMES_ROLE = "".join(c for c in SURNAMES_FULL if c not in "和与及向对给
 # A handover list: a room-bed or bed number, then the resident's name (305-2 徐根宝:, 215床钱福林:).
 RE_BED_NAME = re.compile(f"(?m)(?:^|[\\s，,。；;])(\\d{{2,4}}(?:-\\d{{1,2}}|床|房))\\s*([{SURNAMES_ROLE}][{HAN}]{{1,2}})(?=[:：,，\\s（(])")
 # A full name right after a family or role word, before a pause (家属 方小芬（女儿）, 室友付晨 电话 …, 男友戴宇航，).
-RE_NAME_AFTER_ROLE = re.compile(f"(?:{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工|"
+RE_NAME_AFTER_ROLE = re.compile(f"(?:{R.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|紧急联系人|陪同人?|监护人|保姆|护工|"
                                 f"治疗师|护理师|药师|医师|专员|个管师|社工师|营养师|心理师|驾驶员|司机|导游|领队)\\s*"
                                 f"([{SURNAMES_ROLE}][{HAN}]{{1,2}}?)(?=[（(，,。；;、\\s]|电话|手机|$)")
 
 
 # A name with its relation in brackets after it: 方小芬（女儿）, 李强(患者之子).
-RE_NAME_BEFORE_ROLE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})\\s*[（(](?:患者|病人)?之?(?:{S.RELATIONS}|女儿|儿子|母亲|父亲|"
+RE_NAME_BEFORE_ROLE = re.compile(f"(?<![{HAN}])([{SURNAMES_ROLE}][{HAN}]{{1,2}})\\s*[（(](?:患者|病人)?之?(?:{R.RELATIONS}|女儿|儿子|母亲|父亲|"
                                  f"妻|夫|子|女|父|母|家属|配偶|监护人|本人|护士|医生|医师|主任|护工|保姆|社工|同事|室友)[）)]")
 
 
 def _name_after_role(text: str):
     for m in RE_NAME_AFTER_ROLE.finditer(text):
         word = m.group(1)
-        if word not in S._dictionary() and not S.NOT_IN_NAMES.search(word):  # 高烧, 发热: words, not names
+        if word not in R._dictionary() and not R.NOT_IN_NAMES.search(word):  # 高烧, 发热: words, not names
             yield m.start(1), m.end(1), "name", "rule:name_after_role"
     if "（" in text or "(" in text:
         for m in RE_NAME_BEFORE_ROLE.finditer(text):
-            if m.group(1) not in S._dictionary():
+            if m.group(1) not in R._dictionary():
                 yield m.start(1), m.end(1), "name", "rule:name_before_role"
 
 
@@ -653,7 +655,7 @@ def card_bad(m: re.Match) -> bool:
     """A 12-19 digit run that is no bank card: unlabelled, and short of 16 digits or failing Luhn."""
     digits = re.sub(r"[ -]", "", m.group(0))
     labelled = CARD_LABEL.search(m.string[max(0, m.start() - 24):m.start()])
-    return not labelled and (len(digits) < 16 or not S.luhn_ok(digits))
+    return not labelled and (len(digits) < 16 or not R.luhn_ok(digits))
 
 
 # Where a worker works and sleeps in a factory: a workshop, a production line, a department and its
@@ -802,7 +804,7 @@ RE_NAME_PAREN_LATIN = re.compile(f"(?<=[{HAN}])\\s*[（(]\\s*([A-ZÀ-Ý][a-zß-�
 RE_ADMIN_CHAIN = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|自治区|市|自治州|州|盟)){{0,2}}[{HAN}]{{2,6}}?(?:市辖区|区|县|旗)(?![级城里委长域内外])"
                             f"(?:[{HAN}]{{2,6}}?(?:镇|乡|街道))?(?:[{HAN}]{{1,6}}?(?:村|社区|居委会|组))?"
                             f"|[{HAN}]{{2,6}}?(?:镇|乡)[{HAN}]{{1,6}}?村(?:\\d+组|[一二三四五六七八九十]+组)?")
-ADMIN_BREAK = (S.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有|过|了|着)"))
+ADMIN_BREAK = (R.ADDRESS_BREAK, re.compile(r".*(?:老家|户籍|籍贯|和|与|或|及|、|医院|诊所|中心|有|过|了|着)"))
 # Words that end like a district or a village and are none: 社区, 地区, 小区, 病区 …
 ADMIN_GENERIC_TAIL = re.compile(r"(?:社区|地区|市区|城区|郊区|山区|小区|景区|园区|病区|校区|院区|分区|专区|保护区|开发区|服务区|"
                                 r"辖区|灾区|疫区|牧区|林区|老区|新区|城乡|农村|乡村|下乡|老乡|家乡|同乡|暗区|盲区|禁区|误区|高发区|流行区)$")
@@ -844,7 +846,7 @@ GENERIC_IN_NAME = re.compile(r"专科|专属|几家|当地|附近|[这那哪一�
 def _school(text: str):
     for m in RE_SCHOOL.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = _cut(word, (S.HOSPITAL_BREAK, LEAD_BREAK), SCHOOL_TAIL)
+        cut = _cut(word, (R.HOSPITAL_BREAK, LEAD_BREAK), SCHOOL_TAIL)
         if cut < len(word):
             a, word = a + cut, word[cut:]
         if len(word) >= 2 and not SCHOOL_GENERIC.match(word) and not GENERIC_IN_NAME.search(word):
@@ -857,7 +859,7 @@ def _org(text: str):
         cut = _cut(word, ORG_BREAK, ORG_TAIL)
         if cut < len(word):
             a, word = a + cut, word[cut:]
-        if S.RE_PUBLIC_BODY.match(word) and re.search(r"(?:委|局|办|政府)$", word):
+        if R.RE_PUBLIC_BODY.match(word) and re.search(r"(?:委|局|办|政府)$", word):
             continue  # 国家卫健委, 国家医保局: national bodies identify nobody
         if len(word) >= 3 and not ORG_GENERIC.match(word):
             yield a, m.end(), "org", "rule:org"
@@ -886,7 +888,7 @@ def _admin_place(text: str):
 def _poi(text: str):
     for m in RE_POI.finditer(text):
         a, word = m.start(), m.group(0)
-        cut = S.ADDRESS_BREAK.match(word)
+        cut = R.ADDRESS_BREAK.match(word)
         if cut and cut.end() < len(word):
             a, word = a + cut.end(), word[cut.end():]
         if len(word) >= 4 and not POI_GENERIC.match(word):
@@ -896,33 +898,33 @@ def _poi(text: str):
 # A hospital's proper name does not run over a conjunction (药店和医院) unless the name has one (协和, 仁和).
 # 和 joins two places when what stands before it is a generic place (药店和医院) or a hospital is named
 # after it ("协和医院和省人医"); otherwise it is part of a name (北京朝阳恩和医院, 仁和).
-HOSPITAL_EXTRA_BREAK = (S.HOSPITAL_BREAK, re.compile(r".*[与或及、]"),
+HOSPITAL_EXTRA_BREAK = (R.HOSPITAL_BREAK, re.compile(r".*[与或及、]"),
                         re.compile(f".*(?:药店|药房|诊所|医院|社区|学校|单位|家里|门诊|私立|公立|大|小)和|.*和(?=[{HAN}]{{2}})"))
 
 
 def _hospital_extra(text: str):
-    """Hospitals the rule of `scrub` leaves (a proper name with no place or institution word,
+    """Hospitals the rule of `idrules` leaves (a proper name with no place or institution word,
     南京脑科医院, 湖北光谷仁和妇产医院): a name of three or more characters that is not generic."""
     for m in HOSPITAL_EXTRA_TAIL.finditer(text):
         name = m.group(1)
         cut = _cut(name, HOSPITAL_EXTRA_BREAK + (LEAD_BREAK,))
         start = m.end(1) - len(name) + cut
         name = name[cut:]
-        core = S.GENERIC_PREFIX.sub("", name)
-        if len(core) < 2 or core in S.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
+        core = R.GENERIC_PREFIX.sub("", name)
+        if len(core) < 2 or core in R.GENERIC_HOSPITAL or (core.endswith("科") and len(core) <= 3):
             continue
         if (g := GENERIC_IN_NAME.search(core)) is not None:
             # 综合 after a proper name is part of it (国泰综合医院); alone, after a plain word or a specialty
             # (大型综合医院, 皮肤专科医院, 中西医综合医院) it is a kind of hospital.
             rest = core[:g.start()] if g.group(0) == "综合" and g.end() == len(core) else ""
-            if len(rest) < 2 or GENERIC_IN_NAME.search(rest) or rest in S.GENERIC_HOSPITAL or S.GENERIC_PREFIX.sub("", rest) != rest \
+            if len(rest) < 2 or GENERIC_IN_NAME.search(rest) or rest in R.GENERIC_HOSPITAL or R.GENERIC_PREFIX.sub("", rest) != rest \
                     or re.search("科$|中医|西医|妇幼|儿童|肿瘤|皮肤|口腔|眼|耳鼻喉|骨|精神|传染|康复|[省市县区]$", rest):
                 continue
-        if len(core) < 3 and not S.HOSPITAL_MARK.search(core):
+        if len(core) < 3 and not R.HOSPITAL_MARK.search(core):
             continue
         # A proper name starts a clause or follows a cut word; one that begins inside a run of
         # words ("者使用医院") is a fragment.
-        if not cut and start > 0 and re.match(f"[{HAN}]", text[start - 1]) and not S.HOSPITAL_MARK.search(core):
+        if not cut and start > 0 and re.match(f"[{HAN}]", text[start - 1]) and not R.HOSPITAL_MARK.search(core):
             continue
         yield start, m.end(), "hospital", "rule:hospital_name"
 
@@ -938,16 +940,16 @@ SCHOOL_GATE = re.compile(r"大学|学院|中学|小学|幼儿园|学校|附中|�
 
 
 def _rules_of_scrub(text: str):
-    """The function rules of `scrub` (hospital, address, abbreviations, grouped numbers), as spans."""
-    if S.RE_DIGIT_GATE.search(text):
-        yield from S._grouped_numbers(text)
-    if S.RE_ADDRESS_GATE.search(text):
-        yield from S._address(text)
-        yield from S._address_tails(text)
+    """The function rules of `idrules` (hospital, address, abbreviations, grouped numbers), as spans."""
+    if R.RE_DIGIT_GATE.search(text):
+        yield from R._grouped_numbers(text)
+    if R.RE_ADDRESS_GATE.search(text):
+        yield from R._address(text)
+        yield from R._address_tails(text)
     if ABBR_GATE.search(text):
-        yield from S._hospital_abbr(text)
-    if S.RE_HOSPITAL_GATE.search(text):
-        yield from S._hospital(text)
+        yield from R._hospital_abbr(text)
+    if R.RE_HOSPITAL_GATE.search(text):
+        yield from R._hospital(text)
 
 
 def _has(*words, flags=0) -> re.Pattern:
@@ -961,45 +963,45 @@ def _re_gate(regex: re.Pattern) -> re.Pattern:
 
 HAS_DIGIT = re.compile(r"\d")
 # Name rules' gates: the cue each rule's pattern cannot match without.
-TITLE_GATE = re.compile(f"{S.TITLES}|{STAFF_TITLES}")
-RELATION_GATE = re.compile(S.RELATIONS)
-ROLE_GATE = re.compile(f"{S.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工|师|专员|驾驶员|司机|导游|领队")
-COMPOUND_GATE = re.compile(S.COMPOUND_SURNAMES)
-NAME_CUE_GATE = re.compile(S.RE_NAME_CUE.pattern.split(")(")[0].lstrip("("))
+TITLE_GATE = re.compile(f"{R.TITLES}|{STAFF_TITLES}")
+RELATION_GATE = re.compile(R.RELATIONS)
+ROLE_GATE = re.compile(f"{R.RELATIONS}|家属|男友|女友|室友|舍友|妻|夫|联系人|陪同|监护人|保姆|护工|师|专员|驾驶员|司机|导游|领队")
+COMPOUND_GATE = re.compile(R.COMPOUND_SURNAMES)
+NAME_CUE_GATE = re.compile(R.RE_NAME_CUE.pattern.split(")(")[0].lstrip("("))
 COLON_GATE = re.compile("[:：]")
 LATIN = re.compile(r"[A-Za-z]{2}")
 
 
 def recognizers() -> list[EntityRecognizer]:
-    """The registry's recognizers: the rules of `scrub`, then the taxonomy's patterns."""
+    """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
         return _has(*ws, flags=re.I)
 
-    digits, has_digit, latin = S.RE_DIGIT_GATE, HAS_DIGIT, LATIN
+    digits, has_digit, latin = R.RE_DIGIT_GATE, HAS_DIGIT, LATIN
     rules: list[EntityRecognizer] = [
-        RuleRecognizer("email", "email", S.RE_EMAIL, VALIDATED, gate=_has("@")),
-        RuleRecognizer("url", "url", S.RE_URL, VALIDATED, gate=low_gate(*S.URL_CUES)),
-        RuleRecognizer("wechat", "wechat", S.RE_WECHAT, CUED, group=3, gate=low_gate(*S.WECHAT_CUES)),
-        RuleRecognizer("qq", "qq", S.RE_QQ, CUED, group=3, gate=low_gate("qq", "扣扣", "企鹅")),
-        RuleRecognizer("id_card_cue", "id_card", S.RE_ID_CUE, VALIDATED, group=2, gate=digits),
-        RuleRecognizer("id_card", "id_card", S.RE_ID, VALIDATED, gate=digits,
-                       keep=lambda m: not S.id_checksum_ok("".join(m.groups()))),
-        RuleRecognizer("bank_card", "bank_card", S.RE_CARD, VALIDATED, gate=digits,
+        RuleRecognizer("email", "email", R.RE_EMAIL, VALIDATED, gate=_has("@")),
+        RuleRecognizer("url", "url", R.RE_URL, VALIDATED, gate=low_gate(*R.URL_CUES)),
+        RuleRecognizer("wechat", "wechat", R.RE_WECHAT, CUED, group=3, gate=low_gate(*R.WECHAT_CUES)),
+        RuleRecognizer("qq", "qq", R.RE_QQ, CUED, group=3, gate=low_gate("qq", "扣扣", "企鹅")),
+        RuleRecognizer("id_card_cue", "id_card", R.RE_ID_CUE, VALIDATED, group=2, gate=digits),
+        RuleRecognizer("id_card", "id_card", R.RE_ID, VALIDATED, gate=digits,
+                       keep=lambda m: not R.id_checksum_ok("".join(m.groups()))),
+        RuleRecognizer("bank_card", "bank_card", R.RE_CARD, VALIDATED, gate=digits,
                        keep=card_bad),
-        RuleRecognizer("phone_mobile", "phone", S.RE_MOBILE, VALIDATED, gate=digits),
-        RuleRecognizer("phone_landline", "phone", S.RE_LANDLINE, VALIDATED, gate=digits),
-        RuleRecognizer("phone_cue", "phone", S.RE_PHONE_CUE, CUED, group=2, gate=digits),
-        RuleRecognizer("record_number", "record_number", S.RE_RECORD, CUED, group=2, gate=_re_gate(S.RE_RECORD_GATE)),
-        RuleRecognizer("long_number", "long_number", S.RE_LONG, CUED, gate=digits),
-        RuleRecognizer("plate", "plate", S.RE_PLATE, VALIDATED, gate=re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z]")),
+        RuleRecognizer("phone_mobile", "phone", R.RE_MOBILE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_landline", "phone", R.RE_LANDLINE, VALIDATED, gate=digits),
+        RuleRecognizer("phone_cue", "phone", R.RE_PHONE_CUE, CUED, group=2, gate=digits),
+        RuleRecognizer("record_number", "record_number", R.RE_RECORD, CUED, group=2, gate=_re_gate(R.RE_RECORD_GATE)),
+        RuleRecognizer("long_number", "long_number", R.RE_LONG, CUED, gate=digits),
+        RuleRecognizer("plate", "plate", R.RE_PLATE, VALIDATED, gate=re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-HJ-NP-Z]")),
         FunctionRecognizer("scrub_rules", "hospital", _rules_of_scrub, PATTERN),
-        RuleRecognizer("name_relation", "name", S.RE_NAME_RELATION, NAME_RULE, group=1, gate=RELATION_GATE),
-        RuleRecognizer("name_compound", "name", S.RE_COMPOUND_NAME, NAME_RULE, gate=COMPOUND_GATE),
-        RuleRecognizer("name_nickname", "name", S.RE_NICKNAME, NAME_RULE, gate=re.compile("[小老]")),
-        RuleRecognizer("name_cue", "name", S.RE_NAME_CUE, NAME_RULE, group=3, gate=NAME_CUE_GATE),
-        RuleRecognizer("name_colon", "name", S.RE_NAME_COLON, NAME_RULE, group=3, gate=COLON_GATE),
-        RuleRecognizer("name_self", "name", S.RE_NAME_SELF, NAME_RULE, group=1, gate=re.compile("我是|替|帮|叫")),
-        RuleRecognizer("name_title", "name", S.RE_NAME_TITLE, NAME_RULE, group=1, gate=TITLE_GATE),
+        RuleRecognizer("name_relation", "name", R.RE_NAME_RELATION, NAME_RULE, group=1, gate=RELATION_GATE),
+        RuleRecognizer("name_compound", "name", R.RE_COMPOUND_NAME, NAME_RULE, gate=COMPOUND_GATE),
+        RuleRecognizer("name_nickname", "name", R.RE_NICKNAME, NAME_RULE, gate=re.compile("[小老]")),
+        RuleRecognizer("name_cue", "name", R.RE_NAME_CUE, NAME_RULE, group=3, gate=NAME_CUE_GATE),
+        RuleRecognizer("name_colon", "name", R.RE_NAME_COLON, NAME_RULE, group=3, gate=COLON_GATE),
+        RuleRecognizer("name_self", "name", R.RE_NAME_SELF, NAME_RULE, group=1, gate=re.compile("我是|替|帮|叫")),
+        RuleRecognizer("name_title", "name", R.RE_NAME_TITLE, NAME_RULE, group=1, gate=TITLE_GATE),
     ]
     taxonomy: list[EntityRecognizer] = [
         RuleRecognizer("date", "date", RE_DATE, VALIDATED, gate=has_digit),
@@ -1206,8 +1208,6 @@ class LacSpacyNlpEngine(NlpEngine):
         self._spacy = None
 
     def load(self) -> None:
-        from discmed.data.ner import default_tagger
-
         default_tagger()
 
     def is_loaded(self) -> bool:
@@ -1229,9 +1229,9 @@ class LacSpacyNlpEngine(NlpEngine):
         yield from zip(texts, self.process_many(texts, kwargs.get("everywhere") or [True] * len(texts)), strict=True)
 
     def process_many(self, texts: list[str], everywhere: list[bool]) -> list[NlpArtifacts]:
-        windows = [S.ner_windows(t, e) for t, e in zip(texts, everywhere, strict=True)]
+        windows = [R.ner_windows(t, e) for t, e in zip(texts, everywhere, strict=True)]
         flat = [w for ws in windows for _, w in ws]
-        tagged = iter(S._tag(flat)) if flat else iter(())
+        tagged = iter(R._tag(flat)) if flat else iter(())
         ents: list[list[Entity]] = []
         for ws in windows:
             mine = []
@@ -1261,7 +1261,7 @@ class LacSpacyNlpEngine(NlpEngine):
 
 
 class LacRecognizer(EntityRecognizer):
-    """LAC's people, organisations and places, as `scrub` has always judged them (`scrub._judge`):
+    """LAC's people, organisations and places, as `idrules._judge` has always judged them:
     a person only with a name's shape and no chemistry, a dictionary word only with a cue or a
     sure tagger; an organisation a hospital when it ends like one; a place below a city an address."""
 
@@ -1280,8 +1280,8 @@ class LacRecognizer(EntityRecognizer):
             if e.source != "lac":
                 continue
             if medical is None:
-                medical = [m.span() for m in S.RE_MEDICAL_NAMES.finditer(text)]
-            judged = S._judge(text, e.start, e.end, e.label, e.score, medical)
+                medical = [m.span() for m in R.RE_MEDICAL_NAMES.finditer(text)]
+            judged = R._judge(text, e.start, e.end, e.label, e.score, medical)
             if judged:
                 a, b, kind = judged
                 if kind == "org" and SCHOOL_GATE.search(text[a:b]):
@@ -1443,7 +1443,7 @@ def operators() -> dict:
 
 
 def placeholders() -> dict[str, str]:
-    return {**S.PLACEHOLDER, **NEW_PLACEHOLDERS}
+    return {**R.PLACEHOLDER, **NEW_PLACEHOLDERS}
 
 
 STRUCTURAL = {"hospital", "address", "org", "school", "bed"}
@@ -1456,7 +1456,7 @@ HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "ru
                  "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 
 
-_ENDS_AS_HOSPITAL = re.compile(f"(?:{S.HOSPITAL_TAIL})$")
+_ENDS_AS_HOSPITAL = re.compile(f"(?:{R.HOSPITAL_TAIL})$")
 
 
 def resolve(text: str, results: list[RecognizerResult]) -> list[tuple[int, int, str, str]]:
@@ -1538,8 +1538,6 @@ def analyze_many(texts: list[str], everywhere: list[bool] | None = None, *, ner:
     Traditional characters are read as simplified (陳美玲 as 陈美玲, 醫院 as 医院): the surname lists,
     the rules and LAC know simplified Chinese. The mapping is one character for one, so every span
     found on the simplified copy is the same span of the text as written."""
-    from discmed.serve.dialect import simplified_same_length
-
     engine = analyzer()
     texts = [simplified_same_length(t) for t in texts]
     everywhere = everywhere or [True] * len(texts)

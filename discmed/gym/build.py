@@ -18,7 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from discmed.backend import GenParams
+from discmed.chat import write_jsonl
+from discmed.eval.consult import load_cases
+from discmed.eval.rubric_write import load_rubric_cases
 from discmed.gym.ledger import DISPOSITIONS, Ledger, check_ledger
+from discmed.jobs import JobRunner, cache_path, job_outcome
 
 PROMPT = """把下面的病例整理成一个问诊模拟用的“病例账本”（JSON）。病人只知道自己的症状和经历；体格检查和化验结果只有医生检查或开单后才给出。
 
@@ -50,9 +55,6 @@ def ledger_schema() -> dict[str, Any]:
 def load_build_cases(name: str, samples: str | Path | None, reference: str | Path | None = None) -> list[dict]:
     """Cases to turn into ledgers: {id, source, text, reference}. CMB-clin cases carry their
     QA answers from CMB-Clin's release (its diagnosis is then checked against them)."""
-    from discmed.eval.consult import load_cases
-    from discmed.eval.rubric_write import load_rubric_cases
-
     if reference:  # CMB-Clin's release joined on the case text (eval rubrics reads it the same way)
         return [{"id": c["id"], "source": c["source"], "text": c["context"], "reference": c["reference"] or ""}
                 for c in load_rubric_cases(name, samples, reference)]
@@ -81,10 +83,6 @@ def run_build(cases: list[dict], teacher: Any, out: str | Path, *, teacher_spec:
               concurrency: int = 8, cache: str | Path = "shared", progress: bool = True) -> dict[str, Any]:
     """Write checked ledgers to `out` and rejects (with reasons) beside it; resumable."""
     from dataclasses import replace
-
-    from discmed.backend import GenParams
-    from discmed.chat import write_jsonl
-    from discmed.jobs import JobRunner, cache_path, job_outcome
 
     out = Path(out)
     params = replace(params or GenParams(max_new_tokens=2048), json_schema=ledger_schema())

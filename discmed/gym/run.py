@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from discmed.backend import GenParams
+from discmed.chat import iter_jsonl
 from discmed.gym.episode import SCRIPTED, Episode, model_doctor, run_episode
 from discmed.gym.ledger import Ledger
 from discmed.gym.patient import LLMPatient, RulePatient
 from discmed.gym.rewards import score_episode
+from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
 
 MEASURES = ("diagnosis", "disposition", "info_recall", "red_flags_before_advice", "turns", "multi", "repeated",
             "rejections", "reward")
@@ -64,9 +67,6 @@ def _play(spec: str, ledgers: list[Ledger], patient: str, out: Path, *, repeats:
           max_new_tokens: int, temperature: float, cache: Any, progress: bool, seed: int,
           name: str | None = None, system: str | None = None) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """One doctor's episodes through the job engine (journaled under `out`, one file per doctor)."""
-    from discmed.backend import GenParams
-    from discmed.jobs import JobRunner, backend_for, cache_path, job_outcome
-
     name = name or _doctor_name(spec)
     scripted = SCRIPTED.get(spec.removeprefix("scripted:")) if spec.startswith("scripted:") else None
     if spec.startswith("scripted:") and scripted is None:
@@ -144,7 +144,5 @@ def markdown(table: dict[str, dict[str, Any]], patient: str) -> str:
 
 
 def read_episodes(path: str | Path) -> list[Episode]:
-    from discmed.chat import iter_jsonl
-
     return [Episode(**{k: v for k, v in obj.items() if k != "repeat"}) for _, obj in
             iter_jsonl(path, lambda obj, line: (line, obj))]
