@@ -395,6 +395,48 @@ def test_rounds_18_to_22_papers():
     _gone_and_kept(cases)
 
 
+
+def test_round_23_writers():
+    """Round 23 (scored blind once at 3787c32, then developed on): an epileptic teenager's seizure diary, exam
+    papers and ride-hailing messages; a dairy-farm adviser's incident reports, translated discharge letters and
+    insurance claims; a psychiatric social worker's hotline logs, consent forms and referrals; a Malaysian mother's
+    school health forms, claims and prescriptions. Floors a little under the figures measured when they were set."""
+    loao = _authors()
+    floors = {"a95_hefei_epilepsy_teen": (0.935, 0.995), "a96_en_nz_dairy_adviser_inner_mongolia": (0.955, 0.995),
+              "a97_nanning_psych_social_worker": (0.975, 0.995), "a98_en_malaysian_mum_shenzhen": (0.965, 0.99)}
+    assert set(floors) <= set(_round(loao, 23))
+    _meet(loao, floors)
+
+
+def test_round_23_papers():
+    """The kinds of round 23, on text written here: Mc surnames, a first name before its ID or after a relative's,
+    a note signed by a first name, a nickname in brackets, a credential after a name, Malaysian titles, NRIC and
+    addresses, a class named by a tree, a county CDC, a railway station, a numbered farm, zero-led receipt numbers,
+    a phone after "ph"; 自称「…」, 申请人 and 身份为 before a name, a ward by its name, a room in a named building,
+    a district bureau, a booking code. Medicine stays: Rose Bengal, Group B Streptococcus, a diagnosis's qualifier,
+    左乙 (levetiracetam), an EEG region."""
+    cases = [
+        ("Investigator: Fergus McTavish. Witness: Tumen (ID 150402) and Bayar (stockman, ID 150417). Amar's wife "
+         "Oyuna was told. From Fergus: sent to Xilingol CDC, Rose Bengal test positive, Group B Streptococcus "
+         "in the urine. Dx: Complete Kawasaki disease. Receipts 0031207–0031209. Dr Hale, MCNZ 31902, ph 07 846 2231."
+         "\n\nFergus",
+         ["Fergus McTavish", "Tumen", "Bayar", "Amar", "Oyuna", "Fergus", "Xilingol CDC", "0031207–0031209", "31902",
+          "07 846 2231"],
+         ["Rose Bengal test positive", "Group B Streptococcus", "Complete Kawasaki disease"]),
+        ("Name: Tan Mei Ling (Chloe)   Class: Year 5 Willow\nTAN, MEI LING   DOB 2014-03-02\nNRIC 880412-14-5532, "
+         "12, Jalan Bukit Bintang, Kuala Lumpur. Met at Bayan Lepas railway station. Mdm Koh signed. "
+         "Nurse: Priya Nair RN. WeChat for refills: MeiLingTan88. Asthma, salbutamol 2 puffs PRN",
+         ["Chloe", "Year 5 Willow", "TAN, MEI LING", "880412-14-5532", "12, Jalan Bukit Bintang", "Bayan Lepas railway station",
+          "Koh", "Priya Nair", "MeiLingTan88"],
+         ["salbutamol 2 puffs PRN"]),
+        ("来电者自称「小鱼」，后经查询身份为韦丽芳，申请人覃建国；病区：男三病区；考试安排在教学楼305；"
+         "抄送合肥市包河区教育体育局；预约识别码：582061。用药：左乙 500mg bid，脑电图示右侧颞区尖波",
+         ["小鱼", "韦丽芳", "覃建国", "男三病区", "教学楼305", "合肥市包河区教育体育局", "582061"],
+         ["左乙 500mg bid", "右侧颞区尖波"]),
+    ]
+    _gone_and_kept(cases)
+
+
 def test_real_sample_changes_are_identifiers(shared_data):
     """The real DISC sample: what the taxonomy's new rules replace there (reviewed one by one when
     they were written: dates of visits, a 94-year-old's age, a checkup chain, hospitals)."""

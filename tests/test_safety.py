@@ -664,3 +664,37 @@ ROUNDS_18_22_FLOORS = {"a75_yanbian_korean_home_nurse": (0.975, 0.02), "a76_en_f
 @pytest.mark.slow
 def test_rounds_18_to_22_held_out_together():
     _held_out_together(ROUNDS_18_22_FLOORS)
+
+
+# Round 23 (a95-a98), scored blind once at 3787c32 and then developed on; one classifier without all four.
+ROUND_23_FLOORS = {"a95_hefei_epilepsy_teen": (0.975, 0.02), "a96_en_nz_dairy_adviser_inner_mongolia": (0.975, 0.02),
+                   "a97_nanning_psych_social_worker": (0.975, 0.04), "a98_en_malaysian_mum_shenzhen": (0.975, 0.02)}
+
+
+@pytest.mark.slow
+def test_round_23_held_out_together():
+    _held_out_together(ROUND_23_FLOORS)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # missed before: a wrist bent at an odd angle, a faint while running, mains voltage with a short, an infant's
+    # age in 星期, a fever counted in days written short, a floppy baby with blotchy skin
+    ("我弟从双层床上摔下来，右手腕弯成一个怪角度，肿得很厉害，要不要先揉一揉", "trauma"),
+    ("体育课跑800米的时候同学突然倒下了，过了一会儿醒了说没事", "exertional_syncope"),
+    ("He collapsed halfway through the football match, came round after a minute and says he's fine", "exertional_syncope"),
+    ("Grabbed the 240V extension lead and it shorted, threw me back across the room, my chest feels odd", "electrocution"),
+    ("宝宝出生才6个星期，今天摸着有点烫，量了38.2度", "infant"),
+    ("Fever 6 days already, eyes red, lips cracked and swollen hands", "kawasaki"),
+    ("Baby is very floppy and hard to wake for feeds, and his skin looks blotchy", "sepsis"),
+    # false alarms before: "exploding" without a head, an eyelid's twitch, a bitten tongue that hurts to touch, a dry
+    # bed, a bruise turning colours, a poisoning asked about
+    ("额头下巴的痘痘爆炸了，能用什么药膏", None),
+    ("报警器响得跟要炸了一样，原来是锅糊了，现在没事了", None),
+    ("我眼皮一直在抽搐，好几天了，是不是熬夜熬的", None),
+    ("昨晚咬到舌头，有个小口子，一碰就疼，已经不出血了", None),
+    ("早上枕头上有血，原来是挤破了痘，床单也没尿", None),
+    ("She bumped her head two days ago and the bruise is turning blue and purple, she's playing normally", None),
+    ("He licked some toothpaste off the brush, fluoride poisoning? He's totally fine", None),
+])
+def test_round_23_forms(text, fires):
+    _assert_fires(text, fires)

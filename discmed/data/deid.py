@@ -199,7 +199,7 @@ RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病�
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
 CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|(?<![A-Za-z])(?:ID|Id|id)|No\.?|NO\.?|(?<!\d)#|工号|警号|"
             r"学号|学籍号|尾号|"
-            r"后四位|分机|密码|航班|[\u4e00-\u9fff]{1,6}号)")
+            r"后四位|分机|密码|航班|识别码|预约码|取件码|核销码|验证码|取号码|提货码|取餐码|[\u4e00-\u9fff]{1,6}号)")
 RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
                          r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|a/c|MRN|case|invoice|receipt|"
                          r"certificate|licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file|serial|s/?n|lot|batch|imei)\s*"
@@ -231,7 +231,7 @@ RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Adoptions?|Arena|Rink|Stadium|Sports\s+Cent(?:re|er)|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
-                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)\b"
+                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)(?:(?<=\.)|\b)"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
                        r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH|Medibank|"
@@ -335,7 +335,7 @@ _CAPS_SURNAMES = ("ZHANG|WANG|LI|LIU|CHEN|YANG|HUANG|ZHAO|ZHOU|XU|SUN|ZHU|GUO|LI
 RE_NAME_CAPS_SURNAME = re.compile(rf"\b(?:{_CAPS_SURNAMES}) (?:[A-Z][a-z]+(?:-[a-z]+)?|(?=[A-Z]*[AEIOUY][A-Z]*[AEIOUY])[A-Z]{{4,}})\b(?! [a-z])"
                                   rf"|\b[A-Z][a-z]{{2,}} (?:{_CAPS_SURNAMES})\b(?! [a-z])")
 # A clinician's registration number (GMC 7041186, MCHK 18832, AHPRA MED0001234567).
-RE_REGISTRATION = re.compile(r"\b(?:GMC|NMC|MCHK|AHPRA|HPCSA|MCI|NPI|DEA|执业证号?|执业证书编码)[ :：#]*((?:No\.? ?)?[A-Z]{0,3}\d{4,13})\b")
+RE_REGISTRATION = re.compile(r"\b(?:GMC|NMC|MCHK|AHPRA|HPCSA|MCI|NPI|DEA|MCNZ|MMC|MDCN|PMDC|SLMC|执业证号?|执业证书编码)[ :：#]*((?:No\.? ?)?[A-Z]{0,3}\d{4,13})\b")
 # A landline with its last digits masked (0755-2655 xxxx, 0755-2601xxxx): still a number of a place.
 RE_PHONE_MASKED = re.compile(r"(?<![\dA-Za-z])0\d{2,3}[ -]?\d{2,4}[ -]?\d{0,3}[xX*]{2,4}(?![A-Za-z\d])")
 # Capital letters, a space and six or more digits: a hospital or scheme number (HKUSZH 00583127, CHN 118700).
@@ -475,12 +475,12 @@ TRANSLIT = lexicon.TRANSLIT
 RE_NAME_FOREIGN = re.compile(f"[{TRANSLIT}]{{1,6}}[·•・][{TRANSLIT}]{{1,8}}|(?<![{HAN}])[{HAN}]{{2,5}}[·•・][{HAN}]{{2,6}}(?![{HAN}]{{0,1}}(?:综合征|病|氏|症))")
 RE_NAME_EN = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Doctor|Nurse|Sister|Madam|Ma'am|Maam|Midwife|Pharmacist|Therapist|"
                         r"Madame|Mme|Mlle|Monsieur|Mademoiselle|Señora|Señor|Sra|Srta|Frau|Herr|"
-                        r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito|Coach|Oom|Tannie)\.?\s+"
-                        r"((?:[A-Z]\.[ \t]?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
-_EN_NAME = (r"(?:[A-Z][a-z]+\s+(?:van der|van den|van de|van|von|de la|du|le|bin|binti)\s+[A-Z][a-z]+"
-            r"|[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+[A-Z][a-z]+(?:\s+[A-Z]\.)?"
-            r"|[A-Z]{2,}(?:[- ][A-Z]{2,})?,\s+(?:[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)){0,3}"
-            r"|(?:[A-Z]\.\s?){0,2}(?:[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
+                        r"Auntie|Aunty|Uncle|Ate|Kuya|Tita|Tito|Coach|Oom|Tannie|Mdm|Puan|Encik|Cik)\.?\s+"
+                        r"((?:[A-Z]\.[ \t]?){0,2}(?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?:[ \t]+(?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?){0,2})\b")
+_EN_NAME = (r"(?:(?:Mc|Mac)?[A-Z][a-z]+\s+(?:van der|van den|van de|van|von|de la|du|le|bin|binti)\s+(?:Mc|Mac)?[A-Z][a-z]+"
+            r"|(?:Mc|Mac)?[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?,\s+(?:Mc|Mac)?[A-Z][a-z]+(?:\s+[A-Z]\.)?"
+            r"|[A-Z]{2,}(?:[- ][A-Z]{2,})?,\s+(?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,})(?:\s+(?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)){0,3}"
+            r"|(?:[A-Z]\.\s?){0,2}(?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,})(?:[-'][A-Z]?[a-z]+)?(?: (?:(?:Mc|Mac)?[A-Z][a-z]+|[A-Z]{2,}|[A-Z]\.)(?:[-'][A-Z]?[a-z]+)?){0,3})")
 # A person after a ship's rank or a title of the Philippines (Dra., Atty., Engr.): crew logs and
 # letters name people by rank (3/E Benjie Llorente, Cook Danilo Castillo, AB Romeo Tan-Abella).
 RE_NAME_EN_RANK = re.compile(
@@ -582,7 +582,7 @@ RE_ADDRESS_INTL = re.compile(
     r"|\b\d{1,4}(?:-\d{1,4})?[ \t]+[A-Z][a-z]+(?:-[a-z]+)*-(?:ro|gil|daero)(?:[ \t]+\d{1,4}-(?:gil|ro|daero))?"
     r"(?:,[ \t]*[A-Z][a-z]+-(?:gu|si|gun|dong|eup|myeon))*(?:,[ \t]*[A-Z][a-z]+)?")
 # A phone number after its word, in groups of digits (Tel. 0871 27 43 90).
-RE_PHONE_EN_CUE = re.compile(r"(?i:\b(?:tel|phone|fon|telefon|mobile|handy|fax)\.?)[ \t]*[:：]?[ \t]*(\+?\d{2,5}(?:[ /\-]\d{2,5}){2,4})(?![\d])")
+RE_PHONE_EN_CUE = re.compile(r"(?i:\b(?:tel|phone|fon|telefon|mobile|handy|fax|ph|mob|cell)\.?)[ \t]*[:：]?[ \t]*(\+?\d{2,5}(?:[ /\-]\d{2,5}){2,4})(?![\d])")
 
 
 # ---- issue 24, round 17 (blind writers a71-a74, developed on after their score) -----------------
@@ -675,7 +675,7 @@ RE_CALL_SIGN = re.compile(r"(?i:call\s?sign)\s*[:：]?\s*([A-Z0-9]{4,7})\b")
 RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse|husband|wife|mother|father|son|daughter|member|"
                               r"child|parents?|student|resident|customer|client|employee|accompanied by|crew|seafarer|injured|"
                               r"player|athlete|report(?:ed)? by|coach|pasien|nama|"
-                              r"insured|policyholder|applicant|claimant|signed|signature|doctor|physician|attending|nurse|pharmacist|"
+                              r"insured|policy ?holder|applicant|claimant|investigator|persons? involved|injured (?:worker|person)|supervisor(?: on shift)?|signed|signature|doctor|physician|attending|nurse|pharmacist|"
                               r"referred by|seen by|cashier|dispenser|receptionist|clerk|teacher|driver|witness|interpreter|translator|caregiver|"
                               r"nanny|ayi|helper|coach|counsell?or|therapist|midwife|rn|staff|consul|interpreter|companion|"
                               r"surname|family name|given names?|first name|last name|full name|next of kin|nok|payee|"
@@ -781,7 +781,7 @@ RE_PHONE_FR = re.compile(r"(?<![\d.])0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}(?!\d|\.
 # Copy to S. McAllister), unless the surname is a bacterium's species written
 # with a capital (H. Pylori, C. Diff).
 RE_NAME_INITIAL = re.compile(r"(?:(?m:^)|(?<=[(:,;] )|(?<=[(:,;])|(?<=\band )|(?<=\bby )|(?<=\bto )|(?<=\bwith )|(?<=\bfrom )|"
-                             r"(?<=\bcc )|(?<=Dr )|(?<=Dr\. )|(?<=Nurse ))[A-Z]\. (?!(?:Pylori|Coli|Aureus|Diff|Difficile|Pneumoniae|Typhi|Albicans|Faecalis|"
+                             r"(?<=\bcc )|(?<=Dr )|(?<=Dr\. )|(?<=Nurse )|(?<=Signed )|(?<=signed ))[A-Z]\. (?!(?:Pylori|Coli|Aureus|Diff|Difficile|Pneumoniae|Typhi|Albicans|Faecalis|"
                              r"Gonorrhoeae|Trachomatis|Vaginalis|Influenzae|Jejuni|Botulinum|Tetani|Pyogenes|Epidermidis|Falciparum|"
                              r"Vivax)\b)(?:Mc|Mac|O')?[A-Z][a-z]{2,}(?:-[A-Z][a-z]+)?\b(?![.,]?\s?[a-z])")
 # A position at sea or in the field: 北纬26°38′ 东经120°35′, N26°12.5′ E120°48.3′.
@@ -972,6 +972,50 @@ COLON_GATE = re.compile("[:：]")
 LATIN = re.compile(r"[A-Za-z]{2}")
 
 
+
+# ---- issue 24, round 23 (blind writers a95-a98, developed on after their score) -----------------
+# A first name with its ID or role in brackets after it (Hasbagan (ID 1504…), Ganbold (herdsman, ID …)).
+RE_NAME_BEFORE_ID = re.compile(r"\b((?:Mc|Mac)?[A-Z][a-z]{2,}(?: (?:Mc|Mac)?[A-Z][a-z]{2,})?)(?= \((?:[a-z]+(?: [a-z]+){0,2}, )?"
+                               r"(?:ID|staff (?:no|ID)|DOB|MRN|IC|NRIC|passport)\b)")
+# A first name after someone's relative ("Sarangerel's husband Ganbold"), the possessor too, a message
+# "from Graeme:", a note signed by its first name alone on its last line, a contact in brackets, and a
+# name with a nursing or medical credential after it (Joanne Seah RN).
+_KIN_EN = r"(?:husband|wife|son|daughter|mother|father|mum|mom|dad|brother|sister|baby|boy|girl|partner|uncle|aunt|nephew|niece)"
+RE_NAME_EN_KIN = re.compile(
+    rf"\b((?:Mc|Mac)?[A-Z][a-z]{{2,}})(?='s {_KIN_EN}\b)"
+    rf"|(?<='s ){_KIN_EN} ((?:Mc|Mac)?[A-Z][a-z]{{2,}})\b"
+    r"|\b[Ff]rom ((?:Mc|Mac)?[A-Z][a-z]{2,})(?=:)"
+    r"|\n\n((?:Mc|Mac)?[A-Z][a-z]{2,})\s*$"
+    r"|\((?:contact|attn|c/o)\.?:? ((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+)\)"
+    r"|\b((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+),? (?=(?:RN|RM|MD|MBBS|PhD|NP|RPh|BSN|DO)\b)")
+# A nickname in brackets after a named field's name (Name: Wong Kai Ming (Ethan)).
+RE_NICKNAME_EN = re.compile(r"(?i:\b(?:name|patient|student|insured|claimant|child))\s*:\s*[^\n():]{2,40}?\s\(([A-Z][a-z]{2,})\)")
+# A name written SURNAME, GIVEN at a line's start before its date of birth (LIM, JUN HAO   DOB …).
+RE_NAME_CAPS_LINE = re.compile(r"(?m:^)([A-Z]{2,}, [A-Z]{2,}(?: [A-Z]{2,}){0,2})(?=\s+(?:DOB|D\.O\.B|Sex|MRN|Age|NRIC|IC)\b)")
+# Malaysia: the NRIC (YYMMDD-PB-###G), and an address on a Jalan (17, Jalan SS2/64, Petaling Jaya, Selangor).
+RE_NRIC_MY = re.compile(r"(?<![\d-])\d{6}-\d{2}-\d{4}(?![\d-])")
+RE_ADDRESS_MY = re.compile(r"\b\d{1,5}[A-Z]?,?\s+(?:Jalan|Jln\.?|Lorong|Persiaran|Lebuh|Taman)\s+[A-Za-z0-9/ ]{2,30}?"
+                           r"(?:,\s*[A-Z][a-z]+(?: [A-Z][a-z]+)?){0,3}(?=[,.;\n]|$)")
+# An account after "WeChat for queries:"; a class named by a tree or colour (Class: Grade 1 Maple).
+RE_WECHAT_EN = re.compile(r"(?i:wechat|weixin)[^:\n]{0,20}:\s*([A-Za-z][A-Za-z0-9_-]{5,19})\b")
+RE_CLASS_NAMED = re.compile(r"\b(?:Grade|Year|Form|Primary|Class) \d{1,2} [A-Z][a-z]{3,}\b(?=[),;]|\s*$|\s{2,}|\s*\n)")
+# A county's disease-control centre, a railway station, a farm or plant by its number; a receipt or
+# form number that opens with zeros (0047712–0047716): a value does not.
+RE_PLACE_EN_23 = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)? (?:CDC|Centre for Disease Control|Center for Disease Control)\b"
+                            r"|\b[A-Z][a-z]+(?: (?:East|West|South|North))? (?:railway|train|bus|coach|high-speed rail) station\b"
+                            r"|\b(?:[A-Z][a-z]+ ){1,3}(?:Farm|Ranch|Plant|Mine) (?:No\. ?)?\d{1,3}\b")
+RE_ZERO_NUMBER = re.compile(r"(?<![\w.,])0\d{5,}(?:\s?[–-]\s?0\d{5,})?(?!\w|[.,]\d)")
+# 自称「阿妹」, 化名: the name someone gives; 经查询身份为甘永福, 申请人马卫红, 孕妇闭秀兰.
+RE_NICKNAME_GIVEN = re.compile("(?:自称|化名|网名|昵称)\\s*[“\"「『]([^」”\"』]{1,6})[」”\"』]")
+RE_NAME_CUE_23 = re.compile(f"(?:身份为|真名为|真名是|本名|申请人|被申请人|孕妇|产妇|当事人|委托人)[：:，,\\s]*"
+                            f"([{R.SURNAMES_FULL}闭](?!{R.NOT_IN_NAMES.pattern}){R._G}{{1,2}})(?=[，,。（(\\s]|$)")
+# A ward by its name (病区：女二病区), a room in a named building (行政楼201), a district's bureau (合肥市蜀山区教育体育局).
+RE_WARD = re.compile(f"(?<![{HAN}])(?:[男女]|老年|儿童|精神|重症)?[一二三四五六七八九十\\d]{{1,2}}病区")
+RE_ROOM_BUILDING = re.compile(r"(?:行政|教学|综合|实验|办公|宿舍|图书|科教|门诊|住院|医技)楼\s?[A-Z]?\d{3,4}(?:室|教室)?")
+RE_BUREAU = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|市|自治州|州))?[{HAN}]{{2,6}}?(?:区|县|旗)"
+                       f"(?:教育体育局|教体局|教育局|残疾人联合会|残联|卫生健康委员会|民政局|人力资源和社会保障局)")
+
+
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
@@ -1134,6 +1178,22 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("institution_en", "org", RE_INSTITUTION_EN, PATTERN, gate=latin),
         RuleRecognizer("address_intl", "address", RE_ADDRESS_INTL, PATTERN, gate=latin),
         RuleRecognizer("phone_en_cue", "phone", RE_PHONE_EN_CUE, CUED, group=1, gate=latin),
+        RuleRecognizer("name_before_id", "name", RE_NAME_BEFORE_ID, NAME_RULE, group=1, gate=_has("(")),
+        RuleRecognizer("name_en_kin", "name", RE_NAME_EN_KIN, NAME_RULE, group=None, gate=latin),
+        RuleRecognizer("nickname_en", "name", RE_NICKNAME_EN, CUED, group=1, gate=_has("(")),
+        RuleRecognizer("name_caps_line", "name", RE_NAME_CAPS_LINE, NAME_RULE, group=1, gate=_has(",")),
+        RuleRecognizer("nric_my", "id_card", RE_NRIC_MY, VALIDATED, gate=_has("-")),
+        RuleRecognizer("address_my", "address", RE_ADDRESS_MY, PATTERN, gate=latin),
+        RuleRecognizer("wechat_en", "wechat", RE_WECHAT_EN, CUED, group=1, gate=low_gate("wechat", "weixin")),
+        RuleRecognizer("class_named", "school", RE_CLASS_NAMED, PATTERN, gate=latin),
+        RuleRecognizer("place_en_23", "address", RE_PLACE_EN_23, PATTERN, gate=latin),
+        RuleRecognizer("zero_number", "code", RE_ZERO_NUMBER, PATTERN, gate=_has("0")),
+        RuleRecognizer("nickname_given", "name", RE_NICKNAME_GIVEN, CUED, group=1, gate=re.compile("自称|化名|网名|昵称")),
+        RuleRecognizer("name_cue_23", "name", RE_NAME_CUE_23, NAME_RULE, group=1,
+                       gate=re.compile("身份为|真名|本名|申请人|孕妇|产妇|当事人|委托人")),
+        RuleRecognizer("ward", "bed", RE_WARD, PATTERN, gate=_has("病区")),
+        RuleRecognizer("room_building", "bed", RE_ROOM_BUILDING, PATTERN, gate=_has("楼")),
+        RuleRecognizer("bureau", "org", RE_BUREAU, PATTERN, gate=re.compile("局|残联|残疾人联合会|委员会")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),
@@ -1451,7 +1511,10 @@ TITLE_BEATS_TERM = {"rule:name_en_title"}
 CUT_FILLER = {"", "of", "and", "the", "for", "in", "at", "on", "with", "的", "和", "与", "及",
               # an institution word left once its specialty is cut out ("Endocrinology | Clinic") names nobody
               "clinic", "clinics", "centre", "center", "hospital", "opd", "ward", "unit", "department", "dept",
-              "service", "services", "team", "门诊", "中心", "科", "病区"}
+              "service", "services", "team", "门诊", "中心", "科", "病区",
+              # a qualifier of the diagnosis it runs into ("Complete | Kawasaki disease")
+              "complete", "incomplete", "atypical", "typical", "acute", "chronic", "suspected", "probable", "possible",
+              "confirmed", "known", "severe", "mild", "moderate", "recurrent", "bilateral", "congenital", "early", "late"}
 HOLDS_NO_TERM = {"rule:place_admin", "rule:bed", "rule:bed_cue", "rule:org", "rule:place_poi", "rule:village_group",
                  "ner:lac:LOC", "ner:spacy:FAC", "ner:spacy:PERSON", "ner:spacy:ORG", "rule:org_en"}
 

@@ -101,7 +101,7 @@ DRUGS = """
 重组人粒细胞集落刺激因子 粒细胞集落刺激因子 升白针 聚乙二醇化 长效升白 G-CSF 昂丹 止吐 地榆升白片 利可君
 舍曲林 氟西汀 帕罗西汀 艾司西酞普兰 西酞普兰 氟伏沙明 文拉法辛 度洛西汀 米氮平 曲唑酮 阿戈美拉汀 伏硫西汀 安非他酮
 喹硫平 奥氮平 利培酮 阿立哌唑 齐拉西酮 帕利哌酮 氯氮平 氟哌啶醇 舒必利 氨磺必利 鲁拉西酮 布南色林 碳酸锂 丙戊酸钠
-丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
+丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 左乙 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
 艾司唑仑 地西泮 奥沙西泮 唑吡坦 右佐匹克隆 佐匹克隆 扎来普隆 褪黑素 哌甲酯 托莫西汀 专注达 择思达 丁螺环酮 坦度螺酮
 普萘洛尔 氯丙嗪 奋乃静 多奈哌齐 美金刚 卡巴拉汀 加兰他敏 多巴丝肼 美多芭 卡左双多巴 息宁 普拉克索 罗匹尼罗 司来吉兰
 雷沙吉兰 恩他卡朋 金刚烷胺 苯海索 巴氯芬 替扎尼定 乙哌立松 甲钴胺 维生素B1 硫胺素 维生素B6 维生素C 维生素E 维生素K1
@@ -147,7 +147,7 @@ CCU EICU 急诊ICU 抢救室 留观室 输液室 手术室 产房 分娩室 待�
 肝脏 胆囊 胆管 胰腺 脾脏 肾脏 肾盂 输尿管 膀胱 尿道 子宫 宫颈 宫腔 内膜 子宫内膜 卵巢 输卵管 附件 盆腔 阴道 外阴 胎盘
 羊水 脐带 胎心 胎动 胎头 胎位 宫高 腹围 双顶径 股骨长 头围 NT 颈项透明层 绒毛 羊水穿刺 脐血穿刺
 食管 胃窦 胃体 贲门 幽门 十二指肠 空肠 回肠 结肠 直肠 乙状结肠 阑尾 肛门 腹膜 大网膜 膈肌 腹股沟
-颅脑 大脑 小脑 脑干 脑室 基底节 丘脑 额叶 颞叶 顶叶 枕叶 海马 垂体 脊髓 颈椎 胸椎 腰椎 骶椎 尾椎 椎间盘 半月板 韧带
+颅脑 大脑 小脑 脑干 脑室 基底节 丘脑 额叶 颞叶 顶叶 枕叶 颞区 额区 顶区 枕区 额颞区 颞顶区 中央区 前颞区 中颞区 后颞区 海马 垂体 脊髓 颈椎 胸椎 腰椎 骶椎 尾椎 椎间盘 半月板 韧带
 房间隔 室间隔 卵圆孔 动脉导管 二尖瓣 三尖瓣 主动脉瓣 肺动脉瓣 液性暗区 暗区
 肩关节 肘关节 腕关节 髋关节 膝关节 踝关节 股骨 胫骨 腓骨 肱骨 桡骨 尺骨 锁骨 肋骨 髌骨 跟腱 足跟 鼻窦 鼻甲 咽喉 喉 声带
 视网膜 角膜 晶状体 玻璃体 黄斑 眼底 眼压 中耳 内耳 鼓膜 耳蜗 前庭 牙龈 牙周 智齿 舌 颌下腺 腮腺 皮下 表皮 真皮 毛囊
@@ -260,7 +260,9 @@ def _words() -> dict[str, list[str]]:
     words = {"Ann Arbor", "Braxton Hicks", "Down syndrome", "Bell's palsy", "German measles", "Spanish flu",
              "Japanese encephalitis", "Mediterranean diet", "Graves/Basedow", "Basedow",
              # tests an English NER takes for a company (Direct Coombs, HIV Ag/Ab)
-             "Direct Coombs", "Indirect Coombs", "HIV Ag/Ab", "Ag/Ab"}
+             "Direct Coombs", "Indirect Coombs", "HIV Ag/Ab", "Ag/Ab",
+             # a stain and the streptococci of Lancefield's groups (Rose is a name; Group B an organisation)
+             "Rose Bengal", "Group A Streptococcus", "Group B Streptococcus", "Group A Strep", "Group B Strep"}
     for block in (EPONYMS, EPONYMS_EN, DRUGS, DRUGS_EN, ANATOMY_DEPARTMENTS_LABS):
         words.update(block.split())
     index: dict[str, list[str]] = {}
