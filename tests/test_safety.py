@@ -698,3 +698,39 @@ def test_round_23_held_out_together():
 ])
 def test_round_23_forms(text, fires):
     _assert_fires(text, fires)
+
+
+# Round 24 (a99-a102), scored blind once at 4639649 and then developed on; one classifier without all four.
+ROUND_24_FLOORS = {"a99_en_shanghai_retired_english_teacher": (0.975, 0.02), "a100_meizhou_hakka_grandmother": (0.975, 0.02),
+                   "a101_en_egyptian_med_student_tianjin": (0.975, 0.02), "a102_beijing_120_dispatcher": (0.975, 0.04)}
+
+
+@pytest.mark.slow
+def test_round_24_held_out_together():
+    _held_out_together(ROUND_24_FLOORS)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # missed before: a nosebleed that keeps running on warfarin (an INR named), blood in the urine on warfarin, Hakka
+    # (an infant's age in 出世…日, a neighbour's pesticide bought and life not worth living, a fever in the fields,
+    # a dog bite that went through, a testis), the calf and breath after a long bus ride
+    ("My nose started to bleed an hour ago and it keeps running despite pinching; my INR was 3.6 on Monday.",
+     "anticoagulated"),
+    ("I take warfarin and this morning my urine was pink, and my gums bleed when I brush.", "anticoag_haematuria"),
+    ("细妹仔出世正十八日，今夜摸起来好烫，探热针38.3度", "infant"),
+    ("隔壁阿婶话活落去冇意思，农药已经买好放在眠床下", "suicide"),
+    ("阿公中午在田里割禾，转来全身好烫，冇出汗，体温计40度6", "heat_stroke"),
+    ("孙仔被狗咬到手，咬穿咗，流咗好多血", "rabies"),
+    ("孙仔半夜痛醒，话下面个卵子好痛，肿起来，呕咗一次", "testicular"),
+    ("坐咗十个钟头大巴，左脚肚肿痛，今晡日突然喘唔到气，吸气心口刺痛", "dvt_pe"),
+    # false alarms before: a faint when blood was taken, a febrile fit as a toddler, a sterile practice needle, pink
+    # urine after dragon fruit, a stroke asked about
+    ("My son fainted when they took blood at school, came round in seconds and has played football since.", None),
+    ("She had a febrile convulsion when she was two years old; she is twelve now and has had none since.", None),
+    ("I pricked my finger with a brand new sterile needle on the practice pad; do I need HIV tests?", None),
+    ("He is on apixaban and his wee was pink today, but he ate two whole red dragon fruits yesterday and feels fine.",
+     None),
+    ("体检报告写腔隙性脑梗，佢冇任何唔舒服，系唔系中风了？", None),
+])
+def test_round_24_forms(text, fires):
+    _assert_fires(text, fires)

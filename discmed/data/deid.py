@@ -227,7 +227,7 @@ RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称
                                f"|(?:叫|喊)(?:他|她|孩子|宝宝)?\\s*[“\"「]([{HAN}]{{1,3}})[”\"」]")
 # English institutions and places below a city.
 RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?:[ \t]+\([A-Z][A-Za-z]+\))?[ \t]+(?:Co|CO)\.,?[ \t]+(?:Ltd|LTD)\.?"
-                       r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE)\b"
+                       r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE|PHARMACY|DISPENSARY|DRUGSTORE|CHEMISTS?)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Adoptions?|Arena|Rink|Stadium|Sports\s+Cent(?:re|er)|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
@@ -246,7 +246,8 @@ DEMONYMS = ("British|English|Scottish|Welsh|Irish|American|Canadian|Australian|N
             "Portuguese|Dutch|Belgian|Swiss|Austrian|Swedish|Norwegian|Danish|Finnish|Polish|Russian|Ukrainian|Czech|Hungarian|"
             "Greek|Turkish|Israeli|Indian|Pakistani|Bangladeshi|Sri Lankan|Nepali|Japanese|Korean|Singaporean|Malaysian|Thai|"
             "Vietnamese|Filipino|Indonesian|Brazilian|Mexican|Argentine|Chilean|Colombian|Peruvian|South African|Nigerian|Kenyan|"
-            "Egyptian|Moroccan|Emirati|Saudi|Iranian")
+            "Egyptian|Moroccan|Emirati|Saudi|Iranian|Yemeni|Sudanese|Syrian|Iraqi|Jordanian|Lebanese|Omani|Libyan|Algerian|"
+            "Tunisian|Somali|Ethiopian|Afghan|Uzbek|Kazakh|Mongolian|Burmese|Cambodian|Laotian")
 RE_NATIONALITY_EN = re.compile(r"\((?:GBR|USA|CAN|AUS|NZL|IRL|DEU|FRA|ITA|ESP|PRT|NLD|BEL|CHE|AUT|SWE|NOR|DNK|FIN|POL|RUS|UKR|IND|PAK|"
                                r"JPN|KOR|SGP|MYS|THA|VNM|PHL|IDN|BRA|MEX|ZAF|NGA|KEN|EGY|ISR|TUR)\)"
                                rf"|\b(?:{DEMONYMS})s?\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
@@ -1016,6 +1017,29 @@ RE_BUREAU = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|市|自治州|州))?[{HAN}]{{2
                        f"(?:教育体育局|教体局|教育局|残疾人联合会|残联|卫生健康委员会|民政局|人力资源和社会保障局)")
 
 
+
+# ---- issue 24, round 24 (blind writers a99-a102, developed on after their score) ----------------
+# An extension after its cue (ext. 6624, 分机 8012); a house number in brackets after a name (Mr Li (No. 11));
+# a street with an ordinal in its name (197 Ruijin 2nd Road); a class with its stream (Class 8(3)); a student
+# number of year, programme and sequence (2019MBBS210); a patient's initials after "Pt" (Pt W.J.).
+RE_EXTENSION = re.compile(r"(?i:\b(?:ext|extn|extension)\.?:?\s*|分机号?[:：]?\s*)(\d{3,5})\b")
+RE_HOUSE_NO = re.compile(r"(?<=\()No\. ?\d{1,4}(?=\))")
+RE_STREET_ORDINAL = re.compile(r"\b\d{1,5} (?:[A-Z][a-z]+ ){1,2}\d{1,2}(?:st|nd|rd|th) (?:Road|Rd|Street|St|Avenue|Ave|Lane)\b")
+RE_CLASS_STREAM = re.compile(r"\bClass \d{1,2}\(\d{1,2}\)")
+RE_STUDENT_CODE = re.compile(r"\b(?:19|20)\d{2}[A-Z]{2,6}\d{2,5}\b")
+RE_INITIALS_PT = re.compile(r"\b(?:Pt|pt|Patient|patient)\.?:?\s+([A-Z]\.\s?[A-Z]\.)")
+# A name in characters in brackets after its Latin spelling (Gu Peifen (顾佩芬)).
+RE_HAN_AFTER_LATIN = re.compile(f"\\b[A-Z][a-z]+(?: [A-Z][a-z]+){{1,2}} ?[（(]([{R.SURNAMES_FULL}][{HAN}]{{1,2}})[）)]")
+# Beijing's 120 network: a station by its district (丰台分站), a crew by district and number (朝阳12); a
+# compound's numbered block (蒲黄榆二里11号楼), a ring-road bridge (南三环木樨园桥), a fire brigade; a
+# village's group after where one went (去七组).
+_BJ_DISTRICTS = "东城|西城|朝阳|海淀|丰台|石景山|门头沟|房山|通州|顺义|昌平|大兴|怀柔|平谷|密云|延庆"
+RE_STATION_CREW = re.compile(f"(?:(?<=派出)|(?<=调派)|(?<=[到往至：:，,、（(\\s])|(?<![{HAN}]))[{HAN}]{{2,3}}?(?<!急救)(?<!医疗)(?<!救护)(?<!加油)分站|(?:{_BJ_DISTRICTS})\\d{{2}}(?![\\d.])")
+RE_COMPOUND_BLOCK = re.compile(f"[{HAN}]{{2,6}}[一二三四五六七八九十]里\\d+号楼|[东西南北][二三四五六]环[{HAN}]{{2,6}}桥")
+RE_FIRE_BRIGADE = re.compile(f"[{HAN}]{{2,6}}消防救援(?:总队|支队|大队|站)")
+RE_GROUP_VISITED = re.compile("(?<=[去到住回])[一二三四五六七八九十]{1,2}组(?![织成员长里内])")
+
+
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
@@ -1194,6 +1218,17 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("ward", "bed", RE_WARD, PATTERN, gate=_has("病区")),
         RuleRecognizer("room_building", "bed", RE_ROOM_BUILDING, PATTERN, gate=_has("楼")),
         RuleRecognizer("bureau", "org", RE_BUREAU, PATTERN, gate=re.compile("局|残联|残疾人联合会|委员会")),
+        RuleRecognizer("extension", "phone", RE_EXTENSION, PATTERN, group=1, gate=re.compile("(?i:ext)|分机")),
+        RuleRecognizer("house_no", "address", RE_HOUSE_NO, PATTERN, gate=_has("(No")),
+        RuleRecognizer("street_ordinal", "address", RE_STREET_ORDINAL, PATTERN, gate=latin),
+        RuleRecognizer("class_stream", "school", RE_CLASS_STREAM, PATTERN, gate=_has("Class")),
+        RuleRecognizer("student_code", "code", RE_STUDENT_CODE, PATTERN, gate=latin),
+        RuleRecognizer("initials_pt", "name", RE_INITIALS_PT, CUED, group=1, gate=low_gate("pt", "patient")),
+        RuleRecognizer("han_after_latin", "name", RE_HAN_AFTER_LATIN, NAME_RULE, group=1, gate=_has("(", "（")),
+        RuleRecognizer("station_crew", "org", RE_STATION_CREW, PATTERN, gate=re.compile(f"分站|{_BJ_DISTRICTS}")),
+        RuleRecognizer("compound_block", "address", RE_COMPOUND_BLOCK, PATTERN, gate=re.compile("里|环")),
+        RuleRecognizer("fire_brigade", "org", RE_FIRE_BRIGADE, PATTERN, gate=_has("消防救援")),
+        RuleRecognizer("group_visited", "address", RE_GROUP_VISITED, PATTERN, gate=_has("组")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),

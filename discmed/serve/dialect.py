@@ -1,6 +1,7 @@
 """Chinese as patients write it, brought to the Mandarin the red-flag rules and the classifier read:
 traditional characters to simplified, written Cantonese (粤语口语字) to its Mandarin words, and the
-commonest Wu (Shanghainese), Northeastern and Southwestern Mandarin words.
+commonest Hakka (客家话: 𠊎/涯 I, 今晡日 today, 目珠 eyes, 徛 stand), Wu (Shanghainese), Northeastern and
+Southwestern Mandarin words.
 
 Traditional → simplified is OpenCC's character table (`opencc-python-reimplemented`'s
 `TSCharacters.txt`, the first candidate of each character) applied with `str.translate`: a table
@@ -51,13 +52,20 @@ CANTONESE = {
     "孫仔": "孙子", "孙仔": "孙子", "個仔": "儿子", "个仔": "儿子", "我仔": "我儿子", "仔仔": "宝宝", "女女": "女儿",
     "細佬": "弟弟", "细佬": "弟弟", "探熱": "量体温", "探热": "量体温", "發冷震": "发冷发抖", "发冷震": "发冷发抖", "冷震": "发抖",
     "牙窿": "牙洞", "入面": "里面", "起唔到身": "起不来", "口唇": "嘴唇", "膊頭": "肩膀", "膊头": "肩膀", "手瓜": "上臂", "肚痛": "肚子痛",
+    # Hakka (客家话) as Meizhou and Huizhou patients write it
+    "𠊎": "我", "今晡日": "今天", "昨晡日": "昨天", "前晡日": "前天", "今晡": "今天", "目珠": "眼睛", "出世": "出生",
+    "细妹仔": "小女孩", "细妹": "小女孩", "细孙": "小孙子", "细人仔": "小孩", "眠床": "床", "活落去": "活下去", "么个": "什么",
+    "转来": "回来", "行路打斜": "走路不稳", "徛": "站", "寻唔到": "找不到", "扣子电池": "纽扣电池", "一啖": "一口",
+    "肚屎": "肚子", "屙唔出尿": "尿不出来", "擘唔开": "睁不开", "擘": "睁", "面色": "脸色", "脚眼": "脚踝", "脚肚": "小腿",
+    "个卵子": "个睾丸", "卵子好痛": "睾丸好痛", "卵子痛": "睾丸痛", "卵子肿": "睾丸肿",  # a testis; IVF's 卵子 stays
     # Wu (Shanghainese), Northeastern and Southwestern Mandarin words patients write in characters
     "侬": "你", "阿拉": "我们", "覅": "不要", "交关": "很", "一眼眼": "一点点", "晓得": "知道", "困觉": "睡觉",
     "咋整": "怎么办", "嘎哈": "干什么", "不得劲": "不舒服", "瞅": "看", "啷个": "怎么", "莫得": "没有", "没得": "没有",
 }
 # Characters that are Cantonese only in some words: (character, where: a regex around it, Mandarin).
 CONTEXTUAL = [
-    ("食", "食(?=[咗了唔完藥药飯饭嘢过過左晒多少])", "吃"),  # 食咗藥 → 吃了药; 食道 and 食物 stay
+    ("食", "食(?=[咗了唔完藥药飯饭嘢过過左晒多少奶粥])", "吃"),  # 食咗藥 → 吃了药; 食道 and 食物 stay
+    ("涯", "(?<![天生无])涯(?![际])", "我"),  # Hakka 涯 (I); 天涯, 生涯 stay
     ("飲", "飲(?=[咗水酒])", "喝"),
     ("饮", "饮(?=[咗水酒])", "喝"),
     ("郁", "(?<![忧憂抑])郁(?=[唔不得到下手脚腳])", "动"),  # 郁唔到 → 动不了; 忧郁, 郁闷 stay

@@ -57,7 +57,7 @@ _N = r"(?P<n>\d+|[零一二两三四五六七八九十百]+)"
 _KID = r"(?:宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?)"
 # An infant's age in days: each form has one number, `n` (none for 新生儿, 满月, 半个月).
 _AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
-    r"(?:出生|生下来|生了)才?第?" + _N + r"[多来几]?天",
+    r"(?:出生|出世|生下来|生了)[才正]?第?" + _N + r"[多来几]?[天日]",
     _N.replace("<n>", "<n2>") + r"[多来几]?天大?的?(?:宝宝|新生儿|婴儿|娃|孩子|闺女|儿子)",
     _KID + r"(?:才|刚|刚刚|出生)" + _N.replace("<n>", "<n3>") + r"[多来几]?天",
     # "宝宝七十天" (adjacent, 10 days or more: "孩子两天没拉" is a duration)
@@ -67,7 +67,7 @@ _AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
 _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?|才|刚满|baby)(?:(?!最近|近|这|过去)[^，。0-9]){0,4}?"
                          + _NUM + r"个(半)?月|" + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)"
                          r"|(\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)[- ]"
-                         r"(day|week|month)s?[- ]old|\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|出生才?" + _NUM + r"(?:周|个?星期|个?礼拜)|(\d+|[一二两三四五六七八九])(?:周|个星期)的(宝宝|娃|孩子|婴儿)")
+                         r"(day|week|month)s?[- ]old|\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|(?:出生|出世)[才正]?" + _NUM + r"(?:周|个?星期|个?礼拜)|(\d+|[一二两三四五六七八九])(?:周|个星期)的(宝宝|娃|孩子|婴儿)")
 _EN_NUM = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
            "ten": 10, "eleven": 11, "twelve": 12}
 _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\d{1,2})[- ](?:year|yr)s?[- ]old|(\d{1,2}) ?yo(?![a-z])"
