@@ -197,3 +197,20 @@ def test_process_engine_answers_and_shuts_down(tiny_model):
     assert wait_gone(engine.pid)
     with pytest.raises(EngineProcessError, match="has died"):  # shutdown waits for the reader
         engine.submit(Request(ids, GenParams(max_new_tokens=1)))
+
+
+def test_a_model_that_cannot_load_fails_serve_at_once(tmp_path):
+    """The engine process starts loading while the server reads the tokenizer: when the model cannot be
+    loaded, `discmed serve` exits 3 at once, naming the folder and the cause (the engine process is killed)."""
+    import sys
+
+    from discmed.process import free_port, run_watched
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json", encoding="utf-8")
+    r = run_watched([sys.executable, "-m", "discmed", "serve", "--model", str(folder), "--port", str(free_port())],
+                    stall=120, limit=300)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert f"cannot load model '{folder}'" in r.stderr and "not a valid JSON file" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

@@ -81,13 +81,14 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
                     if d.finish_reason is not None:
                         running.pop(s.rid, None)
 
+        max_len = engine_options.get("max_model_len") or int(getattr(backend, "max_length", 0) or 4096)
         engine = LocalEngine(backend.model, backend.tokenizer, backend.format.stop_token_ids(backend.tokenizer),
-                             sink=sink, **engine_options)  # fmt: skip
+                             sink=sink, **{**engine_options, "max_model_len": max_len})  # fmt: skip
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the start
         outputs.send(("failed", f"{type(e).__name__}: {e}"))
         return
     freeze_heap()
-    outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids)}))
+    outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids), "max_model_len": max_len}))
     while True:
         try:
             msg = requests.recv()
@@ -117,7 +118,12 @@ class ProcessEngine:
     features = LocalEngine.features
 
     def __init__(self, spec: str, options: dict[str, Any], *, max_batch: int = 32, max_queue: int = 256,
-                 max_model_len: int | None = None, start_timeout: float = 1200.0, prefix_cache_mb: int = 256):  # fmt: skip
+                 max_model_len: int | None = None, start_timeout: float = 1200.0, prefix_cache_mb: int = 256,
+                 wait: bool = True):  # fmt: skip
+        """Start the child loading `spec` (with `options`, as `load_backend` takes them). `wait=False`
+        returns at once, so the caller can prepare its side while the child loads (`discmed serve`
+        reads the tokenizer meanwhile); `wait_ready()` then waits for it. `max_model_len=None`: the
+        model's own context length, as the child's backend reads it."""
         self.max_batch, self.max_queue = max_batch, max_queue
         self._stats = EngineStats(max_batch=max_batch)
         self._ids = itertools.count(1)
@@ -134,11 +140,22 @@ class ProcessEngine:
         self.proc = ctx.Process(target=_child, args=(req_r, out_w, spec, options, engine_options),
                                 name="discmed-engine", daemon=True)  # fmt: skip
         self.proc.start()
+        self.pid = self.proc.pid
         req_r.close()
         out_w.close()
-        if not self._out_r.poll(start_timeout):
+        self._spec, self._start_timeout = spec, start_timeout
+        self._reader: threading.Thread | None = None
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> ProcessEngine:
+        """Wait until the child has loaded the model (EngineProcessError if it could not)."""
+        if self._reader is not None:
+            return self
+        spec = self._spec
+        if not self._out_r.poll(self._start_timeout):
             self.proc.kill()
-            raise EngineProcessError(f"the engine process did not load {spec} within {start_timeout:.0f} s")
+            raise EngineProcessError(f"the engine process did not load {spec} within {self._start_timeout:.0f} s")
         try:
             kind, info = self._out_r.recv()
         except EOFError:
@@ -148,9 +165,10 @@ class ProcessEngine:
             self.proc.join(timeout=5)
             raise EngineProcessError(f"the engine process could not load {spec}: {info}")
         self.vocab, self.stop_ids = info["vocab"], set(info["stop_ids"])
-        self.pid = self.proc.pid
+        self.max_model_len = info["max_model_len"]
         self._reader = threading.Thread(target=self._read, name="discmed-engine-reader", daemon=True)
         self._reader.start()
+        return self
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -183,6 +201,10 @@ class ProcessEngine:
                                    max_batch=self.max_batch, alive=self._dead is None, pid=self.pid)  # fmt: skip
 
     def shutdown(self) -> None:
+        if self._reader is None:  # still loading (its caller failed meanwhile): nothing to end in order
+            self.proc.kill()
+            self.proc.join()
+            return
         try:
             self._send(("stop",))
         except EngineProcessError:

@@ -130,6 +130,8 @@ def register(app: typer.Typer) -> None:
                                          param_hint="--api-key")
         import uvicorn
 
+        from discmed.engine.proc import ProcessEngine
+        from discmed.engine.protocol import EngineUnavailable
         from discmed.serve.app import ServedModel, create_app
         from discmed.serve.safety import Rules
 
@@ -158,6 +160,7 @@ def register(app: typer.Typer) -> None:
         if engine == "hf" and not engine_process:
             tune_threads()
             tune_switch_interval()
+        child = None  # the engine's own process, when it has one
         try:
             if engine == "llama.cpp":
                 from discmed.serve.llamacpp import served_model as llamacpp_served
@@ -185,16 +188,21 @@ def register(app: typer.Typer) -> None:
                     options["format"] = format
                 if max_model_len:
                     options["max_length"] = max_model_len
-                # With its engine in a process of its own, this process only prepares prompts:
-                # the weights are loaded once, by the engine process.
+                # With its engine in a process of its own, this process only prepares prompts: the
+                # weights are loaded once, by the engine process, which starts first and loads while
+                # this process reads the tokenizer and the prompt format.
+                if engine_process:
+                    child = ProcessEngine(model, options, max_batch=max_batch, max_queue=max_queue,
+                                          max_model_len=max_model_len, prefix_cache_mb=prefix_cache_mb, wait=False)
                 backend = load_backend(model, **options, **({"load_weights": False} if engine_process else {}))
                 name = served_model_name or served_name(model, getattr(backend, "name", None))
                 served = ServedModel.from_backend(backend, name, max_batch=max_batch, max_queue=max_queue,
-                                                  engine_process=(model, options) if engine_process else None,
-                                                  prefix_cache_mb=prefix_cache_mb)  # fmt: skip
-        except (BackendError, ValueError, ImportError) as e:
+                                                  engine_process=child, prefix_cache_mb=prefix_cache_mb)
+        except (BackendError, ValueError, ImportError, EngineUnavailable) as e:
+            if child is not None:
+                child.shutdown()
             sock.close()
-            fail(f"discmed serve: {e}", code=3 if isinstance(e, BackendError) else 2)
+            fail(f"discmed serve: {e}", code=3 if isinstance(e, (BackendError, EngineUnavailable)) else 2)
         second = None
         if safety and triage_model:
             from discmed.serve.triage_model import TriageModel

@@ -84,13 +84,13 @@ class ServedModel:
     @classmethod
     def from_backend(
         cls, backend: Any, name: str | None = None, *, max_batch: int = 32, max_queue: int = 256,
-        engine_process: tuple[str, dict[str, Any]] | None = None, prefix_cache_mb: int = 256,
+        engine_process: ProcessEngine | None = None, prefix_cache_mb: int = 256,
     ) -> ServedModel:
         """The engine over an hf backend's model (`.model`, `.tokenizer`, `.format`).
 
-        `engine_process` = (spec, load options): the engine runs in a child process that loads
-        the model from the same spec (discmed.engine.proc); this process keeps the tokenizer
-        and prompt format (the backend may be one loaded without its weights)."""
+        `engine_process`: an engine started in a child process from the same spec and load options
+        (discmed.engine.proc), which may still be loading; this process keeps the tokenizer and
+        prompt format (the backend may be one loaded without its weights)."""
         if not hasattr(backend, "model") or not hasattr(backend, "format"):
             raise ValueError(
                 f"cannot serve backend {type(backend).__name__}: discmed serves local models (hf, tiny) "
@@ -105,9 +105,7 @@ class ServedModel:
 
             backend.model = None  # a meta-device model, or weights this process no longer needs
             gc.collect()
-            spec, options = engine_process
-            engine = ProcessEngine(spec, options, max_batch=max_batch, max_queue=max_queue, max_model_len=max_len,
-                                   prefix_cache_mb=prefix_cache_mb)
+            engine = engine_process.wait_ready()
             vocab = engine.vocab
         else:
             engine = LocalEngine(backend.model, tok, stop_ids, max_batch=max_batch, max_queue=max_queue,
