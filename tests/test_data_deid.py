@@ -471,6 +471,33 @@ def test_round_24_papers():
     _gone_and_kept(cases)
 
 
+
+def test_round_25_writers():
+    """Round 25 (scored blind once at 9ebb390, then developed on): a Nigerian nurse's triage notes, lab forms and
+    pre-authorisations; a retired railwayman's pacemaker cards and reimbursement forms; an exchange student's program
+    forms and claims; a fish-farm owner's work-injury, maritime and hospital papers. Floors a little under the figures
+    measured when they were set."""
+    loao = _authors()
+    floors = {"a103_en_nigerian_nurse_guangzhou_clinic": (0.96, 0.995), "a104_harbin_retired_railway_worker": (0.98, 0.995),
+              "a105_en_us_exchange_student_kunming": (0.925, 0.995), "a106_xiamen_minnan_fisherman_son": (0.96, 0.995)}
+    assert set(floors) <= set(_round(loao, 25))
+    _meet(loao, floors)
+
+
+def test_round_25_papers():
+    """The kinds of round 25, on text written here: a railway unit, a PIN and a pager number, a maiden name, a plate in
+    pinyin, an age over 89 in years, a consortium, a fish raft, an office's document number. Medicine stays:
+    Steri-Strips, a sports clinic, the outpatient pharmacy."""
+    cases = [
+        ("退休单位：沈阳铁路局苏家屯机务段；收费处在门诊药房旁；渔工在3号渔排受伤；通知书编号闽厦渔政2024-0315",
+         ["沈阳铁路局苏家屯机务段", "3号渔排", "闽厦渔政2024-0315"], ["门诊药房"]),
+        ("Pager 6031, phone PIN: 2718. Maiden name: Okafor. Car Yun A-5T2K9. Grandmother, 93 years, lives alone. "
+         "Sponsor: Pacific Study Consortium. Wound closed with Steri-Strips; follow-up at the Sports Clinic.",
+         ["6031", "2718", "Okafor", "Yun A-5T2K9", "93 years", "Pacific Study Consortium"], ["Steri-Strips", "Sports Clinic"]),
+    ]
+    _gone_and_kept(cases)
+
+
 def test_real_sample_changes_are_identifiers(shared_data):
     """The real DISC sample: what the taxonomy's new rules replace there (reviewed one by one when
     they were written: dates of visits, a 94-year-old's age, a checkup chain, hospitals)."""

@@ -734,3 +734,39 @@ def test_round_24_held_out_together():
 ])
 def test_round_24_forms(text, fires):
     _assert_fires(text, fires)
+
+
+# Round 25 (a103-a106), scored blind once at 9ebb390 and then developed on; one classifier without all four.
+ROUND_25_FLOORS = {"a103_en_nigerian_nurse_guangzhou_clinic": (0.975, 0.06), "a104_harbin_retired_railway_worker": (0.975, 0.02),
+                   "a105_en_us_exchange_student_kunming": (0.975, 0.02), "a106_xiamen_minnan_fisherman_son": (0.975, 0.04)}
+
+
+@pytest.mark.slow
+def test_round_25_held_out_together():
+    _held_out_together(ROUND_25_FLOORS)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # missed before: Minnan (a mother talking nonsense with a fever, a worker hit on the head then vomiting, joint pain
+    # after a deep dive, lime sprayed in an eye), a baby not felt to move, pens counted against a dose, a cast with
+    # purple fingers, mushrooms picked on a hike and cooked
+    ("阮阿母今仔日早起开始乱讲，呣认得阮某，摸起来有小可烧", "unconscious"),
+    ("工人予吊杆拍着头壳，过两点钟吐两摆，一直欲困", "head_injury"),
+    ("工人潜水落去二十外米深，起来半点钟后肩胛头、手骨节痛甲袂振动", "decompression"),
+    ("37 weeks and I haven't felt my baby move since last night.", "pregnancy"),
+    ("Last night I caught myself counting how many insulin pens I have and how much would be enough.", "suicide"),
+    ("Got a cast yesterday for a fracture, tonight the pain is insane and my fingers are swollen and purple.",
+     "limb_threat"),
+    ("We picked some mushrooms on a hike, cooked them for dinner, and ten hours later we both had vomiting.",
+     "poisoning"),
+    # false alarms before: hearing a spouse unclearly, a COPD saturation in the range a doctor set, "dry drowning" heard
+    # about a week after a dunk, wild mushrooms eaten days ago with no illness, a faint standing in church unfed
+    ("耳朵背了，老伴说话我听不清，想配助听器", None),
+    ("手指头夹的血氧88，上回住院大夫说我这病平时88到92就行，现在喘气跟平时一样", None),
+    ("上礼拜工人跋落海，一分钟就捞起来，到今仔日攏无咳、无喘，听人讲有「干性溺水」", None),
+    ("My host family ate wild mushrooms on Sunday; it's Thursday now and we never felt sick at all.", None),
+    ("A girl in the choir fainted while standing through a long service; she had not eaten breakfast and was fine "
+     "after a drink.", None),
+])
+def test_round_25_forms(text, fires):
+    _assert_fires(text, fires)

@@ -183,7 +183,7 @@ RE_DATE = re.compile(
     + r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\s+\d{1,2}(?:st|nd|rd|th)\b"
     + r"|\b\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}\b|(?<![\d/.])\d{2}[/.]\d{2}[/.]\d{2}(?![\d/.])|(?<![\d/.\-])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}(?![\d/])"
     + r"|(?<![\d\-./])(?:19|20)\d{2}-(?:0[1-9]|1[0-2])(?![\d\-])|(?<![\d.])(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?=\s*(?:入院|出院|就诊|生|出生|手术))")
-RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?[- ]old|y/?o)\b", re.I)
+RE_AGE_90 = re.compile(r"(?<![\d.])(?:9\d|1[01]\d)\s*(?:周岁|岁)|\b(?:aged?\s+)?(?:9\d|1[01]\d)[- ](?:years?(?:[- ]old)?|y/?o)\b", re.I)
 # Beds, rooms, wards, seats: "12床", "A区5床", "3病区21床", "康护楼3层312室2床", "712房2床", "座位号3-07".
 RE_BED = re.compile(
     f"(?:[{HAN}A-Za-z0-9]{{0,6}}?(?:楼|栋|号楼)\\s*)?(?:\\d+\\s*[层楼F]\\s*)?"
@@ -231,7 +231,7 @@ RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
                        r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Adoptions?|Arena|Rink|Stadium|Sports\s+Cent(?:re|er)|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
-                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy)(?:(?<=\.)|\b)"
+                       r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy|Consortium|Foundation)(?:(?<=\.)|\b)"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
                        r"|\b(?:HSBC|Barclays|Lloyds|NatWest|Santander|Citibank|Standard Chartered|Bank of China|ICBC|China Merchants Bank|"
                        r"Cigna|Bupa|AXA|Allianz|Aetna|GeoBlue|William Russell|Now Health|Pacific Prime|Ping An|China Life|MSH|Medibank|"
@@ -1040,6 +1040,19 @@ RE_FIRE_BRIGADE = re.compile(f"[{HAN}]{{2,6}}消防救援(?:总队|支队|大队
 RE_GROUP_VISITED = re.compile("(?<=[去到住回])[一二三四五六七八九十]{1,2}组(?![织成员长里内])")
 
 
+
+# ---- issue 24, round 25 (blind writers a103-a106, developed on after their score) ---------------
+# A railway unit (哈尔滨铁路局三棵树机务段); a PIN or pager number after its cue; a maiden name; a Chinese plate in
+# pinyin (Yun P-3K771); a numbered fish raft (5号渔排); a document number of an office and a year (闽厦航警2023-0912).
+RE_RAILWAY_UNIT = re.compile(f"(?:[{HAN}]{{2,4}}铁路局)?[{HAN}]{{2,5}}?(?:机务段|车辆段|工务段|电务段|车务段|供电段)|[{HAN}]{{2,4}}铁路局")
+RE_PIN_PAGER = re.compile(r"(?i:\b(?:pin|pager|bleep)(?: (?:number|no\.?|code))?\s*[:#]?\s*)(\d{3,6})\b")
+RE_MAIDEN = re.compile(r"(?i:maiden name|née|nee)\s*[:：]?\s*((?:Mc|Mac)?[A-Z][a-z]+)")
+RE_PLATE_PINYIN = re.compile(r"\b(?:Jing|Jin|Hu|Yu|Ji|Yun|Liao|Hei|Xiang|Wan|Lu|Xin|Su|Zhe|Gan|E|Gui|Meng|Shan|Min|Yue|Qing|Zang|"
+                             r"Chuan|Ning|Qiong)\s?[A-Z][-·]?[A-Z0-9]{5}\b")
+RE_RAFT = re.compile("\\d{1,3}号(?:渔排|网箱|鱼排)")
+RE_OFFICE_DOC = re.compile(f"[{HAN}]{{2,6}}(?:19|20)\\d{{2}}[-－]\\d{{2,5}}(?!\\d)")
+
+
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
@@ -1229,6 +1242,12 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("compound_block", "address", RE_COMPOUND_BLOCK, PATTERN, gate=re.compile("里|环")),
         RuleRecognizer("fire_brigade", "org", RE_FIRE_BRIGADE, PATTERN, gate=_has("消防救援")),
         RuleRecognizer("group_visited", "address", RE_GROUP_VISITED, PATTERN, gate=_has("组")),
+        RuleRecognizer("railway_unit", "org", RE_RAILWAY_UNIT, PATTERN, gate=re.compile("段|铁路局")),
+        RuleRecognizer("pin_pager", "code", RE_PIN_PAGER, CUED, group=1, gate=low_gate("pin", "pager", "bleep")),
+        RuleRecognizer("maiden", "name", RE_MAIDEN, CUED, group=1, gate=low_gate("maiden", "née", "nee")),
+        RuleRecognizer("plate_pinyin", "plate", RE_PLATE_PINYIN, PATTERN, gate=latin),
+        RuleRecognizer("raft", "address", RE_RAFT, PATTERN, gate=re.compile("渔排|网箱|鱼排")),
+        RuleRecognizer("office_doc", "code", RE_OFFICE_DOC, PATTERN, gate=_has("-", "－")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),

@@ -57,7 +57,7 @@ Tylenol Panadol Advil Motrin Nurofen Calpol Aspirin Lipitor Crestor Zocor Norvas
 Levemir Tresiba Ventolin Seretide Symbicort Pulmicort Flixotide Singulair Augmentin Zithromax Tamiflu Plavix Eliquis Xarelto
 Coumadin Warfarin Zoloft Prozac Lexapro Cipralex Xanax Valium Ambien Stilnox Seroquel Risperdal Abilify Lithium Depakote Lamictal
 Keppra Tegretol Synthroid Euthyrox Eltroxin Nexium Losec Zantac Gaviscon Imodium Buscopan Clarityne Claritin Zyrtec Benadryl
-Piriton EpiPen Mepilex Aquacel Tegaderm Duoderm Allevyn Diprivan Ozempic Wegovy Metformin Insulin Prednisone Prednisolone Medrol Dexamethasone Amoxicillin Ibuprofen
+Piriton EpiPen Steri-Strips Steri-Strip Mepilex Aquacel Tegaderm Duoderm Allevyn Diprivan Ozempic Wegovy Metformin Insulin Prednisone Prednisolone Medrol Dexamethasone Amoxicillin Ibuprofen
 Paracetamol Acetaminophen Codeine Tramadol Morphine Salbutamol Albuterol Montelukast Loratadine Cetirizine Oseltamivir
 Azithromycin Ceftriaxone Clopidogrel Atorvastatin Rosuvastatin Amlodipine Losartan Lisinopril Bisoprolol Metoprolol Furosemide
 Spironolactone Levothyroxine Sertraline Fluoxetine Escitalopram Quetiapine Olanzapine Risperidone Aripiprazole Lorazepam Diazepam
@@ -101,7 +101,7 @@ DRUGS = """
 重组人粒细胞集落刺激因子 粒细胞集落刺激因子 升白针 聚乙二醇化 长效升白 G-CSF 昂丹 止吐 地榆升白片 利可君
 舍曲林 氟西汀 帕罗西汀 艾司西酞普兰 西酞普兰 氟伏沙明 文拉法辛 度洛西汀 米氮平 曲唑酮 阿戈美拉汀 伏硫西汀 安非他酮
 喹硫平 奥氮平 利培酮 阿立哌唑 齐拉西酮 帕利哌酮 氯氮平 氟哌啶醇 舒必利 氨磺必利 鲁拉西酮 布南色林 碳酸锂 丙戊酸钠
-丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 左乙 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
+丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 左乙 门诊药房 住院药房 急诊药房 中心药房 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
 艾司唑仑 地西泮 奥沙西泮 唑吡坦 右佐匹克隆 佐匹克隆 扎来普隆 褪黑素 哌甲酯 托莫西汀 专注达 择思达 丁螺环酮 坦度螺酮
 普萘洛尔 氯丙嗪 奋乃静 多奈哌齐 美金刚 卡巴拉汀 加兰他敏 多巴丝肼 美多芭 卡左双多巴 息宁 普拉克索 罗匹尼罗 司来吉兰
 雷沙吉兰 恩他卡朋 金刚烷胺 苯海索 巴氯芬 替扎尼定 乙哌立松 甲钴胺 维生素B1 硫胺素 维生素B6 维生素C 维生素E 维生素K1
@@ -232,7 +232,7 @@ PATTERNS = [
     r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
     r"|Orthopaedics & Traumatology|Medicine & Geriatrics|(?:Pediatric|Paediatric|Adult|Obstetric) Emergency"
     r"|(?:Heart Failure|Diabetes|Diabetic|Asthma|Fertility|Vaccination|Antenatal|Fever|Wound|Pain|Memory|Sleep|"
-    r"Anticoagulation|Warfarin|INR|Dialysis|Arrhythmia|Pacemaker|Heart Rhythm|Respiratory|Student Health|Occupational Health|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
+    r"Anticoagulation|Warfarin|INR|Dialysis|Sports|Arrhythmia|Pacemaker|Heart Rhythm|Respiratory|Student Health|Occupational Health|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
     r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart|Child Health|Smoking Cessation|Paediatric Diabetes|"
     r"Pediatric Diabetes|Specialist Out-?patient|Neurology Specialist Out-?patient|Family Planning|Methadone|TB|Chest and TB) Clinic(?: \([A-Z][a-z]+\))?"
     r"|General Practice|Child (?:&|and) Adolescent (?:Psychiatry|Mental Health)"

@@ -76,7 +76,7 @@ _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\
 _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|耳温|额温|fever|temperature|thermometer")
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9%]|\.\d|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
 # Chronic lung disease or home oxygen, where 88-92% is the target saturation (BTS oxygen guideline).
-_COPD = re.compile(r"慢阻肺|copd|肺气肿|慢支|慢性支气管炎|二氧化碳潴留|家庭氧疗|制氧机|吸着氧|在家吸氧|home oxygen|oxygen concentrator|emphysema")
+_COPD = re.compile(r"(平时|平常|大夫说|医生说)[^，。]{0,12}8[5-9]到9[0-4]就行|慢阻肺|copd|肺气肿|慢支|慢性支气管炎|二氧化碳潴留|家庭氧疗|制氧机|吸着氧|在家吸氧|home oxygen|oxygen concentrator|emphysema")
 _ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout|gym")
 _PREG_BP = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期|(?<![0-9])(2\d|3\d|4[0-2])周"
