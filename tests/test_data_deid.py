@@ -498,6 +498,34 @@ def test_round_25_papers():
     _gone_and_kept(cases)
 
 
+
+def test_round_26_writers():
+    """Round 26 (scored blind once at 0ea2d4e, then developed on): a dialysis nurse's session records and handovers;
+    a mining engineer's incident reports, site-clinic notes and evacuation forms; a young mother's newborn and
+    postnatal papers; a Kazakh student's clinic, dormitory and permit papers. Floors a little under the figures
+    measured when they were set."""
+    loao = _authors()
+    floors = {"a107_chongqing_dialysis_nurse": (0.96, 0.995), "a108_en_zimbabwean_mining_engineer_xinjiang": (0.91, 0.995),
+              "a109_shenzhen_young_first_time_mother": (0.97, 0.995), "a110_en_kazakh_student_urumqi": (0.93, 0.995)}
+    assert set(floors) <= set(_round(loao, 26))
+    _meet(loao, floors)
+
+
+def test_round_26_papers():
+    """The kinds of round 26, on text written here: a mine, a quarry and a survey camp by name, a file number of
+    letters, year and sequence, a teacher in pinyin, a student group, a 社康 by its place, a birth time, a checksum
+    code. Medicine stays: a Glasgow score out of 15, dental pain, Alport syndrome, combined spinal-epidural."""
+    cases = [
+        ("Injured at Karamay Copper Mine, moved to Hoxtolgay survey camp; file PGH/2021/33812; told Zhang laoshi; "
+         "student of group 23-05. GCS improved from 11/15 to 15/15. Dental pain since Monday.",
+         ["Karamay Copper Mine", "Hoxtolgay survey camp", "PGH/2021/33812", "Zhang laoshi", "group 23-05"],
+         ["11/15", "15/15", "Dental pain"]),
+        ("转龙华社康复查；出生时间：07:12；校验码：9b2e4f。诊断：阿尔波特综合征，腰硬联合麻醉下剖宫产",
+         ["龙华社康", "07:12", "9b2e4f"], ["阿尔波特综合征", "腰硬联合麻醉"]),
+    ]
+    _gone_and_kept(cases)
+
+
 def test_real_sample_changes_are_identifiers(shared_data):
     """The real DISC sample: what the taxonomy's new rules replace there (reviewed one by one when
     they were written: dates of visits, a 94-year-old's age, a checkup chain, hospitals)."""

@@ -770,3 +770,28 @@ def test_round_25_held_out_together():
 ])
 def test_round_25_forms(text, fires):
     _assert_fires(text, fires)
+
+
+# Round 26 (a107-a110), scored blind once at 0ea2d4e and then developed on; one classifier without all four.
+ROUND_26_FLOORS = {"a107_chongqing_dialysis_nurse": (0.975, 0.02), "a108_en_zimbabwean_mining_engineer_xinjiang": (0.975, 0.02),
+                   "a109_shenzhen_young_first_time_mother": (0.975, 0.02), "a110_en_kazakh_student_urumqi": (0.975, 0.02)}
+
+
+@pytest.mark.slow
+def test_round_26_held_out_together():
+    _held_out_together(ROUND_26_FLOORS)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # missed before: pulmonary and cerebral oedema at altitude (WMS), an infant's age as 宝宝N周 with projectile vomiting
+    ("At the 4200m camp one of the drillers is breathless even lying flat and his spit is pink and frothy.",
+     "altitude_illness"),
+    ("海拔4500米的工地上，工友走路不稳像喝醉了，同一句话问了三遍", "altitude_illness"),
+    ("宝宝4周 每次喝完奶都喷出来 喷得老远", "infant"),
+    # false alarms before: sunburn at altitude, an "overdose" of vitamin C, a saturation of 89 in Lhasa
+    ("What sunscreen do the guys need on the plateau? Even I am getting burnt lips and faces up there.", None),
+    ("I think I made overdose, I took two vitamin C tablets instead of one. I feel normal.", None),
+    ("Arrived in Lhasa two days ago, feeling fine, my finger oximeter says 89% sitting. Normal here?", None),
+])
+def test_round_26_forms(text, fires):
+    _assert_fires(text, fires)

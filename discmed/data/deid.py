@@ -229,7 +229,7 @@ RE_NICKNAME_FIELD = re.compile(f"(?:小名|乳名|大名|学名|英文名|昵称
 RE_ORG_EN = re.compile(r"\b[A-Z][A-Za-z&'\-]+(?:[ \t]+[A-Z][A-Za-z&'\-]+){0,3}(?:[ \t]+\([A-Z][A-Za-z]+\))?[ \t]+(?:Co|CO)\.,?[ \t]+(?:Ltd|LTD)\.?"
                        r"|\b(?:[A-Z][A-Z'’.&\-]+\s+){1,5}(?:HOSPITAL|CLINIC|MEDICAL\s+CENT(?:RE|ER)|HEALTH\s+CENT(?:RE|ER)|HEALTHCARE|PHARMACY|DISPENSARY|DRUGSTORE|CHEMISTS?)\b"
                        r"|\b(?:[A-Z][A-Za-z'&.\-]*[ \t]+){1,6}(?:Hospital|Clinic|Medical\s+Cent(?:re|er)|Health\s*(?:Cent(?:re|er)|care)|"
-                       r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental|University|College|School|Kindergarten|Academy|Insurance|"
+                       r"Polyclinic|Infirmary|Pharmacy|Maternity|Dental(?! (?:pain|problems?|abscess|caries|check|work|visit))|University|College|School|Kindergarten|Academy|Insurance|"
                        r"Adoptions?|Arena|Rink|Stadium|Sports\s+Cent(?:re|er)|Imaging\s+Cent(?:re|er)|Diagnostic\s+Cent(?:re|er)|Physio(?:therapy)?|Rehab(?:ilitation)?\s+Cent(?:re|er)|"
                        r"Bank|Branch|Company|Co\.|Ltd\.?|Limited|Inc\.?|Group|Corporation|Corp\.?|Consulate|Embassy|Consortium|Foundation)(?:(?<=\.)|\b)"
                        r"(?:\s+of\s+(?:[A-Z][A-Za-z'&.\-]*\s+){0,4}(?:University|College|Institute|Hospital|School))?"
@@ -249,7 +249,7 @@ DEMONYMS = ("British|English|Scottish|Welsh|Irish|American|Canadian|Australian|N
             "Egyptian|Moroccan|Emirati|Saudi|Iranian|Yemeni|Sudanese|Syrian|Iraqi|Jordanian|Lebanese|Omani|Libyan|Algerian|"
             "Tunisian|Somali|Ethiopian|Afghan|Uzbek|Kazakh|Mongolian|Burmese|Cambodian|Laotian")
 RE_NATIONALITY_EN = re.compile(r"\((?:GBR|USA|CAN|AUS|NZL|IRL|DEU|FRA|ITA|ESP|PRT|NLD|BEL|CHE|AUT|SWE|NOR|DNK|FIN|POL|RUS|UKR|IND|PAK|"
-                               r"JPN|KOR|SGP|MYS|THA|VNM|PHL|IDN|BRA|MEX|ZAF|NGA|KEN|EGY|ISR|TUR)\)"
+                               r"JPN|KOR|SGP|MYS|THA|VNM|PHL|IDN|BRA|MEX|ZAF|NGA|KEN|EGY|ISR|TUR|KAZ|KGZ|UZB|TJK|MNG|ZWE|ZMB|YEM|SDN)\)|\b(?:KAZ|KGZ|UZB|TJK|ZWE)\b"
                                rf"|\b(?:{DEMONYMS})s?\b(?!\s+(?:measles|flu|influenza|diet|encephalitis|spotted|cuisine|food))")
 RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|新西兰|德国|法国|意大利|西班牙|葡萄牙|荷兰|比利时|瑞士|奥地利|瑞典|挪威|丹麦|芬兰|"
                                "波兰|俄罗斯|乌克兰|日本|韩国|新加坡|马来西亚|泰国|越南|菲律宾|印尼|印度|巴基斯坦|巴西|墨西哥|南非|尼日利亚)"
@@ -514,13 +514,14 @@ MD_BEFORE = re.compile(r"(?:(?<![小大高低等])于|(?<![降减少增加])到|
                        r"\bseen|\bvisit(?:ed)?|(?:mon|tues|wednes|thurs|fri|satur|sun)day))[：:\s]*$")
 MD_AFTER = re.compile(r"\s*(?:[（(][一二三四五六日天][）)]|[（(]D\d{1,2}[）)]|\d{1,2}[:：]\d{2}\b|\((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\.?\)|[上下]午|早上|晚上|中午|凌晨|开始|起|那天|当天|"
                       r"回诊|门诊|复诊|挂号|入院|出院|住院|开刀|手术|验|抽血|要|因为?|出生|生的|的(?:门诊|回诊|复诊|访视|检查|手术|预约)|[~～\-–至到]\s*\d)")
+MD_SCORE_BEFORE = re.compile(r"(?i:\bgcs\b|glasgow|\bpain\b|\bscore|\bscale\b|\bnrs\b|\bvas\b|apgar|评分)")
 MD_NOT_AFTER = re.compile(r"\s*(?:片|粒|颗|量|剂量|支|瓶|包|杯|袋|tab|cap)")
 
 
 def _date_md(text: str):
     for m in RE_MD.finditer(text):
         num, den = (int(x) for x in m.group(0).split("/"))
-        if MD_NOT_AFTER.match(text, m.end()):
+        if MD_NOT_AFTER.match(text, m.end()) or MD_SCORE_BEFORE.search(text, max(0, m.start() - 25), m.start()):
             continue
         fraction = den <= 4 and num < den
         padded = m.group(0)[0] == "0" and len(m.group(0)) == 5  # 07/19: no fraction is written so
@@ -1053,6 +1054,23 @@ RE_RAFT = re.compile("\\d{1,3}号(?:渔排|网箱|鱼排)")
 RE_OFFICE_DOC = re.compile(f"[{HAN}]{{2,6}}(?:19|20)\\d{{2}}[-－]\\d{{2,5}}(?!\\d)")
 
 
+
+# ---- issue 24, round 26 (blind writers a107-a110, developed on after their score) ---------------
+# A mine, quarry, pit or camp by its name (Tuziquan Iron Ore Mine, Toksun limestone quarry, Bayanbulak survey camp,
+# Kalamaili site clinic); a file number of letters, year and sequence (PGH/2019/44871); a teacher in pinyin (Liu
+# laoshi); a student group by its number (group 22-03); 社康 (a community health centre) by its place; a birth time
+# after its cue; a checksum code after 校验码.
+RE_SITE_EN = re.compile(r"\b(?!(?:The|A|An|This|That|Our|My|His|Her|Their|Every|Each|No|At|In|On|From|To)\b)[A-Z][a-z]{3,}"
+                        r"(?: [A-Z][a-z]+){0,3}(?: [a-z]{4,12})? (?:[Mm]ine|[Qq]uarry|open pit|[Ss]urvey camp|[Ss]ite clinic|"
+                        r"[Bb]ase camp|[Oo]ilfield)\b")
+RE_FILE_NO = re.compile(r"\b[A-Z]{2,5}/(?:19|20)\d{2}/\d{3,7}\b")
+RE_PINYIN_TITLE = re.compile(r"\b[A-Z][a-z]{1,5} (?:laoshi|Laoshi|xiansheng|yisheng|daifu|ayi|shifu)\b")
+RE_STUDENT_GROUP = re.compile(r"\b[Gg]roup \d{2}-?\d{2}\b")
+RE_SHEKANG = re.compile(f"[{HAN}]{{2,4}}社康(?:中心)?")
+RE_BIRTH_TIME = re.compile(r"(?:出生时间|出生于|(?i:time of birth|born at))\s*[:：]?\s*(\d{1,2}[:：]\d{2})")
+RE_CHECK_CODE = re.compile(r"(?:校验码|验证码|核验码)\s*[:：]?\s*([0-9A-Za-z]{4,12})\b")
+
+
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
@@ -1248,6 +1266,13 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("plate_pinyin", "plate", RE_PLATE_PINYIN, PATTERN, gate=latin),
         RuleRecognizer("raft", "address", RE_RAFT, PATTERN, gate=re.compile("渔排|网箱|鱼排")),
         RuleRecognizer("office_doc", "code", RE_OFFICE_DOC, PATTERN, gate=_has("-", "－")),
+        RuleRecognizer("site_en", "org", RE_SITE_EN, PATTERN, gate=latin),
+        RuleRecognizer("file_no", "code", RE_FILE_NO, PATTERN, gate=_has("/")),
+        RuleRecognizer("pinyin_title", "name", RE_PINYIN_TITLE, NAME_RULE, gate=latin),
+        RuleRecognizer("student_group", "school", RE_STUDENT_GROUP, PATTERN, gate=low_gate("group")),
+        RuleRecognizer("shekang", "hospital", RE_SHEKANG, PATTERN, gate=_has("社康")),
+        RuleRecognizer("birth_time", "date", RE_BIRTH_TIME, CUED, group=1, gate=re.compile("出生|(?i:birth|born)")),
+        RuleRecognizer("check_code", "code", RE_CHECK_CODE, CUED, group=1, gate=re.compile("校验码|验证码|核验码")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),

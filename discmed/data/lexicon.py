@@ -19,7 +19,7 @@ HAN = "\u4e00-\u9fff"
 
 # Eponymous and place-named diseases, signs, syndromes, scales and procedures.
 EPONYMS = """
-桥本 阿尔茨海默 帕金森 克罗恩 川崎 格林巴利 格林-巴利 吉兰巴雷 吉兰-巴雷 唐氏 布鲁氏 马凡 马方 海姆立克 霍奇金 非霍奇金 亨廷顿
+桥本 阿尔波特 奥尔波特 阿尔茨海默 帕金森 克罗恩 川崎 格林巴利 格林-巴利 吉兰巴雷 吉兰-巴雷 唐氏 布鲁氏 马凡 马方 海姆立克 霍奇金 非霍奇金 亨廷顿
 雷诺 库欣 艾迪生 阿狄森 白塞 贝赫切特 梅尼埃 美尼尔 特纳 贝尔 巴特 斯蒂尔 威尔逊 韦尼克 科萨科夫 韦格纳 格雷夫斯 毒性弥漫
 香港脚 德国麻疹 日本脑炎 西尼罗 中东呼吸 埃博拉 马尔堡 寨卡 拉沙 新疆出血热 莱姆 立克次体 巴氏 格拉斯哥 阿普加 Apgar
 阿-斯 阿斯综合征 阿斯 预激 沃-帕-怀 法洛 艾森曼格 马尔尼菲 卡波西 伯基特 尤文 威尔姆斯 肾母细胞 朗格汉斯 斯-琼 史蒂文斯-约翰逊
@@ -39,7 +39,7 @@ EPONYMS = """
 
 # The same in English (eponyms, stagings and scales a name recognizer may take for a person or a place).
 EPONYMS_EN = """
-Ann Arbor Parkinson Parkinson's Alzheimer Alzheimer's Crohn Crohn's Kawasaki Hashimoto Hashimoto's Down's Cushing Cushing's Addison
+Ann Arbor Alport Alport's Parkinson Parkinson's Alzheimer Alzheimer's Crohn Crohn's Kawasaki Hashimoto Hashimoto's Down's Cushing Cushing's Addison
 Addison's Graves Graves' Hodgkin Hodgkin's Guillain-Barre Guillain-Barré Bell's Raynaud Raynaud's Wilson's Huntington Huntington's
 Tourette Tourette's Asperger Asperger's Sjogren Sjögren Behcet Behçet Meniere Ménière Stevens-Johnson Wernicke Korsakoff Apgar Glasgow
 Murphy's McBurney Babinski Kernig Brudzinski Barrett's Hirschsprung Kaposi Burkitt Ewing Wilms Marfan Turner Klinefelter Noonan
@@ -101,7 +101,7 @@ DRUGS = """
 重组人粒细胞集落刺激因子 粒细胞集落刺激因子 升白针 聚乙二醇化 长效升白 G-CSF 昂丹 止吐 地榆升白片 利可君
 舍曲林 氟西汀 帕罗西汀 艾司西酞普兰 西酞普兰 氟伏沙明 文拉法辛 度洛西汀 米氮平 曲唑酮 阿戈美拉汀 伏硫西汀 安非他酮
 喹硫平 奥氮平 利培酮 阿立哌唑 齐拉西酮 帕利哌酮 氯氮平 氟哌啶醇 舒必利 氨磺必利 鲁拉西酮 布南色林 碳酸锂 丙戊酸钠
-丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 左乙 门诊药房 住院药房 急诊药房 中心药房 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
+丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 左乙拉西坦 左乙 腰硬联合麻醉 腰硬联合 门诊药房 住院药房 急诊药房 中心药房 托吡酯 加巴喷丁 普瑞巴林 苯妥英 苯巴比妥 氯硝西泮 劳拉西泮 阿普唑仑
 艾司唑仑 地西泮 奥沙西泮 唑吡坦 右佐匹克隆 佐匹克隆 扎来普隆 褪黑素 哌甲酯 托莫西汀 专注达 择思达 丁螺环酮 坦度螺酮
 普萘洛尔 氯丙嗪 奋乃静 多奈哌齐 美金刚 卡巴拉汀 加兰他敏 多巴丝肼 美多芭 卡左双多巴 息宁 普拉克索 罗匹尼罗 司来吉兰
 雷沙吉兰 恩他卡朋 金刚烷胺 苯海索 巴氯芬 替扎尼定 乙哌立松 甲钴胺 维生素B1 硫胺素 维生素B6 维生素C 维生素E 维生素K1
@@ -232,7 +232,7 @@ PATTERNS = [
     r"|(?:Chemical |Clinical |Anatomical )?Pathology|Microbiology|Immunology|Geriatrics|Traumatology|Anaesthesia|Anesthesiology"
     r"|Orthopaedics & Traumatology|Medicine & Geriatrics|(?:Pediatric|Paediatric|Adult|Obstetric) Emergency"
     r"|(?:Heart Failure|Diabetes|Diabetic|Asthma|Fertility|Vaccination|Antenatal|Fever|Wound|Pain|Memory|Sleep|"
-    r"Anticoagulation|Warfarin|INR|Dialysis|Sports|Arrhythmia|Pacemaker|Heart Rhythm|Respiratory|Student Health|Occupational Health|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
+    r"Anticoagulation|Warfarin|INR|Dialysis|Sports|Sports Injury|Arrhythmia|Pacemaker|Heart Rhythm|Respiratory|Student Health|Occupational Health|Well[- ]Baby|Travel|Epilepsy|Sports Medicine|Obstetrics|Antenatal|Fracture|"
     r"Eye|Skin|Chest|Stroke|Memory|Renal|Kidney|Liver|Cardiac|Heart|Child Health|Smoking Cessation|Paediatric Diabetes|"
     r"Pediatric Diabetes|Specialist Out-?patient|Neurology Specialist Out-?patient|Family Planning|Methadone|TB|Chest and TB) Clinic(?: \([A-Z][a-z]+\))?"
     r"|General Practice|Child (?:&|and) Adolescent (?:Psychiatry|Mental Health)"

@@ -33,7 +33,7 @@ _BP_WORDS = re.compile(r"(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]
                        r"|(?:低压|舒张压)[^0-9，。]{0,4}(\d{2,3})[^0-9。]{0,6}(?:高压|收缩压)[^0-9，。]{0,4}(\d{2,3})")
 _BP_SINGLE = re.compile(r"(?:血压|雪压)[^0-9，。/]{0,6}(\d{3})(?![0-9/.])|(?:左手|右手)(\d{3})(?![0-9/.])")
 _SPO2 = re.compile(r"(血氧(饱和度)?|指脉氧|氧饱和度|spo2|sao2|o2 sat|saturation|sats|oxygen( level| saturation| sat)?"
-                   r"|血氧仪|血氧夹|pulse ox)[^0-9。，]{0,10}?(\d{2,3}(?![0-9]|\.\d)|" + _CN2 + r")")
+                   r"|血氧仪|血氧夹|pulse ox|oximeter|oxymeter)[^0-9。，]{0,10}?(\d{2,3}(?![0-9]|\.\d)|" + _CN2 + r")")
 _HR = re.compile(r"(心率|心跳|脉搏|脉率|摸[^，。]{0,3}脉|(?<![a-z])hr(?![a-z])|heart rate|pulse|watch (?:says|shows|reads))[^0-9。，]{0,10}?"
                  r"(\d{2,3}(?![0-9]|\.\d)|[一二两三四五六七八九十百]{2,}(?=[几多来]?(下|次|左右|bpm|/分)))")
 _RR = re.compile(r"(呼吸|喘气|breathing rate|breaths|(?<![a-z])rr(?![a-z]))[^。]{0,12}?(每分钟|一分钟|/min)?"
@@ -67,7 +67,8 @@ _AGE_DAYS = re.compile("|".join(f"(?:{p})" for p in (
 _AGE_MONTHS = re.compile(r"(宝宝|孩子|婴儿|娃娃?|闺女|儿子|女儿|孙子|孙女|外孙女?|[大二三小]宝|崽崽?|才|刚满|baby)(?:(?!最近|近|这|过去)[^，。0-9]){0,4}?"
                          + _NUM + r"个(半)?月|" + _NUM + r"个(半)?月(大)?的(宝宝|孩子|婴儿|娃)"
                          r"|(\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)[- ]"
-                         r"(day|week|month)s?[- ]old|\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|(?:出生|出世)[才正]?" + _NUM + r"(?:周|个?星期|个?礼拜)|(\d+|[一二两三四五六七八九])(?:周|个星期)的(宝宝|娃|孩子|婴儿)")
+                         r"(day|week|month)s?[- ]old|\((?P<en_n>\d{1,2}) ?(?P<en_u>days?|wks?|weeks?|mos?|months?)\)|(?<![0-9])(?P<en_n2>\d{1,2}) ?(?P<en_u2>mos?|wks?)(?![a-z])|(?:出生|出世)[才正]?" + _NUM + r"(?:周|个?星期|个?礼拜)|(\d+|[一二两三四五六七八九])(?:周|个星期)的(宝宝|娃|孩子|婴儿)"
+                         + r"|(?:宝宝|婴儿|娃娃?|崽崽?)[才刚满]?(?P<wk>\d+|[一二两三四五六七八九十]+)(?:周|个?星期)(?![前后内岁])")
 _EN_NUM = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
            "ten": 10, "eleven": 11, "twelve": 12}
 _AGE_YEARS = re.compile(r"(?<![0-9.])(\d{1,3})\s*(多|来)?(岁|周岁)(半)?|(\d{1,2})[- ](?:year|yr)s?[- ]old|(\d{1,2}) ?yo(?![a-z])"
@@ -77,7 +78,7 @@ _FEVER_CUE = re.compile(r"发烧|发热|体温|烫|高烧|腋下|腋温|肛温|�
 _BARE_TEMP = re.compile(r"(?<![0-9.])(3[7-9]\.\d|4[0-2]\.\d)(?![0-9%]|\.\d|\s*(mmol|mg|g|kg|cm|mm|u|iu|ng|pg|μ|ml|l/|x|×))")
 # Chronic lung disease or home oxygen, where 88-92% is the target saturation (BTS oxygen guideline).
 _COPD = re.compile(r"(平时|平常|大夫说|医生说)[^，。]{0,12}8[5-9]到9[0-4]就行|慢阻肺|copd|肺气肿|慢支|慢性支气管炎|二氧化碳潴留|家庭氧疗|制氧机|吸着氧|在家吸氧|home oxygen|oxygen concentrator|emphysema")
-_ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude")
+_ALTITUDE = re.compile(r"高原|西藏|拉萨|青海|海拔|雪山|altitude|lhasa|tibet|plateau|high camp|\b[3-6][,.]?\d{3} ?(?:m|metres|meters|米)\b")
 _EXERCISE = re.compile(r"跑|运动|健身|爬山|爬楼|锻炼|run|exercis|workout|gym")
 _PREG_BP = re.compile(r"孕([2-4]\d|[二三四]十)|怀孕([2-4]\d周|[五六七八九]个?月|\d+个月)|孕妇|孕晚期|(?<![0-9])(2\d|3\d|4[0-2])周"
                       r"|产后|生完|月子|剖(腹|宫)产|顺产|pregnan|postpartum|gave birth|weeks along")
@@ -125,6 +126,8 @@ def _infant_days(text: str) -> tuple[tuple[float, tuple[int, int]], ...]:
             days = int(m.group("en_n") or m.group("en_n2")) * {"d": 1, "w": 7, "m": 30}[unit]
         elif g[13]:
             days = cn_number(g[13]) * 7
+        elif m.group("wk"):  # "宝宝5周"
+            days = cn_number(m.group("wk")) * 7
         else:
             days = cn_number(g[14]) * 7
         if 0 < days and not re.search(r"孕|怀|停经", text[max(0, m.start() - 4):m.start()]):
