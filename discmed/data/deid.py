@@ -199,7 +199,7 @@ RE_BED_CUE = re.compile(f"(?:床号|床位号?|座位号?|房间号|房号|病�
 # Codes after their cue: any "…号/编号/号码/ID/No." word, then a value with a digit in it.
 CODE_CUE = (r"(?:号码|编号|单号|卡号|证号|账号|帐号|档案号|案号|批号|条码|条形码|代码|(?<![A-Za-z])(?:ID|Id|id)|No\.?|NO\.?|(?<!\d)#|工号|警号|"
             r"学号|学籍号|尾号|"
-            r"后四位|分机|密码|航班|识别码|预约码|取件码|核销码|验证码|取号码|提货码|取餐码|[\u4e00-\u9fff]{1,6}号)")
+            r"后四位|分机|密码|航班|识别码|预约码|取件码|核销码|验证码|校验码|核验码|取号码|提货码|取餐码|[\u4e00-\u9fff]{1,6}号)")
 RE_CODE_CUE = re.compile(CODE_CUE + r"\s*(?:[:：]|为|是)?\s*((?=[A-Za-z0-9#\-_/]*\d)[A-Za-z0-9#][A-Za-z0-9#\-_/]{2,30})(?![\dA-Za-z])"
                          r"|(?i:\b(?:number|no\.|ref(?:erence)?|policy|claim|member|account|acct|a/c|MRN|case|invoice|receipt|"
                          r"certificate|licen[cs]e|registration|badge|ticket|order|booking|sample|specimen|report|file|serial|s/?n|lot|batch|imei)\s*"
@@ -686,6 +686,7 @@ RE_NAME_EN_FIELD = re.compile(r"(?i:\b(?:name|patient|pt|guardian|contact|spouse
                               r"\s*(?:name|person)?"
                               r"(?:\s*\([^)\n]{0,24}\))?\s*[:：]\s*)(" + _EN_NAME + r")(?![a-z])")
 # A first name after a family word or a greeting, and the name that signs a message.
+_KIN_EN = r"(?:husband|wife|son|daughter|mother|father|mum|mom|dad|brother|sister|baby|boy|girl|partner|uncle|aunt|nephew|niece)"
 RE_NAME_EN_CONTEXT = re.compile(
     r"\b(?:[Oo]ur|[Mm]y|[Hh]is|[Hh]er|[Tt]heir)\s+(?:(?:\d+[- ](?:year|month|week)[- ]old|little|baby|eldest|youngest|older|younger)\s+)?"
     r"(?:son|daughter|husband|wife|partner|baby|boy|girl|mum|mom|dad|father|mother|brother|sister|friend|colleague|flatmate|"
@@ -698,7 +699,16 @@ RE_NAME_EN_CONTEXT = re.compile(
     r"|\b(?:partner|husband|wife|spouse|son|daughter|mother|father|brother|sister|guardian) of ([A-Z][a-z]+\s+(?:[A-Z]{2,}|[A-Z][a-z]+))\b"
     r"|\b[Tt]his is ((?!(?:Dr|Doctor|Mr|Mrs|Ms|Nurse|The|Your|My|Our)\b)[A-Z][a-z]{2,})(?=,|\s+(?:from|here|your|speaking)\b)"
     r"|\b(?:of|by|to|and)\s+([A-Z]\.\s?[A-Z][a-z]{2,})\b"
-    r"|(?m:^[ \t]*[-–—][ \t]*([A-Z]\.\s?[A-Z][a-z]{2,})[ \t]*$)")
+    r"|(?m:^[ \t]*[-–—][ \t]*([A-Z]\.\s?[A-Z][a-z]{2,})[ \t]*$)"
+    # A first name after someone's relative ("Sarangerel's husband Ganbold"), the possessor too, a message
+    # "from Graeme:", a note signed by its first name alone on its last line, a contact in brackets, and a
+    # name with a nursing or medical credential after it (Joanne Seah RN).
+    rf"|\b((?:Mc|Mac)?[A-Z][a-z]{{2,}})(?='s {_KIN_EN}\b)"
+    rf"|(?<='s ){_KIN_EN} ((?:Mc|Mac)?[A-Z][a-z]{{2,}})\b"
+    r"|\b[Ff]rom ((?:Mc|Mac)?[A-Z][a-z]{2,})(?=:)"
+    r"|\n\n((?:Mc|Mac)?[A-Z][a-z]{2,})\s*$"
+    r"|\((?:contact|attn|c/o)\.?:? ((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+)\)"
+    r"|\b((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+),? (?=(?:RN|RM|MD|MBBS|PhD|NP|RPh|BSN|DO)\b)")
 
 
 def _latin1(regex: re.Pattern) -> re.Pattern:
@@ -979,17 +989,6 @@ LATIN = re.compile(r"[A-Za-z]{2}")
 # A first name with its ID or role in brackets after it (Hasbagan (ID 1504…), Ganbold (herdsman, ID …)).
 RE_NAME_BEFORE_ID = re.compile(r"\b((?:Mc|Mac)?[A-Z][a-z]{2,}(?: (?:Mc|Mac)?[A-Z][a-z]{2,})?)(?= \((?:[a-z]+(?: [a-z]+){0,2}, )?"
                                r"(?:ID|staff (?:no|ID)|DOB|MRN|IC|NRIC|passport)\b)")
-# A first name after someone's relative ("Sarangerel's husband Ganbold"), the possessor too, a message
-# "from Graeme:", a note signed by its first name alone on its last line, a contact in brackets, and a
-# name with a nursing or medical credential after it (Joanne Seah RN).
-_KIN_EN = r"(?:husband|wife|son|daughter|mother|father|mum|mom|dad|brother|sister|baby|boy|girl|partner|uncle|aunt|nephew|niece)"
-RE_NAME_EN_KIN = re.compile(
-    rf"\b((?:Mc|Mac)?[A-Z][a-z]{{2,}})(?='s {_KIN_EN}\b)"
-    rf"|(?<='s ){_KIN_EN} ((?:Mc|Mac)?[A-Z][a-z]{{2,}})\b"
-    r"|\b[Ff]rom ((?:Mc|Mac)?[A-Z][a-z]{2,})(?=:)"
-    r"|\n\n((?:Mc|Mac)?[A-Z][a-z]{2,})\s*$"
-    r"|\((?:contact|attn|c/o)\.?:? ((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+)\)"
-    r"|\b((?:Mc|Mac)?[A-Z][a-z]+ (?:Mc|Mac)?[A-Z][a-z]+),? (?=(?:RN|RM|MD|MBBS|PhD|NP|RPh|BSN|DO)\b)")
 # A nickname in brackets after a named field's name (Name: Wong Kai Ming (Ethan)).
 RE_NICKNAME_EN = re.compile(r"(?i:\b(?:name|patient|student|insured|claimant|child))\s*:\s*[^\n():]{2,40}?\s\(([A-Z][a-z]{2,})\)")
 # A name written SURNAME, GIVEN at a line's start before its date of birth (LIM, JUN HAO   DOB …).
@@ -1020,10 +1019,10 @@ RE_BUREAU = re.compile(f"(?:[{HAN}]{{2,6}}?(?:省|市|自治州|州))?[{HAN}]{{2
 
 
 # ---- issue 24, round 24 (blind writers a99-a102, developed on after their score) ----------------
-# An extension after its cue (ext. 6624, 分机 8012); a house number in brackets after a name (Mr Li (No. 11));
+# An extension after its English cue (ext. 6624; 分机 is a code cue); a house number in brackets after a name (Mr Li (No. 11));
 # a street with an ordinal in its name (197 Ruijin 2nd Road); a class with its stream (Class 8(3)); a student
 # number of year, programme and sequence (2019MBBS210); a patient's initials after "Pt" (Pt W.J.).
-RE_EXTENSION = re.compile(r"(?i:\b(?:ext|extn|extension)\.?:?\s*|分机号?[:：]?\s*)(\d{3,5})\b")
+RE_EXTENSION = re.compile(r"(?i:\b(?:ext|extn|extension)\.?:?\s*)(\d{3,5})\b")
 RE_HOUSE_NO = re.compile(r"(?<=\()No\. ?\d{1,4}(?=\))")
 RE_STREET_ORDINAL = re.compile(r"\b\d{1,5} (?:[A-Z][a-z]+ ){1,2}\d{1,2}(?:st|nd|rd|th) (?:Road|Rd|Street|St|Avenue|Ave|Lane)\b")
 RE_CLASS_STREAM = re.compile(r"\bClass \d{1,2}\(\d{1,2}\)")
@@ -1059,7 +1058,7 @@ RE_OFFICE_DOC = re.compile(f"[{HAN}]{{2,6}}(?:19|20)\\d{{2}}[-－]\\d{{2,5}}(?!\
 # A mine, quarry, pit or camp by its name (Tuziquan Iron Ore Mine, Toksun limestone quarry, Bayanbulak survey camp,
 # Kalamaili site clinic); a file number of letters, year and sequence (PGH/2019/44871); a teacher in pinyin (Liu
 # laoshi); a student group by its number (group 22-03); 社康 (a community health centre) by its place; a birth time
-# after its cue; a checksum code after 校验码.
+# after its cue.
 RE_SITE_EN = re.compile(r"\b(?!(?:The|A|An|This|That|Our|My|His|Her|Their|Every|Each|No|At|In|On|From|To)\b)[A-Z][a-z]{3,}"
                         r"(?: [A-Z][a-z]+){0,3}(?: [a-z]{4,12})? (?:[Mm]ine|[Qq]uarry|open pit|[Ss]urvey camp|[Ss]ite clinic|"
                         r"[Bb]ase camp|[Oo]ilfield)\b")
@@ -1068,7 +1067,6 @@ RE_PINYIN_TITLE = re.compile(r"\b[A-Z][a-z]{1,5} (?:laoshi|Laoshi|xiansheng|yish
 RE_STUDENT_GROUP = re.compile(r"\b[Gg]roup \d{2}-?\d{2}\b")
 RE_SHEKANG = re.compile(f"[{HAN}]{{2,4}}社康(?:中心)?")
 RE_BIRTH_TIME = re.compile(r"(?:出生时间|出生于|(?i:time of birth|born at))\s*[:：]?\s*(\d{1,2}[:：]\d{2})")
-RE_CHECK_CODE = re.compile(r"(?:校验码|验证码|核验码)\s*[:：]?\s*([0-9A-Za-z]{4,12})\b")
 
 
 def recognizers() -> list[EntityRecognizer]:
@@ -1234,7 +1232,6 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("address_intl", "address", RE_ADDRESS_INTL, PATTERN, gate=latin),
         RuleRecognizer("phone_en_cue", "phone", RE_PHONE_EN_CUE, CUED, group=1, gate=latin),
         RuleRecognizer("name_before_id", "name", RE_NAME_BEFORE_ID, NAME_RULE, group=1, gate=_has("(")),
-        RuleRecognizer("name_en_kin", "name", RE_NAME_EN_KIN, NAME_RULE, group=None, gate=latin),
         RuleRecognizer("nickname_en", "name", RE_NICKNAME_EN, CUED, group=1, gate=_has("(")),
         RuleRecognizer("name_caps_line", "name", RE_NAME_CAPS_LINE, NAME_RULE, group=1, gate=_has(",")),
         RuleRecognizer("nric_my", "id_card", RE_NRIC_MY, VALIDATED, gate=_has("-")),
@@ -1249,7 +1246,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("ward", "bed", RE_WARD, PATTERN, gate=_has("病区")),
         RuleRecognizer("room_building", "bed", RE_ROOM_BUILDING, PATTERN, gate=_has("楼")),
         RuleRecognizer("bureau", "org", RE_BUREAU, PATTERN, gate=re.compile("局|残联|残疾人联合会|委员会")),
-        RuleRecognizer("extension", "phone", RE_EXTENSION, PATTERN, group=1, gate=re.compile("(?i:ext)|分机")),
+        RuleRecognizer("extension", "phone", RE_EXTENSION, PATTERN, group=1, gate=low_gate("ext")),
         RuleRecognizer("house_no", "address", RE_HOUSE_NO, PATTERN, gate=_has("(No")),
         RuleRecognizer("street_ordinal", "address", RE_STREET_ORDINAL, PATTERN, gate=latin),
         RuleRecognizer("class_stream", "school", RE_CLASS_STREAM, PATTERN, gate=_has("Class")),
@@ -1272,7 +1269,6 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("student_group", "school", RE_STUDENT_GROUP, PATTERN, gate=low_gate("group")),
         RuleRecognizer("shekang", "hospital", RE_SHEKANG, PATTERN, gate=_has("社康")),
         RuleRecognizer("birth_time", "date", RE_BIRTH_TIME, CUED, group=1, gate=re.compile("出生|(?i:birth|born)")),
-        RuleRecognizer("check_code", "code", RE_CHECK_CODE, CUED, group=1, gate=re.compile("校验码|验证码|核验码")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),

@@ -88,7 +88,7 @@ def _child(requests: Any, outputs: Any, spec: str, options: dict[str, Any], engi
         outputs.send(("failed", f"{type(e).__name__}: {e}"))
         return
     freeze_heap()
-    outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids), "max_model_len": max_len}))
+    outputs.send(("ready", {"vocab": engine.vocab, "stop_ids": sorted(engine.stop_ids)}))
     while True:
         try:
             msg = requests.recv()
@@ -165,7 +165,6 @@ class ProcessEngine:
             self.proc.join(timeout=5)
             raise EngineProcessError(f"the engine process could not load {spec}: {info}")
         self.vocab, self.stop_ids = info["vocab"], set(info["stop_ids"])
-        self.max_model_len = info["max_model_len"]
         self._reader = threading.Thread(target=self._read, name="discmed-engine-reader", daemon=True)
         self._reader.start()
         return self
