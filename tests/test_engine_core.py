@@ -336,3 +336,32 @@ def test_shutdown_answers_what_is_left_and_refuses_more(model, tokenizer):
     with pytest.raises(EngineUnavailable):
         eng.submit(Request(ps[0], GenParams()))
     assert not eng.stats().alive and eng.stats().load == 0
+
+
+def test_the_running_cache_appends_in_place_and_equals_transformers_own(model, tokenizer):
+    """`GrowingLayer` (the batch's KV layers) writes each decode step into spare room instead of
+    copying the whole cache; what the model computes is the same as with transformers' own."""
+    from discmed.engine.cache import growing
+
+    ids = torch.tensor([prompts(tokenizer)[1]])
+    steps = torch.tensor([[5], [9], [12], [7], [3], [11]])
+    logits = {}
+    for grow in (False, True):
+        with torch.inference_mode():
+            out = model(input_ids=ids, use_cache=True)
+            cache = growing(out.past_key_values) if grow else out.past_key_values
+            seen, buffers = [], set()
+            for j, tok in enumerate(steps):
+                out = model(input_ids=tok[None], position_ids=torch.tensor([[ids.shape[1] + j]]),
+                            past_key_values=cache, use_cache=True)
+                seen.append(out.logits[0, -1])
+                buffers.add(cache.layers[0].keys.untyped_storage().data_ptr())
+        logits[grow] = torch.stack(seen)
+        if grow:  # one buffer with room for every step after the prompt: no copy per step
+            assert len(buffers) == 1 and cache.layers[0].keys.shape[2] == ids.shape[1] + len(steps)
+            cache.layers[0].keys = cache.layers[0].keys[:, :, 2:]  # replaced from outside, as Batch.select does
+            cache.layers[0].values = cache.layers[0].values[:, :, 2:]
+            before = cache.layers[0].keys.clone()
+            cache.layers[0].update(torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8))
+            assert torch.equal(cache.layers[0].keys[:, :, :-1], before)  # adopted, not lost
+    torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=0)

@@ -34,6 +34,7 @@ class Batch:
     def __post_init__(self) -> None:
         if not self.live:
             self.live = list(range(len(self.rows)))
+        growing(self.cache)
 
     @property
     def dead(self) -> int:
@@ -83,6 +84,63 @@ class Batch:
         self.next_ids = [self.next_ids[i] for i in keep]
         self.live = list(range(len(keep)))
         return self
+
+
+def growing(cache: Any) -> Any:
+    """Make `cache`'s plain dynamic layers append in place (`GrowingLayer`); other layer kinds
+    (sliding windows, a model's own cache) are left as they are. Returns the cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in getattr(cache, "layers", ()):
+        if type(layer) is DynamicLayer:
+            layer.__class__ = _growing_layer_class()
+    return cache
+
+
+def _growing_layer_class() -> type:
+    global _GROWING
+    if _GROWING is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class GrowingLayer(DynamicLayer):
+            """A dynamic KV layer that appends a step's keys and values into spare room at the
+            end of its buffer instead of concatenating (transformers' `DynamicLayer.update`
+            copies the whole cache every decode step: at 8 rows of 300 tokens that copy was half
+            of the tiny model's step). `keys` and `values` stay views of the buffers' filled
+            part, so every reader sees what a `DynamicLayer` shows. When the batch's tensors are
+            replaced from outside (`Batch.select`, `join_caches`, `fork_prefix`) the next update
+            adopts them into a new buffer: one copy, as one concatenation would have cost."""
+
+            _kbuf = _vbuf = _kview = _vview = None
+
+            def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                n, m = (self.keys.shape[-2] if self.keys.dim() == 4 else 0), key_states.shape[-2]
+                if self.keys is not self._kview or self.values is not self._vview or n + m > self._kbuf.shape[-2]:
+                    self._adopt(key_states, value_states, n, n + m + max(GROW_MIN, (n + m) // GROW_DIV))
+                self._kbuf[:, :, n : n + m] = key_states
+                self._vbuf[:, :, n : n + m] = value_states
+                self.keys, self.values = self._kbuf[:, :, : n + m], self._vbuf[:, :, : n + m]
+                self._kview, self._vview = self.keys, self.values
+                return self.keys, self.values
+
+            def _adopt(self, key_states: Any, value_states: Any, n: int, room: int) -> None:
+                b, h, _, d = key_states.shape
+                kbuf = key_states.new_empty((b, h, room, d))
+                vbuf = value_states.new_empty((b, h, room, value_states.shape[-1]))
+                if n:
+                    kbuf[:, :, :n], vbuf[:, :, :n] = self.keys, self.values
+                self._kbuf, self._vbuf = kbuf, vbuf
+
+        _GROWING = GrowingLayer
+    return _GROWING
+
+
+# Spare room a growing layer allocates when it must copy: a quarter of what it holds, at least
+# GROW_MIN tokens, so a decode copies its cache once every n/4 steps instead of every step.
+GROW_MIN, GROW_DIV = 32, 4
+_GROWING: type | None = None
 
 
 def _counts(b: Batch) -> Any:
