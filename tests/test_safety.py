@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from discmed.serve.safety import Rules, first_strings, last_user_text, load_rules, triage
+from discmed.serve.safety import Rules, first_strings, last_user_text, load_rules, required_strings, triage
 
 DATA = Path(__file__).resolve().parents[1] / "discmed" / "assets" / "safety"  # the shipped corpus
 AUTHORS = DATA / "authors"
@@ -553,13 +553,23 @@ def test_start_string_prefilter_is_exact():
     # message starts with one of its start strings.
     assert first_strings("(肚子|腹|右下腹)[^，。]{0,4}(疼|痛)") == {"肚子", "腹", "右下腹"}
     assert first_strings("(把)?药") == {"把药", "药"} and first_strings("a?b|[^x]") is None
+    # ... and every match contains one of its required strings (cut to four characters): the
+    # rarest part of the pattern, not its start.
+    assert required_strings("(吃了|喝了)[^，。]{0,10}(百草枯|敌敌畏)") == {"百草枯", "敌敌畏"}
+    assert required_strings("胸痛|(?:突然)?胸闷") == {"胸痛", "胸闷"}
+    assert required_strings("(?:突然)?(胸|心口)[^，。]{0,3}(疼|痛)") == {"胸", "心口"}
+    assert required_strings("electrocut(ed|ion)|struck by lightning") == {"elec", "stru"}
+    assert required_strings("a?b|[^x]") is None and required_strings("(?i)abc") is None
+    assert len(RULES.required) > 400
     for _, _, text, _ in POOLED[::7]:
         norm = text.lower()
         starts = {norm[i:i + k] for k in range(1, 5) for i in range(len(norm) - k + 1)}
         for name, patterns in RULES.concepts.items():
             for pattern, first in patterns:
-                if first is not None and pattern.search(norm):
-                    assert not first.isdisjoint(starts), (name, pattern.pattern[:60], text)
+                if pattern.search(norm):
+                    assert first is None or not first.isdisjoint(starts), (name, pattern.pattern[:60], text)
+                    need = RULES.required.get(pattern)
+                    assert need is None or not need.isdisjoint(starts), (name, pattern.pattern[:60], text)
 
 
 # Rounds 2-6 (a9-a30): one classifier trained without all 22 writers (the classifier has seen none

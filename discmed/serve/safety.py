@@ -115,15 +115,21 @@ class Rules:
             raise ValueError(f"{self.path}: categories: expected a list under the key 'categories'")
         self.sources: dict[str, str] = {str(k): str(v) for k, v in (raw.get("sources") or {}).items()}
         # Each concept is one or more compiled patterns (its zh, en and pinyin forms apart),
-        # each with the strings (one to four characters) a match can start with: a message
-        # containing none of them is not searched at all (most concepts, most messages:
-        # this is what keeps the layer inside 2 ms).
+        # each with the strings (one to four characters) a match can start with, and strings
+        # one of which every match contains (`required_strings`, cut to four characters): a
+        # message containing none of either set is not searched at all (most concepts, most
+        # messages).
         self.concepts: dict[str, list[tuple[re.Pattern, frozenset[str] | None]]] = {}
+        self.required: dict[re.Pattern, frozenset[str]] = {}
         self.concept_sources: dict[str, str] = {}
         self.background: set[str] = set()
         for name, spec in (raw.get("concepts") or {}).items():
             self.concepts[name] = [(self._compile(p, f"concepts.{name}"), first_strings(p))
                                    for p in self._concept_patterns(name, spec)]
+            for pattern, _ in self.concepts[name]:
+                need = required_strings(pattern.pattern)
+                if need is not None:
+                    self.required[pattern] = need
         # Which concepts a message can contain, from its substrings of up to four characters
         # alone: an index from a start string to the concepts it can begin, and those that
         # can begin anywhere.
@@ -337,8 +343,10 @@ class _Message:
                 self._vitals = read_vitals(self.text, self.r.vitals, self.r.remeasure)
             return self._vitals.get(name, [])
         found: list[tuple[int, int]] = []
+        required, starts = self.r.required, self.starts
         for pattern, first in self.r.concepts[name]:
-            if first is None or not first.isdisjoint(self.starts):
+            if (first is None or not first.isdisjoint(starts)) and \
+                    (pattern not in required or not required[pattern].isdisjoint(starts)):
                 found += [m.span() for m in pattern.finditer(self.text)]
         return found
 
@@ -479,6 +487,93 @@ def first_strings(pattern: str, k: int = PREFIX) -> frozenset[str] | None:
     if len(found) > 400 and k > 1:
         return first_strings(pattern, k - 1)
     return frozenset(h for h, _ in found)
+
+
+def required_strings(pattern: str, k: int = PREFIX, most: int = 400) -> frozenset[str] | None:
+    """Strings (cut to `k` characters) one of which every match of `pattern` contains, or None
+    when that cannot be said. `first_strings` says how a match starts; in a pattern such as
+    "(吃了|喝了)[^，。]{0,10}(百草枯|敌敌畏)" a later part is rarer ("吃了" is in many
+    messages, a poison's name in few), so the part whose strings are longest is taken. Read
+    from the parse tree: a run of parts that each match one of a few fixed strings gives their
+    concatenations; a group or an alternation is required where each branch has something
+    required; a repeat where it must occur once."""
+    from re import _constants as c
+    from re import _parser
+
+    def exact(op, av):  # every string the item can match, when few and fixed; else None
+        if op is c.LITERAL:
+            return {chr(av)}
+        if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            return {""}  # zero-width: the strings on either side stay adjacent
+        if op is c.IN:
+            chars = set()
+            for kind, val in av:
+                if kind is c.LITERAL:
+                    chars.add(chr(val))
+                elif kind is c.RANGE and val[1] - val[0] < 16:
+                    chars |= {chr(x) for x in range(val[0], val[1] + 1)}
+                else:
+                    return None
+            return chars
+        if op is c.SUBPATTERN:
+            return exact_seq(av[3])
+        if op is c.BRANCH:
+            out = set()
+            for branch in av[1]:
+                got = exact_seq(branch)
+                if got is None:
+                    return None
+                out |= got
+            return out if len(out) <= most else None
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] == av[1] == 1:
+            return exact_seq(av[2])
+        return None
+
+    def exact_seq(items):
+        out = {""}
+        for op, av in items:
+            got = exact(op, av)
+            if got is None:
+                return None
+            out = {a + b for a in out for b in got}
+            if len(out) > most:
+                return None
+        return out
+
+    def score(strings):  # longer strings are rarer; among equals, fewer of them
+        return (min(min(len(x), k) for x in strings), -len(strings))
+
+    def required(items):  # the best set one of whose strings every match of the sequence holds
+        best, run = None, {""}
+        candidates = []
+        for op, av in items:
+            got = exact(op, av)
+            if got is not None and len({a + b for a in run for b in got}) <= most:
+                run = {a + b for a in run for b in got}
+                continue
+            candidates.append(run)
+            run = {""}
+            if op is c.SUBPATTERN:
+                candidates.append(required(av[3]))
+            elif op is c.BRANCH:
+                parts = [required(branch) for branch in av[1]]
+                candidates.append(None if any(x is None for x in parts) else set().union(*parts))
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+                candidates.append(required(av[2]))
+        candidates.append(run)
+        for cand in candidates:
+            if cand and "" not in cand and len(cand) <= most and (best is None or score(cand) > score(best)):
+                best = cand
+        return best
+
+    try:
+        tree = _parser.parse(pattern)
+        if tree.state.flags & (re.IGNORECASE | re.VERBOSE):
+            return None
+        found = required(list(tree))
+    except Exception:  # a pattern the parser reads differently: no filter, still correct
+        return None
+    return None if found is None else frozenset(x[:k] for x in found)
 
 
 def _last(pattern: re.Pattern, text: str) -> re.Match | None:
