@@ -526,6 +526,41 @@ def test_round_26_papers():
     _gone_and_kept(cases)
 
 
+
+def test_round_28_writers():
+    """Round 28 (scored blind once at 8dffa70, then developed on): a pharmacy clerk's receipts, delivery orders and
+    prescriptions; a footballer's club, contract and hotel papers; a Hainan farming family's village, cooperative
+    and ferry papers; an esports player's café, team and platform records. Floors a little under the figures
+    measured when they were set."""
+    loao = _authors()
+    floors = {"a115_wuhan_pharmacy_night_clerk": (0.99, 0.995), "a116_en_brazilian_footballer_guangzhou": (0.92, 0.995),
+              "a117_hainan_rubber_farmer_daughter": (0.97, 0.995), "a118_shanghai_esports_teen_slang": (0.99, 0.995)}
+    assert set(floors) <= set(_round(loao, 28))
+    _meet(loao, floors)
+
+
+def test_round_28_papers():
+    """The kinds of round 28, on text written here: full English names with no cue (census given name and
+    surnames), a cashier's number, an order's time, a signature, a village, a route on a ticket, a plantation
+    section, an internet café and its seat, a team in quotes, a nickname after a position, a game id, a Discord
+    channel and user, an ambulance plate, a counselling studio, a laboratory, a shirt number, a CRM licence and a
+    CPF. Medicine stays: a Mallory-Weiss tear, an arrow in a clinical note, heat cramps."""
+    cases = [
+        ("Rooming list: 1203 - Marcos Oliveira Santos: hamstring strain; physio Bruno Carvalho on call. "
+         "Shirt No. 9. Dr. Ana Souza (CRM-RJ 523114), CPF 123.456.789-09. Report: Pearl River Sports Laboratory; "
+         "referred to Xuhui Harbour Counselling Studio. Mallory Weiss tear excluded.",
+         ["Marcos Oliveira Santos", "Bruno Carvalho", "Shirt No. 9", "CRM-RJ 523114", "123.456.789-09",
+          "Pearl River Sports Laboratory", "Xuhui Harbour Counselling Studio"], ["Mallory Weiss tear"]),
+        ("收银员：0386 下单时间 02-14 22:40 医生签名 郑华 我是沙坪村的，车票：屯昌→海口汽车票 第3林段割胶 "
+         "星河网咖5号包厢 咱们战队『烈焰电竞』的打野阿豪（QQ is 28817365）游戏ID：LH_Blaze 派车：琼A·急救305。"
+         "先兆中暑 → 补液后好转",
+         ["0386", "02-14 22:40", "郑华", "沙坪村", "屯昌→海口", "第3林段", "星河网咖", "5号包厢", "烈焰电竞", "阿豪",
+          "28817365", "LH_Blaze", "琼A·急救305"], ["先兆中暑", "补液后好转"]),
+        ("[Discord #lh-academy] coach_min: update on our support 'Blaze' (real name withheld), he has heat cramps only.",
+         ["#lh-academy", "coach_min", "Blaze"], ["heat cramps"]),
+    ]
+    _gone_and_kept(cases)
+
 def test_real_sample_changes_are_identifiers(shared_data):
     """The real DISC sample: what the taxonomy's new rules replace there (reviewed one by one when
     they were written: dates of visits, a 94-year-old's age, a checkup chain, hospitals)."""

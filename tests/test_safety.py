@@ -805,3 +805,43 @@ def test_round_26_held_out_together():
 ])
 def test_round_26_forms(text, fires):
     _assert_fires(text, fires)
+
+
+# Round 28 (a115-a118), scored blind once at 8dffa70 and then developed on; one classifier without all four.
+ROUND_28_FLOORS = {"a115_wuhan_pharmacy_night_clerk": (0.975, 0.02), "a116_en_brazilian_footballer_guangzhou": (0.975, 0.02),
+                   "a117_hainan_rubber_farmer_daughter": (0.975, 0.02), "a118_shanghai_esports_teen_slang": (0.975, 0.02)}
+
+
+@pytest.mark.slow
+def test_round_28_held_out_together():
+    _held_out_together(ROUND_28_FLOORS)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # missed before: a generator run indoors (and 叫无醒), reduced fetal movements in a second language,
+    # compartment syndrome after a blow with no fracture, a tooth out with its root, a cut tendon,
+    # fever after travel to an African capital, hypothermia with no reading, heat said as the day's temperature
+    ("我们家停电，把发电机搬进车库开着，今早我和我妈都头疼恶心，我爸叫无醒", "poisoning"),
+    ("She is 33 weeks and since this morning she dont feel the baby move at all.", "pregnancy"),
+    ("Took a studs-up tackle on the calf, now 3 hours later the calf is hard and tight like a rock and when the physio "
+     "bends my toes I scream; painkillers do nothing.", "limb_threat"),
+    ("My son's adult front tooth fell out with the root after he came off his bike.", "trauma"),
+    ("切菜的时候刀划到了左手食指，现在食指伸不直", "trauma"),
+    ("He came back from Kampala last week. Tonight he has fever 39.5 and shaking chills.", "sepsis"),
+    ("Found grandpa in the garden this morning, it was minus 15 outside overnight; he has stopped shivering and is "
+     "very sleepy.", "hypothermia"),
+    ("It's 38 degrees outside today; my dad did yard work all afternoon, now he is confused and stopped sweating.",
+     "heat_stroke"),
+    ("My glucometer read 2.4 and I am shaky and sweaty, I cannot think straight.", "hypoglycaemia"),
+    # false alarms before: a wish to die taken back as a joke, a gamer's "suicidal" play, a thermometer read as a
+    # glucose meter, betel-nut saliva, gum bleeding in pregnancy, blood in the foam after brushing
+    ("他进门就喊不想活了，后来说不想活是开玩笑的，其实就是被蚊子咬得痒", None),
+    ("教练老说我打法太自杀，一个人冲，手腕有点酸", None),
+    ("Forehead thermometer read 39.2 right after he came out of the hot car; 15 minutes later the ear thermometer "
+     "reads 37.0 and he is playing.", None),
+    ("阿公嚼槟榔，吐的口水红红的，家里人以为吐血，其实是槟榔汁，他一天吃好几颗槟榔", None),
+    ("怀孕24周，刷牙时牙龈出血，其他都好", None),
+    ("刷牙吐出来的泡沫带血，是牙龈出的，吃饭都正常", None),
+])
+def test_round_28_forms(text, fires):
+    _assert_fires(text, fires)

@@ -1069,6 +1069,46 @@ RE_SHEKANG = re.compile(f"[{HAN}]{{2,4}}社康(?:中心)?")
 RE_BIRTH_TIME = re.compile(r"(?:出生时间|出生于|(?i:time of birth|born at))\s*[:：]?\s*(\d{1,2}[:：]\d{2})")
 
 
+# ---- issue 24, round 28 (blind writers a115-a118, developed on after their score) ---------------
+# A cashier's, dispatcher's or rider's number after its role; an order's time (01-23 03:12); a university's
+# acronym before "student ID"; a name after a signature, a village post or a resident's cue (村民, 社员); a
+# parent's full name after 阿爸/阿妈; one's own village; a route (琼中→海口, 航线：海口新海港—徐闻海安, flight X
+# Guangzhou-Dubai); a plantation's section (第7林段); an internet café by name; a booth or a machine seat; a
+# team's name in quotes; a player's nickname after the position played; English nicknames in quotes; a
+# platform nickname in quotes; game ids, a Discord channel and the user writing in it; an ambulance's plate;
+# counselling studios and laboratories by name; a shirt number; a Brazilian medical licence (CRM-SP) and CPF.
+RE_STAFF_NO_28 = re.compile(r"(?:收银员|收款员|营业员|店员|网管|调度员|操作员|骑手|配送员)(?:工号|编号)?\s*[:：]\s*(\d{3,8})(?!\d)")
+RE_ORDER_TIME = re.compile(r"(?:下单|订单|支付|付款|受理|送达|接单|取件)时间\s*[:：]?\s*(\d{1,2}-\d{1,2}(?:\s+\d{1,2}:\d{2})?)(?![\d-])")
+RE_UNI_ACRONYM = re.compile(r"\b[A-Z]{3,6}(?= student (?:ID|id|card|no\.?|number)\b)")
+RE_NAME_SIGN_28 = re.compile(f"(?:医生签名|医师签名|签名|签字|村支书|支书|村主任|书记)\\s*[:：]?\\s*([{SURNAMES_SAFE}][{HAN}]{{1,2}})(?![{HAN}])"
+                             f"|(?:村民|社员|户主|居民)\\s*[:：]?\\s*([{HAN}]{{2,3}})(?=[（(])"
+                             f"|(?:阿爸|阿妈|阿爷|阿嬷|我爸|我妈|我老公|我老婆)([{SURNAMES_SAFE}][{HAN}]{{2}})(?=昨|今|前|在|被|得|是|[，,。\\s])")
+RE_OWN_VILLAGE = re.compile(f"(?:我是|来自|住在|家在)([{HAN}]{{2,3}}村)(?=的|人|[，,。\\s])")
+RE_ROUTE_28 = re.compile(f"(?:航线|线路|路线|行程)\\s*[:：]\\s*([{HAN}]{{2,8}}\\s*[—\\-→~至到]\\s*[{HAN}]{{2,8}})"
+                         f"|(?<![{HAN}])([{HAN}]{{2,4}}→[{HAN}]{{2,4}})(?=[^。]{{0,4}}(?:汽车票|车票|船票|机票|动车票|火车票|高铁票))"
+                         r"|(?i:flight)\s+[A-Z0-9\[\]编号]+\s+([A-Z][a-z]+-[A-Z][a-z]+)\b")
+RE_WORK_SECTION = re.compile(r"第[0-9一二三四五六七八九十]+(?:林段|林班|作业区|生产队|工区|胶区|片区)")
+RE_VENUE_ZH = re.compile(f"(?<![{HAN}])(?:(?!去|在|到|的|了|个|家|开|泡|上|和|跟)[{HAN}]){{2,6}}(?:网咖|网吧|电竞馆|电竞酒店|台球厅|棋牌室)")
+RE_SEAT = re.compile(r"\d{1,3}号(?:包厢|包间|机位)|[A-Z]区\d{1,3}号机")
+RE_TEAM_QUOTED = re.compile(r"(?:战队|队伍|俱乐部|公会|车队|球队)\s*[『「“\"]([^』」”\"]{2,12})[』」”\"]")
+RE_NICK_POSITION = re.compile(f"(?:中单|打野|上单|下路|辅助|射手|队长|副队长)([小阿老][{HAN}])(?=[（(，,\\s]|$)")
+RE_NICK_EN_QUOTED = re.compile(r"['‘\"“]([A-Z][A-Za-z0-9_]{2,15})['’\"”]\s*\((?=real name|aka\b|a\.k\.a\.)"
+                               r"|\(\s*[\"“]([A-Z][a-z]{1,15})[\"”]\s*\)")
+RE_NICK_PLATFORM = re.compile(r"(?:昵称|网名|用户名)\s*[:：]?\s*[『「“\"]([^』」”\"]{2,20})[』」”\"]")
+RE_GAME_ID = re.compile(r"(?:in-game ID|(?i:game ID)|IGN|Riot ID|Steam ID|游戏ID)\s*[:：]?\s*([A-Za-z0-9_#]{3,20})\b")
+RE_DISCORD_CHANNEL = re.compile(r"\[Discord\s+(#[\w-]{2,30})\]")
+RE_DISCORD_USER = re.compile(r"\[Discord[^\]\n]{0,40}\]\s*([A-Za-z0-9_.]{3,20}):")
+RE_AMBULANCE_PLATE = re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-Z][·•・.\- ]?急救\d{2,4}")
+RE_STUDIO_EN = re.compile(r"\b(?:[A-Z][A-Za-z']+ ){1,5}(?:Counsell?ing|Therapy|Wellness|Psychology|Psychological) "
+                          r"(?:Studio|Centre|Center|Room|Practice|Clinic)\b"
+                          r"|\b(?!(?:Clinical|Central|Medical|Pathology|Microbiology|Biochemistry|Ha?ematology|Immunology|Molecular|"
+                          r"Hospital|The|Our|Core|Research|Reference|Sleep|Cath|Catheterization|Catheterisation)\b)"
+                          r"[A-Z][a-z]+(?: [A-Z][a-z]+){1,3} (?:Laboratory|Laboratories)\b")
+RE_SHIRT_NO = re.compile(r"\b(?:[Ss]hirt|[Jj]ersey) (?:No\.?|number|#) ?\d{1,2}\b")
+RE_LICENCE_BR = re.compile(r"\bCRM[- ][A-Z]{2}\s?\d{4,7}\b|(?<![\d.])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\d-])")
+RE_NAME_BEFORE_TRANSLIT = re.compile(r"\b([A-Z][a-z]{2,12})\s*[（(](?=[^）)\n]{0,12}[·•])")
+
+
 def recognizers() -> list[EntityRecognizer]:
     """The registry's recognizers: the rules of `idrules`, then the taxonomy's patterns."""
     def low_gate(*ws):
@@ -1153,6 +1193,7 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("id_mo_hk", "id_card", RE_ID_MO_HK, VALIDATED, group=None, gate=_has("(", "（")),
         RuleRecognizer("call_sign", "code", RE_CALL_SIGN, CUED, group=1, gate=_re_gate(re.compile(r"(?i)call\s?sign"))),
         FunctionRecognizer("name_pinyin", "name", _name_pinyin, NAME_RULE, gate=latin),
+        FunctionRecognizer("name_census", "name", _name_census, NAME_RULE, gate=latin),
         RuleRecognizer("name_cantonese", "name", RE_NAME_CANTONESE, NAME_RULE, gate=latin),
         RuleRecognizer("name_script", "name", RE_NAME_SCRIPT, NAME_RULE, gate=re.compile("[가-힣А-ЯЁ\u0621-\u064A]")),
         RuleRecognizer("name_latin_forms", "name", RE_NAME_LATIN_FORMS, NAME_RULE, gate=latin),
@@ -1269,6 +1310,29 @@ def recognizers() -> list[EntityRecognizer]:
         RuleRecognizer("student_group", "school", RE_STUDENT_GROUP, PATTERN, gate=low_gate("group")),
         RuleRecognizer("shekang", "hospital", RE_SHEKANG, PATTERN, gate=_has("社康")),
         RuleRecognizer("birth_time", "date", RE_BIRTH_TIME, CUED, group=1, gate=re.compile("出生|(?i:birth|born)")),
+        # round 28
+        RuleRecognizer("staff_no_28", "code", RE_STAFF_NO_28, CUED, group=1, gate=re.compile("员|网管|骑手")),
+        RuleRecognizer("order_time", "date", RE_ORDER_TIME, CUED, group=1, gate=_has("时间")),
+        RuleRecognizer("uni_acronym", "school", RE_UNI_ACRONYM, CUED, group=None, gate=_has(" student ")),
+        RuleRecognizer("name_sign_28", "name", RE_NAME_SIGN_28, NAME_RULE, group=None,
+                       gate=re.compile("签|书记|支书|村主任|村民|社员|户主|居民|阿爸|阿妈|阿爷|阿嬷|我爸|我妈|我老")),
+        RuleRecognizer("own_village", "address", RE_OWN_VILLAGE, CUED, group=1, gate=_has("村")),
+        RuleRecognizer("route_28", "address", RE_ROUTE_28, CUED, group=None, gate=re.compile("→|航线|线路|路线|行程|(?i:flight)")),
+        RuleRecognizer("work_section", "address", RE_WORK_SECTION, PATTERN, gate=_has("第")),
+        RuleRecognizer("venue_zh", "org", RE_VENUE_ZH, PATTERN, gate=re.compile("网咖|网吧|电竞|台球厅|棋牌室")),
+        RuleRecognizer("seat", "bed", RE_SEAT, PATTERN, gate=_has("号")),
+        RuleRecognizer("team_quoted", "org", RE_TEAM_QUOTED, CUED, group=1, gate=re.compile("战队|队伍|俱乐部|公会|车队|球队")),
+        RuleRecognizer("nick_position", "name", RE_NICK_POSITION, NAME_RULE, group=1, gate=re.compile("中单|打野|上单|下路|辅助|射手|队长")),
+        RuleRecognizer("nick_en_quoted", "name", RE_NICK_EN_QUOTED, NAME_RULE, group=None, gate=latin),
+        RuleRecognizer("nick_platform", "account", RE_NICK_PLATFORM, CUED, group=1, gate=re.compile("昵称|网名|用户名")),
+        RuleRecognizer("game_id", "account", RE_GAME_ID, CUED, group=1, gate=re.compile("(?i:game id|ign|riot id|steam id)|游戏ID")),
+        RuleRecognizer("discord_channel", "account", RE_DISCORD_CHANNEL, CUED, group=1, gate=_has("Discord")),
+        RuleRecognizer("discord_user", "account", RE_DISCORD_USER, CUED, group=1, gate=_has("Discord")),
+        RuleRecognizer("ambulance_plate", "plate", RE_AMBULANCE_PLATE, VALIDATED, gate=_has("急救")),
+        RuleRecognizer("studio_en", "hospital", RE_STUDIO_EN, PATTERN, gate=latin),
+        RuleRecognizer("shirt_no", "code", RE_SHIRT_NO, PATTERN, gate=re.compile("(?i:shirt|jersey)")),
+        RuleRecognizer("licence_br", "id_card", RE_LICENCE_BR, VALIDATED, gate=re.compile(r"CRM|\d{3}\.\d{3}")),
+        RuleRecognizer("name_before_translit", "name", RE_NAME_BEFORE_TRANSLIT, NAME_RULE, group=1, gate=re.compile("[·•]")),
         _phone_recognizer(),
         RuleRecognizer("phone_international", "phone", RE_PHONE_INTL, PATTERN, gate=_has("+")),
         LacRecognizer(),
@@ -1471,6 +1535,56 @@ def _name_pinyin(text: str):
         if (first in PINYIN_SURNAMES and RE_PINYIN_GIVEN.fullmatch(second)
                 or second in PINYIN_SURNAMES and RE_PINYIN_GIVEN.fullmatch(first) and a[1:].islower()):
             yield m.start(), n.end(), "name", "rule:name_pinyin"
+
+
+# Full names in Latin script with no cue around them ("Diego Ferreira Lima: right ankle sprain", a
+# rooming list, an e-mail's subject): a given name of the US 1990 census lists followed by one to three
+# surnames of its list (the MIT-licensed `names` package's files: 5,163 given names, 88,799 surnames).
+# spaCy's small model finds few such names outside prose. Given names that are ordinary words, months
+# or titles are left out, and so is a pair named before what eponyms name (Mallory Weiss tear).
+NOT_GIVEN = frozenset("""
+may will june april august hope grace joy faith rose lily iris ruby amber dawn summer autumn sunny mark bill pat sue art
+rich guy jack chase dean sterling young major general doctor nurse king queen prince princess page glenn tyler cash
+jordan paris india china asia georgia virginia carolina florida dakota austin houston dallas phoenix brooklyn
+long best bright love star gay early wood hill lane dale page crystal jewel pearl violet olive hazel ivy holly heather
+""".split())
+RE_TITLE_WORD = re.compile(r"(?<![A-Za-z])[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?(?![A-Za-z])")
+RE_EPONYM_NEXT = re.compile(
+    r"[\s-]*(?:syndrome|disease|sign|test|score|procedure|operation|surgery|criteria|scale|fracture|palsy|reflex|"
+    r"manoeuvre|maneuver|position|classification|type|index|tube|catheter|solution|tear|drain|murmur|prosthesis|line|"
+    r"node|bod(?:y|ies)|cell|spot|phenomenon|law|effect|method|technique|approach|incision|repair|splint|brace|"
+    r"collar|pump|mask|needle|suture|virus|disorder|anomaly|deformity|malformation|tumou?r|ulcer|lesion|'s)(?![a-z])",
+    re.IGNORECASE)
+
+
+@cache
+def census_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(given names, surnames), lowercase, from the `names` package's census files."""
+    import names
+
+    def read(path: str) -> set[str]:
+        with open(path, encoding="ascii") as f:
+            return {line.split()[0].lower() for line in f if line.strip()}
+
+    given = (read(names.FILES["first:male"]) | read(names.FILES["first:female"])) - NOT_GIVEN
+    return frozenset(given), frozenset(read(names.FILES["last"]))
+
+
+def _name_census(text: str):
+    given, last = census_names()
+    words = list(RE_TITLE_WORD.finditer(text))
+    i = 0
+    while i < len(words) - 1:
+        if words[i].group().lower() in given:
+            j = i
+            while (j + 1 < len(words) and j - i < 3 and text[words[j].end():words[j + 1].start()] == " "
+                   and words[j + 1].group().lower() in last):
+                j += 1
+            if j > i and not RE_EPONYM_NEXT.match(text, words[j].end()):
+                yield words[i].start(), words[j].end(), "name", "rule:name_census"
+                i = j + 1
+                continue
+        i += 1
 
 
 class EnglishNerRecognizer(EntityRecognizer):

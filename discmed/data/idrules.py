@@ -71,7 +71,7 @@ RE_PHONE_CUE = re.compile(r"((?:座机|电话|手机|联系方式|号码|打)\s*
 RE_LONG = re.compile(_DIGITS_EDGE_L + r"\d{15,}" + _DIGITS_EDGE_R)
 RE_WECHAT = re.compile(r"(微信号?|vx|VX|Vx|v信|V信|wx|WX|weixin|(?i:wechat))(\s*(?:号|号码|id|ID|,? ID)?\s*(?:是|为|：|:)?\s*)"
                        r"([A-Za-z][-_A-Za-z0-9]{4,19})")
-RE_QQ = re.compile(r"(QQ|qq|扣扣|企鹅)(\s*(?:号|号码)?\s*(?:是|为|：|:)?\s*)([1-9]\d{4,11})" + _DIGITS_EDGE_R)
+RE_QQ = re.compile(r"(QQ|qq|扣扣|企鹅)(\s*(?:号|号码|number|no\.?)?\s*(?:是|为|：|:|is)?\s*)([1-9]\d{4,11})" + _DIGITS_EDGE_R)
 # Names: surname + 0-2 given characters right before a title; or after a cue word.
 # "谢谢医生" / "感谢医生" thank the doctor; 谢 is a surname only when not part of that.
 RE_NAME_TITLE = re.compile(f"(?<![一二两三四五六七八九十几每上下本这那前后个疗])(?!谢谢|谢(?:医生|大夫)|(?<=[谢感])谢)([{SURNAMES}]{_G}{{0,2}}?)(?={TITLES})")

@@ -45,9 +45,9 @@ _TEMP = re.compile(r"(?<![0-9.])(?P<v1>\d{2,3}(?:\.\d{1,2})?)\s*(?P<unit>度|℃
 # "三十八度六", "四十度五", "三十九度多": a temperature said in words.
 _TEMP_WORDS = re.compile(r"([三四]十[一二三四五六七八九]?)度([一二三四五六七八九]|半|多)?")
 _TEMP_BODY = re.compile(r"体温|量|腋|肛温|耳温|额温|temp|measured|thermometer")
-_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])(?<!last )(?:bg|bm)(?![a-z])|meter (?:says|said|reads?|showed|shows))(?:(?!正常|normal|差了|相差|差距|误差)[^0-9。]){0,12}?"
+_GLUCOSE = re.compile(r"(血糖|glucose|sugar|血糖仪|(?<![a-z])(?<!last )(?:bg|bm)(?![a-z])|(?:(?<![a-z])|(?<=gluco))meter (?:says|said|reads?|showed|shows))(?:(?!正常|normal|差了|相差|差距|误差)[^0-9。]){0,12}?"
                       r"(\d{1,3}(?:\.\d{1,2}|点\d|点几)?|[一二三四五六七八九十]{1,3}点[一二三四五六七八九])(?![0-9%]|\.\d|\s*(?:days?|times|x)\b)\s*(mg)?")
-_GLUCOSE_WORD = re.compile(r"(血糖|glucose|meter|血糖仪)[^。]{0,12}?(?:(?<![a-z])(hi|lo|high|low)(?![a-z])"
+_GLUCOSE_WORD = re.compile(r"(血糖|glucose|(?:(?<![a-z])|(?<=gluco))meter|血糖仪)[^。]{0,12}?(?:(?<![a-z])(hi|lo|high|low)(?![a-z])"
                            r"|(显示高|测不出来?|爆表|超出范围|超过量程))")
 _POTASSIUM = re.compile(r"(血钾|钾离子|钾|potassium|(?<![a-z])k\+?(?= ?(is|was|of|:|=|\d)))[^0-9。，]{0,6}(\d(?:\.\d{1,2})?)(?![0-9])")
 _INR = re.compile(r"(?<![a-z])inr(?:[^0-9。，]{0,20}|[^0-9。.!?]{0,45}(?:says|said|was|is|came back|of|at|:))\s*(\d{1,2}(?:\.\d{1,2})?)(?![0-9])")
