@@ -256,6 +256,24 @@ RE_NATIONALITY_ZH = re.compile("(?:英国|美国|加拿大|澳大利亚|澳洲|�
                                "(?:籍|国籍|公民|人)(?![{HAN}]{0,1}(?:参|种))".replace("{HAN}", HAN))
 RE_PLACE_EN = re.compile(r"\b(?:[A-Z][a-z]+\s+){1,3}(?:District|Road|Street|Garden|Gardens|Estate|Village|Residence|Court|Tower|Plaza|"
                          r"Mansion|Community|Compound|Avenue|Lane|Apartments?|Villas?|Towers|Square|Subdistrict|County|Township|Rd|Ave|Blvd)\b")
+# Chinese cities in pinyin (the capitals and the larger prefecture-level cities; a province that shares its
+# city's name, Jilin, is left out): spaCy's GPE on one of these is removed without a cue around it ("AWAY TRIP -
+# Wuhan, 15 March"). Other towns still need one (RE_PLACE_BEFORE, _place_follows): spaCy takes many words for a
+# place, and a cue-less GPE removed everywhere cost medical words (a run over the corpus lost seventeen).
+CHINA_CITIES = frozenset("""
+beijing shanghai tianjin chongqing guangzhou shenzhen dongguan foshan zhuhai shantou zhanjiang jiangmen zhongshan
+huizhou chaozhou shaoguan meizhou qingyuan zhaoqing maoming jieyang hangzhou ningbo wenzhou shaoxing jiaxing huzhou
+jinhua taizhou zhoushan lishui quzhou yiwu nanjing suzhou wuxi changzhou nantong yangzhou xuzhou zhenjiang yancheng
+lianyungang kunshan hefei wuhu bengbu anqing fuzhou xiamen quanzhou zhangzhou putian ningde longyan nanchang jiujiang
+ganzhou jingdezhen jinan qingdao yantai weihai weifang zibo linyi jining rizhao liaocheng heze dongying zhengzhou
+luoyang kaifeng anyang nanyang xinxiang wuhan yichang xiangyang jingzhou shiyan changsha zhuzhou xiangtan hengyang
+yueyang changde zhangjiajie nanning guilin liuzhou beihai haikou sanya chengdu mianyang leshan yibin zigong luzhou
+nanchong guiyang zunyi anshun kunming dali lijiang jinghong yuxi qujing lhasa shigatse xi'an xian baoji xianyang
+yan'an hanzhong lanzhou tianshui jiuquan dunhuang xining golmud yinchuan urumqi kashgar turpan korla yining hotan aksu
+karamay hohhot baotou ordos chifeng manzhouli shijiazhuang tangshan baoding qinhuangdao handan langfang zhangjiakou
+taiyuan datong shenyang dalian anshan fushun dandong jinzhou yingkou changchun yanji harbin qiqihar daqing mudanjiang
+jiamusi
+""".split())
 # Places a record may keep under Safe Harbor (a country, a US state, a Chinese province or region): every other
 # place spaCy finds in English text (a city, a town: Kunming, Columbus) is below a state and is removed.
 KEEP_PLACES = frozenset(x.strip() for x in """
@@ -1621,7 +1639,8 @@ class EnglishNerRecognizer(EntityRecognizer):
             elif e.label == "FAC" and len(RE_EN_TITLECASE.findall(word)) >= 2:
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:FAC", self.name))
             elif (e.label == "GPE" and word.lower().strip(" .,") not in KEEP_PLACES and RE_EN_TITLECASE.fullmatch(word.split()[0])
-                  and (RE_PLACE_BEFORE.search(text[max(0, e.start - 16):e.start]) or _place_follows(text, e.end))):
+                  and (word.lower().strip(" .,") in CHINA_CITIES or RE_PLACE_BEFORE.search(text[max(0, e.start - 16):e.start])
+                       or _place_follows(text, e.end))):
                 # a city or a town: below a state, which Safe Harbor removes (a country, a state, a province stays)
                 out.append(_result("address", e.start, e.end, NER, "ner:spacy:GPE", self.name))
         return out
