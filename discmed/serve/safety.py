@@ -419,6 +419,24 @@ EN_SUFFIX = "(?:s|es|ed|d|ing|ings|er|ers|ly|al|ally|e|y|ies|ied|ion|ions|ure|ur
 PREFIX = 4  # the prefilter's longest start string: Chinese needs 2, English words more
 
 
+def class_chars(items, widest: int, digits: bool = False) -> set[str] | None:
+    """The characters a character class (`[...]`, parsed) can match: its literals, ranges narrower than
+    `widest` and, with `digits`, \\d; None for anything else (a negated class, \\w, a wide range)."""
+    from re import _constants as c
+
+    chars: set[str] = set()
+    for kind, val in items:
+        if kind is c.LITERAL:
+            chars.add(chr(val))
+        elif kind is c.RANGE and val[1] - val[0] < widest:
+            chars |= {chr(x) for x in range(val[0], val[1] + 1)}
+        elif digits and kind is c.CATEGORY and val is c.CATEGORY_DIGIT:
+            chars |= set("0123456789０１２３４５６７８９")
+        else:
+            return None
+    return chars
+
+
 def first_strings(pattern: str, k: int = PREFIX) -> frozenset[str] | None:
     """Strings of one to `k` characters such that every match of `pattern` starts with one
     of them, or None when that cannot be said (a class like [^，。] or `.` first, or a
@@ -445,17 +463,8 @@ def first_strings(pattern: str, k: int = PREFIX) -> frozenset[str] | None:
         if op is c.LITERAL:
             return {(chr(av), True)}
         if op is c.IN:
-            chars = set()
-            for kind, val in av:
-                if kind is c.LITERAL:
-                    chars.add(chr(val))
-                elif kind is c.RANGE and val[1] - val[0] < 512:
-                    chars |= {chr(x) for x in range(val[0], val[1] + 1)}
-                elif kind is c.CATEGORY and val is c.CATEGORY_DIGIT:
-                    chars |= set("0123456789０１２３４５６７８９")
-                else:
-                    return None
-            return {(ch, True) for ch in chars}
+            chars = class_chars(av, 512, digits=True)
+            return None if chars is None else {(ch, True) for ch in chars}
         if op is c.BRANCH:
             out = set()
             for branch in av[1]:
@@ -504,15 +513,7 @@ def required_strings(pattern: str, k: int = PREFIX, most: int = 400) -> frozense
         if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
             return {""}  # zero-width: the strings on either side stay adjacent
         if op is c.IN:
-            chars = set()
-            for kind, val in av:
-                if kind is c.LITERAL:
-                    chars.add(chr(val))
-                elif kind is c.RANGE and val[1] - val[0] < 16:
-                    chars |= {chr(x) for x in range(val[0], val[1] + 1)}
-                else:
-                    return None
-            return chars
+            return class_chars(av, 16)
         if op is c.SUBPATTERN:
             return exact_seq(av[3])
         if op is c.BRANCH:
