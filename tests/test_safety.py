@@ -560,6 +560,7 @@ def test_start_string_prefilter_is_exact():
     assert required_strings("(?:突然)?(胸|心口)[^，。]{0,3}(疼|痛)") == {"胸", "心口"}
     assert required_strings("electrocut(ed|ion)|struck by lightning") == {"elec", "stru"}
     assert required_strings("a?b|[^x]") is None and required_strings("(?i)abc") is None
+    assert required_strings("(?i:chest) pain") == {" pai"} and required_strings("(?i:chest pain)") is None
     assert len(RULES.required) > 400
     for _, _, text, _ in POOLED[::7]:
         norm = text.lower()

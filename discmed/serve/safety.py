@@ -515,7 +515,7 @@ def required_strings(pattern: str, k: int = PREFIX, most: int = 400) -> frozense
         if op is c.IN:
             return class_chars(av, 16)
         if op is c.SUBPATTERN:
-            return exact_seq(av[3])
+            return None if av[1] & re.IGNORECASE else exact_seq(av[3])  # (?i:...) matches other cases
         if op is c.BRANCH:
             out = set()
             for branch in av[1]:
@@ -552,7 +552,7 @@ def required_strings(pattern: str, k: int = PREFIX, most: int = 400) -> frozense
                 continue
             candidates.append(run)
             run = {""}
-            if op is c.SUBPATTERN:
+            if op is c.SUBPATTERN and not av[1] & re.IGNORECASE:
                 candidates.append(required(av[3]))
             elif op is c.BRANCH:
                 parts = [required(branch) for branch in av[1]]
