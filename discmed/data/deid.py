@@ -1117,7 +1117,9 @@ RE_GAME_ID = re.compile(r"(?:in-game ID|(?i:game ID)|IGN|Riot ID|Steam ID|游戏
 RE_DISCORD_CHANNEL = re.compile(r"\[Discord\s+(#[\w-]{2,30})\]")
 RE_DISCORD_USER = re.compile(r"\[Discord[^\]\n]{0,40}\]\s*([A-Za-z0-9_.]{3,20}):")
 RE_AMBULANCE_PLATE = re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-Z][·•・.\- ]?急救\d{2,4}")
-RE_STUDIO_EN = re.compile(r"\b(?:[A-Z][A-Za-z']+ ){1,5}(?:Counsell?ing|Therapy|Wellness|Psychology|Psychological) "
+RE_STUDIO_EN = re.compile(r"\b(?!(?:Physical|Occupational|Speech|Respiratory|Cognitive|Behaviou?ral|Family|Group|Music|Art|"
+                          r"Couples?|Grief|Drug|Alcohol|Addiction|Student|Staff|Employee)\b)(?:[A-Z][A-Za-z']+ ){1,5}"
+                          r"(?:Counsell?ing|Therapy|Wellness|Psychology|Psychological) "
                           r"(?:Studio|Centre|Center|Room|Practice|Clinic)\b"
                           r"|\b(?!(?:Clinical|Central|Medical|Pathology|Microbiology|Biochemistry|Ha?ematology|Immunology|Molecular|"
                           r"Hospital|The|Our|Core|Research|Reference|Sleep|Cath|Catheterization|Catheterisation)\b)"
@@ -1562,7 +1564,7 @@ def _name_pinyin(text: str):
 # or titles are left out, and so is a pair named before what eponyms name (Mallory Weiss tear).
 NOT_GIVEN = frozenset("""
 may will june april august hope grace joy faith rose lily iris ruby amber dawn summer autumn sunny mark bill pat sue art
-rich guy jack chase dean sterling young major general doctor nurse king queen prince princess page glenn tyler cash
+rich guy jack chase dean sterling young major general doctor nurse king queen prince princess glenn tyler cash
 jordan paris india china asia georgia virginia carolina florida dakota austin houston dallas phoenix brooklyn
 long best bright love star gay early wood hill lane dale page crystal jewel pearl violet olive hazel ivy holly heather
 """.split())
@@ -1571,7 +1573,7 @@ RE_EPONYM_NEXT = re.compile(
     r"[\s-]*(?:syndrome|disease|sign|test|score|procedure|operation|surgery|criteria|scale|fracture|palsy|reflex|"
     r"manoeuvre|maneuver|position|classification|type|index|tube|catheter|solution|tear|drain|murmur|prosthesis|line|"
     r"node|bod(?:y|ies)|cell|spot|phenomenon|law|effect|method|technique|approach|incision|repair|splint|brace|"
-    r"collar|pump|mask|needle|suture|virus|disorder|anomaly|deformity|malformation|tumou?r|ulcer|lesion|'s)(?![a-z])",
+    r"collar|pump|mask|needle|suture|virus|disorder|anomaly|deformity|malformation|tumou?r|ulcer|lesion)(?![a-z])",
     re.IGNORECASE)
 
 
