@@ -548,9 +548,9 @@ def test_round_28_papers():
     cases = [
         ("Rooming list: 1203 - Marcos Oliveira Santos: hamstring strain; physio Bruno Carvalho on call. "
          "Shirt No. 9. Dr. Ana Souza (CRM-RJ 523114), CPF 123.456.789-09. Report: Pearl River Sports Laboratory; "
-         "referred to Xuhui Harbour Counselling Studio. Mallory Weiss tear excluded.",
+         "referred to Xuhui Harbour Counselling Studio. Mallory Weiss tear excluded. Maria Lopez's son is well.",
          ["Marcos Oliveira Santos", "Bruno Carvalho", "Shirt No. 9", "CRM-RJ 523114", "123.456.789-09",
-          "Pearl River Sports Laboratory", "Xuhui Harbour Counselling Studio"], ["Mallory Weiss tear"]),
+          "Pearl River Sports Laboratory", "Xuhui Harbour Counselling Studio", "Maria Lopez"], ["Mallory Weiss tear"]),
         ("收银员：0386 下单时间 02-14 22:40 医生签名 郑华 我是沙坪村的，车票：屯昌→海口汽车票 第3林段割胶 "
          "星河网咖5号包厢 咱们战队『烈焰电竞』的打野阿豪（QQ is 28817365）游戏ID：LH_Blaze 派车：琼A·急救305。"
          "先兆中暑 → 补液后好转",
